@@ -1,0 +1,12 @@
+"""Benchmarks behind ``napari-medseg bench NAME [--quick] --json FILE``.
+
+Each benchmark measures ours and its baseline side by side in one run and reports
+ratios; absolute times only mean something on a GPU. Method issues add entries to
+:data:`BENCHMARKS`.
+"""
+
+from __future__ import annotations
+
+BENCHMARKS = {
+    "tiling": "napari_medseg.bench.tiling:run",
+}

@@ -1,0 +1,215 @@
+"""``bench tiling``: our tiled inference vs the bare model vs MONAI's sliding window.
+
+All figures come from the same 2D MONAI U-Net (16, 32, 64, 128; strides 2, 2, 2; two
+residual units; batch norm; eval; float32). Our full pipeline runs in a child process
+so that its peak resident memory is its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+TILE, MARGIN, BLEND, BATCH = 1024, 48, 16, 1  # margin: receptive-field radius 45 px, rounded up to the stride 8
+
+
+def _model(seed: int = 0):
+    import torch
+
+    from ..core import nets
+
+    torch.manual_seed(seed)
+    model = nets.build(nets.bench_unet_arch()).eval()
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():  # non-trivial running statistics, so border effects are visible
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=g) - 0.5)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+    return model
+
+
+def _softmax(y):
+    import torch
+
+    return torch.softmax(y, dim=1)
+
+
+def _cfg():
+    from ..core.tiling import TileConfig
+
+    return TileConfig(tile=TILE, margin=MARGIN, blend=BLEND, batch_size=BATCH, amp=False)
+
+
+def make_test_tiff(path: Path, size: int, tile: int = 512, seed: int = 0) -> Path:
+    """A tiled uint8 TIFF of ``size``×``size`` with smooth texture, written tile by tile."""
+    import tifffile
+
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 255, (tile, tile), dtype=np.uint8)
+    yy, xx = np.mgrid[0:tile, 0:tile]
+
+    def tiles():
+        for ty in range(0, size, tile):
+            for tx in range(0, size, tile):
+                wave = (64 * (np.sin((yy + ty) / 37.0) + np.cos((xx + tx) / 53.0))).astype(np.int16)
+                yield np.roll(base, (ty // tile * 7, tx // tile * 13), (0, 1)).astype(np.int16) // 2 + wave + 64
+
+    def clipped():
+        for t in tiles():
+            yield np.clip(t, 0, 255).astype(np.uint8)
+
+    tifffile.imwrite(path, clipped(), shape=(size, size), dtype=np.uint8, tile=(tile, tile), bigtiff=size * size > 2**31)
+    return path
+
+
+def _open_lazy(path: Path):
+    import dask.array as da
+    import tifffile
+    import zarr
+
+    store = tifffile.imread(path, aszarr=True)
+    return da.from_zarr(zarr.open(store, mode="r"))
+
+
+def ours(tiff: str, out: str) -> dict:
+    """Our full pipeline: lazy TIFF read, tiled batched inference, blending, zarr write."""
+    import resource
+
+    from ..core import tiling
+    from ..core.jobs import Job
+
+    model, cfg = _model(), _cfg()
+    image = _open_lazy(Path(tiff))
+    store = tiling.create_output(out, image.shape, 2, cfg)
+    t0 = time.perf_counter()
+    job = Job(tiling.tiled_inference(model, image, store, cfg, postprocess=_softmax, out_channels=2))
+    job.run()
+    dt = time.perf_counter() - t0
+    plan = cfg.plan(image.shape)
+    return {
+        "seconds": dt,
+        "megapixels": image.size / 1e6,
+        "n_tiles": plan.n_tiles,
+        "megapixels_per_s": image.size / 1e6 / dt,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def model_only(size: int, n_measured: int) -> float:
+    """The same network over the same tiles (size, overlap, batch), already in memory."""
+    import torch
+
+    model, cfg = _model(), _cfg()
+    plan = cfg.plan((size, size))
+    rng = np.random.default_rng(1)
+    x = torch.from_numpy(rng.random((cfg.batch_size, 1) + plan.tile_shape, dtype=np.float32))
+    n = min(n_measured, plan.n_tiles)
+    with torch.inference_mode():
+        _softmax(model(x))  # warm-up
+        t0 = time.perf_counter()
+        for _ in range(0, n, cfg.batch_size):
+            _softmax(model(x)).numpy()
+        dt = time.perf_counter() - t0
+    mp_per_tile = size * size / 1e6 / plan.n_tiles
+    return n * mp_per_tile / dt
+
+
+def monai_sliding_window(image: np.ndarray) -> tuple[float, np.ndarray]:
+    import torch
+    from monai.inferers import sliding_window_inference
+
+    model = _model()
+    x = torch.from_numpy(image.astype(np.float32) / 255.0)[None, None]
+    with torch.inference_mode():
+        sliding_window_inference(x[..., :512, :512], 512, 1, model, overlap=0.25, mode="gaussian")
+        t0 = time.perf_counter()
+        y = sliding_window_inference(x, 512, 1, model, overlap=0.25, mode="gaussian")
+        y = torch.softmax(y, 1)
+        dt = time.perf_counter() - t0
+    return image.size / 1e6 / dt, y[0].numpy()
+
+
+def accuracy(size: tuple[int, int] = (1400, 1176)) -> dict:
+    """Largest difference from whole-image inference, for ours and MONAI, borders included."""
+    import torch
+    from monai.inferers import sliding_window_inference
+
+    from ..core import tiling
+
+    rng = np.random.default_rng(2)
+    img = (rng.random(size) * 255).astype(np.uint8)
+    model, cfg = _model(), _cfg()
+    # a small image needs tiles smaller than it to test the seams; keep our overlap rule
+    cfg.tile = 512
+    whole = tiling.predict_whole(model, img, postprocess=_softmax)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = tiling.create_output(Path(tmp) / "acc.zarr", img.shape, 2, cfg)
+        for _ in tiling.tiled_inference(model, img, out, cfg, postprocess=_softmax, out_channels=2):
+            pass
+        ours_diff = float(np.abs(out[:] - whole).max())
+    pad = [(0, (-s) % 8) for s in size]
+    x = torch.from_numpy(np.pad(img, pad).astype(np.float32) / 255.0)[None, None]
+    with torch.inference_mode():
+        y = torch.softmax(sliding_window_inference(x, 512, 1, model, overlap=0.25, mode="gaussian"), 1)
+    monai = y[0].numpy()[:, : size[0], : size[1]]
+    return {"max_abs_diff_vs_whole": ours_diff, "monai_max_abs_diff_vs_whole": float(np.abs(monai - whole).max())}
+
+
+def run(quick: bool = False, json_path: str | None = None, size: int | None = None) -> dict:
+    full_size = size or (4096 if quick else 20000)
+    monai_size = 4096 if quick else 8192
+    results: dict = {"quick": quick, "image_size": full_size, "monai_image_size": monai_size,
+                     "tile": TILE, "margin": MARGIN, "blend": BLEND, "batch_size": BATCH}
+    with tempfile.TemporaryDirectory(prefix="medseg-bench-") as tmp:
+        tmp = Path(tmp)
+        tiff = make_test_tiff(tmp / "slide.tif", full_size)
+        proc = subprocess.run(
+            [sys.executable, "-m", "napari_medseg.bench.tiling", "--ours", str(tiff), str(tmp / "out.zarr")],
+            capture_output=True, text=True, env={**os.environ},
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"our tiled run failed:\n{proc.stderr[-2000:]}")
+        mine = json.loads(proc.stdout.strip().splitlines()[-1])
+        results["megapixels_per_s"] = mine["megapixels_per_s"]
+        results["peak_rss_mb"] = mine["peak_rss_mb"]
+        results["ours_seconds"] = mine["seconds"]
+        results["n_tiles"] = mine["n_tiles"]
+        results["model_only_megapixels_per_s"] = model_only(full_size, 16 if quick else 48)
+        results["overhead_ratio"] = results["model_only_megapixels_per_s"] / results["megapixels_per_s"]
+        if monai_size == full_size:
+            ours_same = results["megapixels_per_s"]
+        else:
+            monai_tiff = make_test_tiff(tmp / "monai.tif", monai_size)
+            proc = subprocess.run(
+                [sys.executable, "-m", "napari_medseg.bench.tiling", "--ours", str(monai_tiff), str(tmp / "o2.zarr")],
+                capture_output=True, text=True,
+            )
+            ours_same = json.loads(proc.stdout.strip().splitlines()[-1])["megapixels_per_s"]
+        image = np.asarray(_open_lazy(tiff if monai_size == full_size else tmp / "monai.tif"))
+        results["monai_sliding_window_megapixels_per_s"], _ = monai_sliding_window(image)
+        del image
+        results["ours_megapixels_per_s_at_monai_size"] = ours_same
+        results["speedup_vs_monai"] = ours_same / results["monai_sliding_window_megapixels_per_s"]
+    results.update(accuracy())
+    from .gui_latency import measure_in_subprocess
+
+    results.update(measure_in_subprocess(seconds=6 if quick else 20))
+    results["goals"] = {
+        "overhead_ratio": "<= 1.15", "speedup_vs_monai": ">= 1.3",
+        "max_abs_diff_vs_whole": "<= 1e-3", "peak_rss_mb": "<= 1500", "gui_event_latency_ms_p95": "<= 100",
+    }
+    if json_path:
+        Path(json_path).write_text(json.dumps(results, indent=2))
+    return results
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--ours":
+        print(json.dumps(ours(sys.argv[2], sys.argv[3])))

@@ -1,0 +1,228 @@
+"""``napari-medseg``: the command line over the same engine the widgets use."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from .core.errors import MedsegError
+
+
+def _info(args) -> int:
+    import platform
+
+    import dask
+    import monai
+    import numpy
+    import torch
+    import zarr
+
+    from . import __version__
+    from .core.device import available_devices, select_device
+    from .core.registry import Registry
+
+    lines = {
+        "napari-medseg": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "monai": monai.__version__,
+        "numpy": numpy.__version__,
+        "dask": dask.__version__,
+        "zarr": zarr.__version__,
+    }
+    try:
+        import napari
+
+        lines["napari"] = napari.__version__
+    except Exception as exc:  # the engine works without napari
+        lines["napari"] = f"not importable ({type(exc).__name__})"
+    lines["devices"] = ", ".join(available_devices())
+    lines["selected device"] = str(select_device(args.device))
+    reg = Registry()
+    models = reg.list()
+    for k, v in lines.items():
+        print(f"{k:>16}: {v}")
+    print(f"{'models':>16}: {len(models)} found (shipped: {reg.shipped_root}, yours: {reg.user_root})")
+    for e in models:
+        metrics = ", ".join(f"{k}={v:.3g}" for k, v in e.meta.get("metrics", {}).items() if isinstance(v, float))
+        print(f"{'':>16}  {e.label}  {metrics}")
+    return 0
+
+
+def _bench(args) -> int:
+    import importlib
+
+    from .bench import BENCHMARKS
+
+    if args.name not in BENCHMARKS:
+        raise MedsegError(f"Unknown benchmark {args.name!r}; available: {', '.join(sorted(BENCHMARKS))}.")
+    module, func = BENCHMARKS[args.name].split(":")
+    results = getattr(importlib.import_module(module), func)(quick=args.quick, json_path=args.json)
+    width = max(len(k) for k in results)
+    for k, v in results.items():
+        if k == "goals":
+            continue
+        val = f"{v:.4g}" if isinstance(v, float) else str(v)
+        goal = results.get("goals", {}).get(k, "")
+        print(f"{k:<{width}}  {val:>12}  {goal}")
+    if args.json:
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _train(args) -> int:
+    import tempfile
+
+    from .core import paths
+    from .core.device import select_device
+    from .core.jobs import run_in_terminal
+    from .core.registry import Registry
+    from .methods.tissue import MODEL_NAME, train_tissue
+
+    if args.method != "tissue":
+        raise MedsegError(f"Unknown method {args.method!r}; trainable here: tissue.")
+    device = select_device(args.device)
+    if args.ship:
+        tmp = Path(tempfile.mkdtemp(prefix="medseg-ship-"))
+        reg = Registry(shipped_root=tmp / "none", user_root=tmp)
+    else:
+        reg = Registry()
+    resume = None
+    if args.resume:
+        resume = reg.get(MODEL_NAME).load()
+        resume = (resume[0].state_dict(), resume[1])
+    job = run_in_terminal(train_tissue(reg, steps=args.steps, seed=args.seed, device=device, resume=resume), "train tissue")
+    entry = (job.result or {}).get("entry") if job.result else None
+    if entry is None and job.stopped:
+        print("stopped; the best model so far was saved", file=sys.stderr)
+        entry = reg.get(MODEL_NAME)
+    if entry is None:
+        raise MedsegError("Training produced no model.")
+    if args.ship:
+        dest = paths.models_dir() / MODEL_NAME
+        dest.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(entry.path, dest / entry.path.name)
+        shutil.copy2(entry.path.with_suffix(".json"), dest / entry.path.with_suffix(".json").name)
+        from .methods.tissue.card import write_model_card
+
+        write_model_card(dest, json.loads(entry.path.with_suffix(".json").read_text()), command="napari-medseg " + " ".join(sys.argv[1:]))
+        print(f"shipped {dest / entry.path.name}")
+    else:
+        print(f"saved {entry.label} at {entry.path}")
+    return 0
+
+
+def _segment(args) -> int:
+    from .core.device import select_device
+    from .core.io import read_image
+    from .core.jobs import run_in_terminal
+    from .core.registry import Registry
+    from .core.segment import run_segmentation
+
+    name, _, version = args.model.partition(":")
+    entry = Registry().get(name, int(version) if version else None)
+    device = select_device(args.device)
+    model, meta = entry.load(device)
+    levels, img_meta = read_image(args.image)
+    image = levels[args.level]
+    client = None
+    if args.scheduler:
+        from distributed import Client
+
+        client = Client(args.scheduler)
+    gen = run_segmentation(model, meta, image, args.out, tile=args.tile, batch_size=args.batch_size,
+                           output=args.output, device=device, client=client, rgb=bool(img_meta.get("rgb")))
+    job = run_in_terminal(gen, f"segment with {entry.label}")
+    if job.stopped:
+        print("stopped: the output is incomplete", file=sys.stderr)
+        return 1
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _models(args) -> int:
+    from .core.registry import Registry
+
+    reg = Registry()
+    if args.action == "list":
+        for e in reg.list(args.name):
+            current = " (current)" if reg.get(e.name).path == e.path else ""
+            print(f"{e.label}{current}  {e.path}")
+        return 0
+    if not args.name or args.version is None:
+        raise MedsegError("restore needs NAME and VERSION, e.g. `napari-medseg models restore tissue 1`.")
+    e = reg.restore(args.name, args.version)
+    print(f"current {args.name} is now {e.label}")
+    return 0
+
+
+def _demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(out_dir=Path(args.out), gui=args.gui, steps=args.steps)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="napari-medseg", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("info", help="versions, devices and models found")
+    s.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1, mps")
+    s.set_defaults(func=_info)
+
+    s = sub.add_parser("demo", help="open napari with the sample data and every widget; headless: run and report")
+    s.add_argument("--out", default="demo-output")
+    s.add_argument("--gui", choices=["auto", "open", "headless"], default="auto",
+                   help="open: show napari and wait; headless: run, screenshot, report; auto: open if a display exists")
+    s.add_argument("--steps", type=int, default=60, help="retraining steps in the headless run")
+    s.set_defaults(func=_demo)
+
+    s = sub.add_parser("bench", help="benchmarks: ours vs the baseline, side by side")
+    s.add_argument("name")
+    s.add_argument("--quick", action="store_true", help="small sizes, about a minute on 2 CPU cores")
+    s.add_argument("--json", default=None, help="write the results here")
+    s.set_defaults(func=_bench)
+
+    s = sub.add_parser("train", help="train a method's model (a new version; never overwrites)")
+    s.add_argument("method", choices=["tissue"])
+    s.add_argument("--steps", type=int, default=400)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default=None)
+    s.add_argument("--resume", action="store_true", help="fine-tune the current version")
+    s.add_argument("--ship", action="store_true", help="write into the repository's models/ with a model card")
+    s.set_defaults(func=_train)
+
+    s = sub.add_parser("segment", help="tiled segmentation of an image file with a registered model")
+    s.add_argument("image")
+    s.add_argument("--model", default="tissue", help="NAME or NAME:VERSION")
+    s.add_argument("--out", required=True, help="output .zarr")
+    s.add_argument("--level", type=int, default=0, help="pyramid level to segment")
+    s.add_argument("--tile", type=int, default=1024)
+    s.add_argument("--batch-size", type=int, default=1)
+    s.add_argument("--output", choices=["labels", "probabilities"], default="labels")
+    s.add_argument("--device", default=None)
+    s.add_argument("--scheduler", default=None, help="dask.distributed scheduler address")
+    s.set_defaults(func=_segment)
+
+    s = sub.add_parser("models", help="list models, or restore an earlier version")
+    s.add_argument("action", choices=["list", "restore"])
+    s.add_argument("name", nargs="?")
+    s.add_argument("version", nargs="?", type=int)
+    s.set_defaults(func=_models)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except MedsegError as exc:
+        print(f"napari-medseg: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""Checkpoints: written atomically with a JSON sidecar, loaded with ``weights_only=True``.
+
+The ``.pt`` file holds ``{"format", "state_dict", "meta"}``; ``meta`` (method, model
+version, architecture, config, metrics, training-data fingerprint, creation time) is
+also written next to it as ``<name>.json`` for people and tools that do not load torch.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import InputError, NotACheckpointError
+
+FORMAT = "napari-medseg/1"
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, write) -> None:
+    """Call ``write(fileobj)`` on a temp file next to ``path``, fsync, then rename over it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default)
+    atomic_write_bytes(path, lambda fh: fh.write(text.encode()))
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, (Path,)):
+        return str(o)
+    if isinstance(o, (tuple, set)):
+        return list(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _plain(obj: Any) -> Any:
+    """Meta as plain JSON types, so ``weights_only`` loading accepts it."""
+    return json.loads(json.dumps(obj, default=_json_default))
+
+
+def data_fingerprint(*arrays, max_bytes: int = 64 * 2**20) -> str:
+    """SHA-256 of the training data; large (dask) arrays hash shape, dtype and a sample grid."""
+    h = hashlib.sha256()
+    for a in arrays:
+        shape = tuple(int(s) for s in a.shape)
+        h.update(repr((shape, str(a.dtype))).encode())
+        nbytes = int(np.prod(shape)) * np.dtype(a.dtype).itemsize
+        if nbytes <= max_bytes:
+            h.update(np.ascontiguousarray(np.asarray(a)).tobytes())
+        else:
+            step = tuple(max(1, s // 64) for s in shape)
+            sample = a[tuple(slice(None, None, st) for st in step)]
+            h.update(np.ascontiguousarray(np.asarray(sample)).tobytes())
+    return h.hexdigest()
+
+
+def sidecar_path(path: Path) -> Path:
+    return Path(path).with_suffix(".json")
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    state_dict: dict[str, torch.Tensor],
+    *,
+    method: str,
+    arch: dict,
+    version: int = 1,
+    config: dict | None = None,
+    metrics: dict | None = None,
+    data_fingerprint: str = "",
+    extra: dict | None = None,
+) -> dict:
+    """Write a checkpoint atomically (temp file + rename) and its JSON sidecar; return meta."""
+    path = Path(path)
+    meta = _plain(
+        {
+            "method": method,
+            "version": int(version),
+            "arch": arch,
+            "config": config or {},
+            "metrics": metrics or {},
+            "data_fingerprint": data_fingerprint,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "torch": torch.__version__,
+            **(extra or {}),
+        }
+    )
+    cpu_state = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    payload = {"format": FORMAT, "state_dict": cpu_state, "meta": meta}
+    atomic_write_bytes(path, lambda fh: torch.save(payload, fh))
+    meta_with_hash = {**meta, "sha256": file_sha256(path)}
+    atomic_write_json(sidecar_path(path), meta_with_hash)
+    return meta_with_hash
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> tuple[dict, dict]:
+    """Return ``(state_dict, meta)``. Anything that is not our checkpoint gets one clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"No checkpoint at {path}.")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, AttributeError) as exc:
+        raise NotACheckpointError(
+            f"{path.name} is not a napari-medseg checkpoint, or it is truncated/damaged "
+            f"({type(exc).__name__})."
+        ) from exc
+    except Exception as exc:  # pickle.UnpicklingError and friends from weights_only
+        raise NotACheckpointError(
+            f"{path.name} is not a napari-medseg checkpoint (refused by the safe loader: "
+            f"{type(exc).__name__})."
+        ) from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise NotACheckpointError(f"{path.name} is a torch file but not a napari-medseg checkpoint.")
+    return payload["state_dict"], payload["meta"]
+
+
+def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:
+    """Rebuild the network a checkpoint describes, load its weights, put it in eval mode."""
+    from . import nets
+
+    state, meta = load_checkpoint(path)
+    model = nets.build(meta["arch"])
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise NotACheckpointError(f"{Path(path).name}: weights do not match its architecture ({exc}).") from exc
+    return model.to(device).eval(), meta

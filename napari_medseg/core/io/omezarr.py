@@ -1,0 +1,201 @@
+"""OME-Zarr (OME-NGFF 0.4 multiscales, zarr format 2) writing and reading.
+
+Written with ``zarr_format=2`` and "/" chunk keys so that other tools (napari-ome-zarr,
+Fiji, ome-zarr-py) read it. Levels halve Y and X (see :mod:`.pyramid` for how).
+Reading also accepts NGFF 0.5 (zarr 3, attributes under "ome") and plain zarr arrays.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from .pyramid import downsample2, uses_mean
+from .validate import check_array
+
+_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
+
+
+def is_zarr(path: str | os.PathLike) -> bool:
+    return str(path).rstrip("/\\").lower().endswith(".zarr")
+
+
+def _default_chunks(shape: tuple, axes: str) -> tuple:
+    side = 256 if "z" in axes else 1024
+    out = []
+    for ax, n in zip(axes, shape):
+        if ax in "yx":
+            out.append(min(int(n), side))
+        elif ax == "z":
+            out.append(min(int(n), 64))
+        else:
+            out.append(1)
+    return tuple(out)
+
+
+def write_ome_zarr(
+    path: str | os.PathLike,
+    data: Any,
+    axes: str = "yx",
+    scale: Any = None,
+    levels: int = 1,
+    chunks: Any = None,
+    downsample: str = "auto",
+) -> Path:
+    """Write ``data`` (numpy or dask) as OME-NGFF 0.4 multiscales, atomically.
+
+    ``axes``: letters from "tczyx" (e.g. "zyx"); ``scale``: physical size per axis of
+    level 0 (default 1); ``levels``: how many resolution levels ("0" is full size);
+    ``downsample``: "auto", "mean" or "stride" (use "stride" for labels).
+    The group is written to a temporary folder next to ``path`` and then renamed.
+    """
+    import dask.array as da
+    import zarr
+
+    path = Path(path)
+    axes = axes.lower()
+    check_array(data, str(path), check_finite=False)
+    if len(axes) != data.ndim or len(set(axes)) != len(axes) or not set(axes) <= set(_TYPES):
+        raise InputError(
+            f"{path}: axes {axes!r} must be {data.ndim} distinct letters from 'tczyx' "
+            f"for data of shape {tuple(data.shape)}"
+        )
+    if int(levels) < 1:
+        raise InputError(f"{path}: levels must be at least 1, got {levels}")
+    scale0 = [1.0] * data.ndim if scale is None else [float(s) for s in scale]
+    if len(scale0) != data.ndim:
+        raise InputError(f"{path}: scale has {len(scale0)} values for {data.ndim} axes")
+    if not isinstance(data, da.Array):
+        data = da.from_array(np.asarray(data), chunks=_default_chunks(data.shape, axes))
+    yx_axes = [i for i, ax in enumerate(axes) if ax in "yx"]
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    datasets = []
+    try:
+        group = zarr.open_group(str(tmp), mode="w", zarr_format=2)
+        level = data
+        for i in range(int(levels)):
+            if i:
+                if not yx_axes or min(level.shape[ax] for ax in yx_axes) < 2:
+                    break
+                level = downsample2(level, yx_axes, downsample)
+            lv_chunks = tuple(chunks) if chunks is not None else _default_chunks(level.shape, axes)
+            lv_chunks = tuple(min(int(c), int(n)) for c, n in zip(lv_chunks, level.shape))
+            target = group.create_array(
+                str(i),
+                shape=tuple(int(s) for s in level.shape),
+                chunks=lv_chunks,
+                dtype=level.dtype,
+                fill_value=0,
+                chunk_key_encoding={"name": "v2", "separator": "/"},
+            )
+            da.store(level.rechunk(lv_chunks), target, lock=False, scheduler="threads")
+            factor = [2.0**i if ax in "yx" else 1.0 for ax in axes]
+            datasets.append(
+                {
+                    "path": str(i),
+                    "coordinateTransformations": [
+                        {"type": "scale", "scale": [s * f for s, f in zip(scale0, factor)]}
+                    ],
+                }
+            )
+            level = da.from_zarr(target)  # next level reads back from disk: shallow graph
+        group.attrs["multiscales"] = [
+            {
+                "version": "0.4",
+                "name": path.name.split(".")[0],
+                "axes": [{"name": ax, "type": _TYPES[ax]} for ax in axes],
+                "datasets": datasets,
+                "type": (
+                    "local_mean"
+                    if downsample == "mean" or (downsample == "auto" and uses_mean(data.dtype))
+                    else "nearest"
+                ),
+            }
+        ]
+        if path.exists():
+            old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
+            os.rename(path, old)
+            os.rename(tmp, path)
+            if old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink()
+        else:
+            os.rename(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def _multiscales(attrs: dict) -> list | None:
+    if "multiscales" in attrs:
+        return attrs["multiscales"]
+    ome = attrs.get("ome")
+    if isinstance(ome, dict) and "multiscales" in ome:
+        return ome["multiscales"]
+    return None
+
+
+def read_ome_zarr(path: str | os.PathLike) -> tuple[list, dict]:
+    """Open an OME-Zarr group (or a plain zarr array) lazily: ``(levels, meta)``."""
+    import dask.array as da
+    import zarr
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    try:
+        node = zarr.open(str(path), mode="r")
+    except Exception as exc:  # noqa: BLE001 - zarr raises many kinds
+        raise InputError(f"{path} is not a readable zarr store: {exc or type(exc).__name__}") from None
+
+    meta: dict[str, Any] = {
+        "source_path": str(path),
+        "format": "ome-zarr",
+        "rgb": False,
+        "scale": None,
+        "translate": None,
+    }
+    try:
+        if isinstance(node, zarr.Array):
+            arrays = [node]
+            meta["axes"] = None
+        else:
+            ms = _multiscales(dict(node.attrs))
+            if ms:
+                first = ms[0]
+                arrays = [node[d["path"]] for d in first["datasets"]]
+                axes = first.get("axes")
+                if axes:
+                    meta["axes"] = "".join(
+                        (a["name"] if isinstance(a, dict) else str(a))[0] for a in axes
+                    )
+                for tr in first["datasets"][0].get("coordinateTransformations", []):
+                    if tr.get("type") == "scale":
+                        meta["scale"] = [float(v) for v in tr["scale"]]
+                    elif tr.get("type") == "translation":
+                        meta["translate"] = [float(v) for v in tr["translation"]]
+            else:
+                arrays = [a for _, a in sorted(node.arrays(), key=lambda kv: kv[0])]
+                meta["axes"] = None
+                if not arrays:
+                    raise InputError(f"{path} is a zarr group without any image arrays")
+                arrays.sort(key=lambda a: -int(np.prod(a.shape)))
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - malformed metadata
+        raise InputError(f"{path} has unreadable OME-Zarr metadata: {exc or type(exc).__name__}") from None
+    levels = [da.from_zarr(a) for a in arrays]
+    if any(0 in lv.shape for lv in levels):
+        raise InputError(f"{path} is empty (shape {tuple(levels[0].shape)})")
+    meta["pyramid"] = "file" if len(levels) > 1 else "none"
+    return levels, meta

@@ -1,0 +1,68 @@
+"""Networks by name, so a checkpoint can say how to rebuild its model.
+
+A checkpoint stores ``arch = {"name": ..., "kwargs": {...}}``; :func:`build` turns it
+back into a module. Methods register the small nets MONAI lacks with
+:func:`register`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+_BUILDERS: dict[str, Callable[..., torch.nn.Module]] = {}
+
+
+def register(name: str):
+    def deco(fn):
+        _BUILDERS[name] = fn
+        return fn
+
+    return deco
+
+
+@register("monai.UNet")
+def _monai_unet(**kwargs) -> torch.nn.Module:
+    from monai.networks.nets import UNet
+
+    return UNet(**kwargs)
+
+
+def build(arch: dict) -> torch.nn.Module:
+    from .errors import NotACheckpointError
+
+    name = arch.get("name")
+    if name not in _BUILDERS:
+        raise NotACheckpointError(f"Unknown network {name!r}; known: {sorted(_BUILDERS)}.")
+    return _BUILDERS[name](**arch.get("kwargs", {}))
+
+
+def total_stride(arch: dict) -> int:
+    """Product of a U-Net's strides: tiles must start on multiples of it."""
+    strides = arch.get("kwargs", {}).get("strides", ())
+    out = 1
+    for s in strides:
+        out *= int(s if isinstance(s, int) else max(s))
+    return out
+
+
+def has_instance_norm(model: torch.nn.Module) -> bool:
+    """Instance norm takes statistics over the whole input: tiling cannot reproduce it."""
+    return any(isinstance(m, torch.nn.modules.instancenorm._InstanceNorm) for m in model.modules())
+
+
+def bench_unet_arch(spatial_dims: int = 2, in_channels: int = 1, out_channels: int = 2) -> dict:
+    """The reference U-Net of the foundation benchmarks and the shipped tissue model."""
+    return {
+        "name": "monai.UNet",
+        "kwargs": {
+            "spatial_dims": spatial_dims,
+            "in_channels": in_channels,
+            "out_channels": out_channels,
+            "channels": [16, 32, 64, 128],
+            "strides": [2, 2, 2],
+            "num_res_units": 2,
+            "norm": "batch",
+        },
+    }

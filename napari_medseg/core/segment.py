@@ -1,0 +1,96 @@
+"""Run any registered segmentation checkpoint over an image, tiled, into zarr.
+
+A segmentation checkpoint's meta carries ``io``: how to turn pixels into network input
+(``input``), network output into probabilities (``postprocess``), the class names, and
+the tiling constraints (``stride``: the net's total stride; ``margin``: its
+receptive-field radius rounded up to the stride).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import InputError
+from .sources import as_source
+from .tiling import TileConfig, create_output, tiled_inference
+
+
+def _rgb_uint8(block: np.ndarray) -> np.ndarray:
+    if block.shape[0] not in (3, 4):
+        raise InputError(f"This model needs an RGB image; the image has {block.shape[0]} channel(s).")
+    return block[:3].astype(np.float32) / 255.0
+
+
+def _gray(block: np.ndarray) -> np.ndarray:
+    x = block.astype(np.float32)
+    if block.dtype == np.uint8:
+        return x / 255.0
+    return x
+
+
+def _softmax(y: torch.Tensor) -> torch.Tensor:
+    return torch.softmax(y.float(), dim=1)
+
+
+def _sigmoid(y: torch.Tensor) -> torch.Tensor:
+    return torch.sigmoid(y.float())
+
+
+PREPROCESS = {"rgb_uint8": _rgb_uint8, "gray": _gray}
+POSTPROCESS = {"softmax": _softmax, "sigmoid": _sigmoid}
+
+
+def io_spec(meta: dict) -> dict:
+    io = meta.get("io")
+    if not io:
+        raise InputError(f"Model {meta.get('method', '?')} has no input/output description; it cannot segment images.")
+    return io
+
+
+def run_segmentation(
+    model: torch.nn.Module,
+    meta: dict,
+    image,
+    out_path: str | Path,
+    *,
+    tile: int = 1024,
+    batch_size: int = 1,
+    output: str = "labels",
+    device="cpu",
+    client=None,
+    rgb: bool = False,
+):
+    """Generator yielding progress; returns the zarr array at ``out_path``.
+
+    ``image`` is (Y, X[, 3]) or (Z, Y, X): RGB slides keep colour on the last axis.
+    """
+    io = io_spec(meta)
+    channel_axis = -1 if rgb else None
+    source = as_source(image, channel_axis)
+    if io["input"] == "rgb_uint8" and source.channels < 3:
+        raise InputError("This model needs an RGB image (colour on the last axis); pick an RGB layer.")
+    cfg = TileConfig(
+        tile=tile,
+        stride=int(io.get("stride", 8)),
+        margin=int(io.get("margin", 48)),
+        batch_size=batch_size,
+        output=output,
+    )
+    n_classes = len(io.get("classes", [])) or None
+    out = create_output(out_path, source.spatial_shape, n_classes or 2, cfg)
+    return (
+        yield from tiled_inference(
+            model,
+            source,
+            out,
+            cfg,
+            device=device,
+            preprocess=PREPROCESS[io["input"]],
+            postprocess=POSTPROCESS[io.get("postprocess", "softmax")],
+            out_channels=n_classes,
+            client=client,
+        )
+    )

@@ -1,0 +1,83 @@
+"""A supervised training loop as a progress generator, shared by the methods.
+
+It validates every ``val_every`` steps and writes a checkpoint whenever the monitored
+metric improves, so stopping at any moment leaves the best model so far on disk.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+
+import torch
+
+from .device import autocast
+from .jobs import Progress
+
+
+def train_supervised(
+    model: torch.nn.Module,
+    next_batch: Callable[[int], tuple[torch.Tensor, torch.Tensor]],
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    *,
+    steps: int,
+    device: torch.device | str = "cpu",
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    validate: Callable[[torch.nn.Module], dict] | None = None,
+    val_every: int = 50,
+    monitor: str = "dice",
+    mode: str = "max",
+    save_best: Callable[[dict, dict, int], None] | None = None,
+    amp: bool = True,
+):
+    """Yield :class:`Progress` each step; return ``{"best_metrics", "best_step", "history"}``."""
+    device = torch.device(device)
+    model.to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    use_amp = amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    sign = 1.0 if mode == "max" else -1.0
+    best = {"score": -math.inf, "metrics": {}, "step": 0, "state": None}
+    history: list[dict] = []
+    step = 0
+
+    def evaluate_and_keep(at_step: int) -> dict:
+        if validate is None:
+            return {}
+        model.eval()
+        with torch.no_grad():
+            metrics = {k: float(v) for k, v in validate(model).items()}
+        model.train()
+        score = sign * metrics[monitor]
+        if score > best["score"]:
+            best.update(score=score, metrics=metrics, step=at_step, state=copy.deepcopy(model.state_dict()))
+            if save_best is not None:
+                save_best(best["state"], metrics, at_step)
+        return metrics
+
+    model.train()
+    try:
+        for step in range(1, steps + 1):
+            x, y = next_batch(step)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            opt.zero_grad(set_to_none=True)
+            with autocast(device, use_amp):
+                loss = loss_fn(model(x), y)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"The training loss became {loss.item()} at step {step}; lower the learning rate.")
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            metrics = {"loss": float(loss.detach())}
+            if validate is not None and (step % val_every == 0 or step == steps):
+                metrics.update({f"val_{k}": v for k, v in evaluate_and_keep(step).items()})
+            history.append({"step": step, **metrics})
+            yield Progress(step, steps, f"step {step}/{steps}", metrics)
+    finally:
+        # stopped before any validation: still keep what was learned
+        if best["state"] is None and step > 0 and validate is not None:
+            evaluate_and_keep(step)
+        model.eval()
+    return {"best_metrics": best["metrics"], "best_step": best["step"], "history": history}

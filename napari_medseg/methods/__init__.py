@@ -1,0 +1,1 @@
+"""Qt-free method packages, one per paper (plus ``tissue``, the engine's reference model)."""

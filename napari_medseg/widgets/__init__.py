@@ -1,0 +1,1 @@
+"""Qt + magicgui dock widgets. Thin: build controls, call the engine, turn results into layers."""

@@ -1,0 +1,45 @@
+"""Small shared pieces of the widgets: layer pickers, device picker, layer↔array adapters."""
+
+from __future__ import annotations
+
+import numpy as np
+from magicgui.widgets import ComboBox
+
+from ..core.device import available_devices
+
+SMALL_ENOUGH_TO_PAINT = 64_000_000  # pixels: below this a result is loaded into memory for painting
+
+
+def layer_picker(viewer, layer_type, label: str) -> ComboBox:
+    """A ComboBox of the viewer's layers of one type that follows the layer list."""
+
+    def choices(_widget=None):
+        return [(lay.name, lay) for lay in viewer.layers if isinstance(lay, layer_type)]
+
+    box = ComboBox(label=label, choices=choices, nullable=False)
+    for ev in (viewer.layers.events.inserted, viewer.layers.events.removed, viewer.layers.events.reordered):
+        ev.connect(lambda _e=None: box.reset_choices())
+    return box
+
+
+def device_picker() -> ComboBox:
+    return ComboBox(label="device", choices=["auto", *available_devices()], value="auto")
+
+
+def layer_level(layer, level: int):
+    """The array of one pyramid level (level 0 for single-scale layers), never materialised."""
+    if getattr(layer, "multiscale", False):
+        level = min(max(level, 0), len(layer.data) - 1)
+        return layer.data[level], level
+    return layer.data, 0
+
+
+def level_scale(layer, level: int) -> tuple:
+    """World scale of a pyramid level, so results line up with the layer."""
+    base = np.asarray(layer.scale, dtype=float)
+    if not getattr(layer, "multiscale", False) or level == 0:
+        return tuple(base)
+    full, lev = layer.data[0].shape, layer.data[level].shape
+    nd = len(base)
+    factors = [f / max(1, s) for f, s in zip(full[:nd], lev[:nd])]
+    return tuple(b * f for b, f in zip(base, factors))

@@ -1,0 +1,68 @@
+"""Model manager: every shipped and user model version, its metrics and card; roll back."""
+
+from __future__ import annotations
+
+from magicgui.widgets import Container, PushButton, Table, TextEdit
+from napari.utils.notifications import show_info
+
+from ..core.registry import Registry, model_card_path
+
+
+class ModelsWidget(Container):
+    def __init__(self, napari_viewer=None, registry: Registry | None = None):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.registry = registry or Registry()
+        self.table = Table(value=[])
+        self.refresh_button = PushButton(text="Refresh")
+        self.restore_button = PushButton(text="Make selected version current")
+        self.card = TextEdit(value="")
+        self.card.native.setReadOnly(True)
+        self.extend([self.table, self.refresh_button, self.restore_button, self.card])
+        self.refresh_button.changed.connect(lambda _=None: self.refresh())
+        self.restore_button.changed.connect(lambda _=None: self.restore_selected())
+        self.table.native.itemSelectionChanged.connect(self._show_card)
+        self.entries = []
+        self.refresh()
+
+    def refresh(self):
+        self.entries = self.registry.list()
+        rows = []
+        for e in self.entries:
+            metrics = ", ".join(f"{k} {v:.3f}" for k, v in e.meta.get("metrics", {}).items() if isinstance(v, float))
+            current = "✓" if self.registry.get(e.name).path == e.path else ""
+            rows.append([e.name, e.version, e.source, current, metrics, e.meta.get("created", "")])
+        self.table.value = {
+            "data": rows,
+            "index": [str(i + 1) for i in range(len(rows))],
+            "columns": ["model", "version", "source", "current", "metrics", "created"],
+        }
+
+    def selected(self):
+        rows = sorted({i.row() for i in self.table.native.selectedIndexes()})
+        return self.entries[rows[0]] if rows else None
+
+    def select(self, name: str, version: int):
+        for i, e in enumerate(self.entries):
+            if e.name == name and e.version == version:
+                self.table.native.selectRow(i)
+
+    def restore_selected(self):
+        e = self.selected()
+        if e is None:
+            show_info("Select a model version first.")
+            return None
+        self.registry.restore(e.name, e.version)
+        self.refresh()
+        show_info(f"{e.name}: version {e.version} is current again")
+        return e
+
+    def _show_card(self):
+        e = self.selected()
+        if e is None:
+            return
+        card = model_card_path(e)
+        text = card.read_text() if card else ""
+        meta = "\n".join(f"{k}: {v}" for k, v in e.meta.items() if k in ("method", "created", "metrics", "config", "sha256"))
+        self.card.value = (text + "\n\n" + meta).strip()
+

@@ -1,0 +1,240 @@
+"""napari_medseg.core.io: NIfTI / TIFF / OME-Zarr round trips, pyramids, bad inputs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import pytest
+
+from napari_medseg.core import io as mio
+from napari_medseg.core.errors import InputError
+
+DIAG_AFFINE = np.array(
+    [[0.5, 0, 0, -10.5], [0, 0.75, 0, 20.25], [0, 0, 2.0, 3.0], [0, 0, 0, 1.0]]
+)
+# axes swapped and one flipped: napari cannot take this as scale + translate
+ROT_AFFINE = np.array(
+    [[0, -1.5, 0, 12.0], [0.5, 0, 0, -4.0], [0, 0, -2.0, 7.0], [0, 0, 0, 1.0]]
+)
+
+
+@pytest.fixture(autouse=True)
+def _home(tmp_path, monkeypatch):
+    monkeypatch.setenv("NAPARI_MEDSEG_HOME", str(tmp_path / "home"))
+
+
+def _labels(shape=(20, 30, 10)):
+    lab = np.zeros(shape, np.int32)
+    lab[5:10, 5:15, 2:6] = 3
+    lab[12:18, 1:4, 7:9] = 1
+    return lab
+
+
+# --------------------------------------------------------------------------- NIfTI
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+def test_nifti_round_trip_diagonal_affine(tmp_path, suffix):
+    lab = _labels()
+    path = mio.write_nifti(tmp_path / f"lab{suffix}", lab, DIAG_AFFINE)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp left
+    levels, meta = mio.read_image(path)
+    assert len(levels) == 1 and isinstance(levels[0], da.Array)
+    assert levels[0].dtype == np.uint8
+    np.testing.assert_array_equal(levels[0].compute(), lab)
+    np.testing.assert_array_equal(np.array(meta["affine"]), DIAG_AFFINE)
+    assert meta["scale"] == [0.5, 0.75, 2.0]
+    assert meta["translate"] == [-10.5, 20.25, 3.0]
+    assert meta["napari_affine"] is None
+    assert meta["zooms"] == [0.5, 0.75, 2.0]
+    assert meta["source_path"] == str(path)
+    assert mio.napari_placement(meta) == {"scale": [0.5, 0.75, 2.0], "translate": [-10.5, 20.25, 3.0]}
+
+
+def test_nifti_rotated_affine_goes_to_napari_whole(tmp_path):
+    lab = _labels()
+    path = mio.write_nifti(tmp_path / "rot.nii.gz", lab, ROT_AFFINE)
+    (arr,), meta = mio.read_image(path)
+    np.testing.assert_array_equal(np.array(meta["affine"]), ROT_AFFINE)
+    assert meta["scale"] is None and meta["translate"] is None
+    np.testing.assert_array_equal(np.array(meta["napari_affine"]), ROT_AFFINE)
+    np.testing.assert_array_equal(arr.compute(), lab)
+    # saving labels for this image keeps the affine
+    out = mio.write_labels(tmp_path / "seg.nii.gz", lab > 0, meta)
+    (back,), meta2 = mio.read_image(out)
+    np.testing.assert_array_equal(np.array(meta2["affine"]), ROT_AFFINE)
+    np.testing.assert_array_equal(back.compute(), (lab > 0).astype(np.uint8))
+
+
+def test_nifti_label_dtypes_and_4d(tmp_path):
+    import nibabel as nib
+
+    lab = _labels()
+    lab[0, 0, 0] = 300
+    mio.write_nifti(tmp_path / "a.nii", lab, np.eye(4))
+    assert nib.load(tmp_path / "a.nii").get_data_dtype() == np.int16
+    lab[0, 0, 0] = 70000
+    mio.write_nifti(tmp_path / "b.nii", lab, np.eye(4))
+    assert nib.load(tmp_path / "b.nii").get_data_dtype() == np.int32
+    with pytest.raises(InputError, match="whole numbers"):
+        mio.write_nifti(tmp_path / "c.nii", lab + 0.5, np.eye(4))
+
+    vol = np.random.default_rng(0).random((8, 9, 10, 3)).astype(np.float32)
+    nib.save(nib.Nifti1Image(vol, DIAG_AFFINE), tmp_path / "mm.nii.gz")
+    (arr,), meta = mio.read_image(tmp_path / "mm.nii.gz")
+    assert arr.shape == (3, 8, 9, 10) and meta["channel_axis"] == 0
+    assert meta["axis_names"][1:] == ["x", "y", "z"]
+    np.testing.assert_array_equal(arr.compute(), np.moveaxis(vol, 3, 0))
+
+
+# --------------------------------------------------------------------------- TIFF
+
+
+def test_tiff_pyramid_is_cached_once(tmp_path):
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (5000, 3000), dtype=np.uint8)
+    path = mio.write_tiled_tiff(tmp_path / "big.tif", img)
+    del img
+    levels, meta = mio.read_tiff(path)
+    assert len(levels) >= 3 and meta["pyramid"] == "cache"
+    assert all(isinstance(lv, da.Array) for lv in levels)
+    for big, small in zip(levels, levels[1:]):
+        assert small.shape == (big.shape[0] // 2, big.shape[1] // 2)
+    cache = Path(meta["pyramid_cache"])
+    assert cache.parent == Path(os.environ["NAPARI_MEDSEG_HOME"]) / "cache" / "pyramids"
+    assert cache.is_dir() and not list(cache.parent.glob("*.tmp-*"))
+    stamps = {p: p.stat().st_mtime_ns for p in [cache, *cache.iterdir()]}
+
+    window = levels[0][1000:1016, 2000:2016].compute().astype(np.float64)
+    mean = np.rint(window.reshape(8, 2, 8, 2).mean(axis=(1, 3))).astype(np.uint8)
+    np.testing.assert_array_equal(levels[1][500:508, 1000:1008].compute(), mean)
+
+    levels2, meta2 = mio.read_tiff(path)
+    assert meta2["pyramid_cache"] == str(cache)
+    assert [lv.shape for lv in levels2] == [lv.shape for lv in levels]
+    assert {p: p.stat().st_mtime_ns for p in [cache, *cache.iterdir()]} == stamps
+
+
+def test_interrupted_pyramid_build_is_redone(tmp_path, monkeypatch):
+    from napari_medseg.core.io import pyramid
+
+    img = np.random.default_rng(1).integers(0, 60000, (2100, 300), dtype=np.uint16)
+    path = mio.write_tiled_tiff(tmp_path / "tall.tif", img)
+
+    def boom(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pyramid.os, "rename", boom)
+    with pytest.raises(KeyboardInterrupt):
+        mio.read_tiff(path, pyramid_min_size=2048)
+    root = Path(os.environ["NAPARI_MEDSEG_HOME"]) / "cache" / "pyramids"
+    assert list(root.iterdir()) == []  # neither a half pyramid nor a temp folder
+    monkeypatch.undo()
+    monkeypatch.setenv("NAPARI_MEDSEG_HOME", str(tmp_path / "home"))
+    levels, meta = mio.read_tiff(path, pyramid_min_size=2048)
+    assert meta["pyramid"] == "cache" and [lv.shape for lv in levels] == [(2100, 300), (1050, 150), (525, 75)]
+    assert levels[1].dtype == np.uint16
+
+
+def test_ome_tiff_with_subifd_pyramid(tmp_path):
+    img = np.random.default_rng(2).integers(0, 4000, (1200, 700), dtype=np.uint16)
+    path = mio.write_ome_tiff(tmp_path / "p.ome.tif", da.from_array(img, chunks=300),
+                              pyramid_levels=2, scale=[0.5, 0.25])
+    levels, meta = mio.read_image(path)
+    assert [lv.shape for lv in levels] == [(1200, 700), (600, 350), (300, 175)]
+    assert meta["pyramid"] == "file" and meta["axes"] == "YX" and meta["scale"] == [0.5, 0.25]
+    np.testing.assert_array_equal(levels[0].compute(), img)
+    assert not meta["rgb"]
+
+
+def test_ome_zarr_round_trip(tmp_path):
+    import json
+
+    img = np.random.default_rng(3).random((300, 200)).astype(np.float32)
+    path = mio.write_ome_zarr(tmp_path / "img.ome.zarr", img, axes="yx", scale=[0.5, 2.0], levels=3)
+    assert json.loads((path / ".zattrs").read_text())["multiscales"][0]["version"] == "0.4"
+    assert (path / ".zgroup").is_file()  # zarr format 2
+    levels, meta = mio.read_image(path)
+    assert [lv.shape for lv in levels] == [(300, 200), (150, 100), (75, 50)]
+    assert meta["axes"] == "yx" and meta["scale"] == [0.5, 2.0]
+    np.testing.assert_array_equal(levels[0].compute(), img)
+    np.testing.assert_allclose(levels[1][:2, :2].compute(), img[:4, :4].reshape(2, 2, 2, 2).mean(axis=(1, 3)), rtol=1e-6)
+
+    lab = (img > 0.5).astype(np.int64) * 7
+    out = mio.write_labels(tmp_path / "lab.zarr", lab, meta)
+    (back,), meta2 = mio.read_image(out)
+    assert back.dtype == np.uint8 and meta2["scale"] == [0.5, 2.0]
+    np.testing.assert_array_equal(back.compute(), lab)
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def _fails(path, *words):
+    before = Path(path).read_bytes()
+    with pytest.raises(InputError) as info:
+        mio.read_image(path)
+    msg = str(info.value)
+    assert str(path) in msg
+    for word in words:
+        assert word in msg, msg
+    assert Path(path).read_bytes() == before
+
+
+def test_bad_files_raise_input_error(tmp_path):
+    img = np.random.default_rng(4).integers(0, 256, (1024, 512), dtype=np.uint8)
+    good = mio.write_tiled_tiff(tmp_path / "good.tif", img)
+    data = good.read_bytes()
+    (tmp_path / "cut.tif").write_bytes(data[: len(data) // 2])
+    _fails(tmp_path / "cut.tif", "truncated")
+
+    (tmp_path / "noise.tif").write_bytes(np.random.default_rng(5).bytes(4096))
+    _fails(tmp_path / "noise.tif", "not a readable TIFF", "not a TIFF")
+
+    (tmp_path / "notes.nii.gz").write_text("these are my notes\n" * 20)
+    _fails(tmp_path / "notes.nii.gz", "not a readable NIfTI", "gzip")
+
+    vol = np.random.default_rng(6).normal(size=(48, 48, 48)).astype(np.float32)
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(vol, np.eye(4)), tmp_path / "vol.nii.gz")
+    raw = (tmp_path / "vol.nii.gz").read_bytes()
+    (tmp_path / "cut.nii.gz").write_bytes(raw[: len(raw) // 2])
+    _fails(tmp_path / "cut.nii.gz", "truncated")
+
+    (tmp_path / "pic.png").write_bytes(b"\x89PNG")
+    _fails(tmp_path / "pic.png", "unsupported file type")
+    with pytest.raises(InputError, match="file not found"):
+        mio.read_image(tmp_path / "missing.nii")
+
+
+def test_check_array():
+    ok = np.ones((4, 5), np.float32)
+    assert mio.check_array(ok, "a.tif", ndim=(2, 3)) is ok
+    with pytest.raises(InputError, match=r"a\.tif is empty"):
+        mio.check_array(np.zeros((0, 5)), "a.tif")
+    with pytest.raises(InputError, match=r"must be a 2-D or 3-D image, but it is 4-D"):
+        mio.check_array(np.zeros((2, 2, 2, 2)), "a.tif", ndim=(2, 3))
+    bad = ok.copy()
+    bad[1, 1], bad[2, 2] = np.nan, np.inf
+    with pytest.raises(InputError, match=r"a\.tif contains NaN or infinite values \(1 NaN, 1 infinite\)"):
+        mio.check_array(bad, "a.tif")
+    with pytest.raises(InputError, match="NaN"):
+        mio.check_array(da.from_array(bad, chunks=2), "b.zarr")
+    assert mio.check_array(bad, "a.tif", check_finite=False) is bad
+    with pytest.raises(InputError, match="tile 3"):
+        mio.assert_finite(bad, "c.tif tile 3")
+
+
+def test_io_imports_no_gui():
+    code = (
+        "import sys, napari_medseg.core.io; "
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('qtpy', 'napari', 'magicgui', 'PyQt5', 'PyQt6')]; "
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
