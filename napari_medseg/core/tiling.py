@@ -30,6 +30,7 @@ import torch
 
 from .device import autocast, preflight
 from .errors import InputError
+from .io.validate import assert_finite
 from .jobs import Progress
 from .nets import has_instance_norm
 from .sources import TileSource, as_source
@@ -146,8 +147,7 @@ def read_tile(source: TileSource, start, tile_shape, spatial_shape) -> np.ndarra
 
 
 def _check_finite(block: np.ndarray, start) -> None:
-    if np.issubdtype(block.dtype, np.floating) and not np.isfinite(block).all():
-        raise InputError(f"The image has NaN or infinite values near position {tuple(int(s) for s in start)}.")
+    assert_finite(block, f"the image near position {tuple(int(s) for s in start)}")
 
 
 # ------------------------------------------------------------------ accumulation

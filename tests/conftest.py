@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def medseg_home(tmp_path, monkeypatch):
+    """Every test gets its own user data dir: no test touches the real one."""
+    home = tmp_path / "medseg-home"
+    monkeypatch.setenv("NAPARI_MEDSEG_HOME", str(home))
+    monkeypatch.delenv("NAPARI_MEDSEG_DEVICE", raising=False)
+    return home
+
+
+def randomize_batchnorm(model, seed=0):
+    """Non-trivial running statistics, so that border and seam errors cannot hide."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=g) - 0.5)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+    return model.eval()
+
+
+@pytest.fixture
+def unet2d():
+    from napari_medseg.core import nets
+
+    torch.manual_seed(0)
+    return randomize_batchnorm(nets.build(nets.bench_unet_arch()))
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
