@@ -63,9 +63,10 @@ def run_segmentation(
     client=None,
     rgb: bool = False,
 ):
-    """Generator yielding progress; returns the zarr array at ``out_path``.
+    """Check the inputs now, then return a generator yielding progress (it returns the zarr array).
 
     ``image`` is (Y, X[, 3]) or (Z, Y, X): RGB slides keep colour on the last axis.
+    Bad input raises here, before any job starts.
     """
     io = io_spec(meta)
     channel_axis = -1 if rgb else None
@@ -80,17 +81,25 @@ def run_segmentation(
         output=output,
     )
     n_classes = len(io.get("classes", [])) or None
-    out = create_output(out_path, source.spatial_shape, n_classes or 2, cfg)
-    return (
-        yield from tiled_inference(
-            model,
-            source,
-            out,
-            cfg,
-            device=device,
-            preprocess=PREPROCESS[io["input"]],
-            postprocess=POSTPROCESS[io.get("postprocess", "softmax")],
-            out_channels=n_classes,
-            client=client,
+    spatial = source.spatial_shape
+    if len(spatial) not in (2, 3) or any(s == 0 for s in spatial):
+        raise InputError(f"Segmentation takes a non-empty 2D or 3D image; this one has shape {tuple(source.shape)}.")
+    cfg.plan(spatial)  # raises on impossible tiling settings
+
+    def job():
+        out = create_output(out_path, spatial, n_classes or 2, cfg)
+        return (
+            yield from tiled_inference(
+                model,
+                source,
+                out,
+                cfg,
+                device=device,
+                preprocess=PREPROCESS[io["input"]],
+                postprocess=POSTPROCESS[io.get("postprocess", "softmax")],
+                out_channels=n_classes,
+                client=client,
+            )
         )
-    )
+
+    return job()

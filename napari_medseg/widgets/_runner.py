@@ -70,7 +70,7 @@ class JobRunner(QWidget):
                 yield report
             return job.result
 
-        worker = create_worker(work, _start_thread=False)
+        worker = create_worker(work, _start_thread=False, _ignore_errors=True)  # errors: _on_error
         worker.yielded.connect(self._on_progress)
         if on_progress is not None:
             worker.yielded.connect(on_progress)

@@ -121,7 +121,7 @@ def train_tissue(
 
 def retrain_tissue(registry: Registry, image, corrected, original, *, steps: int = 60, lr: float = 5e-4,
                    corrected_weight: float = 5.0, device="cpu", seed: int = 0):
-    """Generator: fine-tune the current tissue model on a user's corrected labels.
+    """Check the inputs, then return the generator that fine-tunes the current tissue model.
 
     Resumes from the current version and writes the next one; pixels the user changed
     weigh ``corrected_weight`` times more than untouched predictions. Validation is the
@@ -138,11 +138,9 @@ def retrain_tissue(registry: Registry, image, corrected, original, *, steps: int
     weights = correction_weights((np.asarray(original) > 0).astype(np.uint8), corrected, corrected_weight)
     current = registry.get(MODEL_NAME)
     model, meta = current.load()
-    return (
-        yield from train_tissue(registry, steps=steps, lr=lr, seed=seed, device=device,
-                                resume=(model.state_dict(), meta), images=[image[..., :3]], masks=[corrected],
-                                weights=[weights], val=(image[..., :3], corrected))
-    )
+    return train_tissue(registry, steps=steps, lr=lr, seed=seed, device=device,
+                        resume=(model.state_dict(), meta), images=[image[..., :3]], masks=[corrected],
+                        weights=[weights], val=(image[..., :3], corrected))
 
 
 def segment_tissue(model, meta, image, out_path, **kwargs):

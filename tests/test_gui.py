@@ -1,0 +1,157 @@
+"""Open napari, dock every widget in the manifest and click through them (headless, Xvfb)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.gui
+
+from napari_medseg.core.metrics import dice  # noqa: E402
+from napari_medseg.core.registry import Registry  # noqa: E402
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    return make_napari_viewer(show=True)
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    seen = []
+    import napari_medseg.widgets._runner as runner_mod
+    import napari_medseg.widgets.segment as seg_mod
+
+    monkeypatch.setattr(seg_mod, "show_error", seen.append)
+    monkeypatch.setattr(runner_mod, "show_error", seen.append)
+    return seen
+
+
+def _dock(viewer, name):
+    return viewer.window.add_plugin_dock_widget("napari-medseg", name)[1]
+
+
+def _wait(qtbot, widget, timeout=180_000):
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=timeout)
+
+
+def test_every_manifest_widget_docks(viewer):
+    from npe2 import PluginManager
+
+    manifest = PluginManager.instance().get_manifest("napari-medseg")
+    names = [w.display_name for w in manifest.contributions.widgets]
+    for name in names:
+        assert _dock(viewer, name) is not None
+    docked = set(viewer.window.dock_widgets)
+    assert all(any(n in d for d in docked) for n in names), docked
+
+
+def test_segment_correct_retrain_roll_back(viewer, qtbot, errors):
+    viewer.open_sample("napari-medseg", "synthetic_slide")
+    slide, truth = viewer.layers["synthetic slide"], viewer.layers["tissue ground truth"]
+    assert slide.multiscale and slide.rgb and len(slide.data) == 3
+    gt = np.asarray(truth.data[0])
+    seg = _dock(viewer, "Segment")
+    seg.image.value = slide
+    seg.level.value = 1  # a coarser level: fast, and exercises level scaling
+    seg.run_button.clicked()
+    _wait(qtbot, seg)
+    result = seg.last_result
+    assert result is not None and errors == []
+    assert "tile_megapixels_per_s" in seg.runner.metrics.text() and seg.runner.status.text() == "done"
+    info = result.metadata["medseg"]
+    assert info["model"] == "tissue" and info["version"] == 1 and len(info["sha256"]) == 64
+    assert result.data.shape == tuple(s // 2 for s in gt.shape)
+    assert tuple(result.scale) == (2.0, 2.0)  # lines up with the full-resolution slide
+    assert dice(np.asarray(result.data), gt[::2, ::2]) > 0.9
+    # the researcher paints a correction, then retrains
+    painted = np.asarray(result.data).copy()
+    painted[:40, :40] = 1 - painted[:40, :40]
+    result.data = painted
+    seg.labels.value = result
+    seg.steps.value = 4
+    seg.retrain_button.clicked()
+    _wait(qtbot, seg)
+    assert errors == []
+    reg = Registry()
+    assert [e.version for e in reg.list("tissue")] == [1, 2] and reg.get("tissue").version == 2
+    assert seg.model.value.version == 2 and "v2" in seg.rounds.value
+    saved = list((reg.user_root.parent / "corrections" / "tissue").glob("corrections_*.zarr"))
+    assert len(saved) == 1
+    import zarr
+
+    assert np.array_equal(zarr.open_array(str(saved[0]), mode="r")[...], painted)
+    # roll back in the model manager
+    models = _dock(viewer, "Model manager")
+    models.refresh()
+    assert len(models.entries) == 2
+    models.select("tissue", 1)
+    assert models.restore_selected().version == 1
+    assert Registry().get("tissue").version == 1 and "MODEL_CARD" not in models.card.value
+    assert "Tissue detector" in models.card.value or "tissue detector" in models.card.value
+
+
+def test_stop_during_retraining_keeps_best(viewer, qtbot, errors):
+    rng = np.random.default_rng(0)
+    from napari_medseg.methods.tissue import synthetic_slide
+
+    rgb, mask = synthetic_slide((256, 256), 5)
+    viewer.add_image(rgb, name="slide", rgb=True)
+    seg = _dock(viewer, "Segment")
+    seg.image.value = viewer.layers["slide"]
+    seg.tile.value = 256
+    seg.run()
+    _wait(qtbot, seg)
+    seg.steps.value = 5000
+    steps = []
+    seg.retrain()
+    seg.runner.worker.yielded.connect(lambda p: steps.append(p.step))
+    qtbot.waitUntil(lambda: len(steps) >= 3, timeout=120_000)
+    seg.runner.stop_button.click()
+    _wait(qtbot, seg)
+    assert seg.runner.status.text() == "stopped" and max(steps) < 5000
+    assert Registry().get("tissue").version == 2  # the best so far was kept
+    assert rng is not None and errors == []
+
+
+def test_bad_input_gets_one_message_and_leaves_layers_alone(viewer, qtbot, errors):
+    seg = _dock(viewer, "Segment")
+    seg.run()
+    assert errors and "image layer" in errors[-1]
+    img = np.zeros((300, 300), np.float32)
+    img[100, 100] = np.nan
+    viewer.add_image(img, name="nan image")
+    seg.image.value = viewer.layers["nan image"]
+    seg.tile.value = 256
+    seg.run()
+    assert any("RGB" in e for e in errors)  # the tissue model needs colour
+    gray = viewer.add_labels(np.zeros((10, 10), np.uint8), name="not from a model")
+    seg.labels.value = gray
+    seg.retrain()
+    assert "labels layer that a model produced" in errors[-1]
+    assert np.isnan(viewer.layers["nan image"].data[100, 100]) and len(viewer.layers) == 2
+
+
+def test_reader_and_writer_keep_the_nifti_affine(viewer, tmp_path):
+    import nibabel as nib
+
+    affine = np.diag([0.5, 0.75, 2.0, 1.0])
+    affine[:3, 3] = [-10, 20, 3]
+    data = np.random.default_rng(0).random((12, 14, 10)).astype(np.float32)
+    nib.save(nib.Nifti1Image(data, affine), tmp_path / "brain.nii.gz")
+    [layer] = viewer.open(str(tmp_path / "brain.nii.gz"), plugin="napari-medseg")
+    assert np.allclose(layer.scale, [0.5, 0.75, 2.0]) and np.allclose(layer.translate, [-10, 20, 3])
+    labels = viewer.add_labels((data > 0.5).astype(np.uint8), name="mask", scale=layer.scale,
+                               translate=layer.translate, metadata={"medseg": layer.metadata["medseg"]})
+    out = tmp_path / "mask.nii.gz"
+    labels.save(str(out), plugin="napari-medseg")
+    back = nib.load(out)
+    assert np.allclose(back.affine, affine) and np.array_equal(np.asarray(back.dataobj), labels.data)
+
+
+def test_reader_refuses_files_it_does_not_own(tmp_path):
+    from napari_medseg._reader import napari_get_reader
+
+    assert napari_get_reader(str(tmp_path / "notes.txt")) is None
+    assert napari_get_reader([str(tmp_path / "a.tif"), str(tmp_path / "b.tif")]) is None
+    assert napari_get_reader(str(tmp_path / "a.nii.gz")) is not None

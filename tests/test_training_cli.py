@@ -1,0 +1,122 @@
+"""Training keeps its best checkpoint when stopped; the CLI runs the same engine."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+import zarr
+
+from napari_medseg.cli import main
+from napari_medseg.core.jobs import Job
+from napari_medseg.core.registry import Registry
+from napari_medseg.core.training import train_supervised
+from napari_medseg.methods.tissue import MODEL_NAME, synthetic_slide, train_tissue
+
+
+def _toy():
+    torch.manual_seed(0)
+    model = torch.nn.Conv2d(1, 2, 3, padding=1)
+    x = torch.rand(4, 1, 16, 16)
+    y = (x > 0.5).long()[:, 0]
+    return model, (lambda _s: (x, y)), (lambda out, t: torch.nn.functional.cross_entropy(out, t))
+
+
+def test_training_saves_each_improvement_and_keeps_best_on_stop():
+    model, batch, loss = _toy()
+    scores = iter([0.2, 0.6, 0.4, 0.9])
+    saved = []
+    job = Job(train_supervised(model, batch, loss, steps=100, validate=lambda m: {"dice": next(scores)},
+                               val_every=2, save_best=lambda state, m, step: saved.append((m["dice"], step))))
+    for p in job:
+        if p.step == 6:
+            job.stop()
+    assert job.stopped
+    assert saved == [(0.2, 2), (0.6, 4)]  # 0.4 at step 6 did not beat 0.6
+
+
+def test_stopped_before_any_validation_still_keeps_a_model():
+    model, batch, loss = _toy()
+    saved = []
+    job = Job(train_supervised(model, batch, loss, steps=100, validate=lambda m: {"dice": 0.1}, val_every=50,
+                               save_best=lambda state, m, step: saved.append(step)))
+    for p in job:
+        if p.step == 3:
+            job.stop()
+    assert saved == [3]
+
+
+def test_training_loss_goes_down():
+    model, batch, loss = _toy()
+    job = Job(train_supervised(model, batch, loss, steps=60, lr=5e-2))
+    losses = [p.metrics["loss"] for p in job]
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_stopping_tissue_training_writes_the_best_version(tmp_path):
+    reg = Registry(shipped_root=tmp_path / "none", user_root=tmp_path / "user")
+    job = Job(train_tissue(reg, steps=40, batch_size=2, patch=96, slide_size=256, train_seeds=(1,)))
+    for p in job:
+        if p.step == 12:
+            job.stop()
+    entry = reg.get(MODEL_NAME)
+    assert entry.version == 1 and entry.meta["metrics"]["best_step"] in (5, 10, 12)
+    assert entry.meta["io"]["classes"] == ["background", "tissue"]
+
+
+def test_synthetic_slide_is_seeded():
+    a, ma = synthetic_slide((256, 256), 3)
+    b, mb = synthetic_slide((256, 256), 3)
+    c, _ = synthetic_slide((256, 256), 4)
+    assert np.array_equal(a, b) and np.array_equal(ma, mb) and not np.array_equal(a, c)
+    assert 0.2 < ma.mean() < 0.7 and a.dtype == np.uint8 and a.shape == (256, 256, 3)
+
+
+# ------------------------------------------------------------------------ CLI
+def test_cli_info_lists_devices_and_the_shipped_model(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "torch" in out and "cpu" in out and "tissue v1 (shipped)" in out
+
+
+def test_cli_segment_and_models(tmp_path, capsys):
+    rgb, mask = synthetic_slide((384, 320), 11)
+    path = tmp_path / "slide.tif"
+    tifffile.imwrite(path, rgb, photometric="rgb", tile=(128, 128))
+    out = tmp_path / "tissue.zarr"
+    assert main(["segment", str(path), "--model", "tissue", "--out", str(out), "--tile", "256"]) == 0
+    labels = zarr.open_array(str(out), mode="r")[...]
+    assert labels.shape == mask.shape
+    inter = np.logical_and(labels == 1, mask == 1).sum()
+    assert 2 * inter / (labels.sum() + mask.sum()) > 0.9
+    assert main(["models", "list"]) == 0
+    assert "tissue v1 (shipped) (current)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["segment", "MISSING.tif", "--out", "x.zarr"], "MISSING.tif"),
+        (["bench", "nonsense"], "Unknown benchmark"),
+        (["models", "restore", "tissue", "9"], "no version 9"),
+        (["info", "--device", "cuda:42"], "not available"),
+    ],
+)
+def test_cli_bad_input_is_one_clear_error(argv, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "napari_medseg.cli", *argv], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_cli_refuses_a_file_that_is_not_an_image(tmp_path, monkeypatch):
+    bad = tmp_path / "notes.tif"
+    bad.write_text("these are my notes, not an image")
+    proc = subprocess.run([sys.executable, "-m", "napari_medseg.cli", "segment", str(bad), "--out",
+                           str(tmp_path / "o.zarr")], capture_output=True, text=True)
+    assert proc.returncode == 2 and "notes.tif" in proc.stderr and "Traceback" not in proc.stderr
+    assert bad.read_text() == "these are my notes, not an image"
