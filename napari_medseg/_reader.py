@@ -27,7 +27,7 @@ def read_layers(path):
         path = path[0]
     levels, meta = read_image(path)
     name = Path(str(path).rstrip("/")).name.split(".")[0]
-    kwargs = {"name": name, "metadata": {"medseg": meta}, **napari_placement(meta)}
+    kwargs = {"name": name, "metadata": {"medseg_io": meta}, **napari_placement(meta)}
     data = levels if len(levels) > 1 else levels[0]
     if len(levels) > 1:
         kwargs["multiscale"] = True

@@ -6,7 +6,7 @@ from .core.io import write_labels
 
 
 def write_labels_layer(path: str, data, attributes: dict) -> list[str]:
-    meta = dict((attributes.get("metadata") or {}).get("medseg") or {})
+    meta = dict((attributes.get("metadata") or {}).get("medseg_io") or {})
     meta.setdefault("scale", list(attributes.get("scale", [])) or None)
     meta.setdefault("translate", list(attributes.get("translate", [])) or None)
     if isinstance(data, list):  # multiscale labels: write the full-resolution level

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -77,6 +76,7 @@ def _train(args) -> int:
     import tempfile
 
     from .core import paths
+    from .core.checkpoints import atomic_write_bytes
     from .core.device import select_device
     from .core.jobs import run_in_terminal
     from .core.registry import Registry
@@ -86,8 +86,11 @@ def _train(args) -> int:
         raise MedsegError(f"Unknown method {args.method!r}; trainable here: tissue.")
     device = select_device(args.device)
     if args.ship:
+        if paths.models_dir().parent.name == "_bundled":
+            raise MedsegError("--ship writes into a source checkout's models/; this is an installed copy.")
+        # versions count on from the shipped ones; nothing shipped is ever overwritten
         tmp = Path(tempfile.mkdtemp(prefix="medseg-ship-"))
-        reg = Registry(shipped_root=tmp / "none", user_root=tmp)
+        reg = Registry(shipped_root=paths.models_dir(), user_root=tmp)
     else:
         reg = Registry()
     resume = None
@@ -104,8 +107,11 @@ def _train(args) -> int:
     if args.ship:
         dest = paths.models_dir() / MODEL_NAME
         dest.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(entry.path, dest / entry.path.name)
-        shutil.copy2(entry.path.with_suffix(".json"), dest / entry.path.with_suffix(".json").name)
+        for src in (entry.path, entry.path.with_suffix(".json")):
+            target = dest / src.name
+            if target.exists():
+                raise MedsegError(f"{target} exists already; shipped versions are never overwritten.")
+            atomic_write_bytes(target, lambda fh, src=src: fh.write(src.read_bytes()))
         from .methods.tissue.card import write_model_card
 
         write_model_card(dest, json.loads(entry.path.with_suffix(".json").read_text()), command="napari-medseg " + " ".join(sys.argv[1:]))
@@ -123,19 +129,31 @@ def _segment(args) -> int:
     from .core.segment import run_segmentation
 
     name, _, version = args.model.partition(":")
+    if version and not version.isdigit():
+        raise MedsegError(f"--model takes NAME or NAME:VERSION with a whole-number version, not {args.model!r}.")
     entry = Registry().get(name, int(version) if version else None)
     device = select_device(args.device)
     model, meta = entry.load(device)
     levels, img_meta = read_image(args.image)
+    if not 0 <= args.level < len(levels):
+        raise MedsegError(f"{args.image} has {len(levels)} pyramid level(s); --level must be 0 to {len(levels) - 1}.")
     image = levels[args.level]
     client = None
     if args.scheduler:
         from distributed import Client
 
+        from .core.sources import PathSource
+
         client = Client(args.scheduler)
+        # the workers open the file themselves: no pixels travel through this process
+        image = PathSource(args.image, level=args.level, channel_axis=-1 if img_meta.get("rgb") else None)
     gen = run_segmentation(model, meta, image, args.out, tile=args.tile, batch_size=args.batch_size,
                            output=args.output, device=device, client=client, rgb=bool(img_meta.get("rgb")))
-    job = run_in_terminal(gen, f"segment with {entry.label}")
+    try:
+        job = run_in_terminal(gen, f"segment with {entry.label}")
+    finally:
+        if client is not None:
+            client.close()
     if job.stopped:
         print("stopped: the output is incomplete", file=sys.stderr)
         return 1

@@ -18,7 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-APT_LINE = "apt-get install -y xvfb libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0"
+# the same list as the Makefile's APT_PACKAGES (a test keeps them in step)
+APT_PACKAGES = ("xvfb xauth libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0 libxkbcommon-x11-0 libxcb-randr0 "
+                "libxcb-render-util0 libxcb-shape0 libxcb-cursor0 libegl1 libgl1 libfontconfig1 libdbus-1-3")
+APT_LINE = f"apt-get update && apt-get install -y {APT_PACKAGES}"
 
 
 def _has_display() -> bool:
@@ -64,10 +67,11 @@ def demo_tissue(viewer, widgets, app, out: Path, steps: int) -> dict:
     slide, truth = viewer.layers["synthetic slide"], viewer.layers["tissue ground truth"]
     gt = np.asarray(truth.data[0] if truth.multiscale else truth.data)
     seg.image.value = slide
-    entries = [e for _label, e in seg._model_choices() if e.name == "tissue"]
-    if not entries:
+    if "tissue" not in seg._model_names():
         raise RuntimeError("No shipped tissue model found in models/.")
-    seg.model.value = entries[-1]
+    seg.model.value = "tissue"
+    seg.version.value = "current"
+    used = seg.entry()
     t0 = time.perf_counter()
     seg.run()
     _wait(seg.runner, app)
@@ -85,7 +89,7 @@ def demo_tissue(viewer, widgets, app, out: Path, steps: int) -> dict:
     seg.steps.value = steps
     seg.retrain()
     _wait(seg.runner, app)
-    new_version = seg.model.value.version
+    new_version = seg.entry().version
     seg.run()
     _wait(seg.runner, app)
     after = dice(np.asarray(seg.last_result.data), gt)
@@ -93,7 +97,7 @@ def demo_tissue(viewer, widgets, app, out: Path, steps: int) -> dict:
     shots.append(_screenshot(viewer, out / "tissue-2-retrained.png"))
     return {
         "method": "tissue (engine reference model)",
-        "model": f"tissue v{entries[-1].version} ({entries[-1].source})",
+        "model": used.label,
         "segment_seconds": seconds,
         "dice_before": before,
         "pixels_corrected": changed,

@@ -52,3 +52,20 @@ def test_wheel_carries_models_and_sample_data(tmp_path):
     models, samples, label = out.stdout.split("\n")[:3]
     assert models.startswith(str(site)) and samples.startswith(str(site))
     assert label == "tissue v1 (shipped)"
+
+
+def test_demo_and_makefile_ask_for_the_same_system_packages():
+    from napari_medseg.demo import APT_PACKAGES
+
+    line = next(ln for ln in (ROOT / "Makefile").read_text().splitlines() if ln.startswith("APT_PACKAGES"))
+    assert line.split("=", 1)[1].split() == APT_PACKAGES.split()
+    assert {"xvfb", "libxcb-icccm4", "libxcb-keysyms1", "libxcb-xinerama0"} <= set(APT_PACKAGES.split())
+
+
+def test_ci_runs_the_readme_test_command_and_nothing_else():
+    readme = (ROOT / "README.md").read_text()
+    quick = readme.split("## Quick start", 1)[1].split("##", 1)[0]
+    commands = [ln.split("#")[0].strip() for ln in quick.split("```")[1].splitlines()[1:] if ln.strip()]
+    assert commands == ["make demo", "make test"]
+    ci = [ln for ln in (ROOT / ".ci" / "run").read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    assert ci[-1] == "make test" and all(c.startswith(("set ", "cd ")) for c in ci[:-1])

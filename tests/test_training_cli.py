@@ -104,10 +104,14 @@ def test_cli_segment_and_models(tmp_path, capsys):
         (["bench", "nonsense"], "Unknown benchmark"),
         (["models", "restore", "tissue", "9"], "no version 9"),
         (["info", "--device", "cuda:42"], "not available"),
+        (["segment", "SLIDE", "--out", "x.zarr", "--level", "5"], "pyramid level"),
+        (["segment", "SLIDE", "--out", "x.zarr", "--model", "tissue:abc"], "whole-number version"),
     ],
 )
 def test_cli_bad_input_is_one_clear_error(argv, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    tifffile.imwrite(tmp_path / "slide.tif", synthetic_slide((64, 64), 1)[0], photometric="rgb")
+    argv = [str(tmp_path / "slide.tif") if a == "SLIDE" else a for a in argv]
     proc = subprocess.run([sys.executable, "-m", "napari_medseg.cli", *argv], capture_output=True, text=True)
     assert proc.returncode == 2
     assert message in proc.stderr and "Traceback" not in proc.stderr
@@ -120,3 +124,30 @@ def test_cli_refuses_a_file_that_is_not_an_image(tmp_path, monkeypatch):
                            str(tmp_path / "o.zarr")], capture_output=True, text=True)
     assert proc.returncode == 2 and "notes.tif" in proc.stderr and "Traceback" not in proc.stderr
     assert bad.read_text() == "these are my notes, not an image"
+
+
+@pytest.mark.slow
+def test_cli_segment_on_a_two_worker_cluster(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    rgb, mask = synthetic_slide((320, 288), 12)
+    path = tmp_path / "slide.tif"
+    tifffile.imwrite(path, rgb, photometric="rgb", tile=(128, 128))
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        assert main(["segment", str(path), "--out", str(tmp_path / "remote.zarr"), "--tile", "256",
+                     "--scheduler", cluster.scheduler_address]) == 0
+    assert main(["segment", str(path), "--out", str(tmp_path / "local.zarr"), "--tile", "256"]) == 0
+    remote = zarr.open_array(str(tmp_path / "remote.zarr"), mode="r")[...]
+    assert np.array_equal(remote, zarr.open_array(str(tmp_path / "local.zarr"), mode="r")[...])
+    assert remote.shape == mask.shape and (remote == mask).mean() > 0.95
+
+
+def test_diverging_training_is_one_clear_error_and_saves_nothing(tmp_path):
+    from napari_medseg.core.errors import TrainingError
+
+    model, batch, _loss = _toy()
+    saved = []
+    gen = train_supervised(model, batch, lambda out, t: out.sum() * float("nan"), steps=10,
+                           validate=lambda m: {"dice": 0.5}, val_every=5, save_best=lambda *a: saved.append(a))
+    with pytest.raises(TrainingError, match="lower the learning rate"):
+        Job(gen).run()
+    assert saved == []

@@ -20,5 +20,9 @@ class MemoryPreflightError(MedsegError, MemoryError):
     """A job that will not fit in the device's memory."""
 
 
+class TrainingError(MedsegError):
+    """Training that cannot go on (e.g. the loss diverged)."""
+
+
 class JobStopped(MedsegError):
     """Raised by helpers that need to unwind when the user pressed Stop."""

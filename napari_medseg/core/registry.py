@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +58,34 @@ def _entries(root: Path, source: str) -> list[ModelEntry]:
                     meta = {}
             out.append(ModelEntry(model_dir.name, int(m.group(1)), f, source, meta))
     return out
+
+
+_LISTENERS: list = []
+
+
+def subscribe(callback):
+    """Call ``callback(name)`` whenever a model version is added or restored (any thread).
+
+    Bound methods are held weakly, so a closed widget simply stops listening.
+    """
+    ref = weakref.WeakMethod(callback) if hasattr(callback, "__self__") else (lambda cb=callback: cb)
+    _LISTENERS.append(ref)
+    return ref
+
+
+def unsubscribe(token) -> None:
+    """Stop the listener that :func:`subscribe` returned ``token`` for."""
+    if token in _LISTENERS:
+        _LISTENERS.remove(token)
+
+
+def _notify(name: str) -> None:
+    for ref in list(_LISTENERS):
+        cb = ref()
+        if cb is None:
+            _LISTENERS.remove(ref)
+            continue
+        cb(name)
 
 
 class Registry:
@@ -114,12 +143,14 @@ class Registry:
         meta.setdefault("method", name)
         full = save_checkpoint(target, state_dict, version=version, **meta)
         atomic_write_json(self._pointer_path(name), {"version": version})
+        _notify(name)
         return ModelEntry(name, version, target, "user", full)
 
     def restore(self, name: str, version: int) -> ModelEntry:
         """Make an earlier version current again (nothing is deleted)."""
         entry = self.get(name, version)
         atomic_write_json(self._pointer_path(name), {"version": entry.version})
+        _notify(name)
         return entry
 
     def current(self, name: str) -> ModelEntry:
@@ -135,4 +166,4 @@ def model_card_path(entry: ModelEntry) -> Path | None:
     return card if card.is_file() else None
 
 
-__all__ = ["ModelEntry", "Registry", "default_registry", "model_card_path"]
+__all__ = ["ModelEntry", "Registry", "default_registry", "model_card_path", "subscribe", "unsubscribe"]

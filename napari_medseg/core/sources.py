@@ -78,7 +78,8 @@ class PathSource(TileSource):
         if cached is None:
             from .io import read_image
 
-            levels, _meta = read_image(self.path)
+            # level 0 needs no pyramid: do not make every worker build one
+            levels, _meta = read_image(self.path, pyramid_min_size=None if self.level == 0 else 4096)
             cached = self._cached = levels[self.level]
         return cached
 

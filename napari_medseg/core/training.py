@@ -12,7 +12,8 @@ from collections.abc import Callable
 
 import torch
 
-from .device import autocast
+from .device import autocast, preflight
+from .errors import TrainingError
 from .jobs import Progress
 
 
@@ -32,13 +33,20 @@ def train_supervised(
     save_best: Callable[[dict, dict, int], None] | None = None,
     amp: bool = True,
 ):
-    """Yield :class:`Progress` each step; return ``{"best_metrics", "best_step", "history"}``."""
+    """Yield :class:`Progress` each step; return ``{"best_metrics", "best_step", "history"}``.
+
+    ``save_best(state, metrics, step)`` is called whenever the monitored validation
+    metric improves (the method decides where that goes), and once more when a job is
+    stopped before its first validation. A diverged run (non-finite loss) raises
+    :class:`TrainingError` and saves nothing from after the divergence.
+    """
     device = torch.device(device)
     model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     use_amp = amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     sign = 1.0 if mode == "max" else -1.0
+    diverged = False
     best = {"score": -math.inf, "metrics": {}, "step": 0, "state": None}
     history: list[dict] = []
     step = 0
@@ -61,12 +69,15 @@ def train_supervised(
     try:
         for step in range(1, steps + 1):
             x, y = next_batch(step)
+            if step == 1:  # memory preflight on the real batch shape
+                preflight(model, device, tuple(x.shape[2:]), int(x.shape[0]), int(x.shape[1]), training=True)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             opt.zero_grad(set_to_none=True)
             with autocast(device, use_amp):
                 loss = loss_fn(model(x), y)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"The training loss became {loss.item()} at step {step}; lower the learning rate.")
+                diverged = True
+                raise TrainingError(f"The training loss became {loss.item()} at step {step}; lower the learning rate.")
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()
@@ -77,7 +88,7 @@ def train_supervised(
             yield Progress(step, steps, f"step {step}/{steps}", metrics)
     finally:
         # stopped before any validation: still keep what was learned
-        if best["state"] is None and step > 0 and validate is not None:
+        if best["state"] is None and step > 0 and validate is not None and not diverged:
             evaluate_and_keep(step)
         model.eval()
     return {"best_metrics": best["metrics"], "best_step": best["step"], "history": history}

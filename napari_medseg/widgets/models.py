@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from magicgui.widgets import Container, PushButton, Table, TextEdit
 from napari.utils.notifications import show_info
+from superqt.utils import ensure_main_thread
 
-from ..core.registry import Registry, model_card_path
+from ..core.registry import Registry, model_card_path, subscribe, unsubscribe
 
 
 class ModelsWidget(Container):
@@ -23,6 +24,12 @@ class ModelsWidget(Container):
         self.restore_button.changed.connect(lambda _=None: self.restore_selected())
         self.table.native.itemSelectionChanged.connect(self._show_card)
         self.entries = []
+        self.refresh()
+        token = subscribe(self._on_registry_changed)
+        self.native.destroyed.connect(lambda *_: unsubscribe(token))
+
+    @ensure_main_thread
+    def _on_registry_changed(self, _name=None):
         self.refresh()
 
     def refresh(self):

@@ -7,14 +7,16 @@ napari console, or the engine's generators directly (see docs/widgets/segment.md
 from __future__ import annotations
 
 import datetime as _dt
+import re
 
 import dask.array as da
 import numpy as np
 from magicgui.widgets import ComboBox, Container, Label, PushButton, SpinBox
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info
+from superqt.utils import ensure_main_thread
 
-from ..core import paths
+from ..core import paths, registry as registry_mod
 from ..core.corrections import autosave_corrections, corrections_dir
 from ..core.device import select_device
 from ..core.errors import InputError, MedsegError
@@ -25,6 +27,11 @@ from ._common import SMALL_ENOUGH_TO_PAINT, device_picker, layer_level, layer_pi
 from ._runner import JobRunner
 
 RETRAINERS = {"tissue": retrain_tissue}
+CURRENT = "current"
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "image"
 
 
 class SegmentWidget(Container):
@@ -33,7 +40,8 @@ class SegmentWidget(Container):
         self.viewer = napari_viewer
         self.registry = registry or Registry()
         self.image = layer_picker(napari_viewer, Image, "image")
-        self.model = ComboBox(label="model", choices=self._model_choices)
+        self.model = ComboBox(label="model", choices=self._model_names)
+        self.version = ComboBox(label="version", choices=self._versions)
         self.level = SpinBox(label="pyramid level", value=0, min=0, max=12)
         self.tile = SpinBox(label="tile size", value=1024, min=128, max=8192, step=64)
         self.batch_size = SpinBox(label="batch size", value=1, min=1, max=64)
@@ -43,29 +51,44 @@ class SegmentWidget(Container):
         self.steps = SpinBox(label="retrain steps", value=60, min=1, max=10000)
         self.retrain_button = PushButton(text="Retrain from corrections")
         self.rounds = Label(value="")
-        self.extend([self.image, self.model, self.level, self.tile, self.batch_size, self.device,
+        self.extend([self.image, self.model, self.version, self.level, self.tile, self.batch_size, self.device,
                      self.run_button, self.labels, self.steps, self.retrain_button, self.rounds])
         self.runner = JobRunner()
         self.native.layout().addWidget(self.runner)
+        self.model.changed.connect(lambda _=None: self.version.reset_choices())
         self.run_button.changed.connect(lambda _=None: self.run())
         self.retrain_button.changed.connect(lambda _=None: self.retrain())
         self.history: list[dict] = []
         self.last_result = None
+        token = registry_mod.subscribe(self._on_registry_changed)
+        self.native.destroyed.connect(lambda *_: registry_mod.unsubscribe(token))
 
     # ------------------------------------------------------------------ choices
-    def _model_choices(self, _w=None):
-        out = []
-        for e in self.registry.list():
-            if e.meta.get("io"):
-                out.append((e.label, e))
-        return out
+    def _model_names(self, _w=None):
+        return sorted({e.name for e in self.registry.list() if e.meta.get("io")})
 
-    def refresh_models(self, select=None):
+    def _versions(self, _w=None):
+        name = self.model.value if hasattr(self, "model") else None
+        if not name:
+            return [CURRENT]
+        return [CURRENT] + [(f"v{e.version} ({e.source})", e.version) for e in self.registry.list(name)]
+
+    def entry(self):
+        """The model version a run would use now: 'current' follows roll-backs at once."""
+        name = self.model.value
+        if not name:
+            raise InputError("No segmentation model found; train one (`napari-medseg train tissue`).")
+        version = self.version.value
+        return self.registry.get(name, None if version == CURRENT else int(version))
+
+    @ensure_main_thread
+    def _on_registry_changed(self, _name=None):
         self.model.reset_choices()
-        if select is not None:
-            for label, entry in self._model_choices():
-                if entry.path == select.path:
-                    self.model.value = entry
+        self.version.reset_choices()
+
+    def _check_idle(self):
+        if self.runner.running:
+            raise InputError("A job is already running; press Stop or wait for it to finish.")
 
     # --------------------------------------------------------------------- run
     def run(self):
@@ -76,20 +99,21 @@ class SegmentWidget(Container):
         return None
 
     def _start_run(self):
-        layer, entry = self.image.value, self.model.value
+        self._check_idle()
+        layer = self.image.value
         if layer is None:
             raise InputError("Open or pick an image layer first.")
-        if entry is None:
-            raise InputError("No segmentation model found; train one (`napari-medseg train tissue`).")
+        entry = self.entry()
         data, level = layer_level(layer, self.level.value)
         device = select_device(None if self.device.value == "auto" else self.device.value)
         model, meta = entry.load(device)
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-        out_path = paths.user_data_dir() / "results" / f"{layer.name}-{entry.name}-v{entry.version}-{stamp}.zarr"
+        out_path = paths.user_data_dir() / "results" / f"{_safe(layer.name)}-{entry.name}-v{entry.version}-{stamp}.zarr"
         gen = run_segmentation(model, meta, data, out_path, tile=self.tile.value, batch_size=self.batch_size.value,
                                output="labels", device=device, rgb=bool(layer.rgb))
         info = {"model": entry.name, "version": entry.version, "sha256": entry.meta.get("sha256", ""),
                 "prediction": str(out_path), "image_layer": layer.name, "level": level}
+        metadata = {"medseg": info, "medseg_io": dict(layer.metadata.get("medseg_io", {}))}
         name = f"{layer.name} [{entry.name} v{entry.version}]"
         scale, translate = level_scale(layer, level), tuple(layer.translate)[: data.ndim - int(layer.rgb)]
         state = {"layer": None}
@@ -98,7 +122,7 @@ class SegmentWidget(Container):
             if state["layer"] is None:  # the store exists from the first tile on: show it filling
                 arr = da.from_zarr(str(out_path))
                 state["layer"] = self.viewer.add_labels(arr, name=name, scale=scale[: arr.ndim],
-                                                        translate=translate[: arr.ndim], metadata={"medseg": info})
+                                                        translate=translate[: arr.ndim], metadata=metadata)
             else:
                 state["layer"].refresh()
 
@@ -124,10 +148,11 @@ class SegmentWidget(Container):
         return None
 
     def _start_retrain(self):
+        self._check_idle()
         lay = self.labels.value
-        if lay is None or "medseg" not in lay.metadata:
+        info = (lay.metadata.get("medseg") or {}) if lay is not None else {}
+        if "model" not in info:
             raise InputError("Pick a labels layer that a model produced (and that you corrected).")
-        info = lay.metadata["medseg"]
         entry = self.registry.get(info["model"])
         retrainer = RETRAINERS.get(entry.meta.get("method"))
         if retrainer is None:
@@ -145,23 +170,25 @@ class SegmentWidget(Container):
         import zarr
 
         original = np.asarray(zarr.open_array(info["prediction"], mode="r")[...])
-        saved = autosave_corrections(corrected, corrections_dir(entry.name),
-                                     {"model": entry.name, "version": entry.version, "image_layer": image_layer.name})
         device = select_device(None if self.device.value == "auto" else self.device.value)
+        before = entry.version
         gen = retrainer(self.registry, np.asarray(image), corrected, original, steps=self.steps.value, device=device)
+        saved = autosave_corrections(corrected, corrections_dir(entry.name),
+                                     {"model": entry.name, "version": info["version"], "image_layer": image_layer.name})
         show_info(f"Corrections saved to {saved}")
 
-        def on_done(result):
-            if not result or result.get("entry") is None:
+        def on_done(_result):
+            new = self.registry.get(entry.name)  # also when stopped: the best so far was saved
+            if new.version == before:
                 return
-            new = result["entry"]
-            self.history.append({"version": new.version, **result.get("best_metrics", {})})
+            self.history.append({"version": new.version, **{k: v for k, v in new.meta.get("metrics", {}).items()
+                                                             if isinstance(v, float)}})
             self.rounds.value = "\n".join(
                 f"v{h['version']}: " + ", ".join(f"{k} {v:.3f}" for k, v in h.items() if k != "version")
                 for h in self.history
             )
-            self.refresh_models(select=new)
+            self.version.reset_choices()
+            self.version.value = CURRENT
             show_info(f"Trained {new.label}")
 
         return self.runner.start(gen, on_done=on_done)
-

@@ -51,7 +51,8 @@ def train_tissue(
     """
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    if images is None:
+    synthetic = images is None
+    if synthetic:
         pairs = [synthetic_slide((slide_size, slide_size), s) for s in train_seeds]
         images, masks = [p[0] for p in pairs], [p[1] for p in pairs]
     weights = weights or [np.ones(m.shape, np.float32) for m in masks]
@@ -98,9 +99,13 @@ def train_tissue(
     def keep(state, metrics, step):
         best.update(state=state, metrics=metrics, step=step)
 
-    config = {"resumed_from": None if resume is None else resume[1].get("version"), "steps": steps, "patch": patch, "batch_size": batch_size, "lr": lr, "seed": seed,
-              "train_seeds": list(train_seeds), "val_seed": val_seed, "slide_size": slide_size,
-              "resumed": resume is not None}
+    config = {"resumed_from": None if resume is None else resume[1].get("version"), "steps": steps, "patch": patch,
+              "batch_size": batch_size, "lr": lr, "seed": seed}
+    if synthetic:
+        config.update(data="synthetic", train_seeds=list(train_seeds), val_seed=val_seed, slide_size=slide_size)
+    else:
+        config.update(data="user images", image_shapes=[list(im.shape) for im in images],
+                      corrected_pixels=int(sum(int((w > 1).sum()) for w in weights)))
     gen = train_supervised(model, next_batch, loss_fn, steps=steps, device=device, lr=lr,
                            validate=validate, val_every=max(1, steps // 8), monitor="dice", save_best=keep)
     result = None
