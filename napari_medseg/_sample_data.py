@@ -21,10 +21,11 @@ def synthetic_slide_files():
     s = _settings()
     folder = paths.cache_dir() / "sample_data"
     folder.mkdir(parents=True, exist_ok=True)
-    slide = folder / f"synthetic_slide_{s['size']}_{s['seed']}.ome.tif"
-    mask = folder / f"synthetic_slide_{s['size']}_{s['seed']}_tissue_mask.ome.tif"
+    tag = f"{s['size']}_{s['seed']}_faded{s.get('faded', 0.0)}"
+    slide = folder / f"synthetic_slide_{tag}.ome.tif"
+    mask = folder / f"synthetic_slide_{tag}_tissue_mask.ome.tif"
     if not (slide.is_file() and mask.is_file()):
-        rgb, tissue = synthetic_slide((s["size"], s["size"]), s["seed"])
+        rgb, tissue = synthetic_slide((s["size"], s["size"]), s["seed"], faded=s.get("faded", 0.0))
         tmp_mask = mask.with_name(f".{os.getpid()}.{mask.name}")
         write_ome_tiff(tmp_mask, tissue, axes="YX", pyramid_levels=s["pyramid_levels"])
         write_ome_tiff(slide, rgb, axes="YXS", pyramid_levels=s["pyramid_levels"])

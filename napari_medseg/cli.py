@@ -195,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="demo-output")
     s.add_argument("--gui", choices=["auto", "open", "headless"], default="auto",
                    help="open: show napari and wait; headless: run, screenshot, report; auto: open if a display exists")
-    s.add_argument("--steps", type=int, default=60, help="retraining steps in the headless run")
+    s.add_argument("--steps", type=int, default=100, help="retraining steps in the headless run")
     s.set_defaults(func=_demo)
 
     s = sub.add_parser("bench", help="benchmarks: ours vs the baseline, side by side")

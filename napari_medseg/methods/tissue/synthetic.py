@@ -23,8 +23,13 @@ def _smooth_field(rng, shape, sigma):
     return (out - out.mean()) / (out.std() + 1e-6)
 
 
-def synthetic_slide(shape=(1024, 1024), seed: int = 0, tissue_fraction: float = 0.45):
-    """Return ``(rgb uint8 (H, W, 3), tissue mask uint8 (H, W))``."""
+def synthetic_slide(shape=(1024, 1024), seed: int = 0, tissue_fraction: float = 0.45, faded: float = 0.0):
+    """Return ``(rgb uint8 (H, W, 3), tissue mask uint8 (H, W))``.
+
+    ``faded`` (0-1) bleaches the stain in about half of the tissue, as a weakly
+    stained section from another lab would look: the domain shift that correcting
+    and retraining has to fix.
+    """
     rng = np.random.default_rng(seed)
     h, w = shape
     field = _smooth_field(rng, shape, sigma=max(h, w) / 6)
@@ -35,6 +40,9 @@ def synthetic_slide(shape=(1024, 1024), seed: int = 0, tissue_fraction: float = 
     stroma = 0.7 + 0.2 * _smooth_field(rng, shape, sigma=24)
     pale = np.clip(_smooth_field(rng, shape, sigma=max(h, w) / 5), -1, 1) * 0.25 + 0.25
     density = np.clip(stroma - pale, 0.2, 1.0)
+    if faded > 0:
+        region = np.clip(_smooth_field(rng, shape, sigma=max(h, w) / 4) * 2 + 0.5, 0, 1)
+        density = density * (1 - faded * region)
     img = GLASS[None, None] * (1 - density[..., None]) + EOSIN[None, None] * density[..., None]
     nuclei = np.zeros(shape, np.float32)
     n = int(mask.sum() / 180)
@@ -43,6 +51,8 @@ def synthetic_slide(shape=(1024, 1024), seed: int = 0, tissue_fraction: float = 
         pick = rng.integers(0, len(ys), n)
         nuclei[ys[pick], xs[pick]] = 1.0
         nuclei = np.clip(ndi.gaussian_filter(nuclei, 2.2) * 25, 0, 1)
+        if faded > 0:
+            nuclei = nuclei * (1 - faded * region)
     img = img * (1 - nuclei[..., None]) + HEMATOXYLIN[None, None] * nuclei[..., None]
     # glass: uneven illumination, dust, a pen stroke
     glass = GLASS[None, None] * (1 + 0.03 * _smooth_field(rng, shape, sigma=max(h, w) / 3))[..., None]

@@ -1,0 +1,38 @@
+"""`napari-medseg demo` headless: every widget docked, methods run, screenshots and report written."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from skimage.io import imread
+
+
+@pytest.mark.slow
+@pytest.mark.gui
+def test_headless_demo_writes_screenshots_and_report(tmp_path):
+    out = tmp_path / "demo-output"
+    env = {**os.environ, "NAPARI_MEDSEG_HOME": str(tmp_path / "home")}
+    proc = subprocess.run([sys.executable, "-m", "napari_medseg.cli", "demo", "--gui", "headless", "--steps", "4",
+                           "--out", str(out)], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["widgets_docked"] == ["Model manager", "Segment"]
+    tissue = report["methods"]["tissue"]
+    assert "error" not in tissue
+    assert tissue["retrained_version"] == 2 and 0 <= tissue["dice_before"] <= 1 and 0 <= tissue["dice_after"] <= 1
+    md = (out / "report.md").read_text()
+    assert "dice_before" in md
+    for name in report["screenshots"] + tissue["screenshots"]:
+        img = imread(out / name)
+        assert img.shape[0] > 500 and img.shape[1] > 800
+        canvas = img[100:-100, 400:-400, :3].astype(float)
+        assert canvas.std() > 5  # the canvas drew the slide, it is not blank
+        assert f"({name})" in md
+    # the demo's model versions went to its own folder, not the user's
+    assert (out / "home" / "models" / "tissue" / "v0002.pt").is_file()
+    assert not (tmp_path / "home" / "models" / "tissue").exists()
