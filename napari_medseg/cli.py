@@ -157,7 +157,8 @@ def _segment(args) -> int:
     if job.stopped:
         print("stopped: the output is incomplete", file=sys.stderr)
         return 1
-    print(f"wrote {args.out}")
+    levels = job.result
+    print(f"wrote {args.out} ({len(levels)} level(s), full resolution {tuple(levels[0].shape)} in {args.out}/0)")
     return 0
 
 

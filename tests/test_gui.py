@@ -167,3 +167,27 @@ def test_reader_refuses_files_it_does_not_own(tmp_path):
     assert napari_get_reader(str(tmp_path / "notes.txt")) is None
     assert napari_get_reader([str(tmp_path / "a.tif"), str(tmp_path / "b.tif")]) is None
     assert napari_get_reader(str(tmp_path / "a.nii.gz")) is not None
+
+
+def test_big_results_show_as_a_pyramid_while_filling(viewer, qtbot, errors, monkeypatch):
+    """Past the paintable size a result is a multiscale layer napari never reads whole."""
+    import napari_medseg.widgets.segment as seg_mod
+    from napari_medseg.core import tiling
+
+    monkeypatch.setattr(seg_mod, "SMALL_ENOUGH_TO_PAINT", 100_000)
+    monkeypatch.setattr(tiling, "PYRAMID_FROM", 1000)
+    monkeypatch.setattr(tiling, "PYRAMID_DOWN_TO", 256)
+    viewer.open_sample("napari-medseg", "synthetic_slide")
+    seg = _dock(viewer, "Segment")
+    seg.image.value = viewer.layers["synthetic slide"]
+    seg.level.value = 1  # 1024 x 1024
+    seg.tile.value = 512
+    seg.run()
+    _wait(qtbot, seg)
+    lay = seg.last_result
+    assert errors == [] and lay.multiscale
+    assert [tuple(d.shape) for d in lay.data] == [(1024, 1024), (512, 512), (256, 256)]
+    np.testing.assert_array_equal(np.asarray(lay.data[2]), np.asarray(lay.data[0])[::4, ::4])
+    seg.labels.value = lay
+    seg.retrain()
+    assert "too large to retrain" in errors[-1]

@@ -141,3 +141,23 @@ def test_output_store_is_readable_while_filling(unet2d, rng, tmp_path):
         filled.append(int((view[0].sum(axis=1) > 0).sum()))
     assert filled[0] < img.shape[0]
     assert zarr.open_array(str(tmp_path / "f.zarr"), mode="r")[...].sum(axis=0).min() > 0.99
+
+
+def test_large_results_stream_into_a_stride_pyramid(rng, tmp_path, monkeypatch):
+    monkeypatch.setattr(tiling, "PYRAMID_FROM", 1000)
+    monkeypatch.setattr(tiling, "PYRAMID_DOWN_TO", 200)
+    model = torch.nn.Conv2d(1, 2, 1).eval()
+    with torch.no_grad():  # class 1 where the pixel is darker than a quarter
+        model.weight.copy_(torch.tensor([1.0, -1.0]).reshape(2, 1, 1, 1))
+        model.bias.copy_(torch.tensor([-0.5, 0.0]))
+    img = (rng.random((1500, 700)) * 255).astype(np.uint8)
+    cfg = tiling.TileConfig(tile=256, stride=1, margin=0, blend=0, overlap=0, output="labels")
+    levels = tiling.create_pyramid_output(tmp_path / "p.zarr", img.shape, 2, cfg)
+    assert [lv.shape for lv in levels] == [(1500, 700), (750, 350), (375, 175)]
+    reports, result = collect(tiling.tiled_inference(model, img, levels, cfg, postprocess=softmax))
+    assert result is levels and reports[-1].step == cfg.plan(img.shape).n_tiles
+    full = levels[0][...]
+    assert 0 < full.mean() < 1
+    reopened = tiling.open_pyramid_output(tmp_path / "p.zarr")
+    for k, level in enumerate(reopened):
+        np.testing.assert_array_equal(level[...], full[:: 2**k, :: 2**k])

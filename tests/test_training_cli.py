@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-import zarr
 
+from napari_medseg.core.tiling import open_pyramid_output
 from napari_medseg.cli import main
 from napari_medseg.core.jobs import Job
 from napari_medseg.core.registry import Registry
@@ -89,7 +89,7 @@ def test_cli_segment_and_models(tmp_path, capsys):
     tifffile.imwrite(path, rgb, photometric="rgb", tile=(128, 128))
     out = tmp_path / "tissue.zarr"
     assert main(["segment", str(path), "--model", "tissue", "--out", str(out), "--tile", "256"]) == 0
-    labels = zarr.open_array(str(out), mode="r")[...]
+    labels = open_pyramid_output(out)[0][...]
     assert labels.shape == mask.shape
     inter = np.logical_and(labels == 1, mask == 1).sum()
     assert 2 * inter / (labels.sum() + mask.sum()) > 0.9
@@ -136,8 +136,8 @@ def test_cli_segment_on_a_two_worker_cluster(tmp_path):
         assert main(["segment", str(path), "--out", str(tmp_path / "remote.zarr"), "--tile", "256",
                      "--scheduler", cluster.scheduler_address]) == 0
     assert main(["segment", str(path), "--out", str(tmp_path / "local.zarr"), "--tile", "256"]) == 0
-    remote = zarr.open_array(str(tmp_path / "remote.zarr"), mode="r")[...]
-    assert np.array_equal(remote, zarr.open_array(str(tmp_path / "local.zarr"), mode="r")[...])
+    remote = open_pyramid_output(tmp_path / "remote.zarr")[0][...]
+    assert np.array_equal(remote, open_pyramid_output(tmp_path / "local.zarr")[0][...])
     assert remote.shape == mask.shape and (remote == mask).mean() > 0.95
 
 

@@ -15,7 +15,7 @@ import torch
 
 from .errors import InputError
 from .sources import as_source
-from .tiling import TileConfig, create_output, tiled_inference
+from .tiling import TileConfig, create_pyramid_output, tiled_inference
 
 
 def _rgb_uint8(block: np.ndarray) -> np.ndarray:
@@ -63,7 +63,11 @@ def run_segmentation(
     client=None,
     rgb: bool = False,
 ):
-    """Check the inputs now, then return a generator yielding progress (it returns the zarr array).
+    """Check the inputs now, then return a generator yielding progress.
+
+    The generator writes a zarr group at ``out_path`` (level ``"0"`` at full resolution,
+    coarser levels for large 2D results, see :func:`~napari_medseg.core.tiling.create_pyramid_output`)
+    and returns the list of level arrays.
 
     ``image`` is (Y, X[, 3]) or (Z, Y, X): RGB slides keep colour on the last axis.
     Bad input raises here, before any job starts.
@@ -87,7 +91,7 @@ def run_segmentation(
     cfg.plan(spatial)  # raises on impossible tiling settings
 
     def job():
-        out = create_output(out_path, spatial, n_classes or 2, cfg)
+        out = create_pyramid_output(out_path, spatial, n_classes or 2, cfg)
         return (
             yield from tiled_inference(
                 model,

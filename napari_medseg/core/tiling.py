@@ -154,11 +154,15 @@ def _check_finite(block: np.ndarray, start) -> None:
 class BandAccumulator:
     """Blends tiles of one row of tiles at a time and flushes finished rows to ``out``.
 
-    ``out`` is (C, *spatial) for probabilities or (*spatial) for labels.
+    ``out`` is (C, *spatial) for probabilities or (*spatial) for labels. ``levels``
+    are coarser copies of ``out`` (level k keeps every 2**k-th pixel of the spatial
+    axes, so labels stay labels); they are filled band by band too, so a viewer can
+    show the result as a pyramid while it grows.
     """
 
-    def __init__(self, plan: TilePlan, out, channels: int, to_output: Callable[[np.ndarray], np.ndarray]):
-        self.plan, self.out, self.to_output = plan, out, to_output
+    def __init__(self, plan: TilePlan, out, channels: int, to_output: Callable[[np.ndarray], np.ndarray],
+                 levels=()):
+        self.plan, self.out, self.to_output, self.levels = plan, out, to_output, list(levels)
         self.spatial = tuple(a.length for a in plan.axes)
         rest = tuple(a.padded for a in plan.axes[1:])
         a0 = plan.axes[0]
@@ -188,7 +192,17 @@ class BandAccumulator:
             return
         block = self.buf[(slice(None), slice(0, hi - lo)) + tuple(slice(0, L) for L in self.spatial[1:])]
         res = self.to_output(block)
-        self.out[(Ellipsis, slice(lo, hi)) + tuple(slice(None) for _ in self.spatial[1:])] = res
+        rest = tuple(slice(None) for _ in self.spatial[1:])
+        self.out[(Ellipsis, slice(lo, hi)) + rest] = res
+        nd = len(self.spatial)
+        for k, level in enumerate(self.levels, start=1):
+            f = 2**k
+            first = (-lo) % f  # first row of this band that lands on level k
+            sub = res[(Ellipsis, slice(first, None, f)) + (slice(None, None, f),) * (nd - 1)]
+            if sub.shape[-nd] == 0:
+                continue
+            r0 = (lo + first) // f
+            level[(Ellipsis, slice(r0, r0 + sub.shape[-nd])) + rest] = sub
 
     def finish(self) -> None:
         self._flush(self.base + self.buf.shape[1])
@@ -223,6 +237,13 @@ class TileConfig:
         return plan_tiles(spatial_shape, self.tile, overlap, self.stride, self.margin, self.blend)
 
 
+def _chunk_plan(spatial_shape, cfg: TileConfig) -> TilePlan:
+    try:
+        return cfg.plan(spatial_shape)
+    except InputError:  # a coarse level smaller than a tile: one chunk
+        return plan_tiles(spatial_shape, max(spatial_shape), 0, 1)
+
+
 def create_output(path, spatial_shape, channels: int, cfg: TileConfig, plan: TilePlan | None = None):
     """An on-disk zarr array for the result, chunked along the plan's tile rows.
 
@@ -231,7 +252,7 @@ def create_output(path, spatial_shape, channels: int, cfg: TileConfig, plan: Til
     import zarr
     from zarr.codecs import BloscCodec
 
-    plan = plan or cfg.plan(spatial_shape)
+    plan = plan or _chunk_plan(spatial_shape, cfg)
     a0 = plan.axes[0]
     step = a0.starts[1] - a0.starts[0] if len(a0.starts) > 1 else a0.tile
     inner = tuple(min(1024, L) for L in spatial_shape[1:])
@@ -244,6 +265,49 @@ def create_output(path, spatial_shape, channels: int, cfg: TileConfig, plan: Til
         compressors = [BloscCodec(cname="lz4", clevel=3, shuffle="shuffle")]
     return zarr.create_array(str(path), shape=shape, chunks=chunks, dtype=dtype, fill_value=0,
                              compressors=compressors, overwrite=True)
+
+PYRAMID_FROM = 4096  # a 2D result whose longest side reaches this gets a pyramid ...
+PYRAMID_DOWN_TO = 1024  # ... down to about this size
+
+
+def pyramid_shapes(spatial_shape, smallest: int | None = None, largest: int | None = None) -> list[tuple[int, ...]]:
+    """Level shapes (stride-2 subsampling) for a 2D result whose longest side is ``>= largest``."""
+    smallest = smallest or PYRAMID_DOWN_TO
+    largest = largest or PYRAMID_FROM
+    shapes = [tuple(int(s) for s in spatial_shape)]
+    if len(spatial_shape) != 2 or max(spatial_shape) < largest:
+        return shapes
+    while max(shapes[-1]) >= 2 * smallest:
+        shapes.append(tuple(-(-s // 2) for s in shapes[-1]))
+    return shapes
+
+
+def create_pyramid_output(path, spatial_shape, channels: int, cfg: TileConfig, plan: TilePlan | None = None):
+    """A zarr group ``path`` with arrays ``"0"``, ``"1"``, ... (level k: every 2**k-th pixel).
+
+    Large 2D results get levels down to about 1024 px, so napari can show them as a
+    multiscale layer without reading the full-resolution level; others get only ``"0"``.
+    Returns the list of level arrays, full resolution first.
+    """
+    import zarr
+
+    group = zarr.open_group(str(path), mode="w")
+    shapes = pyramid_shapes(spatial_shape)
+    levels = [create_output(f"{path}/{i}", shape, channels, cfg, plan if i == 0 else None)
+              for i, shape in enumerate(shapes)]
+    group.attrs["napari_medseg"] = {"levels": len(levels), "downsample": "stride 2 per level",
+                                    "output": cfg.output}
+    return levels
+
+
+def open_pyramid_output(path) -> list:
+    """The level arrays of a result written by :func:`create_pyramid_output`, read-only."""
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r")
+    n = int(group.attrs.get("napari_medseg", {}).get("levels", 1))
+    return [zarr.open_array(f"{path}/{i}", mode="r") for i in range(n)]
+
 
 def _batches(plan: TilePlan, batch_size: int):
     batch = []
@@ -291,7 +355,8 @@ def tiled_inference(
     """Generator: run ``model`` tile by tile over ``image`` into the zarr array ``out``.
 
     ``image`` is a numpy/dask/zarr array or a :class:`TileSource`, spatial axes only,
-    or with a channel axis named by ``channel_axis``. ``preprocess`` maps a
+    or with a channel axis named by ``channel_axis``. ``out`` is one zarr array or the
+    list of pyramid levels from :func:`create_pyramid_output`. ``preprocess`` maps a
     channels-first tile to float32 network input; ``postprocess`` maps network output
     to probabilities (e.g. softmax). Yields :class:`Progress`; returns ``out``.
     """
@@ -316,11 +381,14 @@ def tiled_inference(
     to_output = labels_from_probabilities if cfg.output == "labels" else probabilities
     channels = out_channels or _infer_out_channels(model, source.channels, len(spatial), device)
     keep = list(cfg.keep) if cfg.keep is not None and cfg.output != "labels" else None
+    given = out
+    levels = list(out) if isinstance(out, (list, tuple)) else [out]
+    out = levels[0]
     stored = len(keep) if keep else channels
     expected = tuple(spatial) if cfg.output == "labels" else (stored, *spatial)
     if tuple(out.shape) != expected:
         raise InputError(f"The output store has shape {tuple(out.shape)}; this job writes {expected}.")
-    acc = BandAccumulator(plan, out, stored, to_output)
+    acc = BandAccumulator(plan, out, stored, to_output, levels[1:])
     total = plan.n_tiles
     t0, done = time.perf_counter(), 0
     pre = preprocess or _default_preprocess
@@ -342,7 +410,7 @@ def tiled_inference(
         close = getattr(batches, "close", None)
         if close:
             close()
-    return out
+    return given
 
 
 class _Writer:

@@ -22,6 +22,7 @@ from ..core.device import select_device
 from ..core.errors import InputError, MedsegError
 from ..core.registry import Registry
 from ..core.segment import run_segmentation
+from ..core.tiling import open_pyramid_output
 from ..methods.tissue import retrain_tissue
 from ._common import SMALL_ENOUGH_TO_PAINT, device_picker, layer_level, layer_picker, level_scale
 from ._runner import JobRunner
@@ -120,9 +121,12 @@ class SegmentWidget(Container):
 
         def on_progress(_p):
             if state["layer"] is None:  # the store exists from the first tile on: show it filling
-                arr = da.from_zarr(str(out_path))
-                state["layer"] = self.viewer.add_labels(arr, name=name, scale=scale[: arr.ndim],
-                                                        translate=translate[: arr.ndim], metadata=metadata)
+                levels = [da.from_zarr(a) for a in open_pyramid_output(out_path)]
+                small = int(np.prod(levels[0].shape)) <= SMALL_ENOUGH_TO_PAINT
+                data = levels[0] if small or len(levels) == 1 else levels  # big: a pyramid, never read whole
+                nd = levels[0].ndim
+                state["layer"] = self.viewer.add_labels(data, name=name, scale=scale[:nd], translate=translate[:nd],
+                                                        metadata=metadata, multiscale=isinstance(data, list))
             else:
                 state["layer"].refresh()
 
@@ -130,8 +134,8 @@ class SegmentWidget(Container):
             lay = state["layer"]
             if result is None or lay is None:
                 return
-            if int(np.prod(result.shape)) <= SMALL_ENOUGH_TO_PAINT:
-                lay.data = np.asarray(result[...])  # in memory, so it can be painted
+            if not lay.multiscale:
+                lay.data = np.asarray(result[0][...])  # in memory, so it can be painted
             lay.refresh()
             self.last_result = lay
             self.labels.reset_choices()
@@ -167,9 +171,7 @@ class SegmentWidget(Container):
         corrected = np.asarray(corrected)
         if not corrected.any():
             raise InputError("The corrected labels are empty: paint the tissue (label 1) first.")
-        import zarr
-
-        original = np.asarray(zarr.open_array(info["prediction"], mode="r")[...])
+        original = np.asarray(open_pyramid_output(info["prediction"])[0][...])
         device = select_device(None if self.device.value == "auto" else self.device.value)
         before = entry.version
         gen = retrainer(self.registry, np.asarray(image), corrected, original, steps=self.steps.value, device=device)
