@@ -179,7 +179,7 @@ def cached_pyramid(
             da.store(coarse.rechunk(chunks), target, lock=False, scheduler="threads")
             shapes.append([int(s) for s in coarse.shape])
             prev = da.from_zarr(target, chunks=level_chunks(coarse.shape, yx_axes, 2 * CACHE_CHUNK, rgb))
-        from ..checkpoints import atomic_write_json
+        from ..atomic import atomic_write_json
 
         atomic_write_json(
             tmp / MARKER,

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
+from ..atomic import atomic_path
 from ..errors import InputError
 from .pyramid import cached_pyramid, downsample2
 from .validate import check_array
@@ -226,11 +226,8 @@ def _write_tiff(
                 if ax in "XYZ" and value:
                     metadata[f"PhysicalSize{ax}"] = float(value)
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes[-2:]) if path.name.lower().endswith((".ome.tif", ".ome.tiff")) else path.suffix
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{suffix}")
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=f".tmp{suffix}") as tmp:
         with tifffile.TiffWriter(tmp, bigtiff=total > _BIGTIFF_AT, ome=ome) as tw:
             for i, lv in enumerate(levels):
                 kwargs: dict[str, Any] = {}
@@ -248,15 +245,6 @@ def _write_tiff(
                     photometric=photometric,
                     **kwargs,
                 )
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
     return path
 
 
