@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_medseg.core import nets, tiling
+from napari_medseg.core import nets, tiling, tilestore
 from napari_medseg.core.errors import InputError
 from napari_medseg.core.jobs import Job, collect
 
@@ -144,8 +144,8 @@ def test_output_store_is_readable_while_filling(unet2d, rng, tmp_path):
 
 
 def test_large_results_stream_into_a_stride_pyramid(rng, tmp_path, monkeypatch):
-    monkeypatch.setattr(tiling, "PYRAMID_FROM", 1000)
-    monkeypatch.setattr(tiling, "PYRAMID_DOWN_TO", 200)
+    monkeypatch.setattr(tilestore, "PYRAMID_FROM", 1000)
+    monkeypatch.setattr(tilestore, "PYRAMID_DOWN_TO", 200)
     model = torch.nn.Conv2d(1, 2, 1).eval()
     with torch.no_grad():  # class 1 where the pixel is darker than a quarter
         model.weight.copy_(torch.tensor([1.0, -1.0]).reshape(2, 1, 1, 1))
