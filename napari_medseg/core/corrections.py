@@ -51,12 +51,6 @@ def autosave_corrections(labels, folder: Path, meta: dict | None = None) -> Path
     return target
 
 
-def load_corrections(path: Path) -> np.ndarray:
-    import zarr
-
-    return np.asarray(zarr.open_array(str(path), mode="r")[...])
-
-
 def correction_weights(original, corrected, corrected_weight: float = 5.0) -> np.ndarray:
     """1 where the prediction was kept, ``corrected_weight`` where the user changed it."""
     original, corrected = np.asarray(original), np.asarray(corrected)

@@ -22,7 +22,3 @@ class MemoryPreflightError(MedsegError, MemoryError):
 
 class TrainingError(MedsegError):
     """Training that cannot go on (e.g. the loss diverged)."""
-
-
-class JobStopped(MedsegError):
-    """Raised by helpers that need to unwind when the user pressed Stop."""

@@ -11,13 +11,3 @@ def dice(pred, target, label: int = 1) -> float:
     t = np.asarray(target) == label
     denom = p.sum() + t.sum()
     return 1.0 if denom == 0 else float(2.0 * np.logical_and(p, t).sum() / denom)
-
-
-def precision_recall_f1(pred, target, label: int = 1) -> dict:
-    p = np.asarray(pred) == label
-    t = np.asarray(target) == label
-    tp = float(np.logical_and(p, t).sum())
-    prec = tp / p.sum() if p.sum() else 1.0
-    rec = tp / t.sum() if t.sum() else 1.0
-    f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
-    return {"precision": prec, "recall": rec, "f1": f1}

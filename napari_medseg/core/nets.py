@@ -38,15 +38,6 @@ def build(arch: dict) -> torch.nn.Module:
     return _BUILDERS[name](**arch.get("kwargs", {}))
 
 
-def total_stride(arch: dict) -> int:
-    """Product of a U-Net's strides: tiles must start on multiples of it."""
-    strides = arch.get("kwargs", {}).get("strides", ())
-    out = 1
-    for s in strides:
-        out *= int(s if isinstance(s, int) else max(s))
-    return out
-
-
 def has_instance_norm(model: torch.nn.Module) -> bool:
     """Instance norm takes statistics over the whole input: tiling cannot reproduce it."""
     return any(isinstance(m, torch.nn.modules.instancenorm._InstanceNorm) for m in model.modules())

@@ -157,13 +157,9 @@ class Registry:
         return self.get(name)
 
 
-def default_registry() -> Registry:
-    return Registry()
-
-
 def model_card_path(entry: ModelEntry) -> Path | None:
     card = entry.path.parent / "MODEL_CARD.md"
     return card if card.is_file() else None
 
 
-__all__ = ["ModelEntry", "Registry", "default_registry", "model_card_path", "subscribe", "unsubscribe"]
+__all__ = ["ModelEntry", "Registry", "model_card_path", "subscribe", "unsubscribe"]

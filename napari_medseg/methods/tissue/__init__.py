@@ -6,6 +6,6 @@ tissue mask whole-slide methods use to skip empty glass.
 """
 
 from .synthetic import synthetic_slide
-from .model import ARCH, MODEL_NAME, retrain_tissue, segment_tissue, train_tissue
+from .model import ARCH, MODEL_NAME, retrain_tissue, train_tissue
 
-__all__ = ["ARCH", "MODEL_NAME", "retrain_tissue", "segment_tissue", "synthetic_slide", "train_tissue"]
+__all__ = ["ARCH", "MODEL_NAME", "retrain_tissue", "synthetic_slide", "train_tissue"]

@@ -10,7 +10,6 @@ from ...core.checkpoints import data_fingerprint
 from ...core.errors import InputError
 from ...core.metrics import dice
 from ...core.registry import Registry
-from ...core.segment import run_segmentation
 from ...core.tiling import predict_whole
 from ...core.training import train_supervised
 from .synthetic import synthetic_slide
@@ -146,8 +145,3 @@ def retrain_tissue(registry: Registry, image, corrected, original, *, steps: int
     return train_tissue(registry, steps=steps, lr=lr, seed=seed, device=device,
                         resume=(model.state_dict(), meta), images=[image[..., :3]], masks=[corrected],
                         weights=[weights], val=(image[..., :3], corrected))
-
-
-def segment_tissue(model, meta, image, out_path, **kwargs):
-    """Generator: tissue labels (1 = tissue) of an RGB slide, tiled, into zarr."""
-    return (yield from run_segmentation(model, meta, image, out_path, rgb=True, **kwargs))
