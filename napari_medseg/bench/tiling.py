@@ -192,16 +192,37 @@ def accuracy(size: tuple[int, int] = (1400, 1176)) -> dict:
     return {"max_abs_diff_vs_whole": ours_diff, "monai_max_abs_diff_vs_whole": float(np.abs(monai - whole).max())}
 
 
-def _ours_in_child(tiff: Path, out: Path, repeats: int, model_only_tiles: int) -> dict:
-    proc = subprocess.run(
-        [sys.executable, "-m", "napari_medseg.bench.tiling", "--ours", str(tiff), str(out), str(repeats),
-         str(model_only_tiles)],
-        capture_output=True, text=True, env={**os.environ},
-    )
+def pyramid_open(tiff: str) -> dict:
+    """First open of a single-level TIFF builds its pyramid once; later opens reuse it."""
+    import resource
+
+    from ..core.io import read_image
+
+    t0 = time.perf_counter()
+    levels, meta = read_image(tiff)
+    first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    read_image(tiff)
+    return {
+        "pyramid_levels": len(levels),
+        "pyramid_first_open_seconds": first,
+        "pyramid_reopen_seconds": time.perf_counter() - t0,
+        "pyramid_first_open_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def _child(*args: str) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "napari_medseg.bench.tiling", *args], capture_output=True, text=True,
+                          env={**os.environ})
     if proc.returncode != 0:
-        raise RuntimeError(f"our tiled run failed:\n{proc.stderr[-2000:]}")
-    shutil.rmtree(out, ignore_errors=True)
+        raise RuntimeError(f"benchmark child {args[0]} failed:\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _ours_in_child(tiff: Path, out: Path, repeats: int, model_only_tiles: int) -> dict:
+    result = _child("--ours", str(tiff), str(out), str(repeats), str(model_only_tiles))
+    shutil.rmtree(out, ignore_errors=True)
+    return result
 
 
 def run(quick: bool = False, json_path: str | None = None, size: int | None = None, repeats: int | None = None) -> dict:
@@ -217,6 +238,14 @@ def run(quick: bool = False, json_path: str | None = None, size: int | None = No
     with tempfile.TemporaryDirectory(prefix="medseg-bench-") as tmp:
         tmp = Path(tmp)
         tiff = make_test_tiff(tmp / "slide.tif", full_size)
+        os.environ["NAPARI_MEDSEG_HOME"], home = str(tmp / "home"), os.environ.get("NAPARI_MEDSEG_HOME")
+        try:  # the pyramid cache goes to a throwaway folder
+            pyramid = _child("--pyramid", str(tiff))
+        finally:
+            if home is None:
+                os.environ.pop("NAPARI_MEDSEG_HOME")
+            else:
+                os.environ["NAPARI_MEDSEG_HOME"] = home
         small = tiff if monai_size == full_size else make_test_tiff(tmp / "monai.tif", monai_size)
         big = None if small == tiff else _ours_in_child(tiff, tmp / "big.zarr", 2, tiles_bare)
         same = _ours_in_child(small, tmp / "small.zarr", repeats, tiles_bare)
@@ -238,6 +267,7 @@ def run(quick: bool = False, json_path: str | None = None, size: int | None = No
     results["speedup_vs_monai_same_memory_format"] = results["ours_megapixels_per_s_at_monai_size"] / monai_cl
     results["tile_area_over_image_area_ours"] = _redundancy_ours(monai_size)
     results["tile_area_over_image_area_monai"] = _redundancy_monai(monai_size)
+    results.update(pyramid)
     results.update(accuracy())
     from .gui_latency import measure_in_subprocess
 
@@ -272,3 +302,5 @@ def _redundancy_monai(size: int, roi: int = 512, overlap: float = 0.25) -> float
 if __name__ == "__main__":
     if len(sys.argv) == 6 and sys.argv[1] == "--ours":
         print(json.dumps(ours(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))))
+    elif len(sys.argv) == 3 and sys.argv[1] == "--pyramid":
+        print(json.dumps(pyramid_open(sys.argv[2])))
