@@ -191,3 +191,18 @@ def test_big_results_show_as_a_pyramid_while_filling(viewer, qtbot, errors, monk
     seg.labels.value = lay
     seg.retrain()
     assert "too large to retrain" in errors[-1]
+
+
+def test_opening_a_broken_file_is_one_clear_error_and_changes_nothing(viewer, tmp_path):
+    import tifffile
+
+    good = tmp_path / "slide.tif"
+    tifffile.imwrite(good, np.zeros((256, 256), np.uint8), tile=(64, 64))
+    viewer.open(str(good), plugin="napari-medseg")
+    broken = tmp_path / "broken.tif"
+    broken.write_bytes(good.read_bytes()[: good.stat().st_size // 3])
+    before = broken.read_bytes()
+    with pytest.raises(Exception) as err:
+        viewer.open(str(broken), plugin="napari-medseg")
+    assert "broken.tif" in str(err.value) and "truncated" in str(err.value)
+    assert [lay.name for lay in viewer.layers] == ["slide"] and broken.read_bytes() == before
