@@ -6,12 +6,28 @@
 - ``views``: egocentric bilinear views with ``grid_sample``.
 - ``reward``: the reward of Appendix B.
 - ``env``: the batched environment (torch, on any device).
+- ``policy``: the Beta actor and the asymmetric critic (Appendix A).
+- ``ppo``: PPO with GAE and the ``train_tracker`` progress generator.
+- ``metrics``: coverage, error (footnote 11) and entropy near/far from the centreline.
 """
 
 from .env import EnvConfig, Observation, StepResult, TrackingEnv, beta_to_displacement
+from .metrics import coverage, trace_metrics
+from .policy import ActorNetwork, BetaPolicy, CriticNetwork, PolicyStep
+from .ppo import PPOConfig, collect_rollout, compute_gae, train_tracker
 from .synthetic import SETTINGS, SyntheticAxonImage, SyntheticSettings, generate, generate_many, settings
 
 __all__ = [
+    "ActorNetwork",
+    "BetaPolicy",
+    "CriticNetwork",
+    "PPOConfig",
+    "PolicyStep",
+    "collect_rollout",
+    "compute_gae",
+    "coverage",
+    "trace_metrics",
+    "train_tracker",
     "EnvConfig",
     "Observation",
     "SETTINGS",

@@ -1,0 +1,252 @@
+"""PPO training of the tracking agent (Dai et al. 2019, §3.2 and Appendix C).
+
+Hand-written in the style of cleanrl's ``ppo_continuous_action`` (every hyperparameter
+in :class:`PPOConfig`), with Beta policies, an asymmetric critic and whole episodes:
+a batch is 32 episodes, each run to its end (far end reached, image edge) or to its
+time limit (200 steps). GAE bootstraps from the critic on a time limit (truncation),
+not on a real end (termination).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from napari_medseg.core.jobs import Progress
+
+from .env import END_REACHED, MAX_STEPS, EnvConfig, TrackingEnv
+from .metrics import mean_metrics, trace_metrics
+from .policy import BetaPolicy
+from .synthetic import generate_many
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    seed: int = 0
+    updates: int = 500  # PPO updates, one batch of episodes each
+    episodes_per_batch: int = 32  # M in Algorithm 2
+    max_steps: int = 200  # N in Algorithm 2: the time limit of an episode
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_coef: float = 0.2
+    update_epochs: int = 10  # "each network is updated 10 times within PPO's internal loop"
+    num_minibatches: int = 1  # 1: each of the 10 updates uses the whole batch
+    learning_rate: float = 5e-4
+    weight_decay: float = 3e-4  # Adam's L2 weight decay
+    vf_coef: float = 0.5
+    ent_coef: float = 0.0
+    max_grad_norm: float = 0.5
+    norm_adv: bool = True
+    reward_scale: float = 0.1  # rewards are px of centreline per step; scaled for the critic
+    eval_every: int = 10  # deterministic validation (and save_best) every this many updates
+    val_episodes: int = 32
+    device: str = "cpu"
+
+    def replace(self, **changes) -> "PPOConfig":
+        return dataclasses.replace(self, **changes)
+
+
+class Rollout(NamedTuple):
+    """One batch of episodes, time-major (T, B, ...); ``valid`` marks real transitions."""
+
+    actor_obs: torch.Tensor
+    critic_obs: torch.Tensor
+    samples: torch.Tensor  # unscaled Beta samples in [0, 1]
+    log_probs: torch.Tensor
+    entropy: torch.Tensor
+    values: torch.Tensor  # V(s_t)
+    next_values: torch.Tensor  # V(s_{t+1}), the final observation at an episode's end
+    rewards: torch.Tensor
+    valid: torch.Tensor  # the episode was running before step t
+    terminated: torch.Tensor  # ended at step t by a real end: no bootstrap
+    ended: torch.Tensor  # ended at step t (terminated or truncated)
+    stop_reason: torch.Tensor  # (B,)
+    traces: list
+
+
+class Transitions(NamedTuple):
+    """Flattened valid transitions with their advantages: what a PPO update sees."""
+
+    actor_obs: torch.Tensor
+    critic_obs: torch.Tensor
+    samples: torch.Tensor
+    log_probs: torch.Tensor
+    values: torch.Tensor
+    advantages: torch.Tensor
+    returns: torch.Tensor
+
+
+@torch.no_grad()
+def collect_rollout(policy: BetaPolicy, env: TrackingEnv, images, centrelines, deterministic: bool = False) -> Rollout:
+    """Run every episode of the batch to its end, all episodes stepping together."""
+    obs = env.reset(images, centrelines)
+    keys = ("actor_obs", "critic_obs", "samples", "log_probs", "entropy", "rewards", "valid", "terminated", "ended")
+    buf: dict[str, list] = {k: [] for k in keys}
+    values = [policy.value(obs.critic)]
+    while not bool(env.done.all()):
+        step = policy.act(obs.actor, deterministic)
+        out = env.step(step.displacement)
+        ended = out.stepped & out.done
+        for k, v in zip(keys, (obs.actor, obs.critic, step.sample, step.log_prob, step.entropy, out.reward,
+                               out.stepped, ended & (out.stop_reason != MAX_STEPS), ended)):
+            buf[k].append(v)
+        obs = out.observation
+        values.append(policy.value(obs.critic))
+    v = torch.stack(values)
+    return Rollout(**{k: torch.stack(b) for k, b in buf.items()}, values=v[:-1], next_values=v[1:],
+                   stop_reason=env.stop_reason.clone(), traces=env.traces())
+
+
+def compute_gae(rewards, values, next_values, terminated, ended, gamma: float = 0.99, lam: float = 0.95):
+    """Generalised advantage estimation over (T, B) tensors; returns (advantages, returns).
+
+    ``next_values[t]`` is V(s_{t+1}). At a termination the next value is 0; at a
+    truncation (time limit) it is bootstrapped. Either way the trace stops at ``ended``.
+    """
+    adv = torch.zeros_like(rewards)
+    last = torch.zeros_like(rewards[0])
+    for t in reversed(range(rewards.shape[0])):
+        delta = rewards[t] + gamma * next_values[t] * (~terminated[t]).float() - values[t]
+        last = delta + gamma * lam * (~ended[t]).float() * last
+        adv[t] = last
+    return adv, adv + values
+
+
+def rollout_transitions(r: Rollout, config: PPOConfig) -> Transitions:
+    adv, ret = compute_gae(r.rewards * config.reward_scale, r.values, r.next_values, r.terminated, r.ended,
+                           config.gamma, config.gae_lambda)
+    m = r.valid
+    return Transitions(r.actor_obs[m], r.critic_obs[m], r.samples[m], r.log_probs[m], r.values[m], adv[m], ret[m])
+
+
+def ppo_loss(policy: BetaPolicy, b: Transitions, config: PPOConfig):
+    """The clipped surrogate + value loss (cleanrl). Returns (loss, stats of floats)."""
+    log_prob, entropy = policy.evaluate(b.actor_obs, b.samples)
+    value = policy.value(b.critic_obs)
+    log_ratio = log_prob - b.log_probs
+    ratio = log_ratio.exp()
+    adv = b.advantages
+    if config.norm_adv and adv.numel() > 1:
+        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+    pg_unclipped = -adv * ratio
+    pg_loss = torch.max(pg_unclipped, -adv * ratio.clamp(1 - config.clip_coef, 1 + config.clip_coef)).mean()
+    v_loss = 0.5 * ((value - b.returns) ** 2).mean()
+    loss = pg_loss - config.ent_coef * entropy.mean() + config.vf_coef * v_loss
+    with torch.no_grad():
+        stats = {
+            "pg_loss": float(pg_loss), "pg_loss_unclipped": float(pg_unclipped.mean()), "v_loss": float(v_loss),
+            "ratio": float(ratio.mean()), "approx_kl": float(((ratio - 1) - log_ratio).mean()),
+            "clipfrac": float(((ratio - 1).abs() > config.clip_coef).float().mean()),
+        }
+    return loss, stats
+
+
+def ppo_update(policy: BetaPolicy, optimizer, b: Transitions, config: PPOConfig, generator=None) -> dict:
+    """``update_epochs`` passes over the batch in ``num_minibatches`` shuffled minibatches."""
+    n = b.samples.shape[0]
+    size = max(1, math.ceil(n / config.num_minibatches))
+    stats: dict = {}
+    for _ in range(config.update_epochs):
+        order = torch.randperm(n, generator=generator).to(b.samples.device)
+        for start in range(0, n, size):
+            idx = order[start : start + size]
+            loss, stats = ppo_loss(policy, Transitions(*(t[idx] for t in b)), config)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
+            optimizer.step()
+    return stats
+
+
+def synthetic_episodes(setting="SI", seed: int = 0) -> Callable[[int, int], tuple]:
+    """``episodes(index, n) -> (images (n, H, W), centrelines)``: fresh, seeded images for
+    training batch ``index`` >= 0; ``index`` -1 is the validation set (its own seeds)."""
+
+    def episodes(index: int, n: int):
+        key = [seed, 1] if index < 0 else [seed, 0, index]
+        batch_seed = int(np.random.SeedSequence(key).generate_state(1)[0])
+        imgs = generate_many(setting, n, seed=batch_seed)
+        return np.stack([r.image for r in imgs]), [r.centreline for r in imgs]
+
+    return episodes
+
+
+def rollout_metrics(r: Rollout, centrelines) -> dict:
+    """Mean episode return (unscaled), length, coverage and error of a batch of episodes."""
+    rows = [trace_metrics(t, c) for t, c in zip(r.traces, centrelines)]
+    valid = r.valid.float()
+    return {
+        "mean_reward": float(r.rewards.sum(0).mean()),
+        **{k: v for k, v in mean_metrics(rows).items() if k in ("coverage_pct", "error_px")},
+        "episode_length": float(valid.sum(0).mean()),
+        "end_reached_pct": 100.0 * float((r.stop_reason == END_REACHED).float().mean()),
+        "entropy": float((r.entropy * valid).sum() / valid.sum().clamp_min(1)),
+    }
+
+
+def train_tracker(config: PPOConfig | None = None, setting="SI", *, env_config: EnvConfig | None = None,
+                  policy: BetaPolicy | None = None, episodes: Callable[[int, int], tuple] | None = None,
+                  save_best: Callable[[dict, dict, int], None] | None = None):
+    """Train (or, given ``policy``, fine-tune) the agent; yield :class:`Progress` every update.
+
+    ``episodes(index, n)`` gives the images and centrelines of batch ``index`` (default:
+    the synthetic ``setting``, seeded by ``config.seed``; -1 is the validation set).
+    ``save_best(state, metrics, step)`` is called when the deterministic validation
+    coverage improves. Returns ``{"state_dict", "best_state_dict", "best_metrics",
+    "best_step", "history"}``.
+    """
+    torch.set_flush_denormal(True)  # otherwise updates slow down ~6x after a few minutes
+    config = config or PPOConfig()
+    device = torch.device(config.device)
+    torch.manual_seed(config.seed)
+    env_config = env_config or EnvConfig(max_steps=config.max_steps)
+    h = env_config.history
+    policy = policy or BetaPolicy(3 * h, 4 * h, env_config.view_size, env_config.max_displacement)
+    policy.to(device).train()
+    optimizer = torch.optim.Adam(policy.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    env = TrackingEnv(env_config, device)
+    episodes = episodes or synthetic_episodes(setting, config.seed)
+    val_images, val_lines = episodes(-1, config.val_episodes) if config.eval_every > 0 else (None, None)
+    best = {"score": (-math.inf, -math.inf), "metrics": {}, "step": 0, "state": None}
+    history: list[dict] = []
+    update = 0
+
+    def validate_and_keep(at: int) -> dict:
+        r = collect_rollout(policy, env, val_images, val_lines, deterministic=True)
+        m = {f"val_{k}": v for k, v in rollout_metrics(r, val_lines).items()}
+        score = (m["val_coverage_pct"], -m["val_error_px"] if math.isfinite(m["val_error_px"]) else -math.inf)
+        if score > best["score"]:
+            best.update(score=score, metrics=m, step=at, state=copy.deepcopy(policy.state_dict()))
+            if save_best is not None:
+                save_best(best["state"], m, at)
+        return m
+
+    t0 = time.perf_counter()
+    try:
+        for update in range(1, config.updates + 1):
+            images, lines = episodes(update - 1, config.episodes_per_batch)
+            rollout = collect_rollout(policy, env, images, lines)
+            metrics = rollout_metrics(rollout, lines)
+            metrics.update(ppo_update(policy, optimizer, rollout_transitions(rollout, config), config))
+            metrics["transitions"] = float(rollout.valid.sum())
+            metrics["updates_per_min"] = 60.0 * update / (time.perf_counter() - t0)
+            if val_images is not None and (update % config.eval_every == 0 or update == config.updates):
+                metrics.update(validate_and_keep(update))
+            history.append({"update": update, **metrics})
+            msg = f"update {update}/{config.updates}: coverage {metrics['coverage_pct']:.1f} %"
+            yield Progress(update, config.updates, msg, metrics)
+    finally:
+        # stopped before the first validation: still keep what was learned
+        if best["state"] is None and update > 0 and val_images is not None and history:
+            validate_and_keep(update)
+        policy.eval()
+    return {"state_dict": copy.deepcopy(policy.state_dict()), "best_state_dict": best["state"],
+            "best_metrics": best["metrics"], "best_step": best["step"], "history": history}

@@ -1,0 +1,188 @@
+"""The tracking agent (Beta actor, asymmetric critic), PPO with GAE, and the metrics."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from napari_medseg.core.checkpoints import load_checkpoint, save_checkpoint
+from napari_medseg.core.jobs import Progress, collect
+from napari_medseg.methods.tracking import EnvConfig, TrackingEnv, beta_to_displacement, generate_many
+from napari_medseg.methods.tracking.env import MAX_STEPS
+from napari_medseg.methods.tracking.metrics import coverage, lost_mask, trace_metrics
+from napari_medseg.methods.tracking.policy import BetaPolicy
+from napari_medseg.methods.tracking.ppo import (
+    PPOConfig,
+    Transitions,
+    collect_rollout,
+    compute_gae,
+    ppo_loss,
+    ppo_update,
+    rollout_transitions,
+    train_tracker,
+)
+
+
+def _policy(seed=0):
+    torch.manual_seed(seed)
+    return BetaPolicy()
+
+
+def _obs(n=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 12, 11, 11, generator=g), torch.rand(n, 16, 11, 11, generator=g)
+
+
+# ------------------------------------------------------------------- policy
+def test_networks_follow_appendix_a_and_betas_are_unimodal():
+    pol = _policy()
+    a, c = _obs()
+    conc = pol.actor(a)
+    assert conc.shape == (8, 2, 2) and bool((conc > 1).all())
+    assert bool((pol.actor(100 * a).detach() > 1).all())  # softplus + 1, whatever the input
+    assert pol.value(c).shape == (8,)
+    assert pol.actor.trunk[5].in_features == 5408  # Linear 5408 -> 512 as in Tables 3/4
+    step = pol.act(a)
+    assert step.entropy.shape == (8,) and torch.isfinite(step.entropy).all()
+    d = pol.distribution(a)
+    torch.testing.assert_close(step.entropy, d.entropy().sum(-1))  # summed over the two axes
+
+
+def test_deterministic_action_is_the_beta_mean_in_pixels():
+    pol = _policy()
+    a, _ = _obs()
+    step = pol.act(a, deterministic=True)
+    mean = pol.distribution(a).mean
+    torch.testing.assert_close(step.displacement, (2 * mean - 1) * 4.0)
+    torch.testing.assert_close(pol.act(a, deterministic=True).displacement, step.displacement)
+
+
+def test_stored_sample_is_unscaled_and_log_prob_is_finite_at_the_support_ends():
+    pol = _policy()
+    a, _ = _obs(4)
+    step = pol.act(a)
+    assert bool(((step.sample > 0) & (step.sample < 1)).all())
+    torch.testing.assert_close(step.displacement, beta_to_displacement(step.sample))
+    logp, _ = pol.evaluate(a, step.sample)
+    torch.testing.assert_close(logp, step.log_prob)  # the ratio is computed on the unscaled sample
+    edges = torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.0, 0.0], [1.0, 1.0]])
+    logp, ent = pol.evaluate(a, edges)
+    assert torch.isfinite(logp).all() and torch.isfinite(ent).all()
+
+
+# ---------------------------------------------------------------------- GAE
+def test_gae_stops_at_a_terminal_and_bootstraps_a_truncation():
+    # one stream: an episode terminates at t=1, the next one is cut by the time limit at t=3
+    r = torch.tensor([[1.0], [2.0], [3.0], [4.0]])
+    v = torch.tensor([[0.5], [0.6], [0.7], [0.8]])
+    nv = torch.tensor([[0.6], [9.0], [0.8], [0.9]])  # 9.0 must be ignored (terminal)
+    term = torch.tensor([[False], [True], [False], [False]])
+    ended = torch.tensor([[False], [True], [False], [True]])
+    adv, ret = compute_gae(r, v, nv, term, ended, gamma=0.9, lam=0.8)
+    a3 = 4 + 0.9 * 0.9 - 0.8  # truncated: bootstrapped from V(s_4)
+    a2 = 3 + 0.9 * 0.8 - 0.7 + 0.9 * 0.8 * a3
+    a1 = 2 - 0.6  # terminal: no next value, and the trace stops
+    a0 = 1 + 0.9 * 0.6 - 0.5 + 0.9 * 0.8 * a1
+    torch.testing.assert_close(adv[:, 0], torch.tensor([a0, a1, a2, a3]))
+    torch.testing.assert_close(ret, adv + v)
+
+
+def _tiny_batch(n=3, max_steps=6, seed=0):
+    imgs = generate_many("SI", n, seed=seed)
+    env = TrackingEnv(EnvConfig(max_steps=max_steps))
+    return env, np.stack([i.image for i in imgs]), [i.centreline for i in imgs]
+
+
+def test_rollout_marks_truncation_and_ppo_ratio_is_one_right_after_it():
+    pol = _policy()
+    env, images, lines = _tiny_batch()
+    r = collect_rollout(pol, env, images, lines)
+    assert r.actor_obs.shape[1:] == (3, 12, 11, 11) and r.critic_obs.shape[1:] == (3, 16, 11, 11)
+    assert bool((r.ended.sum(0) == 1).all())  # every episode ends exactly once
+    truncated = r.stop_reason == MAX_STEPS
+    assert bool((r.terminated.sum(0) == (~truncated).long()).all())
+    assert bool(((r.samples >= 0) & (r.samples <= 1)).all())
+    cfg = PPOConfig()
+    b = rollout_transitions(r, cfg)
+    assert b.samples.shape[0] == int(r.valid.sum())
+    loss, stats = ppo_loss(pol, b, cfg)
+    assert torch.isfinite(loss)
+    assert stats["ratio"] == pytest.approx(1.0, abs=1e-5)
+    assert stats["pg_loss"] == pytest.approx(stats["pg_loss_unclipped"], abs=1e-6)
+    assert stats["clipfrac"] == 0.0 and abs(stats["approx_kl"]) < 1e-6
+
+
+# ----------------------------------------------------------------- training
+def test_ppo_increases_reward_on_a_one_step_surrogate():
+    """A bandit: one-step episodes, reward = -distance of the displacement to a target.
+    A sign error in the surrogate or the advantages makes the reward fall instead."""
+    pol = _policy(1)
+    cfg = PPOConfig(learning_rate=3e-3, weight_decay=0.0, update_epochs=2)
+    opt = torch.optim.Adam(pol.parameters(), lr=cfg.learning_rate)
+    a, c = _obs(1, seed=2)
+    n = 64
+    a, c = a.expand(n, -1, -1, -1), c.expand(n, -1, -1, -1)
+    target = torch.tensor([2.0, -3.0])
+    done = torch.ones(1, n, dtype=torch.bool)
+    g = torch.Generator().manual_seed(0)
+
+    def mean_reward():
+        with torch.no_grad():
+            return float(-(pol.act(a).displacement - target).norm(dim=1).mean())
+
+    torch.manual_seed(0)
+    before = np.mean([mean_reward() for _ in range(5)])
+    for _ in range(10):
+        with torch.no_grad():
+            step = pol.act(a)
+            v = pol.value(c)
+        reward = -(step.displacement - target).norm(dim=1)
+        adv, ret = compute_gae(reward[None], v[None], torch.zeros(1, n), done, done, cfg.gamma, cfg.gae_lambda)
+        ppo_update(pol, opt, Transitions(a, c, step.sample, step.log_prob, v, adv[0], ret[0]), cfg, g)
+    after = np.mean([mean_reward() for _ in range(5)])
+    assert after > before + 1.5, (before, after)  # about -4 -> -1 (a flipped sign gives -9)
+
+
+def test_train_tracker_yields_progress_saves_best_and_returns_a_loadable_state(tmp_path):
+    cfg = PPOConfig(updates=2, episodes_per_batch=4, max_steps=5, update_epochs=2, eval_every=1, val_episodes=2)
+    saved = []
+
+    def save_best(state, metrics, step):
+        path = tmp_path / f"best_{step}.pt"
+        save_checkpoint(path, state, method="tracking", arch=BetaPolicy().arch, metrics=metrics)
+        saved.append(path)
+
+    reports, result = collect(train_tracker(cfg, "SI", save_best=save_best))
+    assert [p.step for p in reports] == [1, 2] and all(isinstance(p, Progress) for p in reports)
+    for p in reports:
+        assert p.total == 2
+        for k in ("mean_reward", "coverage_pct", "entropy", "pg_loss", "v_loss", "val_coverage_pct"):
+            assert math.isfinite(p.metrics[k]), k
+    assert len(result["history"]) == 2 and saved
+    fresh = BetaPolicy()
+    fresh.load_state_dict(result["state_dict"])
+    state, meta = load_checkpoint(saved[-1])
+    fresh.load_state_dict(state)
+    assert meta["method"] == "tracking"
+
+
+# ------------------------------------------------------------------ metrics
+LINE = np.stack([np.full(101, 50.0), np.arange(101.0)], 1)  # y = 50, x = 0..100, 1 px apart
+
+
+def test_coverage_and_error_on_hand_made_traces():
+    trace = LINE[::3] + np.array([0.3, 0.0])
+    m = trace_metrics(trace, LINE)
+    assert m["coverage_pct"] == 100.0 and m["error_px"] == pytest.approx(0.3)
+    assert coverage(LINE[::3] + np.array([4.0, 0.0]), LINE) == 0.0
+    half = coverage(LINE[:51:2], LINE)
+    assert 48.0 <= half <= 56.0  # keypoints 0..53 are within 3 px
+    # lost tracking (> 11 px for more than 5 steps) is left out of the error
+    lost = np.concatenate([LINE[:30:3], np.stack([np.full(7, 80.0), np.arange(30.0, 37.0)], 1)])
+    m = trace_metrics(lost, LINE, entropy=np.r_[np.zeros(10), np.ones(7)])
+    assert m["lost_steps"] == 7 and m["error_px"] == pytest.approx(0.0) and m["error_raw_px"] > 10
+    assert m["entropy_within"] == 0.0 and m["entropy_outside"] == 1.0
+    assert not lost_mask([20.0] * 5).any() and lost_mask([20.0] * 6).all()
