@@ -61,16 +61,15 @@ def _screenshot(viewer, path: Path) -> str:
 
 def _heldout_dice(entry, settings: dict) -> float:
     """Dice of a model version on a held-out synthetic slide with the same stain shift."""
-    import torch
-
     from .core.metrics import dice
+    from .core.segment import POSTPROCESS, PREPROCESS
     from .core.tiling import predict_whole
     from .methods.tissue import synthetic_slide
 
     rgb, mask = synthetic_slide((1024, 1024), settings["seed"] + 1000, faded=settings.get("faded", 0.0))
     model, _ = entry.load()
-    prob = predict_whole(model, rgb, channel_axis=-1, preprocess=lambda b: b.astype(np.float32) / 255.0,
-                         postprocess=lambda y: torch.softmax(y, 1))
+    prob = predict_whole(model, rgb, channel_axis=-1, preprocess=PREPROCESS["rgb_uint8"],
+                         postprocess=POSTPROCESS["softmax"])
     return dice(prob.argmax(0), mask)
 
 

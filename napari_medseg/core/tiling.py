@@ -62,6 +62,16 @@ def read_tile(source: TileSource, start, tile_shape, spatial_shape) -> np.ndarra
     return block
 
 
+def _read_batch(source: TileSource, starts, tile_shape, pre) -> np.ndarray:
+    """Read, check and preprocess the tiles of one batch: (B, C, *tile_shape) network input."""
+    tiles = []
+    for start in starts:
+        block = read_tile(source, start, tile_shape, source.spatial_shape)
+        _check_finite(block, start)
+        tiles.append(pre(block))
+    return np.stack(tiles)
+
+
 def _check_finite(block: np.ndarray, start) -> None:
     assert_finite(block, f"the image near position {tuple(int(s) for s in start)}")
 
@@ -187,19 +197,13 @@ def _local_batches(model, source, plan, cfg, device, pre, post):
     """Read batches in a prefetch thread while the model runs on the previous batch."""
     q: queue.Queue = queue.Queue(maxsize=max(1, cfg.prefetch))
     stop = threading.Event()
-    spatial = source.spatial_shape
 
     def reader():
         try:
             for batch in _batches(plan, cfg.batch_size):
                 if stop.is_set():
                     return
-                tiles = []
-                for _ii, start in batch:
-                    block = read_tile(source, start, plan.tile_shape, spatial)
-                    _check_finite(block, start)
-                    tiles.append(pre(block))
-                q.put((batch, np.stack(tiles)))
+                q.put((batch, _read_batch(source, [s for _ii, s in batch], plan.tile_shape, pre)))
             q.put(None)
         except BaseException as exc:  # handed to the consumer
             q.put(exc)
@@ -227,12 +231,7 @@ def _local_batches(model, source, plan, cfg, device, pre, post):
 # ------------------------------------------------------------------- distributed
 def _worker_predict(model, source, starts, tile_shape, pre, post):
     """Runs on a dask worker: the scattered model stays in the worker's memory."""
-    tiles = []
-    for start in starts:
-        block = read_tile(source, start, tile_shape, source.spatial_shape)
-        _check_finite(block, start)
-        tiles.append(pre(block))
-    return _run_model(model, np.stack(tiles), torch.device("cpu"), False, post)
+    return _run_model(model, _read_batch(source, starts, tile_shape, pre), torch.device("cpu"), False, post)
 
 
 def _distributed_batches(client, model, source, plan, cfg, pre, post):

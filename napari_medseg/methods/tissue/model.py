@@ -10,6 +10,7 @@ from ...core.checkpoints import data_fingerprint
 from ...core.errors import InputError
 from ...core.metrics import dice
 from ...core.registry import Registry
+from ...core.segment import POSTPROCESS, PREPROCESS
 from ...core.tiling import predict_whole
 from ...core.training import train_supervised
 from .synthetic import synthetic_slide
@@ -89,8 +90,8 @@ def train_tissue(
         return torch.stack(xs), torch.stack(ys)
 
     def validate(net):
-        prob = predict_whole(net, val_rgb, channel_axis=-1, preprocess=lambda b: b.astype(np.float32) / 255.0,
-                             postprocess=lambda y: torch.softmax(y, 1), device=device)
+        prob = predict_whole(net, val_rgb, channel_axis=-1, preprocess=PREPROCESS[IO["input"]],
+                             postprocess=POSTPROCESS[IO["postprocess"]], device=device)
         return {"dice": dice(prob.argmax(0), val_mask)}
 
     best = {}
