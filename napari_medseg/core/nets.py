@@ -7,6 +7,7 @@ back into a module. Methods register the small nets MONAI lacks with
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 
 import torch
@@ -29,10 +30,16 @@ def _monai_unet(**kwargs) -> torch.nn.Module:
     return UNet(**kwargs)
 
 
+# networks registered by method modules, imported on first use
+_REGISTERED_BY = {"dai2019.BetaPolicy": "napari_medseg.methods.tracking.policy"}
+
+
 def build(arch: dict) -> torch.nn.Module:
     from .errors import NotACheckpointError
 
     name = arch.get("name")
+    if name not in _BUILDERS and name in _REGISTERED_BY:
+        importlib.import_module(_REGISTERED_BY[name])
     if name not in _BUILDERS:
         raise NotACheckpointError(f"Unknown network {name!r}; known: {sorted(_BUILDERS)}.")
     return _BUILDERS[name](**arch.get("kwargs", {}))

@@ -213,6 +213,22 @@ class TrackingEnv:
         flat = (b * h + pts[..., 0]) * w + pts[..., 1]
         self.path.view(-1)[flat[ok]] = 1.0
 
+    def mark_visited(self, index: int, polyline: torch.Tensor) -> None:
+        """Draw an existing trace (N, 2) into episode ``index``'s historical path (a
+        branch start: the agent sees where it has already been)."""
+        h, w = self.shape
+        seg = polyline[1:] - polyline[:-1]
+        n = max(2, int(2 * float(seg.norm(dim=1).max()) + 2)) if len(seg) else 1
+        t = torch.linspace(0.0, 1.0, n, device=self.device)
+        pts = torch.round(polyline[:-1, None] + t[None, :, None] * seg[:, None]).reshape(-1, 2).long()
+        ok = (pts[:, 0] >= 0) & (pts[:, 0] < h) & (pts[:, 1] >= 0) & (pts[:, 1] < w)
+        self.path[index, 0, pts[ok, 0], pts[ok, 1]] = 1.0
+
+    def refresh_observation(self) -> Observation:
+        """Rebuild the stacked views from the current state (after :meth:`mark_visited`)."""
+        self.frames = self._frame()[:, None].repeat(1, self.config.history, 1, 1, 1)
+        return self.observation()
+
     def _frame(self) -> torch.Tensor:
         """The views of one timestep: (B, C, S, S), C = 3, or 4 with the centreline."""
         p, o = self.positions, self.offsets

@@ -19,6 +19,9 @@ from torch.distributions import Beta
 
 from .env import beta_to_displacement
 
+from napari_medseg.core import nets
+
+ARCH_NAME = "dai2019.BetaPolicy"
 SAMPLE_EPS = 1e-6  # samples are clamped to [eps, 1 - eps] before log_prob
 
 
@@ -49,7 +52,7 @@ class ActorNetwork(nn.Module):
         nn.init.zeros_(self.head.bias)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return (F.softplus(self.head(self.trunk(obs))) + 1.0).reshape(-1, 2, 2)
+        return (F.softplus(self.head(self.trunk(obs)).float()) + 1.0).reshape(-1, 2, 2)  # fp32 under autocast
 
 
 class CriticNetwork(nn.Module):
@@ -61,7 +64,7 @@ class CriticNetwork(nn.Module):
         self.head = nn.Linear(512, 1)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.head(self.trunk(obs)).squeeze(-1)
+        return self.head(self.trunk(obs)).float().squeeze(-1)
 
 
 class PolicyStep(NamedTuple):
@@ -81,11 +84,13 @@ class BetaPolicy(nn.Module):
         self.critic = CriticNetwork(critic_channels, view_size)
         self.max_displacement = float(max_displacement)
         self.arch = {
-            "name": "dai2019-beta-actor-critic",
-            "actor_channels": actor_channels,
-            "critic_channels": critic_channels,
-            "view_size": view_size,
-            "max_displacement": float(max_displacement),
+            "name": ARCH_NAME,
+            "kwargs": {
+                "actor_channels": actor_channels,
+                "critic_channels": critic_channels,
+                "view_size": view_size,
+                "max_displacement": float(max_displacement),
+            },
         }
 
     def distribution(self, actor_obs: torch.Tensor) -> Beta:
@@ -112,3 +117,8 @@ class BetaPolicy(nn.Module):
 
     def value(self, critic_obs: torch.Tensor) -> torch.Tensor:
         return self.critic(critic_obs)
+
+
+@nets.register(ARCH_NAME)
+def _build_policy(**kwargs) -> BetaPolicy:
+    return BetaPolicy(**kwargs)

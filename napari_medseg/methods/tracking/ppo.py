@@ -9,6 +9,7 @@ not on a real end (termination).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -49,9 +50,31 @@ class PPOConfig:
     eval_every: int = 10  # deterministic validation (and save_best) every this many updates
     val_episodes: int = 32
     device: str = "cpu"
+    precision: str = "auto"  # "bf16": policy convs/linears in bfloat16 (auto: where the hardware has it)
 
     def replace(self, **changes) -> "PPOConfig":
         return dataclasses.replace(self, **changes)
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """bfloat16 matmuls are native: CUDA with bf16, or a CPU with AVX512-BF16 / AMX."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        cpu = torch.cpu
+        return any(getattr(cpu, f, lambda: False)() for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    return False
+
+
+def policy_precision(config: "PPOConfig") -> contextlib.AbstractContextManager:
+    """The autocast context every policy forward pass runs in (rollouts and updates alike,
+    so that the stored log-probs and the first PPO epoch agree exactly)."""
+    device = torch.device(config.device)
+    if config.precision == "fp32" or (config.precision == "auto" and not bf16_supported(device)):
+        return contextlib.nullcontext()
+    if config.precision not in ("auto", "bf16"):
+        raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', not {config.precision!r}")
+    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 class Rollout(NamedTuple):
@@ -85,21 +108,27 @@ class Transitions(NamedTuple):
 
 
 @torch.no_grad()
-def collect_rollout(policy: BetaPolicy, env: TrackingEnv, images, centrelines, deterministic: bool = False) -> Rollout:
-    """Run every episode of the batch to its end, all episodes stepping together."""
+def collect_rollout(policy: BetaPolicy, env: TrackingEnv, images, centrelines, deterministic: bool = False,
+                    precision: contextlib.AbstractContextManager | None = None) -> Rollout:
+    """Run every episode of the batch to its end, all episodes stepping together.
+    ``precision``: the autocast context of the policy's forward passes (default fp32)."""
+    precision = precision or contextlib.nullcontext()
     obs = env.reset(images, centrelines)
     keys = ("actor_obs", "critic_obs", "samples", "log_probs", "entropy", "rewards", "valid", "terminated", "ended")
     buf: dict[str, list] = {k: [] for k in keys}
-    values = [policy.value(obs.critic)]
+    with precision:
+        values = [policy.value(obs.critic)]
     while not bool(env.done.all()):
-        step = policy.act(obs.actor, deterministic)
+        with precision:
+            step = policy.act(obs.actor, deterministic)
         out = env.step(step.displacement)
         ended = out.stepped & out.done
         for k, v in zip(keys, (obs.actor, obs.critic, step.sample, step.log_prob, step.entropy, out.reward,
                                out.stepped, ended & (out.stop_reason != MAX_STEPS), ended)):
             buf[k].append(v)
         obs = out.observation
-        values.append(policy.value(obs.critic))
+        with precision:
+            values.append(policy.value(obs.critic))
     v = torch.stack(values)
     return Rollout(**{k: torch.stack(b) for k, b in buf.items()}, values=v[:-1], next_values=v[1:],
                    stop_reason=env.stop_reason.clone(), traces=env.traces())
@@ -158,7 +187,8 @@ def ppo_update(policy: BetaPolicy, optimizer, b: Transitions, config: PPOConfig,
         order = torch.randperm(n, generator=generator).to(b.samples.device)
         for start in range(0, n, size):
             idx = order[start : start + size]
-            loss, stats = ppo_loss(policy, Transitions(*(t[idx] for t in b)), config)
+            with policy_precision(config):
+                loss, stats = ppo_loss(policy, Transitions(*(t[idx] for t in b)), config)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
@@ -181,11 +211,12 @@ def synthetic_episodes(setting="SI", seed: int = 0) -> Callable[[int, int], tupl
 
 def rollout_metrics(r: Rollout, centrelines) -> dict:
     """Mean episode return (unscaled), length, coverage and error of a batch of episodes."""
-    rows = [trace_metrics(t, c) for t, c in zip(r.traces, centrelines)]
+    ent = r.entropy.float().cpu().numpy()
+    rows = [trace_metrics(t, c, entropy=ent[: len(t) - 1, i]) for i, (t, c) in enumerate(zip(r.traces, centrelines))]
     valid = r.valid.float()
     return {
         "mean_reward": float(r.rewards.sum(0).mean()),
-        **{k: v for k, v in mean_metrics(rows).items() if k in ("coverage_pct", "error_px")},
+        **{k: v for k, v in mean_metrics(rows).items() if k in ("coverage_pct", "error_px", "entropy_within", "entropy_outside")},
         "episode_length": float(valid.sum(0).mean()),
         "end_reached_pct": 100.0 * float((r.stop_reason == END_REACHED).float().mean()),
         "entropy": float((r.entropy * valid).sum() / valid.sum().clamp_min(1)),
@@ -220,7 +251,7 @@ def train_tracker(config: PPOConfig | None = None, setting="SI", *, env_config: 
     update = 0
 
     def validate_and_keep(at: int) -> dict:
-        r = collect_rollout(policy, env, val_images, val_lines, deterministic=True)
+        r = collect_rollout(policy, env, val_images, val_lines, deterministic=True, precision=policy_precision(config))
         m = {f"val_{k}": v for k, v in rollout_metrics(r, val_lines).items()}
         score = (m["val_coverage_pct"], -m["val_error_px"] if math.isfinite(m["val_error_px"]) else -math.inf)
         if score > best["score"]:
@@ -233,7 +264,7 @@ def train_tracker(config: PPOConfig | None = None, setting="SI", *, env_config: 
     try:
         for update in range(1, config.updates + 1):
             images, lines = episodes(update - 1, config.episodes_per_batch)
-            rollout = collect_rollout(policy, env, images, lines)
+            rollout = collect_rollout(policy, env, images, lines, precision=policy_precision(config))
             metrics = rollout_metrics(rollout, lines)
             metrics.update(ppo_update(policy, optimizer, rollout_transitions(rollout, config), config))
             metrics["transitions"] = float(rollout.valid.sum())

@@ -1,0 +1,109 @@
+"""The ``tracking`` model in the registry: train, save, load.
+
+``train_tracking`` wraps :func:`~.ppo.train_tracker` as a job: it keeps the best
+deterministic validation coverage, writes it as a new registry version when the run
+ends or is stopped, and records when validation coverage first reached 90 % (wall and
+CPU minutes, the ``train_minutes_to_90pct`` benchmark key).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+
+import torch
+
+from napari_medseg.core.errors import NotACheckpointError, TrainingError
+from napari_medseg.core.registry import ModelEntry, Registry
+
+from .policy import ARCH_NAME, BetaPolicy
+from .env import EnvConfig
+from .ppo import PPOConfig, train_tracker
+
+MODEL_NAME = "tracking"
+METHOD = "dai2019-tracking"
+
+
+def load_tracker(version: int | None = None, registry: Registry | None = None, name: str = MODEL_NAME,
+                 device="cpu") -> tuple[BetaPolicy, dict]:
+    """The tracking agent of ``name`` (current version by default) and its metadata."""
+    entry = (registry or Registry()).get(name, version)
+    return policy_from_entry(entry, device)
+
+
+def policy_from_entry(entry: ModelEntry, device="cpu") -> tuple[BetaPolicy, dict]:
+    if entry.meta.get("arch", {}).get("name") != ARCH_NAME:
+        what = entry.meta.get("method", "another method")
+        raise NotACheckpointError(f"{entry.path.name} is a {what} model, not a tracking agent; pick a tracking model.")
+    model, meta = entry.load(device)
+    return model, meta
+
+
+def suggested_entropy_threshold(metrics: dict) -> float | None:
+    """Halfway between the mean entropy on and off the centreline (validation)."""
+    a, b = metrics.get("val_entropy_within"), metrics.get("val_entropy_outside")
+    if a is None or b is None or not (math.isfinite(a) and math.isfinite(b)) or b <= a:
+        return None
+    return float((a + b) / 2)
+
+
+def _first_reaching(history: list[dict], key: str, level: float, minutes_key: str) -> float | None:
+    for h in history:
+        if h.get(key, -math.inf) >= level:
+            return h[minutes_key]
+    return None
+
+
+def train_tracking(registry: Registry, config: PPOConfig | None = None, setting: str = "SI", *,
+                   policy: BetaPolicy | None = None, episodes=None, env_config=None, name: str = MODEL_NAME,
+                   extra_meta: dict | None = None):
+    """Job generator: train (or fine-tune ``policy``) and save the best model as a new
+    version of ``name``. Returns ``{"entry", "history", "best_metrics"}``."""
+    config = config or PPOConfig()
+    env_config = env_config or EnvConfig(max_steps=config.max_steps)
+    h = env_config.history
+    arch = (policy or BetaPolicy(3 * h, 4 * h, env_config.view_size, env_config.max_displacement)).arch
+    t0, c0 = time.perf_counter(), time.process_time()
+    gen = train_tracker(config, setting, policy=policy, episodes=episodes, env_config=env_config)
+    history: list[dict] = []
+    result = None
+    try:
+        while True:
+            try:
+                p = next(gen)
+            except StopIteration as stop:
+                result = stop.value
+                break
+            p.metrics["wall_minutes"] = (time.perf_counter() - t0) / 60
+            p.metrics["cpu_minutes"] = (time.process_time() - c0) / 60
+            history.append(dict(p.metrics))
+            yield p
+    finally:
+        if result is None:  # stopped: the trainer's cleanup has validated what it has
+            gen.close()
+    if result is None:
+        return None
+    return _save(registry, result, history, config, setting, name, arch, extra_meta)
+
+
+def _save(registry, result, history, config, setting, name, arch, extra_meta):
+    state = result["best_state_dict"] or result["state_dict"]
+    if any(not torch.isfinite(v).all() for v in state.values() if v.is_floating_point()):
+        raise TrainingError("Training diverged (non-finite weights); nothing was saved.")
+    metrics = dict(result["best_metrics"])
+    metrics["best_update"] = result["best_step"]
+    threshold = suggested_entropy_threshold(metrics)
+    if threshold is not None:
+        metrics["entropy_threshold"] = threshold
+    val = [h for h in history if "val_coverage_pct" in h]
+    metrics["train_minutes_to_90pct"] = _first_reaching(val, "val_coverage_pct", 90.0, "wall_minutes")
+    metrics["train_cpu_minutes_to_90pct"] = _first_reaching(val, "val_coverage_pct", 90.0, "cpu_minutes")
+    curve = [{k: h.get(k) for k in ("update", "wall_minutes", "val_coverage_pct", "val_error_px", "mean_reward")}
+             for h in val]
+    entry = registry.save_new_version(
+        name, state, method=METHOD, arch=arch,
+        config={**dataclasses.asdict(config), "setting": setting}, metrics=metrics,
+        extra={"validation_curve": curve, "torch_threads": torch.get_num_threads(), **(extra_meta or {})},
+    )
+    return {"entry": entry, "history": history, "best_metrics": metrics}

@@ -1,0 +1,158 @@
+"""Tracking with a trained agent: ``track(image, starts, ...)`` (Dai et al. 2019, §3).
+
+The deterministic policy (the Beta means) moves every start point at once through
+the batched environment. Each trace stops at the first of:
+
+- ``end reached``: within ``end_radius`` px of its given end point;
+- ``image edge``: it left the image;
+- ``max steps``;
+- ``uncertain``: the policy entropy stayed above ``entropy_threshold`` for
+  ``entropy_steps`` consecutive steps;
+- ``revisit``: it came back within ``revisit_radius`` px of its own path (older than
+  ``revisit_lag`` steps), i.e. it turned back or started to loop.
+
+A trace can start on an existing trace to follow a branch: the existing trace is
+drawn into the historical-path view first, so the agent moves away from it.
+:func:`track_iter` yields the traces after every step (the widget draws them live).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from napari_medseg.core.errors import InputError
+from napari_medseg.core.jobs import Progress
+
+from .env import RUNNING, STOP_REASONS, EnvConfig, TrackingEnv
+from .policy import BetaPolicy
+from .prepare import check_starts
+
+UNCERTAIN, REVISIT, STOPPED = 4, 5, 6
+REASONS = {**STOP_REASONS, UNCERTAIN: "uncertain", REVISIT: "revisit", STOPPED: "stopped"}
+
+
+@dataclass(frozen=True)
+class TrackConfig:
+    max_steps: int = 200
+    end_radius: float = 3.0
+    entropy_threshold: float | None = None  # None: never stop on entropy
+    entropy_steps: int = 5  # k consecutive steps above the threshold
+    revisit_radius: float = 1.0
+    revisit_lag: int = 4  # path points younger than this many steps do not count
+    scale: float = 1.0  # window scale (1.5 on the paper's real data)
+    check_starts: bool = True  # refuse starts outside the image or on blank background
+
+
+@dataclass
+class Trace:
+    """One traced structure: subpixel points (N, 2) (y, x), start first."""
+
+    points: np.ndarray
+    entropy: np.ndarray  # (N - 1,): entropy[i] of the step that left points[i]
+    stop_reason: str = "running"
+    parent: tuple[int, int] | None = None  # (trace index, point index) it branches from
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def length_px(self) -> float:
+        return float(np.linalg.norm(np.diff(self.points, axis=0), axis=1).sum()) if len(self.points) > 1 else 0.0
+
+
+def _entropy_run(running_count: torch.Tensor, entropy: torch.Tensor, threshold, active) -> torch.Tensor:
+    if threshold is None:
+        return running_count
+    over = (entropy > threshold) & active
+    return torch.where(over, running_count + 1, torch.where(active, torch.zeros_like(running_count), running_count))
+
+
+def _revisited(env: TrackingEnv, config: TrackConfig, active: torch.Tensor) -> torch.Tensor:
+    """Running episodes now within ``revisit_radius`` of their own older path."""
+    traj, steps = env.trajectory, env.steps
+    idx = torch.arange(traj.shape[1], device=traj.device)
+    old = idx[None, :] < (steps - config.revisit_lag)[:, None]  # (B, T)
+    d = (traj - env.positions[:, None]).norm(dim=2)
+    d = torch.where(old & torch.isfinite(d), d, torch.full_like(d, float("inf")))
+    return active & (d.min(1).values <= config.revisit_radius)
+
+
+def track_iter(policy: BetaPolicy, image: np.ndarray, starts, ends=None, config: TrackConfig | None = None,
+               branches_of: Sequence[np.ndarray | None] | None = None, device="cpu") -> Iterator[Progress]:
+    """Trace from every start point together; yield :class:`Progress` after each step
+    with ``metrics["traces"]``: the list of :class:`Trace` so far. Returns the final list.
+
+    ``image``: (H, W) float, prepared with :func:`~.prepare.prepare_image`.
+    ``starts``/``ends``: (B, 2) (y, x); an end of NaN (or no ``ends``) never ends a trace.
+    ``branches_of[i]``: the existing trace (N, 2) that start ``i`` branches from, or None.
+    Closing the generator (Stop) keeps every trace as it is, with reason ``stopped``.
+    """
+    config = config or TrackConfig()
+    image = np.asarray(image, np.float32)
+    starts = np.asarray(starts, np.float64).reshape(-1, 2)
+    if len(starts) == 0:
+        raise InputError("No start points: add at least one point on a structure to trace.")
+    ends = np.full_like(starts, np.nan) if ends is None else np.asarray(ends, np.float64).reshape(-1, 2)
+    if len(ends) != len(starts):
+        raise InputError(f"{len(starts)} start points but {len(ends)} end points: give one end per start, or none.")
+    if config.check_starts:
+        check_starts(image, starts)
+    policy_cfg = policy.arch["kwargs"]
+    env_config = EnvConfig(max_steps=config.max_steps, end_radius=config.end_radius, scale=config.scale,
+                           max_displacement=policy_cfg["max_displacement"], view_size=policy_cfg["view_size"])
+    env = TrackingEnv(env_config, device)
+    policy = policy.to(device).eval()
+    obs = env.reset(image, starts=starts, ends=ends)
+    for i, existing in enumerate(branches_of or []):
+        if existing is not None and len(existing) > 1:
+            env.mark_visited(i, torch.as_tensor(np.asarray(existing, np.float32), device=env.device))
+    obs = env.refresh_observation()
+    n = len(starts)
+    entropies = torch.full((n, config.max_steps), float("nan"), device=env.device)
+    over = torch.zeros(n, dtype=torch.long, device=env.device)
+
+    def traces() -> list[Trace]:
+        pts = env.traces()
+        ent = entropies.cpu().numpy()
+        reasons = env.stop_reason.cpu().numpy()
+        return [Trace(p, ent[i, : len(p) - 1].copy(), REASONS[int(reasons[i])]) for i, p in enumerate(pts)]
+
+    step = 0
+    try:
+        with torch.no_grad():
+            while not bool(env.done.all()):
+                active = ~env.done
+                out = policy.act(obs.actor, deterministic=True)
+                k = env.steps.clamp(max=config.max_steps - 1)
+                entropies[active, k[active]] = out.entropy[active].float()
+                result = env.step(out.displacement)
+                obs, step = result.observation, step + 1
+                still = env.stop_reason == RUNNING
+                over = _entropy_run(over, out.entropy.float(), config.entropy_threshold, active)
+                if config.entropy_threshold is not None:
+                    env.stop_reason[still & (over >= config.entropy_steps)] = UNCERTAIN
+                env.stop_reason[_revisited(env, config, still & (env.stop_reason == RUNNING))] = REVISIT
+                done = int(env.done.sum())
+                yield Progress(step, config.max_steps, f"step {step}: {done}/{n} traces finished",
+                               {"traces": traces()})
+    finally:
+        env.stop_reason[env.stop_reason == RUNNING] = STOPPED
+    return traces()
+
+
+def track(image, starts, ends=None, policy: BetaPolicy | None = None, config: TrackConfig | None = None,
+          branches_of=None, device="cpu") -> list[Trace]:
+    """Trace every start point to its end; see :func:`track_iter`. Without ``policy``
+    the current version of the shipped/user ``tracking`` model is used."""
+    if policy is None:
+        from .model import load_tracker
+
+        policy, _meta = load_tracker()
+    gen = track_iter(policy, image, starts, ends, config, branches_of, device)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
