@@ -80,11 +80,7 @@ def _train(args) -> int:
     from .core.device import select_device
     from .core.jobs import run_in_terminal
     from .core.registry import Registry
-    from .methods.tissue import MODEL_NAME, train_tissue
 
-    if args.method != "tissue":
-        raise MedsegError(f"Unknown method {args.method!r}; trainable here: tissue.")
-    device = select_device(args.device)
     if args.ship:
         if paths.models_dir().parent.name == "_bundled":
             raise MedsegError("--ship writes into a source checkout's models/; this is an installed copy.")
@@ -93,15 +89,26 @@ def _train(args) -> int:
         reg = Registry(shipped_root=paths.models_dir(), user_root=tmp)
     else:
         reg = Registry()
-    resume = None
-    if args.resume:
-        resume = reg.get(MODEL_NAME).load()
-        resume = (resume[0].state_dict(), resume[1])
-    job = run_in_terminal(train_tissue(reg, steps=args.steps, seed=args.seed, device=device, resume=resume), "train tissue")
-    entry = (job.result or {}).get("entry") if job.result else None
-    if entry is None and job.stopped:
-        print("stopped; the best model so far was saved", file=sys.stderr)
-        entry = reg.get(MODEL_NAME)
+    if args.method == "tracking":
+        from . import cli_tracking
+        from .methods.tracking.card import write_model_card
+        from .methods.tracking.model import MODEL_NAME
+
+        entry = cli_tracking.train(args, reg)
+    else:
+        from .methods.tissue import MODEL_NAME, train_tissue
+        from .methods.tissue.card import write_model_card
+
+        resume = None
+        if args.resume:
+            resume = reg.get(MODEL_NAME).load()
+            resume = (resume[0].state_dict(), resume[1])
+        job = run_in_terminal(train_tissue(reg, steps=args.steps, seed=args.seed, device=select_device(args.device),
+                                           resume=resume), "train tissue")
+        entry = (job.result or {}).get("entry") if job.result else None
+        if entry is None and job.stopped:
+            print("stopped; the best model so far was saved", file=sys.stderr)
+            entry = reg.get(MODEL_NAME)
     if entry is None:
         raise MedsegError("Training produced no model.")
     if args.ship:
@@ -112,8 +119,6 @@ def _train(args) -> int:
             if target.exists():
                 raise MedsegError(f"{target} exists already; shipped versions are never overwritten.")
             atomic_write_bytes(target, lambda fh, src=src: fh.write(src.read_bytes()))
-        from .methods.tissue.card import write_model_card
-
         write_model_card(dest, json.loads(entry.path.with_suffix(".json").read_text()), command="napari-medseg " + " ".join(sys.argv[1:]))
         print(f"shipped {dest / entry.path.name}")
     else:
@@ -206,13 +211,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_bench)
 
     s = sub.add_parser("train", help="train a method's model (a new version; never overwrites)")
-    s.add_argument("method", choices=["tissue"])
-    s.add_argument("--steps", type=int, default=400)
+    s.add_argument("method", choices=["tissue", "tracking"])
+    s.add_argument("--steps", type=int, default=400, help="tissue: training steps")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default=None)
     s.add_argument("--resume", action="store_true", help="fine-tune the current version")
     s.add_argument("--ship", action="store_true", help="write into the repository's models/ with a model card")
     s.set_defaults(func=_train)
+    from . import cli_tracking
+
+    cli_tracking.add_train_options(s)
+    cli_tracking.add_parsers(sub)
 
     s = sub.add_parser("segment", help="tiled segmentation of an image file with a registered model")
     s.add_argument("image")

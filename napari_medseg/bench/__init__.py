@@ -9,4 +9,5 @@ from __future__ import annotations
 
 BENCHMARKS = {
     "tiling": "napari_medseg.bench.tiling:run",
+    "tracking": "napari_medseg.bench.tracking:run",
 }

@@ -88,7 +88,8 @@ def run_in_terminal(gen: ProgressGen, desc: str = "", stream=None) -> Any:
             if bar.total != p.total:
                 bar.total = p.total
             bar.n = p.step
-            post = {k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in p.metrics.items()}
+            post = {k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in p.metrics.items()
+                    if isinstance(v, (int, float, str))}
             bar.set_description(f"{desc} {p.message}".strip(), refresh=False)
             bar.set_postfix(post, refresh=False)
             bar.refresh()

@@ -57,34 +57,37 @@ def _first_reaching(history: list[dict], key: str, level: float, minutes_key: st
 
 def train_tracking(registry: Registry, config: PPOConfig | None = None, setting: str = "SI", *,
                    policy: BetaPolicy | None = None, episodes=None, env_config=None, name: str = MODEL_NAME,
-                   extra_meta: dict | None = None):
+                   minutes: float | None = None, extra_meta: dict | None = None):
     """Job generator: train (or fine-tune ``policy``) and save the best model as a new
-    version of ``name``. Returns ``{"entry", "history", "best_metrics"}``."""
+    version of ``name`` — at the end, after ``minutes`` of wall time, or when stopped.
+    Returns ``{"entry", "history", "best_metrics"}``."""
     config = config or PPOConfig()
     env_config = env_config or EnvConfig(max_steps=config.max_steps)
     h = env_config.history
     arch = (policy or BetaPolicy(3 * h, 4 * h, env_config.view_size, env_config.max_displacement)).arch
     t0, c0 = time.perf_counter(), time.process_time()
-    gen = train_tracker(config, setting, policy=policy, episodes=episodes, env_config=env_config)
+    record: dict = {}
+    gen = train_tracker(config, setting, policy=policy, episodes=episodes, env_config=env_config, record=record)
     history: list[dict] = []
-    result = None
+
+    def save():
+        return _save(registry, record, history, config, setting, name, arch, extra_meta)
+
     try:
-        while True:
-            try:
-                p = next(gen)
-            except StopIteration as stop:
-                result = stop.value
-                break
+        for p in gen:
             p.metrics["wall_minutes"] = (time.perf_counter() - t0) / 60
             p.metrics["cpu_minutes"] = (time.process_time() - c0) / 60
             history.append(dict(p.metrics))
             yield p
-    finally:
-        if result is None:  # stopped: the trainer's cleanup has validated what it has
-            gen.close()
-    if result is None:
-        return None
-    return _save(registry, result, history, config, setting, name, arch, extra_meta)
+            if minutes is not None and p.metrics["wall_minutes"] >= minutes:
+                break
+    except GeneratorExit:  # stopped: keep the best so far
+        gen.close()
+        if record.get("best_state_dict") is not None:
+            save()
+        raise
+    gen.close()
+    return save()
 
 
 def _save(registry, result, history, config, setting, name, arch, extra_meta):

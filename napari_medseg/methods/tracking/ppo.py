@@ -225,14 +225,15 @@ def rollout_metrics(r: Rollout, centrelines) -> dict:
 
 def train_tracker(config: PPOConfig | None = None, setting="SI", *, env_config: EnvConfig | None = None,
                   policy: BetaPolicy | None = None, episodes: Callable[[int, int], tuple] | None = None,
-                  save_best: Callable[[dict, dict, int], None] | None = None):
+                  save_best: Callable[[dict, dict, int], None] | None = None, record: dict | None = None):
     """Train (or, given ``policy``, fine-tune) the agent; yield :class:`Progress` every update.
 
     ``episodes(index, n)`` gives the images and centrelines of batch ``index`` (default:
     the synthetic ``setting``, seeded by ``config.seed``; -1 is the validation set).
     ``save_best(state, metrics, step)`` is called when the deterministic validation
     coverage improves. Returns ``{"state_dict", "best_state_dict", "best_metrics",
-    "best_step", "history"}``.
+    "best_step", "history"}``; ``record`` (a dict), if given, holds the same keys at all
+    times, so a caller that stops the generator still has them.
     """
     torch.set_flush_denormal(True)  # otherwise updates slow down ~6x after a few minutes
     config = config or PPOConfig()
@@ -249,6 +250,12 @@ def train_tracker(config: PPOConfig | None = None, setting="SI", *, env_config: 
     best = {"score": (-math.inf, -math.inf), "metrics": {}, "step": 0, "state": None}
     history: list[dict] = []
     update = 0
+    record = {} if record is None else record
+
+    def result() -> dict:
+        record.update(state_dict=copy.deepcopy(policy.state_dict()), best_state_dict=best["state"],
+                      best_metrics=best["metrics"], best_step=best["step"], history=history)
+        return record
 
     def validate_and_keep(at: int) -> dict:
         r = collect_rollout(policy, env, val_images, val_lines, deterministic=True, precision=policy_precision(config))
@@ -279,5 +286,5 @@ def train_tracker(config: PPOConfig | None = None, setting="SI", *, env_config: 
         if best["state"] is None and update > 0 and val_images is not None and history:
             validate_and_keep(update)
         policy.eval()
-    return {"state_dict": copy.deepcopy(policy.state_dict()), "best_state_dict": best["state"],
-            "best_metrics": best["metrics"], "best_step": best["step"], "history": history}
+        result()
+    return dict(record)

@@ -1,0 +1,114 @@
+"""``napari-medseg bench tracking``: the DRL tracker against the minimal-path baseline.
+
+On a held-out synthetic SI validation set (a seed never used in training) the
+current ``tracking`` model (the shipped one unless the user trained another) tracks
+from each axon's start towards its end; the classical minimal-path tracker connects
+the same start and end points. Both are scored with the paper's metrics. The
+environment throughput is measured batched (32 episodes stepping together) and as a
+per-agent Python loop (batch 1), in the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+VALIDATION_SEED = 90210  # never used by training (training seeds derive from --seed via SeedSequence)
+SETTING = "SI"
+
+
+def _images(setting: str, n: int):
+    from ..methods.tracking.synthetic import generate_many
+
+    return generate_many(setting, n, seed=VALIDATION_SEED)
+
+
+def evaluate(policy, images, max_steps: int = 200) -> dict:
+    """Track every image from centreline start towards its end (batched); mean metrics."""
+    from ..methods.tracking.metrics import mean_metrics, trace_metrics
+    from ..methods.tracking.track import TrackConfig, track_iter
+
+    config = TrackConfig(max_steps=max_steps, check_starts=False)
+    rows = []
+    for r in images:  # one image at a time: track() takes one image with many starts
+        gen = track_iter(policy, r.image, [r.start], [r.end], config)
+        while True:
+            try:
+                next(gen)
+            except StopIteration as stop:
+                t = stop.value[0]
+                break
+        rows.append(trace_metrics(t.points, r.centreline, t.entropy))
+    return mean_metrics(rows)
+
+
+def evaluate_baseline(images) -> dict:
+    from ..methods.tracking.baseline import minimal_path
+    from ..methods.tracking.metrics import mean_metrics, trace_metrics
+
+    return mean_metrics([trace_metrics(minimal_path(r.image, r.start, r.end), r.centreline) for r in images])
+
+
+def env_throughput(policy, images, batch: int, seconds: float) -> float:
+    """Environment + policy steps per second at ``batch`` episodes stepping together;
+    batch 1 loops over the episodes in Python, one agent at a time."""
+    from ..methods.tracking.env import EnvConfig, TrackingEnv
+
+    env = TrackingEnv(EnvConfig(off_track=None), "cpu")  # every episode runs the 50 steps
+    imgs = np.stack([r.image for r in images])
+    lines = [r.centreline for r in images]
+    steps, t0, i = 0, time.perf_counter(), 0
+    with torch.no_grad():
+        while time.perf_counter() - t0 < seconds:
+            sel = [(i + k) % len(images) for k in range(batch)]
+            i += batch
+            obs = env.reset(imgs[sel], [lines[k] for k in sel])
+            for _ in range(50):
+                act = policy.act(obs.actor)
+                n_running = int((~env.done).sum())
+                if n_running == 0:
+                    break
+                obs = env.step(act.displacement).observation
+                steps += n_running
+    return steps / (time.perf_counter() - t0)
+
+
+def run(quick: bool = False, json_path: str | None = None) -> dict:
+    from ..methods.tracking.model import load_tracker
+
+    torch.set_flush_denormal(True)
+    n = 50 if quick else 200
+    policy, meta = load_tracker()
+    m = meta.get("metrics", {})
+    results: dict = {"quick": quick, "n_images": n, "setting": SETTING, "validation_seed": VALIDATION_SEED,
+                     "model_version": meta.get("version"), "torch_threads": torch.get_num_threads()}
+    images = _images(SETTING, n)
+    ours = evaluate(policy, images)
+    base = evaluate_baseline(images)
+    results.update(coverage_pct=ours["coverage_pct"], error_px=ours["error_px"],
+                   error_raw_px=ours["error_raw_px"], lost_steps=ours["lost_steps"],
+                   entropy_within=ours["entropy_within"], entropy_outside=ours["entropy_outside"],
+                   baseline_coverage_pct=base["coverage_pct"], baseline_error_px=base["error_px"])
+    crossing = _images("crossing", max(20, n // 4))
+    cross = evaluate(policy, crossing)
+    cross_base = evaluate_baseline(crossing)
+    results.update(coverage_pct_crossing=cross["coverage_pct"], error_px_crossing=cross["error_px"],
+                   baseline_coverage_pct_crossing=cross_base["coverage_pct"],
+                   baseline_error_px_crossing=cross_base["error_px"], n_images_crossing=len(crossing))
+    seconds = 4.0 if quick else 15.0
+    results["env_steps_per_s"] = env_throughput(policy, images[:64], 32, seconds)
+    results["single_env_steps_per_s"] = env_throughput(policy, images[:64], 1, seconds)
+    results["batched_speedup"] = results["env_steps_per_s"] / results["single_env_steps_per_s"]
+    results["train_minutes_to_90pct"] = m.get("train_minutes_to_90pct")
+    results["train_cpu_minutes_to_90pct"] = m.get("train_cpu_minutes_to_90pct")
+    results["goals"] = {
+        "coverage_pct": ">= 93.4", "error_px": "<= 0.64", "entropy_outside": "> entropy_within",
+        "batched_speedup": ">= 10", "train_minutes_to_90pct": "<= 30",
+    }
+    if json_path:
+        Path(json_path).write_text(json.dumps(results, indent=2, default=float))
+    return results

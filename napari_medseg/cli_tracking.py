@@ -1,0 +1,169 @@
+"""Command line for the tracking method (Dai et al. 2019): train, track, fine-tune / k-fold.
+
+``napari-medseg train tracking`` is dispatched here from ``cli._train``; ``track`` and
+``finetune`` are commands of their own.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .core.errors import InputError, MedsegError
+
+
+def train(args, registry):
+    """Train from scratch on a synthetic setting; returns the new registry entry."""
+    from .core.device import select_device
+    from .core.jobs import run_in_terminal
+    from .methods.tracking.model import MODEL_NAME, train_tracking
+    from .methods.tracking.ppo import PPOConfig
+
+    device = select_device(args.device)
+    config = PPOConfig(seed=args.seed, updates=args.updates, num_minibatches=args.minibatches,
+                       eval_every=args.eval_every, val_episodes=args.val_episodes, device=str(device))
+    gen = train_tracking(registry, config, setting=args.setting, minutes=args.minutes)
+    job = run_in_terminal(gen, f"train tracking ({args.setting})")
+    if job.stopped:
+        print("stopped; the best agent so far was saved", file=sys.stderr)
+        return registry.get(MODEL_NAME)
+    return job.result["entry"] if job.result else None
+
+
+def _points(text: str | None, what: str) -> np.ndarray | None:
+    """``"y,x;y,x"`` or a CSV/text file of y,x rows."""
+    if text is None:
+        return None
+    path = Path(text)
+    try:
+        if path.suffix.lower() in (".csv", ".txt") or path.is_file():
+            a = np.loadtxt(path, delimiter=",", ndmin=2)
+        else:
+            a = np.array([[float(v) for v in p.split(",")] for p in text.split(";") if p.strip()])
+    except (OSError, ValueError) as exc:
+        raise InputError(f"--{what}: give 'y,x;y,x' or a CSV file of y,x rows ({exc}).") from exc
+    if a.ndim != 2 or a.shape[1] != 2:
+        raise InputError(f"--{what}: expected y,x pairs, got shape {a.shape}.")
+    return a
+
+
+def _image(args) -> np.ndarray:
+    from .core.io import read_image
+    from .methods.tracking.prepare import prepare_image
+
+    levels, meta = read_image(args.image)
+    data = np.asarray(levels[0])
+    return prepare_image(data, channel=args.channel, project=args.project, invert=args.invert,
+                         rgb=bool(meta.get("rgb")) or None)
+
+
+def _policy(spec: str):
+    from .core.registry import Registry
+    from .methods.tracking.model import policy_from_entry
+
+    name, _, version = spec.partition(":")
+    if version and not version.isdigit():
+        raise MedsegError(f"--model takes NAME or NAME:VERSION, not {spec!r}.")
+    return policy_from_entry(Registry().get(name, int(version) if version else None))
+
+
+def track_command(args) -> int:
+    from .methods.tracking.swc import write_swc
+    from .methods.tracking.track import TrackConfig, track
+
+    image = _image(args)
+    starts = _points(args.starts, "starts")
+    ends = _points(args.ends, "ends")
+    policy, meta = _policy(args.model)
+    threshold = args.threshold if args.threshold is not None else None
+    config = TrackConfig(max_steps=args.max_steps, scale=args.scale, entropy_threshold=threshold,
+                         entropy_steps=args.entropy_steps)
+    traces = track(image, starts, ends, policy=policy, config=config)
+    write_swc(args.out, [t.points for t in traces], header=f"napari-medseg track {args.image} ({args.model})")
+    for i, t in enumerate(traces):
+        print(f"trace {i}: {len(t.points)} points, {t.length_px:.1f} px, stop: {t.stop_reason}, "
+              f"mean entropy {np.nanmean(t.entropy) if len(t.entropy) else float('nan'):.3f}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def finetune_command(args) -> int:
+    from .core.jobs import run_in_terminal
+    from .core.registry import Registry
+    from .methods.tracking.finetune import finetune_config, kfold_finetune, trace_episodes
+    from .methods.tracking.model import MODEL_NAME, train_tracking
+    from .methods.tracking.swc import read_swc
+
+    if len(args.image) != len(args.swc):
+        raise InputError(f"{len(args.image)} images but {len(args.swc)} SWC files: give one SWC per image.")
+    images, traces = [], []
+    for img, swc in zip(args.image, args.swc):
+        args.image = img
+        images.append(_image(args))
+        traces.append(read_swc(swc).traces)
+    config = finetune_config(updates=args.updates, seed=args.seed)
+    if args.folds:
+        gen = kfold_finetune(lambda: _policy(args.model)[0], images, traces, k=args.folds, config=config,
+                             seed=args.seed)
+        job = run_in_terminal(gen, f"{args.folds}-fold fine-tuning")
+        if job.stopped or job.result is None:
+            return 1
+        out = job.result
+        for row in out["folds"]:
+            b, a = row["before"], row["after"]
+            print(f"fold {row['fold']}: coverage {b['coverage_pct']:.1f} -> {a['coverage_pct']:.1f} %, "
+                  f"error {b['error_px']:.2f} -> {a['error_px']:.2f} px ({row['n_test']} test traces)")
+        print(f"mean: coverage {out['before']['coverage_pct']:.1f} -> {out['after']['coverage_pct']:.1f} %")
+        if args.json:
+            Path(args.json).write_text(json.dumps(out, indent=1, default=float))
+        return 0
+    policy, _ = _policy(args.model)
+    gen = train_tracking(Registry(), config, policy=policy, episodes=trace_episodes(images, traces, seed=args.seed),
+                         extra_meta={"finetuned_on": [str(s) for s in args.swc]})
+    job = run_in_terminal(gen, "fine-tune tracking")
+    entry = Registry().get(MODEL_NAME)
+    print(f"{'stopped; ' if job.stopped else ''}saved {entry.label}")
+    return 0
+
+
+def add_parsers(sub) -> None:
+    def image_options(s):
+        s.add_argument("--channel", type=int, default=None, help="channel of an RGB image (0 R, 1 G, 2 B)")
+        s.add_argument("--project", choices=["max"], default=None, help="max projection of a 3D stack")
+        s.add_argument("--invert", action="store_true", help="dark structures on a bright background")
+        s.add_argument("--model", default="tracking", help="NAME or NAME:VERSION")
+
+    s = sub.add_parser("track", help="trace structures from start points with the tracking agent (SWC out)")
+    s.add_argument("image")
+    s.add_argument("--starts", required=True, help="'y,x;y,x' or a CSV of y,x rows")
+    s.add_argument("--ends", default=None, help="optional end points, one per start")
+    s.add_argument("--out", required=True, help="output .swc")
+    s.add_argument("--scale", type=float, default=1.0, help="window scale (1.5 on the paper's microscopy)")
+    s.add_argument("--max-steps", type=int, default=200)
+    s.add_argument("--threshold", type=float, default=None, help="stop when entropy stays above this")
+    s.add_argument("--entropy-steps", type=int, default=5)
+    image_options(s)
+    s.set_defaults(func=track_command)
+
+    s = sub.add_parser("finetune", help="fine-tune the tracking agent on corrected traces (or k-fold evaluate)")
+    s.add_argument("--image", nargs="+", required=True)
+    s.add_argument("--swc", nargs="+", required=True, help="corrected traces, one SWC per image")
+    s.add_argument("--updates", type=int, default=20)
+    s.add_argument("--folds", type=int, default=0, help="k-fold protocol of the paper: report, save nothing")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--json", default=None)
+    image_options(s)
+    s.set_defaults(func=finetune_command)
+
+
+def add_train_options(s) -> None:
+    g = s.add_argument_group("tracking")
+    g.add_argument("--updates", type=int, default=120, help="PPO updates (32 episodes each)")
+    g.add_argument("--setting", default="SI", help="synthetic setting: SI, SI-RC, SI-W, SI-EN, SI-SN, crossing")
+    g.add_argument("--minutes", type=float, default=None, help="stop after this many minutes, keeping the best")
+    g.add_argument("--minibatches", type=int, default=4)
+    g.add_argument("--eval-every", type=int, default=5)
+    g.add_argument("--val-episodes", type=int, default=32)

@@ -1,0 +1,46 @@
+"""The model card written next to the shipped tracking agent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _f(v, fmt=".3g") -> str:
+    return "n/a" if v is None else format(v, fmt)
+
+
+def write_model_card(folder: Path, meta: dict, command: str) -> Path:
+    m = meta.get("metrics", {})
+    c = meta.get("config", {})
+    k = meta["arch"]["kwargs"]
+    text = f"""# tracking v{meta['version']}: deep-RL axon tracker (Dai et al. 2019)
+
+- **What it does**: from a start point (and optionally an end point) on a bright, thin
+  structure, moves along its centreline with subpixel steps, reporting the policy
+  entropy at each step (its uncertainty).
+- **Networks** (Appendix A): actor and asymmetric critic CNNs, each Conv 5×5/32 →
+  Conv 3×3/32 → Linear 512 → head; actor input {k['actor_channels']} channels
+  (window, downsampled 21 px window, historical path × 4 timesteps) of {k['view_size']}×{k['view_size']} px;
+  critic input {k['critic_channels']} channels (+ centreline view). Actions: two Beta
+  distributions (softplus + 1), mapped to displacements in ±{k['max_displacement']:g} px.
+- **Training data**: synthetic setting `{c.get('setting')}` (one axon per 128×128 image,
+  100–180 px long, Gaussian noise), fresh seeded images every batch (seed {c.get('seed')}).
+- **Training**: PPO, γ {c.get('gamma')}, clip {c.get('clip_coef')}, GAE λ {c.get('gae_lambda')},
+  {c.get('episodes_per_batch')} episodes a batch, {c.get('update_epochs')} epochs in
+  {c.get('num_minibatches')} minibatches, Adam {c.get('learning_rate')} (weight decay
+  {c.get('weight_decay')}), policy in {c.get('precision')} precision; best of
+  {c.get('updates')} updates by deterministic validation coverage (update {m.get('best_update')}).
+- **Validation** ({c.get('val_episodes')} held-out images): coverage {_f(m.get('val_coverage_pct'), '.1f')} %,
+  error {_f(m.get('val_error_px'), '.2f')} px, far end reached {_f(m.get('val_end_reached_pct'), '.0f')} %;
+  mean entropy {_f(m.get('val_entropy_within'))} within 3 px of the centreline and
+  {_f(m.get('val_entropy_outside'))} beyond (suggested stop threshold {_f(m.get('entropy_threshold'))}).
+  Validation coverage first reached 90 % after {_f(m.get('train_minutes_to_90pct'), '.1f')} minutes
+  ({meta.get('torch_threads')} CPU threads). `napari-medseg bench tracking` measures it on ≥ 50 further images.
+- **Limits**: trained on synthetic images only; on real data choose the channel, invert dark
+  structures, set the window scale (1.5 in the paper) and fine-tune on corrected traces.
+  Research use, not a clinical tool.
+- **Reproduce**: `{command}` (created {meta['created']}, torch {meta.get('torch')}).
+"""
+    path = folder / "MODEL_CARD.md"
+    path.write_text(text)
+    return path

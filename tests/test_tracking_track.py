@@ -1,0 +1,115 @@
+"""track(): stopping rules, branches, image preparation and start checks."""
+
+import numpy as np
+import pytest
+import torch
+
+from napari_medseg.core.errors import InputError
+from napari_medseg.methods.tracking.env import EnvConfig, TrackingEnv
+from napari_medseg.methods.tracking.policy import BetaPolicy
+from napari_medseg.methods.tracking.prepare import check_starts, prepare_image, training_quantiles
+from napari_medseg.methods.tracking.synthetic import generate
+from napari_medseg.methods.tracking.track import TrackConfig, track, track_iter
+
+
+def steering_policy(dx_bias: float = 5.0, dy_bias: float = 0.0) -> BetaPolicy:
+    """An agent that ignores what it sees: the head's bias alone sets (α, β) per axis.
+    dx_bias 5 gives α≈6, β≈1 on x: the Beta mean 0.86 moves +2.85 px per step."""
+    p = BetaPolicy()
+    with torch.no_grad():
+        p.actor.head.weight.zero_()
+        p.actor.head.bias.copy_(torch.tensor([dy_bias, -dy_bias, dx_bias, -dx_bias]))
+    return p.eval()
+
+
+@pytest.fixture(scope="module")
+def axon():
+    return generate("SI", seed=11)
+
+
+def test_constant_agent_moves_right_and_stops_at_the_image_edge():
+    img = np.full((64, 64), 0.1, np.float32)
+    (t,) = track(img, [[32.0, 50.0]], policy=steering_policy(), config=TrackConfig(check_starts=False))
+    assert t.stop_reason == "image edge"
+    steps = np.diff(t.points, axis=0)
+    np.testing.assert_allclose(steps[:, 0], 0.0, atol=1e-4)
+    assert np.all(steps[:, 1] > 2.5) and np.all(steps[:, 1] < 3.2)
+    assert t.points[-1, 1] > 63 and len(t.entropy) == len(t.points) - 1
+
+
+def test_end_point_and_max_steps():
+    img = np.full((64, 200), 0.1, np.float32)
+    cfg = TrackConfig(check_starts=False, max_steps=100)
+    a, b = track(img, [[20.0, 10.0], [40.0, 10.0]], [[20.0, 40.0], [np.nan, np.nan]], policy=steering_policy(), config=cfg)
+    assert a.stop_reason == "end reached" and np.linalg.norm(a.points[-1] - [20, 40]) <= 3.0
+    assert b.stop_reason == "image edge"  # no end: it runs on
+    (c,) = track(img, [[20.0, 10.0]], policy=steering_policy(), config=TrackConfig(check_starts=False, max_steps=7))
+    assert c.stop_reason == "max steps" and len(c.points) == 8
+
+
+def test_standing_still_is_a_revisit_and_high_entropy_stops_after_k_steps():
+    img = np.full((64, 64), 0.1, np.float32)
+    still = steering_policy(0.0, 0.0)  # α = β on both axes: the mean displacement is 0
+    (t,) = track(img, [[30.0, 30.0]], policy=still, config=TrackConfig(check_starts=False, revisit_lag=4))
+    assert t.stop_reason == "revisit" and len(t.points) == 4 + 2
+    entropy = float(t.entropy[0])
+    cfg = TrackConfig(check_starts=False, entropy_threshold=entropy - 0.1, entropy_steps=3, revisit_lag=50)
+    (u,) = track(img, [[30.0, 30.0]], policy=still, config=cfg)
+    assert u.stop_reason == "uncertain" and len(u.points) == 3 + 1
+    cfg = TrackConfig(check_starts=False, entropy_threshold=entropy + 0.1, entropy_steps=3, max_steps=10, revisit_lag=50)
+    (v,) = track(img, [[30.0, 30.0]], policy=still, config=cfg)
+    assert v.stop_reason == "max steps"
+
+
+def test_stop_keeps_partial_traces(axon):
+    gen = track_iter(steering_policy(), np.full((64, 128), 0.1, np.float32), [[30.0, 5.0]],
+                     config=TrackConfig(check_starts=False))
+    for _ in range(3):
+        p = next(gen)
+    gen.close()
+    (t,) = p.metrics["traces"]
+    assert len(t.points) == 4 and t.stop_reason == "running"
+
+
+def test_branch_start_sees_the_existing_trace_in_its_path_view(axon):
+    env = TrackingEnv(EnvConfig())
+    env.reset(axon.image, starts=[axon.centreline[40]])
+    before = env.observation().actor[0, -1].clone()  # historical path, latest timestep
+    env.mark_visited(0, torch.as_tensor(axon.centreline[:41], dtype=torch.float32))
+    after = env.refresh_observation().actor[0, -1]
+    assert after.sum() > before.sum() + 3  # the parent trace runs through the view
+
+
+def test_prepare_rgb_3d_nan_and_invert(axon):
+    rgb = np.stack([axon.image * 0, axon.image, axon.image * 0], -1)
+    with pytest.raises(InputError, match="RGB.*channel"):
+        prepare_image(rgb)
+    np.testing.assert_allclose(prepare_image(rgb, channel=1, normalise=False), axon.image)
+    stack = np.stack([axon.image * 0.5, axon.image])
+    with pytest.raises(InputError, match="3D stack.*max"):
+        prepare_image(stack)
+    np.testing.assert_allclose(prepare_image(stack, project="max", normalise=False), axon.image)
+    bad = axon.image.copy()
+    bad[3, 3] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        prepare_image(bad)
+    with pytest.raises(InputError, match="blank"):
+        prepare_image(np.zeros((32, 32)))
+    # a dark structure on bright background, in uint16 counts, comes back like the training images
+    dark = (60000 - axon.image * 50000).astype(np.uint16)
+    back = prepare_image(dark, invert=True)
+    med, hi = training_quantiles()
+    assert abs(np.median(back) - med) < 0.01 and abs(np.percentile(back, 99.5) - hi) < 0.01
+    assert np.corrcoef(back.ravel(), axon.image.ravel())[0, 1] > 0.99
+
+
+def test_check_starts_refuses_outside_and_blank_but_never_an_axon_end():
+    img = generate("SI", seed=3).image.copy()
+    with pytest.raises(InputError, match=r"#1 .*outside the image \(height 128, width 128\)"):
+        check_starts(img, [[10, 10], [130, 5]])
+    img[:40, :40] = 0.0  # an empty corner (dead pixels, outside the field of view)
+    with pytest.raises(InputError, match="blank background"):
+        check_starts(img, [[15, 15]])
+    for seed in range(25):
+        r = generate("SI", seed=seed)
+        check_starts(r.image, [r.start, r.end])  # raises if refused
