@@ -113,3 +113,37 @@ def test_check_starts_refuses_outside_and_blank_but_never_an_axon_end():
     for seed in range(25):
         r = generate("SI", seed=seed)
         check_starts(r.image, [r.start, r.end])  # raises if refused
+
+
+def test_training_episodes_end_off_track_but_tracking_without_a_centreline_does_not(axon):
+    from napari_medseg.methods.tracking.env import OFF_TRACK, RUNNING
+
+    line = axon.centreline
+    tangent = line[5] - line[0]
+    normal = np.array([-tangent[1], tangent[0]]) / np.linalg.norm(tangent)
+    env = TrackingEnv(EnvConfig(off_track=8.0))
+    env.reset(axon.image, [line])
+    for k in range(4):  # 3 px sideways per step: 6 px is still on track, 9 px is not
+        env.step(torch.as_tensor(3.0 * normal[None], dtype=torch.float32))
+        if k < 2:
+            assert int(env.stop_reason[0]) == RUNNING
+    assert int(env.stop_reason[0]) == OFF_TRACK
+    free = TrackingEnv(EnvConfig(off_track=8.0))
+    free.reset(axon.image, starts=[line[0]])  # no centreline: nothing to be off
+    for _ in range(4):
+        free.step(torch.as_tensor(3.0 * normal[None], dtype=torch.float32))
+    assert int(free.stop_reason[0]) == RUNNING
+
+
+def test_one_image_per_start_tracks_like_each_image_alone():
+    torch.manual_seed(1)
+    policy = BetaPolicy().eval()
+    rs = [generate("SI", seed=s) for s in (7, 8, 9)]
+    cfg = TrackConfig(check_starts=False, max_steps=30)
+    batched = track(np.stack([r.image for r in rs]), np.stack([r.start for r in rs]), policy=policy, config=cfg)
+    for r, b in zip(rs, batched):
+        (alone,) = track(r.image, [r.start], policy=policy, config=cfg)
+        np.testing.assert_allclose(b.points, alone.points, atol=1e-4)
+        assert b.stop_reason == alone.stop_reason
+    with pytest.raises(InputError, match="3 images for 2 start points"):
+        track(np.stack([r.image for r in rs]), np.stack([r.start for r in rs[:2]]), policy=policy, config=cfg)

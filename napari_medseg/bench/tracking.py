@@ -27,22 +27,26 @@ def _images(setting: str, n: int):
     return generate_many(setting, n, seed=VALIDATION_SEED)
 
 
-def evaluate(policy, images, max_steps: int = 200) -> dict:
-    """Track every image from centreline start towards its end (batched); mean metrics."""
+def evaluate(policy, images, max_steps: int = 200, batch: int = 32) -> dict:
+    """Track every image from its centreline start towards its end (``batch`` images
+    stepping together, each with the rules of :func:`~..methods.tracking.track.track`);
+    mean metrics."""
     from ..methods.tracking.metrics import mean_metrics, trace_metrics
     from ..methods.tracking.track import TrackConfig, track_iter
 
     config = TrackConfig(max_steps=max_steps, check_starts=False)
     rows = []
-    for r in images:  # one image at a time: track() takes one image with many starts
-        gen = track_iter(policy, r.image, [r.start], [r.end], config)
+    for i in range(0, len(images), batch):
+        part = images[i : i + batch]
+        gen = track_iter(policy, np.stack([r.image for r in part]), np.stack([r.start for r in part]),
+                         np.stack([r.end for r in part]), config, live=False)
         while True:
             try:
                 next(gen)
             except StopIteration as stop:
-                t = stop.value[0]
+                traces = stop.value
                 break
-        rows.append(trace_metrics(t.points, r.centreline, t.entropy))
+        rows += [trace_metrics(t.points, r.centreline, t.entropy) for t, r in zip(traces, part)]
     return mean_metrics(rows)
 
 
@@ -77,11 +81,11 @@ def env_throughput(policy, images, batch: int, seconds: float) -> float:
     return steps / (time.perf_counter() - t0)
 
 
-def run(quick: bool = False, json_path: str | None = None) -> dict:
+def run(quick: bool = False, json_path: str | None = None, n: int | None = None, seconds: float | None = None) -> dict:
     from ..methods.tracking.model import load_tracker
 
     torch.set_flush_denormal(True)
-    n = 50 if quick else 200
+    n = n or (50 if quick else 200)
     policy, meta = load_tracker()
     m = meta.get("metrics", {})
     results: dict = {"quick": quick, "n_images": n, "setting": SETTING, "validation_seed": VALIDATION_SEED,
@@ -93,13 +97,13 @@ def run(quick: bool = False, json_path: str | None = None) -> dict:
                    error_raw_px=ours["error_raw_px"], lost_steps=ours["lost_steps"],
                    entropy_within=ours["entropy_within"], entropy_outside=ours["entropy_outside"],
                    baseline_coverage_pct=base["coverage_pct"], baseline_error_px=base["error_px"])
-    crossing = _images("crossing", max(20, n // 4))
+    crossing = _images("crossing", max(min(n, 20), n // 4))
     cross = evaluate(policy, crossing)
     cross_base = evaluate_baseline(crossing)
     results.update(coverage_pct_crossing=cross["coverage_pct"], error_px_crossing=cross["error_px"],
                    baseline_coverage_pct_crossing=cross_base["coverage_pct"],
                    baseline_error_px_crossing=cross_base["error_px"], n_images_crossing=len(crossing))
-    seconds = 4.0 if quick else 15.0
+    seconds = seconds or (4.0 if quick else 15.0)
     results["env_steps_per_s"] = env_throughput(policy, images[:64], 32, seconds)
     results["single_env_steps_per_s"] = env_throughput(policy, images[:64], 1, seconds)
     results["batched_speedup"] = results["env_steps_per_s"] / results["single_env_steps_per_s"]

@@ -80,11 +80,14 @@ def _revisited(env: TrackingEnv, config: TrackConfig, active: torch.Tensor) -> t
 
 
 def track_iter(policy: BetaPolicy, image: np.ndarray, starts, ends=None, config: TrackConfig | None = None,
-               branches_of: Sequence[np.ndarray | None] | None = None, device="cpu") -> Iterator[Progress]:
+               branches_of: Sequence[np.ndarray | None] | None = None, device="cpu",
+               live: bool = True) -> Iterator[Progress]:
     """Trace from every start point together; yield :class:`Progress` after each step
     with ``metrics["traces"]``: the list of :class:`Trace` so far. Returns the final list.
 
-    ``image``: (H, W) float, prepared with :func:`~.prepare.prepare_image`.
+    ``image``: (H, W) float, prepared with :func:`~.prepare.prepare_image`; or (B, H, W),
+    one image per start (batch evaluation). ``live=False`` leaves the traces out of the
+    progress reports (they cost O(steps) each).
     ``starts``/``ends``: (B, 2) (y, x); an end of NaN (or no ``ends``) never ends a trace.
     ``branches_of[i]``: the existing trace (N, 2) that start ``i`` branches from, or None.
     Closing the generator (Stop) keeps every trace as it is, with reason ``stopped``.
@@ -97,8 +100,11 @@ def track_iter(policy: BetaPolicy, image: np.ndarray, starts, ends=None, config:
     ends = np.full_like(starts, np.nan) if ends is None else np.asarray(ends, np.float64).reshape(-1, 2)
     if len(ends) != len(starts):
         raise InputError(f"{len(starts)} start points but {len(ends)} end points: give one end per start, or none.")
+    if image.ndim == 3 and len(image) != len(starts):
+        raise InputError(f"{len(image)} images for {len(starts)} start points: give one image, or one per start.")
     if config.check_starts:
-        check_starts(image, starts)
+        for i, img in enumerate(image if image.ndim == 3 else [image]):
+            check_starts(img, starts[i : i + 1] if image.ndim == 3 else starts)
     policy_cfg = policy.arch["kwargs"]
     env_config = EnvConfig(max_steps=config.max_steps, end_radius=config.end_radius, scale=config.scale,
                            max_displacement=policy_cfg["max_displacement"], view_size=policy_cfg["view_size"])
@@ -136,7 +142,7 @@ def track_iter(policy: BetaPolicy, image: np.ndarray, starts, ends=None, config:
                 env.stop_reason[_revisited(env, config, still & (env.stop_reason == RUNNING))] = REVISIT
                 done = int(env.done.sum())
                 yield Progress(step, config.max_steps, f"step {step}: {done}/{n} traces finished",
-                               {"traces": traces()})
+                               {"traces": traces()} if live else {})
     finally:
         env.stop_reason[env.stop_reason == RUNNING] = STOPPED
     return traces()
