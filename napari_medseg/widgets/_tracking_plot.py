@@ -6,6 +6,7 @@
   that links each path to how it was tracked (:class:`TraceRecord`). No Qt widgets.
 - :class:`ColorBar`: the entropy colormap with its limits and the threshold mark.
 - :class:`LivePlot`: a few series drawn as lines while a training job runs.
+- :func:`layer_picker`, :func:`section`: the dock's layer choosers and titled boxes.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from napari.layers import Points, Shapes
+from magicgui.widgets import ComboBox, Container
 from napari.utils.colormaps import ensure_colormap
 from qtpy.QtCore import QPointF, QRectF, Qt
 from qtpy.QtGui import QColor, QLinearGradient, QPainter, QPen, QPolygonF
-from qtpy.QtWidgets import QSizePolicy, QWidget
+from qtpy.QtWidgets import QGroupBox, QSizePolicy, QVBoxLayout, QWidget
 
 HIGHLIGHT = np.array([1.0, 0.1, 0.1, 1.0])  # border of overlay points above the threshold
 SERIES_COLOURS = ["#ffb000", "#3ad6ff", "#b479ff", "#7cff6b"]
@@ -81,7 +83,7 @@ class TraceLayers:
         self.viewer, self.style, self.on_change = viewer, style, on_change
         self.records: dict[int, TraceRecord] = {}
         self.live = False  # True while the widget itself rewrites the layer
-        self.drawn_at = 0.0
+        self.drawn_at, self.draw_seconds = 0.0, 0.0
         self._next_id, self._connected = 0, set()
 
     def _layer(self, name, kind):
@@ -184,8 +186,38 @@ class TraceLayers:
             parents.append((index[par[0]], int(np.linalg.norm(ppts - pts[0], axis=1).argmin())))
         return [p for _, p in items], parents
 
+    def write_swc(self, path, items):
+        """Write ``items`` ((id, points) as from :meth:`current`) as one SWC forest."""
+        from ..methods.tracking import swc
+
+        traces, parents = self.forest(items)
+        img = self.style.image
+        swc.write_swc(path, traces, parents, header=[
+            f"napari-medseg Axon tracking: {len(traces)} traces of image {img.name if img is not None else '?'}",
+            "x = column, y = row (pixels of the image); z = 0"])
+
+    def add_forest(self, forest) -> list[int]:
+        """Add the traces of an :class:`~napari_medseg.methods.tracking.swc.SwcForest`; their ids."""
+        ids = [self.new(np.asarray(t, np.float64), source="imported", stop_reason="imported").id for t in forest.traces]
+        for t, par in zip(ids, forest.parents):
+            self.records[t].parent = None if par is None else (ids[par[0]], par[1])
+        self.draw(ids)
+        return ids
+
+    def summary(self, ids) -> str:
+        """One line per trace: how it ended, its steps and length, what it branches from."""
+        from ..methods.tracking.curves import arc_length
+
+        lines = []
+        for t in ids:
+            r = self.records[t]
+            branch = f", branch of #{r.parent[0]} at point {r.parent[1]}" if r.parent else ""
+            lines.append(f"#{t}: {r.stop_reason}, {len(r.entropy)} steps, {arc_length(r.tracked)[-1]:.0f} px{branch}")
+        return "\n".join(lines)
+
     def draw(self, ids):
         """Put the records ``ids`` into the traces layer (replacing their paths)."""
+        t0 = time.monotonic()
         lay, drop = self.traces_layer(create=True), set(ids)
         rows = [r for r in zip(self.layer_ids(lay), lay.data, lay.shape_type) if r[0] not in drop]
         rows += [(t, as_path(self.records[t].tracked), "path") for t in ids]
@@ -197,6 +229,12 @@ class TraceLayers:
             self.live = False
         self.refresh_overlay()
         self.drawn_at = time.monotonic()
+        self.draw_seconds = self.drawn_at - t0
+
+    def due(self) -> bool:
+        """Time for a live redraw: the agent steps faster than napari draws, so redraw
+        at most every 0.1 s, and never spend more than a third of the time drawing."""
+        return time.monotonic() - self.drawn_at >= max(0.1, 2 * self.draw_seconds)
 
     def refresh_overlay(self):
         """Rebuild the entropy overlay: one point per step of each trace in the layer."""
@@ -272,7 +310,7 @@ class ColorBar(QWidget):
         p.drawText(text, int(Qt.AlignmentFlag.AlignLeft), f"{lo:g}")
         p.drawText(text, int(Qt.AlignmentFlag.AlignRight), f"{hi:g}")
         if self.threshold is not None:
-            p.drawText(text, int(Qt.AlignmentFlag.AlignHCenter), f"threshold {self.threshold:g}")
+            p.drawText(text, int(Qt.AlignmentFlag.AlignHCenter), f"threshold {self.threshold:.3g}")
         p.end()
 
 
@@ -324,3 +362,28 @@ class LivePlot(QWidget):
             p.setPen(colour)
             p.drawText(QRectF(4, plot.bottom() + 2 + 14 * i, w - 8, 14), int(Qt.AlignmentFlag.AlignLeft), label)
         p.end()
+
+
+def layer_picker(viewer, kind, label, nullable=False) -> ComboBox:
+    """A ComboBox of the viewer's layers of one kind (not the widget's own), following the list."""
+    box = ComboBox(label=label, nullable=nullable, choices=lambda _w=None: [
+        (lay.name, lay) for lay in viewer.layers if isinstance(lay, kind) and lay.name not in (TRACES, OVERLAY)])
+    for ev in (viewer.layers.events.inserted, viewer.layers.events.removed, viewer.layers.events.reordered):
+        ev.connect(lambda _e=None: box.reset_choices())
+    return box
+
+
+def section(title, items) -> QGroupBox:
+    """A titled box: runs of magicgui widgets in a labelled form, Qt widgets as they are."""
+    box, run = QGroupBox(title), []
+    lay = QVBoxLayout(box)
+    for item in [*items, None]:
+        if item is not None and not isinstance(item, QWidget):
+            run.append(item)
+            continue
+        if run:
+            lay.addWidget(Container(widgets=run).native)
+            run = []
+        if item is not None:
+            lay.addWidget(item)
+    return box

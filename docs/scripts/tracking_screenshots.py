@@ -1,0 +1,67 @@
+"""Retake docs/images/tracking_*.png with the current tracking model.
+
+    xvfb-run -a .venv/bin/python docs/scripts/tracking_screenshots.py
+
+Uses a throwaway NAPARI_MEDSEG_HOME, so the fine-tuning and training rounds it runs for
+the dock screenshot never touch your own model versions.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ["NAPARI_MEDSEG_HOME"] = tempfile.mkdtemp(prefix="medseg-shots-")
+
+import napari  # noqa: E402
+import numpy as np  # noqa: E402
+from qtpy.QtCore import Qt  # noqa: E402
+from qtpy.QtWidgets import QApplication, QDockWidget  # noqa: E402
+
+OUT = Path(__file__).resolve().parents[1] / "images"
+FAST = {"episodes_per_batch": 8, "eval_every": 1, "update_epochs": 4}
+
+
+def wait(ms: int) -> None:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < ms / 1000:
+        QApplication.processEvents()
+        time.sleep(0.01)
+
+
+def main() -> None:
+    viewer = napari.Viewer(show=True)
+    viewer.window._qt_window.resize(1500, 950)
+    viewer.open_sample("napari-medseg", "synthetic_axon")
+    viewer.layers["ground-truth centreline"].visible = True
+    w = viewer.window.add_plugin_dock_widget("napari-medseg", "Axon tracking")[1]
+    qdock = w.parent()
+    while not isinstance(qdock, QDockWidget):
+        qdock = qdock.parent()
+    viewer.window._qt_window.resizeDocks([qdock], [560], Qt.Orientation.Horizontal)
+    c = w.controller
+    [rec] = c.track(block=True)
+    c.fit_colours()
+    viewer.layers.selection.active = viewer.layers["traces"]
+    viewer.reset_view()
+    wait(300)
+    viewer.screenshot(str(OUT / "tracking_window.png"), canvas_only=False)
+    viewer.camera.zoom *= 2.5
+    viewer.camera.center = (0, *rec.tracked[len(rec.tracked) // 3])
+    wait(300)
+    viewer.screenshot(str(OUT / "tracking_entropy.png"), canvas_only=True)
+    traces = viewer.layers["traces"]
+    data = [np.array(d) for d in traces.data]
+    data[0][6:12] += [1.0, 0.0]  # a correction, as if dragged in direct-select mode
+    traces.data = data
+    c.finetune(updates=3, block=True, **FAST)
+    c.train(setting="SI", updates=6, block=True, val_episodes=8, **FAST)
+    wait(300)
+    w.scroll.widget().grab().save(str(OUT / "tracking_dock.png"))
+    viewer.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,436 @@
+"""The Axon tracking widget's controller: settings and actions, no Qt widgets.
+
+The dock's buttons call these methods, and so can the napari console
+(``widget.controller.track(block=True)``). See docs/widgets/tracking.md.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from napari.layers import Image, Points
+from napari.utils.notifications import show_error, show_info
+
+from ..core.corrections import corrections_dir
+from ..core.device import select_device
+from ..core.errors import InputError, MedsegError, NotACheckpointError
+from ..core.jobs import Progress
+from ..core.registry import Registry
+from ..methods.tracking import finetune, prepare, swc
+from ..methods.tracking.curves import arc_length
+from ..methods.tracking.env import EnvConfig
+from ..methods.tracking.model import MODEL_NAME, policy_from_entry, train_tracking
+from ..methods.tracking.ppo import PPOConfig
+from ..methods.tracking.synthetic import SETTINGS
+from ..methods.tracking.track import TrackConfig, track_iter
+from ._common import SMALL_ENOUGH_TO_PAINT
+from ._runner import JobRunner
+from ._tracking_plot import TraceLayers
+
+BRANCH_RADIUS = 2.0  # px: a start this close to an existing trace continues it as a branch
+CURRENT = "current"
+NO_CHANNEL = -1  # magicgui emits no change for a None choice
+CHANNELS = [("none (choose one)", NO_CHANNEL), ("0 red", 0), ("1 green", 1), ("2 blue", 2)]
+
+
+@dataclass
+class TrackSettings:
+    """Everything a button press uses; the widget's controls mirror it."""
+
+    image: Image | None = None
+    starts: Points | None = None
+    ends: Points | None = None  # optional: one end per start, same order
+    model: str = MODEL_NAME
+    version: int | None = None  # None: the current version
+    channel: int | None = None  # RGB layers only
+    project: bool = False  # max projection of a 3D layer
+    invert: bool = False
+    scale: float = 1.0
+    max_steps: int = 200
+    device: str = "auto"
+    threshold: float = -3.0
+    stop_uncertain: bool = False
+    entropy_steps: int = 5
+    colormap: str = "viridis"
+    limits: tuple = (-6.0, 0.0)
+    finetune_updates: int = 20
+    setting: str = "SI"
+    train_updates: int = 500
+
+
+class TrackingController:
+    """Scriptable state and actions of the Axon tracking widget."""
+
+    def __init__(self, viewer, runner: JobRunner, registry: Registry | None = None):
+        self.viewer, self.runner = viewer, runner
+        self.registry = registry or Registry()
+        self.settings = TrackSettings()
+        self.layers = TraceLayers(viewer, self.settings, on_change=lambda: self._emit("traces"))
+        self.rounds: list[dict] = []
+        self.train_history: list[dict] = []
+        self.last_batch: list[int] = []
+        self.message = ""
+        self.listeners: list = []  # callback(kind, payload)
+        self._latest = self._result = None
+        self._rollback: list[tuple[str, int]] = []
+
+    @property
+    def records(self):
+        return self.layers.records
+
+    def current_traces(self):
+        return self.layers.current()
+
+    # ------------------------------------------------------------- plumbing
+    def _emit(self, kind: str, payload=None):
+        for cb in list(self.listeners):
+            cb(kind, payload)
+
+    def _say(self, msg: str, error: bool = False):
+        self.message = msg
+        (show_error if error else show_info)(msg)
+        self._emit("message", msg)
+
+    def set(self, **changes):
+        """Change settings (as the controls do); a new image prefills from its metadata."""
+        for k, v in changes.items():
+            if not hasattr(self.settings, k):
+                raise AttributeError(f"no setting {k!r}")
+            setattr(self.settings, k, v)
+        if "image" in changes:
+            self._prefill(changes["image"])
+        if {"model", "version"} & changes.keys():
+            self.apply_model_defaults()
+        self._emit("settings")
+        if {"threshold", "limits", "colormap"} & changes.keys():
+            self.layers.refresh_overlay()
+
+    def _prefill(self, layer):
+        meta = dict((layer.metadata or {}).get("tracking", {})) if layer is not None else {}
+        s = self.settings
+        s.channel = meta.get("channel") if layer is not None and layer.rgb else None
+        s.project = _is3d(layer) and meta.get("project", "max") == "max"  # the paper's choice for stacks
+        s.invert, s.scale = bool(meta.get("invert", False)), float(meta.get("scale", 1.0))
+
+    def apply_model_defaults(self):
+        """The model's suggested entropy threshold (and colour range) if it has one."""
+        try:
+            metrics = self.entry().meta.get("metrics", {}) or {}
+        except MedsegError:
+            return
+        s, thr = self.settings, metrics.get("entropy_threshold")
+        if isinstance(thr, (int, float)) and math.isfinite(thr):  # otherwise leave the user's choice
+            s.threshold, s.stop_uncertain = round(float(thr), 3), True
+        a, b = metrics.get("val_entropy_within"), metrics.get("val_entropy_outside")
+        if isinstance(a, float) and isinstance(b, float) and math.isfinite(a) and math.isfinite(b) and b > a:
+            gap = max(b - a, 0.5)
+            s.limits = (math.floor(a - gap), math.ceil(b + gap))
+
+    def _run(self, start, block: bool):
+        try:
+            worker = start()
+        except MedsegError as exc:
+            self._say(str(exc), error=True)
+            return None
+        if worker is None or not block:
+            return worker
+        self.wait()
+        return self._result
+
+    def wait(self, timeout: float | None = None):
+        """Block (keeping the viewer alive) until the running job has finished."""
+        from qtpy.QtWidgets import QApplication
+
+        t0 = time.monotonic()
+        while self.runner.running:
+            QApplication.processEvents()
+            time.sleep(0.005)
+            if timeout is not None and time.monotonic() - t0 > timeout:
+                raise TimeoutError("the job is still running")
+
+    def _check_idle(self):
+        if self.runner.running:
+            raise InputError("A job is already running; press Stop or wait for it to finish.")
+        self._result = None
+
+    # ---------------------------------------------------------------- input
+    def entry(self):
+        name = self.settings.model or MODEL_NAME
+        if name not in self.registry.names():
+            raise InputError(f"No model called {name!r} yet: train one under 'Train from scratch' "
+                             "(or `napari-medseg train tracking`), or pick another model.")
+        return self.registry.get(name, self.settings.version)
+
+    def device(self):
+        return select_device(None if self.settings.device == "auto" else self.settings.device)
+
+    def policy(self):
+        """The picked agent; a model of another method gives one clear message."""
+        entry = self.entry()
+        try:
+            return policy_from_entry(entry, self.device())
+        except NotACheckpointError as exc:
+            raise NotACheckpointError(f"{entry.label}: {exc}") from None
+
+    def prepared_image(self) -> np.ndarray:
+        s, layer = self.settings, self.settings.image
+        if layer is None:
+            raise InputError("Open or pick an image layer first.")
+        data = layer.data[0] if layer.multiscale else layer.data
+        if int(np.prod(data.shape)) > 3 * SMALL_ENOUGH_TO_PAINT:
+            raise InputError(f"The image is too large to track in memory ({data.shape}); crop it first.")
+        if _is3d(layer) and not s.project:
+            raise InputError(f"This is a 3D stack (shape {data.shape}): the tracker works in 2D. Tick 'max projection' "
+                             "to trace in its maximum-intensity projection (the paper's choice).")
+        return prepare.prepare_image(np.asarray(data), channel=s.channel if layer.rgb else None,
+                                     project="max" if s.project else None, invert=s.invert, rgb=bool(layer.rgb))
+
+    def _to_pixels(self, points_layer) -> np.ndarray:
+        """Points layer data -> (y, x) pixels of the image (through world coordinates)."""
+        img = self.settings.image
+        world = np.asarray(points_layer.data, float) * points_layer.scale + points_layer.translate
+        return (world[:, -2:] - np.asarray(img.translate)[-2:]) / np.asarray(img.scale)[-2:]
+
+    def fit_colours(self):
+        """Set the colour range to the 2nd..98th percentile of the overlay's entropies."""
+        over = self.layers.overlay_layer()
+        if over is None or not len(over.features):
+            return self._say("Track something first: there are no entropies to fit.", error=True)
+        lo, hi = np.percentile(over.features["entropy"], [2, 98])
+        self.set(limits=(round(float(lo), 2), round(float(max(hi, lo + 0.01)), 2)))
+
+    # --------------------------------------------------------------- track
+    def track(self, block: bool = False):
+        """Track from every start point (button **Track**); ``block``: wait and return the new traces."""
+        return self._run(self._start_track, block)
+
+    def _start_track(self):
+        self._check_idle()
+        s = self.settings
+        image = self.prepared_image()
+        if s.starts is None or len(s.starts.data) == 0:
+            raise InputError("No start points: pick a Points layer with at least one point on a structure to trace.")
+        starts = self._to_pixels(s.starts)
+        ends = self._to_pixels(s.ends) if s.ends is not None and len(s.ends.data) else None
+        if ends is not None and len(ends) != len(starts):
+            raise InputError(f"{len(starts)} start points but {len(ends)} end points: give one end per start "
+                             "(same order), or pick no end points.")
+        prepare.check_starts(image, starts)
+        policy, _ = self.policy()
+        existing = self.current_traces()
+        branches, ids = [], []
+        for st in starts:  # a start on an existing trace continues it as a branch
+            hit = self.layers.nearest(st, existing, BRANCH_RADIUS)
+            branches.append(None if hit is None else hit[2])
+            ids.append(self.layers.new(st[None], parent=None if hit is None else hit[:2]).id)
+        config = TrackConfig(max_steps=s.max_steps, entropy_threshold=s.threshold if s.stop_uncertain else None,
+                             entropy_steps=s.entropy_steps, scale=s.scale, check_starts=False)
+        gen = self._track_job(track_iter(policy, image, starts, ends, config, branches, self.device()))
+        self.last_batch = ids
+        worker = self.runner.start(gen, on_progress=lambda p: self._track_progress(ids, p),
+                                   on_done=lambda r: self._track_done(ids, r))
+        if worker is not None:  # a failure keeps the partial traces too; the runner shows the message
+            worker.errored.connect(lambda _e: (self._track_done(ids, None), setattr(self, "_result", None)))
+        return worker
+
+    def _track_job(self, inner):
+        """Pass the traces on aside, so the runner's metrics line stays short."""
+        total = 1
+        try:
+            while True:
+                try:
+                    p = next(inner)
+                except StopIteration as stop:  # the bar ends full, even if the traces ended early
+                    self._latest, n = stop.value, len(stop.value)
+                    yield Progress(total, total, "done", {"finished": f"{n}/{n}"})
+                    return stop.value
+                total = p.total
+                self._latest = traces = p.metrics["traces"]
+                done = sum(t.stop_reason != "running" for t in traces)
+                last = [float(t.entropy[-1]) for t in traces if t.stop_reason == "running" and len(t.entropy)]
+                shown = {"finished": f"{done}/{len(traces)}", **({"entropy": float(np.mean(last))} if last else {})}
+                yield Progress(p.step, p.total, p.message, shown)
+        finally:
+            inner.close()
+
+    def _update(self, ids, traces, stopped=False):
+        for tid, t in zip(ids, traces or []):
+            rec = self.records[tid]
+            rec.tracked, rec.entropy = np.array(t.points, np.float64), np.array(t.entropy, np.float64)
+            rec.stop_reason = "stopped" if stopped and t.stop_reason == "running" else t.stop_reason
+
+    def _track_progress(self, ids, _p):
+        if self.layers.due():
+            self._update(ids, self._latest)
+            self.layers.draw(ids)
+
+    def _track_done(self, ids, result):
+        self._update(ids, result if result is not None else self._latest, stopped=result is None)
+        self._latest = None
+        self.layers.draw(ids)
+        self._result = [self.records[t] for t in ids]
+        self._emit("traces")
+        self.message = self.summary(ids)
+        self._emit("message", self.message)
+
+    def summary(self, ids=None) -> str:
+        return self.layers.summary(self.last_batch if ids is None else ids)
+
+    # ------------------------------------------------------------ fine-tune
+    def finetune(self, updates: int | None = None, block: bool = False, **ppo):
+        """Autosave the traces, fine-tune the agent on them as a new model version (button
+        **Fine-tune on corrected traces**). ``ppo``: PPOConfig changes (e.g. episodes_per_batch)."""
+        return self._run(lambda: self._start_finetune(updates, ppo), block)
+
+    def _start_finetune(self, updates, ppo):
+        self._check_idle()
+        s, items = self.settings, self.current_traces()
+        if not items:
+            raise InputError("There are no traces in the 'traces' layer to learn from: track or import some first.")
+        image = self.prepared_image()
+        entry = self.entry()
+        policy, _ = self.policy()
+        episodes = finetune.trace_episodes([image], [[p for _, p in items]])
+        truths = [p for _, p in items if len(p) > 1 and arc_length(p)[-1] >= finetune.MIN_TRACE_PX]
+        edited = [t for t, p in items if self.layers.is_edited(t, p)]
+        saved = self.autosave(items, edited, entry)
+        cfg = finetune.finetune_config(updates or s.finetune_updates, device=str(self.device())).replace(**ppo)
+        cfg = cfg.replace(val_episodes=episodes.n_traces)
+        info = {"round": len(self.rounds) + 1, "model": entry.name, "from_version": entry.version,
+                "previous_current": self.registry.get(entry.name).version, "n_traces": len(items),
+                "edited": edited, "saved": str(saved)}
+        longest = max(arc_length(t)[-1] for t in truths)
+        ev = TrackConfig(check_starts=False, scale=s.scale, max_steps=max(200, int(2 * longest)))
+        extra = {"finetuned_from": entry.version, "corrections": str(saved)}
+
+        def job():
+            yield Progress(0, cfg.updates, "measuring the model on your traces…", {})
+            info["before"] = finetune.evaluate_traces(policy, image, truths, ev)
+            out = yield from train_tracking(self.registry, cfg, policy=policy, episodes=episodes, name=entry.name,
+                                            env_config=EnvConfig(max_steps=cfg.max_steps, scale=s.scale),
+                                            extra_meta=extra)
+            info["after"] = finetune.evaluate_traces(policy_from_entry(out["entry"])[0], image, truths, ev)
+            return out
+
+        self._say(f"{len(items)} traces ({len(edited)} edited, {len(items) - len(edited)} as tracked) saved to {saved}")
+        return self.runner.start(job(), on_done=lambda r: self._finetune_done(info, image, truths, ev))
+
+    def _finetune_done(self, info, image, truths, ev):
+        new = self.registry.get(info["model"])
+        if new.version == info["previous_current"] or "before" not in info:
+            return self._say("Fine-tuning stopped before a model was saved; the model is unchanged.")
+        if "after" not in info:  # stopped: the best so far was saved
+            info["after"] = finetune.evaluate_traces(policy_from_entry(new)[0], image, truths, ev)
+        info["version"] = new.version
+        self.rounds.append(info)
+        self._rollback.append((info["model"], info["previous_current"]))
+        self._result = info
+        self.settings.version = None
+        self._emit("settings")
+        self._emit("rounds", info)
+        self._say(f"Fine-tuned {new.label}. " + self.round_text(info))
+
+    @staticmethod
+    def round_text(r) -> str:
+        b, a = r["before"], r["after"]
+        return (f"round {r['round']}: v{r['from_version']} → v{r['version']}, {r['n_traces']} traces "
+                f"({len(r['edited'])} edited): coverage {b['coverage_pct']:.1f} → {a['coverage_pct']:.1f} %, "
+                f"error {b['error_px']:.2f} → {a['error_px']:.2f} px")
+
+    def rollback(self):
+        """Make the version that was current before the last fine-tuning round current again
+        (or, without a round here, the version before the current one)."""
+        try:
+            self._check_idle()
+            if self._rollback:
+                name, target = self._rollback.pop()
+            else:
+                name = self.settings.model or MODEL_NAME
+                cur = self.registry.get(name).version
+                older = [e.version for e in self.registry.list(name) if e.version < cur]
+                if not older:
+                    raise InputError(f"{name} v{cur} is the oldest version: there is nothing to roll back to.")
+                target = older[-1]
+            entry = self.registry.restore(name, target)
+        except MedsegError as exc:
+            return self._say(str(exc), error=True)
+        self.settings.version = None
+        self._emit("settings")
+        self._say(f"Rolled back: {entry.label} is current again.")
+        return entry
+
+    def autosave(self, items, edited, entry):
+        folder = corrections_dir(entry.name)
+        n = 1 + max((int(p.stem.split("_")[1]) for p in folder.glob("traces_*.swc")), default=0)
+        path = folder / f"traces_{n:04d}.swc"
+        self.layers.write_swc(path, items)
+        img = self.settings.image
+        (folder / f"traces_{n:04d}.json").write_text(json.dumps({
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "model": entry.name,
+            "version": entry.version, "image_layer": img.name if img is not None else None, "edited": edited,
+            "trace_ids": [t for t, _ in items]}, indent=2))
+        return path
+
+    # ------------------------------------------------------------------ SWC
+    def export_swc(self, path):
+        """Write the traces layer (branches as SWC parent links) to ``path``."""
+        try:
+            items = self.current_traces()
+            if not items:
+                raise InputError("There are no traces to export: track or import some first.")
+            self.layers.write_swc(path, items)
+        except MedsegError as exc:
+            return self._say(str(exc), error=True)
+        self._say(f"Exported {len(items)} traces to {path}")
+        return path
+
+    def import_swc(self, path):
+        """Add the traces of an SWC file to the traces layer (a broken file changes nothing)."""
+        try:
+            forest = swc.read_swc(path)
+        except MedsegError as exc:
+            return self._say(str(exc), error=True)
+        ids = self.layers.add_forest(forest)
+        self._emit("traces")
+        self._say(f"Imported {len(ids)} traces from {path}")
+        return [self.records[t] for t in ids]
+
+    # ---------------------------------------------------------------- train
+    def train(self, setting: str | None = None, updates: int | None = None, block: bool = False, **ppo):
+        """Train a new agent on synthetic images (button **Train from scratch**)."""
+
+        def start():
+            self._check_idle()
+            name = setting or self.settings.setting
+            if name not in SETTINGS:
+                raise InputError(f"Unknown synthetic setting {name!r}; choose one of {', '.join(SETTINGS)}.")
+            cfg = PPOConfig(updates=updates or self.settings.train_updates, device=str(self.device())).replace(**ppo)
+            self.train_history = []
+            self._emit("train_start")
+            return self.runner.start(train_tracking(self.registry, cfg, setting=name), on_progress=self._train_progress,
+                                     on_done=self._train_done)
+
+        return self._run(start, block)
+
+    def _train_progress(self, p):
+        row = {"update": p.step, **{k: v for k, v in p.metrics.items() if isinstance(v, (int, float))}}
+        self.train_history.append(row)
+        self._emit("train", row)
+
+    def _train_done(self, result):
+        new = self.registry.get(MODEL_NAME) if MODEL_NAME in self.registry.names() else None
+        self._result = result
+        self.settings.version = None
+        self._emit("settings")
+        if new is not None:
+            coverage = new.meta.get("metrics", {}).get("val_coverage_pct", math.nan)
+            self._say(f"Trained {new.label}: validation coverage {coverage:.1f} %")
+
+
+def _is3d(layer) -> bool:
+    return layer is not None and not layer.rgb and layer.ndim == 3

@@ -1,0 +1,320 @@
+"""The Axon tracking widget, headless: track live, read the entropy, stop, branch,
+correct and fine-tune, roll back, SWC round trip, and one clear message per bad input.
+
+The agent here is untrained (a seeded random network nudged to move along +x): the
+tests check what the widget does, never how well the agent tracks.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+pytestmark = pytest.mark.gui
+
+from napari_medseg.core.registry import Registry  # noqa: E402
+from napari_medseg.methods.tracking.policy import BetaPolicy  # noqa: E402
+
+FAST = {"episodes_per_batch": 4, "eval_every": 1, "max_steps": 40, "update_epochs": 2}
+
+
+def test_agent(seed: int = 0) -> BetaPolicy:
+    """A random agent whose steps head along +x and whose entropy depends on what it sees."""
+    torch.manual_seed(seed)
+    policy = BetaPolicy()
+    with torch.no_grad():
+        policy.actor.head.weight.mul_(1000.0)
+        policy.actor.head.bias.copy_(torch.tensor([2.0, 2.0, 4.0, 2.0]))
+    return policy
+
+
+test_agent.__test__ = False  # a helper, not a test
+
+
+def save_agent(metrics=None):
+    p = test_agent()
+    return Registry().save_new_version("tracking", p.state_dict(), method="dai2019-tracking", arch=p.arch,
+                                       metrics=metrics or {})
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The agent is tiny: one torch thread is ~10x faster than two fighting over a busy CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def messages(monkeypatch):
+    seen = {"error": [], "info": []}
+    import napari_medseg.widgets._runner as runner_mod
+    import napari_medseg.widgets._tracking_controller as tracking_mod
+
+    monkeypatch.setattr(tracking_mod, "show_error", seen["error"].append)
+    monkeypatch.setattr(tracking_mod, "show_info", seen["info"].append)
+    monkeypatch.setattr(runner_mod, "show_error", seen["error"].append)
+    return seen
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    return make_napari_viewer(show=True)
+
+
+def dock(viewer):
+    return viewer.window.add_plugin_dock_widget("napari-medseg", "Axon tracking")[1]
+
+
+@pytest.fixture
+def axon(viewer):
+    """The synthetic axon sample, an agent in the registry, the widget docked."""
+    save_agent()
+    viewer.open_sample("napari-medseg", "synthetic_axon")
+    w = dock(viewer)
+    w.controller.set(stop_uncertain=False)
+    return w
+
+
+def shown(w, control) -> bool:
+    """Shown in the dock (whether or not napari shows the dock itself right now)."""
+    return control.native.isVisibleTo(w)
+
+
+def snapshot(viewer):
+    return {lay.name: [np.array(d, copy=True) for d in lay.data] if isinstance(lay.data, list)
+            else np.array(lay.data, copy=True) for lay in viewer.layers}
+
+
+def same_layers(a, b):
+    if a.keys() != b.keys():
+        return False
+    return all(len(a[k]) == len(b[k]) and all(np.array_equal(x, y) for x, y in zip(a[k], b[k])) for k in a)
+
+
+def slow_agent(monkeypatch, seconds):
+    """Each step takes at least ``seconds``: long enough to watch (or stop) a trace grow."""
+    act = BetaPolicy.act
+
+    def slow_act(self, *args, **kwargs):
+        time.sleep(seconds)
+        return act(self, *args, **kwargs)
+
+    monkeypatch.setattr(BetaPolicy, "act", slow_act)
+
+
+def test_track_draws_live_with_entropy_threshold_and_branches(viewer, axon, messages, monkeypatch):
+    w, c = axon, axon.controller
+    slow_agent(monkeypatch, 0.005)
+    assert w.image.value.name == "synthetic axon (SI)" and w.starts.value.name == "start points"
+    assert w.ends.value.name == "end points" and not shown(w, w.channel) and not shown(w, w.project)
+    lengths = []
+    draw = c.layers.draw
+    c.layers.draw = lambda ids: (draw(ids), lengths.append(len(c.records[ids[-1]].tracked)))
+    w.track_button.clicked()
+    c.wait(timeout=60)
+    c.layers.draw = draw
+    assert messages["error"] == []
+    traces, overlay = viewer.layers["traces"], viewer.layers["trace entropy"]
+    [rec] = [c.records[t] for t in c.last_batch]
+    assert len(traces.data) == 1 and traces.shape_type == ["path"]
+    np.testing.assert_allclose(traces.data[0][0], viewer.layers["start points"].data[0])
+    assert rec.stop_reason in ("end reached", "image edge", "max steps") and len(rec.tracked) > 20
+    assert len(lengths) >= 2 and lengths == sorted(lengths) and lengths[0] < lengths[-1]  # it grew while tracking
+    # one overlay point per step, at the point the step left, with that step's entropy
+    steps = len(rec.tracked) - 1
+    assert len(rec.entropy) == steps == len(overlay.data)
+    np.testing.assert_allclose(overlay.features["entropy"], rec.entropy)
+    np.testing.assert_allclose(overlay.data, rec.tracked[:-1])
+    c.fit_colours()  # fixed limits around these entropies: colours now spread over the map
+    lo, hi = c.settings.limits
+    assert (w.lo.value, w.hi.value) == (lo, hi) and w.colorbar.limits == (lo, hi) and lo < hi
+    face = np.asarray(overlay.face_color)
+    i, j = int(np.argmin(rec.entropy)), int(np.argmax(rec.entropy))
+    assert rec.entropy[i] < rec.entropy[j] and not np.allclose(face[i], face[j])
+    from napari.utils.colormaps import ensure_colormap
+
+    expected = ensure_colormap(c.settings.colormap).map(np.clip((rec.entropy - lo) / (hi - lo), 0, 1))
+    np.testing.assert_allclose(face, expected, atol=1e-6)  # the colour is a function of the entropy alone
+    # the threshold picks the highlighted (red-bordered) points
+    w.threshold.value = float(np.median(rec.entropy))
+    high = c.layers.highlighted()
+    assert high.tolist() == (rec.entropy > w.threshold.value).tolist() and 0 < high.sum() < steps
+    np.testing.assert_allclose(np.asarray(overlay.border_color)[high], [[1.0, 0.1, 0.1, 1.0]] * int(high.sum()))
+    w.threshold.value = float(rec.entropy.min()) - 1.0
+    assert c.layers.highlighted().all() and w.colorbar.threshold == w.threshold.value
+    # with "stop when uncertain", an agent above the threshold for k steps stops
+    w.stop_uncertain.value, w.entropy_steps.value = True, 3
+    [stopped] = c.track(block=True)
+    assert stopped.stop_reason == "uncertain" and len(stopped.entropy) == 3
+    assert len(overlay.data) == len(rec.entropy) + 3
+    traces.selected_data = {1}
+    traces.remove_selected()  # deleting a trace takes its entropy points along
+    assert len(traces.data) == 1 and len(overlay.data) == len(rec.entropy)
+    # a start on the existing trace continues it as a branch
+    w.stop_uncertain.value = False
+    k = 3  # near the start, still on the axon (the untrained agent soon wanders off it)
+    viewer.add_points(rec.tracked[k][None] + [0.8, 0.0], name="branch start")
+    w.starts.value, w.ends.value = viewer.layers["branch start"], None
+    out = c.track(block=True)
+    assert out is not None, messages
+    [branch] = out
+    assert branch.parent is not None and branch.parent[0] == rec.id and abs(branch.parent[1] - k) <= 1
+    assert len(viewer.layers["traces"].data) == 2 and f"branch of #{rec.id}" in w.trace_info.value
+    assert messages["error"] == []
+
+
+def test_stop_mid_track_keeps_the_partial_trace(viewer, axon, messages, monkeypatch, qtbot):
+    slow_agent(monkeypatch, 0.03)
+    w, c = axon, axon.controller
+    w.max_steps.value = 1000
+    c.track()
+    qtbot.waitUntil(lambda: len(w.runner.history) >= 4, timeout=30_000)
+    w.runner.stop_button.click()
+    c.wait(timeout=30)
+    [rec] = [c.records[t] for t in c.last_batch]
+    assert rec.stop_reason == "stopped" and w.runner.status.text() == "stopped"
+    assert 4 <= len(rec.entropy) < 60 and len(rec.tracked) == len(rec.entropy) + 1
+    np.testing.assert_allclose(viewer.layers["traces"].data[0], rec.tracked)
+    assert len(viewer.layers["trace entropy"].data) == len(rec.entropy) and messages["error"] == []
+
+
+def test_edit_fine_tune_and_roll_back(viewer, axon, messages, medseg_home):
+    w, c = axon, axon.controller
+    [rec] = c.track(block=True)
+    before = Registry().current("tracking").version
+    traces = viewer.layers["traces"]
+    data = [np.array(d) for d in traces.data]
+    data[0][5] += [1.5, -0.5]  # drag one vertex, as in direct-select mode
+    traces.data = data
+    assert c.layers.is_edited(rec.id, traces.data[0])
+    w.finetune_updates.value = 1
+    info = c.finetune(block=True, **FAST)
+    assert messages["error"] == [], messages["error"]
+    reg = Registry()
+    assert reg.current("tracking").version == before + 1 and info["version"] == before + 1
+    assert info["edited"] == [rec.id] and info["n_traces"] == 1
+    assert {"coverage_pct", "error_px"} <= info["before"].keys() & info["after"].keys()
+    assert "coverage" in w.rounds.value and "→" in w.rounds.value and f"v{before + 1}" in w.rounds.value
+    [saved] = (medseg_home / "corrections" / "tracking").glob("traces_*.swc")
+    from napari_medseg.methods.tracking.swc import read_swc
+
+    np.testing.assert_allclose(read_swc(saved).traces[0], data[0], atol=1e-6)  # autosaved before training
+    assert reg.current("tracking").meta["finetuned_from"] == before
+    assert c.rollback().version == before
+    assert Registry().current("tracking").version == before and w.version.value == "current"
+    assert "current again" in w.status.text()
+
+
+def test_swc_export_import_and_a_broken_file(viewer, axon, messages, tmp_path):
+    w, c = axon, axon.controller
+    [main] = c.track(block=True)
+    k = 4
+    viewer.add_points(main.tracked[k][None] + [0.5, 0.0], name="branch start")
+    w.starts.value, w.ends.value = viewer.layers["branch start"], None
+    [branch] = c.track(block=True)
+    assert branch.parent == (main.id, k)
+    path = tmp_path / "traces.swc"
+    assert c.export_swc(path) == path
+    text = path.read_text()
+    first_branch_node = [ln for ln in text.splitlines() if not ln.startswith("#")][len(main.tracked)]
+    assert int(first_branch_node.split()[-1]) == k + 1  # the branch hangs from node k of the main trace
+    exported = [np.array(d) for d in viewer.layers["traces"].data]
+    viewer.layers.remove("traces")
+    viewer.layers.remove("trace entropy")
+    imported = c.import_swc(path)
+    assert [r.parent for r in imported] == [None, (imported[0].id, k)]
+    for a, b in zip(exported, viewer.layers["traces"].data):
+        np.testing.assert_allclose(b, a, atol=1e-6)
+    assert messages["error"] == []
+    broken = tmp_path / "broken.swc"
+    broken.write_text("1 2 10 10 0 1 -1\n2 2 11 11 0 1 7\n")
+    layers = snapshot(viewer)
+    assert c.import_swc(broken) is None
+    assert len(messages["error"]) == 1 and "broken.swc" in messages["error"][0] and "parent" in messages["error"][0]
+    assert w.status.text() == messages["error"][0] and same_layers(layers, snapshot(viewer))
+
+
+def test_bad_input_gets_one_clear_message_and_changes_nothing(viewer, messages):
+    save_agent()
+    viewer.open_sample("napari-medseg", "synthetic_axon")
+    w = dock(viewer)
+    c = w.controller
+    viewer.add_points(np.zeros((0, 2)), name="no points")
+    cases = [
+        ({"starts": viewer.layers["no points"], "ends": None}, "No start points"),
+        ({"starts": viewer.add_points([[40.0, 300.0]], name="outside"), "ends": None}, "outside the image"),
+        ({"starts": viewer.layers["start points"], "model": "tissue"}, "is a tissue model, not a tracking agent"),
+    ]
+    for changes, expected in cases:
+        before, n = snapshot(viewer), len(messages["error"])
+        c.set(**changes)
+        assert c.track(block=True) is None
+        assert len(messages["error"]) == n + 1 and expected in messages["error"][-1], messages["error"]
+        assert w.status.text() == messages["error"][-1] and same_layers(before, snapshot(viewer))
+    assert messages["error"][-1].startswith("tissue v")  # names the model version picked
+    c.set(model="tracking")
+    # a 3D stack needs its max projection
+    stack = np.stack([viewer.layers["synthetic axon (SI)"].data] * 3)
+    viewer.add_image(stack, name="stack")
+    w.image.value = viewer.layers["stack"]
+    assert shown(w, w.project) and w.project.value  # ticked by default for stacks
+    w.project.value = False
+    before = snapshot(viewer)
+    assert c.track(block=True) is None
+    assert "3D stack" in messages["error"][-1] and "max projection" in messages["error"][-1]
+    assert same_layers(before, snapshot(viewer))
+    w.project.value = True
+    n = len(messages["error"])
+    assert c.track(block=True) is not None and len(messages["error"]) == n
+    assert "traces" in viewer.layers
+
+
+def test_retina_needs_a_channel_then_tracks_green_inverted(viewer, messages):
+    save_agent()
+    viewer.open_sample("napari-medseg", "retina")
+    retina = viewer.layers["retina (fundus, RGB)"]
+    w = dock(viewer)
+    c = w.controller
+    assert w.image.value is retina and shown(w, w.channel) and not shown(w, w.project)
+    assert (c.settings.channel, c.settings.invert, c.settings.scale) == (1, True, 1.5)  # from the layer's metadata
+    assert (w.channel.value, w.invert.value, w.scale.value) == (1, True, 1.5)
+    from scipy import ndimage as ndi
+
+    green = ndi.gaussian_filter(retina.data[..., 1].astype(float), 2)
+    y, x = np.unravel_index(np.argmin(green[600:800, 600:800]), (200, 200))  # on a dark vessel
+    viewer.add_points([[600.0 + y, 600.0 + x]], name="vessel start")
+    w.starts.value, w.ends.value = viewer.layers["vessel start"], None
+    w.max_steps.value, w.stop_uncertain.value = 15, False
+    w.channel.value = -1  # "none (choose one)"
+    before = snapshot(viewer)
+    assert c.track(block=True) is None
+    assert "RGB image" in messages["error"][-1] and "channel" in messages["error"][-1]
+    assert same_layers(before, snapshot(viewer))
+    w.channel.value = 1
+    [rec] = c.track(block=True)
+    assert len(messages["error"]) == 1 and len(rec.tracked) > 1
+    np.testing.assert_allclose(viewer.layers["traces"].data[0][0], [600.0 + y, 600.0 + x])
+
+
+def test_train_from_scratch_plots_reward_and_coverage(viewer, messages):
+    w = dock(viewer)
+    c = w.controller
+    assert c.track(block=True) is None and "Open or pick an image layer" in messages["error"][-1]
+    viewer.open_sample("napari-medseg", "synthetic_axon")
+    assert c.track(block=True) is None and "No model called 'tracking'" in messages["error"][-1]
+    w.setting.value, w.train_updates.value = "SI-W", 2
+    c.train(block=True, val_episodes=4, **FAST)
+    assert [e.version for e in Registry().list("tracking")] == [1]
+    entry = Registry().current("tracking")
+    assert entry.meta["config"]["setting"] == "SI-W" and entry.meta["config"]["updates"] == 2
+    assert [h["update"] for h in c.train_history] == [1, 2]
+    assert len(w.plot.series["mean_reward"]) == 2 and len(w.plot.series["coverage_pct"]) == 2
+    assert [v for _, v in w.plot.series["coverage_pct"]] == [h["coverage_pct"] for h in c.train_history]
+    assert "Trained tracking v1" in w.status.text() and w.version.choices[-1] == ("v1 (user)", 1)
+    [rec] = c.track(block=True)  # the new model tracks
+    assert len(rec.tracked) > 1
