@@ -186,3 +186,19 @@ def test_coverage_and_error_on_hand_made_traces():
     assert m["lost_steps"] == 7 and m["error_px"] == pytest.approx(0.0) and m["error_raw_px"] > 10
     assert m["entropy_within"] == 0.0 and m["entropy_outside"] == 1.0
     assert not lost_mask([20.0] * 5).any() and lost_mask([20.0] * 6).all()
+
+
+def test_best_model_selection_is_coverage_first_then_error():
+    from napari_medseg.methods.tracking.ppo import is_better
+
+    best = {"coverage": -math.inf, "error": math.inf, "max_coverage": -math.inf}
+    seq = [(51.0, 2.2), (96.0, 1.1), (99.6, 0.85), (99.4, 0.62), (97.0, 0.40), (100.0, 0.9)]
+    picked = []
+    for cov, err in seq:
+        if is_better(cov, err, best, tie=1.0):
+            best.update(coverage=cov, error=err)
+            picked.append((cov, err))
+        best["max_coverage"] = max(best["max_coverage"], cov)
+    # 99.4 % at 0.62 px beats 99.6 % at 0.85 px; 97 % is too far below the top; 100 % at
+    # 0.9 px does not beat 99.4 % at 0.62 px (within a point), so the 0.62-px model stays
+    assert picked == [(51.0, 2.2), (96.0, 1.1), (99.6, 0.85), (99.4, 0.62)]

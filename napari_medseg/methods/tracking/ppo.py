@@ -48,6 +48,7 @@ class PPOConfig:
     norm_adv: bool = True
     reward_scale: float = 0.1  # rewards are px of centreline per step; scaled for the critic
     eval_every: int = 10  # deterministic validation (and save_best) every this many updates
+    coverage_tie: float = 1.0  # validation coverages this close count as equal: then lower error wins
     val_episodes: int = 32
     device: str = "cpu"
     precision: str = "auto"  # "bf16": policy convs/linears in bfloat16 (auto: where the hardware has it)
@@ -196,6 +197,16 @@ def ppo_update(policy: BetaPolicy, optimizer, b: Transitions, config: PPOConfig,
     return stats
 
 
+def is_better(coverage: float, error: float, best: dict, tie: float) -> bool:
+    """Coverage first, then accuracy: among validations whose coverage is within ``tie``
+    points of the highest seen, the lowest error wins (a 0.3-point coverage gain is not
+    worth a 0.2-px error loss)."""
+    top = max(best["max_coverage"], coverage)
+    if coverage < top - tie:
+        return False
+    return best["coverage"] < top - tie or error < best["error"]
+
+
 def synthetic_episodes(setting="SI", seed: int = 0) -> Callable[[int, int], tuple]:
     """``episodes(index, n) -> (images (n, H, W), centrelines)``: fresh, seeded images for
     training batch ``index`` >= 0; ``index`` -1 is the validation set (its own seeds)."""
@@ -247,7 +258,8 @@ def train_tracker(config: PPOConfig | None = None, setting="SI", *, env_config: 
     env = TrackingEnv(env_config, device)
     episodes = episodes or synthetic_episodes(setting, config.seed)
     val_images, val_lines = episodes(-1, config.val_episodes) if config.eval_every > 0 else (None, None)
-    best = {"score": (-math.inf, -math.inf), "metrics": {}, "step": 0, "state": None}
+    best = {"coverage": -math.inf, "error": math.inf, "max_coverage": -math.inf, "metrics": {}, "step": 0,
+            "state": None}
     history: list[dict] = []
     update = 0
     record = {} if record is None else record
@@ -260,11 +272,12 @@ def train_tracker(config: PPOConfig | None = None, setting="SI", *, env_config: 
     def validate_and_keep(at: int) -> dict:
         r = collect_rollout(policy, env, val_images, val_lines, deterministic=True, precision=policy_precision(config))
         m = {f"val_{k}": v for k, v in rollout_metrics(r, val_lines).items()}
-        score = (m["val_coverage_pct"], -m["val_error_px"] if math.isfinite(m["val_error_px"]) else -math.inf)
-        if score > best["score"]:
-            best.update(score=score, metrics=m, step=at, state=copy.deepcopy(policy.state_dict()))
-            if save_best is not None:
-                save_best(best["state"], m, at)
+        cov, err = m["val_coverage_pct"], m["val_error_px"] if math.isfinite(m["val_error_px"]) else math.inf
+        if is_better(cov, err, best, config.coverage_tie):
+            best.update(coverage=cov, error=err, metrics=m, step=at, state=copy.deepcopy(policy.state_dict()))
+        best["max_coverage"] = max(best["max_coverage"], cov)
+        if best["step"] == at and save_best is not None:
+            save_best(best["state"], m, at)
         return m
 
     t0 = time.perf_counter()
