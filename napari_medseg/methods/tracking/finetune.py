@@ -86,7 +86,7 @@ def trace_episodes(images: Sequence[np.ndarray], traces: Sequence[Sequence[np.nd
 
 def finetune_config(updates: int = 20, **changes) -> PPOConfig:
     """PPO settings for fine-tuning: the paper's, fewer updates, validation every 5."""
-    return PPOConfig(updates=updates, eval_every=5, **changes)
+    return PPOConfig(**{"updates": updates, "eval_every": 5, **changes})
 
 
 def finetune_on_traces(policy: BetaPolicy, images, traces, config: PPOConfig | None = None, seed: int = 0):
