@@ -104,7 +104,7 @@ def finetune_command(args) -> int:
         args.image = img
         images.append(_image(args))
         traces.append(read_swc(swc).traces)
-    config = finetune_config(updates=args.updates, seed=args.seed)
+    config = finetune_config(updates=args.updates, seed=args.seed, episodes_per_batch=args.episodes)
     if args.folds:
         gen = kfold_finetune(lambda: _policy(args.model)[0], images, traces, k=args.folds, config=config,
                              seed=args.seed)
@@ -152,6 +152,7 @@ def add_parsers(sub) -> None:
     s.add_argument("--image", nargs="+", required=True)
     s.add_argument("--swc", nargs="+", required=True, help="corrected traces, one SWC per image")
     s.add_argument("--updates", type=int, default=20)
+    s.add_argument("--episodes", type=int, default=32, help="episodes per PPO update (the paper: 32)")
     s.add_argument("--folds", type=int, default=0, help="k-fold protocol of the paper: report, save nothing")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--json", default=None)

@@ -115,3 +115,30 @@ def test_cli_track_writes_an_swc_with_one_trace_per_start(tmp_path):
     np.testing.assert_allclose(forest.traces[0][0], r.start, atol=1e-4)
     assert main(["track", str(tif), "--starts", "500,5", "--out", str(tmp_path / "x.swc")]) == 2
     assert not (tmp_path / "x.swc").exists()
+
+
+def test_cli_kfold_reports_each_fold_and_saves_no_model(tmp_path, capsys):
+    import json
+
+    import tifffile
+
+    from napari_medseg.methods.tracking.swc import write_swc
+
+    torch.manual_seed(0)
+    Registry().save_new_version(MODEL_NAME, BetaPolicy().state_dict(), method="dai2019-tracking",
+                                arch=BetaPolicy().arch)
+    args = ["finetune", "--updates", "1", "--episodes", "4", "--folds", "2", "--json", str(tmp_path / "k.json"), "--image"]
+    swcs = []
+    for s in (1, 2):
+        r = generate("crossing", seed=s)
+        tifffile.imwrite(tmp_path / f"a{s}.tif", r.image)
+        write_swc(tmp_path / f"a{s}.swc", [r.centreline, *r.distractors])
+        args.append(str(tmp_path / f"a{s}.tif"))
+        swcs.append(str(tmp_path / f"a{s}.swc"))
+    assert main(args + ["--swc", *swcs]) == 0
+    out = capsys.readouterr().out
+    assert "fold 0: coverage" in out and "fold 1: coverage" in out and "mean: coverage" in out
+    report = json.loads((tmp_path / "k.json").read_text())
+    assert sum(f["n_test"] for f in report["folds"]) == 6
+    assert [e.version for e in Registry().list(MODEL_NAME)] == [1]  # k-fold only reports
+    assert main(args[:-1] + ["--swc", *swcs]) == 2  # one SWC per image
