@@ -167,9 +167,11 @@ def demo_tracking(viewer, widgets, app, out: Path, steps: int) -> dict:
 
     def run_on(r, name):
         lines = [r.centreline, *r.distractors]
+        inside = np.array(r.image.shape) - 1.0  # distractors run to the edge: keep their ends on the image
+        firsts, lasts = (np.clip(np.stack([ln[k] for ln in lines]), 0.0, inside) for k in (0, -1))
         img = viewer.add_image(r.image, name=name, colormap="gray")
-        pts = viewer.add_points(np.stack([ln[0] for ln in lines]), name=f"{name} starts", face_color="cyan", size=4)
-        end = viewer.add_points(np.stack([ln[-1] for ln in lines]), name=f"{name} ends", face_color="magenta", size=4)
+        pts = viewer.add_points(firsts, name=f"{name} starts", face_color="cyan", size=4)
+        end = viewer.add_points(lasts, name=f"{name} ends", face_color="magenta", size=4)
         c.set(image=img, starts=pts, ends=end)
         return c.track(block=True), lines
 
@@ -254,7 +256,10 @@ def run_demo(out_dir: Path = Path("demo-output"), gui: str = "auto", steps: int 
             report["methods"][name] = fn(viewer, widgets, app, out_dir, steps)
         except Exception as exc:  # report and go on with the other methods
             failures += 1
-            report["methods"][name] = {"error": f"{type(exc).__name__}: {exc}"}
+            import traceback
+
+            report["methods"][name] = {"error": f"{type(exc).__name__}: {exc}",
+                                       "traceback": traceback.format_exc()[-3000:]}
     (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
     (out_dir / "report.md").write_text(_markdown(report))
     viewer.close()

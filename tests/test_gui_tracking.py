@@ -301,7 +301,10 @@ def test_retina_needs_a_channel_then_tracks_green_inverted(viewer, messages):
     np.testing.assert_allclose(viewer.layers["traces"].data[0][0], [600.0 + y, 600.0 + x])
 
 
-def test_train_from_scratch_plots_reward_and_coverage(viewer, messages):
+def test_train_from_scratch_plots_reward_and_coverage(viewer, messages, monkeypatch, tmp_path):
+    from napari_medseg.core import paths
+
+    monkeypatch.setattr(paths, "models_dir", lambda: tmp_path / "no-shipped-models")  # a fresh install without them
     w = dock(viewer)
     c = w.controller
     assert c.track(block=True) is None and "Open or pick an image layer" in messages["error"][-1]
@@ -318,3 +321,21 @@ def test_train_from_scratch_plots_reward_and_coverage(viewer, messages):
     assert "Trained tracking v1" in w.status.text() and w.version.choices[-1] == ("v1 (user)", 1)
     [rec] = c.track(block=True)  # the new model tracks
     assert len(rec.tracked) > 1
+
+
+def test_hidden_overlay_is_redrawn_when_traces_shrink(axon, viewer):
+    """Hiding the entropy overlay, then tracking shorter traces, must not break napari."""
+    c = axon.controller
+    c.set(max_steps=12)
+    c.track(block=True)
+    n_long = len(viewer.layers["trace entropy"].data)
+    at = viewer.layers.index(viewer.layers["trace entropy"])
+    viewer.layers["trace entropy"].visible = False
+    viewer.layers["traces"].data = []
+    c.set(max_steps=4)
+    c.track(block=True)
+    over = viewer.layers["trace entropy"]
+    assert not over.visible and len(over.data) == 4 < n_long
+    assert viewer.layers.index(over) == at  # replaced in place
+    over.visible = True
+    assert viewer.screenshot(canvas_only=True).std() > 0  # draws, without napari's IndexError

@@ -147,3 +147,15 @@ def test_one_image_per_start_tracks_like_each_image_alone():
         assert b.stop_reason == alone.stop_reason
     with pytest.raises(InputError, match="3 images for 2 start points"):
         track(np.stack([r.image for r in rs]), np.stack([r.start for r in rs[:2]]), policy=policy, config=cfg)
+
+
+def test_inverting_a_fundus_photograph_does_not_turn_its_black_frame_into_structure():
+    from skimage import data
+
+    rgb = data.retina()
+    img = prepare_image(rgb, channel=1, invert=True)
+    med, _hi = training_quantiles()
+    assert abs(float(img[5, 5]) - med) < 0.05  # the frame corner sits at the background level
+    assert float(np.percentile(img[600:800, 600:800], 99)) > med + 0.1  # vessels are bright
+    naive = prepare_image(rgb[..., 1].max() - rgb[..., 1], normalise=True)
+    assert naive[5, 5] > 0.5  # what the fill avoids: an inverted frame is the brightest thing

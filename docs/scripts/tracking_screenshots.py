@@ -21,6 +21,8 @@ from qtpy.QtCore import Qt  # noqa: E402
 from qtpy.QtWidgets import QApplication, QDockWidget  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "images"
+# on vessels, found with a ridge filter near hand-picked places
+RETINA_STARTS = np.array([(700, 710), (631, 937), (506, 564), (895, 776), (787, 504), (562, 967)], float)
 FAST = {"episodes_per_batch": 8, "eval_every": 1, "update_epochs": 4}
 
 
@@ -42,6 +44,7 @@ def main() -> None:
         qdock = qdock.parent()
     viewer.window._qt_window.resizeDocks([qdock], [560], Qt.Orientation.Horizontal)
     c = w.controller
+    c.set(stop_uncertain=False)
     [rec] = c.track(block=True)
     c.fit_colours()
     viewer.layers.selection.active = viewer.layers["traces"]
@@ -52,6 +55,27 @@ def main() -> None:
     viewer.camera.center = (0, *rec.tracked[len(rec.tracked) // 3])
     wait(300)
     viewer.screenshot(str(OUT / "tracking_entropy.png"), canvas_only=True)
+    # the retina sample: vessels, a real image the agent never saw (green channel, inverted)
+    for layer in viewer.layers:
+        layer.visible = False
+    viewer.layers["traces"].data = []
+    viewer.open_sample("napari-medseg", "retina")
+    retina = viewer.layers["retina (fundus, RGB)"]
+    viewer.layers.move(viewer.layers.index(retina), 0)  # under the traces
+    pts = viewer.add_points(RETINA_STARTS, name="retina starts", face_color="cyan", size=12)
+    c.set(image=retina, starts=pts, ends=None)
+    c.track(block=True)
+    for name in ("traces", "trace entropy"):
+        viewer.layers[name].visible = True
+    viewer.reset_view()
+    wait(300)
+    viewer.screenshot(str(OUT / "tracking_retina.png"), canvas_only=True)
+    for layer in viewer.layers:
+        layer.visible = layer.name in ("synthetic axon (SI)", "ground-truth centreline", "traces", "trace entropy")
+    viewer.layers["traces"].data = []
+    c.set(image=viewer.layers["synthetic axon (SI)"], starts=viewer.layers["start points"],
+          ends=viewer.layers["end points"])
+    c.track(block=True)
     traces = viewer.layers["traces"]
     data = [np.array(d) for d in traces.data]
     data[0][6:12] += [1.0, 0.0]  # a correction, as if dragged in direct-select mode

@@ -125,7 +125,9 @@ class TrackingController:
             return
         s, thr = self.settings, metrics.get("entropy_threshold")
         if isinstance(thr, (int, float)) and math.isfinite(thr):  # otherwise leave the user's choice
-            s.threshold, s.stop_uncertain = round(float(thr), 3), True
+            # highlight only: as a stopping rule the midpoint also stops good traces at
+            # their uncertain first steps and bends; the user ticks the box to stop on it
+            s.threshold = round(float(thr), 3)
         a, b = metrics.get("val_entropy_within"), metrics.get("val_entropy_outside")
         if isinstance(a, float) and isinstance(b, float) and math.isfinite(a) and math.isfinite(b) and b > a:
             gap = max(b - a, 0.5)

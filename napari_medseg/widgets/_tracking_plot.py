@@ -251,9 +251,17 @@ class TraceLayers:
                                                   np.concatenate(ent or [np.zeros(0)]),
                                                   np.concatenate(tid or [np.zeros(0)]), s.colormap, s.limits,
                                                   s.threshold)
-        if over is None:
-            self._add(self.viewer.add_points, data, name=OVERLAY, features=feats, face_color=face,
-                      border_color=border, border_width=0.3, size=1.2)
+        if over is None or not over.visible:
+            # a hidden Points layer keeps its old slice: napari fails on recolouring it
+            # after its data shrank, so a hidden overlay is replaced, in place
+            at = self.viewer.layers.index(over) if over is not None else None
+            if over is not None:
+                self.viewer.layers.remove(over)
+            colours = {"face_color": face, "border_color": border} if len(data) else {}
+            new = self._add(self.viewer.add_points, data, name=OVERLAY, features=feats, border_width=0.3, size=1.2,
+                            visible=over is None, **colours)
+            if at is not None:
+                self.viewer.layers.move(self.viewer.layers.index(new), at)
             return
         over.data = data
         over.features = feats

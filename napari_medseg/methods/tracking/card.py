@@ -13,6 +13,8 @@ def write_model_card(folder: Path, meta: dict, command: str) -> Path:
     m = meta.get("metrics", {})
     c = meta.get("config", {})
     k = meta["arch"]["kwargs"]
+    curve = meta.get("validation_curve") or [{}]
+    ran = curve[-1].get("update") or c.get("updates")
     text = f"""# tracking v{meta['version']}: deep-RL axon tracker (Dai et al. 2019)
 
 - **What it does**: from a start point (and optionally an end point) on a bright, thin
@@ -28,8 +30,10 @@ def write_model_card(folder: Path, meta: dict, command: str) -> Path:
 - **Training**: PPO, γ {c.get('gamma')}, clip {c.get('clip_coef')}, GAE λ {c.get('gae_lambda')},
   {c.get('episodes_per_batch')} episodes a batch, {c.get('update_epochs')} epochs in
   {c.get('num_minibatches')} minibatches, Adam {c.get('learning_rate')} (weight decay
-  {c.get('weight_decay')}), policy in {c.get('precision')} precision; best of
-  {c.get('updates')} updates by deterministic validation coverage (update {m.get('best_update')}).
+  {c.get('weight_decay')}), policy in {c.get('precision')} precision. {ran} updates run (of {c.get('updates')} planned) in
+  {_f(curve[-1].get('wall_minutes'), '.0f')} minutes; kept: update {m.get('best_update')}, chosen by
+  deterministic validation every {c.get('eval_every')} updates (coverage first; validations within
+  {c.get('coverage_tie')} point of the top coverage count as tied and the lower error wins).
 - **Validation** ({c.get('val_episodes')} held-out images): coverage {_f(m.get('val_coverage_pct'), '.1f')} %,
   error {_f(m.get('val_error_px'), '.2f')} px, far end reached {_f(m.get('val_end_reached_pct'), '.0f')} %;
   mean entropy {_f(m.get('val_entropy_within'))} within 3 px of the centreline and

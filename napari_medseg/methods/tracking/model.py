@@ -77,7 +77,7 @@ def train_tracking(registry: Registry, config: PPOConfig | None = None, setting:
         for p in gen:
             p.metrics["wall_minutes"] = (time.perf_counter() - t0) / 60
             p.metrics["cpu_minutes"] = (time.process_time() - c0) / 60
-            history.append(dict(p.metrics))
+            history.append({"update": p.step, **p.metrics})
             yield p
             if minutes is not None and p.metrics["wall_minutes"] >= minutes:
                 break

@@ -70,6 +70,7 @@ def prepare_image(data, *, channel: int | None = None, project: str | None = Non
     if not np.isfinite(a).all():
         raise InputError("The image contains NaN or infinite values; fix or mask them before tracking.")
     if invert:
+        a = _fill_dark_surround(a)
         a = a.max() - a
     if not normalise:
         return a
@@ -78,6 +79,24 @@ def prepare_image(data, *, channel: int | None = None, project: str | None = Non
         raise InputError("The image is blank (no contrast): nothing to trace.")
     t_med, t_hi = training_quantiles()
     return np.clip((a - med) / (hi - med) * (t_hi - t_med) + t_med, 0.0, 1.0).astype(np.float32)
+
+
+def _fill_dark_surround(a: np.ndarray) -> np.ndarray:
+    """A black frame around the field of view (fundus photographs, stitched mosaics)
+    would turn into the brightest structure once inverted: fill it with the median of
+    the field of view. The frame is what is darker than a tenth of the 75th percentile
+    and touches the image border."""
+    dark = a < 0.1 * np.percentile(a, 75)
+    if not dark.any():
+        return a
+    labels, _n = ndi.label(dark)
+    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    frame = np.isin(labels, edge[edge > 0])
+    if not frame.any() or frame.all():
+        return a
+    out = a.copy()
+    out[frame] = np.median(a[~frame])
+    return out
 
 
 def _noise_sigma(image: np.ndarray, smoothed: np.ndarray, sigma: float) -> float:
