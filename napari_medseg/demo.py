@@ -129,6 +129,14 @@ def demo_tissue(viewer, widgets, app, out: Path, steps: int) -> dict:
     }
 
 
+def _zoom_to(viewer, shape) -> None:
+    """Fill the canvas with a (H, W) image at the origin (reset_view would also fit the
+    hidden slide layers, leaving the 128-px axon image a speck)."""
+    ch, cw = viewer.screenshot(canvas_only=True, flash=False).shape[:2]
+    viewer.camera.center = (0.0, (shape[0] - 1) / 2, (shape[1] - 1) / 2)
+    viewer.camera.zoom = 0.95 * min(ch / shape[0], cw / shape[1])
+
+
 def _traces_metrics(records, truths) -> dict:
     from .methods.tracking.metrics import mean_metrics, trace_metrics
 
@@ -158,7 +166,7 @@ def demo_tracking(viewer, widgets, app, out: Path, steps: int) -> dict:
     records = c.track(block=True)
     seconds = time.perf_counter() - t0
     si = _traces_metrics(records, [truth])
-    viewer.reset_view()
+    _zoom_to(viewer, image.data.shape)
     shots = [_screenshot(viewer, out / "tracking-1-si.png")]
     # a shifted domain: wide axons, three per image (one to correct, one held out)
     train, held = (generate("SI-W", seed=s, n_distractors=2) for s in (501, 502))
@@ -170,6 +178,7 @@ def demo_tracking(viewer, widgets, app, out: Path, steps: int) -> dict:
         inside = np.array(r.image.shape) - 1.0  # distractors run to the edge: keep their ends on the image
         firsts, lasts = (np.clip(np.stack([ln[k] for ln in lines]), 0.0, inside) for k in (0, -1))
         img = viewer.add_image(r.image, name=name, colormap="gray")
+        viewer.layers.move(viewer.layers.index(img), 0)  # under the traces and their entropy
         pts = viewer.add_points(firsts, name=f"{name} starts", face_color="cyan", size=4)
         end = viewer.add_points(lasts, name=f"{name} ends", face_color="magenta", size=4)
         c.set(image=img, starts=pts, ends=end)
@@ -189,7 +198,7 @@ def demo_tracking(viewer, widgets, app, out: Path, steps: int) -> dict:
         layer.visible = layer.name.startswith("SI-W held out") or layer.name in ("traces", "trace entropy")
     traces.data = []
     after = _traces_metrics(*run_on(held, "SI-W held out (fine-tuned)"))
-    viewer.reset_view()
+    _zoom_to(viewer, held.image.shape)
     shots.append(_screenshot(viewer, out / "tracking-2-finetuned.png"))
     return {
         "method": "axon tracking (Dai et al. 2019)",
