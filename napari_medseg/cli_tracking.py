@@ -78,8 +78,7 @@ def track_command(args) -> int:
     starts = _points(args.starts, "starts")
     ends = _points(args.ends, "ends")
     policy, meta = _policy(args.model)
-    threshold = args.threshold if args.threshold is not None else None
-    config = TrackConfig(max_steps=args.max_steps, scale=args.scale, entropy_threshold=threshold,
+    config = TrackConfig(max_steps=args.max_steps, scale=args.scale, entropy_threshold=args.threshold,
                          entropy_steps=args.entropy_steps)
     traces = track(image, starts, ends, policy=policy, config=config)
     write_swc(args.out, [t.points for t in traces], header=f"napari-medseg track {args.image} ({args.model})")

@@ -32,20 +32,14 @@ def evaluate(policy, images, max_steps: int = 200, batch: int = 32) -> dict:
     stepping together, each with the rules of :func:`~..methods.tracking.track.track`);
     mean metrics."""
     from ..methods.tracking.metrics import mean_metrics, trace_metrics
-    from ..methods.tracking.track import TrackConfig, track_iter
+    from ..methods.tracking.track import TrackConfig, track
 
     config = TrackConfig(max_steps=max_steps, check_starts=False)
     rows = []
     for i in range(0, len(images), batch):
         part = images[i : i + batch]
-        gen = track_iter(policy, np.stack([r.image for r in part]), np.stack([r.start for r in part]),
-                         np.stack([r.end for r in part]), config, live=False)
-        while True:
-            try:
-                next(gen)
-            except StopIteration as stop:
-                traces = stop.value
-                break
+        traces = track(np.stack([r.image for r in part]), np.stack([r.start for r in part]),
+                       np.stack([r.end for r in part]), policy=policy, config=config)
         rows += [trace_metrics(t.points, r.centreline, t.entropy) for t, r in zip(traces, part)]
     return mean_metrics(rows)
 

@@ -123,9 +123,9 @@ def kfold_finetune(policy_factory, images, traces, k: int = 5, config: PPOConfig
     folds = np.array_split(order, k)
     rows = []
     for f, test_idx in enumerate(folds):
-        train = [[] for _ in images]
+        train, held = [[] for _ in images], set(test_idx.tolist())
         for j in order:
-            if j not in set(test_idx.tolist()):
+            if j not in held:
                 train[pairs[j][0]].append(pairs[j][1])
         policy = policy_factory()
         before = _eval_fold(policy, images, [pairs[j] for j in test_idx])

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from napari_medseg.core.errors import InputError
-from napari_medseg.core.jobs import Progress
+from napari_medseg.core.jobs import Progress, collect
 
 from .env import RUNNING, STOP_REASONS, EnvConfig, TrackingEnv
 from .policy import BetaPolicy
@@ -156,9 +156,4 @@ def track(image, starts, ends=None, policy: BetaPolicy | None = None, config: Tr
         from .model import load_tracker
 
         policy, _meta = load_tracker()
-    gen = track_iter(policy, image, starts, ends, config, branches_of, device)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    return collect(track_iter(policy, image, starts, ends, config, branches_of, device, live=False))[1]
