@@ -10,13 +10,14 @@ from ..core.device import available_devices
 SMALL_ENOUGH_TO_PAINT = 64_000_000  # pixels: below this a result is loaded into memory for painting
 
 
-def layer_picker(viewer, layer_type, label: str) -> ComboBox:
-    """A ComboBox of the viewer's layers of one type that follows the layer list."""
+def layer_picker(viewer, layer_type, label: str, nullable: bool = False, exclude=()) -> ComboBox:
+    """A ComboBox of the viewer's layers of one type (but not those named in
+    ``exclude``, e.g. a widget's own output layers) that follows the layer list."""
 
     def choices(_widget=None):
-        return [(lay.name, lay) for lay in viewer.layers if isinstance(lay, layer_type)]
+        return [(lay.name, lay) for lay in viewer.layers if isinstance(lay, layer_type) and lay.name not in exclude]
 
-    box = ComboBox(label=label, choices=choices, nullable=False)
+    box = ComboBox(label=label, choices=choices, nullable=nullable)
     for ev in (viewer.layers.events.inserted, viewer.layers.events.removed, viewer.layers.events.reordered):
         ev.connect(lambda _e=None: box.reset_choices())
     return box

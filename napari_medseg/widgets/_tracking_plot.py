@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from napari.layers import Points, Shapes
-from magicgui.widgets import ComboBox, Container
+from magicgui.widgets import Container
 from napari.utils.colormaps import ensure_colormap
 from qtpy.QtCore import QPointF, QRectF, Qt
 from qtpy.QtGui import QColor, QLinearGradient, QPainter, QPen, QPolygonF
@@ -370,15 +370,6 @@ class LivePlot(QWidget):
             p.setPen(colour)
             p.drawText(QRectF(4, plot.bottom() + 2 + 14 * i, w - 8, 14), int(Qt.AlignmentFlag.AlignLeft), label)
         p.end()
-
-
-def layer_picker(viewer, kind, label, nullable=False) -> ComboBox:
-    """A ComboBox of the viewer's layers of one kind (not the widget's own), following the list."""
-    box = ComboBox(label=label, nullable=nullable, choices=lambda _w=None: [
-        (lay.name, lay) for lay in viewer.layers if isinstance(lay, kind) and lay.name not in (TRACES, OVERLAY)])
-    for ev in (viewer.layers.events.inserted, viewer.layers.events.removed, viewer.layers.events.reordered):
-        ev.connect(lambda _e=None: box.reset_choices())
-    return box
 
 
 def section(title, items) -> QGroupBox:

@@ -17,10 +17,10 @@ from ..core import registry as registry_mod
 from ..core.registry import Registry
 from ..methods.tracking.model import MODEL_NAME
 from ..methods.tracking.synthetic import SETTINGS
-from ._common import device_picker
+from ._common import device_picker, layer_picker
 from ._runner import JobRunner
 from ._tracking_controller import CHANNELS, CURRENT, NO_CHANNEL, TrackingController, _is3d
-from ._tracking_plot import ColorBar, LivePlot, layer_picker, section
+from ._tracking_plot import OVERLAY, TRACES, ColorBar, LivePlot, section
 
 BOUND = ("image", "starts", "ends", "model", "project", "invert", "scale", "max_steps", "device",
          "threshold", "stop_uncertain", "entropy_steps", "finetune_updates", "setting", "train_updates")
@@ -33,9 +33,10 @@ class TrackingWidget(QWidget):
         super().__init__()
         self.viewer, self.runner, self._syncing = napari_viewer, JobRunner(), False
         self.controller = c = TrackingController(napari_viewer, self.runner, registry)
-        self.image = layer_picker(napari_viewer, Image, "image")
-        self.starts = layer_picker(napari_viewer, Points, "start points")
-        self.ends = layer_picker(napari_viewer, Points, "end points", nullable=True)
+        own = (TRACES, OVERLAY)  # the widget's output layers are never its input
+        self.image = layer_picker(napari_viewer, Image, "image", exclude=own)
+        self.starts = layer_picker(napari_viewer, Points, "start points", exclude=own)
+        self.ends = layer_picker(napari_viewer, Points, "end points", nullable=True, exclude=own)
         self.model = ComboBox(label="model", choices=lambda _w=None: sorted({MODEL_NAME, *c.registry.names()}))
         self.version = ComboBox(label="version", choices=self._versions)
         self.channel = ComboBox(label="channel", choices=CHANNELS)
