@@ -89,7 +89,13 @@ def _train(args) -> int:
         reg = Registry(shipped_root=paths.models_dir(), user_root=tmp)
     else:
         reg = Registry()
-    if args.method == "tracking":
+    if args.method == "box_iterative":
+        from . import cli_box
+        from .methods.box_iterative.card import write_model_card
+        from .methods.box_iterative.model import MODEL_NAME
+
+        entry = cli_box.train(args, reg)
+    elif args.method == "tracking":
         from . import cli_tracking
         from .methods.tracking.card import write_model_card
         from .methods.tracking.model import MODEL_NAME
@@ -103,7 +109,7 @@ def _train(args) -> int:
         if args.resume:
             resume = reg.get(MODEL_NAME).load()
             resume = (resume[0].state_dict(), resume[1])
-        job = run_in_terminal(train_tissue(reg, steps=args.steps, seed=args.seed, device=select_device(args.device),
+        job = run_in_terminal(train_tissue(reg, steps=args.steps or 400, seed=args.seed, device=select_device(args.device),
                                            resume=resume), "train tissue")
         entry = (job.result or {}).get("entry") if job.result else None
         if entry is None and job.stopped:
@@ -211,8 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_bench)
 
     s = sub.add_parser("train", help="train a method's model (a new version; never overwrites)")
-    s.add_argument("method", choices=["tissue", "tracking"])
-    s.add_argument("--steps", type=int, default=400, help="tissue: training steps")
+    s.add_argument("method", choices=["tissue", "tracking", "box_iterative"])
+    s.add_argument("--steps", type=int, default=None, help="training steps (tissue: 400; box_iterative: 150 per round)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default=None)
     s.add_argument("--resume", action="store_true", help="fine-tune the current version")
@@ -221,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     from . import cli_tracking
 
     cli_tracking.add_train_options(s)
+    from . import cli_box
+
+    cli_box.add_train_options(s)
     cli_tracking.add_parsers(sub)
 
     s = sub.add_parser("segment", help="tiled segmentation of an image file with a registered model")

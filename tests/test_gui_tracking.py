@@ -53,7 +53,7 @@ def one_thread():
 def messages(monkeypatch):
     seen = {"error": [], "info": []}
     import napari_medseg.widgets._runner as runner_mod
-    import napari_medseg.widgets._tracking_controller as tracking_mod
+    import napari_medseg.widgets._controller as tracking_mod
 
     monkeypatch.setattr(tracking_mod, "show_error", seen["error"].append)
     monkeypatch.setattr(tracking_mod, "show_info", seen["info"].append)

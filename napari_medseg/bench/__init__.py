@@ -10,4 +10,5 @@ from __future__ import annotations
 BENCHMARKS = {
     "tiling": "napari_medseg.bench.tiling:run",
     "tracking": "napari_medseg.bench.tracking:run",
+    "box_iterative": "napari_medseg.bench.box_iterative:run",
 }

@@ -32,12 +32,15 @@ def train_supervised(
     mode: str = "max",
     save_best: Callable[[dict, dict, int], None] | None = None,
     amp: bool = True,
+    cpu_bf16: bool = False,
+    grad_clip: float | None = None,
 ):
     """Yield :class:`Progress` each step; return ``{"best_metrics", "best_step", "history"}``.
 
     ``save_best(state, metrics, step)`` is called whenever the monitored validation
     metric improves (the method decides where that goes), and once more when a job is
-    stopped before its first validation. A diverged run (non-finite loss) raises
+    stopped before its first validation. ``cpu_bf16`` runs the forward pass in bfloat16
+    autocast on CPUs that have native support. A diverged run (non-finite loss) raises
     :class:`TrainingError` and saves nothing from after the divergence.
     """
     device = torch.device(device)
@@ -73,12 +76,15 @@ def train_supervised(
                 preflight(model, device, tuple(x.shape[2:]), int(x.shape[0]), int(x.shape[1]), training=True)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             opt.zero_grad(set_to_none=True)
-            with autocast(device, use_amp):
+            with autocast(device, use_amp or cpu_bf16, cpu_bf16=cpu_bf16):
                 loss = loss_fn(model(x), y)
             if not torch.isfinite(loss):
                 diverged = True
                 raise TrainingError(f"The training loss became {loss.item()} at step {step}; lower the learning rate.")
             scaler.scale(loss).backward()
+            if grad_clip is not None:
+                scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             scaler.step(opt)
             scaler.update()
             metrics = {"loss": float(loss.detach())}

@@ -9,12 +9,10 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
-import time
 from dataclasses import dataclass
 
 import numpy as np
 from napari.layers import Image, Points
-from napari.utils.notifications import show_error, show_info
 
 from ..core.corrections import corrections_dir
 from ..core.device import select_device
@@ -29,6 +27,7 @@ from ..methods.tracking.ppo import PPOConfig
 from ..methods.tracking.synthetic import SETTINGS
 from ..methods.tracking.track import TrackConfig, track_iter
 from ._common import SMALL_ENOUGH_TO_PAINT
+from ._controller import Controller
 from ._runner import JobRunner
 from ._tracking_plot import TraceLayers
 
@@ -63,10 +62,11 @@ class TrackSettings:
     train_updates: int = 500
 
 
-class TrackingController:
+class TrackingController(Controller):
     """Scriptable state and actions of the Axon tracking widget."""
 
     def __init__(self, viewer, runner: JobRunner, registry: Registry | None = None):
+        super().__init__()
         self.viewer, self.runner = viewer, runner
         self.registry = registry or Registry()
         self.settings = TrackSettings()
@@ -74,9 +74,7 @@ class TrackingController:
         self.rounds: list[dict] = []
         self.train_history: list[dict] = []
         self.last_batch: list[int] = []
-        self.message = ""
-        self.listeners: list = []  # callback(kind, payload)
-        self._latest = self._result = None
+        self._latest = None
         self._rollback: list[tuple[str, int]] = []
 
     @property
@@ -87,15 +85,6 @@ class TrackingController:
         return self.layers.current()
 
     # ------------------------------------------------------------- plumbing
-    def _emit(self, kind: str, payload=None):
-        for cb in list(self.listeners):
-            cb(kind, payload)
-
-    def _say(self, msg: str, error: bool = False):
-        self.message = msg
-        (show_error if error else show_info)(msg)
-        self._emit("message", msg)
-
     def set(self, **changes):
         """Change settings (as the controls do); a new image prefills from its metadata."""
         for k, v in changes.items():
@@ -133,32 +122,6 @@ class TrackingController:
             gap = max(b - a, 0.5)
             s.limits = (math.floor(a - gap), math.ceil(b + gap))
 
-    def _run(self, start, block: bool):
-        try:
-            worker = start()
-        except MedsegError as exc:
-            self._say(str(exc), error=True)
-            return None
-        if worker is None or not block:
-            return worker
-        self.wait()
-        return self._result
-
-    def wait(self, timeout: float | None = None):
-        """Block (keeping the viewer alive) until the running job has finished."""
-        from qtpy.QtWidgets import QApplication
-
-        t0 = time.monotonic()
-        while self.runner.running:
-            QApplication.processEvents()
-            time.sleep(0.005)
-            if timeout is not None and time.monotonic() - t0 > timeout:
-                raise TimeoutError("the job is still running")
-
-    def _check_idle(self):
-        if self.runner.running:
-            raise InputError("A job is already running; press Stop or wait for it to finish.")
-        self._result = None
 
     # ---------------------------------------------------------------- input
     def entry(self):

@@ -5,8 +5,7 @@
   entropy with fixed limits, red border above the threshold), with the bookkeeping
   that links each path to how it was tracked (:class:`TraceRecord`). No Qt widgets.
 - :class:`ColorBar`: the entropy colormap with its limits and the threshold mark.
-- :class:`LivePlot`: a few series drawn as lines while a training job runs.
-- :func:`layer_picker`, :func:`section`: the dock's layer choosers and titled boxes.
+(The live training plot and the titled sections are in :mod:`._plot`.)
 """
 
 from __future__ import annotations
@@ -18,14 +17,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from napari.layers import Points, Shapes
-from magicgui.widgets import Container
 from napari.utils.colormaps import ensure_colormap
 from qtpy.QtCore import QPointF, QRectF, Qt
-from qtpy.QtGui import QColor, QLinearGradient, QPainter, QPen, QPolygonF
-from qtpy.QtWidgets import QGroupBox, QSizePolicy, QVBoxLayout, QWidget
+from qtpy.QtGui import QColor, QLinearGradient, QPainter, QPen
+from qtpy.QtWidgets import QSizePolicy, QWidget
 
 HIGHLIGHT = np.array([1.0, 0.1, 0.1, 1.0])  # border of overlay points above the threshold
-SERIES_COLOURS = ["#ffb000", "#3ad6ff", "#b479ff", "#7cff6b"]
 
 
 def entropy_colors(values, colormap: str, lo: float, hi: float) -> np.ndarray:
@@ -320,69 +317,3 @@ class ColorBar(QWidget):
         if self.threshold is not None:
             p.drawText(text, int(Qt.AlignmentFlag.AlignHCenter), f"threshold {self.threshold:.3g}")
         p.end()
-
-
-class LivePlot(QWidget):
-    """Lines of a few named series against a step count; each series is scaled to its
-    own range (the legend gives the latest value and the range)."""
-
-    def __init__(self, names=("mean_reward", "coverage_pct"), parent=None):
-        super().__init__(parent)
-        self.names = list(names)
-        self.series: dict[str, list[tuple[float, float]]] = {n: [] for n in self.names}
-        self.setMinimumHeight(110)
-        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
-
-    def clear(self):
-        self.series = {n: [] for n in self.names}
-        self.update()
-
-    def add(self, x: float, metrics: dict):
-        for n in self.names:
-            v = metrics.get(n)
-            if isinstance(v, (int, float)) and np.isfinite(v):
-                self.series[n].append((float(x), float(v)))
-        self.update()
-
-    def paintEvent(self, _event):
-        p = QPainter(self)
-        p.setRenderHint(QPainter.RenderHint.Antialiasing)
-        w, h = self.width(), self.height()
-        legend_h = 14 * len(self.names)
-        plot = QRectF(4, 4, w - 8, max(10, h - legend_h - 8))
-        p.setPen(QPen(self.palette().mid().color(), 1))
-        p.drawRect(plot)
-        xs = [x for s in self.series.values() for x, _ in s]
-        x0, x1 = (min(xs), max(xs)) if xs else (0.0, 1.0)
-        for i, n in enumerate(self.names):
-            pts, colour = self.series[n], QColor(SERIES_COLOURS[i % len(SERIES_COLOURS)])
-            if pts:
-                ys = [y for _, y in pts]
-                y0, y1 = min(ys), max(ys)
-                poly = QPolygonF([QPointF(plot.left() + plot.width() * ((x - x0) / (x1 - x0) if x1 > x0 else 0.5),
-                                          plot.bottom() - plot.height() * ((y - y0) / (y1 - y0) if y1 > y0 else 0.5))
-                                  for x, y in pts])
-                p.setPen(QPen(colour, 1.5))
-                p.drawPolyline(poly)
-                label = f"{n}: {ys[-1]:.3g}   (range {y0:.3g} … {y1:.3g})"
-            else:
-                label = f"{n}: –"
-            p.setPen(colour)
-            p.drawText(QRectF(4, plot.bottom() + 2 + 14 * i, w - 8, 14), int(Qt.AlignmentFlag.AlignLeft), label)
-        p.end()
-
-
-def section(title, items) -> QGroupBox:
-    """A titled box: runs of magicgui widgets in a labelled form, Qt widgets as they are."""
-    box, run = QGroupBox(title), []
-    lay = QVBoxLayout(box)
-    for item in [*items, None]:
-        if item is not None and not isinstance(item, QWidget):
-            run.append(item)
-            continue
-        if run:
-            lay.addWidget(Container(widgets=run).native)
-            run = []
-        if item is not None:
-            lay.addWidget(item)
-    return box

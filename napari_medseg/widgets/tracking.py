@@ -20,7 +20,8 @@ from ..methods.tracking.synthetic import SETTINGS
 from ._common import device_picker, layer_picker
 from ._runner import JobRunner
 from ._tracking_controller import CHANNELS, CURRENT, NO_CHANNEL, TrackingController, _is3d
-from ._tracking_plot import OVERLAY, TRACES, ColorBar, LivePlot, section
+from ._plot import LivePlot, section
+from ._tracking_plot import OVERLAY, TRACES, ColorBar
 
 BOUND = ("image", "starts", "ends", "model", "project", "invert", "scale", "max_steps", "device",
          "threshold", "stop_uncertain", "entropy_steps", "finetune_updates", "setting", "train_updates")

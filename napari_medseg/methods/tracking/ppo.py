@@ -21,6 +21,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from napari_medseg.core.device import bf16_supported
 from napari_medseg.core.jobs import Progress
 
 from .env import END_REACHED, MAX_STEPS, EnvConfig, TrackingEnv
@@ -55,16 +56,6 @@ class PPOConfig:
 
     def replace(self, **changes) -> "PPOConfig":
         return dataclasses.replace(self, **changes)
-
-
-def bf16_supported(device: torch.device) -> bool:
-    """bfloat16 matmuls are native: CUDA with bf16, or a CPU with AVX512-BF16 / AMX."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        cpu = torch.cpu
-        return any(getattr(cpu, f, lambda: False)() for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
-    return False
 
 
 def policy_precision(config: "PPOConfig") -> contextlib.AbstractContextManager:

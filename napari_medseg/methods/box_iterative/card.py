@@ -1,0 +1,42 @@
+"""The model card written next to the shipped glomerulus model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def write_model_card(folder: Path, meta: dict, command: str) -> Path:
+    m, c = meta.get("metrics", {}), meta.get("config", {})
+    k = meta["arch"]["kwargs"]
+
+    def f(key):
+        v = m.get(key)
+        return "n/a" if v is None else f"{v:.3f}"
+
+    text = f"""# glomeruli v{meta['version']}: glomerulus segmenter trained from boxes (Gupta et al. 2019)
+
+- **What it does**: labels each pixel of an RGB (PAS-like) kidney slide as background (0) or
+  glomerulus (1). Tiled over whole slides; output equals a whole-image pass.
+- **How it was trained**: the weakly supervised Stage 1 (rounds of training on the boxes,
+  refined by Cues 1) then the unsupervised Stage 2 (unlabelled slides, Cues 2) of Gupta et al.
+  (2019). This version is Stage {meta.get('stage')} round {meta.get('round')}, the round with the best
+  validation object F1 of the run. No pixel-level mask was used for training.
+- **Network**: MONAI `UNet`, 2D, channels {k['channels']}, strides {k['strides']},
+  {k['num_res_units']} residual units, batch norm (total stride {meta['io']['stride']}, tiling
+  margin {meta['io']['margin']} px). Input RGB uint8 scaled to [0, 1]; softmax output.
+- **Training data**: synthetic PAS-like kidney slides from
+  `napari_medseg.methods.box_iterative.synthetic` ({c.get('slides')}), {c.get('steps')} steps per
+  round, patch {c.get('patch') or 'auto'} (256 on CPU), batch {c.get('batch_size') or 'auto'} (4 on CPU),
+  Adam lr {c.get('lr')}, 2:1 object/random patches, flips, 90-degree rotations, colour jitter,
+  seed {c.get('seed')}. Data fingerprint `{meta['data_fingerprint'][:16]}`.
+- **Validation** (one synthetic slide, seed 301, never trained on): object precision
+  {f('object_precision')}, recall {f('object_recall')}, F1 {f('object_f1')}; pixel F1 {f('pixel_f1')}.
+  Held-out test figures are in docs/benchmarks.md (`napari-medseg bench box_iterative`).
+- **Limits**: synthetic slides only. On real kidney slides expect to draw boxes and train a
+  few Stage-1 rounds of your own (the Box-supervised training widget); the shipped model is a
+  starting point and a demonstration, not a diagnostic tool.
+- **Reproduce**: `{command}` (created {meta['created']}, torch {meta.get('torch')}).
+"""
+    path = folder / "MODEL_CARD.md"
+    path.write_text(text)
+    return path

@@ -1,0 +1,84 @@
+"""The glomerulus segmenter: a MONAI U-Net, its loss, and how slides go in and out.
+
+The U-Net has five levels (16-256 channels, total stride 16, batch norm, so tiled
+output equals whole-slide output); its receptive-field radius is about 93 px, enough
+to see a whole glomerulus and the ring of tubules around it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ...core import nets
+from ...core.errors import InputError, NotACheckpointError
+from ...core.registry import ModelEntry
+from .labels import UNKNOWN
+
+MODEL_NAME = "glomeruli"
+METHOD = "gupta2019-box-iterative"
+ARCH = {
+    "name": "monai.UNet",
+    "kwargs": {"spatial_dims": 2, "in_channels": 3, "out_channels": 2, "channels": [16, 32, 64, 128, 256],
+               "strides": [2, 2, 2, 2], "num_res_units": 2, "norm": "batch"},
+}
+IO = {"input": "rgb_uint8", "postprocess": "softmax", "classes": ["background", "glomerulus"], "stride": 16,
+      "margin": 96}
+
+
+def build_model(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return nets.build(ARCH)
+
+
+def model_from_entry(entry: ModelEntry, device="cpu") -> tuple[torch.nn.Module, dict]:
+    """Load a registry entry, refusing checkpoints of other methods with one clear message."""
+    if entry.meta.get("method") != METHOD:
+        what = entry.meta.get("method", "another method")
+        raise NotACheckpointError(f"{entry.path.name} is a {what} model, not a glomerulus segmenter; "
+                                  f"pick a {MODEL_NAME} model.")
+    return entry.load(device)
+
+
+def check_slide(image, name: str = "slide") -> tuple[object, str | None]:
+    """The RGB view of a slide (numpy/dask/zarr, never read whole) and a note if one applies.
+
+    Accepts (H, W, 3) uint8; RGBA drops its alpha channel (with a note); anything else
+    (16-bit, grey, a stack) raises one clear :class:`InputError`.
+    """
+    shape, dtype = tuple(getattr(image, "shape", ())), np.dtype(getattr(image, "dtype", np.float64))
+    if len(shape) != 3 or shape[-1] not in (3, 4):
+        raise InputError(f"The {name} has shape {shape}; box-supervised training needs an RGB slide "
+                         "(height, width, 3). Open it as RGB or pick another layer.")
+    if dtype != np.uint8:
+        raise InputError(f"The {name} is {dtype} (not 8-bit); this method works on 8-bit RGB brightfield "
+                         "slides. Convert it to 8-bit first (e.g. rescale its intensity range to 0-255).")
+    if min(shape[:2]) < 32:
+        raise InputError(f"The {name} is only {shape[0]}x{shape[1]} pixels; it needs at least 32x32.")
+    if shape[-1] == 4:
+        return image[..., :3], f"The {name} is RGBA; its alpha channel is ignored."
+    return image, None
+
+
+def to_input(rgb_patch: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (3, H, W) float32 in [0, 1] (the network's RGB normalisation)."""
+    return torch.from_numpy(np.moveaxis(np.asarray(rgb_patch), -1, 0).astype(np.float32) / 255.0)
+
+
+def segmentation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Pixel-weighted cross-entropy + soft Dice of the glomerulus class; ``UNKNOWN`` ignored.
+
+    ``target`` is (B, 2, H, W): the label map and a per-pixel weight (corrected pixels
+    weigh more). MONAI's Dice and cross-entropy losses have no ignore label, hence here.
+    """
+    labels, weight = target[:, 0], target[:, 1]
+    known = labels != UNKNOWN
+    weight = weight * known
+    y = torch.where(known, labels, torch.zeros_like(labels)).long()
+    logits = logits.float()
+    ce = torch.nn.functional.cross_entropy(logits, y, reduction="none")
+    ce = (ce * weight).sum() / weight.sum().clamp_min(1.0)
+    fg = torch.softmax(logits, 1)[:, 1] * known
+    t = (y == 1).float() * known
+    dice = 1 - (2 * (fg * t).sum() + 1) / (fg.sum() + t.sum() + 1)
+    return ce + dice

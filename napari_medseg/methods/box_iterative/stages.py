@@ -1,0 +1,423 @@
+"""Stage 0, Stage 1 and Stage 2 of Gupta et al. (2019) as stoppable progress generators.
+
+A :class:`IterativeTraining` session holds the slides of each stage, the current model
+and the record of every round. One round = train on the current labels, segment the
+stage's slides, score the validation slides, save a new registry version, and derive
+the next round's labels with the stage's cues (Cues 1: the boxes; Cues 2: the size and
+shape of the Stage-1 glomeruli). The widget, the console, the CLI and the benchmark all
+drive this same object.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ...core.errors import InputError
+from ...core.jobs import Progress, collect
+from ...core.registry import Registry
+from ...core.segment import POSTPROCESS, PREPROCESS, run_segmentation
+from ...core.tiling import predict_whole
+from ...core.training import train_supervised
+from . import cues as cues_mod
+from .boxes import boxes_from_instances, fill_boxes
+from .metrics import best_round
+from .model import ARCH, IO, METHOD, MODEL_NAME, build_model, check_slide, model_from_entry, segmentation_loss
+from .sampling import PatchSampler, TrainingSlide
+
+IN_MEMORY = 64 * 2**20  # label maps up to this many pixels stay in memory; larger ones live in zarr
+
+
+@dataclass
+class StageConfig:
+    """Training settings of one round. ``patch``/``batch_size`` None: the paper's (492 -> 496
+    px, the stride multiple, and 5) on a GPU, 256 px and 4 on a CPU."""
+
+    steps: int = 150
+    patch: int | None = None
+    batch_size: int | None = None
+    lr: float = 1e-3
+    object_ratio: tuple = (2, 1)
+    coverage: float = 0.5  # Cues 1: under this fraction of its box an object resets to the box
+    outliers: str = "unknown"  # Cues 2: objects outside the 95 % ranges become unknown (or "background")
+    fixed_weight: float = 5.0  # loss weight of corrected pixels
+    restart_each_round: bool = False  # True: every round trains from scratch
+    tile: int = 1024
+    seed: int = 0
+    device: str = "cpu"
+
+    def patch_and_batch(self) -> tuple[int, int]:
+        gpu = torch.device(self.device).type == "cuda"
+        patch = self.patch or (496 if gpu else 256)
+        if patch % IO["stride"]:
+            raise InputError(f"The patch size must be a multiple of {IO['stride']} px; {patch} is not.")
+        return patch, self.batch_size or (5 if gpu else 4)
+
+
+@dataclass
+class RoundRecord:
+    stage: int
+    round: int
+    version: int | None
+    metrics: dict = field(default_factory=dict)  # validation scores, empty without validation
+    cues: list = field(default_factory=list)  # per slide: what the cues changed for the next round
+    predictions: list = field(default_factory=list)  # zarr path of each slide's segmentation
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _fingerprint(images) -> str:
+    """Cheap identity of the slides: shape, dtype and a small central patch of each."""
+    h = hashlib.sha256()
+    for im in images:
+        h.update(repr((tuple(im.shape), str(im.dtype))).encode())
+        cy, cx = im.shape[0] // 2, im.shape[1] // 2
+        h.update(np.ascontiguousarray(np.asarray(im[cy: cy + 64, cx: cx + 64])).tobytes())
+    return h.hexdigest()
+
+
+def _new_labels(shape, path: Path):
+    if shape[0] * shape[1] <= IN_MEMORY:
+        return np.zeros(shape, np.uint8)
+    import zarr
+
+    return zarr.create_array(str(path), shape=shape, dtype=np.uint8, chunks=(1024, 1024), fill_value=0,
+                             overwrite=True)
+
+
+def _small(array) -> np.ndarray | object:
+    """A zarr segmentation as numpy when it fits in memory (faster cues), else as it is."""
+    return np.asarray(array[...]) if array.shape[0] * array.shape[1] <= IN_MEMORY else array
+
+
+class IterativeTraining:
+    """The slides, model and round history of one box-supervised training."""
+
+    def __init__(self, registry: Registry | None = None, config: StageConfig | None = None,
+                 workdir: str | Path | None = None, name: str = MODEL_NAME):
+        from ...core import paths
+
+        self.registry = registry or Registry()
+        self.config = config or StageConfig()
+        root = Path(workdir) if workdir else paths.user_data_dir() / "box_iterative"
+        root.mkdir(parents=True, exist_ok=True)
+        self.workdir = Path(tempfile.mkdtemp(prefix="session-", dir=root))
+        self.name = name
+        self.slides: dict[int, list[TrainingSlide]] = {0: [], 1: [], 2: []}
+        self.validation: list[tuple[object, np.ndarray]] = []
+        self.history: list[RoundRecord] = []
+        self.notes: list[str] = []
+        self.model: torch.nn.Module | None = None
+        self.model_version: int | None = None
+        self._predicted: dict[int, tuple[int | None, list]] = {}  # stage -> (model version, predictions)
+        self._cues2: cues_mod.Cues2 | None = None
+
+    # ------------------------------------------------------------------ data
+    def _slide(self, image, name) -> TrainingSlide:
+        rgb, note = check_slide(image, name)
+        if note:
+            self.notes.append(note)
+        return TrainingSlide(rgb, name=name)
+
+    def set_stage1(self, images, boxes, names=None) -> None:
+        """Slides with their boxes ((N, 4) [y0, x0, y1, x1], e.g. from :func:`~.boxes.boxes_from_shapes`)."""
+        names = names or [f"slide {i + 1}" for i in range(len(images))]
+        if len(images) != len(boxes):
+            raise InputError(f"{len(images)} slides but {len(boxes)} box sets; give one box set per slide.")
+        slides = []
+        for im, bx, nm in zip(images, boxes, names):
+            s = self._slide(im, nm)
+            bx = np.asarray(bx, np.int64).reshape(-1, 4)
+            if len(bx) == 0:
+                raise InputError(f"{nm} has no boxes; draw at least one box around a glomerulus on every Stage 1 slide.")
+            s.boxes, s.objects = bx, bx
+            old = {o.name: o for o in self.slides[1]}
+            s.fixed = old[nm].fixed if nm in old and old[nm].shape == s.shape else None
+            slides.append(s)
+        self.slides[1] = slides
+
+    def set_stage2(self, images, names=None) -> None:
+        names = names or [f"unlabelled {i + 1}" for i in range(len(images))]
+        self.slides[2] = [self._slide(im, nm) for im, nm in zip(images, names)]
+
+    def set_stage0(self, images, masks, names=None) -> None:
+        """Slides with full masks (the fully supervised upper baseline)."""
+        names = names or [f"annotated {i + 1}" for i in range(len(images))]
+        slides = []
+        for im, m, nm in zip(images, masks, names):
+            s = self._slide(im, nm)
+            m = np.asarray(m)
+            if m.shape != s.shape:
+                raise InputError(f"The mask of {nm} has shape {m.shape}; the slide is {s.shape}.")
+            s.labels = (m > 0).astype(np.uint8)
+            s.objects = boxes_from_instances(_components(m))
+            slides.append(s)
+        self.slides[0] = slides
+
+    def set_validation(self, images, labels) -> None:
+        """Slides with (partial or full) glomerulus masks: each round is scored on them."""
+        val = []
+        for im, lab in zip(images, labels):
+            rgb, _ = check_slide(im, "validation slide")
+            lab = np.asarray(lab)
+            if lab.shape != tuple(rgb.shape[:2]):
+                raise InputError(f"The validation labels ({lab.shape}) do not match the image ({tuple(rgb.shape[:2])}).")
+            val.append((rgb, lab))
+        self.validation = val
+
+    # ----------------------------------------------------------------- model
+    def _ensure_model(self, stage: int) -> None:
+        cfg = self.config
+        if self.model is not None and not (cfg.restart_each_round and stage == 1):
+            return
+        self.model = build_model(cfg.seed)
+        self.model_version = None
+
+    def use_version(self, version: int | None = None) -> None:
+        """Continue from a registry version (current by default): rollback or a shipped model."""
+        entry = self.registry.get(self.name, version)
+        model, _meta = model_from_entry(entry)
+        self.model, self.model_version = model, entry.version
+        if version is not None:
+            self.registry.restore(self.name, entry.version)
+
+    def _save(self, stage: int, rnd: int, metrics: dict, extra: dict) -> int:
+        cfg = asdict(self.config)
+        cfg.update(stage=stage, round=rnd, slides=[s.name for s in self.slides[stage]])
+        images = [s.image for s in self.slides[stage]]
+        entry = self.registry.save_new_version(
+            self.name, copy.deepcopy(self.model.state_dict()), method=METHOD, arch=ARCH, config=cfg,
+            metrics=metrics, data_fingerprint=_fingerprint(images), extra={"io": IO, **extra})
+        self.model_version = entry.version
+        return entry.version
+
+    # ------------------------------------------------------------ one round
+    def _train(self, stage: int, steps: int, total: int, done: int, validate=None, keep=None):
+        patch, batch = self.config.patch_and_batch()
+        sampler = PatchSampler(self.slides[stage], patch, object_ratio=self.config.object_ratio,
+                               fixed_weight=self.config.fixed_weight, seed=self.config.seed + 1000 * stage + done)
+        gen = train_supervised(self.model, lambda _s: sampler.batch(batch), segmentation_loss, steps=steps,
+                               device=self.config.device, lr=self.config.lr, validate=validate,
+                               val_every=max(1, steps // 6), monitor="object_f1", save_best=keep, cpu_bf16=True,
+                               grad_clip=5.0)
+        try:
+            for p in gen:
+                yield Progress(done + p.step, total, f"stage {stage}: {p.message}", p.metrics)
+        finally:
+            gen.close()
+
+    def segment(self, image, out_path, model=None):
+        """Generator: tiled segmentation of ``image`` into the zarr at ``out_path``; returns level 0."""
+        levels = yield from run_segmentation(model or self.model, {"io": IO}, image, out_path, tile=self.config.tile,
+                                             output="labels", device=self.config.device, rgb=True)
+        return levels[0]
+
+    def _segment_stage(self, stage: int, tag: str, total: int, done: int):
+        preds = []
+        for i, s in enumerate(self.slides[stage]):
+            out = self.workdir / f"stage{stage}" / tag / f"slide{i}.zarr"
+            for p in self.segment(s.image, out):
+                yield Progress(done, total, f"stage {stage} {tag}: segmenting {s.name} ({p.message})", {})
+            preds.append(str(out))
+        self._predicted[stage] = (self.model_version, preds)
+        return preds
+
+    def _predictions(self, stage: int, total: int, done: int):
+        version, preds = self._predicted.get(stage, (None, None))
+        if preds is None or version != self.model_version or version is None:
+            preds = yield from self._segment_stage(stage, f"v{self.model_version}", total, done)
+        return [_small(_level0(p)) for p in preds]
+
+    def _validate(self, model=None) -> dict:
+        if not self.validation:
+            return {}
+        net = model or self.model
+        pairs = []
+        for i, (rgb, lab) in enumerate(self.validation):
+            if rgb.shape[0] * rgb.shape[1] <= 16 * 2**20:
+                prob = predict_whole(net, rgb, stride=IO["stride"], channel_axis=-1, preprocess=PREPROCESS["rgb_uint8"],
+                                     postprocess=POSTPROCESS["softmax"], device=self.config.device)
+                pred = prob.argmax(0).astype(np.uint8)
+            else:
+                pred = np.asarray(collect(self.segment(rgb, self.workdir / "validation" / f"val{i}.zarr", net))[1][...])
+            pairs.append((pred, lab))
+        return pooled_scores(pairs)
+
+    # ---------------------------------------------------------------- stages
+    def stage1(self, rounds: int):
+        """Generator: ``rounds`` more Stage-1 rounds (weakly supervised, from the boxes)."""
+        if not self.slides[1]:
+            raise InputError("Stage 1 needs at least one slide with boxes.")
+        steps = self.config.steps
+        total = rounds * steps
+        done_rounds = sum(1 for r in self.history if r.stage == 1)
+        for k in range(rounds):
+            rnd = done_rounds + k + 1
+            first = self.model is None or not any(r.stage == 1 for r in self.history)
+            reports = []
+            if first and self.model_version is None:
+                for s in self.slides[1]:
+                    s.labels = fill_boxes(s.shape, s.boxes)  # round 1: the filled boxes
+                    if s.fixed is not None:
+                        s.labels = np.where(s.fixed[0], s.fixed[1], s.labels).astype(np.uint8)
+                    reports.append({"labels": "filled boxes"})
+            else:
+                preds = yield from self._predictions(1, total, k * steps)
+                reports = self._apply_cues1(preds)
+            self._ensure_model(1)
+            yield from self._train(1, steps, total, k * steps)
+            yield from self._end_round(1, rnd, reports, total, (k + 1) * steps)
+
+    def _apply_cues1(self, preds) -> list[dict]:
+        reports = []
+        for i, (s, pred) in enumerate(zip(self.slides[1], preds)):
+            s.labels = _new_labels(s.shape, self.workdir / "stage1" / "labels" / f"slide{i}.zarr")
+            reports.append(cues_mod.cues_stage1(pred, s.boxes, s.labels, fixed=s.fixed,
+                                                coverage=self.config.coverage).as_dict())
+        return reports
+
+    def _end_round(self, stage: int, rnd: int, reports: list, total: int, done: int):
+        metrics = self._validate()
+        version = self._save(stage, rnd, metrics, {"stage": stage, "round": rnd, "cues": reports,
+                                                    **({"cues2": self._cues2.as_dict()} if stage == 2 and self._cues2 else {})})
+        preds = yield from self._segment_stage(stage, f"round{rnd:02d}", total, done)
+        record = RoundRecord(stage, rnd, version, metrics, reports, preds)
+        self.history.append(record)
+        yield Progress(done, total, f"stage {stage} round {rnd} done (v{version})",
+                       {"stage": stage, "round": rnd, "version": version, **metrics})
+        return record
+
+    def cues2_statistics(self):
+        """Cues 2: sizes and eccentricities of the Stage-1 glomeruli (Cues 1 applied to the
+        current model's segmentation of the Stage-1 slides). Generator; returns :class:`Cues2`."""
+        if not self.slides[1]:
+            raise InputError("Cues 2 come from the Stage-1 slides and their boxes; give Stage 1 its slides first.")
+        preds = yield from self._predictions(1, 1, 0)
+        self._apply_cues1(preds)
+        props = [o for s in self.slides[1] for o in cues_mod.objects(s.labels)]
+        self._cues2 = cues_mod.shape_statistics(props)
+        return self._cues2
+
+    def best_stage1_version(self) -> int | None:
+        rec = [r for r in self.history if r.stage == 1]
+        if not rec:
+            return None
+        if all(r.metrics for r in rec):
+            return rec[best_round([r.metrics for r in rec])].version
+        return rec[-1].version  # without validation: the last round
+
+    def stage2(self, rounds: int):
+        """Generator: ``rounds`` Stage-2 rounds on the unlabelled slides, from the best Stage-1 model."""
+        if not self.slides[2]:
+            raise InputError("Stage 2 needs at least one unlabelled slide.")
+        steps, total = self.config.steps, rounds * self.config.steps
+        done_rounds = sum(1 for r in self.history if r.stage == 2)
+        if done_rounds == 0:
+            best = self.best_stage1_version()
+            if best is not None and best != self.model_version:
+                self.use_version(best)
+            elif self.model is None:
+                self.use_version()  # the current registry model (e.g. the shipped one)
+            yield from self.cues2_statistics()
+        for k in range(rounds):
+            rnd = done_rounds + k + 1
+            preds = yield from self._predictions(2, total, k * steps)
+            reports = []
+            for i, (s, pred) in enumerate(zip(self.slides[2], preds)):
+                s.labels = _new_labels(s.shape, self.workdir / "stage2" / "labels" / f"slide{i}.zarr")
+                rep = cues_mod.cues_stage2(pred, self._cues2, s.labels, outliers=self.config.outliers, fixed=s.fixed)
+                reports.append(rep.as_dict())
+                s.objects = np.array([o.bbox for o in cues_mod.objects(s.labels)], np.int64).reshape(-1, 4)
+            yield from self._train(2, steps, total, k * steps)
+            yield from self._end_round(2, rnd, reports, total, (k + 1) * steps)
+
+    def stage0(self, steps: int | None = None):
+        """Generator: the fully supervised upper baseline, trained from scratch on full masks."""
+        if not self.slides[0]:
+            raise InputError("Stage 0 needs slides with full masks.")
+        steps = steps or self.config.steps
+        self.model, self.model_version = build_model(self.config.seed), None
+        best = {}
+
+        def keep(state, metrics, step):
+            best.update(state=state, metrics=metrics, step=step)
+
+        validate = self._validate if self.validation else None
+        yield from self._train(0, steps, steps, 0, validate=validate, keep=keep)
+        if best.get("state") is not None:
+            self.model.load_state_dict(best["state"])
+        metrics = self._validate()
+        version = self._save(0, 1, metrics, {"stage": 0, "round": 1, "best_step": best.get("step")})
+        self.history.append(RoundRecord(0, 1, version, metrics, [], []))
+        yield Progress(steps, steps, f"stage 0 done (v{version})", {"stage": 0, "round": 1, "version": version, **metrics})
+
+    def predict(self, image, out_path, version: int | None = None):
+        """Check the slide now, then return the generator that segments it (tiled, into zarr).
+
+        Uses the session's model, or a registry version (current by default) if given or
+        if the session has not trained yet."""
+        rgb, _note = check_slide(image, "slide")
+        model = self.model
+        if version is not None or model is None:
+            model, _meta = model_from_entry(self.registry.get(self.name, version))
+        return self.segment(rgb, out_path, model)
+
+    # ------------------------------------------------------------ corrections
+    def correct(self, stage: int, index: int, corrected) -> dict:
+        """Take the user's corrected segmentation of a slide as fixed ground truth.
+
+        ``corrected`` is the edited label map of that slide's latest segmentation; every
+        object the user touched, and every pixel changed, become fixed labels that the cues
+        never overwrite and that weigh ``fixed_weight`` in the loss.
+        """
+        slides = self.slides[stage]
+        if not 0 <= index < len(slides):
+            raise InputError(f"Stage {stage} has {len(slides)} slide(s); there is no slide {index + 1}.")
+        s = slides[index]
+        rec = [r for r in self.history if r.stage == stage and r.predictions]
+        if not rec:
+            raise InputError(f"Stage {stage} has no segmentation to correct yet; run a round first.")
+        original = np.asarray(_level0(rec[-1].predictions[index])[...])
+        corrected = np.asarray(corrected)
+        mask, labels = cues_mod.fixed_from_correction(original, corrected)
+        if s.fixed is not None:
+            mask, labels = s.fixed[0] | mask, np.where(mask, labels, s.fixed[1]).astype(np.uint8)
+        s.fixed = (mask, labels)
+        return {"slide": s.name, "fixed_pixels": int(mask.sum()), "changed_pixels": int((original != corrected).sum())}
+
+
+# ----------------------------------------------------------------------- helpers
+def _level0(path):
+    from ...core.tiling import open_pyramid_output
+
+    return open_pyramid_output(path)[0]
+
+
+def _components(mask: np.ndarray) -> np.ndarray:
+    from skimage.measure import label
+
+    return label(np.asarray(mask) > 0, connectivity=2)
+
+
+def pooled_scores(pairs) -> dict:
+    """Object- and pixel-level precision, recall and F1 with counts summed over all slides."""
+    from .metrics import object_scores, pixel_scores
+
+    obj = [object_scores(p, g) for p, g in pairs]
+    pix = [pixel_scores(p, g) for p, g in pairs]
+    out = {}
+    for prefix, parts in (("object", obj), ("pixel", pix)):
+        tp, fp, fn = (sum(float(d[k]) for d in parts) for k in ("tp", "fp", "fn"))
+        precision = tp / (tp + fp) if tp + fp else 1.0 if fn == 0 else 0.0
+        recall = tp / (tp + fn) if tp + fn else 1.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        out.update({f"{prefix}_precision": precision, f"{prefix}_recall": recall, f"{prefix}_f1": f1})
+    out["n_true_objects"] = int(sum(d["n_gt"] for d in obj))
+    return out

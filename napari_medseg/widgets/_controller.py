@@ -1,0 +1,58 @@
+"""What every widget controller shares: messages, listeners, settings, and running a job
+in the background or (``block=True``, for the console and tests) until it finishes."""
+
+from __future__ import annotations
+
+import time
+
+from napari.utils.notifications import show_error, show_info
+
+from ..core.errors import InputError, MedsegError
+
+
+class Controller:
+    """Base of the method controllers; subclasses set ``settings``, ``runner`` and ``_result``."""
+
+    settings: object
+    runner: object
+
+    def __init__(self):
+        self.message = ""
+        self.listeners: list = []  # callback(kind, payload)
+        self._result = None
+
+    def _emit(self, kind: str, payload=None):
+        for cb in list(self.listeners):
+            cb(kind, payload)
+
+    def _say(self, msg: str, error: bool = False):
+        self.message = msg
+        (show_error if error else show_info)(msg)
+        self._emit("message", msg)
+
+    def _run(self, start, block: bool):
+        try:
+            worker = start()
+        except MedsegError as exc:
+            self._say(str(exc), error=True)
+            return None
+        if worker is None or not block:
+            return worker
+        self.wait()
+        return self._result
+
+    def wait(self, timeout: float | None = None):
+        """Block (keeping the viewer alive) until the running job has finished."""
+        from qtpy.QtWidgets import QApplication
+
+        t0 = time.monotonic()
+        while self.runner.running:
+            QApplication.processEvents()
+            time.sleep(0.005)
+            if timeout is not None and time.monotonic() - t0 > timeout:
+                raise TimeoutError("the job is still running")
+
+    def _check_idle(self):
+        if self.runner.running:
+            raise InputError("A job is already running; press Stop or wait for it to finish.")
+        self._result = None

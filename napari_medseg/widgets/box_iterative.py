@@ -1,0 +1,135 @@
+"""Box-supervised training widget (Gupta et al. 2019): glomerulus outlines from rectangles.
+
+Draw boxes around glomeruli, run Stage 1 (rounds of training on the boxes, refined by
+Cues 1), optionally Stage 2 on unlabelled slides (Cues 2), watch each round's outlines
+and scores, paint corrections on a round's labels and train on. The logic lives in
+:class:`BoxController`: ``w.controller.stage1(rounds=2, block=True)`` does from the
+console what the button does. See docs/widgets/box_iterative.md.
+"""
+
+from __future__ import annotations
+
+from magicgui.widgets import CheckBox, ComboBox, Label, PushButton, Select, SpinBox
+from napari.layers import Image, Labels, Shapes
+from qtpy.QtWidgets import QScrollArea, QVBoxLayout, QWidget
+from superqt.utils import ensure_main_thread
+
+from ..core import registry as registry_mod
+from ..core.errors import MedsegError
+from ..core.registry import Registry
+from ..methods.box_iterative.model import MODEL_NAME
+from ._box_controller import METRICS, BoxController
+from ._common import device_picker, layer_picker
+from ._plot import LivePlot, section
+
+CURRENT = "current"
+BOUND = ("image", "boxes", "val_image", "val_labels", "rounds1", "rounds2", "steps", "patch", "batch_size",
+         "clip_boxes", "device", "predict_image")
+
+
+class BoxIterativeWidget(QWidget):
+    """The dock: controls mirror ``controller.settings``; buttons call the controller."""
+
+    def __init__(self, napari_viewer, registry: Registry | None = None):
+        super().__init__()
+        self.viewer, self._syncing = napari_viewer, False
+        from ._runner import JobRunner
+
+        self.runner = JobRunner()
+        self.controller = c = BoxController(napari_viewer, self.runner, registry)
+        v = napari_viewer
+        self.image = layer_picker(v, Image, "slide")
+        self.boxes = layer_picker(v, Shapes, "boxes")
+        self.unlabelled = Select(label="unlabelled slides",
+                                 choices=lambda _w=None: [(lay.name, lay) for lay in v.layers
+                                                          if isinstance(lay, Image) and lay.rgb])
+        for ev in (v.layers.events.inserted, v.layers.events.removed):
+            ev.connect(lambda _e=None: self.unlabelled.reset_choices())
+        self.val_image = layer_picker(v, Image, "validation slide", nullable=True)
+        self.val_labels = layer_picker(v, Labels, "validation labels", nullable=True)
+        self.rounds1 = SpinBox(label="Stage 1 rounds", min=1, max=50)
+        self.rounds2 = SpinBox(label="Stage 2 rounds", min=1, max=50)
+        self.steps = SpinBox(label="steps per round", min=1, max=100_000)
+        self.patch = SpinBox(label="patch (0: auto)", min=0, max=2048, step=16)
+        self.batch_size = SpinBox(label="batch (0: auto)", min=0, max=64)
+        self.clip_boxes = CheckBox(text="clip boxes crossing the border")
+        self.device = device_picker()
+        self.predict_image = layer_picker(v, Image, "slide to segment")
+        self.version = ComboBox(label="version", choices=self._versions)
+        buttons = {"add_button": ("Add slide to Stage 1", c.add_stage1_pair),
+                   "stage1_button": ("Run Stage 1", c.stage1), "stage2_button": ("Run Stage 2", c.stage2),
+                   "rollback_button": ("Roll back", c.rollback), "predict_button": ("Predict", c.predict)}
+        for attr, (text, action) in buttons.items():
+            setattr(self, attr, PushButton(text=text))
+            getattr(self, attr).changed.connect(lambda _=None, a=action: self._press(a))
+        self.rounds = Label(value="")
+        self.plot = LivePlot(names=METRICS, y_range=(0.0, 1.0), markers=True)
+        inner = QWidget()
+        lay = QVBoxLayout(inner)
+        for title, items in [
+            ("Stage 1: slides with boxes", [self.image, self.boxes, self.add_button, self.clip_boxes]),
+            ("Stage 2 and validation", [self.unlabelled, self.val_image, self.val_labels]),
+            ("Train", [self.rounds1, self.rounds2, self.steps, self.patch, self.batch_size, self.device,
+                       self.stage1_button, self.stage2_button, self.runner]),
+            ("Rounds (paint a round's labels, then run more rounds)", [self.plot, self.rounds, self.rollback_button]),
+            ("Predict", [self.predict_image, self.version, self.predict_button])]:
+            lay.addWidget(section(title, items))
+        lay.addStretch()
+        self.scroll = QScrollArea()
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setWidget(inner)
+        QVBoxLayout(self).addWidget(self.scroll)
+        self._from_settings()
+        for name in BOUND:
+            getattr(self, name).changed.connect(lambda _=None: self._to_settings())
+        self.unlabelled.changed.connect(lambda _=None: self._to_settings())
+        self.version.changed.connect(lambda _=None: self._to_settings())
+        c.listeners.append(self._on_event)
+        self._registry_token = registry_mod.subscribe(self._on_registry)
+        self._to_settings()
+
+    def _press(self, action):
+        try:
+            action()
+        except MedsegError as exc:
+            self.controller._say(str(exc), error=True)
+
+    def _versions(self, _w=None):
+        return [CURRENT] + [e.version for e in self.controller.registry.list(MODEL_NAME)]
+
+    def _from_settings(self):
+        self._syncing = True
+        s = self.controller.settings
+        for name in ("rounds1", "rounds2", "steps", "patch", "batch_size", "clip_boxes"):
+            getattr(self, name).value = getattr(s, name)
+        self._syncing = False
+
+    def _to_settings(self):
+        if self._syncing:
+            return
+        values = {name: getattr(self, name).value for name in BOUND}
+        values["unlabelled"] = list(self.unlabelled.value or [])
+        values["version"] = None if self.version.value in (CURRENT, None) else int(self.version.value)
+        self.controller.set(**values)
+
+    @ensure_main_thread
+    def _on_registry(self, name):
+        if name == MODEL_NAME:
+            self.version.reset_choices()
+
+    def _on_event(self, kind, payload):
+        if kind == "round":
+            rec = payload
+            x = len([h for h in self.controller.session.history if h.stage != 0])
+            self.plot.add(x, rec.metrics)
+            lines = []
+            for h in self.controller.session.history:
+                m = h.metrics
+                score = (f"P {m['object_precision']:.2f} R {m['object_recall']:.2f} F1 {m['object_f1']:.2f}"
+                         if "object_f1" in m else "no validation labels")
+                lines.append(f"stage {h.stage} round {h.round} (v{h.version}): {score}")
+            self.rounds.value = "\n".join(lines)
+
+    def closeEvent(self, event):
+        registry_mod.unsubscribe(self._registry_token)
+        super().closeEvent(event)

@@ -1,0 +1,148 @@
+"""Stage 0/1/2 rounds, corrections, stopping and bad input of the box-supervised session."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_medseg.core.errors import InputError
+from napari_medseg.core.jobs import Job, collect
+from napari_medseg.core.registry import Registry
+from napari_medseg.methods.box_iterative.boxes import fill_boxes
+from napari_medseg.methods.box_iterative.labels import GLOMERULUS, UNKNOWN
+from napari_medseg.methods.box_iterative.model import segmentation_loss
+from napari_medseg.methods.box_iterative.sampling import PatchSampler, TrainingSlide
+from napari_medseg.methods.box_iterative.stages import IterativeTraining, StageConfig
+from napari_medseg.methods.box_iterative.synthetic import synthetic_kidney
+
+
+@pytest.fixture(scope="module")
+def slides():
+    return [synthetic_kidney((512, 512), seed, density=3.0) for seed in (11, 12, 13)]
+
+
+def _session(tmp_path, steps=3):
+    torch.set_num_threads(2)
+    reg = Registry(shipped_root=tmp_path / "none", user_root=tmp_path / "models")
+    return IterativeTraining(reg, StageConfig(steps=steps, patch=128, batch_size=2, tile=512), workdir=tmp_path / "w")
+
+
+def test_stage1_rounds_save_versions_and_refine_labels_with_cues1(tmp_path, slides):
+    s = _session(tmp_path)
+    a, b, val = slides
+    s.set_stage1([a.rgb, b.rgb], [a.boxes, b.boxes])
+    s.set_validation([val.rgb], [val.mask])
+    progress, _ = collect(s.stage1(1))
+    # round 1 trains on the filled boxes
+    assert np.array_equal(s.slides[1][0].labels, fill_boxes(a.rgb.shape[:2], a.boxes))
+    progress2, _ = collect(s.stage1(1))
+    r1, r2 = s.history
+    assert (r1.stage, r1.round, r2.round) == (1, 1, 2) and r2.version == r1.version + 1
+    assert s.registry.get("glomeruli").version == r2.version
+    assert {"object_f1", "object_precision", "pixel_f1"} <= r2.metrics.keys()
+    # round 2's labels come from Cues 1: one report per slide, every box judged once
+    rep = r2.cues[0]
+    assert rep["n_boxes"] == len(a.boxes) == rep["n_missed"] + rep["n_under_covered"] + rep["n_kept"]
+    labels = np.asarray(s.slides[1][0].labels)
+    assert not labels[fill_boxes(labels.shape, a.boxes) == 0].any()  # nothing outside the boxes
+    assert [p.metrics.get("round") for p in progress + progress2 if "round" in p.metrics] == [1, 2]
+    assert len(r2.predictions) == 2 and all(p.endswith(".zarr") for p in r2.predictions)
+
+
+def test_corrections_are_fixed_truth_that_cues_never_overwrite(tmp_path, slides):
+    s = _session(tmp_path)
+    a = slides[0]
+    s.set_stage1([a.rgb], [a.boxes])
+    collect(s.stage1(1))
+    corrected = a.mask.copy()  # the user paints the true outlines
+    info = s.correct(1, 0, corrected)
+    assert info["fixed_pixels"] > 0 and info["changed_pixels"] > 0
+    fixed_mask, fixed_labels = s.slides[1][0].fixed
+    collect(s.stage1(1))
+    labels = np.asarray(s.slides[1][0].labels)
+    assert np.array_equal(labels[fixed_mask], fixed_labels[fixed_mask])
+    # the sampler gives corrected pixels more weight
+    sampler = PatchSampler(s.slides[1], 128, fixed_weight=5.0, seed=0, augment=False)
+    weights = torch.cat([sampler.sample()[1][1].flatten() for _ in range(20)])
+    assert set(np.unique(weights.numpy())) <= {1.0, 5.0} and (weights == 5.0).any()
+
+
+def test_stage2_uses_cues2_from_stage1_and_records_it(tmp_path, slides):
+    s = _session(tmp_path)
+    a, b, c = slides
+    s.set_stage1([a.rgb, b.rgb], [a.boxes, b.boxes])
+    collect(s.stage1(1))
+    s.set_stage2([c.rgb])
+    collect(s.stage2(1))
+    rec = s.history[-1]
+    assert rec.stage == 2 and rec.round == 1
+    meta = s.registry.get("glomeruli", rec.version).meta
+    lo, hi = meta["cues2"]["area_range"]
+    assert 0 < lo <= hi
+    assert meta["stage"] == 2 and rec.cues[0]["n_objects"] == rec.cues[0]["n_kept"] + rec.cues[0]["n_outliers"]
+
+
+def test_stage0_trains_on_full_masks(tmp_path, slides):
+    s = _session(tmp_path)
+    a, _, val = slides
+    s.set_stage0([a.rgb], [a.instances])
+    s.set_validation([val.rgb], [val.mask])
+    collect(s.stage0(4))
+    assert s.history[-1].stage == 0 and s.registry.get("glomeruli").meta["stage"] == 0
+    assert len(s.slides[0][0].objects) == len(a.boxes)
+
+
+def test_stopping_mid_round_saves_nothing_for_that_round(tmp_path, slides):
+    s = _session(tmp_path, steps=50)
+    a = slides[0]
+    s.set_stage1([a.rgb], [a.boxes])
+    job = Job(s.stage1(1))
+    for i, _p in enumerate(job):
+        if i == 2:
+            job.stop()
+    assert job.stopped and s.history == [] and s.registry.list("glomeruli") == []
+
+
+def test_bad_slides_and_labels_get_one_clear_error(tmp_path, slides):
+    s = _session(tmp_path)
+    a = slides[0]
+    with pytest.raises(InputError, match="8-bit"):
+        s.set_stage1([a.rgb.astype(np.uint16) * 257], [a.boxes])
+    with pytest.raises(InputError, match="RGB slide"):
+        s.set_stage1([a.rgb[..., 0]], [a.boxes])
+    with pytest.raises(InputError, match="no boxes"):
+        s.set_stage1([a.rgb], [np.zeros((0, 4))])
+    with pytest.raises(InputError, match="do not match"):
+        s.set_validation([a.rgb], [a.mask[:100]])
+    rgba = np.concatenate([a.rgb, np.full(a.rgb.shape[:2] + (1,), 255, np.uint8)], -1)
+    s.set_stage1([rgba], [a.boxes])
+    assert s.slides[1][0].image.shape[-1] == 3 and "alpha" in s.notes[-1]
+    with pytest.raises(InputError, match="Stage 2 needs"):
+        collect(s.stage2(1))
+
+
+def test_sampler_keeps_the_papers_two_to_one_ratio(slides):
+    a = slides[0]
+    slide = TrainingSlide(a.rgb, boxes=a.boxes, labels=a.mask, objects=a.boxes)
+    sampler = PatchSampler([slide], 128, seed=3, augment=False)
+    n = 600
+    for _ in range(n):
+        sampler._origin()
+    frac = sampler.drawn["object"] / n
+    assert abs(frac - 2 / 3) < 0.06
+    # an object patch contains the centre of the object it was drawn for
+    sampler = PatchSampler([slide], 128, object_ratio=(1, 0), seed=4, augment=False)
+    x, y = sampler.batch(8)
+    assert x.shape == (8, 3, 128, 128) and y.shape == (8, 2, 128, 128)
+    assert all((y[i, 0] == GLOMERULUS).any() for i in range(8))
+
+
+def test_loss_ignores_unknown_pixels():
+    logits = torch.randn(1, 2, 8, 8, requires_grad=True)
+    labels = torch.zeros(1, 8, 8)
+    labels[0, :4] = UNKNOWN
+    labels[0, 6:, 6:] = GLOMERULUS
+    target = torch.stack([labels, torch.ones(1, 8, 8)], 1)
+    segmentation_loss(logits, target).backward()
+    assert torch.all(logits.grad[0, :, :4] == 0) and torch.any(logits.grad[0, :, 4:] != 0)

@@ -1,0 +1,82 @@
+"""The Box-supervised training widget, headless: boxes in, two Stage-1 rounds, a correction,
+another round, and the metrics plot following along."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_medseg.core.corrections import corrections_dir
+from napari_medseg.core.registry import Registry
+from napari_medseg.methods.box_iterative.boxes import boxes_to_shapes
+from napari_medseg.methods.box_iterative.synthetic import synthetic_kidney
+
+
+@pytest.fixture
+def setup(make_napari_viewer, tmp_path):
+    torch.set_num_threads(1)
+    from napari_medseg.widgets.box_iterative import BoxIterativeWidget
+
+    viewer = make_napari_viewer()
+    a, v = synthetic_kidney((384, 384), 21, density=3.0), synthetic_kidney((384, 384), 22, density=3.0)
+    viewer.add_image(a.rgb, name="slide A", rgb=True)
+    viewer.add_shapes(boxes_to_shapes(a.boxes), shape_type="rectangle", name="boxes A")
+    viewer.add_image(v.rgb, name="val", rgb=True)
+    viewer.add_labels(v.mask, name="val labels")
+    registry = Registry(shipped_root=tmp_path / "none", user_root=tmp_path / "models")
+    w = BoxIterativeWidget(viewer, registry=registry)
+    w.image.value, w.boxes.value = viewer.layers["slide A"], viewer.layers["boxes A"]
+    w.val_image.value, w.val_labels.value = viewer.layers["val"], viewer.layers["val labels"]
+    w.steps.value, w.patch.value, w.batch_size.value, w.rounds1.value = 3, 128, 2, 2
+    return viewer, w, a
+
+
+def test_boxes_two_rounds_correct_retrain_plot_updates(setup):
+    viewer, w, a = setup
+    c = w.controller
+    assert c.settings.steps == 3 and c.settings.boxes is viewer.layers["boxes A"]
+    c.stage1(block=True)
+    rounds = [lay for lay in viewer.layers if lay.name.startswith("slide A [stage 1 round")]
+    assert [lay.name for lay in rounds] == ["slide A [stage 1 round 1]", "slide A [stage 1 round 2]"]
+    assert not rounds[0].visible and rounds[1].visible  # earlier rounds stay, hidden, to toggle
+    assert len(w.plot.series["object_f1"]) == 2 and "stage 1 round 2" in w.rounds.value
+    versions = [e.version for e in c.registry.list("glomeruli")]
+    assert len(versions) == 2
+
+    # correct round 2: paint the true outlines, then train one more round
+    latest = rounds[1]
+    latest.data = a.mask.astype(latest.data.dtype)
+    c.stage1(rounds=1, block=True)
+    saved = list(corrections_dir("glomeruli").glob("corrections_*.zarr"))
+    assert len(saved) == 1  # autosaved before training
+    fixed_mask, _ = c.session.slides[1][0].fixed
+    assert fixed_mask.any()
+    assert len(w.plot.series["object_f1"]) == 3 and "stage 1 round 3" in w.rounds.value
+    assert len(c.registry.list("glomeruli")) == 3
+
+    # roll back one version; the next round continues from it
+    assert c.rollback() == 2 and c.registry.get("glomeruli").version == 2
+
+
+def test_non_rectangles_and_missing_layers_get_one_message(setup):
+    viewer, w, a = setup
+    c = w.controller
+    viewer.layers["boxes A"].add_ellipses(np.array([[10, 10], [40, 40]]))
+    c.stage1(block=True)
+    assert "rectangle" in c.message and c.registry.list("glomeruli") == []
+    c.set(boxes=None)
+    c.stage1(block=True)
+    assert "Shapes layer" in c.message
+    c.stage2(block=True)
+    assert "unlabelled" in c.message
+
+
+def test_predict_adds_labels_layer(setup):
+    viewer, w, a = setup
+    c = w.controller
+    c.stage1(rounds=1, block=True)
+    c.set(predict_image=viewer.layers["val"])
+    lay = c.predict(block=True)
+    assert lay is not None and lay.data.shape == (384, 384)
+    assert lay.metadata["medseg"]["model"] == "glomeruli"
