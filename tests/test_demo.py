@@ -20,7 +20,7 @@ def test_headless_demo_writes_screenshots_and_report(tmp_path):
                            "--out", str(out)], capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
-    assert report["widgets_docked"] == ["Axon tracking", "Model manager", "Segment"]
+    assert report["widgets_docked"] == ["Axon tracking", "Box-supervised training", "Model manager", "Segment"]
     tissue = report["methods"]["tissue"]
     assert "error" not in tissue
     assert tissue["retrained_version"] == 2 and 0 <= tissue["dice_before"] <= 1 and 0 <= tissue["dice_after"] <= 1
@@ -28,9 +28,13 @@ def test_headless_demo_writes_screenshots_and_report(tmp_path):
     assert "error" not in tracking, tracking
     assert 0 <= tracking["si_coverage_pct"] <= 100 and tracking["traces_corrected"] == 3
     assert tracking["finetuned_version"] is not None and "round 1" in tracking["finetune_round"]
+    box = report["methods"]["box_iterative"]
+    assert "error" not in box, box
+    assert [(r["stage"], r["round"]) for r in box["rounds"]] == [(1, 1), (1, 2), (1, 3)]
+    assert all(0 <= r["object_f1"] <= 1 for r in box["rounds"]) and box["corrected_pixels"] > 0
     md = (out / "report.md").read_text()
     assert "dice_before" in md
-    for name in report["screenshots"] + tissue["screenshots"] + tracking["screenshots"]:
+    for name in report["screenshots"] + tissue["screenshots"] + tracking["screenshots"] + box["screenshots"]:
         img = imread(out / name)
         assert img.shape[0] > 500 and img.shape[1] > 800
         canvas = img[100:-100, 400:-400, :3].astype(float)

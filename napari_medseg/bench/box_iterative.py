@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 
-def _test_scores(registry, versions, slides, device) -> list[dict]:
+def _test_scores(registry, versions, slides, device, min_area: int) -> list[dict]:
     from ..core.segment import POSTPROCESS, PREPROCESS
     from ..core.tiling import predict_whole
     from ..methods.box_iterative.model import IO, model_from_entry
@@ -37,7 +37,7 @@ def _test_scores(registry, versions, slides, device) -> list[dict]:
             prob = predict_whole(model, s.rgb, stride=IO["stride"], channel_axis=-1, preprocess=PREPROCESS["rgb_uint8"],
                                  postprocess=POSTPROCESS["softmax"], device=device)
             pairs.append((prob.argmax(0).astype(np.uint8), s.mask))
-        out.append(pooled_scores(pairs))
+        out.append(pooled_scores(pairs, min_area))
     return out
 
 
@@ -59,7 +59,7 @@ def f1_study(quick: bool, workdir: Path) -> dict:
     by_stage = {}
     for stage in (0, 1, 2):
         recs = [r for r in session.history if r.stage == stage]
-        scores = _test_scores(registry, [r.version for r in recs], test, "cpu")
+        scores = _test_scores(registry, [r.version for r in recs], test, "cpu", session.min_object_area())
         val = [r.metrics.get("object_f1", float("nan")) for r in recs]
         best = int(np.nanargmax(val)) if recs and not np.all(np.isnan(val)) else len(recs) - 1
         by_stage[stage] = {"test": scores, "val_f1": val, "best": best}
@@ -90,6 +90,32 @@ def f1_study(quick: bool, workdir: Path) -> dict:
         "n_test_objects": int(by_stage[1]["test"][0]["n_true_objects"]) if by_stage[1]["test"] else 0,
         "training_minutes": minutes,
         "_checkpoint": str(registry.get("glomeruli").path),
+    }
+
+
+def coins_study(quick: bool, workdir: Path) -> dict:
+    """Stage 1 on a real photograph (scikit-image's coins): boxes in, outlines scored
+    against the reference outlines of the same image (it is the only one)."""
+    from ..core.jobs import collect
+    from ..core.registry import Registry
+    from ..methods.box_iterative.boxes import fill_boxes
+    from ..methods.box_iterative.metrics import pixel_scores
+    from ..methods.box_iterative.realdata import coins_slide
+    from ..methods.box_iterative.stages import IterativeTraining, StageConfig
+
+    coins = coins_slide()
+    registry = Registry(shipped_root=workdir / "none", user_root=workdir / "coins-models")
+    session = IterativeTraining(registry, StageConfig(steps=15 if quick else 120, patch=128, batch_size=8, seed=0),
+                                workdir=workdir / "coins")
+    session.set_stage1([coins.rgb], [coins.boxes], ["coins"])
+    session.set_validation([coins.rgb], [coins.mask])
+    collect(session.stage1(2 if quick else 5))
+    rounds = [r.metrics for r in session.history]
+    return {
+        "coins_n_objects": int(len(coins.boxes)),
+        "coins_box_pixel_f1": float(pixel_scores(fill_boxes(coins.mask.shape, coins.boxes), coins.mask)["f1"]),
+        "coins_object_f1_by_round": [round(m["object_f1"], 4) for m in rounds],
+        "coins_pixel_f1_by_round": [round(m["pixel_f1"], 4) for m in rounds],
     }
 
 
@@ -140,6 +166,7 @@ def run(quick: bool = False, json_path: str | None = None) -> dict:
     try:
         results = f1_study(quick, workdir)
         checkpoint = results.pop("_checkpoint")
+        results.update(coins_study(quick, workdir))
         sizes = [2048, 4096] if quick else [4096, 10000, 20000]
         wsi = wsi_study(sizes, checkpoint, workdir)
     finally:

@@ -34,6 +34,7 @@ def train_supervised(
     amp: bool = True,
     cpu_bf16: bool = False,
     grad_clip: float | None = None,
+    cosine: bool = False,
 ):
     """Yield :class:`Progress` each step; return ``{"best_metrics", "best_step", "history"}``.
 
@@ -46,6 +47,8 @@ def train_supervised(
     device = torch.device(device)
     model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    # cosine: the learning rate decays to 5 % over the run, so the weights settle by its end
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, steps), eta_min=0.05 * lr) if cosine else None
     use_amp = amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     sign = 1.0 if mode == "max" else -1.0
@@ -87,6 +90,8 @@ def train_supervised(
                 torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             scaler.step(opt)
             scaler.update()
+            if sched is not None:
+                sched.step()
             metrics = {"loss": float(loss.detach())}
             if validate is not None and (step % val_every == 0 or step == steps):
                 metrics.update({f"val_{k}": v for k, v in evaluate_and_keep(step).items()})

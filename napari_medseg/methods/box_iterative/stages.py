@@ -206,7 +206,7 @@ class IterativeTraining:
         gen = train_supervised(self.model, lambda _s: sampler.batch(batch), segmentation_loss, steps=steps,
                                device=self.config.device, lr=self.config.lr, validate=validate,
                                val_every=max(1, steps // 6), monitor="object_f1", save_best=keep, cpu_bf16=True,
-                               grad_clip=5.0)
+                               grad_clip=5.0, cosine=True)
         try:
             for p in gen:
                 yield Progress(done + p.step, total, f"stage {stage}: {p.message}", p.metrics)
@@ -248,7 +248,14 @@ class IterativeTraining:
             else:
                 pred = np.asarray(collect(self.segment(rgb, self.workdir / "validation" / f"val{i}.zarr", net))[1][...])
             pairs.append((pred, lab))
-        return pooled_scores(pairs)
+        return pooled_scores(pairs, self.min_object_area())
+
+    def min_object_area(self) -> int:
+        """Predicted objects smaller than this do not count as detections: a quarter of the
+        smallest box (or true object) the user gave; 0 when there are none yet."""
+        areas = [int(np.min((o[:, 2] - o[:, 0]) * (o[:, 3] - o[:, 1])))
+                 for st in (1, 0) for sl in self.slides[st] if len(o := sl.objects)]
+        return int(0.25 * min(areas)) if areas else 0
 
     # ---------------------------------------------------------------- stages
     def stage1(self, rounds: int):
@@ -406,11 +413,19 @@ def _components(mask: np.ndarray) -> np.ndarray:
     return label(np.asarray(mask) > 0, connectivity=2)
 
 
-def pooled_scores(pairs) -> dict:
-    """Object- and pixel-level precision, recall and F1 with counts summed over all slides."""
+def pooled_scores(pairs, min_area: int = 0) -> dict:
+    """Object- and pixel-level precision, recall and F1 with counts summed over all slides.
+
+    Predicted objects under ``min_area`` pixels are specks, not detections: they are left
+    out of the object counts (the pixel scores keep every pixel)."""
+    from skimage.morphology import remove_small_objects
+
     from .metrics import object_scores, pixel_scores
 
-    obj = [object_scores(p, g) for p, g in pairs]
+    def despeckle(p):
+        return remove_small_objects(np.asarray(p) > 0, max_size=min_area - 1, connectivity=2) if min_area > 1 else p
+
+    obj = [object_scores(despeckle(p), g) for p, g in pairs]
     pix = [pixel_scores(p, g) for p, g in pairs]
     out = {}
     for prefix, parts in (("object", obj), ("pixel", pix)):
@@ -420,4 +435,5 @@ def pooled_scores(pairs) -> dict:
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
         out.update({f"{prefix}_precision": precision, f"{prefix}_recall": recall, f"{prefix}_f1": f1})
     out["n_true_objects"] = int(sum(d["n_gt"] for d in obj))
+    out["min_object_area"] = int(min_area)
     return out

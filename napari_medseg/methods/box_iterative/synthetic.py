@@ -96,10 +96,10 @@ def _tubules(seed: int, gy: int, gx: int, ny: int, nx: int):
         np.copyto(arg, k, where=q < best)
         np.minimum(best, q, out=best)
     base = ((np.arange(ny) + 1) * (nx + 2))[:, None, None, None] + (np.arange(nx) + 1)[None, None, :, None]
-    idx = (base + np.array([dy * (nx + 2) + dx for dy, dx in _OFFSETS])[arg]).reshape(ny * c, nx * c)
+    idx = (base.astype(np.int32) + np.array([dy * (nx + 2) + dx for dy, dx in _OFFSETS], np.int32)[arg])
     proximal = h[5] < 0.75
     lumen = np.where(proximal, 0.1 + 0.18 * h[6], 0.3 + 0.15 * h[6])
-    take = lambda a: a.astype(np.float32).ravel().take(idx)  # noqa: E731
+    take = lambda a: a.astype(np.float32).ravel().take(idx).reshape(ny * c, nx * c)  # noqa: E731
     return np.sqrt(best).reshape(ny * c, nx * c), take(proximal), take(lumen), take(0.85 + 0.3 * h[7])
 
 
@@ -251,11 +251,12 @@ def synthetic_kidney(shape=(2048, 2048), seed: int = 0, *, glomerulus_radius=(30
     peak = 1 / (2 * np.pi * NUCLEUS_SIGMA**2)  # height of one blurred unit dot
     nuc = np.clip((ndi.gaussian_filter(dots, NUCLEUS_SIGMA)[crop] / peak - 0.25) * 2.5, 0, 1)
     f_pas, f_hem, f_thick = _stain_fields(tseed, oy, ox, h, w)
-    P = (P[crop] + 0.2 * nuc) * (1 + 0.15 * f_pas) * (1 + 0.08 * f_thick)
-    H = (H[crop] + 1.5 * nuc) * (1 + 0.15 * f_hem) * (1 + 0.08 * f_thick)
-    rgb = np.exp(-(P[..., None] * PAS + H[..., None] * HEMATOXYLIN)) * 250
-    rgb += rng.standard_normal(rgb.shape, dtype=np.float32) * 3
-    rgb = np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
+    P = (P[crop] + 0.2 * nuc) * (1 + 0.1 * f_pas) * (1 + 0.06 * f_thick)
+    H = (H[crop] + 1.5 * nuc) * (1 + 0.1 * f_hem) * (1 + 0.06 * f_thick)
+    rgb = np.empty((h, w, 3), np.uint8)
+    for c in range(3):  # one colour at a time keeps memory low; 3 grey levels of pixel noise
+        rgb[..., c] = np.clip(np.exp(-(P * PAS[c] + H * HEMATOXYLIN[c])) * 250 + 0.5
+                              + rng.standard_normal((h, w), dtype=np.float32) * 3, 0, 255)
     instances = inst[crop].astype(np.uint16 if label < 2**16 else np.int32)
     return KidneySlide(rgb, instances, boxes_from_instances(instances), np.array(others, np.int64).reshape(-1, 4))
 
@@ -307,14 +308,18 @@ def write_kidney_pyramid(path, size, seed: int = 0, *, tile: int = 512, levels: 
             f"2**(levels - 1), and the slide ({h} x {w}) big enough for {levels} levels; change them."
         )
     shapes = [(h >> k, w >> k, 3) for k in range(levels)]
-    opts = dict(dtype=np.uint8, tile=(tile, tile), photometric="rgb", compression=compression, metadata=None)
+    opts = dict(dtype=np.uint8, tile=(tile, tile), photometric="rgb", compression=compression, metadata=None,
+                compressionargs={"level": 1} if compression == "zlib" else None, buffersize=2**24)
     boxes: list[np.ndarray] = [np.zeros((0, 4), np.int64)]
 
     def level0(spill):
         for by in range(-(-h // block)):
-            row = [_block(h, w, seed, block, by, bx, kw) for bx in range(-(-w // block))]
-            boxes.extend(s.boxes + [by * block, bx * block] * 2 for bx, s in enumerate(row))
-            row = small = [s.rgb for s in row]
+            row = []  # the RGB of this row of blocks (their instance images are dropped at once)
+            for bx in range(-(-w // block)):
+                k = _block(h, w, seed, block, by, bx, kw)
+                boxes.append(k.boxes + [by * block, bx * block] * 2)
+                row.append(k.rgb)
+            small = row
             for f in spill:  # level k of this row of blocks, appended to its file
                 small = [_halve(b) for b in small]
                 f.write(np.concatenate(small, axis=1).tobytes())
