@@ -50,7 +50,7 @@ def f1_study(quick: bool, workdir: Path) -> dict:
     registry = Registry(shipped_root=workdir / "none", user_root=workdir / "models")
     recipe = Recipe(size=1024 if quick else 2048, n_train1=1 if quick else 4, n_train2=1 if quick else 4,
                     rounds1=2 if quick else 6, rounds2=1 if quick else 3, stage0=True,
-                    config=StageConfig(steps=15 if quick else 150, seed=0))
+                    config=StageConfig(steps=40 if quick else 150, seed=0))
     t0 = time.perf_counter()
     job = run_in_terminal(run_recipe(registry, recipe, workdir=workdir / "work"), "bench box_iterative: training")
     session = job.result

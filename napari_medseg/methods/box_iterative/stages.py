@@ -138,14 +138,19 @@ class IterativeTraining:
             if len(bx) == 0:
                 raise InputError(f"{nm} has no boxes; draw at least one box around a glomerulus on every Stage 1 slide.")
             s.boxes, s.objects = bx, bx
-            old = {o.name: o for o in self.slides[1]}
-            s.fixed = old[nm].fixed if nm in old and old[nm].shape == s.shape else None
-            slides.append(s)
+            slides.append(self._keep_fixed(1, s))
         self.slides[1] = slides
+
+    def _keep_fixed(self, stage: int, slide: TrainingSlide) -> TrainingSlide:
+        """A slide given again (same name and size) keeps the corrections made on it."""
+        old = {o.name: o for o in self.slides[stage]}
+        if slide.name in old and old[slide.name].shape == slide.shape:
+            slide.fixed = old[slide.name].fixed
+        return slide
 
     def set_stage2(self, images, names=None) -> None:
         names = names or [f"unlabelled {i + 1}" for i in range(len(images))]
-        self.slides[2] = [self._slide(im, nm) for im, nm in zip(images, names)]
+        self.slides[2] = [self._keep_fixed(2, self._slide(im, nm)) for im, nm in zip(images, names)]
 
     def set_stage0(self, images, masks, names=None) -> None:
         """Slides with full masks (the fully supervised upper baseline)."""
@@ -207,11 +212,15 @@ class IterativeTraining:
                                device=self.config.device, lr=self.config.lr, validate=validate,
                                val_every=max(1, steps // 6), monitor="object_f1", save_best=keep, cpu_bf16=True,
                                grad_clip=5.0, cosine=True)
+        before, finished = copy.deepcopy(self.model.state_dict()), False
         try:
             for p in gen:
                 yield Progress(done + p.step, total, f"stage {stage}: {p.message}", p.metrics)
+            finished = True
         finally:
             gen.close()
+            if not finished:  # stopped mid-round: the model goes back to what the last version holds
+                self.model.load_state_dict(before)
 
     def segment(self, image, out_path, model=None):
         """Generator: tiled segmentation of ``image`` into the zarr at ``out_path``; returns level 0."""
