@@ -76,7 +76,6 @@ def _train(args) -> int:
     import tempfile
 
     from .core import paths
-    from .core.checkpoints import atomic_write_bytes
     from .core.device import select_device
     from .core.jobs import run_in_terminal
     from .core.registry import Registry
@@ -119,17 +118,31 @@ def _train(args) -> int:
         raise MedsegError("Training produced no model.")
     if args.ship:
         dest = paths.models_dir() / MODEL_NAME
-        dest.mkdir(parents=True, exist_ok=True)
-        for src in (entry.path, entry.path.with_suffix(".json")):
-            target = dest / src.name
-            if target.exists():
-                raise MedsegError(f"{target} exists already; shipped versions are never overwritten.")
-            atomic_write_bytes(target, lambda fh, src=src: fh.write(src.read_bytes()))
-        write_model_card(dest, json.loads(entry.path.with_suffix(".json").read_text()), command="napari-medseg " + " ".join(sys.argv[1:]))
-        print(f"shipped {dest / entry.path.name}")
+        shipped = _ship(entry, dest, [e.version for e in reg.list(MODEL_NAME) if e.source == "shipped"])
+        write_model_card(dest, json.loads(shipped.with_suffix(".json").read_text()), command="napari-medseg " + " ".join(sys.argv[1:]))
+        print(f"shipped {shipped}")
     else:
         print(f"saved {entry.label} at {entry.path}")
     return 0
+
+
+def _ship(entry, dest: Path, shipped_versions: list[int]) -> Path:
+    """Copy ``entry`` into ``dest`` as the next shipped version (a run that kept, say, its
+    round 6 of 9 ships as v1 when nothing was shipped before); never overwrites."""
+    from .core.checkpoints import load_checkpoint, save_checkpoint
+
+    version = max(shipped_versions, default=0) + 1
+    target = dest / f"v{version:04d}.pt"
+    if target.exists() or target.with_suffix(".json").exists():
+        raise MedsegError(f"{target} exists already; shipped versions are never overwritten.")
+    dest.mkdir(parents=True, exist_ok=True)
+    state, meta = load_checkpoint(entry.path)
+    keep = {k: meta[k] for k in ("method", "arch", "config", "metrics", "data_fingerprint") if k in meta}
+    extra = {k: v for k, v in meta.items() if k not in keep and k not in ("version", "sha256")}
+    if entry.version != version:
+        extra["trained_as_version"] = entry.version
+    save_checkpoint(target, state, version=version, extra=extra, **keep)
+    return target
 
 
 def _segment(args) -> int:

@@ -128,3 +128,10 @@ def test_best_round_picks_the_peak_earliest_on_ties():
         metrics.best_round(history, key="pixel_f1")
     with pytest.raises(InputError):
         metrics.best_round([])
+
+
+def test_best_round_breaks_object_f1_ties_by_pixel_f1():
+    history = [{"object_f1": 1.0, "pixel_f1": 0.87}, {"object_f1": 1.0, "pixel_f1": 0.90},
+               {"object_f1": 0.9, "pixel_f1": 0.95}, {"object_f1": 1.0, "pixel_f1": 0.90}]
+    assert metrics.best_round(history) == 1  # level on both: the earliest
+    assert metrics.best_round(history, tie=None) == 0

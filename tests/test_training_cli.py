@@ -151,3 +151,26 @@ def test_diverging_training_is_one_clear_error_and_saves_nothing(tmp_path):
     with pytest.raises(TrainingError, match="lower the learning rate"):
         Job(gen).run()
     assert saved == []
+
+
+def test_ship_renumbers_the_kept_round_and_never_overwrites(tmp_path):
+    import torch
+
+    from napari_medseg.cli import _ship
+    from napari_medseg.core.errors import MedsegError
+    from napari_medseg.core.registry import Registry
+
+    reg = Registry(shipped_root=tmp_path / "none", user_root=tmp_path / "user")
+    for i in range(3):
+        reg.save_new_version("unit", {"w": torch.full((2,), float(i))}, method="m", arch={"name": "x"},
+                             metrics={"f1": i / 10}, extra={"stage": 1, "round": i + 1})
+    dest = tmp_path / "models" / "unit"
+    path = _ship(reg.get("unit", 2), dest, [])
+    assert path.name == "v0001.pt"
+    shipped = Registry(shipped_root=tmp_path / "models", user_root=tmp_path / "other").get("unit")
+    assert shipped.version == 1 and shipped.meta["trained_as_version"] == 2 and shipped.meta["round"] == 2
+    assert shipped.meta["metrics"] == {"f1": 0.1}
+    assert torch.equal(torch.load(path, weights_only=True)["state_dict"]["w"], torch.full((2,), 1.0))
+    assert _ship(reg.get("unit", 3), dest, [1]).name == "v0002.pt"
+    with pytest.raises(MedsegError, match="never overwritten"):
+        _ship(reg.get("unit", 1), dest, [0])

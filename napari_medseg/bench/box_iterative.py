@@ -44,6 +44,7 @@ def _test_scores(registry, versions, slides, device, min_area: int) -> list[dict
 def f1_study(quick: bool, workdir: Path) -> dict:
     from ..core.jobs import run_in_terminal
     from ..core.registry import Registry
+    from ..methods.box_iterative.metrics import best_round
     from ..methods.box_iterative.recipe import Recipe, run_recipe
     from ..methods.box_iterative.stages import StageConfig
 
@@ -61,7 +62,7 @@ def f1_study(quick: bool, workdir: Path) -> dict:
         recs = [r for r in session.history if r.stage == stage]
         scores = _test_scores(registry, [r.version for r in recs], test, "cpu", session.min_object_area())
         val = [r.metrics.get("object_f1", float("nan")) for r in recs]
-        best = int(np.nanargmax(val)) if recs and not np.all(np.isnan(val)) else len(recs) - 1
+        best = best_round([r.metrics for r in recs]) if recs and all(r.metrics for r in recs) else len(recs) - 1
         by_stage[stage] = {"test": scores, "val_f1": val, "best": best}
 
     def series(stage, key):

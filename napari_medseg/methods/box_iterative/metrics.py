@@ -97,15 +97,20 @@ def scores(pred, gt, *, iou: float = 0.5, gt_instances: bool = False) -> dict:
             for k in ("precision", "recall", "f1")}
 
 
-def best_round(history, key: str = "object_f1") -> int:
-    """Index of the round whose ``key`` score is highest (the paper's peak F-score); ties go to the earliest."""
-    values = []
-    for i, h in enumerate(history):
+def best_round(history, key: str = "object_f1", tie: str | None = "pixel_f1") -> int:
+    """Index of the round whose ``key`` score is highest (the paper's peak F-score).
+
+    Rounds level on ``key`` are told apart by ``tie`` (the pixel F1, i.e. outline
+    quality, when every glomerulus is found); still level, the earliest wins."""
+
+    def score(i, h, k):
         try:
-            v = float(h[key])
+            v = float(h[k])
         except (KeyError, TypeError, ValueError, IndexError):
-            raise InputError(f"Round {i} has no {key!r} score.") from None
-        values.append(-math.inf if math.isnan(v) else v)
-    if not values:
+            raise InputError(f"Round {i} has no {k!r} score.") from None
+        return -math.inf if math.isnan(v) else v
+
+    if not history:
         raise InputError("There are no rounds to choose from.")
-    return int(np.argmax(values))
+    values = [(score(i, h, key), score(i, h, tie) if tie and tie in h else 0.0) for i, h in enumerate(history)]
+    return max(range(len(values)), key=lambda i: (values[i], -i))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from ...core.jobs import Progress
 from ...core.registry import Registry
+from .metrics import best_round
 from .stages import IterativeTraining, StageConfig
 from .synthetic import synthetic_kidney
 
@@ -37,7 +38,8 @@ def run_recipe(registry: Registry, recipe: Recipe, workdir=None):
     """Generator: Stage 0 (optional), Stage 1, Stage 2; returns the session (history inside).
 
     Every round is a registry version; at the end the best round by validation object F1
-    (Stage 1 or Stage 2; Stage 0 never, it saw true masks) is made current.
+    (Stage 1 or Stage 2; Stage 0 never, it saw true masks; pixel F1 breaks ties) is made
+    current.
     """
     session = IterativeTraining(registry, recipe.config or StageConfig(), workdir=workdir)
     train1, train2 = recipe.slides("train1", recipe.n_train1), recipe.slides("train2", recipe.n_train2)
@@ -62,8 +64,8 @@ def run_recipe(registry: Registry, recipe: Recipe, workdir=None):
 
 
 def best_version(session: IterativeTraining, stages=(1, 2)) -> int | None:
+    """The round with the best validation object F1 (pixel F1 breaks ties), of ``stages``."""
     rec = [r for r in session.history if r.stage in stages and "object_f1" in r.metrics]
     if not rec:
         return None
-    top = max(r.metrics["object_f1"] for r in rec)
-    return next(r.version for r in rec if r.metrics["object_f1"] == top)
+    return rec[best_round([r.metrics for r in rec])].version
