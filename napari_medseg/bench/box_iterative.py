@@ -37,7 +37,8 @@ def _test_scores(registry, versions, slides, device, min_area: int) -> list[dict
             prob = predict_whole(model, s.rgb, stride=IO["stride"], channel_axis=-1, preprocess=PREPROCESS["rgb_uint8"],
                                  postprocess=POSTPROCESS["softmax"], device=device)
             pairs.append((prob.argmax(0).astype(np.uint8), s.mask))
-        out.append(pooled_scores(pairs, min_area))
+        strict = pooled_scores(pairs, min_area, iou=0.75)  # outlines must fit, not just overlap
+        out.append({**pooled_scores(pairs, min_area), "object_f1_iou75": strict["object_f1"]})
     return out
 
 
@@ -85,6 +86,10 @@ def f1_study(quick: bool, workdir: Path) -> dict:
         "recall_by_round": series(1, "object_recall") + series(2, "object_recall"),
         "pixel_f1_by_round": series(1, "pixel_f1") + series(2, "pixel_f1"),
         "pixel_f1_supervised": best(0, "pixel_f1"),
+        "pixel_f1_stage1_best": best(1, "pixel_f1"),
+        "pixel_f1_stage2": best(2, "pixel_f1"),
+        "f1_iou75_supervised": best(0, "object_f1_iou75"),
+        "f1_iou75_by_round": series(1, "object_f1_iou75") + series(2, "object_f1_iou75"),
         "ratio_stage1_best_to_supervised": f1_s1 / f1_sup if f1_sup else float("nan"),
         "ratio_stage2_to_stage1_best": f1_s2 / f1_s1 if f1_s1 else float("nan"),
         "val_f1_by_round": [round(v, 4) for v in by_stage[1]["val_f1"] + by_stage[2]["val_f1"]],

@@ -422,7 +422,7 @@ def _components(mask: np.ndarray) -> np.ndarray:
     return label(np.asarray(mask) > 0, connectivity=2)
 
 
-def pooled_scores(pairs, min_area: int = 0) -> dict:
+def pooled_scores(pairs, min_area: int = 0, iou: float = 0.5) -> dict:
     """Object- and pixel-level precision, recall and F1 with counts summed over all slides.
 
     Predicted objects under ``min_area`` pixels are specks, not detections: they are left
@@ -434,7 +434,7 @@ def pooled_scores(pairs, min_area: int = 0) -> dict:
     def despeckle(p):
         return remove_small_objects(np.asarray(p) > 0, max_size=min_area - 1, connectivity=2) if min_area > 1 else p
 
-    obj = [object_scores(despeckle(p), g) for p, g in pairs]
+    obj = [object_scores(despeckle(p), g, iou=iou) for p, g in pairs]
     pix = [pixel_scores(p, g) for p, g in pairs]
     out = {}
     for prefix, parts in (("object", obj), ("pixel", pix)):
