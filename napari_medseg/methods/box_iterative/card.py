@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .recipe import SEEDS
+
+
+def _seeds(split: str) -> str:
+    return ", ".join(str(s) for s in SEEDS[split])
+
 
 def write_model_card(folder: Path, meta: dict, command: str) -> Path:
     m, c = meta.get("metrics", {}), meta.get("config", {})
@@ -20,15 +26,17 @@ def write_model_card(folder: Path, meta: dict, command: str) -> Path:
 - **How it was trained**: the weakly supervised Stage 1 (rounds of training on the boxes,
   refined by Cues 1) then the unsupervised Stage 2 (unlabelled slides, Cues 2) of Gupta et al.
   (2019). This version is Stage {meta.get('stage')} round {meta.get('round')}, the round with the best
-  validation object F1 of the run. No pixel-level mask was used for training.
+  validation object F1 of the run (pixel F1 breaks ties). No pixel-level mask was used for training.
 - **Network**: MONAI `UNet`, 2D, channels {k['channels']}, strides {k['strides']},
   {k['num_res_units']} residual units, batch norm (total stride {meta['io']['stride']}, tiling
   margin {meta['io']['margin']} px). Input RGB uint8 scaled to [0, 1]; softmax output.
 - **Training data**: synthetic PAS-like kidney slides from
-  `napari_medseg.methods.box_iterative.synthetic` ({c.get('slides')}), {c.get('steps')} steps per
-  round, patch {c.get('patch') or 'auto'} (256 on CPU), batch {c.get('batch_size') or 'auto'} (4 on CPU),
-  Adam lr {c.get('lr')}, 2:1 object/random patches, flips, 90-degree rotations, colour jitter,
-  seed {c.get('seed')}. Data fingerprint `{meta['data_fingerprint'][:16]}`.
+  `napari_medseg.methods.box_iterative.synthetic`, {c.get('size', 2048)} px square: Stage 1 on
+  IS-train1 (seeds {_seeds('train1')}, boxes only), Stage 2 on IS-train2 (seeds {_seeds('train2')},
+  no labels). {c.get('steps')} steps per round, patch {c.get('patch') or 'auto'} (256 on CPU), batch
+  {c.get('batch_size') or 'auto'} (4 on CPU), Adam lr {c.get('lr')} with cosine decay in each round,
+  2:1 object/random patches, flips, 90-degree rotations, colour jitter, seed {c.get('seed')}.
+  Data fingerprint `{meta['data_fingerprint'][:16]}`.
 - **Validation** (one synthetic slide, seed 301, never trained on): object precision
   {f('object_precision')}, recall {f('object_recall')}, F1 {f('object_f1')}; pixel F1 {f('pixel_f1')}.
   Held-out test figures are in docs/benchmarks.md (`napari-medseg bench box_iterative`).
