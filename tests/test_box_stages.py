@@ -170,3 +170,20 @@ def test_lazy_pyramid_slide_trains_with_labels_on_disk(tmp_path, monkeypatch):
     labels = s.slides[1][0].labels
     assert isinstance(labels, zarr.Array) and labels.shape == (1024, 1024)
     assert s.history[-1].cues[0]["n_boxes"] == len(info["boxes"])
+
+
+def test_shipped_glomeruli_model_finds_held_out_glomeruli():
+    from napari_medseg.core.segment import POSTPROCESS, PREPROCESS
+    from napari_medseg.core.tiling import predict_whole
+    from napari_medseg.methods.box_iterative.model import IO, model_from_entry
+    from napari_medseg.methods.box_iterative.stages import pooled_scores
+
+    entry = Registry().get("glomeruli")
+    assert entry.source == "shipped" and (entry.path.parent / "MODEL_CARD.md").is_file()
+    model, meta = model_from_entry(entry)
+    assert meta["io"] == IO
+    held = synthetic_kidney((768, 768), 90999)  # a seed no training or benchmark set uses
+    prob = predict_whole(model, held.rgb, stride=IO["stride"], channel_axis=-1, preprocess=PREPROCESS["rgb_uint8"],
+                         postprocess=POSTPROCESS["softmax"])
+    scores = pooled_scores([(prob.argmax(0), held.mask)], min_area=400)
+    assert scores["object_f1"] >= 0.8 and scores["pixel_f1"] >= 0.75, scores

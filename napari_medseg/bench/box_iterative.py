@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -21,6 +20,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from .memory import peak_rss_mb
 
 
 def _test_scores(registry, versions, slides, device, min_area: int) -> list[dict]:
@@ -137,13 +138,13 @@ def wsi_child(tiff: str, checkpoint: str, out: str) -> dict:
     model = nets.build(meta["arch"])
     model.load_state_dict(state)
     source = PathSource(tiff, channel_axis=-1)
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss0 = peak_rss_mb()
     t0 = time.perf_counter()
     Job(run_segmentation(model, meta, source, out, tile=1024, output="labels", rgb=True)).run()
     seconds = time.perf_counter() - t0
     mp = source.spatial_shape[0] * source.spatial_shape[1] / 1e6
     return {"megapixels": mp, "seconds": seconds, "megapixels_per_s": mp / seconds, "rss_before_mb": rss0,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "peak_rss_mb": peak_rss_mb()}
 
 
 def wsi_study(sizes, checkpoint: str, workdir: Path) -> dict:

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .memory import peak_rss_mb
+
 TILE, MARGIN, BLEND, BATCH = 1024, 48, 16, 1  # margin: receptive-field radius 45 px, rounded up to the stride 8
 
 
@@ -86,7 +88,6 @@ def ours(tiff: str, out: str, repeats: int = 1, model_only_tiles: int = 25) -> d
     The model is warmed up once on a tile-shaped input first (one-time kernel set-up is
     model cost, not pipeline overhead); then both are steady-state throughputs.
     """
-    import resource
 
     import torch
 
@@ -115,7 +116,7 @@ def ours(tiff: str, out: str, repeats: int = 1, model_only_tiles: int = 25) -> d
         "warmup_seconds": warmup,
         "megapixels": image.size / 1e6,
         "n_tiles": plan.n_tiles,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
     }
 
 
@@ -194,7 +195,6 @@ def accuracy(size: tuple[int, int] = (1400, 1176)) -> dict:
 
 def pyramid_open(tiff: str) -> dict:
     """First open of a single-level TIFF builds its pyramid once; later opens reuse it."""
-    import resource
 
     from ..core.io import read_image
 
@@ -207,7 +207,7 @@ def pyramid_open(tiff: str) -> dict:
         "pyramid_levels": len(levels),
         "pyramid_first_open_seconds": first,
         "pyramid_reopen_seconds": time.perf_counter() - t0,
-        "pyramid_first_open_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "pyramid_first_open_peak_rss_mb": peak_rss_mb(),
     }
 
 

@@ -210,7 +210,7 @@ class IterativeTraining:
                                fixed_weight=self.config.fixed_weight, seed=self.config.seed + 1000 * stage + done)
         gen = train_supervised(self.model, lambda _s: sampler.batch(batch), segmentation_loss, steps=steps,
                                device=self.config.device, lr=self.config.lr, validate=validate,
-                               val_every=max(1, steps // 6), monitor="object_f1", save_best=keep, cpu_bf16=True,
+                               val_every=max(1, steps // 6), monitor="rank_score", save_best=keep, cpu_bf16=True,
                                grad_clip=5.0, cosine=True)
         before, finished = copy.deepcopy(self.model.state_dict()), False
         try:
@@ -443,6 +443,8 @@ def pooled_scores(pairs, min_area: int = 0, iou: float = 0.5) -> dict:
         recall = tp / (tp + fn) if tp + fn else 1.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
         out.update({f"{prefix}_precision": precision, f"{prefix}_recall": recall, f"{prefix}_f1": f1})
+    # one number to rank checkpoints by: object F1, with pixel F1 (outline quality) breaking ties
+    out["rank_score"] = out["object_f1"] + out["pixel_f1"] / 1000.0
     out["n_true_objects"] = int(sum(d["n_gt"] for d in obj))
     out["min_object_area"] = int(min_area)
     return out
