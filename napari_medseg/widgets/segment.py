@@ -29,6 +29,7 @@ from ._runner import JobRunner
 
 RETRAINERS = {"tissue": retrain_tissue}
 CURRENT = "current"
+DEFAULT_MODEL = "tissue"
 
 
 def _safe(name: str) -> str:
@@ -56,6 +57,8 @@ class SegmentWidget(Container):
                      self.run_button, self.labels, self.steps, self.retrain_button, self.rounds])
         self.runner = JobRunner()
         self.native.layout().addWidget(self.runner)
+        if DEFAULT_MODEL in self._model_names():  # the reference model first, whatever else is installed
+            self.model.value = DEFAULT_MODEL
         self.model.changed.connect(lambda _=None: self.version.reset_choices())
         self.run_button.changed.connect(lambda _=None: self.run())
         self.retrain_button.changed.connect(lambda _=None: self.retrain())
