@@ -17,6 +17,7 @@ from pathlib import Path
 os.environ["NAPARI_MEDSEG_HOME"] = tempfile.mkdtemp(prefix="medseg-shots-")
 
 import napari  # noqa: E402
+import numpy as np  # noqa: E402
 from qtpy.QtCore import Qt  # noqa: E402
 from qtpy.QtWidgets import QApplication, QDockWidget  # noqa: E402
 
@@ -49,20 +50,24 @@ def main(steps: int = 150) -> None:
     viewer.window._qt_window.resizeDocks([qdock], [520], Qt.Orientation.Horizontal)
     c = w.controller
     layers = viewer.layers
-    c.set(image=layers["kidney A"], boxes=layers["kidney A boxes"], val_image=layers["kidney validation"],
-          val_labels=layers["kidney validation labels"], steps=steps, rounds1=3)
-    w._from_settings()
+    # through the dock's own controls, so that the screenshot shows what was used
+    w.image.value, w.boxes.value = layers["kidney A"], layers["kidney A boxes"]
+    w.val_image.value, w.val_labels.value = layers["kidney validation"], layers["kidney validation labels"]
+    w.steps.value, w.rounds1.value = steps, 3
     shot(viewer, "box_boxes.png")
     c.stage1(block=True)
-    # compare round 1 (trained on the filled boxes) with round 3 on one corner of the slide
-    viewer.camera.center, viewer.camera.zoom = (300, 300), 1.6
-    for lay in layers:
-        lay.visible = lay.name in ("kidney A", "kidney A boxes", "kidney A [stage 1 round 1]")
-    shot(viewer, "box_round1.png", canvas_only=True)
-    layers["kidney A [stage 1 round 1]"].visible = False
-    layers["kidney A [stage 1 round 3]"].visible = True
-    shot(viewer, "box_round3.png", canvas_only=True)
+    # round 1 (trained on the filled boxes) against round 3, as outlines, around a few glomeruli
+    boxes = layers["kidney A boxes"].data
+    centre = np.mean([np.mean(b, axis=0) for b in boxes if np.mean(b, axis=0)[0] > 500], axis=0)
+    viewer.scene.camera.center, viewer.scene.camera.zoom = tuple(centre), 2.2
+    for rnd in (1, 3):
+        for lay in layers:
+            lay.visible = lay.name in ("kidney A", "kidney A boxes", f"kidney A [stage 1 round {rnd}]")
+        lab = layers[f"kidney A [stage 1 round {rnd}]"]
+        lab.contour, lab.opacity = 3, 1.0
+        shot(viewer, f"box_round{rnd}.png", canvas_only=True)
     viewer.reset_view()
+    w.scroll.verticalScrollBar().setValue(w.scroll.verticalScrollBar().maximum())  # the rounds plot
     shot(viewer, "box_dock.png")
     viewer.close()
 

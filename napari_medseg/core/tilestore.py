@@ -78,10 +78,15 @@ def probabilities(block: np.ndarray) -> np.ndarray:
     return block
 
 
-def labels_from_probabilities(block: np.ndarray) -> np.ndarray:
+def labels_from_probabilities(block: np.ndarray, rows: int = 128) -> np.ndarray:
+    """The most probable class per pixel (uint8), a few rows at a time: ``argmax`` of a
+    whole band makes an int64 copy the size of the band (160 MB for a 20000-px-wide band)."""
     if block.shape[0] == 1:
         return (block[0] > 0.5).astype(np.uint8)
-    return block.argmax(axis=0).astype(np.uint8)
+    out = np.empty(block.shape[1:], np.uint8)
+    for r in range(0, block.shape[1], rows):
+        out[r : r + rows] = block[:, r : r + rows].argmax(axis=0)
+    return out
 
 
 def _chunk_plan(spatial_shape, cfg: TileConfig) -> TilePlan:
