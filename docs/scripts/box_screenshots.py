@@ -69,6 +69,19 @@ def main(steps: int = 150) -> None:
     viewer.reset_view()
     w.scroll.verticalScrollBar().setValue(w.scroll.verticalScrollBar().maximum())  # the rounds plot
     shot(viewer, "box_dock.png")
+    # the shipped model (v1: 6 + 3 rounds on four slides) on the unlabelled slide
+    from skimage.measure import regionprops
+
+    c.set(predict_image=layers["kidney B (unlabelled)"], version=1)
+    pred = c.predict(block=True)
+    pred.contour, pred.opacity = 3, 1.0
+    for lay in layers:
+        lay.visible = lay is pred or lay.name == "kidney B (unlabelled)"
+    centres = [r.centroid for r in regionprops(np.asarray(pred.data))]
+    mid = np.array(pred.data.shape) / 2
+    viewer.scene.camera.center = tuple(min(centres, key=lambda p: np.hypot(*(np.array(p) - mid))))
+    viewer.scene.camera.zoom = 2.2
+    shot(viewer, "box_predicted.png", canvas_only=True)
     viewer.close()
 
 
