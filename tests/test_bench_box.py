@@ -21,7 +21,7 @@ def test_wsi_study_segments_a_pyramid_in_a_child_and_reports_memory(tmp_path):
 
 
 def test_pooled_scores_count_objects_over_slides_and_skip_specks():
-    from napari_medseg.methods.box_iterative.stages import pooled_scores
+    from napari_medseg.methods.box_iterative.metrics import pooled_scores
 
     gt = np.zeros((64, 64), np.uint8)
     gt[10:30, 10:30] = 1

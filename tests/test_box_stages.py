@@ -176,7 +176,7 @@ def test_shipped_glomeruli_model_finds_held_out_glomeruli():
     from napari_medseg.core.segment import POSTPROCESS, PREPROCESS
     from napari_medseg.core.tiling import predict_whole
     from napari_medseg.methods.box_iterative.model import IO, model_from_entry
-    from napari_medseg.methods.box_iterative.stages import pooled_scores
+    from napari_medseg.methods.box_iterative.metrics import pooled_scores
 
     entry = Registry().get("glomeruli")
     assert entry.source == "shipped" and (entry.path.parent / "MODEL_CARD.md").is_file()

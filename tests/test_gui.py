@@ -172,10 +172,12 @@ def test_reader_refuses_files_it_does_not_own(tmp_path):
 
 def test_big_results_show_as_a_pyramid_while_filling(viewer, qtbot, errors, monkeypatch):
     """Past the paintable size a result is a multiscale layer napari never reads whole."""
+    import napari_medseg.widgets._common as common_mod
     import napari_medseg.widgets.segment as seg_mod
     from napari_medseg.core import tilestore
 
-    monkeypatch.setattr(seg_mod, "SMALL_ENOUGH_TO_PAINT", 100_000)
+    for mod in (seg_mod, common_mod):  # the layer's data and the retraining check
+        monkeypatch.setattr(mod, "SMALL_ENOUGH_TO_PAINT", 100_000)
     monkeypatch.setattr(tilestore, "PYRAMID_FROM", 1000)
     monkeypatch.setattr(tilestore, "PYRAMID_DOWN_TO", 256)
     viewer.open_sample("napari-medseg", "synthetic_slide")

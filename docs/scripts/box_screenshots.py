@@ -11,24 +11,15 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ["NAPARI_MEDSEG_HOME"] = tempfile.mkdtemp(prefix="medseg-shots-")
 
 import napari  # noqa: E402
+from _shots import dock_wide, wait  # noqa: E402  (docs/scripts/_shots.py)
 import numpy as np  # noqa: E402
-from qtpy.QtCore import Qt  # noqa: E402
-from qtpy.QtWidgets import QApplication, QDockWidget  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "images"
-
-
-def wait(ms: int) -> None:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < ms / 1000:
-        QApplication.processEvents()
-        time.sleep(0.01)
 
 
 def shot(viewer, name: str, canvas_only: bool = False) -> None:
@@ -43,11 +34,7 @@ def main(steps: int = 150) -> None:
     viewer = napari.Viewer(show=True)
     viewer.window._qt_window.resize(1500, 1000)
     viewer.open_sample("napari-medseg", "synthetic_kidney")
-    w = viewer.window.add_plugin_dock_widget("napari-medseg", "Box-supervised training")[1]
-    qdock = w.parent()
-    while not isinstance(qdock, QDockWidget):
-        qdock = qdock.parent()
-    viewer.window._qt_window.resizeDocks([qdock], [520], Qt.Orientation.Horizontal)
+    w = dock_wide(viewer, "Box-supervised training", 520)
     c = w.controller
     layers = viewer.layers
     # through the dock's own controls, so that the screenshot shows what was used

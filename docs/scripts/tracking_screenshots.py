@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 from pathlib import Path
 
 os.environ["NAPARI_MEDSEG_HOME"] = tempfile.mkdtemp(prefix="medseg-shots-")
 
 import napari  # noqa: E402
+from _shots import dock_wide, wait  # noqa: E402  (docs/scripts/_shots.py)
 import numpy as np  # noqa: E402
-from qtpy.QtCore import Qt  # noqa: E402
-from qtpy.QtWidgets import QApplication, QDockWidget  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "images"
 # on vessels, found with a ridge filter near hand-picked places
@@ -26,23 +24,12 @@ RETINA_STARTS = np.array([(700, 710), (631, 937), (506, 564), (895, 776), (787, 
 FAST = {"episodes_per_batch": 8, "eval_every": 1, "update_epochs": 4}
 
 
-def wait(ms: int) -> None:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < ms / 1000:
-        QApplication.processEvents()
-        time.sleep(0.01)
-
-
 def main() -> None:
     viewer = napari.Viewer(show=True)
     viewer.window._qt_window.resize(1500, 950)
     viewer.open_sample("napari-medseg", "synthetic_axon")
     viewer.layers["ground-truth centreline"].visible = True
-    w = viewer.window.add_plugin_dock_widget("napari-medseg", "Axon tracking")[1]
-    qdock = w.parent()
-    while not isinstance(qdock, QDockWidget):
-        qdock = qdock.parent()
-    viewer.window._qt_window.resizeDocks([qdock], [560], Qt.Orientation.Horizontal)
+    w = dock_wide(viewer, "Axon tracking", 560)
     c = w.controller
     c.set(stop_uncertain=False)
     [rec] = c.track(block=True)

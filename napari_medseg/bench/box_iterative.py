@@ -28,7 +28,7 @@ def _test_scores(registry, versions, slides, device, min_area: int) -> list[dict
     from ..core.segment import POSTPROCESS, PREPROCESS
     from ..core.tiling import predict_whole
     from ..methods.box_iterative.model import IO, model_from_entry
-    from ..methods.box_iterative.stages import pooled_scores
+    from ..methods.box_iterative.metrics import pooled_scores
 
     out = []
     for v in versions:

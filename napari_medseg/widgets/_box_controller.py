@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as _dt
 from dataclasses import dataclass, field
 
-import dask.array as da
 import numpy as np
 from napari.layers import Image, Labels, Shapes
 
@@ -24,7 +23,7 @@ from ..core.tiling import open_pyramid_output
 from ..methods.box_iterative.boxes import boxes_from_shapes
 from ..methods.box_iterative.model import MODEL_NAME
 from ..methods.box_iterative.stages import IterativeTraining, StageConfig
-from ._common import SMALL_ENOUGH_TO_PAINT, layer_level
+from ._common import layer_level, stored_labels
 from ._controller import Controller
 from ._runner import JobRunner
 
@@ -191,15 +190,13 @@ class BoxController(Controller):
         self._emit("round", rec)
 
     def _show_round(self, rec, idx: int, slide: str, path: str):
-        levels = [da.from_zarr(a) for a in open_pyramid_output(path)]
-        small = int(np.prod(levels[0].shape)) <= SMALL_ENOUGH_TO_PAINT
-        data = np.asarray(levels[0]) if small else levels
+        data, multiscale = stored_labels(path)
         source = next((lay for lay in self.viewer.layers if lay.name == slide), None)
         place = {} if source is None else {"scale": tuple(source.scale)[:2], "translate": tuple(source.translate)[:2]}
         for (st, _r, i), old in self.round_layers.items():  # earlier rounds stay, hidden (toggle to compare)
             if st == rec.stage and i == idx and old in self.viewer.layers:
                 old.visible = False
-        lay = self.viewer.add_labels(data, name=_labels_name(slide, rec.stage, rec.round), multiscale=not small,
+        lay = self.viewer.add_labels(data, name=_labels_name(slide, rec.stage, rec.round), multiscale=multiscale,
                                      opacity=0.5, metadata={"medseg": {"model": MODEL_NAME, "version": rec.version,
                                                                        "stage": rec.stage, "round": rec.round,
                                                                        "slide": slide, "prediction": path}},
@@ -234,10 +231,9 @@ class BoxController(Controller):
         name = f"{layer.name} [{MODEL_NAME} {('v' + str(use)) if isinstance(use, int) else use}]"
 
         def on_done(_levels):
-            levels = [da.from_zarr(a) for a in open_pyramid_output(out)]
-            small = int(np.prod(levels[0].shape)) <= SMALL_ENOUGH_TO_PAINT
+            data, multiscale = stored_labels(out)
             self._result = self.viewer.add_labels(
-                np.asarray(levels[0]) if small else levels, name=name, multiscale=not small, opacity=0.5,
+                data, name=name, multiscale=multiscale, opacity=0.5,
                 scale=tuple(layer.scale)[:2], translate=tuple(layer.translate)[:2],
                 metadata={"medseg": {"model": MODEL_NAME, "version": use, "prediction": str(out)}})
 

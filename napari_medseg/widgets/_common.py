@@ -23,6 +23,20 @@ def layer_picker(viewer, layer_type, label: str, nullable: bool = False, exclude
     return box
 
 
+def stored_labels(path, in_memory: bool = True):
+    """``(data, multiscale)`` for a Labels layer of the label store a job wrote at ``path``:
+    small results as one array (in memory, so they can be painted, when ``in_memory``),
+    big ones as their lazy pyramid, never read whole."""
+    import dask.array as da
+
+    from ..core.tiling import open_pyramid_output
+
+    levels = [da.from_zarr(a) for a in open_pyramid_output(path)]
+    if int(np.prod(levels[0].shape)) <= SMALL_ENOUGH_TO_PAINT or len(levels) == 1:
+        return (np.asarray(levels[0]) if in_memory else levels[0]), False
+    return levels, True
+
+
 def device_picker() -> ComboBox:
     return ComboBox(label="device", choices=["auto", *available_devices()], value="auto")
 

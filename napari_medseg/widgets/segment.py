@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as _dt
 import re
 
-import dask.array as da
 import numpy as np
 from magicgui.widgets import ComboBox, Container, Label, PushButton, SpinBox
 from napari.layers import Image, Labels
@@ -24,7 +23,7 @@ from ..core.registry import Registry
 from ..core.segment import run_segmentation
 from ..core.tiling import open_pyramid_output
 from ..methods.tissue import retrain_tissue
-from ._common import SMALL_ENOUGH_TO_PAINT, device_picker, layer_level, layer_picker, level_scale
+from ._common import SMALL_ENOUGH_TO_PAINT, device_picker, layer_level, layer_picker, level_scale, stored_labels
 from ._runner import JobRunner
 
 RETRAINERS = {"tissue": retrain_tissue}
@@ -124,12 +123,10 @@ class SegmentWidget(Container):
 
         def on_progress(_p):
             if state["layer"] is None:  # the store exists from the first tile on: show it filling
-                levels = [da.from_zarr(a) for a in open_pyramid_output(out_path)]
-                small = int(np.prod(levels[0].shape)) <= SMALL_ENOUGH_TO_PAINT
-                data = levels[0] if small or len(levels) == 1 else levels  # big: a pyramid, never read whole
-                nd = levels[0].ndim
+                data, multiscale = stored_labels(out_path, in_memory=False)  # shown while it fills
+                nd = (data[0] if multiscale else data).ndim
                 state["layer"] = self.viewer.add_labels(data, name=name, scale=scale[:nd], translate=translate[:nd],
-                                                        metadata=metadata, multiscale=isinstance(data, list))
+                                                        metadata=metadata, multiscale=multiscale)
             else:
                 state["layer"].refresh()
 

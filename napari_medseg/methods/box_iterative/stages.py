@@ -27,7 +27,7 @@ from ...core.tiling import predict_whole
 from ...core.training import train_supervised
 from . import cues as cues_mod
 from .boxes import boxes_from_instances, fill_boxes
-from .metrics import best_round
+from .metrics import best_round, pooled_scores
 from .model import ARCH, IO, METHOD, MODEL_NAME, build_model, check_slide, model_from_entry, segmentation_loss
 from .sampling import PatchSampler, TrainingSlide
 
@@ -420,31 +420,3 @@ def _components(mask: np.ndarray) -> np.ndarray:
     from skimage.measure import label
 
     return label(np.asarray(mask) > 0, connectivity=2)
-
-
-def pooled_scores(pairs, min_area: int = 0, iou: float = 0.5) -> dict:
-    """Object- and pixel-level precision, recall and F1 with counts summed over all slides.
-
-    Predicted objects under ``min_area`` pixels are specks, not detections: they are left
-    out of the object counts (the pixel scores keep every pixel)."""
-    from skimage.morphology import remove_small_objects
-
-    from .metrics import object_scores, pixel_scores
-
-    def despeckle(p):
-        return remove_small_objects(np.asarray(p) > 0, max_size=min_area - 1, connectivity=2) if min_area > 1 else p
-
-    obj = [object_scores(despeckle(p), g, iou=iou) for p, g in pairs]
-    pix = [pixel_scores(p, g) for p, g in pairs]
-    out = {}
-    for prefix, parts in (("object", obj), ("pixel", pix)):
-        tp, fp, fn = (sum(float(d[k]) for d in parts) for k in ("tp", "fp", "fn"))
-        precision = tp / (tp + fp) if tp + fp else 1.0 if fn == 0 else 0.0
-        recall = tp / (tp + fn) if tp + fn else 1.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        out.update({f"{prefix}_precision": precision, f"{prefix}_recall": recall, f"{prefix}_f1": f1})
-    # one number to rank checkpoints by: object F1, with pixel F1 (outline quality) breaking ties
-    out["rank_score"] = out["object_f1"] + out["pixel_f1"] / 1000.0
-    out["n_true_objects"] = int(sum(d["n_gt"] for d in obj))
-    out["min_object_area"] = int(min_area)
-    return out
