@@ -1,0 +1,58 @@
+"""The despeckling network (Combalia et al. 2019, section 2.1), written by hand: MONAI has no
+multiplicative-residual denoiser.
+
+Seven 3x3 convolutions of 64 filters with PReLU (batch norm on the intermediate ones), a
+last convolution with one filter and tanh, and a multiplicative residual: the network
+estimates the inverse speckle ``1/F`` and multiplies the input by it. ``tanh`` alone
+cannot reach values above 1, which ``1/F`` needs where the speckle darkened a pixel, so
+the estimate is ``1 + tanh(.)`` in (0, 2). A 3x3 median filter follows, as in the paper
+(it removes the isolated pixels the network leaves).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ...core import nets
+
+ARCH_NAME = "combalia2019.DespeckleNet"
+LAYERS, FILTERS = 7, 64
+
+
+class Median3x3(nn.Module):
+    """3x3 median filter (replicate padding), per channel."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        padded = nn.functional.pad(x, (1, 1, 1, 1), mode="replicate")
+        patches = nn.functional.unfold(padded, 3)  # (B, C*9, H*W)
+        return patches.view(b, c, 9, h * w).median(dim=2).values.view(b, c, h, w)
+
+
+class DespeckleNet(nn.Module):
+    def __init__(self, layers: int = LAYERS, filters: int = FILTERS, median: bool = True):
+        super().__init__()
+        body = [nn.Conv2d(1, filters, 3, padding=1), nn.PReLU(filters)]
+        for _ in range(layers - 1):
+            body += [nn.Conv2d(filters, filters, 3, padding=1), nn.BatchNorm2d(filters), nn.PReLU(filters)]
+        self.body = nn.Sequential(*body)
+        self.last = nn.Conv2d(filters, 1, 3, padding=1)
+        self.median = Median3x3() if median else None
+
+    def inverse_speckle(self, y: torch.Tensor) -> torch.Tensor:
+        """The estimate of 1/F, in (0, 2)."""
+        return 1.0 + torch.tanh(self.last(self.body(y)))
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        x = y * self.inverse_speckle(y)  # the multiplicative residual connection
+        return self.median(x) if self.median is not None else x
+
+
+#: receptive-field radius in pixels: 8 convolutions of 3x3 and the 3x3 median
+RECEPTIVE_RADIUS = LAYERS + 1 + 1
+
+
+@nets.register(ARCH_NAME)
+def _build(**kwargs) -> nn.Module:
+    return DespeckleNet(**kwargs)
