@@ -11,7 +11,6 @@ drive this same object.
 from __future__ import annotations
 
 import copy
-import hashlib
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ...core.checkpoints import data_fingerprint
 from ...core.errors import InputError
 from ...core.jobs import Progress, collect
 from ...core.registry import Registry
@@ -71,16 +71,6 @@ class RoundRecord:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def _fingerprint(images) -> str:
-    """Cheap identity of the slides: shape, dtype and a small central patch of each."""
-    h = hashlib.sha256()
-    for im in images:
-        h.update(repr((tuple(im.shape), str(im.dtype))).encode())
-        cy, cx = im.shape[0] // 2, im.shape[1] // 2
-        h.update(np.ascontiguousarray(np.asarray(im[cy: cy + 64, cx: cx + 64])).tobytes())
-    return h.hexdigest()
 
 
 def _new_labels(shape, path: Path):
@@ -199,7 +189,7 @@ class IterativeTraining:
         images = [s.image for s in self.slides[stage]]
         entry = self.registry.save_new_version(
             self.name, copy.deepcopy(self.model.state_dict()), method=METHOD, arch=ARCH, config=cfg,
-            metrics=metrics, data_fingerprint=_fingerprint(images), extra={"io": IO, **extra})
+            metrics=metrics, data_fingerprint=data_fingerprint(*images), extra={"io": IO, **extra})
         self.model_version = entry.version
         return entry.version
 
