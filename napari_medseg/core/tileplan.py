@@ -122,7 +122,7 @@ class TileConfig:
     margin: int = 48  # receptive-field radius, rounded up to the stride
     blend: int = 16
     batch_size: int = 1
-    output: str = "probabilities"  # or "labels"
+    output: str = "probabilities"  # or "labels" (argmax, uint8), or "rgb8" (values in [0, 1] as uint8)
     amp: bool = True
     prefetch: int = 2
     keep: tuple[int, ...] | None = None  # probabilities: store only these channels (e.g. (1,): foreground)

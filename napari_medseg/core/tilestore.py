@@ -78,6 +78,11 @@ def probabilities(block: np.ndarray) -> np.ndarray:
     return block
 
 
+def unit_to_uint8(block: np.ndarray) -> np.ndarray:
+    """Values in [0, 1] (e.g. RGB images) as uint8 0..255, rounded; the ``"rgb8"`` output."""
+    return np.clip(block * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
 def labels_from_probabilities(block: np.ndarray, rows: int = 128) -> np.ndarray:
     """The most probable class per pixel (uint8), a few rows at a time: ``argmax`` of a
     whole band makes an int64 copy the size of the band (160 MB for a 20000-px-wide band)."""
@@ -110,6 +115,9 @@ def create_output(path, spatial_shape, channels: int, cfg: TileConfig, plan: Til
     inner = tuple(min(1024, L) for L in spatial_shape[1:])
     if cfg.output == "labels":
         shape, chunks, dtype = tuple(spatial_shape), (min(step, spatial_shape[0]),) + inner, "uint8"
+        compressors = "auto"
+    elif cfg.output == "rgb8":  # images in [0, 1] stored as 0..255
+        shape, chunks, dtype = (channels,) + tuple(spatial_shape), (1, min(step, spatial_shape[0])) + inner, "uint8"
         compressors = "auto"
     else:
         shape, chunks, dtype = (channels,) + tuple(spatial_shape), (1, min(step, spatial_shape[0])) + inner, "float32"

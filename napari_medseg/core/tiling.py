@@ -41,6 +41,7 @@ from .tilestore import (
     open_pyramid_output,
     probabilities,
     pyramid_shapes,
+    unit_to_uint8,
 )
 
 # the tiling API in one place: plan, stores and the inference that fills them
@@ -146,7 +147,7 @@ def tiled_inference(
     model = prepare_model(model, len(spatial), device)
     if client is None:
         preflight(model, device, plan.tile_shape, cfg.batch_size, in_channels=source.channels)
-    to_output = labels_from_probabilities if cfg.output == "labels" else probabilities
+    to_output = {"labels": labels_from_probabilities, "rgb8": unit_to_uint8}.get(cfg.output, probabilities)
     channels = out_channels or _infer_out_channels(model, source.channels, len(spatial), device)
     keep = list(cfg.keep) if cfg.keep is not None and cfg.output != "labels" else None
     given = out

@@ -2,8 +2,8 @@
 
 Each normalised channel tints white subtractively: ``RGB = 1 - FCM*(1-H) - RCM*(1-E)``,
 clipped to [0, 1]. The default colours are the ones a public implementation of Gareau's
-method uses. Channels are normalised to [0, 1] first, from their intensities inside the
-tissue (an OTSU threshold), per slide or per tile.
+method uses. Channels are normalised to [0, 1] first, from the background level below an OTSU
+threshold to the bright tissue above it, per slide or per tile.
 """
 
 from __future__ import annotations
@@ -29,8 +29,10 @@ def check_pair(fcm, rcm) -> None:
                          "modes of the same scan.")
 
 
-def intensity_range(channel, *, low: float = 0.5, high: float = 99.5) -> tuple[float, float]:
-    """Robust (low, high) percentiles of ``channel`` inside its OTSU tissue mask."""
+def intensity_range(channel, *, high: float = 99.5) -> tuple[float, float]:
+    """(background, bright) intensities of ``channel``: the median below its OTSU threshold
+    (glass and dark background map to 0, i.e. white) and the ``high`` percentile above it
+    (the brightest tissue maps to full stain)."""
     from skimage.filters import threshold_otsu
 
     x = np.asarray(channel, np.float64)
@@ -39,11 +41,12 @@ def intensity_range(channel, *, low: float = 0.5, high: float = 99.5) -> tuple[f
     if x.size == 0 or np.ptp(x) == 0:
         raise InputError("The image is empty or constant; there is nothing to stain.")
     t = threshold_otsu(x)
-    inside = x[x > t]
-    lo, hi = np.percentile(inside if inside.size >= 16 else x, [low, high])
+    inside, outside = x[x > t], x[x <= t]
+    lo = float(np.median(outside)) if outside.size else float(x.min())
+    hi = float(np.percentile(inside if inside.size >= 16 else x, high))
     if hi <= lo:
         lo, hi = float(x.min()), float(x.max())
-    return float(lo), float(hi)
+    return lo, hi
 
 
 def normalise(channel, value_range: tuple[float, float] | None = None) -> np.ndarray:

@@ -1,0 +1,62 @@
+"""Model cards written next to the shipped staining models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+MODEL_NAMES = {"despeckle": "despeckle", "cyclegan": "stain_cyclegan"}
+
+
+def _fmt(v, spec=".2f"):
+    return format(v, spec) if isinstance(v, (int, float)) else "n/a"
+
+
+def write_model_card(folder: Path, meta: dict, command: str) -> Path:
+    c, m = meta.get("config", {}), meta.get("metrics", {})
+    size_mb = sum(p.stat().st_size for p in folder.glob(f"v{meta['version']:04d}.pt")) / 2**20
+    if meta["method"].endswith("despeckle"):
+        text = f"""# despeckle v{meta['version']}: despeckling network for reflectance confocal (RCM) images
+
+- **What it does**: removes multiplicative speckle (Y = X(1+F)) from an RCM image scaled to
+  [0, 1] (Combalia et al. 2019, section 2.1).
+- **Network**: 7 convolutions of 64 3x3 filters with PReLU (batch norm on the inner six), a
+  last convolution with one filter and tanh read as 1 + tanh = 1/F, a multiplicative residual
+  connection and a 3x3 median filter (`combalia2019.DespeckleNet`, receptive radius 9 px;
+  tiles exactly). {size_mb:.1f} MB.
+- **Training data**: {c.get('data')}; the inverted Y channel (YUV) of the images, speckle
+  std {c.get('speckle_std')} (drawn per crop when a range; the paper trains at 0.2), random flips,
+  {c.get('crop')} px crops. Data fingerprint `{meta.get('data_fingerprint', '')[:16]}…`.
+- **Training**: MSE, Adam lr {c.get('lr')}, {c.get('steps')} steps of batch {c.get('batch_size')},
+  seed {c.get('seed')}.
+- **Validation** (std 0.2, validation rows of the same slide): PSNR {_fmt(m.get('psnr_noisy'))} dB noisy
+  → {_fmt(m.get('psnr'))} dB despeckled, best at step {m.get('best_step')}. Held-out figures:
+  docs/benchmarks.md (`napari-medseg bench staining`).
+- **Limits**: trained on H&E luma with simulated speckle, not on real RCM; fine-tune on your
+  own images (the widget's Train tab or `napari-medseg train despeckle --images DIR`).
+- **Reproduce**: `{command}` (created {meta['created']}, torch {meta.get('torch')}).
+"""
+    else:
+        text = f"""# stain_cyclegan v{meta['version']}: Gareau-stained confocal → H&E generator (CycleGAN)
+
+- **What it does**: maps a Gareau digital stain of an FCM/RCM pair to the look of real H&E
+  (Combalia et al. 2019, section 2.3). Input and output RGB in [-1, 1].
+- **Network**: the CycleGAN ResNet generator, {c.get('ngf')} base filters, {c.get('n_blocks')} residual
+  blocks, batch norm (not instance norm, so whole slides tile without seams)
+  (`combalia2019.ResnetGenerator`). {size_mb:.1f} MB. Only the A→B generator ships.
+- **Training data** (unpaired): domain A = Gareau stains of confocal-like pairs derived by
+  colour deconvolution from {c.get('data')}; domain B = other crops of the same H&E images.
+- **Training**: LSGAN, 70x70 PatchGAN discriminators (MONAI), cycle weight {c.get('cycle_weight')},
+  identity weight {c.get('identity_weight')}x cycle, image pool {c.get('pool_size')}, Adam {c.get('lr')}
+  (β1 {c.get('beta1')}); {c.get('steps_small')} steps at {c.get('crop_small')} px, then
+  {c.get('steps_large')} steps at {c.get('crop_large')} px with the learning rate decaying to 0;
+  batch {c.get('batch_size')}, seed {c.get('seed')}.
+- **Validation** (derived pairs from the validation rows): colour distance to the true H&E
+  {_fmt(m.get('color_distance_gareau'), '.3f')} for Gareau alone → {_fmt(m.get('color_distance'), '.3f')} with the
+  generator; SSIM {_fmt(m.get('ssim_gareau'), '.3f')} → {_fmt(m.get('ssim'), '.3f')}.
+- **Limits**: trained on confocal-like images made from H&E, not on real confocal mosaics;
+  fine-tune on your own (`napari-medseg train cyclegan --images DIR --resume`).
+- **Reproduce**: `{command}` (created {meta['created']}, torch {meta.get('torch')}).
+"""
+    path = folder / "MODEL_CARD.md"
+    path.write_text(text)
+    return path
