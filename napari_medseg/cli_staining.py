@@ -16,7 +16,7 @@ def add_train_options(s) -> None:
                    help="folder or file of RGB H&E images to train on (default: the bundled training split)")
     g.add_argument("--val-images", default=None, help="folder or file of validation H&E images")
     g.add_argument("--std", default=None,
-                   help="despeckle: speckle std, one value (the paper: 0.2) or LOW,HIGH (default 0.1,0.6)")
+                   help="despeckle: speckle std, one value (the paper: 0.2) or LOW,HIGH (default 0.1,0.5)")
     g.add_argument("--steps-large", type=int, default=None,
                    help="cyclegan: steps of the 512-px stage with learning-rate decay (the 256-px stage takes --steps)")
 
@@ -83,6 +83,9 @@ def train(args, registry):
                                    batch_size=args.batch_size or 1, seed=args.seed, device=device,
                                    resume=args.resume, data=data)
     job = run_in_terminal(gen, f"train {args.method}")
-    if job.stopped:
+    if job.stopped:  # the job saved its best state as it closed
+        from .methods.staining.card import MODEL_NAMES
+
         print("stopped; the best model so far was saved", file=sys.stderr)
+        return registry.get(MODEL_NAMES[args.method]) if registry.list(MODEL_NAMES[args.method]) else None
     return (job.result or {}).get("entry")

@@ -39,6 +39,12 @@ class DespeckleNet(nn.Module):
         self.body = nn.Sequential(*body)
         self.last = nn.Conv2d(filters, 1, 3, padding=1)
         self.median = Median3x3() if median else None
+        self.layers = layers
+
+    @property
+    def receptive_radius(self) -> int:
+        """``layers`` + 1 convolutions of 3x3, and the 3x3 median."""
+        return self.layers + 1 + (1 if self.median is not None else 0)
 
     def inverse_speckle(self, y: torch.Tensor) -> torch.Tensor:
         """The estimate of 1/F, in (0, 2)."""

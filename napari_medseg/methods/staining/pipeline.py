@@ -20,7 +20,6 @@ from torch import nn
 
 from ...core.errors import InputError
 from ...core.tileplan import TileConfig, _round_up
-from .despeckle import RECEPTIVE_RADIUS as DESPECKLE_RADIUS
 from .gareau import EOSIN, HEMATOXYLIN, check_pair, intensity_range
 
 BLEND = 16
@@ -52,12 +51,12 @@ class StainingNet(nn.Module):
 
 def geometry(net: StainingNet) -> tuple[int, int]:
     """(total stride, receptive radius in pixels) of the pipeline."""
-    from .cyclegan import STRIDE, receptive_radius
+    from .cyclegan import STRIDE
 
-    radius = DESPECKLE_RADIUS if net.despeckler is not None else 0
+    radius = net.despeckler.receptive_radius if net.despeckler is not None else 0
     stride = 1
     if net.generator is not None:
-        radius += receptive_radius(getattr(net.generator, "n_blocks", 6))
+        radius += net.generator.receptive_radius
         stride = STRIDE
     return stride, radius
 
