@@ -20,7 +20,8 @@ def test_headless_demo_writes_screenshots_and_report(tmp_path):
                            "--out", str(out)], capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
-    assert report["widgets_docked"] == ["Axon tracking", "Box-supervised training", "Model manager", "Segment"]
+    assert report["widgets_docked"] == ["Axon tracking", "Box-supervised training", "Confocal digital staining",
+                                        "Model manager", "Segment"]
     tissue = report["methods"]["tissue"]
     assert "error" not in tissue
     assert tissue["retrained_version"] == 2 and 0 <= tissue["dice_before"] <= 1 and 0 <= tissue["dice_after"] <= 1
@@ -32,9 +33,13 @@ def test_headless_demo_writes_screenshots_and_report(tmp_path):
     assert "error" not in box, box
     assert [(r["stage"], r["round"]) for r in box["rounds"]] == [(1, 1), (1, 2), (1, 3)]
     assert all(0 <= r["object_f1"] <= 1 for r in box["rounds"]) and box["corrected_pixels"] > 0
+    staining = report["methods"]["staining"]
+    assert "error" not in staining, staining
+    assert staining["levels"] >= 2 and staining["color_distance_full_pipeline"] < staining["color_distance_gareau_only"]
     md = (out / "report.md").read_text()
     assert "dice_before" in md
-    for name in report["screenshots"] + tissue["screenshots"] + tracking["screenshots"] + box["screenshots"]:
+    for name in (report["screenshots"] + tissue["screenshots"] + tracking["screenshots"] + box["screenshots"]
+                 + staining["screenshots"]):
         img = imread(out / name)
         assert img.shape[0] > 500 and img.shape[1] > 800
         canvas = img[100:-100, 400:-400, :3].astype(float)

@@ -19,7 +19,8 @@ def test_manifest_validates():
     manifest = PluginManifest.from_distribution("napari-medseg")
     manifest.validate_imports()  # every python_name resolves
     assert {w.display_name for w in manifest.contributions.widgets} == {"Segment", "Model manager", "Axon tracking",
-                                                                      "Box-supervised training"}
+                                                                      "Box-supervised training",
+                                                                      "Confocal digital staining"}
     proc = subprocess.run([sys.executable, "-m", "npe2", "validate", "napari-medseg"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 

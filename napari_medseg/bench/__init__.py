@@ -11,4 +11,5 @@ BENCHMARKS = {
     "tiling": "napari_medseg.bench.tiling:run",
     "tracking": "napari_medseg.bench.tracking:run",
     "box_iterative": "napari_medseg.bench.box_iterative:run",
+    "staining": "napari_medseg.bench.staining:run",
 }

@@ -61,6 +61,25 @@ def time_slide(shape, device="cpu", tile: int = 1024, batch_size: int = 1, out_d
             "peak_rss_mb": peak_rss_mb(), "mean_output": float(check.mean())}
 
 
+def shipped_entry(name: str):
+    """The newest *shipped* version of a model (a user's own versions are left out)."""
+    from ..core.errors import InputError
+    from ..core.registry import Registry
+
+    entries = [e for e in Registry().list(name) if e.source == "shipped"]
+    if not entries:
+        raise InputError(f"No shipped model called {name!r}.")
+    return entries[-1]
+
+
+def shipped_models(device="cpu"):
+    """(despeckler, generator, {name: label}) of the newest shipped versions, in eval mode."""
+    entries = {n: shipped_entry(n) for n in ("despeckle", "stain_cyclegan")}
+    d = entries["despeckle"].load(device)[0].eval()
+    g = entries["stain_cyclegan"].load(device)[0].eval()
+    return d, g, {n: e.label for n, e in entries.items()}
+
+
 if __name__ == "__main__":  # python -m napari_medseg.bench.staining_slide 10000 15000 --device cuda
     import argparse
     import json

@@ -142,17 +142,19 @@ def pyramid_shapes(spatial_shape, smallest: int | None = None, largest: int | No
     return shapes
 
 
-def create_pyramid_output(path, spatial_shape, channels: int, cfg: TileConfig, plan: TilePlan | None = None):
+def create_pyramid_output(path, spatial_shape, channels: int, cfg: TileConfig, plan: TilePlan | None = None,
+                          smallest: int | None = None, largest: int | None = None):
     """A zarr group ``path`` with arrays ``"0"``, ``"1"``, ... (level k: every 2**k-th pixel).
 
     Large 2D results get levels down to about 1024 px, so napari can show them as a
     multiscale layer without reading the full-resolution level; others get only ``"0"``.
+    ``smallest``/``largest`` override those sizes (see :func:`pyramid_shapes`).
     Returns the list of level arrays, full resolution first.
     """
     import zarr
 
     group = zarr.open_group(str(path), mode="w")
-    shapes = pyramid_shapes(spatial_shape)
+    shapes = pyramid_shapes(spatial_shape, smallest, largest)
     levels = [create_output(f"{path}/{i}", shape, channels, cfg, plan if i == 0 else None)
               for i, shape in enumerate(shapes)]
     group.attrs["napari_medseg"] = {"levels": len(levels), "downsample": "stride 2 per level",

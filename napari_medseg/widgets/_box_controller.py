@@ -66,13 +66,6 @@ class BoxController(Controller):
         self.session: IterativeTraining | None = None
         self.round_layers: dict[tuple[int, int, int], Labels] = {}  # (stage, round, slide) -> layer
 
-    def set(self, **changes):
-        for k, v in changes.items():
-            if not hasattr(self.settings, k):
-                raise AttributeError(f"no setting {k!r}")
-            setattr(self.settings, k, v)
-        self._emit("settings")
-
     def _config(self) -> StageConfig:
         s = self.settings
         device = select_device(None if s.device == "auto" else s.device)

@@ -21,6 +21,14 @@ class Controller:
         self.listeners: list = []  # callback(kind, payload)
         self._result = None
 
+    def set(self, **changes):
+        """Change settings, as the dock's controls do; an unknown name is an error."""
+        for k, v in changes.items():
+            if not hasattr(self.settings, k):
+                raise AttributeError(f"no setting {k!r}")
+            setattr(self.settings, k, v)
+        self._emit("settings")
+
     def _emit(self, kind: str, payload=None):
         for cb in list(self.listeners):
             cb(kind, payload)

@@ -11,33 +11,26 @@ from __future__ import annotations
 
 from magicgui.widgets import CheckBox, ComboBox, Label, PushButton, Select, SpinBox
 from napari.layers import Image, Labels, Shapes
-from qtpy.QtWidgets import QScrollArea, QVBoxLayout, QWidget
 from superqt.utils import ensure_main_thread
 
-from ..core import registry as registry_mod
-from ..core.errors import MedsegError
 from ..core.registry import Registry
 from ..methods.box_iterative.model import MODEL_NAME
 from ._box_controller import METRICS, BoxController
 from ._common import device_picker, layer_picker
-from ._plot import LivePlot, section
+from ._dock import MethodDock
+from ._plot import LivePlot
 
 CURRENT = "current"
 BOUND = ("image", "boxes", "val_image", "val_labels", "rounds1", "rounds2", "steps", "patch", "batch_size",
          "clip_boxes", "device", "predict_image")
 
 
-class BoxIterativeWidget(QWidget):
+class BoxIterativeWidget(MethodDock):
     """The dock: controls mirror ``controller.settings``; buttons call the controller."""
 
     def __init__(self, napari_viewer, registry: Registry | None = None):
-        super().__init__()
-        self.viewer, self._syncing = napari_viewer, False
-        from ._runner import JobRunner
-
-        self.runner = JobRunner()
-        self.controller = c = BoxController(napari_viewer, self.runner, registry)
-        v = napari_viewer
+        super().__init__(napari_viewer, BoxController, registry)
+        c, v = self.controller, napari_viewer
         self.image = layer_picker(v, Image, "slide")
         self.boxes = layer_picker(v, Shapes, "boxes")
         self.unlabelled = Select(label="unlabelled slides",
@@ -64,35 +57,20 @@ class BoxIterativeWidget(QWidget):
             getattr(self, attr).changed.connect(lambda _=None, a=action: self._press(a))
         self.rounds = Label(value="")
         self.plot = LivePlot(names=METRICS, y_range=(0.0, 1.0), markers=True)
-        inner = QWidget()
-        lay = QVBoxLayout(inner)
-        for title, items in [
+        self._lay_out([
             ("Stage 1: slides with boxes", [self.image, self.boxes, self.add_button, self.clip_boxes]),
             ("Stage 2 and validation", [self.unlabelled, self.val_image, self.val_labels]),
             ("Train", [self.rounds1, self.rounds2, self.steps, self.patch, self.batch_size, self.device,
                        self.stage1_button, self.stage2_button, self.runner]),
             ("Rounds (paint a round's labels, then run more rounds)", [self.plot, self.rounds, self.rollback_button]),
-            ("Predict", [self.predict_image, self.version, self.predict_button])]:
-            lay.addWidget(section(title, items))
-        lay.addStretch()
-        self.scroll = QScrollArea()
-        self.scroll.setWidgetResizable(True)
-        self.scroll.setWidget(inner)
-        QVBoxLayout(self).addWidget(self.scroll)
+            ("Predict", [self.predict_image, self.version, self.predict_button])])
         self._from_settings()
         for name in BOUND:
             getattr(self, name).changed.connect(lambda _=None: self._to_settings())
         self.unlabelled.changed.connect(lambda _=None: self._to_settings())
         self.version.changed.connect(lambda _=None: self._to_settings())
         c.listeners.append(self._on_event)
-        self._registry_token = registry_mod.subscribe(self._on_registry)
         self._to_settings()
-
-    def _press(self, action):
-        try:
-            action()
-        except MedsegError as exc:
-            self.controller._say(str(exc), error=True)
 
     def _versions(self, _w=None):
         return [CURRENT] + [e.version for e in self.controller.registry.list(MODEL_NAME)]
@@ -130,6 +108,3 @@ class BoxIterativeWidget(QWidget):
                 lines.append(f"stage {h.stage} round {h.round} (v{h.version}): {score}")
             self.rounds.value = "\n".join(lines)
 
-    def closeEvent(self, event):
-        registry_mod.unsubscribe(self._registry_token)
-        super().closeEvent(event)

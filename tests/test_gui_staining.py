@@ -1,0 +1,97 @@
+"""The Confocal digital staining widget, headless: the sample pair, a preview, the whole
+sample slide stained into an RGB multiscale layer, bad input, and training from layers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_medseg import _sample_data
+from napari_medseg.core import paths
+from napari_medseg.core.registry import Registry
+from napari_medseg.methods.staining.metrics import color_distance
+
+
+@pytest.fixture
+def setup(make_napari_viewer, tmp_path, monkeypatch):
+    torch.set_num_threads(2)
+    from napari_medseg.widgets.staining import StainingWidget
+
+    monkeypatch.setenv("NAPARI_MEDSEG_HOME", str(tmp_path / "home"))
+    viewer = make_napari_viewer()
+    for data, kwargs, kind in _sample_data.confocal_sample():
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    # the shipped models, with a user folder of this test's own for anything trained
+    registry = Registry(shipped_root=paths.models_dir(), user_root=tmp_path / "models")
+    w = StainingWidget(viewer, registry=registry)
+    w.fcm.value, w.rcm.value = viewer.layers["FCM (nuclei)"], viewer.layers["RCM (reflectance)"]
+    return viewer, w
+
+
+def test_sample_pair_preview_then_whole_slide(setup):
+    viewer, w = setup
+    c = w.controller
+    assert c.settings.fcm is viewer.layers["FCM (nuclei)"] and c.settings.despeckle and c.settings.cyclegan
+    w.preview_size.value = 256
+    preview = c.preview(block=True)
+    assert preview is viewer.layers["staining preview"] and preview.rgb
+    assert preview.data.shape[2] == 3 and max(preview.data.shape[:2]) <= 256
+    he = viewer.layers["H&E (the truth the pair was derived from)"].data
+    rows = int(round(preview.translate[0])), int(round(preview.translate[0])) + preview.data.shape[0]
+    cols = int(round(preview.translate[1])), int(round(preview.translate[1])) + preview.data.shape[1]
+    truth = he[rows[0]:rows[1], cols[0]:cols[1]]
+    # the preview sits where it was taken from: it matches its own region of the H&E best
+    assert color_distance(preview.data, truth) < color_distance(np.full_like(truth, 255), truth)
+
+    w.tile.value = 512
+    out = c.stain(block=True)
+    assert out is viewer.layers[-1] and out.name == "FCM (nuclei) [H&E stain: despeckled, CycleGAN]"
+    assert out.rgb and out.multiscale and len(out.data) >= 2
+    full = np.asarray(out.data[0])
+    assert full.shape == he.shape and full.dtype == np.uint8
+    # the whole-slide result agrees with the preview on the previewed region (no seams, same stain)
+    region = full[rows[0]:rows[1], cols[0]:cols[1]].astype(np.float32) / 255
+    assert np.abs(region - preview.data).max() <= 1 / 255 + 1e-6
+    # Gareau alone (both toggles off) looks less like the true H&E than the full pipeline
+    w.despeckle.value, w.cyclegan.value = False, False
+    gareau = np.asarray(c.stain(block=True).data[0])
+    assert color_distance(full, he) < color_distance(gareau, he)
+
+
+def test_bad_input_one_message_nothing_added(setup, monkeypatch):
+    viewer, w = setup
+    c = w.controller
+    said = []
+    monkeypatch.setattr("napari_medseg.widgets._controller.show_error", lambda m: said.append(m))
+    n = len(viewer.layers)
+    viewer.add_image(np.zeros((50, 60), np.uint16), name="small")
+    w.rcm.value = viewer.layers["small"]
+    c.stain(block=True)
+    assert len(said) == 1 and "differ in shape" in said[0]
+    viewer.add_image(np.full(viewer.layers["FCM (nuclei)"].data.shape, 7, np.uint16), name="flat")
+    w.rcm.value = viewer.layers["flat"]
+    c.preview(block=True)
+    assert len(said) == 2 and "RCM image" in said[1] and "constant" in said[1]
+    assert len(viewer.layers) == n + 2  # nothing but the two test layers was added
+    viewer.add_image(np.stack([viewer.layers["FCM (nuclei)"].data, viewer.layers["RCM (reflectance)"].data]),
+                     name="pair")
+    w.pair.value = viewer.layers["pair"]
+    assert c.channels()[0].shape == viewer.layers["pair"].data.shape[1:]  # the 2-channel layer wins
+
+
+def test_train_despeckler_on_a_layer_shows_previews_and_saves_a_version(setup):
+    viewer, w = setup
+    c = w.controller
+    he = viewer.layers["H&E (the truth the pair was derived from)"]
+    shipped = c.registry.get("despeckle").version
+    w.he_layers.value = [he]
+    w.train_model.value, w.steps.value, w.finetune.value = "despeckle", 2, True
+    entry = c.train(block=True)
+    assert entry is not None and entry.version > shipped and entry.source == "user"
+    assert entry.meta["config"]["resumed_from"] == shipped and "layers H&E" in entry.meta["config"]["data"]
+    prev = viewer.layers["training preview"]
+    third = prev.data.shape[1] // 3
+    noisy, out, clean = (prev.data[:, k * third:(k + 1) * third, 0] for k in range(3))  # side by side
+    assert np.abs(out - clean).mean() < 0.8 * np.abs(noisy - clean).mean()  # the despeckled panel is cleaner
+    assert "despeckle: despeckle v" in w.models.value and f"v{entry.version}" in w.models.value
