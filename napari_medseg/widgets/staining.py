@@ -35,7 +35,7 @@ class StainingWidget(MethodDock):
         self.rcm = layer_picker(v, Image, "RCM (reflectance)", nullable=True, exclude=OWN)
         self.pair = layer_picker(v, Image, "or 2-channel layer", nullable=True, exclude=OWN)
         self.despeckle = CheckBox(text="despeckle RCM")
-        self.cyclegan = CheckBox(text="CycleGAN (H&E look)")
+        self.cyclegan = CheckBox(text="CycleGAN (H&&E look)")  # &&: Qt shows one &
         self.normalisation = ComboBox(label="normalise", choices=["slide", "tile"])
         self.tile = SpinBox(label="tile", min=128, max=8192, step=128)
         self.preview_size = SpinBox(label="preview size", min=64, max=8192, step=64)
@@ -60,7 +60,7 @@ class StainingWidget(MethodDock):
             ("Confocal pair", [self.fcm, self.rcm, self.pair]),
             ("Stain", [self.despeckle, self.cyclegan, self.normalisation, self.tile, self.preview_size, self.device,
                        self.preview_button, self.stain_button, self.runner]),
-            ("Train or fine-tune (empty: the bundled H&E)", [self.train_model, self.he_layers, self.he_folder,
+            ("Train or fine-tune (empty: the bundled H&&E)", [self.train_model, self.he_layers, self.he_folder,
                                                               self.finetune, self.steps, self.steps_large,
                                                               self.confocal_domain, self.train_button]),
             ("Models", [self.models])])

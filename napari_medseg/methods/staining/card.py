@@ -36,6 +36,7 @@ def write_model_card(folder: Path, meta: dict, command: str) -> Path:
 - **Reproduce**: `{command}` (created {meta['created']}, torch {meta.get('torch')}).
 """
     else:
+        fine = f"; fine-tuned from v{c['resumed_from']} (fresh G_BA and discriminators)" if c.get("resumed_from") else ""
         text = f"""# stain_cyclegan v{meta['version']}: Gareau-stained confocal → H&E generator (CycleGAN)
 
 - **What it does**: maps a Gareau digital stain of an FCM/RCM pair to the look of real H&E
@@ -49,7 +50,8 @@ def write_model_card(folder: Path, meta: dict, command: str) -> Path:
   identity weight {c.get('identity_weight')}x cycle, image pool {c.get('pool_size')}, Adam {c.get('lr')}
   (β1 {c.get('beta1')}); {c.get('steps_small')} steps at {c.get('crop_small')} px, then
   {c.get('steps_large')} steps at {c.get('crop_large')} px with the learning rate decaying to 0;
-  batch {c.get('batch_size')}, seed {c.get('seed')}.
+  batch {c.get('batch_size')}, seed {c.get('seed')}{fine}. Kept: the preview checkpoint with the
+  smallest validation colour distance, step {m.get('best_step')}.
 - **Validation** (derived pairs from the validation rows): colour distance to the true H&E
   {_fmt(m.get('color_distance_gareau'), '.3f')} for Gareau alone → {_fmt(m.get('color_distance'), '.3f')} with the
   generator; SSIM {_fmt(m.get('ssim_gareau'), '.3f')} → {_fmt(m.get('ssim'), '.3f')}.

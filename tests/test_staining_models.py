@@ -1,0 +1,81 @@
+"""Staining training jobs: registry versions, validation, fine-tuning, the CLI and model cards."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from skimage import io
+
+from napari_medseg import cli
+from napari_medseg.core.errors import InputError
+from napari_medseg.core.jobs import collect
+from napari_medseg.core.registry import Registry
+from napari_medseg.methods.staining import hne
+from napari_medseg.methods.staining.models import train_cyclegan_model, train_despeckle_model, unpaired_halves
+
+
+@pytest.fixture(scope="module")
+def he():
+    return hne.sample_he()
+
+
+@pytest.fixture
+def registry(tmp_path):
+    return Registry(shipped_root=tmp_path / "shipped", user_root=tmp_path / "user")
+
+
+def test_unpaired_halves_share_no_pixels(he):
+    a, b = unpaired_halves([he[:100, :200]])
+    assert a[0].shape == b[0].shape == (100, 100, 3)
+    assert np.array_equal(np.concatenate([a[0], b[0]], axis=1), he[:100, :200])
+
+
+def test_cyclegan_job_saves_the_best_checkpoint_and_fine_tunes(registry, he):
+    torch.set_num_threads(2)
+    train, val = [he[:160, :320]], [he[600:728, :128]]
+    previews = []
+    _, result = collect(train_cyclegan_model(registry, train, val, steps_small=4, steps_large=2, crop_small=32,
+                                             crop_large=64, ngf=4, n_blocks=1, preview_every=2,
+                                             on_preview=lambda step, rgb: previews.append((step, rgb.shape))))
+    entry = result["entry"]
+    assert entry.name == "stain_cyclegan" and entry.version == 1 and "generator_state" not in result
+    m, c = entry.meta["metrics"], entry.meta["config"]
+    assert m["best_step"] in (2, 4, 6) and [s for s, _ in previews] == [2, 4, 6]
+    assert m["color_distance"] > 0 and m["color_distance_gareau"] > 0 and 0 < m["ssim"] <= 1
+    assert c["steps_small"] == 4 and c["n_blocks"] == 1 and c["despeckled_domain_a"] is False
+    model, _ = registry.get("stain_cyclegan").load()
+    assert model.receptive_radius == 20  # rebuilt from the checkpoint's own architecture
+    _, again = collect(train_cyclegan_model(registry, train, val, steps_small=2, steps_large=0, crop_small=32,
+                                            preview_every=2, resume=True))
+    assert again["entry"].version == 2 and again["entry"].meta["config"]["resumed_from"] == 1
+    with pytest.raises(InputError, match="RGB"):
+        collect(train_cyclegan_model(registry, [he[..., 0]], val, steps_small=1, steps_large=0))
+
+
+def test_train_despeckle_cli_from_a_folder_ships_nothing_by_default(tmp_path, he, monkeypatch, capsys):
+    monkeypatch.setenv("NAPARI_MEDSEG_HOME", str(tmp_path / "home"))
+    torch.set_num_threads(2)
+    for name, im in (("a.png", he[:200, :300]), ("b.png", he[300:500, :300])):
+        (tmp_path / "imgs").mkdir(exist_ok=True)
+        io.imsave(tmp_path / "imgs" / name, im, check_contrast=False)
+    code = cli.main(["train", "despeckle", "--images", str(tmp_path / "imgs"), "--steps", "2", "--patch", "64",
+                     "--batch-size", "2", "--std", "0.2"])
+    assert code == 0 and "saved despeckle v" in capsys.readouterr().out
+    meta = json.loads(next((tmp_path / "home" / "models" / "despeckle").glob("v*.json")).read_text())
+    assert meta["config"]["speckle_std"] == 0.2 and meta["config"]["image_shapes"] == [[200, 300, 3], [200, 300, 3]]
+    assert 12 < meta["metrics"]["psnr_noisy"] < 32 and np.isfinite(meta["metrics"]["psnr"])  # std 0.2 on tissue
+    assert cli.main(["train", "despeckle", "--images", str(tmp_path / "none"), "--steps", "1"]) == 2
+    assert cli.main(["train", "despeckle", "--images", str(tmp_path / "imgs"), "--std", "low"]) == 2
+
+
+def test_despeckle_job_resumes_and_keeps_the_best(registry, he):
+    torch.set_num_threads(2)
+    seen = []
+    _, r1 = collect(train_despeckle_model(registry, [he[:256]], [he[600:700]], steps=2, batch_size=2, crop=64,
+                                          on_best=lambda model, metrics, step: seen.append(step)))
+    assert r1["entry"].version == 1 and seen and r1["entry"].meta["metrics"]["best_step"] == seen[-1]
+    model, meta = registry.get("despeckle").load()
+    _, r2 = collect(train_despeckle_model(registry, [he[:256]], [he[600:700]], steps=1, batch_size=2, crop=64,
+                                          resume=(model.state_dict(), meta)))
+    assert r2["entry"].version == 2 and r2["entry"].meta["config"]["resumed_from"] == 1
