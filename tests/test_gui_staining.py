@@ -95,3 +95,22 @@ def test_train_despeckler_on_a_layer_shows_previews_and_saves_a_version(setup):
     noisy, out, clean = (prev.data[:, k * third:(k + 1) * third, 0] for k in range(3))  # side by side
     assert np.abs(out - clean).mean() < 0.8 * np.abs(noisy - clean).mean()  # the despeckled panel is cleaner
     assert "despeckle: despeckle v" in w.models.value and f"v{entry.version}" in w.models.value
+
+
+def test_a_two_channel_tiff_stains_like_the_two_layers(setup, tmp_path):
+    import tifffile
+
+    viewer, w = setup
+    c = w.controller
+    w.preview_size.value = 192
+    c.set(cyclegan=False)  # from the console: the dock follows, so the next click keeps it
+    assert w.cyclegan.value is False
+    from_layers = c.preview(block=True).data.copy()
+    fcm, rcm = viewer.layers["FCM (nuclei)"].data, viewer.layers["RCM (reflectance)"].data
+    path = tmp_path / "confocal_pair.tif"
+    tifffile.imwrite(path, np.stack([fcm, rcm]))  # what a microscope export gives: (2, H, W), 16-bit
+    (pair,) = viewer.open(str(path), plugin="napari-medseg")
+    w.pair.value = pair
+    assert c.settings.pair is pair
+    from_file = c.preview(block=True).data
+    assert from_file.shape == from_layers.shape and np.abs(from_file - from_layers).max() < 1e-5

@@ -69,15 +69,27 @@ class StainingWidget(MethodDock):
             getattr(self, name).changed.connect(lambda _=None: self._to_settings())
         self._show_models()
         self._to_settings()
+        c.listeners.append(self._from_settings)
 
-    def _from_settings(self):
+    def _from_settings(self, _kind=None, _payload=None):
+        """Show the controller's settings in the controls (also after ``controller.set``
+        from the console, so a later click does not undo it)."""
+        if self._syncing or _kind not in (None, "settings"):
+            return
         self._syncing = True
-        s = self.controller.settings
-        for name in BOUND:
-            value = getattr(s, name)
-            if value is not None and name not in ("fcm", "rcm", "pair", "device"):
-                getattr(self, name).value = value
-        self._syncing = False
+        try:
+            s = self.controller.settings
+            for name in BOUND:
+                value, control = getattr(s, name), getattr(self, name)
+                if name in ("fcm", "rcm", "pair"):
+                    if value is None or value in control.choices:
+                        control.value = value
+                elif value is not None:
+                    control.value = value
+            self.he_layers.value = [lay for lay in s.he_layers if lay in self.he_layers.choices]
+            self.he_folder.value = s.he_folder or ""
+        finally:
+            self._syncing = False
 
     def _to_settings(self):
         if self._syncing:
