@@ -36,6 +36,11 @@ def test_boxes_two_rounds_correct_retrain_plot_updates(setup):
     viewer, w, a = setup
     c = w.controller
     assert c.settings.steps == 3 and c.settings.boxes is viewer.layers["boxes A"]
+    c.set(steps=4)  # from the console: the dock shows it, and the next click keeps it
+    assert w.steps.value == 4
+    w.rounds1.value = 2
+    assert c.settings.steps == 4
+    c.set(steps=3)
     c.stage1(block=True)
     rounds = [lay for lay in viewer.layers if lay.name.startswith("slide A [stage 1 round")]
     assert [lay.name for lay in rounds] == ["slide A [stage 1 round 1]", "slide A [stage 1 round 2]"]

@@ -33,6 +33,28 @@ class MethodDock(QWidget):
         self.scroll.setWidget(inner)
         QVBoxLayout(self).addWidget(self.scroll)
 
+    def _show_settings(self, names, kind=None, _payload=None):
+        """Show the controller's settings in the controls named ``names`` (on the
+        controller's "settings" event too, so that ``controller.set`` from the console
+        is not undone by the next click). Choices not on offer are left alone."""
+        if self._syncing or kind not in (None, "settings"):
+            return
+        self._syncing = True
+        try:
+            s = self.controller.settings
+            for name in names:
+                value, control = getattr(s, name), getattr(self, name)
+                choices = getattr(control, "choices", None)
+                if isinstance(value, list) and choices is not None:
+                    control.value = [v for v in value if v in choices]
+                elif choices is not None:
+                    if value in choices or (value is None and getattr(control, "_nullable", False)):
+                        control.value = value
+                elif value is not None:
+                    control.value = value
+        finally:
+            self._syncing = False
+
     def _press(self, action):
         try:
             action()

@@ -70,6 +70,7 @@ class BoxIterativeWidget(MethodDock):
         self.unlabelled.changed.connect(lambda _=None: self._to_settings())
         self.version.changed.connect(lambda _=None: self._to_settings())
         c.listeners.append(self._on_event)
+        c.listeners.append(lambda kind, payload: self._show_settings(BOUND + ("unlabelled",), kind))
         self._to_settings()
 
     def _versions(self, _w=None):

@@ -71,24 +71,11 @@ class StainingWidget(MethodDock):
         self._to_settings()
         c.listeners.append(self._from_settings)
 
-    def _from_settings(self, _kind=None, _payload=None):
-        """Show the controller's settings in the controls (also after ``controller.set``
-        from the console, so a later click does not undo it)."""
-        if self._syncing or _kind not in (None, "settings"):
-            return
-        self._syncing = True
-        try:
-            s = self.controller.settings
-            for name in BOUND:
-                value, control = getattr(s, name), getattr(self, name)
-                if name in ("fcm", "rcm", "pair"):
-                    if value is None or value in control.choices:
-                        control.value = value
-                elif value is not None:
-                    control.value = value
-            self.he_layers.value = [lay for lay in s.he_layers if lay in self.he_layers.choices]
-            self.he_folder.value = s.he_folder or ""
-        finally:
+    def _from_settings(self, kind=None, _payload=None):
+        self._show_settings(BOUND + ("he_layers",), kind)
+        if kind in (None, "settings") and not self._syncing:
+            self._syncing = True
+            self.he_folder.value = self.controller.settings.he_folder or ""
             self._syncing = False
 
     def _to_settings(self):
