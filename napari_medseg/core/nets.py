@@ -33,7 +33,8 @@ def _monai_unet(**kwargs) -> torch.nn.Module:
 # networks registered by method modules, imported on first use
 _REGISTERED_BY = {"dai2019.BetaPolicy": "napari_medseg.methods.tracking.policy",
                   "combalia2019.DespeckleNet": "napari_medseg.methods.staining.despeckle",
-                  "combalia2019.ResnetGenerator": "napari_medseg.methods.staining.cyclegan"}
+                  "combalia2019.ResnetGenerator": "napari_medseg.methods.staining.cyclegan",
+                  "dorent2019.HeteroModalNet": "napari_medseg.methods.joint_lesion_tissue.network"}
 
 
 def build(arch: dict) -> torch.nn.Module:
