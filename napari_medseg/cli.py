@@ -88,7 +88,13 @@ def _train(args) -> int:
         reg = Registry(shipped_root=paths.models_dir(), user_root=tmp)
     else:
         reg = Registry()
-    if args.method in ("despeckle", "cyclegan"):
+    if args.method == "joint":
+        from . import cli_joint
+
+        if args.ship:
+            raise MedsegError("No model card for the joint model yet; train it without --ship.")
+        entry = cli_joint.train(args, reg)
+    elif args.method in ("despeckle", "cyclegan"):
         from . import cli_staining
         from .methods.staining.card import MODEL_NAMES, write_model_card
 
@@ -236,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_bench)
 
     s = sub.add_parser("train", help="train a method's model (a new version; never overwrites)")
-    s.add_argument("method", choices=["tissue", "tracking", "box_iterative", "despeckle", "cyclegan"])
+    s.add_argument("method", choices=["tissue", "tracking", "box_iterative", "despeckle", "cyclegan", "joint"])
     s.add_argument("--steps", type=int, default=None,
                    help="training steps (tissue: 400; box_iterative: 150 per round; despeckle: 2000; "
                         "cyclegan: 2000 at 256 px)")
@@ -254,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     from . import cli_staining
 
     cli_staining.add_train_options(s)
+    from . import cli_joint
+
+    cli_joint.add_train_options(s)
     cli_tracking.add_parsers(sub)
 
     s = sub.add_parser("segment", help="tiled segmentation of an image file with a registered model")

@@ -103,3 +103,17 @@ def train_supervised(
             evaluate_and_keep(step)
         model.eval()
     return {"best_metrics": best["metrics"], "best_step": best["step"], "history": history}
+
+
+def save_best_on_exit(gen, best: dict, save):
+    """Generator: run the training generator ``gen``; when it ends, fails or is closed
+    (Stop), ``save(best)`` writes the best state kept so far, if any, and its return
+    value lands in ``best["entry"]``. Returns ``gen``'s result (None when stopped)."""
+    result = None
+    try:
+        result = yield from gen
+    finally:
+        gen.close()
+        if best.get("state") is not None:
+            best["entry"] = save(best)
+    return result

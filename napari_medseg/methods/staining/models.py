@@ -12,6 +12,7 @@ import numpy as np
 from ...core import nets
 from ...core.checkpoints import data_fingerprint
 from ...core.errors import InputError
+from ...core.training import save_best_on_exit
 from .speckle import PAPER_STD
 from .training import ARCH, METHOD, MODEL_NAME, train_despeckler
 
@@ -56,17 +57,15 @@ def train_despeckle_model(registry, train_rgb, val_rgb, *, steps: int = 2000, ba
               "speckle_std": list(std) if not np.isscalar(std) else float(std), "data": data,
               "image_shapes": [list(im.shape) for im in train_rgb],
               "resumed_from": None if resume is None else resume[1].get("version")}
-    gen = train_despeckler(model, train_rgb, val_rgb, steps=steps, batch_size=batch_size, crop=crop, lr=lr,
-                           std=std, seed=seed, device=device, keep=keep)
-    result = None
-    try:
-        result = yield from gen
-    finally:
-        gen.close()
-        if best.get("state") is not None:
-            best["entry"] = registry.save_new_version(
-                MODEL_NAME, best["state"], method=METHOD, arch=ARCH, config=config,
-                metrics={**best["metrics"], "best_step": best["step"]}, data_fingerprint=data_fingerprint(*train_rgb))
+
+    def save(b):
+        return registry.save_new_version(MODEL_NAME, b["state"], method=METHOD, arch=ARCH, config=config,
+                                         metrics={**b["metrics"], "best_step": b["step"]},
+                                         data_fingerprint=data_fingerprint(*train_rgb))
+
+    result = yield from save_best_on_exit(
+        train_despeckler(model, train_rgb, val_rgb, steps=steps, batch_size=batch_size, crop=crop, lr=lr, std=std,
+                         seed=seed, device=device, keep=keep), best, save)
     return {**(result or {}), "entry": best.get("entry")}
 
 
@@ -162,20 +161,15 @@ def train_cyclegan_model(registry, he_train, he_val, *, a_images=None, steps_sma
               "lr": 2e-4, "beta1": 0.5, "cycle_weight": 10.0, "identity_weight": 0.5, "pool_size": 50,
               "data": data, "despeckled_domain_a": despeckler is not None, "resumed_from": resumed_from}
     preview = val_gareau[0][:512, :512] if on_preview is not None else None
-    gen = train_cyclegan(a_images, b_images, steps_256=steps_small, steps_512=steps_large, crop_small=crop_small,
-                         crop_large=crop_large, batch_size=batch_size, ngf=ngf, n_blocks=n_blocks, seed=seed,
-                         device=device, preview=preview, preview_every=preview_every, on_preview=on_preview,
-                         keep=keep, generators=generators)
-    result = None
-    try:
-        result = yield from gen
-    finally:
-        gen.close()
-        if best.get("state") is not None:
-            best["entry"] = registry.save_new_version(
-                CYCLEGAN_NAME, best["state"], method=CYCLEGAN_METHOD,
-                arch=probe.arch, config=config,
-                metrics={**best["metrics"], "best_step": best["step"]},
-                data_fingerprint=data_fingerprint(*he_train))
+    def save(b):
+        return registry.save_new_version(CYCLEGAN_NAME, b["state"], method=CYCLEGAN_METHOD, arch=probe.arch,
+                                         config=config, metrics={**b["metrics"], "best_step": b["step"]},
+                                         data_fingerprint=data_fingerprint(*he_train))
+
+    result = yield from save_best_on_exit(
+        train_cyclegan(a_images, b_images, steps_256=steps_small, steps_512=steps_large, crop_small=crop_small,
+                       crop_large=crop_large, batch_size=batch_size, ngf=ngf, n_blocks=n_blocks, seed=seed,
+                       device=device, preview=preview, preview_every=preview_every, on_preview=on_preview,
+                       keep=keep, generators=generators), best, save)
     result = {k: v for k, v in (result or {}).items() if k != "generator_state"}
     return {**result, "entry": best.get("entry")}
