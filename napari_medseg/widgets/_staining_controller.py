@@ -101,8 +101,7 @@ class StainingController(Controller):
                 cf, cr = fcm, rcm
             else:
                 cf, cr = self._coarse(s.fcm, fcm), self._coarse(s.rcm, rcm)
-            pipeline.check_pair(cf, cr)
-            norm = pipeline.prepare(cf, cr, "slide")  # checks the content too (NaN, constant)
+            norm = pipeline.prepare(cf, cr, "slide")  # checks the coarse pair and its content (NaN, constant)
             if s.normalisation == "tile":
                 norm = pipeline.Normaliser(None, None)
             self._ranges[key] = norm

@@ -77,11 +77,7 @@ class BoxIterativeWidget(MethodDock):
         return [CURRENT] + [e.version for e in self.controller.registry.list(MODEL_NAME)]
 
     def _from_settings(self):
-        self._syncing = True
-        s = self.controller.settings
-        for name in ("rounds1", "rounds2", "steps", "patch", "batch_size", "clip_boxes"):
-            getattr(self, name).value = getattr(s, name)
-        self._syncing = False
+        self._show_settings(("rounds1", "rounds2", "steps", "patch", "batch_size", "clip_boxes"))
 
     def _to_settings(self):
         if self._syncing:
