@@ -90,9 +90,10 @@ def _train(args) -> int:
         reg = Registry()
     if args.method == "joint":
         from . import cli_joint
+        from .methods.joint_lesion_tissue.card import write_model_card
+        from .methods.joint_lesion_tissue.models import BASELINE_NAMES
 
-        if args.ship:
-            raise MedsegError("No model card for the joint model yet; train it without --ship.")
+        MODEL_NAME = BASELINE_NAMES[args.mode]
         entry = cli_joint.train(args, reg)
     elif args.method in ("despeckle", "cyclegan"):
         from . import cli_staining

@@ -38,8 +38,13 @@ def train(args, registry):
 
     device = select_device(args.device)
     shape, spacing = _shape(args.shape), (args.spacing,) * 3
-    controls, patients, val = phantom_training_data(args.subjects, args.subjects, 1, seed=args.seed, shape=shape,
-                                                    spacing=spacing, label_set=args.label_set)
+    if args.mode == "supervised":  # model M: fully labelled scans (only a phantom has them for free)
+        _, _, full = phantom_training_data(0, 0, args.subjects + 1, seed=args.seed, shape=shape, spacing=spacing,
+                                           label_set=args.label_set)
+        controls, patients, val = [], full[:-1], full[-1:]
+    else:
+        controls, patients, val = phantom_training_data(args.subjects, args.subjects, 1, seed=args.seed, shape=shape,
+                                                        spacing=spacing, label_set=args.label_set)
     steps = args.steps or 2000
     patch = args.patch or min(48, *shape)
     cfg = JointConfig(patch_size=(patch,) * 3, steps=steps, warmup=args.warmup if args.warmup is not None else steps // 2,
@@ -51,7 +56,8 @@ def train(args, registry):
         model, meta = registry.get(name).load()
         resume = (model.state_dict(), meta)
     data = f"brain phantom: {args.subjects} controls + {args.subjects} patients, {shape} at {args.spacing} mm"
-    job = run_in_terminal(train_joint_model(registry, controls, patients, val, cfg, resume=resume, data=data),
+    job = run_in_terminal(train_joint_model(registry, controls, patients, val, cfg, resume=resume, data=data,
+                                                 spacing=spacing),
                           f"train {args.mode}")
     if job.stopped:
         print("stopped; the best model so far was saved", file=sys.stderr)

@@ -21,7 +21,7 @@ def test_headless_demo_writes_screenshots_and_report(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     assert report["widgets_docked"] == ["Axon tracking", "Box-supervised training", "Confocal digital staining",
-                                        "Model manager", "Segment"]
+                                        "Joint lesion + tissue", "Model manager", "Segment"]
     tissue = report["methods"]["tissue"]
     assert "error" not in tissue
     assert tissue["retrained_version"] == 2 and 0 <= tissue["dice_before"] <= 1 and 0 <= tissue["dice_after"] <= 1
@@ -36,6 +36,10 @@ def test_headless_demo_writes_screenshots_and_report(tmp_path):
     staining = report["methods"]["staining"]
     assert "error" not in staining, staining
     assert staining["levels"] >= 2 and staining["color_distance_full_pipeline"] < staining["color_distance_gareau_only"]
+    joint = report["methods"]["joint"]
+    assert "error" not in joint, joint
+    assert joint["retrained_version"] == 2 and joint["exported"] == "joint-labels.nii.gz"
+    assert 0 < joint["dice"]["white matter"] <= 1 and joint["volumes_ml"]["white matter"] > 0
     md = (out / "report.md").read_text()
     assert "dice_before" in md
     for name in (report["screenshots"] + tissue["screenshots"] + tracking["screenshots"] + box["screenshots"]

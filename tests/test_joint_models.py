@@ -57,4 +57,14 @@ def test_train_joint_cli_on_the_phantom(tmp_path, monkeypatch, capsys):
                      "--patch", "16", "--mode", "lesion_only"])
     assert code == 0 and "saved joint_lesion_only v1" in capsys.readouterr().out
     assert cli.main(["train", "joint", "--shape", "8,8"]) == 2
-    assert cli.main(["train", "joint", "--ship", "--steps", "1"]) == 2
+    # --ship writes the next shipped version and its model card (here into a scratch models/)
+    from napari_medseg.core import paths
+
+    shipped = tmp_path / "shipped"
+    monkeypatch.setattr(paths, "models_dir", lambda: shipped)
+    code = cli.main(["train", "joint", "--steps", "1", "--shape", "32,36,32", "--spacing", "5", "--subjects", "1",
+                     "--patch", "16", "--mode", "supervised", "--ship"])
+    assert code == 0, capsys.readouterr().err
+    card = (shipped / "joint_supervised" / "MODEL_CARD.md").read_text()
+    assert (shipped / "joint_supervised" / "v0001.pt").is_file() and "baseline M" in card
+    assert "Inputs: T1, FLAIR" in card and "1 iterations" in card

@@ -20,7 +20,8 @@ def test_manifest_validates():
     manifest.validate_imports()  # every python_name resolves
     assert {w.display_name for w in manifest.contributions.widgets} == {"Segment", "Model manager", "Axon tracking",
                                                                       "Box-supervised training",
-                                                                      "Confocal digital staining"}
+                                                                      "Confocal digital staining",
+                                                                      "Joint lesion + tissue"}
     proc = subprocess.run([sys.executable, "-m", "npe2", "validate", "napari-medseg"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 

@@ -153,6 +153,17 @@ class Registry:
         _notify(name)
         return entry
 
+    def previous_version(self, name: str) -> int:
+        """The version just before the current one (what a rollback goes back to)."""
+        versions = [e.version for e in self.list(name)]
+        if not versions:
+            raise InputError(f"There is no {name} model to roll back to yet.")
+        cur = self.get(name).version
+        earlier = [v for v in versions if v < cur]
+        if not earlier:
+            raise InputError(f"v{cur} is the first version of {name}; there is nothing earlier.")
+        return earlier[-1]
+
     def current(self, name: str) -> ModelEntry:
         return self.get(name)
 

@@ -235,15 +235,8 @@ class BoxController(Controller):
     def rollback(self, version: int | None = None):
         """Button **Roll back**: make an earlier version current and continue from it."""
         try:
-            versions = [e.version for e in self.registry.list(MODEL_NAME)]
-            if not versions:
-                raise InputError("There is no glomeruli model to roll back to yet.")
             if version is None:
-                cur = self.registry.get(MODEL_NAME).version
-                earlier = [v for v in versions if v < cur]
-                if not earlier:
-                    raise InputError(f"v{cur} is the first version; there is nothing earlier.")
-                version = earlier[-1]
+                version = self.registry.previous_version(MODEL_NAME)
             if self.session is None:
                 self.session = IterativeTraining(self.registry, self._config())
             self.session.use_version(version)

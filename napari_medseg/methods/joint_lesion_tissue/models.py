@@ -21,11 +21,17 @@ BASELINE_NAMES = {"joint": MODEL_NAME, "tissue_only": "joint_tissue_only", "lesi
 
 
 def _prepared(subject: dict, modalities, spacing) -> dict:
-    from .datasets import preprocess
+    from .datasets import preprocess, resample_to
 
     p = preprocess({m: subject[m] for m in modalities}, subject["affine"], spacing=spacing)
     out = dict(p.images)
-    out.update({k: subject[k] for k in ("tissue", "lesion", "labels") if k in subject})
+    grid = out[modalities[0]].shape
+    for k in ("tissue", "lesion", "labels"):
+        if k not in subject:
+            continue
+        lab = np.asarray(subject[k])
+        same = lab.shape == grid and np.allclose(p.affine, subject["affine"], atol=1e-3)
+        out[k] = lab if same else resample_to(p.affine, grid, lab, subject["affine"], order=0).astype(np.uint8)
     out["affine"] = p.affine
     return out
 
@@ -52,10 +58,14 @@ def plain_config(cfg: JointConfig) -> dict:
 
 
 def train_joint_model(registry, controls, patients, val, config: JointConfig, *, features=(8, 16, 16), repeat=1,
-                      backbone="highresnet", resume=None, data: str = "user scans", name: str | None = None):
+                      backbone="highresnet", resume=None, data: str = "user scans", name: str | None = None,
+                      spacing=None, record_mode: str | None = None):
     """Generator: train (or fine-tune ``resume=(state, meta)``) and save the best validation
     Dice as a new registry version (``joint_lesion_tissue``, or the baseline's name).
-    Returns ``{"entry", ...summary}``."""
+    ``spacing``: the voxel size (mm) the scans were resampled to, kept in the checkpoint so
+    inference can resample new scans the same way. ``record_mode``: the mode written into
+    the checkpoint when it differs from the one trained now (a joint model fine-tuned on
+    T1-only corrections is still a joint model). Returns ``{"entry", ...summary}``."""
     name = name or BASELINE_NAMES[config.mode]
     modalities = ("T1",) if config.mode == "tissue_only" else tuple(config.modalities)
     config = dataclasses.replace(config, modalities=modalities)  # model N sees T1 only
@@ -77,12 +87,14 @@ def train_joint_model(registry, controls, patients, val, config: JointConfig, *,
         ls = config.label_set
         return registry.save_new_version(
             name, b["state"], method=METHOD, arch=model.arch(),
-            config={**plain_config(config), "data": data,
+            config={**plain_config(config), "data": data, "mode": record_mode or config.mode,
+                    "trained_mode": config.mode,
                     "resumed_from": None if resume is None else resume[1].get("version")},
             metrics={**b["metrics"], "best_step": b["step"]},
             data_fingerprint=data_fingerprint(*[s["T1"] for s in (controls or []) + (patients or [])]),
             extra={"label_set": {"names": list(ls.names), "colours": list(ls.colours)},
-                   "modalities": list(modalities)})
+                   "modalities": list(model.modalities),
+                   "spacing": None if spacing is None else [float(v) for v in spacing]})
 
     result = yield from save_best_on_exit(train_joint(model, controls, patients, config, val=val, keep=keep), best,
                                           save)
@@ -99,3 +111,37 @@ def label_set_of(meta: dict):
         if ls.names == names:
             return ls
     return LabelSet(names=names, colours=tuple(meta["label_set"]["colours"]))
+
+
+def folder_training_data(controls_description=None, patients_description=None, validation_description=None,
+                         spacing=(1.5, 1.5, 1.5)):
+    """(controls, patients, validation, label set name) from dataset descriptions (CSV/YAML,
+    paths relative to each file's folder), preprocessed to ``spacing``. Rows labelled
+    ``tissue`` are controls, ``lesion`` patients, ``joint`` fully labelled validation
+    scans; every subject is read and checked before training starts."""
+    from pathlib import Path
+
+    from ...core.errors import InputError
+    from .datasets import read_description, load_subject
+
+    sets = {"control": [], "patient": [], "val": []}
+    classes = set()
+    for desc in (controls_description, patients_description, validation_description):
+        if not desc:
+            continue
+        for row in read_description(desc):
+            s = load_subject(row, Path(desc).parent)
+            classes.add(s["classes"])
+            mods = [m for m in ("T1", "FLAIR") if m in s]
+            kind = "control" if "tissue" in s else "patient" if "lesion" in s else "val" if "labels" in s else None
+            if kind is None:
+                raise InputError(f"Subject {s['id']} in {desc} has no label file; training needs labels.")
+            if kind == "patient" and "FLAIR" not in s:
+                raise InputError(f"Subject {s['id']} in {desc} has lesion labels but no FLAIR; lesion scans "
+                                 "need T1 + FLAIR.")
+            sets[kind].append(_prepared(s, mods if kind != "control" else ("T1",), spacing))
+    if len(classes) > 1:
+        raise InputError(f"The datasets mix label sets {sorted(classes)}; use one (column 'classes').")
+    if not sets["control"] and not sets["patient"]:
+        raise InputError("No training scans: give a controls (tissue) and/or a patients (lesion) description.")
+    return sets["control"], sets["patient"], sets["val"], (classes.pop() if classes else "full")

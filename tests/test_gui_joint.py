@@ -1,0 +1,126 @@
+"""The Joint lesion + tissue widget, headless: map modalities on the brain phantom sample,
+segment with the shipped model, read the labels and the volume table, correct, retrain,
+roll back, export NIfTI with the affine kept; bad input; training from dataset folders."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from napari_medseg import _sample_data
+from napari_medseg.core import paths
+from napari_medseg.core.registry import Registry
+from napari_medseg.methods.joint_lesion_tissue.labels import REDUCED
+from napari_medseg.methods.joint_lesion_tissue.metrics import dice_per_class
+
+
+@pytest.fixture
+def setup(make_napari_viewer, tmp_path):
+    torch.set_num_threads(2)
+    from napari_medseg.widgets.joint_lesion_tissue import JointWidget
+
+    viewer = make_napari_viewer()
+    for data, kwargs, kind in _sample_data.brain_phantom_sample():
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    registry = Registry(shipped_root=paths.models_dir(), user_root=tmp_path / "models")
+    w = JointWidget(viewer, registry=registry)
+    return viewer, w
+
+
+def test_map_segment_correct_retrain_export(setup, tmp_path):
+    viewer, w = setup
+    c = w.controller
+    t1, flair, truth = viewer.layers["T1"], viewer.layers["FLAIR"], viewer.layers["true labels"]
+    w.t1.value, w.flair.value = t1, flair
+    assert c.settings.t1 is t1 and c.settings.flair is flair and c.settings.t2 is None
+
+    labels = c.segment(block=True)
+    assert labels is viewer.layers[-1] and labels.name == "T1 [joint_lesion_tissue v1]"
+    assert labels.data.shape == t1.data.shape and tuple(labels.scale) == tuple(t1.scale)
+    assert list(labels.features["class"]) == list(REDUCED.names)
+    assert w.used.value == "used: T1 + FLAIR"
+    # the shipped model segments the held-out phantom: every tissue and the lesions are found
+    dice = dice_per_class(labels.data, truth.data, REDUCED)
+    assert dice["white matter"] > 0.6 and dice["CSF"] > 0.5 and dice["grey matter"] > 0.4, dice
+    assert dice["lesion"] > 0.2, dice
+    # the volume table: one row per class and the lesion count, in mL from the 2 mm voxels
+    rows = {w.table.item(i, 0).text(): w.table.item(i, 1).text() for i in range(w.table.rowCount())}
+    assert list(rows) == [*REDUCED.names[1:], "lesion count"]
+    wm = int((labels.data == REDUCED.names.index("white matter")).sum())
+    assert float(rows["white matter"]) == pytest.approx(wm * 8 / 1000, abs=0.01)
+
+    # correct: paint the true labels into one slab, the table follows, retrain a new version
+    before = float(rows["lesion"])
+    edited = np.array(labels.data)
+    edited[30:50] = truth.data[30:50]
+    labels.data = edited
+    c.refresh_volumes()
+    assert float(w.table.item(REDUCED.lesion - 1, 1).text()) != before or (edited == labels.metadata["medseg"][
+        "prediction"]).all()
+    w.retrain_steps.value = 3
+    entry = c.retrain(block=True)
+    assert entry is not None and entry.version == 2 and entry.source == "user", c.message
+    assert c.registry.get("joint_lesion_tissue").version == 2
+    assert entry.meta["config"]["mode"] == "joint" and entry.meta["config"]["resumed_from"] == 1
+    saved = sorted((paths.user_data_dir() / "corrections" / "joint_lesion_tissue").glob("corrections_*.json"))
+    assert len(saved) == 1 and json.loads(saved[0].read_text())["changed_voxels"] > 0
+    assert "v2" in w.versions.value and w.version.choices == (None, 1, 2)
+    # the retrained version segments too, as a new layer
+    again = c.segment(block=True)
+    assert again.name == "T1 [joint_lesion_tissue v2]" and again.data.shape == t1.data.shape
+    c.rollback()
+    assert c.registry.get("joint_lesion_tissue").version == 1 and "current: joint_lesion_tissue v1" in w.versions.value
+
+    # export keeps the affine
+    out = tmp_path / "labels.nii.gz"
+    c.export(out)
+    img = nib.load(str(out))
+    np.testing.assert_allclose(img.affine, t1.metadata["medseg_io"]["affine"])
+    np.testing.assert_array_equal(np.asarray(img.dataobj), again.data)
+
+
+def test_bad_input_one_message_each(setup):
+    viewer, w = setup
+    c = w.controller
+    n = len(viewer.layers)
+    w.flair.value = viewer.layers["FLAIR"]
+    assert c.segment(block=True) is None and "Map a T1 layer" in c.message and len(viewer.layers) == n
+    viewer.add_image(np.asarray(viewer.layers["FLAIR"].data)[::2, ::2, ::2], name="small FLAIR", scale=(4, 4, 4))
+    w.t1.value, w.flair.value = viewer.layers["T1"], viewer.layers["small FLAIR"]
+    assert c.segment(block=True) is None and "resample onto T1" in c.message and len(viewer.layers) == n + 1
+    w.resample.value = True
+    assert c.segment(block=True) is not None and len(viewer.layers) == n + 2
+    viewer.layers["T1"].data = np.full(viewer.layers["T1"].data.shape, np.nan, np.float32)
+    assert c.segment(block=True) is None and "NaN" in c.message
+    c.retrain(block=True)
+    assert "paint your corrections first" in c.message
+
+
+def test_train_from_dataset_folders(setup, tmp_path):
+    from napari_medseg.methods.joint_lesion_tissue.phantom import task_datasets, write_dataset
+
+    viewer, w = setup
+    c = w.controller
+    d = task_datasets(1, 1, 1, seed=7, shape=(40, 48, 40), label_set="reduced", spacing=(2.5, 2.5, 2.5))
+    for key in d:
+        for s in d[key]:
+            s["classes"] = "reduced"
+    w.controls.value = write_dataset(d["control"], tmp_path / "controls", "controls.csv")
+    w.patients.value = write_dataset(d["patient"], tmp_path / "patients", "patients.yaml")
+    w.validation.value = write_dataset(d["test"], tmp_path / "val", "val.csv")
+    w.steps.value, w.warmup.value, w.patch.value = 4, 2, 24
+    entry = c.train(block=True)
+    assert entry is not None and entry.version == 2, c.message  # fine-tuned from the shipped v1
+    assert entry.meta["config"]["steps"] == 4 and entry.meta["spacing"] == [2.5, 2.5, 2.5]
+    assert len(w.loss_plot.series["loss_tissue"]) == 4 and len(w.loss_plot.series["loss_inter"]) == 4
+    assert w.loss_plot.series["loss_inter"][0][1] == 0 and w.loss_plot.series["loss_inter"][-1][1] > 0
+    assert len(w.dice_plot.series["val_dice"]) >= 1
+    # a lesion dataset without FLAIR is refused before anything trains
+    d["patient"][0].pop("FLAIR")
+    w.patients.value = write_dataset(d["patient"], tmp_path / "bad", "patients.csv")
+    assert c.train(block=True) is None and "no FLAIR" in c.message
+    assert c.registry.get("joint_lesion_tissue").version == 2
