@@ -34,7 +34,12 @@ def _monai_unet(**kwargs) -> torch.nn.Module:
 _REGISTERED_BY = {"dai2019.BetaPolicy": "napari_medseg.methods.tracking.policy",
                   "combalia2019.DespeckleNet": "napari_medseg.methods.staining.despeckle",
                   "combalia2019.ResnetGenerator": "napari_medseg.methods.staining.cyclegan",
-                  "dorent2019.HeteroModalNet": "napari_medseg.methods.joint_lesion_tissue.network"}
+                  "dorent2019.HeteroModalNet": "napari_medseg.methods.joint_lesion_tissue.network",
+                  **{name: "napari_medseg.methods.adversarial.networks" for name in (
+                      "chen2019.DilatedResUNet", "chen2019.ConditionalMaskDiscriminator",
+                      "giacomello2020.SegANSegmentor", "giacomello2020.SegANCritic",
+                      "delisle2019.NormalizationGenerator", "delisle2019.DomainDiscriminator",
+                      "delisle2019.NormalizeAndSegment")}}
 
 
 def build(arch: dict) -> torch.nn.Module:
