@@ -40,13 +40,7 @@ def save_agent(metrics=None):
                                        metrics=metrics or {})
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The agent is tiny: one torch thread is ~10x faster than two fighting over a busy CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny nets run faster on one thread
 
 
 @pytest.fixture

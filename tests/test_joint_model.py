@@ -21,13 +21,7 @@ T1 = np.array([0.0, 0.3, 0.6, 1.0, 0.55], np.float32)
 FLAIR = np.array([0.0, 0.15, 0.6, 0.45, 1.3], np.float32)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small convolutions on 2 shared cores run several times faster on one thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny nets run faster on one thread
 
 
 def _subject(rng, shape, lesion: bool):

@@ -16,14 +16,6 @@ from napari_medseg.methods.staining.cyclegan_training import lr_at, recalibrate_
 from tests.conftest import randomize_batchnorm
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny convolutions are overhead-bound: one thread is ~1.6x faster than two here."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def smooth_images(seed, n=4, size=48, c1=(0.9, 0.3, 0.8), c2=(0.2, 0.1, 0.9)):
     """Smooth random textures blending two colours (a stand-in for a stained slide)."""

@@ -12,4 +12,5 @@ BENCHMARKS = {
     "tracking": "napari_medseg.bench.tracking:run",
     "box_iterative": "napari_medseg.bench.box_iterative:run",
     "staining": "napari_medseg.bench.staining:run",
+    "joint": "napari_medseg.bench.joint:run",
 }
