@@ -122,7 +122,7 @@ def _train(args) -> int:
             resume = reg.get(MODEL_NAME).load()
             resume = (resume[0].state_dict(), resume[1])
         job = run_in_terminal(train_tissue(reg, steps=args.steps or 400, seed=args.seed, device=select_device(args.device),
-                                           resume=resume), "train tissue")
+                                           resume=resume, adversarial=args.adversarial), "train tissue")
         entry = (job.result or {}).get("entry") if job.result else None
         if entry is None and job.stopped:
             print("stopped; the best model so far was saved", file=sys.stderr)
@@ -251,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default=None)
     s.add_argument("--resume", action="store_true", help="fine-tune the current version")
     s.add_argument("--ship", action="store_true", help="write into the repository's models/ with a model card")
+    s.add_argument("--adversarial", type=float, default=0.0, metavar="WEIGHT",
+                   help="tissue, box_iterative: adversarial mode, a mask discriminator's term with this weight")
     s.set_defaults(func=_train)
     from . import cli_tracking
 

@@ -29,6 +29,7 @@ def train(args, registry):
 
     device = select_device(args.device)
     config = StageConfig(steps=args.steps or 150, patch=args.patch, batch_size=args.batch_size, seed=args.seed,
+                         adversarial=args.adversarial,
                          device=str(device))
     recipe = Recipe(size=args.size, rounds1=args.rounds1, rounds2=args.rounds2, config=config)
     job = run_in_terminal(run_recipe(registry, recipe), "train box_iterative")

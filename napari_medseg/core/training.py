@@ -35,6 +35,7 @@ def train_supervised(
     cpu_bf16: bool = False,
     grad_clip: float | None = None,
     cosine: bool = False,
+    adversary=None,
 ):
     """Yield :class:`Progress` each step; return ``{"best_metrics", "best_step", "history"}``.
 
@@ -43,6 +44,13 @@ def train_supervised(
     stopped before its first validation. ``cpu_bf16`` runs the forward pass in bfloat16
     autocast on CPUs that have native support. A diverged run (non-finite loss) raises
     :class:`TrainingError` and saves nothing from after the divergence.
+
+    ``adversary`` switches on adversarial mode: an object with
+    ``generator_term(x, logits, y) -> loss`` (added to the segmentation loss, its own
+    networks frozen) and ``discriminator_step(x, y, logits) -> dict`` (one update of its
+    discriminator after each model update), e.g.
+    :class:`napari_medseg.methods.adversarial.mode.MaskAdversary`. The engine only calls
+    these two methods, so any method can bring its own adversary.
     """
     device = torch.device(device)
     model.to(device)
@@ -80,7 +88,11 @@ def train_supervised(
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             opt.zero_grad(set_to_none=True)
             with autocast(device, use_amp or cpu_bf16, cpu_bf16=cpu_bf16):
-                loss = loss_fn(model(x), y)
+                logits = model(x)
+                loss = loss_fn(logits, y)
+                adv = adversary.generator_term(x, logits, y) if adversary is not None else None
+                if adv is not None:
+                    loss = loss + adv
             if not torch.isfinite(loss):
                 diverged = True
                 raise TrainingError(f"The training loss became {loss.item()} at step {step}; lower the learning rate.")
@@ -93,6 +105,9 @@ def train_supervised(
             if sched is not None:
                 sched.step()
             metrics = {"loss": float(loss.detach())}
+            if adversary is not None:
+                metrics["loss_adv"] = float(adv.detach())
+                metrics.update(adversary.discriminator_step(x, y, logits.detach()))
             if validate is not None and (step % val_every == 0 or step == steps):
                 metrics.update({f"val_{k}": v for k, v in evaluate_and_keep(step).items()})
             history.append({"step": step, **metrics})

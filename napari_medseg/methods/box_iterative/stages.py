@@ -51,6 +51,7 @@ class StageConfig:
     tile: int = 1024
     seed: int = 0
     device: str = "cpu"
+    adversarial: float = 0.0  # > 0: adversarial mode, a mask discriminator's term with this weight
 
     def patch_and_batch(self) -> tuple[int, int]:
         gpu = torch.device(self.device).type == "cuda"
@@ -194,6 +195,16 @@ class IterativeTraining:
         return entry.version
 
     # ------------------------------------------------------------ one round
+    def _adversary(self):
+        """Adversarial mode (a conditional mask discriminator; unknown pixels ignored), or None."""
+        if self.config.adversarial <= 0:
+            return None
+        from ..adversarial.mode import MaskAdversary
+        from .labels import UNKNOWN
+
+        return MaskAdversary(image_channels=3, n_classes=2, weight=self.config.adversarial, device=self.config.device,
+                             ignore=UNKNOWN)
+
     def _train(self, stage: int, steps: int, total: int, done: int, validate=None, keep=None):
         patch, batch = self.config.patch_and_batch()
         sampler = PatchSampler(self.slides[stage], patch, object_ratio=self.config.object_ratio,
@@ -201,7 +212,7 @@ class IterativeTraining:
         gen = train_supervised(self.model, lambda _s: sampler.batch(batch), segmentation_loss, steps=steps,
                                device=self.config.device, lr=self.config.lr, validate=validate,
                                val_every=max(1, steps // 6), monitor="rank_score", save_best=keep, cpu_bf16=True,
-                               grad_clip=5.0, cosine=True)
+                               grad_clip=5.0, cosine=True, adversary=self._adversary())
         before, finished = copy.deepcopy(self.model.state_dict()), False
         try:
             for p in gen:

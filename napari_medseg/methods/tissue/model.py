@@ -25,6 +25,14 @@ def _to_input(rgb: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.moveaxis(rgb, -1, 0).astype(np.float32) / 255.0)
 
 
+def _adversary(weight: float, device):
+    if weight <= 0:
+        return None
+    from ..adversarial.mode import MaskAdversary
+
+    return MaskAdversary(image_channels=3, n_classes=2, weight=weight, device=device)
+
+
 def train_tissue(
     registry: Registry,
     *,
@@ -42,9 +50,13 @@ def train_tissue(
     masks=None,
     weights=None,
     val=None,
+    adversarial: float = 0.0,
 ):
     """Generator: train (or fine-tune from ``resume``) and save a new model version.
 
+    ``adversarial`` > 0 switches on adversarial mode: a conditional mask discriminator
+    (:class:`~napari_medseg.methods.adversarial.mode.MaskAdversary`) adds its term with
+    this weight.
     ``images``/``masks`` replace the synthetic slides (e.g. a user's corrected masks);
     ``weights`` (same shapes as masks) make corrected pixels count more in the loss.
     The best validation Dice so far is kept, also when the job is stopped.
@@ -107,7 +119,8 @@ def train_tissue(
         config.update(data="user images", image_shapes=[list(im.shape) for im in images],
                       corrected_pixels=int(sum(int((w > 1).sum()) for w in weights)))
     gen = train_supervised(model, next_batch, loss_fn, steps=steps, device=device, lr=lr,
-                           validate=validate, val_every=max(1, steps // 8), monitor="dice", save_best=keep)
+                           validate=validate, val_every=max(1, steps // 8), monitor="dice", save_best=keep,
+                           adversary=_adversary(adversarial, device))
     result = None
     try:
         result = yield from gen
