@@ -1,0 +1,155 @@
+"""Inference and evaluation of the normalisation models (Delisle et al. 2019): whole-image
+normalisation and segmentation, Dice per site and class, and the JSD between site histograms.
+See :mod:`.delisle` for the three modes and their training."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+
+from ...core.errors import InputError
+from .sites import TISSUE_NAMES, histogram_jsd
+
+MODES = ("adversarial", "standardized", "none")
+
+
+def standardize(image) -> np.ndarray:
+    """Z-score with the mean and std of the brain (non-zero voxels; all when none is zero)."""
+    img = np.asarray(image, np.float32)
+    brain = img != 0
+    vals = img[brain] if brain.any() and not brain.all() else img.ravel()
+    return ((img - vals.mean()) / max(float(vals.std()), 1e-6)).astype(np.float32)
+
+
+def _input(image, mode: str) -> np.ndarray:
+    return standardize(image) if mode == "standardized" else np.asarray(image, np.float32)
+
+
+def _stride(module) -> int:
+    if module is None:
+        return 1
+    if hasattr(module, "generator") and hasattr(module, "segmenter"):
+        return math.lcm(_stride(module.generator), _stride(module.segmenter))
+    if hasattr(module, "total_stride"):
+        return int(module.total_stride)
+    return int(np.prod(getattr(module, "strides", [1])))
+
+
+def _padded_run(fn, image: np.ndarray, stride: int, device) -> torch.Tensor:
+    """fn on the whole image padded (with its minimum) to a multiple of ``stride``, cropped back."""
+    pad = [(0, -(-n // stride) * stride - n) for n in image.shape]
+    x = np.pad(image, pad, constant_values=float(image.min()))
+    with torch.no_grad():
+        out = fn(torch.from_numpy(np.ascontiguousarray(x))[None, None].to(device))
+    return out[(slice(None), slice(None), *(slice(0, n) for n in image.shape))].float().cpu()
+
+
+def _unpack(model_or_pair):
+    if isinstance(model_or_pair, (tuple, list)):
+        return model_or_pair[0], model_or_pair[1]
+    if hasattr(model_or_pair, "normalize"):  # NormalizeAndSegment
+        return model_or_pair.generator, model_or_pair.segmenter
+    return None, model_or_pair
+
+
+def normalize_volume(generator, image, device="cpu") -> np.ndarray:
+    """G(image) for a whole 2-D or 3-D image (padded to G's stride), float32, same shape."""
+    pair = isinstance(generator, (tuple, list)) or hasattr(generator, "normalize")
+    gen = _unpack(generator)[0] if pair else generator
+    img = np.asarray(image, np.float32)
+    if img.ndim not in (2, 3) or not np.isfinite(img).all():
+        raise InputError(f"Expected a finite 2-D or 3-D image, got shape {img.shape}.")
+    gen.to(device).eval()
+    return _padded_run(gen, img, _stride(gen), device)[0, 0].numpy()
+
+
+def segment(model_or_pair, image, device="cpu", mode: str = "adversarial", return_probs: bool = False):
+    """Labels (uint8) of a whole image: S(G(x)) in adversarial mode (a NormalizeAndSegment or a
+    (G, S) pair), S(z-score(x)) when standardized, S(x) for "none"."""
+    if mode not in MODES:
+        raise InputError(f"Unknown mode {mode!r}; choose one of {list(MODES)}.")
+    gen, seg = _unpack(model_or_pair)
+    if mode == "adversarial" and gen is None:
+        raise InputError("Adversarial mode needs the generator: pass the trained pair (G, S).")
+    img = _input(image, mode)
+    if img.ndim not in (2, 3) or not np.isfinite(img).all():
+        raise InputError(f"Expected a finite 2-D or 3-D image, got shape {img.shape}.")
+    nets_ = [m for m in (gen if mode == "adversarial" else None, seg) if m is not None]
+    for m in nets_:
+        m.to(device).eval()
+    fn = (lambda t: seg(gen(t))) if mode == "adversarial" else seg
+    probs = torch.softmax(_padded_run(fn, img, math.lcm(*[_stride(m) for m in nets_]), device), 1)[0]
+    labels = probs.argmax(0).numpy().astype(np.uint8)
+    return (labels, probs.numpy()) if return_probs else labels
+
+
+def _class_dice(pred: np.ndarray, truth: np.ndarray, n_classes: int) -> dict[int, float]:
+    out = {}
+    for c in range(1, n_classes):
+        a, b = pred == c, truth == c
+        if a.any() or b.any():
+            out[c] = float(2.0 * np.logical_and(a, b).sum() / (a.sum() + b.sum()))
+    return out
+
+
+def _class_name(c: int, n_classes: int) -> str:
+    return TISSUE_NAMES[c] if n_classes == len(TISSUE_NAMES) else str(c)
+
+
+def site_dice(model_or_pair, domains: Mapping, mode: str, device="cpu", n_classes: int = 4) -> dict:
+    """Per-site, per-class Dice (mean over each site's images), their means, the overall mean."""
+    per_site, means = {}, {}
+    for site, items in domains.items():
+        scores: dict[int, list[float]] = {}
+        for img, lab in items:
+            for c, d in _class_dice(segment(model_or_pair, img, device, mode), np.asarray(lab), n_classes).items():
+                scores.setdefault(c, []).append(d)
+        per_site[site] = {_class_name(c, n_classes): float(np.mean(v)) for c, v in sorted(scores.items())}
+        means[site] = float(np.mean(list(per_site[site].values()))) if per_site[site] else 0.0
+    classes = sorted({k for v in per_site.values() for k in v})
+    per_class = {k: float(np.mean([v[k] for v in per_site.values() if k in v])) for k in classes}
+    return {"dice": per_site, "dice_site": means, "dice_class": per_class,
+            "dice_overall": float(np.mean(list(means.values()))) if means else 0.0}
+
+
+def _mean_pairwise_jsd(images: Mapping, masks: Mapping) -> float:
+    names = list(images)
+    vals = [histogram_jsd(images[a], images[b], mask=(masks[a], masks[b]))
+            for i, a in enumerate(names) for b in names[i + 1:]]
+    return float(np.mean(vals)) if vals else 0.0
+
+
+def evaluate_sites(generator, segmenter, test_domains: Mapping, mode: str = "adversarial", device="cpu",
+                   n_classes: int = 4) -> dict:
+    """Dice per site and class (:func:`site_dice`), and the JSD between the sites' brain
+    intensity histograms (mean over site pairs) on raw images (``jsd_before``) and on what
+    the segmenter sees (``jsd_after``: G(x), the z-scored image, or the raw one for "none")."""
+    _check_labelled(test_domains, "test")
+    model = (generator, segmenter) if generator is not None else segmenter
+    out = site_dice(model, test_domains, mode, device, n_classes)
+    masks = {s: [np.asarray(lab) > 0 for _, lab in items] for s, items in test_domains.items()}
+    raw = {s: [np.asarray(img, np.float32) for img, _ in items] for s, items in test_domains.items()}
+    if mode == "adversarial":
+        seen = {s: [normalize_volume(generator, im, device) for im in ims] for s, ims in raw.items()}
+    else:
+        seen = {s: [_input(im, mode) for im in ims] for s, ims in raw.items()}
+    out.update(jsd_before=_mean_pairwise_jsd(raw, masks), jsd_after=_mean_pairwise_jsd(seen, masks))
+    return out
+
+
+def _check_labelled(domains, what: str, n_classes: int | None = None) -> None:
+    for site, items in domains.items():
+        for k, item in enumerate(items):
+            if not isinstance(item, (tuple, list)) or len(item) != 2 or item[1] is None:
+                raise InputError(f"{what.capitalize()} domain {site!r}, image {k} has no labels; "
+                                 "every image needs its label map here.")
+            img, lab = np.asarray(item[0]), np.asarray(item[1])
+            if lab.shape != img.shape:
+                raise InputError(f"{what.capitalize()} domain {site!r}, image {k}: the labels have shape "
+                                 f"{lab.shape} but the image {img.shape}; labels must be on the image's grid.")
+            if n_classes is not None and (lab.min() < 0 or lab.max() >= n_classes):
+                raise InputError(f"{what.capitalize()} domain {site!r}, image {k} has labels outside "
+                                 f"0..{n_classes - 1}.")
