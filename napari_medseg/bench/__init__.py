@@ -13,4 +13,5 @@ BENCHMARKS = {
     "box_iterative": "napari_medseg.bench.box_iterative:run",
     "staining": "napari_medseg.bench.staining:run",
     "joint": "napari_medseg.bench.joint:run",
+    "adversarial": "napari_medseg.bench.adversarial:run",
 }
