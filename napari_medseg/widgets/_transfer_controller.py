@@ -1,0 +1,639 @@
+"""The Modality transfer widget's controller (Giacomello et al. 2020): layers in, SegAN
+source models, fine-tuned versions, labels and a comparison table out; no Qt widgets.
+
+The dock's buttons call these methods and so can the napari console, e.g.
+``c.set(target_images=[...], target_labels=[...]); c.compare(block=True)``. The method is
+:mod:`napari_medseg.methods.adversarial.segan`. See docs/widgets/modality_transfer.md.
+
+Every image layer is read as a stack of 2-D slices along its first axis (napari's slider
+axis), clipped to its own 2nd and 98th percentiles and rescaled to [0, 1] (the paper's
+preprocessing). Slices with less than a tenth of their pixels non-zero and no tumour
+(outside a skull-stripped brain) are left out, as the phantom dataset does.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from napari.layers import Image, Labels
+
+from .._sample_tumour import PHANTOM_SEED, phantom_subject
+from ..core.device import select_device
+from ..core.errors import InputError
+from ..core.jobs import Progress
+from ..core.registry import Registry
+from ..methods.adversarial import segan
+from ..methods.adversarial.networks import CRITIC_MODES
+from ..methods.adversarial.tumour import MODALITIES, percentile_scale
+from ._controller import Controller
+
+SOURCE_NAME = segan.MODEL_NAME  # "segan_tumour": source models (one modality each)
+TRANSFER_NAME = segan.MODEL_NAME + "_transfer"  # fine-tuned and from-scratch target models
+MODEL_NAMES = (SOURCE_NAME, TRANSFER_NAME)
+MODES = ("full", "frozen_critic", "scratch")
+ROW_NAMES = {"source_only": "source only", "full": "full", "frozen_critic": "critic frozen", "scratch": "from scratch"}
+LAYER_TAGS = {"source_only": "source only", "full": "full", "frozen_critic": "critic frozen", "scratch": "scratch"}
+CHUNK = 4  # consecutive slices held out together (neighbouring slices are nearly the same image)
+MIN_BRAIN = 0.1
+
+
+@dataclass
+class TransferConfig(segan.SeganConfig):
+    """SegAN's configuration plus what the widget records in every saved version's config."""
+
+    transfer: str | None = None  # "full" / "frozen_critic" / "scratch"; None for a source model
+    source: dict | None = None  # {"name", "version", "modality"} of the source model
+
+
+@dataclass
+class TransferSettings:
+    """Everything a button press uses; the dock's controls mirror it."""
+
+    # source model
+    source_modality: str = "FLAIR"
+    source_images: list = field(default_factory=list)  # image layers of the source modality
+    source_labels: list = field(default_factory=list)  # their tumour Labels layers
+    phantom_subjects: int = 0  # extra source data: seeded phantom subjects
+    phantom_seed: int = 0
+    phantom_shape: tuple = (64, 72, 64)  # (x, y, axial) voxels of a phantom subject, 2.25 mm
+    critic_input: str = "concat"  # the paper's; "multiply" is the original SegAN
+    source_steps: int = 300
+    source_name: str = SOURCE_NAME  # the model to transfer from
+    source_version: int | None = None  # None: its current version
+    # transfer
+    target_modality: str = "T2"
+    target_images: list = field(default_factory=list)
+    target_labels: list = field(default_factory=list)
+    split: str = "layers"  # "layers": held_out layers are validation + test; "fraction": of each layer's slices
+    held_out: list = field(default_factory=list)
+    fraction: float = 0.3
+    steps: int = 200  # per mode
+    scratch: bool = True  # Compare also trains from scratch
+    show_on: Image | None = None  # the target image the result layers go on
+    # both
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    batch_size: int = 8
+    val_every: int | None = None  # None: a tenth of the steps
+    seed: int = 0
+    device: str = "auto"
+    seg_features: tuple = (16, 32, 64, 128)
+    critic_features: tuple = (16, 32, 64)
+    # predict
+    predict_image: Image | None = None
+    predict_name: str = TRANSFER_NAME
+    predict_version: int | None = None
+
+
+# ------------------------------------------------------------------ layers -> slices
+def _info(layer) -> dict:
+    return ((getattr(layer, "metadata", None) or {}).get("tumour") or {})
+
+
+def layer_stack(layer, what: str) -> np.ndarray:
+    """The layer as (N, H, W) slices (a 2-D layer is one slice), checked, as float32."""
+    if not isinstance(layer, Image):
+        raise InputError(f"{what}: {getattr(layer, 'name', layer)!r} is not an image layer.")
+    if layer.multiscale or layer.rgb:
+        raise InputError(f"{what}: {layer.name!r} is multiscale or RGB; pick a grey 2-D or 3-D image.")
+    data = np.asarray(layer.data, np.float32)
+    if data.ndim not in (2, 3):
+        raise InputError(f"{what}: {layer.name!r} is {data.ndim}-D (shape {data.shape}); pick a 2-D image or a "
+                         "3-D stack of slices (open each volume of a 4-D file as its own layer).")
+    if not np.isfinite(data).all():
+        raise InputError(f"{what}: {layer.name!r} has NaN or infinite values; fix or mask them first.")
+    if float(data.max()) <= float(data.min()):
+        raise InputError(f"{what}: {layer.name!r} is constant: there is nothing to segment in it.")
+    return data[None] if data.ndim == 2 else data
+
+
+def _floats(values) -> tuple:
+    return tuple(round(float(v), 4) for v in values)
+
+
+def _same_grid(a, b) -> bool:
+    return (np.shape(a.data) == np.shape(b.data) and np.allclose(a.scale, b.scale)
+            and np.allclose(a.translate, b.translate))
+
+
+def pair_labels(images: list, labels: list, what: str) -> list:
+    """The tumour Labels layer of each image layer: by the subject their metadata name
+    (the sample's), else in the order given; each on its image's grid."""
+    if not images:
+        raise InputError(f"There is no {what} data: pick the {what} image layers and their tumour labels.")
+    if not labels:
+        raise InputError(f"Pick the tumour Labels layers of the {what} images ({len(images)} image layer(s), "
+                         "no labels).")
+    bad = [getattr(x, "name", x) for x in labels if not isinstance(x, Labels)]
+    if bad:
+        raise InputError(f"{what} labels: {bad} are not Labels layers.")
+    if all(_info(x).get("subject") for x in images + labels):
+        by = {_info(x)["subject"]: x for x in labels}
+        missing = [f"{x.name!r} ({_info(x)['subject']})" for x in images if _info(x)["subject"] not in by]
+        if missing:
+            raise InputError(f"No tumour labels picked for the {what} image(s) {', '.join(missing)}; pick them too.")
+        pairs = [by[_info(x)["subject"]] for x in images]
+    elif len(images) == len(labels):
+        pairs = list(labels)
+    else:
+        raise InputError(f"Pick one tumour Labels layer per {what} image layer ({len(images)} image(s), "
+                         f"{len(labels)} labels); they are paired in layer-list order.")
+    for img, lab in zip(images, pairs):
+        if not _same_grid(img, lab):
+            raise InputError(f"The labels {lab.name!r} (shape {np.shape(lab.data)}, scale {_floats(lab.scale)}) are on "
+                             f"a different grid from {img.name!r} (shape {np.shape(img.data)}, scale "
+                             f"{_floats(img.scale)}); resample the labels onto the image.")
+    return pairs
+
+
+def _check_modality(layers, modality: str, what: str) -> None:
+    wrong = [f"{x.name!r} ({_info(x)['modality']})" for x in layers
+             if _info(x).get("modality") and _info(x)["modality"] != modality]
+    if wrong:
+        raise InputError(f"The {what} modality is {modality}, but {', '.join(wrong)} say(s) otherwise in the "
+                         f"layer metadata; pick {modality} layers or change the {what} modality.")
+
+
+def _spacing(layer) -> tuple:
+    """(row, column, slice) spacing of a layer read as a stack of slices."""
+    s = [float(v) for v in layer.scale]
+    return (s[-2], s[-1], s[0] if len(s) == 3 else 1.0)
+
+
+def _volume(name, image, mask, spacing, subject) -> dict:
+    image, mask = percentile_scale(image), (np.asarray(mask) > 0).astype(np.uint8)
+    brain = (image > 0).mean(axis=(1, 2)) >= MIN_BRAIN
+    keep = np.flatnonzero(brain | mask.any(axis=(1, 2)))
+    return {"name": name, "image": image, "mask": mask, "keep": keep, "spacing": spacing, "subject": subject}
+
+
+def layer_volumes(images, labels, modality, what) -> list[dict]:
+    _check_modality(images, modality, what)
+    pairs = pair_labels(list(images), list(labels), what)
+    out = []
+    for i, (img, lab) in enumerate(zip(images, pairs)):
+        stack = layer_stack(img, f"The {what} image")
+        out.append(_volume(img.name, stack, np.asarray(lab.data).reshape(stack.shape), _spacing(img), i))
+    return out
+
+
+def phantom_volumes(n: int, modality: str, seed: int, shape, start: int) -> list[dict]:
+    out = []
+    for i in range(int(n)):
+        p = phantom_subject(PHANTOM_SEED + 1000 * int(seed) + i, "LG" if i % 5 == 4 else "HG", tuple(shape))
+        out.append(_volume(f"phantom {i + 1}", p["images"][modality], p["mask"], (2.25, 2.25, 2.25), start + i))
+    return out
+
+
+def _chunks(keep: np.ndarray) -> list[np.ndarray]:
+    return [keep[i:i + CHUNK] for i in range(0, len(keep), CHUNK)]
+
+
+def _part(volumes, picks, modality) -> dict:
+    """A :func:`tumour_slices`-style part from (volume index, slice indices) picks, its
+    slices zero-padded to the largest grid among them."""
+    picks = [(v, np.asarray(s, int)) for v, s in picks if len(s)]
+    if not picks:
+        return {"images": {modality: np.zeros((0, 1, 1), np.float32)}, "mask": np.zeros((0, 1, 1), np.uint8),
+                "subject": np.zeros(0, int), "slice": np.zeros(0, int)}
+    h = max(volumes[v]["image"].shape[1] for v, _ in picks)
+    w = max(volumes[v]["image"].shape[2] for v, _ in picks)
+
+    def pad(a):
+        return np.pad(a, [(0, 0), (0, h - a.shape[1]), (0, w - a.shape[2])])
+
+    return {"images": {modality: np.concatenate([pad(volumes[v]["image"][s]) for v, s in picks]).astype(np.float32)},
+            "mask": np.concatenate([pad(volumes[v]["mask"][s]) for v, s in picks]).astype(np.uint8),
+            "subject": np.concatenate([[volumes[v]["subject"]] * len(s) for v, s in picks]).astype(int),
+            "slice": np.concatenate([s for _, s in picks]).astype(int)}
+
+
+def split_volumes(volumes, held: list[int] | None, fraction: float, seed: int, test: bool = True):
+    """(train, val, test) picks. ``held`` volumes go to validation and test, alternately
+    (one held-out volume: alternate chunks of its slices); with ``held=None`` a
+    ``fraction`` of each volume's slices, in chunks of :data:`CHUNK`, is held out and
+    its chunks alternate between validation and test. ``test=False``: all to validation."""
+    rng = np.random.default_rng(seed)
+    train, val, tst = [], [], []
+    if held is not None:
+        held = list(held)
+        for i, vol in enumerate(volumes):
+            if i not in held:
+                train.append((i, vol["keep"]))
+            elif len(held) == 1 and test:
+                ch = _chunks(vol["keep"])
+                val += [(i, c) for c in ch[0::2]]
+                tst += [(i, c) for c in ch[1::2]]
+            else:
+                (tst if test and held.index(i) % 2 else val).append((i, vol["keep"]))
+        return train, val, tst
+    if not 0.0 < fraction < 1.0:
+        raise InputError(f"The held-out fraction must be between 0 and 1, got {fraction}.")
+    k = 0
+    for i, vol in enumerate(volumes):
+        ch = _chunks(vol["keep"])
+        n_out = min(len(ch) - 1, max(1, int(round(fraction * len(ch))))) if len(ch) > 1 else 0
+        out = set(rng.permutation(len(ch))[:n_out].tolist())
+        for j, c in enumerate(ch):
+            if j not in out:
+                train.append((i, c))
+            else:
+                (tst if test and k % 2 else val).append((i, c))
+                k += 1
+    return train, val, tst
+
+
+def _has_tumour(part) -> bool:
+    return bool(len(part["mask"]) and (part["mask"] > 0).any())
+
+
+# ------------------------------------------------------------------ the controller
+class TransferController(Controller):
+    """Scriptable state and actions of the Modality transfer widget. Listeners get
+    ("settings", None), ("message", str), ("job", {"section", "modes"}),
+    ("progress", {"section", "mode", "step", **metrics}) and ("table", rows)."""
+
+    def __init__(self, viewer, runner, registry: Registry | None = None):
+        super().__init__()
+        self.viewer, self.runner = viewer, runner
+        self.registry = registry or Registry()
+        self.settings = TransferSettings()
+        self.rows: dict[str, dict] = {}  # mode -> {"dice", "hd95", "precision", "sensitivity", "model", ...}
+        self.result_layers: dict[str, Labels] = {}  # mode -> its Labels layer on the show_on image
+        self.views: list = []  # image views the side-by-side grid added
+        self._done: list[dict] = []  # finished modes of the running job (filled in the job's thread)
+
+    def _ordered(self, layers) -> list:
+        """Layers in layer-list order (the order they were added; the dock's lists may
+        give them in the order they were clicked)."""
+        layers = list(layers or [])
+        index = {id(lay): i for i, lay in enumerate(self.viewer.layers)}
+        return sorted(layers, key=lambda lay: index.get(id(lay), len(index)))
+
+    def device(self):
+        s = self.settings.device
+        return select_device(None if s in (None, "auto") else s)
+
+    def _config(self, steps: int, **changes) -> TransferConfig:
+        s = self.settings
+        if s.optimizer not in ("adam", "rmsprop"):
+            raise InputError(f"Unknown optimizer {s.optimizer!r}; choose 'adam' or 'rmsprop'.")
+        steps = int(steps)
+        return TransferConfig(steps=steps, batch_size=int(s.batch_size), optimizer=s.optimizer, lr=float(s.lr),
+                              seed=int(s.seed), device=str(self.device()),
+                              val_every=int(s.val_every or max(1, steps // 10)), **changes)
+
+    def _emit_progress(self, section: str, mode: str | None):
+        def cb(p: Progress):
+            m = dict(p.metrics)
+            self._emit("progress", {"section": section, "mode": m.pop("mode", mode), "step": m.pop("mode_step", p.step),
+                                    **m})
+        return cb
+
+    # -------------------------------------------------------------- source
+    def source_data(self):
+        """(train, val, volumes) of the source modality: its layers and phantom subjects."""
+        s = self.settings
+        if s.source_modality not in MODALITIES:
+            raise InputError(f"Unknown source modality {s.source_modality!r}; choose one of {list(MODALITIES)}.")
+        vols = []
+        if s.source_images or s.source_labels:
+            vols = layer_volumes(self._ordered(s.source_images), self._ordered(s.source_labels), s.source_modality,
+                                 "source")
+        if int(s.phantom_subjects) > 0:
+            vols += phantom_volumes(s.phantom_subjects, s.source_modality, s.phantom_seed, s.phantom_shape, len(vols))
+        if not vols:
+            raise InputError(f"There is no source data: pick {s.source_modality} image layers and their tumour labels, "
+                             "or set 'phantom subjects' above 0.")
+        n_val = min(len(vols) - 1, max(1, int(round(s.fraction * len(vols)))))
+        held = list(range(len(vols) - n_val, len(vols))) if len(vols) >= 3 else None
+        train, val, _ = split_volumes(vols, held, s.fraction, s.seed, test=False)
+        return _part(vols, train, s.source_modality), _part(vols, val, s.source_modality), vols
+
+    def train_source(self, block: bool = False):
+        """Button **Train source model**: a SegAN on the source modality, saved as a new
+        version of ``segan_tumour`` (segmentor) and ``segan_tumour_critic``."""
+        return self._run(self._start_source, block)
+
+    def _start_source(self):
+        self._check_idle()
+        s = self.settings
+        if s.critic_input not in CRITIC_MODES:
+            raise InputError(f"Unknown critic input {s.critic_input!r}; choose one of {list(CRITIC_MODES)}.")
+        train, val, vols = self.source_data()
+        cfg = self._config(s.source_steps, modality=s.source_modality, critic_input=s.critic_input)
+        val = val if _has_tumour(val) else None
+        what = f"{len(vols)} {s.source_modality} volume(s): " + ", ".join(v["name"] for v in vols)
+        gen = segan.train_segan_model(self.registry, train, val, cfg, name=SOURCE_NAME,
+                                      seg_features=tuple(s.seg_features), critic_features=tuple(s.critic_features),
+                                      data_name=what)
+
+        def on_done(result):
+            entry = (result or {}).get("entry")
+            self._result = entry
+            if entry is None:
+                self._say("Source training saved nothing (stopped before its first validation).")
+                return
+            dice = (entry.meta.get("metrics") or {}).get("dice")
+            score = f"; best validation Dice {dice:.3f} at step {entry.meta['metrics'].get('best_step')}" \
+                if isinstance(dice, float) and math.isfinite(dice) else " (no validation slices with tumour)"
+            self.settings.source_name, self.settings.source_version = SOURCE_NAME, entry.version
+            self._emit("settings")
+            self._say(f"Trained {entry.label} on {s.source_modality} ({s.critic_input} critic input, "
+                      f"{len(train['mask'])} training slices){score}. It is the source model now.")
+
+        self._emit("job", {"section": "source", "modes": ["source"]})
+        self._say(f"Training a {s.critic_input} SegAN on {len(train['mask'])} {s.source_modality} slices "
+                  f"({'no validation' if val is None else str(len(val['mask'])) + ' validation'}) for "
+                  f"{s.source_steps} steps.")
+        return self.runner.start(gen, on_done=on_done, on_progress=self._emit_progress("source", "source"))
+
+    def source_model(self) -> dict:
+        """The source SegAN (``load_segan``'s dict), with its critic; one clear error if
+        there is none or its critic is missing."""
+        s = self.settings
+        if not self.registry.list(s.source_name):
+            raise InputError(f"There is no source model ({s.source_name}) yet: train one in 'Source model' first, "
+                             "or pick another.")
+        entry = self.registry.get(s.source_name, s.source_version)
+        ref = entry.meta.get("critic")
+        if not ref:
+            raise InputError(f"The source model {entry.label} has no critic saved with it, so it cannot be "
+                             "fine-tuned adversarially; pick another version or train a source model.")
+        if not any(e.version == ref.get("version") for e in self.registry.list(ref.get("name"))):
+            raise InputError(f"The critic of the source model {entry.label} ({ref.get('name')} v{ref.get('version')}) "
+                             "is missing from the registry; pick another version or train a source model.")
+        src = segan.load_segan(self.registry, entry.name, entry.version)
+        mods = src["meta"].get("modality")
+        if isinstance(mods, list) and len(mods) != 1:
+            raise InputError(f"The source model {entry.label} reads {len(mods)} modalities ({mods}); transfer "
+                             "starts from a single-modality model.")
+        src["entry"] = entry
+        return src
+
+    # ------------------------------------------------------------- transfer
+    def target_data(self):
+        """(train, val, test, volumes) of the target modality, split as set."""
+        s = self.settings
+        if s.target_modality not in MODALITIES:
+            raise InputError(f"Unknown target modality {s.target_modality!r}; choose one of {list(MODALITIES)}.")
+        images = self._ordered(s.target_images)
+        vols = layer_volumes(images, self._ordered(s.target_labels), s.target_modality, "target")
+        if s.split == "layers":
+            if not s.held_out:
+                raise InputError("Pick the held-out target layers (validation and test), or split by fraction.")
+            others = [x.name for x in s.held_out if x not in images]
+            if others:
+                raise InputError(f"The held-out layers {others} are not among the target images; pick them there too.")
+            if len(s.held_out) == len(images):
+                raise InputError("Every target layer is held out: leave at least one for fine-tuning.")
+            held = [images.index(x) for x in self._ordered(s.held_out)]
+        elif s.split == "fraction":
+            held = None
+        else:
+            raise InputError(f"Unknown split {s.split!r}; choose 'layers' or 'fraction'.")
+        train, val, test = split_volumes(vols, held, s.fraction, s.seed)
+        parts = [_part(vols, p, s.target_modality) for p in (train, val, test)]
+        if not len(parts[0]["mask"]):
+            raise InputError("The target training set is empty: hold out less.")
+        for part, name in ((parts[1], "validation"), (parts[2], "test")):
+            if not _has_tumour(part):
+                raise InputError(f"The held-out target {name} slices contain no tumour, so they cannot score a model; "
+                                 "hold out other layers (or more than one) or a larger fraction.")
+        return (*parts, vols)
+
+    def fine_tune_full(self, block: bool = False):
+        """Button **Fine-tune (full)**: both nets of the source model train on the target."""
+        return self.transfer(("full",), block)
+
+    def fine_tune_frozen(self, block: bool = False):
+        """Button **Fine-tune (critic frozen)**: the segmentor trains, the critic stays as it was."""
+        return self.transfer(("frozen_critic",), block)
+
+    def from_scratch(self, block: bool = False):
+        """Button **From scratch**: the source's architecture, freshly initialised, trained on the target."""
+        return self.transfer(("scratch",), block)
+
+    def compare(self, block: bool = False):
+        """Button **Compare**: full, critic frozen (and from scratch) one after another,
+        each saved, scored on the held-out test slices and shown."""
+        return self.transfer(MODES if self.settings.scratch else MODES[:2], block)
+
+    def transfer(self, modes=MODES, block: bool = False):
+        """Run ``modes`` (of "full", "frozen_critic", "scratch") in turn; returns the table rows."""
+        return self._run(lambda: self._start_transfer(tuple(modes)), block)
+
+    def _start_transfer(self, modes):
+        self._check_idle()
+        s = self.settings
+        bad = [m for m in modes if m not in MODES]
+        if bad or not modes:
+            raise InputError(f"Unknown transfer mode(s) {bad}; choose from {list(MODES)}.")
+        src = self.source_model()
+        train, val, test, vols = self.target_data()
+        show = s.show_on
+        if show is not None:
+            show_stack = percentile_scale(layer_stack(show, "Show results on"))
+        spacing = vols[0]["spacing"]
+        entry, mod = src["entry"], s.target_modality
+        seg_arch, crit_arch = src["segmentor"].arch()["kwargs"], src["critic"].arch()["kwargs"]
+        source_ref = {"name": entry.name, "version": entry.version, "modality": src["meta"].get("modality")}
+        device = str(self.device())
+        self._done = done = []
+        total = len(modes) * int(s.steps)
+        test_names = sorted({vols[i]["name"] for i in set(test["subject"].tolist())}) if len(test["mask"]) else []
+        registry = self.registry
+
+        def finish(mode, model, e, best_step=None, stopped=False):
+            scores = segan.evaluate(model, test, mod, device, spacing)
+            pred = None if show is None else segan.predict_slices(model, show_stack, device)
+            done.append({"mode": mode, **scores, "model": e.label, "version": e.version, "best_step": best_step,
+                         "labels": pred, "stopped": stopped})
+
+        def job():
+            yield Progress(0, total, f"scoring the source model {entry.label} on the {mod} test slices")
+            finish("source_only", src["segmentor"], entry)
+            for i, mode in enumerate(modes):
+                cfg = self._config(s.steps, modality=mod, critic_input=src["critic"].mode,
+                                   finetune=None if mode == "scratch" else mode, transfer=mode, source=source_ref)
+                gen = segan.train_segan_model(
+                    registry, train, val, cfg, name=TRANSFER_NAME, resume=None if mode == "scratch" else src,
+                    seg_features=tuple(seg_arch["features"]), critic_features=tuple(crit_arch["features"]),
+                    data_name=f"{len(vols)} {mod} layer(s) ({mode}): " + ", ".join(v["name"] for v in vols))
+                before = {e.version for e in registry.list(TRANSFER_NAME)}
+                result, finished = None, False
+                try:
+                    while True:
+                        try:
+                            p = next(gen)
+                        except StopIteration as end:
+                            result, finished = end.value, True
+                            break
+                        yield Progress(i * int(s.steps) + p.step, total, f"{ROW_NAMES[mode]}: {p.message}",
+                                       {**p.metrics, "mode": mode, "mode_step": p.step})
+                finally:
+                    gen.close()  # on Stop: the engine saves the best weights so far
+                    if finished and result and result.get("entry") is not None:
+                        e = result["entry"]
+                        finish(mode, e.load(device)[0], e, result.get("best_step"))
+                    elif not finished:
+                        new = [e for e in registry.list(TRANSFER_NAME) if e.version not in before]
+                        if new:
+                            finish(mode, new[-1].load(device)[0], new[-1], stopped=True)
+            yield Progress(total, total, "done")
+            return list(done)
+
+        def on_done(_result):
+            self._show_results(list(done), show)
+            stopped = [r["mode"] for r in done if r["stopped"]]
+            rows = " · ".join(f"{ROW_NAMES[r['mode']]} {r['dice']:.3f}" for r in done if math.isfinite(r["dice"]))
+            saved = [r["model"] for r in done if r["mode"] != "source_only"]
+            note = f" Stopped during {ROW_NAMES[stopped[0]]}: its best weights so far are saved and scored." if stopped else ""
+            if len(done) <= 1:
+                self._say(f"Stopped before any {mod} model was saved; the table shows the source model only.")
+            else:
+                self._say(f"Test Dice on {len(test['mask'])} held-out {mod} slices ({', '.join(test_names)}): {rows}. "
+                          f"Saved {', '.join(saved)}.{note}")
+            self._result = dict(self.rows)
+
+        self._emit("job", {"section": "transfer", "modes": list(modes)})
+        self._say(f"Transfer {entry.label} ({source_ref['modality']}) to {mod}: {len(train['mask'])} training, "
+                  f"{len(val['mask'])} validation and {len(test['mask'])} test slices; "
+                  f"{' then '.join(ROW_NAMES[m] for m in modes)}, {s.steps} steps each.")
+        return self.runner.start(job(), on_done=on_done, on_progress=self._emit_progress("transfer", None))
+
+    def _show_results(self, done, show):
+        for r in done:
+            self.rows[r["mode"]] = {k: r[k] for k in ("dice", "hd95", "precision", "sensitivity", "model", "version",
+                                                      "best_step", "stopped")}
+            if r["labels"] is not None and show is not None:
+                name = f"{show.name} [{LAYER_TAGS[r['mode']]} v{r['version']}]"
+                old = self.result_layers.get(r["mode"])
+                if old is not None and old in self.viewer.layers and old.name == name:
+                    continue  # the same model on the same image: already shown
+                self.result_layers[r["mode"]] = self.viewer.add_labels(
+                    r["labels"], name=name, opacity=0.5, scale=tuple(show.scale), translate=tuple(show.translate),
+                    metadata={"medseg": {"model": r["model"], "mode": r["mode"], "image": show.name}})
+        if done and show is not None and show.ndim == 3:
+            self._go_to_tumour(show)
+        self._emit("table", self.table())
+
+    def _go_to_tumour(self, show):
+        """Move the slider to the slice with the most tumour: the true one when ``show``
+        is a target layer with labels, else the predicted one."""
+        truth = self._truth_of(show)
+        masks = [np.asarray(truth.data)] if truth is not None else [
+            np.asarray(lay.data) for lay in self.result_layers.values() if lay in self.viewer.layers]
+        if not masks:
+            return
+        z = int(np.argmax(sum(m.sum(axis=(1, 2)) for m in masks)))
+        self.viewer.dims.set_point(0, float(z * show.scale[0] + show.translate[0]))
+
+    def _truth_of(self, show):
+        images = self._ordered(self.settings.target_images)
+        if show not in images:
+            return None
+        try:
+            return pair_labels(images, self._ordered(self.settings.target_labels), "target")[images.index(show)]
+        except InputError:
+            return None
+
+    def table(self) -> list[dict]:
+        """The comparison rows, in the order source only, full, critic frozen, scratch."""
+        order = ["source_only", *MODES]
+        return [{"mode": m, "name": ROW_NAMES[m], **self.rows[m]} for m in order if m in self.rows]
+
+    def side_by_side(self, on: bool = True):
+        """One grid cell per result (true labels first when the image is a target layer),
+        each over a view of the image (sharing its data); ``on=False`` ends the grid."""
+        for view in self.views:
+            if view in self.viewer.layers:
+                self.viewer.layers.remove(view)
+        self.views = []
+        if not on:
+            self.viewer.canvas.grid.enabled = False
+            return []
+        show = self.settings.show_on
+        layers = [lay for lay in self.result_layers.values() if lay in self.viewer.layers]
+        if show is None or not layers:
+            raise InputError("Run a transfer with 'show results on' set first; there are no results to put "
+                             "side by side.")
+        truth = self._truth_of(show)
+        if truth is not None:
+            layers = [truth, *layers]
+        for lay in self.viewer.layers:
+            lay.visible = False
+        for lay in reversed(layers):  # the first ends up on top: the grid's top-left cell
+            tag = (lay.metadata.get("medseg") or {}).get("mode")
+            view = self.viewer.add_image(show.data, name=f"{show.name} · {LAYER_TAGS.get(tag, 'truth')}",
+                                         colormap=show.colormap, contrast_limits=show.contrast_limits,
+                                         gamma=show.gamma, scale=show.scale, translate=show.translate,
+                                         metadata={"medseg_view": True})
+            self.views.append(view)
+            lay.visible = True
+            end = len(self.viewer.layers)
+            self.viewer.layers.move(self.viewer.layers.index(view), end)
+            self.viewer.layers.move(self.viewer.layers.index(lay), end)
+        self.viewer.canvas.grid.stride = -2  # pairs from the top of the layer list: a labels layer over its image view
+        self.viewer.canvas.grid.enabled = True
+        self.viewer.reset_view()
+        return list(self.views)
+
+    # --------------------------------------------------------------- predict
+    def predict(self, block: bool = False):
+        """Button **Predict**: the whole-tumour mask of any image layer with any version."""
+        return self._run(self._start_predict, block)
+
+    def _start_predict(self):
+        self._check_idle()
+        s = self.settings
+        if s.predict_image is None:
+            raise InputError("Pick the image layer to segment.")
+        stack = percentile_scale(layer_stack(s.predict_image, "Predict on"))
+        entry = self.registry.get(s.predict_name, s.predict_version)
+        model, meta = entry.load()
+        image, device = s.predict_image, self.device()
+        trained = meta.get("modality")
+        layer_mod = _info(image).get("modality")
+        note = (f" Note: the model was trained on {trained}, the layer is {layer_mod}."
+                if layer_mod and trained and layer_mod != trained else "")
+
+        def job():
+            yield Progress(0, 1, f"segmenting {image.name!r} with {entry.label}")
+            out = segan.predict_slices(model, stack, device)
+            yield Progress(1, 1, "done")
+            return out
+
+        def on_done(labels):
+            if labels is None:
+                return
+            data = labels[0] if image.ndim == 2 else labels
+            layer = self.viewer.add_labels(data, name=f"{image.name} [{entry.name} v{entry.version}]", opacity=0.5,
+                                           scale=tuple(image.scale), translate=tuple(image.translate),
+                                           metadata={"medseg": {"model": entry.label, "image": image.name}})
+            self._result = layer
+            self._say(f"Segmented {image.name!r} with {entry.label}: {int(data.sum())} tumour pixels.{note}")
+
+        return self.runner.start(job(), on_done=on_done)
+
+    def describe(self, name: str, version: int | None = None) -> str:
+        """One line about a saved version: modality, critic input, transfer mode, Dice."""
+        try:
+            e = self.registry.get(name, version)
+        except InputError:
+            return f"{name}: none yet"
+        cfg = e.meta.get("config") or {}
+        dice = (e.meta.get("metrics") or {}).get("dice")
+        how = cfg.get("transfer")
+        src = cfg.get("source") or {}
+        parts = [e.label, str(e.meta.get("modality", "?")), f"{e.meta.get('critic_input', '?')} critic"]
+        if how:
+            parts.append(f"{how} from {src.get('name')} v{src.get('version')}")
+        if isinstance(dice, float) and math.isfinite(dice):
+            parts.append(f"val Dice {dice:.3f}")
+        return " · ".join(parts)
+
+
+__all__ = ["TransferController", "TransferSettings", "TransferConfig", "MODEL_NAMES", "SOURCE_NAME", "TRANSFER_NAME"]
