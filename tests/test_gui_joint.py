@@ -94,8 +94,11 @@ def test_bad_input_one_message_each(setup):
     assert c.segment(block=True) is None and "resample onto T1" in c.message and len(viewer.layers) == n + 1
     w.resample.value = True
     assert c.segment(block=True) is not None and len(viewer.layers) == n + 2
+    viewer.layers["FLAIR"].data = np.zeros(viewer.layers["FLAIR"].data.shape, np.float32)
+    w.flair.value = viewer.layers["FLAIR"]
+    assert c.segment(block=True) is None and "shows no brain" in c.message
     viewer.layers["T1"].data = np.full(viewer.layers["T1"].data.shape, np.nan, np.float32)
-    assert c.segment(block=True) is None and "NaN" in c.message
+    assert c.segment(block=True) is None and "NaN" in c.message and len(viewer.layers) == n + 2
     c.retrain(block=True)
     assert "paint your corrections first" in c.message
 

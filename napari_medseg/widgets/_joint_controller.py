@@ -19,7 +19,7 @@ from ..core.errors import InputError
 from ..core.jobs import Progress
 from ..core.registry import Registry
 from ..methods.joint_lesion_tissue import inference
-from ..methods.joint_lesion_tissue.datasets import resample_to
+from ..methods.joint_lesion_tissue.datasets import check_brain, resample_to
 from ..methods.joint_lesion_tissue.metrics import lesion_stats, volumes_ml
 from ..methods.joint_lesion_tissue.models import MODEL_NAME, label_set_of
 from ._controller import Controller
@@ -101,6 +101,7 @@ class JointController(Controller):
                                  "volume (a 4-D file holds several volumes: open them as separate layers).")
             if not np.isfinite(vol).all():
                 raise InputError(f"The {mod} layer {lay.name!r} has NaN or infinite values; fix or mask them first.")
+            check_brain(vol, f"The {mod} layer {lay.name!r}")
             aff = layer_affine(lay)
             same = vol.shape == np.shape(t1.data) and np.allclose(aff, ref_aff, atol=1e-3)
             if not same and mod != "T1":

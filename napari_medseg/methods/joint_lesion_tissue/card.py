@@ -42,8 +42,8 @@ def write_model_card(folder: Path, meta: dict, command: str) -> Path:
   seed {c.get('seed')}. Kept: the best validation mean Dice, step {m.get('best_step')}.
 - **Validation Dice** (one fully labelled phantom subject): {dice}. Held-out figures, the GMM
   baseline and the real MNI152 test: docs/benchmarks.md (`napari-medseg bench joint`).
-- **Limits**: trained on the project's synthetic brain phantom at coarse resolution, for
-  minutes on a CPU. It is a starting point to fine-tune on your own scans (the widget's
+- **Limits**: trained on the project's synthetic brain phantom at coarse resolution, with a
+  small network, for {c.get('steps')} iterations on a CPU (about an hour on a shared 2-core machine). It is a starting point to fine-tune on your own scans (the widget's
   retraining, or `napari-medseg train joint --resume`), not a clinical tool.
 - **Reproduce**: `{command}` (created {meta['created']}, torch {meta.get('torch')}).
 """
