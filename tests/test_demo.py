@@ -20,8 +20,9 @@ def test_headless_demo_writes_screenshots_and_report(tmp_path):
                            "--out", str(out)], capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
-    assert report["widgets_docked"] == ["Axon tracking", "Box-supervised training", "Confocal digital staining",
-                                        "Joint lesion + tissue", "Model manager", "Segment"]
+    assert report["widgets_docked"] == ["Adversarial segmentation", "Axon tracking", "Box-supervised training",
+                                        "Confocal digital staining", "Joint lesion + tissue", "Modality transfer",
+                                        "Model manager", "Normalize across sites", "Segment"]
     tissue = report["methods"]["tissue"]
     assert "error" not in tissue
     assert tissue["retrained_version"] == 2 and 0 <= tissue["dice_before"] <= 1 and 0 <= tissue["dice_after"] <= 1

@@ -21,7 +21,8 @@ def test_manifest_validates():
     assert {w.display_name for w in manifest.contributions.widgets} == {"Segment", "Model manager", "Axon tracking",
                                                                       "Box-supervised training",
                                                                       "Confocal digital staining",
-                                                                      "Joint lesion + tissue"}
+                                                                      "Joint lesion + tissue", "Adversarial segmentation",
+                                                                      "Modality transfer", "Normalize across sites"}
     proc = subprocess.run([sys.executable, "-m", "npe2", "validate", "napari-medseg"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
