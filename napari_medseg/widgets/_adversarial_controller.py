@@ -16,7 +16,6 @@ make the training cohort.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,14 +23,14 @@ from napari.layers import Image, Labels
 
 from .._sample_cardiac import CLASS_COLOURS, class_features
 from ..core.device import select_device
-from ..core.errors import InputError, MedsegError
+from ..core.errors import InputError
 from ..core.jobs import Progress
 from ..core.registry import Registry
 from ..methods.adversarial import cardiac
 from ..methods.adversarial.chen import (CLASS_NAMES, METHODS, PAPER_NAMES, ChenConfig, check_config,
                                         predict_slices, train_chen_model)
 from ..methods.adversarial.chen_data import chen_training_data, chen_validation_data
-from ._controller import Controller
+from ._controller import Controller, said as _said
 
 MODEL_NAME = "chen_cardiac"
 TARGET, SOURCES = "LGE", ("bSSFP", "T2")
@@ -108,17 +107,6 @@ def _r(values) -> list:
     return [float(f"{v:.4g}") for v in values]
 
 
-def _said(action):
-    """Run a non-job action: an engine error becomes one message (and None), from the dock
-    and from the console alike."""
-    @functools.wraps(action)
-    def run(self, *args, **kwargs):
-        try:
-            return action(self, *args, **kwargs)
-        except MedsegError as exc:
-            self._say(str(exc), error=True)
-            return None
-    return run
 
 
 def _dice(pred: np.ndarray, ref: np.ndarray) -> dict:

@@ -3,6 +3,7 @@ in the background or (``block=True``, for the console and tests) until it finish
 
 from __future__ import annotations
 
+import functools
 import time
 
 from napari.utils.notifications import show_error, show_info
@@ -64,3 +65,16 @@ class Controller:
         if self.runner.running:
             raise InputError("A job is already running; press Stop or wait for it to finish.")
         self._result = None
+
+
+def said(action):
+    """Decorator for a controller action that is not a job: an engine error becomes one
+    message (and None), from the dock and from the console alike."""
+    @functools.wraps(action)
+    def run(self, *args, **kwargs):
+        try:
+            return action(self, *args, **kwargs)
+        except MedsegError as exc:
+            self._say(str(exc), error=True)
+            return None
+    return run

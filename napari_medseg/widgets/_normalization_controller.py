@@ -1,0 +1,713 @@
+"""The Normalize across sites widget's controller (Delisle et al. 2019): domains of layers or
+folders in, a normalisation model, normalised images, histograms and JSD out; no Qt widgets.
+
+The dock's buttons call these methods and so can the napari console, e.g.
+``c.find_domains(); c.set(steps=300); c.train(block=True); c.segment(block=True)``. The method
+itself is :mod:`napari_medseg.methods.adversarial.delisle`. See docs/widgets/site_normalization.md.
+
+A *domain* is a named set of images from one site or protocol: image layers (each with its
+labels layer, matched by the name "<image> labels" or by order), or a folder of NIfTI/TIFF
+files where ``<stem>_labels.<ext>`` holds the labels of ``<stem>.<ext>``. Raw intensities come
+in arbitrary units, so by default every image is rescaled before the generator: its brain
+(non-zero) voxels' 1st-99th percentile range to [0, 1]. The last image of each domain is held
+out to validate on (the best validation Dice decides which weights are kept).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from napari.layers import Image, Labels
+
+from .._sample_sites import CLASS_COLOURS, class_features
+from ..core.device import select_device
+from ..core.errors import InputError
+from ..core.jobs import Progress
+from ..core.registry import Registry
+from ..methods.adversarial.delisle import (MODES, NormalizationConfig, load_normalization, normalize_volume,
+                                           segment, standardize, train_normalization_model)
+from ..methods.adversarial.sites import TISSUE_NAMES, histogram_jsd
+from ..methods.adversarial.tumour import percentile_scale
+from ._controller import Controller, said as _said
+
+MODEL_NAME = "delisle_normalization"
+LOSSES = ("loss_seg", "loss_identity", "loss_adv", "loss_d")
+DIMS = ("2-D slices", "3-D")
+PERCENTILES = (1.0, 99.0)
+PREP_TAG = "; preprocessing "
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".tif", ".tiff")
+LABELS_TAG = "_labels"
+MIN_BRAIN = 0.15  # 2-D training keeps slices with at least this fraction of labelled pixels
+VAL_SLICES = 8  # held-out slices per image validated on (2-D)
+STAGES = {"raw": "raw (each image's own units)", "rescaled": "rescaled (the generator's input)",
+          "normalized": "normalized (what the segmenter sees)"}
+
+
+@dataclass
+class Domain:
+    """One site: image layers with their labels (one per image, or None), or a folder."""
+
+    name: str
+    layers: list = field(default_factory=list)
+    labels: list = field(default_factory=list)
+    folder: str = ""
+    files: list = field(default_factory=list)  # (image path, labels path or None)
+
+    def __len__(self) -> int:
+        return len(self.files) if self.folder else len(self.layers)
+
+    def describe(self) -> str:
+        n, lab = len(self), sum(x is not None for x in (self.labels if not self.folder else [f[1] for f in self.files]))
+        where = f"folder {self.folder}" if self.folder else ", ".join(lay.name for lay in self.layers)
+        return f"{self.name}: {n} image(s), {lab} labelled ({where})"
+
+
+@dataclass
+class NormalizationSettings:
+    """Everything a button press uses; the dock's controls mirror it."""
+
+    name: str = ""  # the domain being added: its name ...
+    images: list = field(default_factory=list)  # ... its image layers ...
+    labels: list = field(default_factory=list)  # ... their labels layers (empty: by name "<image> labels") ...
+    folder: str = ""  # ... or a folder of NIfTI/TIFF files instead of layers
+    domains: list = field(default_factory=list)  # the added domains (Domain)
+    mode: str = "adversarial"  # "adversarial", "standardized" or "none"
+    dims: str = "2-D slices"  # or "3-D"
+    slice_axis: int = 0  # 2-D: 3-D images are cut along this axis (0: napari's slider axis)
+    rescale: bool = True  # brain 1st-99th percentile -> [0, 1], per image, before the generator
+    steps: int = 300
+    warmup_steps: int = 60  # the generator learns the identity (MSE) first
+    patch: int = 32  # side of the square / cubic patches; a multiple of 8
+    batch_size: int = 4  # patches per domain and step
+    adv_weight: float = 1.0
+    identity_weight: float = 0.0  # MSE(G(x), x) kept after the warm-up (the paper: 0)
+    lr: float = 2e-3  # Adam, all three networks (the paper's SGD rates learn little in short runs)
+    features: int = 8  # network width: features of the first level of G, S and D (doubled per level)
+    seed: int = 0
+    device: str = "auto"
+    advanced: dict = field(default_factory=dict)  # any other NormalizationConfig field, e.g. identity_weight
+    apply_to: list = field(default_factory=list)  # image layers for Normalize / Segment (empty: the domains')
+    version: int | None = None  # for Normalize / Segment: None = the current version
+    side_by_side: bool = True  # grid view: each raw image next to its normalised one
+
+
+
+
+# ------------------------------------------------------------------ Qt-free helpers
+def rescale(image: np.ndarray) -> np.ndarray:
+    """The brain's (non-zero voxels'; all when none is zero) 1st-99th percentile range to [0, 1]."""
+    img = np.asarray(image, np.float32)
+    brain = img != 0
+    mask = brain if brain.any() and not brain.all() else None
+    return percentile_scale(img, *PERCENTILES, mask=mask)
+
+
+def preprocessing_of(meta: dict) -> dict:
+    """How a saved version's inputs were prepared (the widget writes it into ``config.data``)."""
+    data = str((meta.get("config") or {}).get("data", ""))
+    if PREP_TAG in data:
+        try:
+            return {"rescale": False, "slice_axis": 0, **json.loads(data.split(PREP_TAG, 1)[1])}
+        except json.JSONDecodeError:
+            pass
+    return {"rescale": False, "slice_axis": 0}  # versions trained elsewhere (bench, CLI): raw images
+
+
+def brain_mask(image: np.ndarray, labels) -> np.ndarray:
+    if labels is not None:
+        return np.asarray(labels) > 0
+    nz = np.asarray(image) != 0
+    return nz if nz.any() and not nz.all() else np.ones(np.shape(image), bool)
+
+
+def seen_by_segmenter(model, mode: str, image: np.ndarray, device) -> np.ndarray:
+    """G(x) in adversarial mode, the z-scored image when standardized, the image itself for "none"."""
+    if mode == "adversarial":
+        return normalize_volume(model, image, device)
+    return standardize(image) if mode == "standardized" else np.asarray(image, np.float32)
+
+
+def apply_model(model, mode: str, meta: dict, raw: np.ndarray, what: str, device) -> np.ndarray:
+    """Normalise (``what="normalize"``) or segment one whole image as the version was trained:
+    same rescaling, slice by slice when a 2-D model meets a 3-D image."""
+    prep = preprocessing_of(meta)
+    x = rescale(raw) if prep["rescale"] else np.asarray(raw, np.float32)
+    sd = int((meta.get("config") or {}).get("spatial_dims", x.ndim))
+
+    def one(im):
+        return seen_by_segmenter(model, mode, im, device) if what == "normalize" else segment(model, im, device, mode)
+
+    if x.ndim == sd:
+        return one(x)
+    if sd == 2 and x.ndim == 3:
+        ax = int(prep["slice_axis"])
+        return np.stack([one(np.take(x, k, axis=ax)) for k in range(x.shape[ax])], axis=ax)
+    raise InputError(f"The model is {sd}-D and the image {x.ndim}-D (shape {x.shape}); a 3-D model needs volumes.")
+
+
+def histogram_panels(groups: dict, bins: int = 64, stages=tuple(STAGES)) -> list[dict]:
+    """Per stage: each group's (domain's) intensity histogram over its brain voxels (density, shared
+    bins), and the JSD between the groups (:func:`histogram_jsd`, mean over pairs; None for one group).
+    ``groups``: {name: [{"raw", "rescaled", "normalized", "mask"}, ...]}."""
+    panels = []
+    names = list(groups)
+    for stage in stages:
+        vals = {g: np.concatenate([np.asarray(it[stage], np.float64)[it["mask"]].ravel() for it in items])
+                for g, items in groups.items()}
+        lo = min(float(v.min()) for v in vals.values() if v.size)
+        hi = max(float(v.max()) for v in vals.values() if v.size)
+        hi = hi if hi > lo else lo + 1.0
+        hist = {g: (np.histogram(v, bins=bins, range=(lo, hi))[0] / max(1, v.size)).tolist() for g, v in vals.items()}
+        pairs = [histogram_jsd([it[stage] for it in groups[a]], [it[stage] for it in groups[b]],
+                               mask=([it["mask"] for it in groups[a]], [it["mask"] for it in groups[b]]))
+                 for i, a in enumerate(names) for b in names[i + 1:]]
+        panels.append({"stage": stage, "title": STAGES[stage], "range": (lo, hi), "hist": hist,
+                       "jsd": float(np.mean(pairs)) if pairs else None})
+    return panels
+
+
+def folder_files(folder) -> list[tuple[Path, Path | None]]:
+    """(image, labels or None) of a domain folder: ``<stem>_labels.<ext>`` labels ``<stem>.<ext>``."""
+    p = Path(str(folder)).expanduser()
+    if not p.is_dir():
+        raise InputError(f"{p} is not a folder; pick a folder of NIfTI/TIFF files, one domain per folder.")
+
+    def stem(f: Path) -> str | None:
+        low = f.name.lower()
+        suf = next((s for s in IMAGE_SUFFIXES if low.endswith(s)), None)
+        return None if suf is None else f.name[: -len(suf)]
+
+    files = sorted(f for f in p.iterdir() if f.is_file() and stem(f))
+    labels = {stem(f)[: -len(LABELS_TAG)]: f for f in files if stem(f).endswith(LABELS_TAG)}
+    images = [f for f in files if not stem(f).endswith(LABELS_TAG)]
+    orphans = sorted(set(labels) - {stem(f) for f in images})
+    if orphans:
+        raise InputError(f"{p}: {labels[orphans[0]].name} has no image {orphans[0]}.<ext>; labels files are named "
+                         f"after their image, '<image>{LABELS_TAG}.<ext>'.")
+    return [(f, labels.get(stem(f))) for f in images]
+
+
+def read_file(path: Path) -> tuple[np.ndarray, dict]:
+    from ..core.io import read_image
+
+    levels, meta = read_image(path)
+    arr = np.asarray(levels[0])
+    if meta.get("channel_axis") is not None or meta.get("rgb"):
+        raise InputError(f"{path} holds several channels or colour; each file must be one grey 2-D or 3-D image.")
+    return arr, meta
+
+
+def _grid(layer) -> tuple:
+    return (np.asarray(layer.scale, float), np.asarray(layer.translate, float),
+            np.asarray(layer.affine.affine_matrix, float))
+
+
+def _place(layer) -> dict:
+    out = {"scale": tuple(layer.scale), "translate": tuple(layer.translate)}
+    if not np.allclose(layer.affine.affine_matrix, np.eye(layer.ndim + 1)):
+        out["affine"] = np.asarray(layer.affine.affine_matrix)
+    return out
+
+
+def _dice(pred: np.ndarray, truth: np.ndarray, n_classes: int) -> float | None:
+    scores = []
+    for c in range(1, n_classes):
+        a, b = pred == c, truth == c
+        if a.any() or b.any():
+            scores.append(2.0 * np.logical_and(a, b).sum() / (a.sum() + b.sum()))
+    return float(np.mean(scores)) if scores else None
+
+
+class NormalizationController(Controller):
+    """Scriptable state and actions of the Normalize across sites widget."""
+
+    def __init__(self, viewer, runner, registry: Registry | None = None):
+        super().__init__()  # listeners get ("domains", lines), ("training", sites), ("progress", metrics),
+        # ("histograms", panels), ("message", str), ("settings", None)
+        self.viewer, self.runner = viewer, runner
+        self.registry = registry or Registry()
+        self.settings = NormalizationSettings()
+        self.histograms: list[dict] = []
+        self.jsd: dict = {}
+        self.last_training: dict | None = None
+        self.normalized_layers: list = []
+        self.segmented_layers: list = []
+
+    def device(self):
+        s = self.settings.device
+        return select_device(None if s in (None, "auto") else s)
+
+    # ------------------------------------------------------------ domains
+    def _labels_for(self, images: list, labels: list, name: str) -> list:
+        """Each image's labels layer: by the name "<image> labels" (among ``labels``, or among all
+        Labels layers when none are picked), else by order."""
+        pool = labels or [lay for lay in self.viewer.layers if isinstance(lay, Labels)]
+        by_name = {lay.name: lay for lay in pool}
+        found = [by_name.get(f"{img.name} labels") for img in images]
+        if labels and any(f is None for f in found):
+            if len(labels) != len(images):
+                raise InputError(f"Domain {name!r}: {len(images)} image(s) but {len(labels)} labels layer(s), and not "
+                                 "every image has one named '<image> labels'; pick one labels layer per image (in "
+                                 "the same order) or none.")
+            found = list(labels)
+        return found
+
+    def _check_pair(self, dom: str, img: Image, lab: Labels | None) -> None:
+        for what, lay in (("image", img), ("labels", lab)):
+            if lay is not None and lay not in self.viewer.layers:
+                raise InputError(f"Domain {dom!r}: the {what} layer {lay.name!r} is no longer in the viewer; add the "
+                                 "domain again.")
+        if img.multiscale or img.rgb or img.ndim not in (2, 3):
+            kind = "multiscale" if img.multiscale else "RGB" if img.rgb else f"{img.ndim}-D"
+            raise InputError(f"Domain {dom!r}: {img.name!r} is {kind}; each image must be one grey 2-D or 3-D image "
+                             "(one layer per image).")
+        if lab is None:
+            return
+        if np.shape(lab.data) != np.shape(img.data):
+            raise InputError(f"Domain {dom!r}: the labels {lab.name!r} have shape {np.shape(lab.data)} but the image "
+                             f"{img.name!r} {np.shape(img.data)}; labels must be on the image's grid (resample them "
+                             "onto it first).")
+        (s1, t1, a1), (s2, t2, a2) = _grid(lab), _grid(img)
+        if not (np.allclose(s1, s2) and np.allclose(t1, t2) and np.allclose(a1, a2)):
+            raise InputError(f"Domain {dom!r}: the labels {lab.name!r} are placed differently from the image "
+                             f"{img.name!r} (scale {s1.tolist()} vs {s2.tolist()}, translate {t1.tolist()} vs "
+                             f"{t2.tolist()}); labels must be on the image's grid.")
+
+    def _in_list_order(self, layers) -> list:
+        """Layers in layer-list order (a multi-select gives them in the order they were clicked)."""
+        names = [lay.name for lay in self.viewer.layers]
+        return sorted(layers or [], key=lambda lay: names.index(lay.name) if lay.name in names else len(names))
+
+    @_said
+    def add_domain(self, name: str | None = None, images=None, labels=None, folder: str | None = None) -> Domain:
+        """Button **Add domain**: the name, image layers and labels (or folder) set above (or given)."""
+        s = self.settings
+        images = self._in_list_order(s.images if images is None else images)
+        labels = self._in_list_order(s.labels if labels is None else labels)
+        folder = str(s.folder if folder is None else folder or "").strip()
+        folder = "" if folder in (".",) else folder
+        if folder and images:
+            raise InputError("Pick image layers or a folder for a domain, not both.")
+        name = str(name if name is not None else s.name).strip() or (Path(folder).name if folder else "")
+        if not name:
+            raise InputError("Name the domain (the site or protocol its images come from).")
+        if folder:
+            files = folder_files(folder)
+            dom = Domain(name, folder=str(Path(folder).expanduser()), files=files)
+        else:
+            if not images:
+                raise InputError(f"Domain {name!r}: pick its image layers (two or more) or a folder.")
+            dom = Domain(name, list(images), self._labels_for(images, labels, name))
+            for img, lab in zip(dom.layers, dom.labels):
+                self._check_pair(name, img, lab)
+        if len(dom) < 2:
+            raise InputError(f"Domain {name!r} has {len(dom)} image(s); each domain needs at least 2 (one to train "
+                             "on and one to check the normalisation on).")
+        if folder:
+            self._read_folder(dom)  # every file read and checked now, one message for the first problem
+        replaced = any(d.name == name for d in s.domains)
+        s.domains = [d for d in s.domains if d.name != name] + [dom]
+        self._emit("domains", self.domain_lines())
+        self._say(f"{'Replaced' if replaced else 'Added'} domain {dom.describe()}. {len(s.domains)} domain(s).")
+        return dom
+
+    @_said
+    def find_domains(self) -> list[Domain]:
+        """Button **Find domains**: group the image layers by their ``sites`` metadata (the
+        sample's) or by name ("infant 1", "infant 2" -> "infant"); labels by "<image> labels"."""
+        groups: dict[str, list] = {}
+        for lay in self.viewer.layers:
+            if not isinstance(lay, Image) or "[" in lay.name or lay.rgb or lay.multiscale:
+                continue
+            site = ((lay.metadata or {}).get("sites") or {}).get("site")
+            m = re.match(r"^(.*?\S)[\s_-]*\d+$", lay.name)
+            key = site or (m.group(1) if m else None)
+            if key:
+                groups.setdefault(str(key), []).append(lay)
+        groups = {k: v for k, v in groups.items() if len(v) >= 2}
+        if not groups:
+            raise InputError("No domains found: name image layers '<site> 1', '<site> 2', ... (or add each domain "
+                             "by hand).")
+        self.settings.domains = []
+        for name, layers in groups.items():
+            dom = Domain(name, layers, self._labels_for(layers, [], name))
+            for img, lab in zip(dom.layers, dom.labels):
+                self._check_pair(name, img, lab)
+            self.settings.domains.append(dom)
+        self._emit("domains", self.domain_lines())
+        self._say(f"Found {len(groups)} domain(s): " + "; ".join(d.describe() for d in self.settings.domains) + ".")
+        return self.settings.domains
+
+    def clear_domains(self):
+        """Button **Clear domains**: forget the added domains (the layers stay)."""
+        self.settings.domains = []
+        self._emit("domains", [])
+        self._say("No domains: add two or more.")
+
+    def domain_lines(self) -> list[str]:
+        return [d.describe() for d in self.settings.domains]
+
+    def _read_folder(self, dom: Domain) -> list[dict]:
+        items = []
+        for img_path, lab_path in dom.files:
+            img, meta = read_file(img_path)
+            if img.ndim not in (2, 3):
+                raise InputError(f"Domain {dom.name!r}: {img_path.name} is {img.ndim}-D; each file must be one grey "
+                                 "2-D or 3-D image.")
+            lab = None
+            if lab_path is not None:
+                lab, lmeta = read_file(lab_path)
+                aff, laff = meta.get("affine"), lmeta.get("affine")
+                if lab.shape != img.shape or (aff is not None and laff is not None
+                                              and not np.allclose(aff, laff, atol=1e-3)):
+                    raise InputError(f"Domain {dom.name!r}: the labels {lab_path.name} (shape {lab.shape}) are not on "
+                                     f"the grid of {img_path.name} (shape {img.shape}, or another affine); labels "
+                                     "must be on the image's grid.")
+            items.append({"title": f"{dom.name}: {img_path.name}", "raw": img, "labels": lab, "layer": None,
+                          "meta": meta})
+        return items
+
+    def read_domains(self) -> list[tuple[str, list[dict]]]:
+        """Every domain's images (raw arrays) and labels, checked: one message for the first problem."""
+        s = self.settings
+        need = 1 if s.mode == "none" else 2
+        if len(s.domains) < need:
+            raise InputError(f"Normalisation needs two or more domains; {len(s.domains)} added. Add a domain per "
+                             "site (name + image layers, or a folder), or press Find domains."
+                             + (" ('none' trains on one domain too.)" if s.mode != "none" else ""))
+        for dom in s.domains:
+            if len(dom) < 2:
+                raise InputError(f"Domain {dom.name!r} has {len(dom)} image(s); each domain needs at least 2.")
+        return self._read_all(s.domains)
+
+    def _read_all(self, domains) -> list[tuple[str, list[dict]]]:
+        out = []
+        for dom in domains:
+            if dom.folder:
+                items = self._read_folder(dom)
+            else:
+                items = []
+                for img, lab in zip(dom.layers, dom.labels):
+                    self._check_pair(dom.name, img, lab)
+                    items.append({"title": img.name, "raw": np.asarray(img.data), "layer": img,
+                                  "labels": None if lab is None else np.asarray(lab.data)})
+            for it in items:
+                if not np.isfinite(it["raw"]).all():
+                    raise InputError(f"Domain {dom.name!r}: {it['title']!r} has NaN or infinite values; fix or mask "
+                                     "them first.")
+            out.append((dom.name, items))
+        dims = {it["raw"].ndim for _, items in out for it in items}
+        if len(dims) > 1:
+            raise InputError("The domains mix 2-D and 3-D images; use one kind throughout.")
+        return out
+
+    # ------------------------------------------------------------ training
+    def config(self, n_classes: int, spatial_dims: int) -> NormalizationConfig:
+        s, w = self.settings, int(self.settings.features)
+        if s.mode not in MODES:
+            raise InputError(f"Unknown mode {s.mode!r}; choose one of {list(MODES)}.")
+        steps = int(s.steps)
+        cfg = NormalizationConfig(
+            spatial_dims=spatial_dims, patch_size=(int(s.patch),) * spatial_dims, batch_size=int(s.batch_size),
+            steps=steps, warmup_steps=int(s.warmup_steps), optimizer="adam", lr_generator=float(s.lr),
+            lr_segmenter=float(s.lr), lr_discriminator=float(s.lr), plateau_patience=None,
+            adv_weight=float(s.adv_weight), identity_weight=float(s.identity_weight), n_classes=int(n_classes),
+            mode=s.mode, seed=int(s.seed),
+            device=str(self.device()), val_every=max(1, steps // 10), generator_features=(w, 2 * w, 4 * w),
+            segmenter_features=(w, 2 * w, 4 * w, 8 * w), discriminator_features=(w, 2 * w, 4 * w, 4 * w))
+        known = {f.name for f in dataclasses.fields(NormalizationConfig)}
+        unknown = sorted(set(s.advanced or {}) - known)
+        if unknown:
+            raise InputError(f"Unknown advanced setting(s) {unknown}; NormalizationConfig has {sorted(known)}.")
+        adv = {k: tuple(v) if isinstance(v, list) else v for k, v in (s.advanced or {}).items()}
+        return dataclasses.replace(cfg, **adv)
+
+    def _input(self, raw: np.ndarray) -> np.ndarray:
+        return rescale(raw) if self.settings.rescale else np.asarray(raw, np.float32)
+
+    def _as_training(self, items: list[dict], spatial_dims: int, val: bool) -> list[tuple]:
+        """(input, labels) pairs: the images, or (2-D) their slices with enough labelled pixels."""
+        out = []
+        for it in items:
+            x, y = self._input(it["raw"]), np.asarray(it["labels"])
+            if spatial_dims == 3 or x.ndim == 2:
+                out.append((x, y))
+                continue
+            ax = int(self.settings.slice_axis)
+            frac = np.moveaxis(y > 0, ax, 0).reshape(y.shape[ax], -1).mean(1)
+            keep = np.flatnonzero(frac >= MIN_BRAIN)
+            keep = keep if keep.size else np.flatnonzero(frac > 0)
+            keep = keep if keep.size else np.arange(y.shape[ax])
+            if val and keep.size > VAL_SLICES:
+                keep = keep[np.linspace(0, keep.size - 1, VAL_SLICES).round().astype(int)]
+            out += [(np.take(x, k, axis=ax), np.take(y, k, axis=ax)) for k in keep]
+        return out
+
+    def training_set(self) -> dict:
+        """What a Train press uses, checked: ``{"domains", "train", "val", "config", "notes"}``."""
+        s = self.settings
+        domains = self.read_domains()
+        if s.dims not in DIMS:
+            raise InputError(f"Unknown dims {s.dims!r}; choose one of {list(DIMS)}.")
+        dims = domains[0][1][0]["raw"].ndim
+        sd = 3 if s.dims == "3-D" else 2
+        if sd == 3 and dims == 2:
+            raise InputError("'3-D' needs volumes; these images are 2-D. Pick '2-D slices'.")
+        if sd == 2 and dims == 3 and not 0 <= int(s.slice_axis) < 3:
+            raise InputError(f"slice axis must be 0, 1 or 2, got {s.slice_axis}.")
+        top = 0
+        for name, items in domains:
+            for it in items:
+                if it["labels"] is None:
+                    raise InputError(f"Domain {name!r}: {it['title']!r} has no labels; pick its labels layer or name "
+                                     "it '<image> labels' (folders: '<image>_labels.<ext>'). Training needs every "
+                                     "image's labels; Normalize and Segment do not.")
+                lab = np.asarray(it["labels"])
+                if lab.min() < 0:
+                    raise InputError(f"Domain {name!r}: the labels of {it['title']!r} hold negative values.")
+                top = max(top, int(lab.max()))
+        cfg = self.config(max(2, top + 1), sd)
+        train, val, notes = {}, {}, []
+        for name, items in domains:
+            held = items[-1:]
+            fit = items[:-1] if (sd == 2 or len(items) > 2) else items
+            if fit is items:
+                notes.append(f"{name}: 3-D training needs two volumes per domain, so both are trained on and its "
+                             "validation is not held out")
+            train[name] = self._as_training(fit, sd, val=False)
+            val[name] = self._as_training(held, sd, val=True)
+        return {"domains": domains, "train": train, "val": val, "config": cfg, "notes": notes}
+
+    def train(self, block: bool = False):
+        """Button **Train**: train in the picked mode, save the best validation Dice as a new
+        version, then show the domains' images normalised, their histograms and the JSD."""
+        return self._run(self._start_train, block)
+
+    def _start_train(self):
+        self._check_idle()
+        s = self.settings
+        ts = self.training_set()
+        cfg = ts["config"]
+        prep = {"rescale": f"brain percentile {PERCENTILES[0]:g}-{PERCENTILES[1]:g} -> [0, 1]" if s.rescale else False,
+                "slice_axis": int(s.slice_axis)}
+        data = ("napari: " + ", ".join(f"{n} ({len(items)} images)" for n, items in ts["domains"])
+                + PREP_TAG + json.dumps(prep))
+        gen = train_normalization_model(self.registry, ts["train"], ts["val"], cfg, name=MODEL_NAME, data=data)
+        domains, device = ts["domains"], self.device()
+
+        def job():
+            result = yield from gen
+            entry = (result or {}).get("entry")
+            if entry is None:
+                return result
+            yield Progress(cfg.steps, cfg.steps, "normalising the domains' images")
+            return {**result, "shown": self._apply(entry, domains, "normalize", device)}
+
+        n_val = sum(len(v) for v in ts["val"].values())
+        unit = "slices" if cfg.spatial_dims == 2 else "volumes"
+        self._emit("training", [n for n, _ in domains])
+        self._say(f"Training {MODEL_NAME} ({s.mode}, {cfg.spatial_dims}-D, {cfg.steps} steps) on "
+                  f"{', '.join(f'{n} {len(v)}' for n, v in ts['train'].items())} {unit}; validating on {n_val} "
+                  f"held-out {unit}" + (f" ({'; '.join(ts['notes'])})" if ts["notes"] else "") + ".")
+        before = {e.version for e in self.registry.list(MODEL_NAME)}
+        return self.runner.start(job(), on_done=lambda r: self._trained(r, before, cfg),
+                                 on_progress=lambda p: self._emit("progress", {"step": p.step, **p.metrics}))
+
+    def _trained(self, result, before: set, cfg):
+        entry = (result or {}).get("entry")
+        if entry is None:  # stopped: the best weights may still have been saved
+            new = [e for e in self.registry.list(MODEL_NAME) if e.version not in before]
+            self._result = new[-1] if new else None
+            self._say(f"Stopped: saved {new[-1].label}; press Normalize to see it." if new else
+                      "Stopped before anything was saved.")
+            return
+        self.last_training = result
+        self._result = entry
+        best = result.get("best_metrics") or {}
+        sites = [n for n, _ in result["shown"]["groups"]]
+        dice = ", ".join(f"{n} {best[f'dice_{n}']:.3f}" for n in sites if f"dice_{n}" in best)
+        shown = self._show(result["shown"], entry, "normalize")
+        self._say(f"Trained {entry.label} ({cfg.mode}, best at step {result.get('best_step')}): held-out Dice "
+                  f"{dice or 'n/a'}. {self._jsd_text()} Showing {len(shown)} '[normalized]' layer(s).")
+
+    # ------------------------------------------------------- normalise, segment
+    def model_entry(self):
+        return self.registry.get(MODEL_NAME, self.settings.version)
+
+    def _targets(self) -> list[tuple[str, list[dict]]]:
+        """Groups of images for Normalize / Segment: the picked layers (grouped by their domain),
+        or every domain's images."""
+        s = self.settings
+        if not s.apply_to:
+            if not s.domains:
+                raise InputError("Pick the image layers to apply the model to, or add domains.")
+            return self._read_all(s.domains)
+        owner = {lay.name: (d, i) for d in s.domains if not d.folder for i, lay in enumerate(d.layers)}
+        labels = {lay.name: lay for lay in self.viewer.layers if isinstance(lay, Labels)}
+        groups: dict[str, list] = {}
+        for lay in s.apply_to:
+            if lay not in self.viewer.layers:
+                raise InputError(f"The layer {lay.name!r} is no longer in the viewer; pick it again.")
+            if not isinstance(lay, Image) or lay.multiscale or lay.rgb or lay.ndim not in (2, 3):
+                raise InputError(f"{lay.name!r} is not a grey 2-D or 3-D image layer.")
+            raw = np.asarray(lay.data)
+            if not np.isfinite(raw).all():
+                raise InputError(f"{lay.name!r} has NaN or infinite values; fix or mask them first.")
+            dom, i = owner.get(lay.name, (None, None))
+            lab = dom.labels[i] if dom is not None else labels.get(f"{lay.name} labels")
+            if lab is not None and np.shape(lab.data) != raw.shape:
+                lab = None
+            groups.setdefault(dom.name if dom else lay.name, []).append(
+                {"title": lay.name, "raw": raw, "layer": lay, "labels": None if lab is None else np.asarray(lab.data)})
+        return list(groups.items())
+
+    def _apply(self, entry, groups, what: str, device) -> dict:
+        """Worker side: the model on every image; for "normalize" also the histograms."""
+        model, mode, meta = load_normalization(entry, device)
+        prep = preprocessing_of(meta)
+        out = {"groups": [], "mode": mode, "meta": meta}
+        hist_groups = {}
+        for name, items in groups:
+            done = []
+            for it in items:
+                res = apply_model(model, mode, meta, it["raw"], what, device)
+                done.append({**it, "result": res})
+                if what == "normalize":
+                    x = rescale(it["raw"]) if prep["rescale"] else np.asarray(it["raw"], np.float32)
+                    hist_groups.setdefault(name, []).append({"raw": it["raw"], "rescaled": x, "normalized": res,
+                                                             "mask": brain_mask(it["raw"], it["labels"])})
+            out["groups"].append((name, done))
+        if what == "normalize":
+            stages = tuple(STAGES) if prep["rescale"] else ("raw", "normalized")
+            out["histograms"] = histogram_panels(hist_groups, stages=stages)
+        return out
+
+    def normalize(self, block: bool = False):
+        """Button **Normalize**: the picked layers (or the domains' images) through the current
+        version: '<layer> [normalized]' image layers, histograms and JSD per domain."""
+        return self._run(lambda: self._start_apply("normalize"), block)
+
+    def segment(self, block: bool = False):
+        """Button **Segment**: tissue labels from the trained segmenter on the picked layers
+        (or the domains' images), '<layer> [segmented]' labels layers."""
+        return self._run(lambda: self._start_apply("segment"), block)
+
+    def _start_apply(self, what: str):
+        self._check_idle()
+        entry = self.model_entry()
+        groups = self._targets()
+        sd = int((entry.meta.get("config") or {}).get("spatial_dims", 2))
+        flat = [it for _, items in groups for it in items if it["raw"].ndim < sd]
+        if flat:
+            raise InputError(f"{entry.label} is a 3-D model and {flat[0]['title']!r} is 2-D; apply it to volumes, or "
+                             "train on '2-D slices'.")
+        device = self.device()
+
+        def job():
+            yield Progress(0, 1, f"{what.replace('normalize', 'normalising').replace('segment', 'segmenting')} "
+                                 f"with {entry.label}")
+            res = self._apply(entry, groups, what, device)
+            yield Progress(1, 1, "done")
+            return res
+
+        def done(res):
+            if res is None:
+                return
+            shown = self._show(res, entry, what)
+            self._result = shown
+            if what == "normalize":
+                self._say(f"Normalised {len(shown)} image(s) with {entry.label} ({res['mode']}). {self._jsd_text()}")
+            else:
+                n = int(res["meta"].get("n_classes", 4))
+                scores = [(it["title"], _dice(it["result"], it["labels"], n)) for _, items in res["groups"]
+                          for it in items if it["labels"] is not None]
+                scored = ", ".join(f"{t} {d:.3f}" for t, d in scores if d is not None)
+                self._say(f"Segmented {len(shown)} image(s) with {entry.label} ({res['mode']})."
+                          + (f" Mean Dice against their labels: {scored}." if scored else ""))
+
+        return self.runner.start(job(), on_done=done)
+
+    # -------------------------------------------------------------- display
+    def _show(self, res: dict, entry, what: str) -> list:
+        """Main thread: add (or update) one layer per image next to its raw layer; folder images
+        get their raw layer too (the first of each folder). Then the histograms."""
+        from ..core.io import napari_placement
+
+        out, pairs = [], []
+        for name, items in res["groups"]:
+            for k, it in enumerate(items):
+                raw_layer = it.get("layer")
+                if raw_layer is None:  # a folder image: show the first one of the domain
+                    if k > 0:
+                        continue
+                    title = it["title"]
+                    raw_layer = (self.viewer.layers[title] if title in self.viewer.layers else
+                                 self.viewer.add_image(it["raw"], name=title, colormap="gray",
+                                                       metadata={"medseg_io": it["meta"]},
+                                                       **{k2: v for k2, v in napari_placement(it["meta"]).items()
+                                                          if k2 in ("scale", "translate", "affine")}))
+                layer = self._put(raw_layer, it["result"], entry, what, res["mode"], name)
+                out.append(layer)
+                pairs.append((raw_layer, layer))
+        if what == "normalize":
+            self.normalized_layers = out
+            self.histograms = res["histograms"]
+            self.jsd = {p["stage"]: p["jsd"] for p in self.histograms}
+            self._emit("histograms", self.histograms)
+            if self.settings.side_by_side:
+                self.show_side_by_side(pairs)
+        else:
+            self.segmented_layers = out
+        return out
+
+    def _put(self, raw_layer, data, entry, what: str, mode: str, domain: str):
+        suffix = "[normalized]" if what == "normalize" else "[segmented]"
+        name = f"{raw_layer.name} {suffix}"
+        meta = {"medseg": {"from": raw_layer.name, "domain": domain, "model": entry.name, "version": entry.version,
+                           "mode": mode}, "medseg_io": (raw_layer.metadata or {}).get("medseg_io") or {}}
+        kind = Image if what == "normalize" else Labels
+        if name in self.viewer.layers and isinstance(self.viewer.layers[name], kind):
+            layer = self.viewer.layers[name]
+            layer.data, layer.metadata = data, meta
+            if kind is Image:
+                layer.reset_contrast_limits()
+            return layer
+        if kind is Image:
+            layer = self.viewer.add_image(data, name=name, colormap="gray", metadata=meta, **_place(raw_layer))
+        else:
+            n = int(data.max()) + 1 if data.size else 1
+            extra = {"colormap": dict(CLASS_COLOURS), "features": class_features()} if n <= len(TISSUE_NAMES) else {}
+            layer = self.viewer.add_labels(data, name=name, opacity=0.5, metadata=meta, **extra, **_place(raw_layer))
+        layers = self.viewer.layers
+        layers.move(layers.index(layer), layers.index(raw_layer) + 1)
+        return layer
+
+    @_said
+    def show_side_by_side(self, pairs=None):
+        """Button **Side by side**: grid view, each raw image beside its normalised one (raw
+        left); the other layers are hidden (not removed)."""
+        pairs = pairs if pairs is not None else [
+            (self.viewer.layers[lay.metadata["medseg"]["from"]], lay) for lay in self.normalized_layers
+            if lay in self.viewer.layers and lay.metadata["medseg"]["from"] in self.viewer.layers]
+        if not pairs:
+            raise InputError("Nothing to show side by side yet: Train, or press Normalize.")
+        keep = {lay.name for pair in pairs for lay in pair}  # names: plugin docks see proxies of the layers
+        for lay in self.viewer.layers:
+            lay.visible = lay.name in keep
+        grid = self.viewer.canvas.grid
+        grid.stride = 1
+        grid.shape = (-1, 2 if len(pairs) <= 2 else 4)
+        grid.enabled = True
+        self.viewer.reset_view()
+
+    def _jsd_text(self) -> str:
+        j = self.jsd
+        if not j or all(v is None for v in j.values()):
+            return "JSD: one domain only."
+        parts = [f"{k} {v:.3f}" for k, v in j.items() if v is not None]
+        return "JSD between the domains' brain histograms: " + " -> ".join(parts) + "."
