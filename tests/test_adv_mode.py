@@ -84,3 +84,17 @@ def test_tissue_training_switches_adversarial_mode_on(tmp_path):
         pass
     assert len(metrics) == 2 and all(m["loss_adv"] > 0 and "loss_d" in m for m in metrics)
     assert reg.list("tissue")
+
+
+def test_box_training_switches_adversarial_mode_on_from_the_controller(tmp_path):
+    from napari_medseg.core.registry import Registry
+    from napari_medseg.methods.adversarial.mode import MaskAdversary
+    from napari_medseg.methods.box_iterative.labels import UNKNOWN
+    from napari_medseg.methods.box_iterative.stages import IterativeTraining
+    from napari_medseg.widgets._box_controller import BoxController
+
+    c = BoxController(None, None, Registry(shipped_root=tmp_path / "none", user_root=tmp_path / "user"))
+    assert c._config().adversarial == 0 and IterativeTraining(c.registry, c._config())._adversary() is None
+    c.set(adversarial=0.3)
+    adv = IterativeTraining(c.registry, c._config())._adversary()
+    assert isinstance(adv, MaskAdversary) and adv.weight == 0.3 and adv.ignore == UNKNOWN

@@ -47,6 +47,7 @@ class BoxSettings:
     batch_size: int = 0  # 0: by device (5 on a GPU, 4 on a CPU)
     clip_boxes: bool = False  # boxes partly outside the slide: clip them instead of refusing
     device: str = "auto"
+    adversarial: float = 0.0  # > 0: adversarial mode (a mask discriminator's term with this weight)
     predict_image: Image | None = None
     version: int | None = None  # for Predict: None = the current one
 
@@ -69,7 +70,8 @@ class BoxController(Controller):
     def _config(self) -> StageConfig:
         s = self.settings
         device = select_device(None if s.device == "auto" else s.device)
-        return StageConfig(steps=s.steps, patch=s.patch or None, batch_size=s.batch_size or None, device=str(device))
+        return StageConfig(steps=s.steps, patch=s.patch or None, batch_size=s.batch_size or None, device=str(device),
+                           adversarial=float(s.adversarial))
 
     # ----------------------------------------------------------- layers in
     def stage1_pairs(self) -> list[tuple[Image, Shapes]]:

@@ -138,7 +138,7 @@ def train_tissue(
 
 
 def retrain_tissue(registry: Registry, image, corrected, original, *, steps: int = 60, lr: float = 5e-4,
-                   corrected_weight: float = 5.0, device="cpu", seed: int = 0):
+                   corrected_weight: float = 5.0, device="cpu", seed: int = 0, adversarial: float = 0.0):
     """Check the inputs, then return the generator that fine-tunes the current tissue model.
 
     Resumes from the current version and writes the next one; pixels the user changed
@@ -158,4 +158,4 @@ def retrain_tissue(registry: Registry, image, corrected, original, *, steps: int
     model, meta = current.load()
     return train_tissue(registry, steps=steps, lr=lr, seed=seed, device=device,
                         resume=(model.state_dict(), meta), images=[image[..., :3]], masks=[corrected],
-                        weights=[weights], val=(image[..., :3], corrected))
+                        weights=[weights], val=(image[..., :3], corrected), adversarial=adversarial)
