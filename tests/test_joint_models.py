@@ -55,7 +55,8 @@ def test_train_joint_cli_on_the_phantom(tmp_path, monkeypatch, capsys):
     torch.set_num_threads(1)
     code = cli.main(["train", "joint", "--steps", "2", "--shape", "32,36,32", "--spacing", "5", "--subjects", "1",
                      "--patch", "16", "--mode", "lesion_only"])
-    assert code == 0 and "saved joint_lesion_only v1" in capsys.readouterr().out
+    out = capsys.readouterr().out  # the next version after the shipped ones, in the user's folder
+    assert code == 0 and "saved joint_lesion_only v" in out and "(user)" in out
     assert cli.main(["train", "joint", "--shape", "8,8"]) == 2
     # --ship writes the next shipped version and its model card (here into a scratch models/)
     from napari_medseg.core import paths

@@ -4,6 +4,7 @@ scroll area, buttons whose engine errors become one message, registry updates.""
 from __future__ import annotations
 
 from qtpy.QtWidgets import QScrollArea, QVBoxLayout, QWidget
+from superqt.utils import ensure_main_thread
 
 from ..core import registry as registry_mod
 from ..core.errors import MedsegError
@@ -20,7 +21,9 @@ class MethodDock(QWidget):
         self.viewer, self._syncing = napari_viewer, False
         self.runner = JobRunner()
         self.controller = controller_cls(napari_viewer, self.runner, registry)
-        self._registry_token = registry_mod.subscribe(self._on_registry)
+        token = self._registry_token = registry_mod.subscribe(self._registry_event)
+        # a dock deleted with its window (no closeEvent) must not hear of models any more
+        self.destroyed.connect(lambda *_: registry_mod.unsubscribe(token))
 
     def _lay_out(self, sections) -> None:
         inner = QWidget()
@@ -60,6 +63,13 @@ class MethodDock(QWidget):
             action()
         except MedsegError as exc:
             self.controller._say(str(exc), error=True)
+
+    @ensure_main_thread
+    def _registry_event(self, name):
+        try:
+            self._on_registry(name)
+        except RuntimeError:  # its Qt objects are already deleted: stop listening
+            registry_mod.unsubscribe(self._registry_token)
 
     def _on_registry(self, name):  # overridden by docks that list model versions
         pass
