@@ -10,6 +10,17 @@ from pathlib import Path
 from .core.errors import MedsegError
 
 
+def positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _info(args) -> int:
     import platform
 
@@ -185,14 +196,15 @@ def _segment(args) -> int:
         # the workers open the file themselves: no pixels travel through this process
         image = PathSource(args.image, level=args.level, channel_axis=-1 if img_meta.get("rgb") else None)
     gen = run_segmentation(model, meta, image, args.out, tile=args.tile, batch_size=args.batch_size,
-                           output=args.output, device=device, client=client, rgb=bool(img_meta.get("rgb")))
+                           output=args.output, device=device, client=client, rgb=bool(img_meta.get("rgb")),
+                           overwrite=args.overwrite, inputs=[args.image])
     try:
         job = run_in_terminal(gen, f"segment with {entry.label}")
     finally:
         if client is not None:
             client.close()
     if job.stopped:
-        print("stopped: the output is incomplete", file=sys.stderr)
+        print(f"stopped: nothing was written to {args.out} (an earlier result there is unchanged)", file=sys.stderr)
         return 1
     levels = job.result
     print(f"wrote {args.out} ({len(levels)} level(s), full resolution {tuple(levels[0].shape)} in {args.out}/0)")
@@ -271,10 +283,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("segment", help="tiled segmentation of an image file with a registered model")
     s.add_argument("image")
     s.add_argument("--model", default="tissue", help="NAME or NAME:VERSION")
-    s.add_argument("--out", required=True, help="output .zarr")
+    s.add_argument("--out", required=True, help="output .zarr (a new path; see --overwrite)")
+    s.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out (only once the new result is complete; never the input)")
     s.add_argument("--level", type=int, default=0, help="pyramid level to segment")
-    s.add_argument("--tile", type=int, default=1024)
-    s.add_argument("--batch-size", type=int, default=1)
+    s.add_argument("--tile", type=positive_int, default=1024)
+    s.add_argument("--batch-size", type=positive_int, default=1)
     s.add_argument("--output", choices=["labels", "probabilities"], default="labels")
     s.add_argument("--device", default=None)
     s.add_argument("--scheduler", default=None, help="dask.distributed scheduler address")

@@ -74,6 +74,9 @@ def track_command(args) -> int:
     from .methods.tracking.swc import write_swc
     from .methods.tracking.track import TrackConfig, track
 
+    from .core.outputs import check_file_output
+
+    check_file_output(args.out, inputs=[args.image], overwrite=args.overwrite, what="SWC output")
     image = _image(args)
     starts = _points(args.starts, "starts")
     ends = _points(args.ends, "ends")
@@ -117,7 +120,9 @@ def finetune_command(args) -> int:
                   f"error {b['error_px']:.2f} -> {a['error_px']:.2f} px ({row['n_test']} test traces)")
         print(f"mean: coverage {out['before']['coverage_pct']:.1f} -> {out['after']['coverage_pct']:.1f} %")
         if args.json:
-            Path(args.json).write_text(json.dumps(out, indent=1, default=float))
+            from .core.atomic import atomic_write_json
+
+            atomic_write_json(args.json, out, default=float)
         return 0
     policy, _ = _policy(args.model)
     gen = train_tracking(Registry(), config, policy=policy, episodes=trace_episodes(images, traces, seed=args.seed),
@@ -139,7 +144,8 @@ def add_parsers(sub) -> None:
     s.add_argument("image")
     s.add_argument("--starts", required=True, help="'y,x;y,x' or a CSV of y,x rows")
     s.add_argument("--ends", default=None, help="optional end points, one per start")
-    s.add_argument("--out", required=True, help="output .swc")
+    s.add_argument("--out", required=True, help="output .swc (a new file; see --overwrite)")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing --out (atomically)")
     s.add_argument("--scale", type=float, default=1.0, help="window scale (1.5 on the paper's microscopy)")
     s.add_argument("--max-steps", type=int, default=200)
     s.add_argument("--threshold", type=float, default=None, help="stop when entropy stays above this")

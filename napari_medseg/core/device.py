@@ -131,6 +131,11 @@ def preflight(
     free_bytes: int | None = None,
 ) -> MemoryEstimate:
     """Raise :class:`MemoryPreflightError` in plain words when the job will not fit."""
+    if int(batch_size) < 1 or any(int(t) < 1 for t in tile_shape):
+        from .errors import InputError
+
+        raise InputError(f"The batch size and tile size must be at least 1 (got batch size {batch_size}, "
+                         f"tile {tuple(tile_shape)}).")
     need = estimate_job_bytes(model, tile_shape, batch_size, in_channels, training=training)
     free = free_memory_bytes(device) if free_bytes is None else int(free_bytes)
     est = MemoryEstimate(need, free, "training" if training else "inference")

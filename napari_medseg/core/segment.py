@@ -15,7 +15,7 @@ import torch
 
 from .errors import InputError
 from .sources import as_source
-from .tiling import TileConfig, create_pyramid_output, tiled_inference
+from .tiling import TileConfig, create_pyramid_output, into_result, tiled_inference
 
 
 def _rgb_uint8(block: np.ndarray) -> np.ndarray:
@@ -47,7 +47,22 @@ def io_spec(meta: dict) -> dict:
     io = meta.get("io")
     if not io:
         raise InputError(f"Model {meta.get('method', '?')} has no input/output description; it cannot segment images.")
+    if not isinstance(io, dict) or io.get("input") not in PREPROCESS or io.get("postprocess", "softmax") not in POSTPROCESS:
+        raise InputError(f"Model {meta.get('method', '?')} describes an input/output this version cannot run "
+                         f"(input {io.get('input') if isinstance(io, dict) else io!r}); it cannot segment images.")
     return io
+
+
+def check_model_fits(meta: dict, spatial_dims: int, channels: int) -> None:
+    """One clear line when the network's dimensionality or input channels do not match the image."""
+    kwargs = (meta.get("arch") or {}).get("kwargs") or {}
+    dims, in_ch = kwargs.get("spatial_dims"), kwargs.get("in_channels")
+    name = meta.get("method", "this model")
+    if isinstance(dims, int) and dims != spatial_dims:
+        raise InputError(f"{name} is a {dims}-D model and the image is {spatial_dims}-D; pick a {dims}-D image "
+                         f"(or one slice/plane of it) or a {spatial_dims}-D model.")
+    if isinstance(in_ch, int) and meta.get("io", {}).get("input") == "gray" and channels not in (1, in_ch):
+        raise InputError(f"{name} takes {in_ch} channel(s) and the image has {channels}.")
 
 
 def run_segmentation(
@@ -62,6 +77,8 @@ def run_segmentation(
     device="cpu",
     client=None,
     rgb: bool = False,
+    overwrite: bool = False,
+    inputs=(),
 ):
     """Check the inputs now, then return a generator yielding progress.
 
@@ -70,7 +87,10 @@ def run_segmentation(
     and returns the list of level arrays.
 
     ``image`` is (Y, X[, 3]) or (Z, Y, X): RGB slides keep colour on the last axis.
-    Bad input raises here, before any job starts.
+    Bad input raises here, before any job starts. The result is marked complete only
+    when every tile is written; an existing ``out_path`` is refused unless ``overwrite``
+    (then the old result is replaced only once the new one is complete), and so is any
+    ``out_path`` that is (inside) one of ``inputs``.
     """
     io = io_spec(meta)
     channel_axis = -1 if rgb else None
@@ -88,22 +108,16 @@ def run_segmentation(
     spatial = source.spatial_shape
     if len(spatial) not in (2, 3) or any(s == 0 for s in spatial):
         raise InputError(f"Segmentation takes a non-empty 2D or 3D image; this one has shape {tuple(source.shape)}.")
+    if tile < 1 or batch_size < 1:
+        raise InputError(f"The tile size and batch size must be at least 1 (got tile {tile}, batch size {batch_size}).")
+    check_model_fits(meta, len(spatial), source.channels)
     cfg.plan(spatial)  # raises on impossible tiling settings
 
-    def job():
-        out = create_pyramid_output(out_path, spatial, n_classes or 2, cfg)
-        return (
-            yield from tiled_inference(
-                model,
-                source,
-                out,
-                cfg,
-                device=device,
-                preprocess=PREPROCESS[io["input"]],
-                postprocess=POSTPROCESS[io.get("postprocess", "softmax")],
-                out_channels=n_classes,
-                client=client,
-            )
-        )
+    def fill(out):
+        return tiled_inference(model, source, out, cfg, device=device, preprocess=PREPROCESS[io["input"]],
+                               postprocess=POSTPROCESS[io.get("postprocess", "softmax")], out_channels=n_classes,
+                               client=client)
 
-    return job()
+    info = {"model": meta.get("method", ""), "model_version": meta.get("version"), "model_sha256": meta.get("sha256", "")}
+    return into_result(out_path, lambda path: create_pyramid_output(path, spatial, n_classes or 2, cfg), fill,
+                       inputs=inputs, overwrite=overwrite, info=info)

@@ -157,18 +157,59 @@ def create_pyramid_output(path, spatial_shape, channels: int, cfg: TileConfig, p
     shapes = pyramid_shapes(spatial_shape, smallest, largest)
     levels = [create_output(f"{path}/{i}", shape, channels, cfg, plan if i == 0 else None)
               for i, shape in enumerate(shapes)]
+    # "complete" turns true only when the whole result is written (core.outputs.PendingResult)
     group.attrs["napari_medseg"] = {"levels": len(levels), "downsample": "stride 2 per level",
-                                    "output": cfg.output}
+                                    "output": cfg.output, "complete": False}
     return levels
 
 
-def open_pyramid_output(path) -> list:
-    """The level arrays of a result written by :func:`create_pyramid_output`, read-only."""
+def open_pyramid_output(path, allow_incomplete: bool = False) -> list:
+    """The level arrays of a result written by :func:`create_pyramid_output`, read-only.
+
+    A result whose run did not finish is refused unless ``allow_incomplete`` (a viewer
+    showing a result while it fills)."""
     import zarr
 
-    group = zarr.open_group(str(path), mode="r")
-    n = int(group.attrs.get("napari_medseg", {}).get("levels", 1))
-    return [zarr.open_array(f"{path}/{i}", mode="r") for i in range(n)]
+    from .outputs import result_attrs
+
+    info = result_attrs(path)
+    if info is None:
+        raise InputError(f"{path} is not a napari-medseg result (no result attributes).")
+    if not allow_incomplete and info.get("complete", True) is not True:
+        raise InputError(f"{path} is an incomplete result: the run that wrote it did not finish; "
+                         f"run it again (with --overwrite to replace it).")
+    try:
+        group = zarr.open_group(str(path), mode="r")
+        n = int(group.attrs.get("napari_medseg", {}).get("levels", 1))
+        return [zarr.open_array(f"{path}/{i}", mode="r") for i in range(n)]
+    except Exception as exc:  # noqa: BLE001 - zarr raises many kinds for damaged stores
+        raise InputError(f"{path} is a damaged result ({type(exc).__name__}); run it again.") from None
+
+
+def into_result(out_path, create, fill, *, inputs=(), overwrite: bool = False, info: dict | None = None):
+    """Generator: ``fill(create(path))`` into a result at ``out_path`` that is marked complete
+    only when ``fill`` finishes (see :class:`~napari_medseg.core.outputs.PendingResult`).
+
+    The output path is checked now (:func:`~napari_medseg.core.outputs.check_output_path`),
+    before any job starts. ``create(path)`` returns the level arrays; ``fill(levels)`` is a
+    progress generator. Returns the finished result's level arrays, read-only.
+    """
+    from .outputs import PendingResult
+
+    pending = PendingResult(out_path, inputs, overwrite)
+
+    def job():
+        done = False
+        try:
+            levels = create(pending.path)
+            yield from fill(levels)
+            done = True
+        finally:
+            if not done:
+                pending.abort()
+        return open_pyramid_output(pending.commit(**(info or {})))
+
+    return job()
 
 
 class _Writer:

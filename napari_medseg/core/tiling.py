@@ -37,6 +37,7 @@ from .tilestore import (
     _Writer,
     create_output,
     create_pyramid_output,
+    into_result,
     labels_from_probabilities,
     open_pyramid_output,
     probabilities,
@@ -47,7 +48,7 @@ from .tilestore import (
 # the tiling API in one place: plan, stores and the inference that fills them
 __all__ = [
     "AxisPlan", "BandAccumulator", "TileConfig", "TilePlan", "create_output", "create_pyramid_output",
-    "default_overlap", "labels_from_probabilities", "open_pyramid_output", "plan_axis", "plan_tiles",
+    "default_overlap", "into_result", "labels_from_probabilities", "open_pyramid_output", "plan_axis", "plan_tiles",
     "predict_whole", "prepare_model", "probabilities", "pyramid_shapes", "read_tile", "tiled_inference",
 ]
 

@@ -31,7 +31,7 @@ def stored_labels(path, in_memory: bool = True):
 
     from ..core.tiling import open_pyramid_output
 
-    levels = [da.from_zarr(a) for a in open_pyramid_output(path)]
+    levels = [da.from_zarr(a) for a in open_pyramid_output(path, allow_incomplete=not in_memory)]
     if int(np.prod(levels[0].shape)) <= SMALL_ENOUGH_TO_PAINT or len(levels) == 1:
         return (np.asarray(levels[0]) if in_memory else levels[0]), False
     return levels, True

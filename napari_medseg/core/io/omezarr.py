@@ -75,6 +75,8 @@ def write_ome_zarr(
         data = da.from_array(np.asarray(data), chunks=_default_chunks(data.shape, axes))
     yx_axes = [i for i, ax in enumerate(axes) if ax in "yx"]
 
+    if path.is_dir() and not any((path / f).is_file() for f in (".zgroup", ".zattrs", "zarr.json", ".zarray")):
+        raise InputError(f"{path} is a folder that is not a zarr store; it is never replaced: choose a new path.")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     datasets = []

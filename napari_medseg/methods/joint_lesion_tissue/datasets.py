@@ -87,18 +87,23 @@ def read_description(path) -> list[dict]:
 
 def write_description(rows, path) -> Path:
     """Write rows (flat dicts, keys from COLUMNS) as CSV or YAML, by suffix."""
+    import io
+
+    from ...core.atomic import atomic_write_bytes
+
     path = Path(path)
     used = [c for c in COLUMNS if any(c in r for r in rows)]
     if path.suffix.lower() in (".yaml", ".yml"):
         import yaml
 
-        path.write_text(yaml.safe_dump({"subjects": [{c: r[c] for c in used if c in r} for r in rows]},
-                                       sort_keys=False))
+        text = yaml.safe_dump({"subjects": [{c: r[c] for c in used if c in r} for r in rows]}, sort_keys=False)
     else:
-        with open(path, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=used)
-            writer.writeheader()
-            writer.writerows([{c: r.get(c, "") for c in used} for r in rows])
+        buf = io.StringIO(newline="")
+        writer = csv.DictWriter(buf, fieldnames=used)
+        writer.writeheader()
+        writer.writerows([{c: r.get(c, "") for c in used} for r in rows])
+        text = buf.getvalue()
+    atomic_write_bytes(path, lambda fh: fh.write(text.encode()))  # a killed write leaves the old file
     return path
 
 

@@ -136,7 +136,7 @@ def prepare(fcm, rcm, normalisation: str = "slide") -> Normaliser:
 
 def stain_slide(net: StainingNet, fcm, rcm, out_path, *, normalisation: str = "slide", tile: int = 1024,
                 batch_size: int = 1, device="cpu", amp: bool = True, client=None, normaliser=None,
-                pyramid_from: int | None = None):
+                pyramid_from: int | None = None, overwrite: bool = False):
     """Generator: stain a whole FCM/RCM pair into a uint8 zarr pyramid at ``out_path``.
 
     ``normaliser``: a :class:`Normaliser` computed before (else from this pair);
@@ -144,16 +144,19 @@ def stain_slide(net: StainingNet, fcm, rcm, out_path, *, normalisation: str = "s
     it (default: only slides of 4096 px or more). Yields :class:`Progress`; returns the
     pyramid's level arrays, (3, H, W) each.
     """
-    from ...core.tiling import create_pyramid_output, tiled_inference
+    from ...core.tiling import create_pyramid_output, into_result, tiled_inference
 
     pre = normaliser or prepare(fcm, rcm, normalisation)
     net = net.eval()
     cfg = tile_config(net, tile=tile, batch_size=batch_size, amp=amp)
     image = as_pair_source(fcm, rcm)
-    levels = create_pyramid_output(out_path, tuple(fcm.shape), 3, cfg, smallest=pyramid_from and pyramid_from // 4,
-                                   largest=pyramid_from)
-    return (yield from tiled_inference(net, image, levels, cfg, device=device, preprocess=pre, out_channels=3,
-                                       channel_axis=0, client=client))
+    return (yield from into_result(
+        out_path,
+        lambda path: create_pyramid_output(path, tuple(fcm.shape), 3, cfg, smallest=pyramid_from and pyramid_from // 4,
+                                           largest=pyramid_from),
+        lambda levels: tiled_inference(net, image, levels, cfg, device=device, preprocess=pre, out_channels=3,
+                                       channel_axis=0, client=client),
+        overwrite=overwrite, info={"method": "combalia2019"}))
 
 
 def stain_array(net: StainingNet, fcm, rcm, *, normalisation: str = "slide", normaliser: Normaliser | None = None,
