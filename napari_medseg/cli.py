@@ -57,8 +57,11 @@ def _info(args) -> int:
         print(f"{k:>16}: {v}")
     print(f"{'models':>16}: {len(models)} found (shipped: {reg.shipped_root}, yours: {reg.user_root})")
     for e in models:
-        metrics = ", ".join(f"{k}={v:.3g}" for k, v in e.meta.get("metrics", {}).items() if isinstance(v, float))
-        print(f"{'':>16}  {e.label}  {metrics}")
+        found = e.meta.get("metrics")
+        metrics = ", ".join(f"{k}={v:.3g}" for k, v in (found if isinstance(found, dict) else {}).items()
+                            if isinstance(v, float))
+        damaged = f"  [damaged: {e.meta['damaged']}]" if "damaged" in e.meta else ""
+        print(f"{'':>16}  {e.label}  {metrics}{damaged}")
     return 0
 
 
@@ -99,6 +102,8 @@ def _train(args) -> int:
         reg = Registry(shipped_root=paths.models_dir(), user_root=tmp)
     else:
         reg = Registry()
+    if args.make_current:
+        reg.make_current = True
     if args.method == "joint":
         from . import cli_joint
         from .methods.joint_lesion_tissue.card import write_model_card
@@ -147,6 +152,8 @@ def _train(args) -> int:
         print(f"shipped {shipped}")
     else:
         print(f"saved {entry.label} at {entry.path}")
+        if getattr(entry, "note", ""):
+            print(entry.note)
     return 0
 
 
@@ -216,9 +223,17 @@ def _models(args) -> int:
 
     reg = Registry()
     if args.action == "list":
+        currents: dict[str, object] = {}
         for e in reg.list(args.name):
-            current = " (current)" if reg.get(e.name).path == e.path else ""
-            print(f"{e.label}{current}  {e.path}")
+            if e.name not in currents:
+                try:
+                    currents[e.name] = reg.get(e.name).path
+                except MedsegError as exc:  # a damaged pointer: say so, list the rest
+                    currents[e.name] = None
+                    print(f"{e.name}: {exc}", file=sys.stderr)
+            current = " (current)" if currents[e.name] == e.path else ""
+            damaged = f"  [damaged: {e.meta['damaged']}]" if "damaged" in e.meta else ""
+            print(f"{e.label}{current}  {e.path}{damaged}")
         return 0
     if not args.name or args.version is None:
         raise MedsegError("restore needs NAME and VERSION, e.g. `napari-medseg models restore tissue 1`.")
@@ -263,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default=None)
     s.add_argument("--resume", action="store_true", help="fine-tune the current version")
     s.add_argument("--ship", action="store_true", help="write into the repository's models/ with a model card")
+    s.add_argument("--make-current", action="store_true",
+                   help="make the new version current even if it validates worse than the current one")
     s.add_argument("--adversarial", type=float, default=0.0, metavar="WEIGHT",
                    help="tissue, box_iterative: adversarial mode, a mask discriminator's term with this weight")
     s.set_defaults(func=_train)

@@ -130,17 +130,67 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> tuple[dict, 
         ) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise NotACheckpointError(f"{path.name} is a torch file but not a napari-medseg checkpoint.")
+    if not isinstance(payload.get("meta"), dict) or not isinstance(payload.get("state_dict"), dict):
+        raise NotACheckpointError(f"{path.name}: its metadata or weights are not what a checkpoint holds.")
     return payload["state_dict"], payload["meta"]
+
+
+def verify_sidecar_hash(path: Path) -> None:
+    """Refuse weights whose bytes differ from what their sidecar recorded when they were written."""
+    side = sidecar_path(path)
+    if not side.is_file():
+        return
+    try:
+        recorded = json.loads(side.read_text()).get("sha256")
+    except (OSError, ValueError, AttributeError):
+        raise NotACheckpointError(f"{side.name}, the description of {path.name}, is damaged (not a JSON object); "
+                                  f"the weights cannot be checked.") from None
+    if recorded and recorded != file_sha256(path):
+        raise NotACheckpointError(f"{path.name} is damaged: its checksum does not match the one recorded when it "
+                                  f"was written; restore an earlier version or train again.")
+
+
+def check_meta(meta: dict, name: str) -> None:
+    """One clear error for metadata no registered network or segmentation I/O can use."""
+    arch = meta.get("arch")
+    if not isinstance(arch, dict) or not isinstance(arch.get("name"), str):
+        raise NotACheckpointError(f"{name}: its architecture entry is not a {{'name', 'kwargs'}} description.")
+    if not isinstance(arch.get("kwargs", {}), dict):
+        raise NotACheckpointError(f"{name}: its architecture arguments are not a mapping.")
+    io = meta.get("io")
+    if io is None:
+        return
+    from .segment import POSTPROCESS, PREPROCESS
+
+    if not isinstance(io, dict):
+        raise NotACheckpointError(f"{name}: its input/output description is not a mapping.")
+    if io.get("input") not in PREPROCESS or io.get("postprocess", "softmax") not in POSTPROCESS:
+        raise NotACheckpointError(f"{name}: input {io.get('input')!r} / output {io.get('postprocess')!r} are not "
+                                  f"ones this version runs ({sorted(PREPROCESS)} / {sorted(POSTPROCESS)}).")
+    for key, low in (("stride", 1), ("margin", 0)):
+        v = io.get(key, low)
+        if not isinstance(v, int) or isinstance(v, bool) or v < low:
+            raise NotACheckpointError(f"{name}: io.{key} must be a whole number >= {low}, not {v!r}.")
 
 
 def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:
     """Rebuild the network a checkpoint describes, load its weights, put it in eval mode."""
     from . import nets
 
+    path = Path(path)
+    verify_sidecar_hash(path)
     state, meta = load_checkpoint(path)
-    model = nets.build(meta["arch"])
+    check_meta(meta, path.name)
+    try:
+        model = nets.build(meta["arch"])
+    except NotACheckpointError as exc:
+        raise NotACheckpointError(f"{path.name}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - a constructor given arguments it cannot take
+        raise NotACheckpointError(f"{path.name}: its architecture {meta['arch'].get('name')!r} cannot be built "
+                                  f"from the stored arguments ({type(exc).__name__}: {exc}).") from None
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        raise NotACheckpointError(f"{Path(path).name}: weights do not match its architecture ({exc}).") from exc
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise NotACheckpointError(f"{path.name}: weights do not match its architecture ({first}).") from None
     return model.to(device).eval(), meta

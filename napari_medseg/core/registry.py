@@ -3,14 +3,27 @@
 Layout, for both places: ``<root>/<name>/v0001.pt`` (+ ``v0001.json`` sidecar, and a
 ``MODEL_CARD.md`` for shipped models). User versions are never overwritten; a new
 version always gets the next number. ``current.json`` in the user's folder for a
-model points at the version in use; :func:`restore` moves that pointer back to any
-earlier version.
+model points at the version in use (and says whether it is the user's or the shipped
+one); :func:`restore` moves that pointer back to any earlier version that loads.
+
+Crash and race safety: a new version's number is reserved by creating
+``vNNNN.lock`` exclusively (it holds the writer's pid), so two processes never write
+the same version; weights and sidecar are each written atomically under it. The debris
+of a killed save (a stale lock, its temp files, weights without a sidecar) is cleaned
+up or completed by the next save. A damaged ``current.json`` is an error, never a
+silent switch to another version. A new version becomes current only if its
+validation is not worse than the current version's on the same validation set (or
+the caller says ``make_current=True``); otherwise :attr:`ModelEntry.note` says why,
+with both numbers and the command that switches.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
 import re
+import time
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,10 +31,12 @@ from pathlib import Path
 import torch
 
 from . import paths
-from .checkpoints import atomic_write_json, load_model, save_checkpoint, sidecar_path
-from .errors import InputError
+from .checkpoints import atomic_write_json, file_sha256, load_checkpoint, load_model, save_checkpoint, sidecar_path
+from .errors import InputError, MedsegError
 
 _VERSION = re.compile(r"^v(\d{4,})\.pt$")
+_LOCK = re.compile(r"^v(\d{4,})\.lock$")
+_TEMP = re.compile(r"^\.(v\d{4,}\.(?:pt|json)|current\.json)\..*\.tmp$")
 
 
 @dataclass(frozen=True)
@@ -31,6 +46,8 @@ class ModelEntry:
     path: Path
     source: str  # "shipped" or "user"
     meta: dict = field(default_factory=dict, compare=False, hash=False)
+    made_current: bool = field(default=True, compare=False, hash=False)
+    note: str = field(default="", compare=False, hash=False)  # why it was not made current
 
     @property
     def label(self) -> str:
@@ -54,8 +71,10 @@ def _entries(root: Path, source: str) -> list[ModelEntry]:
             if side.is_file():
                 try:
                     meta = json.loads(side.read_text())
-                except (OSError, json.JSONDecodeError):
-                    meta = {}
+                except (OSError, ValueError):
+                    meta = {"damaged": f"{side.name} is not readable JSON"}
+                if not isinstance(meta, dict):
+                    meta = {"damaged": f"{side.name} does not hold a JSON object"}
             out.append(ModelEntry(model_dir.name, int(m.group(1)), f, source, meta))
     return out
 
@@ -92,6 +111,9 @@ class Registry:
     def __init__(self, shipped_root: Path | None = None, user_root: Path | None = None):
         self.shipped_root = Path(shipped_root) if shipped_root else paths.models_dir()
         self.user_root = Path(user_root) if user_root else paths.user_models_dir()
+        #: what ``save_new_version(make_current=None)`` does: None compares validations,
+        #: True always makes the new version current (``train --make-current``)
+        self.make_current: bool | None = None
 
     def list(self, name: str | None = None, method: str | None = None) -> list[ModelEntry]:
         entries = _entries(self.shipped_root, "shipped") + _entries(self.user_root, "user")
@@ -104,52 +126,166 @@ class Registry:
     def names(self) -> list[str]:
         return sorted({e.name for e in self.list()})
 
-    def get(self, name: str, version: int | None = None) -> ModelEntry:
-        """A version, or the current one: the user's pointer, else the newest version."""
+    def get(self, name: str, version: int | None = None, source: str | None = None) -> ModelEntry:
+        """A version (the user's before the shipped one of the same number, unless ``source``
+        says), or the current one: the user's pointer, else the newest version."""
         versions = self.list(name)
         if not versions:
             raise InputError(f"No model called {name!r}; known models: {self.names() or 'none'}.")
         if version is None:
-            version = self._pointer(name)
-        if version is None:
-            return versions[-1]
-        for e in versions:
-            if e.version == int(version):
-                return e
+            pointer = self._pointer(name)
+            if pointer is None:
+                return versions[-1]
+            version, source = pointer
+        matches = [e for e in versions if e.version == int(version) and source in (None, e.source)]
+        if matches:
+            return next((e for e in matches if e.source == "user"), matches[0])
         raise InputError(f"{name!r} has no version {version}; versions: {[e.version for e in versions]}.")
 
     def _pointer_path(self, name: str) -> Path:
         return self.user_root / name / "current.json"
 
-    def _pointer(self, name: str) -> int | None:
+    def _pointer(self, name: str) -> tuple[int, str | None] | None:
+        """``(version, source)`` from ``current.json``; None when there is none. A damaged or
+        dangling pointer raises: switching to another version silently would undo a rollback."""
         p = self._pointer_path(name)
-        if p.is_file():
-            try:
-                return int(json.loads(p.read_text())["version"])
-            except (OSError, ValueError, KeyError, json.JSONDecodeError):
-                return None
-        return None
+        if not p.is_file():
+            return None
+        fix = f"`napari-medseg models restore {name} VERSION` sets it again"
+        try:
+            doc = json.loads(p.read_text())
+            version = int(doc["version"])
+            source = doc.get("source")
+        except (OSError, ValueError, KeyError, TypeError):
+            raise InputError(f"{p} (which version of {name} is current) is damaged; {fix}.") from None
+        if source not in (None, "user", "shipped"):
+            raise InputError(f"{p} names an unknown source {source!r}; {fix}.")
+        if not any(e.version == version and source in (None, e.source) for e in self.list(name)):
+            raise InputError(f"{p} points at {name} v{version}, which is not there any more; {fix}.")
+        return version, source
 
-    def save_new_version(self, name: str, state_dict: dict, **meta) -> ModelEntry:
-        """Write the next version of ``name`` into the user's folder and make it current."""
+    def _write_pointer(self, entry: ModelEntry) -> None:
+        atomic_write_json(self._pointer_path(entry.name), {"version": entry.version, "source": entry.source})
+
+    # ------------------------------------------------------------------ saving
+    def _reserve(self, folder: Path, name: str) -> tuple[int, Path]:
+        """The next free version number, reserved by creating ``vNNNN.lock`` exclusively."""
+        folder.mkdir(parents=True, exist_ok=True)
+        version = max((e.version for e in self.list(name)), default=0) + 1
+        while True:
+            lock = folder / f"v{version:04d}.lock"
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                version += 1
+                continue
+            with os.fdopen(fd, "w") as fh:
+                fh.write(str(os.getpid()))
+            taken = (folder / f"v{version:04d}.pt").exists() or (self.shipped_root / name / f"v{version:04d}.pt").exists()
+            if not taken:
+                return version, lock
+            lock.unlink(missing_ok=True)  # finished by another writer meanwhile
+            version += 1
+
+    def clean(self, name: str) -> list[str]:
+        """Clear the debris of killed saves in the user's folder for ``name``: stale locks and
+        temp files are removed, weights left without a sidecar get it back. Returns what it did."""
+        folder = self.user_root / name
+        done: list[str] = []
+        if not folder.is_dir():
+            return done
+        live = set()
+        for f in folder.iterdir():
+            m = _LOCK.match(f.name)
+            if not m:
+                continue
+            try:
+                pid = int(f.read_text().strip() or "0")
+            except (OSError, ValueError):
+                pid = 0
+            if pid and _pid_alive(pid):  # a save in progress (maybe in this process)
+                live.add(int(m.group(1)))
+            else:
+                f.unlink(missing_ok=True)
+                done.append(f"removed stale {f.name}")
+        for f in folder.iterdir():
+            m = _TEMP.match(f.name)
+            if not m:
+                continue
+            v = re.match(r"v(\d+)", m.group(1))
+            busy = int(v.group(1)) in live if v else (bool(live) or time.time() - f.stat().st_mtime < 60)
+            if not busy:
+                f.unlink(missing_ok=True)
+                done.append(f"removed {f.name}")
+        for f in folder.iterdir():
+            m = _VERSION.match(f.name)
+            if m and int(m.group(1)) not in live and not sidecar_path(f).exists():
+                try:
+                    _, meta = load_checkpoint(f)
+                except MedsegError:
+                    continue  # listed as damaged; never deleted
+                atomic_write_json(sidecar_path(f), {**meta, "sha256": file_sha256(f), "recovered_sidecar": True})
+                done.append(f"rewrote the sidecar of {f.name}")
+        return done
+
+    def save_new_version(self, name: str, state_dict: dict, *, monitor: str | None = None, mode: str = "max",
+                         make_current: bool | None = None, **meta) -> ModelEntry:
+        """Write the next version of ``name`` into the user's folder; returns its entry.
+
+        It becomes current when ``make_current`` is True, or (``None``) unless its
+        ``metrics[monitor]`` is worse than the current version's measured on the same
+        ``validation`` set (``extra={"validation": ...}``); then ``entry.note`` says so.
+        """
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
             raise InputError(f"Model names use letters, digits, '_', '-' and '.': {name!r}.")
-        existing = [e.version for e in self.list(name)]
-        version = max(existing, default=0) + 1
-        target = self.user_root / name / f"v{version:04d}.pt"
-        while target.exists():  # never overwrite, even if another process raced us
-            version += 1
-            target = self.user_root / name / f"v{version:04d}.pt"
+        if make_current is None:
+            make_current = self.make_current
+        folder = self.user_root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        self.clean(name)
         meta.setdefault("method", name)
-        full = save_checkpoint(target, state_dict, version=version, **meta)
-        atomic_write_json(self._pointer_path(name), {"version": version})
+        version, lock = self._reserve(folder, name)
+        try:
+            target = folder / f"v{version:04d}.pt"
+            full = save_checkpoint(target, state_dict, version=version, **meta)
+            entry = ModelEntry(name, version, target, "user", full)
+            note = "" if make_current else self._worse_than_current(entry, monitor, mode)
+            if not note:
+                self._write_pointer(entry)
+        finally:
+            lock.unlink(missing_ok=True)
         _notify(name)
-        return ModelEntry(name, version, target, "user", full)
+        return ModelEntry(name, version, target, "user", full, made_current=not note, note=note)
 
-    def restore(self, name: str, version: int) -> ModelEntry:
-        """Make an earlier version current again (nothing is deleted)."""
-        entry = self.get(name, version)
-        atomic_write_json(self._pointer_path(name), {"version": entry.version})
+    def _worse_than_current(self, new: ModelEntry, monitor: str | None, mode: str) -> str:
+        """A sentence when ``new`` validates worse than the current version, else ""."""
+        if monitor is None:
+            return ""
+        try:
+            cur = self.get(new.name)
+        except InputError:
+            return ""  # no usable current version: the new one takes over
+        if cur.path == new.path:
+            return ""
+        a, b = new.meta.get("metrics", {}).get(monitor), cur.meta.get("metrics", {}).get(monitor)
+        same_set = new.meta.get("validation") == cur.meta.get("validation")
+        if not (isinstance(a, (int, float)) and isinstance(b, (int, float)) and same_set) or not math.isfinite(b):
+            return ""
+        worse = (a < b) if mode == "max" else (a > b)
+        if not (worse or not math.isfinite(a)):
+            return ""
+        return (f"saved {new.label} with validation {monitor} {a:.4g}; the current {cur.label} has {b:.4g}, "
+                f"so v{cur.version} stays current. To use the new one: "
+                f"napari-medseg models restore {new.name} {new.version}")
+
+    def restore(self, name: str, version: int, source: str | None = None) -> ModelEntry:
+        """Make another version current (nothing is deleted); one that does not load is refused."""
+        entry = self.get(name, version, source)
+        try:
+            entry.load()
+        except MedsegError as exc:
+            raise InputError(f"{entry.label} cannot be made current: {exc}") from None
+        self._write_pointer(entry)
         _notify(name)
         return entry
 
@@ -166,6 +302,12 @@ class Registry:
 
     def current(self, name: str) -> ModelEntry:
         return self.get(name)
+
+
+def _pid_alive(pid: int) -> bool:
+    import psutil
+
+    return psutil.pid_exists(pid)
 
 
 def model_card_path(entry: ModelEntry) -> Path | None:

@@ -57,6 +57,12 @@ def read_image(path: str | os.PathLike, pyramid_min_size: int | None = 4096) -> 
     if is_tiff(path):
         return read_tiff(path, pyramid_min_size=pyramid_min_size)
     if is_zarr(path):
+        from ..outputs import result_attrs
+
+        info = result_attrs(path)
+        if info is not None and info.get("complete", True) is not True:
+            raise InputError(f"{path} is an incomplete result: the run that wrote it did not finish "
+                             f"(it was stopped or killed); run it again with --overwrite.")
         return read_ome_zarr(path)
     raise _unsupported(path)
 

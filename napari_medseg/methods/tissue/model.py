@@ -69,6 +69,9 @@ def train_tissue(
         images, masks = [p[0] for p in pairs], [p[1] for p in pairs]
     weights = weights or [np.ones(m.shape, np.float32) for m in masks]
     val_rgb, val_mask = val if val is not None else synthetic_slide((768, 768), val_seed)
+    # what the Dice is measured on: versions are compared (made current or not) only on the same set
+    validation = (f"synthetic tissue slide 768x768, seed {val_seed}" if val is None
+                  else f"user labels {data_fingerprint(val_mask)[:16]}")
     patch = int(min(patch, *(min(im.shape[:2]) for im in images)))
     model = nets.build(ARCH)
     if resume is not None:
@@ -131,7 +134,8 @@ def train_tissue(
             entry = registry.save_new_version(
                 MODEL_NAME, best["state"], method=METHOD, arch=ARCH, config=config,
                 metrics={**best["metrics"], "best_step": best["step"]},
-                data_fingerprint=data_fingerprint(*images, *masks), extra={"io": IO},
+                data_fingerprint=data_fingerprint(*images, *masks), extra={"io": IO, "validation": validation},
+                monitor="dice",
             )
         best["entry"] = entry
     return {**(result or {}), "entry": best["entry"]}
