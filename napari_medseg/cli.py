@@ -133,12 +133,23 @@ def _train(args) -> int:
         from .methods.tissue import MODEL_NAME, train_tissue
         from .methods.tissue.card import write_model_card
 
-        resume = None
-        if args.resume:
+        from .core.runstate import find_interrupted_runs
+        from .methods.tissue.model import resume_settings
+
+        resume, kwargs = None, {"steps": args.steps or 400, "seed": args.seed, "adversarial": args.adversarial}
+        interrupted = [r for r in find_interrupted_runs(MODEL_NAME) if r["settings"].get("resumable")]
+        if args.resume and interrupted:
+            run = interrupted[0]
+            print(f"resuming run {run['folder'].name} from step {run['step']} of {run['total_steps']}")
+            kwargs = {**resume_settings(run), "resume_run": run["folder"]}
+        elif args.resume:
             resume = reg.get(MODEL_NAME).load()
             resume = (resume[0].state_dict(), resume[1])
-        job = run_in_terminal(train_tissue(reg, steps=args.steps or 400, seed=args.seed, device=select_device(args.device),
-                                           resume=resume, adversarial=args.adversarial), "train tissue")
+        elif interrupted:
+            print(f"note: an interrupted run ({interrupted[0]['folder'].name}, step {interrupted[0]['step']} of "
+                  f"{interrupted[0]['total_steps']}) can be continued with --resume", file=sys.stderr)
+        job = run_in_terminal(train_tissue(reg, device=select_device(args.device), resume=resume, **kwargs),
+                              "train tissue")
         entry = (job.result or {}).get("entry") if job.result else None
         if entry is None and job.stopped:
             print("stopped; the best model so far was saved", file=sys.stderr)
@@ -276,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "cyclegan: 2000 at 256 px)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default=None)
-    s.add_argument("--resume", action="store_true", help="fine-tune the current version")
+    s.add_argument("--resume", action="store_true", help="continue an interrupted (killed) run; without one, fine-tune the current version")
     s.add_argument("--ship", action="store_true", help="write into the repository's models/ with a model card")
     s.add_argument("--make-current", action="store_true",
                    help="make the new version current even if it validates worse than the current one")

@@ -1,7 +1,10 @@
 """A supervised training loop as a progress generator, shared by the methods.
 
-It validates every ``val_every`` steps and writes a checkpoint whenever the monitored
-metric improves, so stopping at any moment leaves the best model so far on disk.
+It validates every ``val_every`` steps and keeps the best state whenever the monitored
+metric improves. Given a :class:`~napari_medseg.core.runstate.TrainingRun`, it also
+writes that best state to disk at once (``best.pt``) and everything needed to continue
+every ``run.every`` steps (``last.pt``), so a kill -9 loses at most ``run.every`` steps
+and ``resume_from`` (a ``last.pt``) continues the run exactly where it was saved.
 """
 
 from __future__ import annotations
@@ -36,6 +39,9 @@ def train_supervised(
     grad_clip: float | None = None,
     cosine: bool = False,
     adversary=None,
+    run=None,
+    resume_from: dict | None = None,
+    data_rng=None,
 ):
     """Yield :class:`Progress` each step; return ``{"best_metrics", "best_step", "history"}``.
 
@@ -51,6 +57,11 @@ def train_supervised(
     discriminator after each model update), e.g.
     :class:`napari_medseg.methods.adversarial.mode.MaskAdversary`. The engine only calls
     these two methods, so any method can bring its own adversary.
+
+    ``run`` (a :class:`~napari_medseg.core.runstate.TrainingRun`) keeps the run on disk;
+    ``resume_from`` (its ``last.pt``, a dict) continues from the step it holds, with the
+    optimizer, scheduler, scaler and RNG states (``data_rng``: the numpy Generator that
+    ``next_batch`` draws from, restored too) and the run's best so far.
     """
     device = torch.device(device)
     model.to(device)
@@ -64,6 +75,25 @@ def train_supervised(
     best = {"score": -math.inf, "metrics": {}, "step": 0, "state": None}
     history: list[dict] = []
     step = 0
+    first = 1
+    if resume_from is not None:
+        from .runstate import set_rng_state
+
+        model.load_state_dict(resume_from["model"])
+        opt.load_state_dict(resume_from["optimizer"])
+        if sched is not None and resume_from.get("scheduler"):
+            sched.load_state_dict(resume_from["scheduler"])
+        if resume_from.get("scaler"):
+            scaler.load_state_dict(resume_from["scaler"])
+        set_rng_state(resume_from["rng"], data_rng)
+        first = step = int(resume_from["step"]) + 1
+        step -= 1
+        kept = run.best() if run is not None else None
+        if kept is not None and monitor in kept["metrics"]:
+            best.update(score=sign * kept["metrics"][monitor], metrics=kept["metrics"], step=kept["step"],
+                        state=kept["state"])
+            if save_best is not None:
+                save_best(best["state"], best["metrics"], best["step"])
 
     def evaluate_and_keep(at_step: int) -> dict:
         if validate is None:
@@ -75,15 +105,17 @@ def train_supervised(
         score = sign * metrics[monitor]
         if score > best["score"]:
             best.update(score=score, metrics=metrics, step=at_step, state=copy.deepcopy(model.state_dict()))
+            if run is not None:
+                run.save_best(best["state"], metrics, at_step)
             if save_best is not None:
                 save_best(best["state"], metrics, at_step)
         return metrics
 
     model.train()
     try:
-        for step in range(1, steps + 1):
+        for step in range(first, steps + 1):
             x, y = next_batch(step)
-            if step == 1:  # memory preflight on the real batch shape
+            if step == first:  # memory preflight on the real batch shape
                 preflight(model, device, tuple(x.shape[2:]), int(x.shape[0]), int(x.shape[1]), training=True)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             opt.zero_grad(set_to_none=True)
@@ -111,6 +143,8 @@ def train_supervised(
             if validate is not None and (step % val_every == 0 or step == steps):
                 metrics.update({f"val_{k}": v for k, v in evaluate_and_keep(step).items()})
             history.append({"step": step, **metrics})
+            if run is not None and (step % run.every == 0 or step == steps):
+                run.save_last(step, model, opt, sched, scaler, data_rng)
             yield Progress(step, steps, f"step {step}/{steps}", metrics)
     finally:
         # stopped before any validation: still keep what was learned
@@ -120,15 +154,46 @@ def train_supervised(
     return {"best_metrics": best["metrics"], "best_step": best["step"], "history": history}
 
 
-def save_best_on_exit(gen, best: dict, save):
+def save_best_on_exit(gen, best: dict, save, name: str | None = None):
     """Generator: run the training generator ``gen``; when it ends, fails or is closed
     (Stop), ``save(best)`` writes the best state kept so far, if any, and its return
-    value lands in ``best["entry"]``. Returns ``gen``'s result (None when stopped)."""
+    value lands in ``best["entry"]``. Returns ``gen``'s result (None when stopped).
+
+    With ``name``, each new best is also written to disk at once (a
+    :class:`~napari_medseg.core.runstate.TrainingRun` folder of that model), so a kill -9
+    keeps the best weights so far; the folder goes when the job ends normally."""
     result = None
+    run, seen = None, None
+    if name is not None:
+        from .runstate import TrainingRun
+
+        run = TrainingRun.start(name, {"resumable": False}, 0)
     try:
-        result = yield from gen
+        while True:
+            try:
+                report = next(gen)
+            except StopIteration as done:
+                result = done.value
+                break
+            if run is not None and best.get("state") is not None and best.get("step") != seen:
+                seen = best.get("step")  # a new best: on disk at once, so a kill -9 keeps it
+                run.save_best(_flat_state(best["state"]), best.get("metrics") or {}, seen or 0)
+            yield report
     finally:
         gen.close()
         if best.get("state") is not None:
             best["entry"] = save(best)
+        if run is not None:
+            run.finish()
     return result
+
+
+def _flat_state(state: dict) -> dict:
+    """A state dict, or a dict of them (a generator and its critic) as one flat dict."""
+    out = {}
+    for k, v in state.items():
+        if isinstance(v, dict):
+            out.update({f"{k}.{kk}": vv for kk, vv in v.items()})
+        else:
+            out[k] = v
+    return out

@@ -189,6 +189,7 @@ class StainingController(Controller):
         net = self.net(device)
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
         out = paths.user_data_dir() / "results" / f"staining-{stamp}.zarr"
+        out.parent.mkdir(parents=True, exist_ok=True)
         gen = pipeline.stain_slide(net, fcm, rcm, out, normalisation=s.normalisation, tile=s.tile, device=device,
                                    normaliser=norm, pyramid_from=1024)
         parts = [k for k, on in (("despeckled", s.despeckle), ("CycleGAN", s.cyclegan)) if on]

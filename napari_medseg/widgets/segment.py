@@ -112,6 +112,7 @@ class SegmentWidget(Container):
         model, meta = entry.load(device)
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
         out_path = paths.user_data_dir() / "results" / f"{_safe(layer.name)}-{entry.name}-v{entry.version}-{stamp}.zarr"
+        out_path.parent.mkdir(parents=True, exist_ok=True)
         gen = run_segmentation(model, meta, data, out_path, tile=self.tile.value, batch_size=self.batch_size.value,
                                output="labels", device=device, rgb=bool(layer.rgb))
         info = {"model": entry.name, "version": entry.version, "sha256": entry.meta.get("sha256", ""),

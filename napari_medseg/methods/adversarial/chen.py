@@ -321,7 +321,8 @@ def train_chen_model(registry, cohort_train, cohort_val, config: ChenConfig, nam
             extra={"class_names": list(LABEL_NAMES), "short_names": ["background", *CLASS_NAMES.values()],
                    "target": config.target, "sources": list(config.sources), "normalisation": "z-score per slice"})
 
-    result = yield from save_best_on_exit(train_chen(model, disc, train_data, val_data, config, keep=keep), best, save)
+    result = yield from save_best_on_exit(train_chen(model, disc, train_data, val_data, config, keep=keep), best, save,
+                                          name=name)
     if best.get("state") is not None:
         model.load_state_dict(best["state"])
     summary = {k: v for k, v in (result or {}).items() if k != "history"}

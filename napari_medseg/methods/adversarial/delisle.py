@@ -237,7 +237,7 @@ def train_normalization_model(registry, domains: Mapping, val: Mapping | None, c
             extra={"sites": [str(s) for s in domains], "mode": config.mode, "n_classes": config.n_classes})
 
     result = yield from save_best_on_exit(train_normalization(G, S, disc, domains, val, config, keep=keep), best,
-                                          save)
+                                          save, name=name)
     return {**{k: v for k, v in (result or {}).items() if k != "history"}, "entry": best.get("entry")}
 
 

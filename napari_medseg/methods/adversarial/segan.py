@@ -395,6 +395,7 @@ def train_segan_model(registry, data, val, config: SeganConfig, name: str = MODE
                                                 "critic": {"name": critic_entry.name,
                                                            "version": critic_entry.version}})
 
-    result = yield from save_best_on_exit(train_segan(seg, critic, data, val, config, keep=keep), best, save)
+    result = yield from save_best_on_exit(train_segan(seg, critic, data, val, config, keep=keep), best, save,
+                                          name=name)
     summary = {k: v for k, v in (result or {}).items() if k != "history"}
     return {**summary, "entry": best.get("entry"), "critic_entry": best.get("critic_entry")}

@@ -225,6 +225,7 @@ class IterativeTraining:
 
     def segment(self, image, out_path, model=None):
         """Generator: tiled segmentation of ``image`` into the zarr at ``out_path``; returns level 0."""
+        Path(out_path).parent.mkdir(parents=True, exist_ok=True)  # the session's own scratch folder
         levels = yield from run_segmentation(model or self.model, {"io": IO}, image, out_path, tile=self.config.tile,
                                              output="labels", device=self.config.device, rgb=True)
         return levels[0]

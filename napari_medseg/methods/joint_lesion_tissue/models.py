@@ -97,7 +97,7 @@ def train_joint_model(registry, controls, patients, val, config: JointConfig, *,
                    "spacing": None if spacing is None else [float(v) for v in spacing]})
 
     result = yield from save_best_on_exit(train_joint(model, controls, patients, config, val=val, keep=keep), best,
-                                          save)
+                                          save, name=name)
     summary = {k: v for k, v in (result or {}).items() if k != "history"}
     return {**summary, "entry": best.get("entry")}
 

@@ -65,7 +65,7 @@ def train_despeckle_model(registry, train_rgb, val_rgb, *, steps: int = 2000, ba
 
     result = yield from save_best_on_exit(
         train_despeckler(model, train_rgb, val_rgb, steps=steps, batch_size=batch_size, crop=crop, lr=lr, std=std,
-                         seed=seed, device=device, keep=keep), best, save)
+                         seed=seed, device=device, keep=keep), best, save, name=MODEL_NAME)
     return {**(result or {}), "entry": best.get("entry")}
 
 
@@ -170,6 +170,6 @@ def train_cyclegan_model(registry, he_train, he_val, *, a_images=None, steps_sma
         train_cyclegan(a_images, b_images, steps_256=steps_small, steps_512=steps_large, crop_small=crop_small,
                        crop_large=crop_large, batch_size=batch_size, ngf=ngf, n_blocks=n_blocks, seed=seed,
                        device=device, preview=preview, preview_every=preview_every, on_preview=on_preview,
-                       keep=keep, generators=generators), best, save)
+                       keep=keep, generators=generators), best, save, name=CYCLEGAN_NAME)
     result = {k: v for k, v in (result or {}).items() if k != "generator_state"}
     return {**result, "entry": best.get("entry")}

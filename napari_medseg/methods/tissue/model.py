@@ -51,6 +51,8 @@ def train_tissue(
     weights=None,
     val=None,
     adversarial: float = 0.0,
+    run_every: int = 10,
+    resume_run=None,
 ):
     """Generator: train (or fine-tune from ``resume``) and save a new model version.
 
@@ -59,8 +61,14 @@ def train_tissue(
     this weight.
     ``images``/``masks`` replace the synthetic slides (e.g. a user's corrected masks);
     ``weights`` (same shapes as masks) make corrected pixels count more in the loss.
-    The best validation Dice so far is kept, also when the job is stopped.
+    The best validation Dice so far is kept, also when the job is stopped; while it
+    trains, the run is kept on disk (:class:`~napari_medseg.core.runstate.TrainingRun`:
+    the best weights at every improvement, a resumable state every ``run_every`` steps).
+    ``resume_run``: the folder of a killed run on synthetic data to continue (its
+    settings are the ones to pass again, see :func:`resume_settings`).
     """
+    from ...core.runstate import TrainingRun
+
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     synthetic = images is None
@@ -121,9 +129,21 @@ def train_tissue(
     else:
         config.update(data="user images", image_shapes=[list(im.shape) for im in images],
                       corrected_pixels=int(sum(int((w > 1).sum()) for w in weights)))
+    settings = {"steps": steps, "patch": patch, "batch_size": batch_size, "lr": lr, "seed": seed,
+                "train_seeds": list(train_seeds), "val_seed": val_seed, "slide_size": slide_size,
+                "adversarial": adversarial} if synthetic and resume is None else None
+    if resume_run is not None:
+        run = TrainingRun.open(resume_run)
+        run.claim()
+        resume_from = run.last()
+    else:
+        run = TrainingRun.start(MODEL_NAME, {"resumable": settings is not None, **(settings or {})}, steps,
+                                every=run_every)
+        resume_from = None
     gen = train_supervised(model, next_batch, loss_fn, steps=steps, device=device, lr=lr,
                            validate=validate, val_every=max(1, steps // 8), monitor="dice", save_best=keep,
-                           adversary=_adversary(adversarial, device))
+                           adversary=_adversary(adversarial, device), run=run, resume_from=resume_from,
+                           data_rng=rng)
     result = None
     try:
         result = yield from gen
@@ -138,7 +158,18 @@ def train_tissue(
                 monitor="dice",
             )
         best["entry"] = entry
+        run.finish()  # the best is in the registry now (a kill -9 never gets here: the run stays resumable)
     return {**(result or {}), "entry": best["entry"]}
+
+
+def resume_settings(run_info: dict) -> dict:
+    """The keyword arguments of :func:`train_tissue` that continue an interrupted run."""
+    settings = dict(run_info.get("settings") or {})
+    if not settings.pop("resumable", False):
+        raise InputError("That run trained on images from the viewer, which are not stored with it; its best "
+                         "weights are kept in its folder, but it cannot be continued from the command line.")
+    settings["train_seeds"] = tuple(settings.get("train_seeds", (1, 2, 3)))
+    return settings
 
 
 def retrain_tissue(registry: Registry, image, corrected, original, *, steps: int = 60, lr: float = 5e-4,

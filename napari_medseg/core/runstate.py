@@ -1,0 +1,176 @@
+"""Training runs on disk, so a kill -9 loses at most a few steps.
+
+A run keeps a folder ``<user models>/<name>/runs/<run id>/`` while it trains:
+
+- ``run.json``: the model name, the trainer's settings (enough to start it again), the
+  total steps, the pid and a status (``running``, then ``finished``/``stopped``);
+- ``best.pt``: the best weights so far with their validation metrics and step, written
+  atomically at every improvement;
+- ``last.pt``: everything needed to continue (weights, optimizer, scheduler and
+  gradient-scaler state, step, torch/numpy/python RNG states), written atomically every
+  ``every`` steps.
+
+All of it loads with ``torch.load(weights_only=True)``: RNG states are kept as tensors
+or JSON text. A run whose status is ``running`` and whose process is gone was killed:
+:func:`find_interrupted_runs` lists it and ``train --resume`` continues it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import random
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import paths
+from .atomic import atomic_write_bytes, atomic_write_json
+from .errors import InputError
+
+#: how often (in steps) ``last.pt`` is written unless the trainer says otherwise
+DEFAULT_EVERY = 10
+
+
+def _pid_alive(pid: int) -> bool:
+    import psutil
+
+    return psutil.pid_exists(pid)
+
+
+def _save(path: Path, payload: dict) -> None:
+    atomic_write_bytes(path, lambda fh: torch.save(payload, fh))
+
+
+def rng_state(data_rng: np.random.Generator | None = None) -> dict:
+    """Every random stream a trainer draws from, in a ``weights_only``-loadable form."""
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": json.dumps(np.random.get_state()[1].tolist()) + "|" + json.dumps(list(np.random.get_state()[2:])),
+        "python": json.dumps(random.getstate(), default=list),
+        "data": json.dumps(data_rng.bit_generator.state) if data_rng is not None else "",
+    }
+
+
+def set_rng_state(state: dict, data_rng: np.random.Generator | None = None) -> None:
+    torch.set_rng_state(state["torch"])
+    keys, rest = state["numpy"].split("|")
+    pos, has_gauss, cached = json.loads(rest)
+    np.random.set_state(("MT19937", np.array(json.loads(keys), dtype=np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = json.loads(state["python"])
+    random.setstate((version, tuple(internal), gauss))
+    if data_rng is not None and state.get("data"):
+        data_rng.bit_generator.state = json.loads(state["data"])
+
+
+@dataclass
+class TrainingRun:
+    """One training run's folder; ``every``: steps between two ``last.pt`` writes."""
+
+    folder: Path
+    every: int = DEFAULT_EVERY
+
+    @classmethod
+    def start(cls, name: str, settings: dict, total_steps: int, every: int = DEFAULT_EVERY) -> "TrainingRun":
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        folder = paths.user_models_dir() / name / "runs" / f"{stamp}-{uuid.uuid4().hex[:6]}"
+        folder.mkdir(parents=True)
+        run = cls(folder, int(every))
+        run._write_info({"name": name, "settings": settings, "total_steps": int(total_steps), "every": int(every),
+                         "status": "running", "pid": os.getpid(),
+                         "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
+        return run
+
+    @classmethod
+    def open(cls, folder: str | os.PathLike) -> "TrainingRun":
+        folder = Path(folder)
+        try:
+            info = json.loads((folder / "run.json").read_text())
+        except (OSError, ValueError):
+            raise InputError(f"{folder} is not a readable training run (run.json is missing or damaged).") from None
+        return cls(folder, int(info.get("every", DEFAULT_EVERY)))
+
+    # ------------------------------------------------------------------ state
+    @property
+    def info(self) -> dict:
+        return json.loads((self.folder / "run.json").read_text())
+
+    def _write_info(self, info: dict) -> None:
+        atomic_write_json(self.folder / "run.json", info)
+
+    def claim(self) -> None:
+        """This process continues the run (after a kill)."""
+        self._write_info({**self.info, "status": "running", "pid": os.getpid()})
+
+    def save_best(self, state: dict, metrics: dict, step: int) -> None:
+        cpu = {k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in state.items()}
+        _save(self.folder / "best.pt", {"state": cpu, "metrics": {k: float(v) for k, v in metrics.items()
+                                                                    if isinstance(v, (int, float))},
+                                        "step": int(step)})
+
+    def save_last(self, step: int, model, optimizer=None, scheduler=None, scaler=None, data_rng=None,
+                  extra: dict | None = None) -> None:
+        _save(self.folder / "last.pt", {
+            "step": int(step),
+            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "optimizer": optimizer.state_dict() if optimizer is not None else {},
+            "scheduler": scheduler.state_dict() if scheduler is not None else {},
+            "scaler": scaler.state_dict() if scaler is not None else {},
+            "rng": rng_state(data_rng),
+            "extra": extra or {},
+        })
+
+    def _load(self, name: str) -> dict | None:
+        p = self.folder / name
+        if not p.is_file():
+            return None
+        try:
+            return torch.load(p, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - a damaged file: say which
+            raise InputError(f"{p} cannot be read ({type(exc).__name__}); start a new run instead.") from None
+
+    def best(self) -> dict | None:
+        return self._load("best.pt")
+
+    def last(self) -> dict | None:
+        return self._load("last.pt")
+
+    def finish(self, status: str = "finished", keep: bool = False) -> None:
+        """The run ended and its result is in the registry: mark it, and drop its files unless ``keep``."""
+        if keep:
+            self._write_info({**self.info, "status": status})
+        else:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def find_interrupted_runs(name: str) -> list[dict]:
+    """Runs of ``name`` whose process died while they trained, newest first:
+    ``{"folder", "step", "total_steps", "settings", "best_step"}``."""
+    root = paths.user_models_dir() / name / "runs"
+    found = []
+    if not root.is_dir():
+        return found
+    for folder in sorted(root.iterdir(), reverse=True):
+        try:
+            info = json.loads((folder / "run.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if info.get("status") != "running" or _pid_alive(int(info.get("pid", 0))):
+            continue
+        run = TrainingRun(folder, int(info.get("every", DEFAULT_EVERY)))
+        try:
+            last, best = run.last(), run.best()
+        except InputError:
+            continue
+        found.append({"folder": folder, "step": int(last["step"]) if last else 0,
+                      "total_steps": int(info.get("total_steps", 0)), "settings": info.get("settings", {}),
+                      "best_step": int(best["step"]) if best else None})
+    return found
+
+
+__all__ = ["DEFAULT_EVERY", "TrainingRun", "find_interrupted_runs", "rng_state", "set_rng_state"]
