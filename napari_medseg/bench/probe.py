@@ -49,6 +49,7 @@ def _child(func, args, err_path: str, out_path: str) -> None:
         import torch
 
         torch.set_num_threads(1)
+        _fresh_dask_pools()
         code = func(*args)
         code = int(code or 0)
     except SystemExit as exc:  # argparse
@@ -59,6 +60,20 @@ def _child(func, args, err_path: str, out_path: str) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def _fresh_dask_pools() -> None:
+    """A forked child inherits dask's thread pools without their threads: start new ones."""
+    import threading
+
+    try:
+        import dask.threaded as dt
+    except ImportError:  # pragma: no cover
+        return
+    dt.default_pool = None
+    dt.pools.clear()
+    dt.main_thread = threading.current_thread()
+    dt.pools_lock = threading.Lock()
 
 
 def classify(code: int | None, stderr: str) -> str:

@@ -81,22 +81,43 @@ def _warm_imports() -> None:
     import napari_medseg.methods.tracking.track  # noqa: F401
 
 
+def _read_swc(path: str) -> int:
+    from ..core.errors import MedsegError
+    from ..methods.tracking.swc import read_swc
+
+    try:
+        read_swc(path)
+    except MedsegError as exc:
+        print(f"napari-medseg: error: {exc}", file=__import__("sys").stderr)
+        return 2
+    return 0
+
+
 def corpus_probes(tally: Tally, work: Path, quick: bool) -> None:
+    """Each corpus file through its reader, and the damaged ones through the commands that take files."""
     from .reliability_corpus import make_input_corpus
 
-    items = make_input_corpus(work / "corpus")
+    items = make_input_corpus(work / "corpus", bomb_mib=128 if quick else 512)
     keep = work / "keep"
     keep.mkdir()
     (keep / "notes.txt").write_text("the user's notes\n")
+    good_tif = next(str(it["path"]) for it in items if it["name"] == "good tiled TIFF")
     for i, item in enumerate(items):
         path = str(item["path"])
         before = snapshot(path, keep)
-        probes = [("read", (_read, path))]
-        if not quick or item["expect"] == "error":
-            probes += [
-                ("segment", (cli, "segment", path, "--model", "tissue", "--tile", "256", "--out", str(keep / f"r{i}.zarr"))),
-                ("track", (cli, "track", path, "--starts", "8,8", "--out", str(keep / f"t{i}.swc"))),
-            ]
+        if item["kind"] == "swc":
+            probes = [("read", (_read_swc, path))]
+            if item["expect"] == "error":
+                probes.append(("finetune", (cli, "finetune", "--image", good_tif, "--swc", path, "--updates", "1")))
+        else:
+            probes = [("read", (_read, path))]
+            if not quick or item["expect"] == "error":
+                probes += [
+                    ("segment", (cli, "segment", path, "--model", "tissue", "--tile", "256",
+                                 "--out", str(keep / f"r{i}.zarr"))),
+                    ("track", (cli, "track", path, "--starts", "8,8", "--max-steps", "20",
+                               "--out", str(keep / f"t{i}.swc"))),
+                ]
         for what, (func, *args) in probes:
             out = run_probe(func, *args, timeout=TIMEOUT, workdir=work)
             expect = item["expect"] if what == "read" else ("error" if item["expect"] == "error" else "any")

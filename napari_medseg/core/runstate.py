@@ -173,4 +173,15 @@ def find_interrupted_runs(name: str) -> list[dict]:
     return found
 
 
-__all__ = ["DEFAULT_EVERY", "TrainingRun", "find_interrupted_runs", "rng_state", "set_rng_state"]
+def interrupted_note(name: str) -> str:
+    """One line for a dock: the newest interrupted run of ``name`` and how to continue it."""
+    runs = find_interrupted_runs(name)
+    if not runs:
+        return ""
+    r = runs[0]
+    how = (f"continue it with `napari-medseg train {name} --resume`" if r["settings"].get("resumable")
+           else f"its best weights (step {r['best_step']}) are kept in {r['folder']}")
+    return f"Resumable run found: {r['folder'].name}, step {r['step']} of {r['total_steps']}; {how}."
+
+
+__all__ = ["interrupted_note", "DEFAULT_EVERY", "TrainingRun", "find_interrupted_runs", "rng_state", "set_rng_state"]

@@ -6,6 +6,8 @@ It runs an engine generator (see ``napari_medseg.core.jobs``) in napari's
 
 from __future__ import annotations
 
+import logging
+import traceback
 from collections.abc import Callable
 
 from napari.qt.threading import create_worker
@@ -15,6 +17,8 @@ from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBox
 
 from ..core.errors import MedsegError
 from ..core.jobs import Job, Progress
+
+log = logging.getLogger("napari_medseg")
 
 
 def _format_metrics(metrics: dict) -> str:
@@ -27,7 +31,8 @@ def _format_metrics(metrics: dict) -> str:
 class JobRunner(QWidget):
     """Progress bar + Stop + metrics readout for one job at a time."""
 
-    finished = Signal(object)  # the job's return value (None if stopped)
+    finished = Signal(object)  # the job's return value (None if stopped or failed)
+    failed = Signal(object)  # the exception a job raised (shown, logged; the dock stays usable)
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -57,8 +62,10 @@ class JobRunner(QWidget):
     def running(self) -> bool:
         return self.worker is not None
 
-    def start(self, gen, on_done: Callable | None = None, on_progress: Callable[[Progress], None] | None = None):
-        """Run ``gen`` (a progress generator) in a worker thread."""
+    def start(self, gen, on_done: Callable | None = None, on_progress: Callable[[Progress], None] | None = None,
+              on_error: Callable[[BaseException], None] | None = None):
+        """Run ``gen`` (a progress generator) in a worker thread. ``on_done(result)`` runs when it
+        ends or is stopped (result None), ``on_error(exc)`` when it raised."""
         if self.running:
             show_info("A job is already running; press Stop first.")
             return None
@@ -66,15 +73,21 @@ class JobRunner(QWidget):
         self.history = []
 
         def work():
-            for report in job:
-                yield report
+            # every exception is caught here and handed back as a value: superqt treats a
+            # RuntimeError escaping a worker (torch OOM and CUDA errors are RuntimeErrors)
+            # as an aborted thread and emits neither errored nor finished, wedging the dock
+            try:
+                for report in job:
+                    yield report
+            except BaseException as exc:  # noqa: BLE001 - reported in the dock, logged in full
+                return _Failed(exc, traceback.format_exc())
             return job.result
 
         worker = create_worker(work, _start_thread=False, _ignore_errors=True)  # errors: _on_error
         worker.yielded.connect(self._on_progress)
         if on_progress is not None:
             worker.yielded.connect(on_progress)
-        worker.returned.connect(lambda result: self._on_done(result, on_done))
+        worker.returned.connect(lambda result: self._on_done(result, on_done, on_error))
         worker.errored.connect(self._on_error)
         worker.finished.connect(self._cleanup)
         self.worker = worker
@@ -95,18 +108,51 @@ class JobRunner(QWidget):
         self.status.setText(p.message)
         self.metrics.setText(_format_metrics(p.metrics))
 
-    def _on_done(self, result, on_done):
+    def _on_done(self, result, on_done, on_error=None):
+        if isinstance(result, _Failed):
+            log.error("napari-medseg job failed:\n%s", result.trace)
+            self._on_error(result.exc)
+            if on_error is not None:
+                on_error(result.exc)
+            self.failed.emit(result.exc)
+            self.finished.emit(None)
+            return
         stopped = self.job is not None and self.job.stopped
         self.status.setText("stopped" if stopped else "done")
         if on_done is not None:
             on_done(result)
         self.finished.emit(result)
 
-    def _on_error(self, exc: Exception):
+    def _on_error(self, exc: BaseException):
         msg = str(exc) if isinstance(exc, MedsegError) else f"{type(exc).__name__}: {exc}"
+        if _out_of_memory(exc):
+            msg += " Out of memory: try a smaller tile or batch size."
         self.status.setText(f"failed: {msg}")
+        self._reset()
         show_error(msg)
 
-    def _cleanup(self):
+    def _reset(self):
         self.worker = None
         self.stop_button.setEnabled(False)
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+
+    def _cleanup(self):
+        self._reset()
+
+
+class _Failed:
+    """What a job that raised hands back to the GUI thread."""
+
+    def __init__(self, exc: BaseException, trace: str):
+        self.exc, self.trace = exc, trace
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    import torch
+
+    from ..core.errors import MemoryPreflightError
+
+    if isinstance(exc, MemoryPreflightError):
+        return False  # its message already says what to change
+    return isinstance(exc, (MemoryError, torch.OutOfMemoryError)) or "out of memory" in str(exc).lower()

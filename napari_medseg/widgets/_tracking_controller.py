@@ -197,11 +197,10 @@ class TrackingController(Controller):
                              entropy_steps=s.entropy_steps, scale=s.scale, check_starts=False)
         gen = self._track_job(track_iter(policy, image, starts, ends, config, branches, self.device()))
         self.last_batch = ids
-        worker = self.runner.start(gen, on_progress=lambda p: self._track_progress(ids, p),
-                                   on_done=lambda r: self._track_done(ids, r))
-        if worker is not None:  # a failure keeps the partial traces too; the runner shows the message
-            worker.errored.connect(lambda _e: (self._track_done(ids, None), setattr(self, "_result", None)))
-        return worker
+        # a failure keeps the partial traces too; the runner shows the message
+        return self.runner.start(gen, on_progress=lambda p: self._track_progress(ids, p),
+                                 on_done=lambda r: self._track_done(ids, r),
+                                 on_error=lambda _e: (self._track_done(ids, None), setattr(self, "_result", None)))
 
     def _track_job(self, inner):
         """Pass the traces on aside, so the runner's metrics line stays short."""

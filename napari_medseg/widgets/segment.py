@@ -20,6 +20,7 @@ from ..core.corrections import autosave_corrections, corrections_dir
 from ..core.device import select_device
 from ..core.errors import InputError, MedsegError
 from ..core.registry import Registry
+from ..core.runstate import interrupted_note
 from ..core.segment import run_segmentation
 from ..core.tiling import open_pyramid_output
 from ..methods.tissue import retrain_tissue
@@ -52,13 +53,15 @@ class SegmentWidget(Container):
         self.steps = SpinBox(label="retrain steps", value=60, min=1, max=10000)
         self.retrain_button = PushButton(text="Retrain from corrections")
         self.rounds = Label(value="")
+        self.resumable = Label(value="")  # an interrupted (killed) training run of this model, if any
         self.extend([self.image, self.model, self.version, self.level, self.tile, self.batch_size, self.device,
-                     self.run_button, self.labels, self.steps, self.retrain_button, self.rounds])
+                     self.run_button, self.labels, self.steps, self.retrain_button, self.rounds, self.resumable])
         self.runner = JobRunner()
         self.native.layout().addWidget(self.runner)
         if DEFAULT_MODEL in self._model_names():  # the reference model first, whatever else is installed
             self.model.value = DEFAULT_MODEL
-        self.model.changed.connect(lambda _=None: self.version.reset_choices())
+        self.model.changed.connect(lambda _=None: (self.version.reset_choices(), self._show_resumable()))
+        self._show_resumable()
         self.run_button.changed.connect(lambda _=None: self.run())
         self.retrain_button.changed.connect(lambda _=None: self.retrain())
         self.history: list[dict] = []
@@ -84,10 +87,14 @@ class SegmentWidget(Container):
         version = self.version.value
         return self.registry.get(name, None if version == CURRENT else int(version))
 
+    def _show_resumable(self):
+        self.resumable.value = interrupted_note(self.model.value) if self.model.value else ""
+
     @ensure_main_thread
     def _on_registry_changed(self, _name=None):
         self.model.reset_choices()
         self.version.reset_choices()
+        self._show_resumable()
 
     def _check_idle(self):
         if self.runner.running:
@@ -180,7 +187,13 @@ class SegmentWidget(Container):
                                      {"model": entry.name, "version": info["version"], "image_layer": image_layer.name})
         show_info(f"Corrections saved to {saved}")
 
-        def on_done(_result):
+        def on_done(result):
+            saved_entry = result.get("entry") if isinstance(result, dict) else None
+            if saved_entry is not None and not saved_entry.made_current:  # kept, but it validated worse
+                self.rounds.value = "\n".join(filter(None, [self.rounds.value, saved_entry.note]))
+                self.version.reset_choices()
+                show_info(saved_entry.note)
+                return
             new = self.registry.get(entry.name)  # also when stopped: the best so far was saved
             if new.version == before:
                 return

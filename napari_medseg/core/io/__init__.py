@@ -51,6 +51,14 @@ def read_image(path: str | os.PathLike, pyramid_min_size: int | None = 4096) -> 
     ``pyramid_min_size`` is passed to :func:`read_tiff` (cached pyramids of big TIFFs).
     """
     path = Path(path)
+    levels, meta = _read_by_suffix(path, pyramid_min_size)
+    if np.dtype(levels[0].dtype).kind == "c":
+        raise InputError(f"{path} holds complex values; take their magnitude (or real part) first, "
+                         f"napari-medseg does not drop the imaginary part silently.")
+    return levels, meta
+
+
+def _read_by_suffix(path: Path, pyramid_min_size: int | None) -> tuple[list, dict]:
     if is_nifti(path):
         arr, meta = read_nifti(path)
         return [arr], meta

@@ -24,11 +24,11 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..errors import InputError
+from .guard import check_declared_size
 from .validate import as_labels
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 _CHUNK_BYTES = 32 * 2**20  # uncompressed files: slabs read straight from disk
-_GZ_CHUNK_BYTES = 512 * 2**20  # gzip: each chunk decompresses from the start, keep few
 
 
 def is_nifti(path: str | os.PathLike) -> bool:
@@ -104,7 +104,24 @@ def read_nifti(path: str | os.PathLike) -> tuple[Any, dict]:
         raise _unreadable(path, str(exc) or type(exc).__name__) from None
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise _unreadable(path, f"it holds a {type(img).__name__}")
-    _check_complete(path, img, proxy)
+    if any(s < 0 for s in shape):
+        raise _unreadable(path, f"its header declares a negative size {shape}")
+    if np.dtype(img.get_data_dtype()).kind == "c":
+        raise InputError(f"{path} holds complex values; take their magnitude (or real part) first, "
+                         f"napari-medseg does not drop the imaginary part silently.")
+    check_declared_size(path, shape, img.get_data_dtype())
+    data_path = path
+    if str(path).lower().endswith(".gz"):
+        # gzip has no random access: each lazy chunk would decompress from the start
+        # (minutes for a big volume), so the data is decompressed once into the cache
+        need = int(proxy.offset) + int(np.prod(shape, dtype=np.int64)) * img.get_data_dtype().itemsize
+        data_path = _decompressed(path, need)
+        try:
+            img = nib.load(str(data_path))
+            proxy = img.dataobj
+        except Exception as exc:  # noqa: BLE001
+            raise _unreadable(path, str(exc) or type(exc).__name__) from None
+    _check_complete(data_path, img, proxy)
 
     # (X, Y, Z, 1) and (X, Y, Z, 1, 1) are plain volumes
     while len(shape) > 3 and shape[-1] == 1:
@@ -121,7 +138,7 @@ def read_nifti(path: str | os.PathLike) -> tuple[Any, dict]:
     if source.shape != shape:
         source = _Reshaped(source, shape)
 
-    limit = _GZ_CHUNK_BYTES if str(path).lower().endswith(".gz") else _CHUNK_BYTES
+    limit = _CHUNK_BYTES  # .nii.gz data is read from its decompressed copy
     chunks = list(shape)
     if len(shape) == 4:
         chunks[3] = 1  # one chunk per channel / time point
@@ -139,8 +156,8 @@ def read_nifti(path: str | os.PathLike) -> tuple[Any, dict]:
         fancy=False,
     )
 
-    affine = np.asarray(img.affine, dtype=np.float64)
     header = img.header
+    affine, affine_source = _usable_affine(path, img)
     zooms = [float(z) for z in header.get_zooms()]
     n = min(len(shape), 3)
     scale, translate, napari_affine = _napari_placement(affine, n)
@@ -165,11 +182,74 @@ def read_nifti(path: str | os.PathLike) -> tuple[Any, dict]:
         "orientation": orientation,
         "zooms": zooms,
         "source_path": str(path),
+        "affine_source": affine_source,
         "format": "nifti",
         "rgb": False,
         "pyramid": "none",
     }
     return arr, meta
+
+
+def _usable_affine(path: Path, img: Any) -> tuple[np.ndarray, str]:
+    """The voxel-to-world affine, never NaN or singular: the sform, else a valid qform."""
+
+    def ok(a) -> bool:
+        a = np.asarray(a, dtype=np.float64)
+        return a.shape == (4, 4) and bool(np.isfinite(a).all()) and abs(np.linalg.det(a[:3, :3])) > 1e-12
+
+    header = img.header
+    with np.errstate(all="ignore"):
+        affine = np.asarray(img.affine, dtype=np.float64)
+        if ok(affine):
+            return affine, "sform" if int(header["sform_code"]) > 0 else ("qform" if int(header["qform_code"]) > 0
+                                                                           else "voxel sizes")
+        qform, qcode = header.get_qform(coded=True)
+    if qform is not None and int(qcode) > 0 and ok(qform):
+        return np.asarray(qform, dtype=np.float64), "qform (the sform is unusable)"
+    raise InputError(f"{path}: its voxel-to-world orientation (sform/qform) has NaN or a zero-size axis, so "
+                     f"its voxels cannot be placed; fix the header (e.g. with nibabel or fslorient) first.")
+
+
+def _decompressed(path: Path, need: int) -> Path:
+    """``path`` (.nii.gz) decompressed once into the cache; corrupt or truncated gzip -> InputError."""
+    import gzip
+    import zlib
+
+    from ..paths import cache_dir
+
+    st = path.stat()
+    key = hashlib.sha1(repr((str(path.resolve()), st.st_size, st.st_mtime_ns)).encode()).hexdigest()
+    root = cache_dir() / "nifti"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"{key}.nii"
+    if final.is_file() and final.stat().st_size >= need:
+        os.utime(final)  # recently used
+        return final
+    try:
+        with atomic_path(final) as tmp, gzip.open(path, "rb") as src, open(tmp, "wb") as dst:
+            copied = 0
+            while copied < need + 2**20:  # a bomb stops at what the header declares
+                block = src.read(8 * 2**20)
+                if not block:
+                    break
+                dst.write(block)
+                copied += len(block)
+            if copied < need:
+                raise _unreadable(path, f"the compressed data is truncated ({copied} of {need} bytes)")
+    except InputError:
+        raise
+    except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise _unreadable(path, f"the compressed data is truncated or corrupt ({type(exc).__name__})") from None
+    _prune(root, keep=final)
+    return final
+
+
+def _prune(root: Path, keep: Path, max_files: int = 32) -> None:
+    """Keep the cache of decompressed volumes to the most recently used few."""
+    files = sorted(root.glob("*.nii"), key=lambda f: f.stat().st_mtime, reverse=True)
+    for f in files[max_files:]:
+        if f != keep:
+            f.unlink(missing_ok=True)
 
 
 class _Reshaped:

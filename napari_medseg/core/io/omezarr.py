@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from .guard import check_declared_size, checked_dask
 from .pyramid import downsample2, uses_mean
 from .validate import check_array
 
@@ -181,7 +182,12 @@ def read_ome_zarr(path: str | os.PathLike) -> tuple[list, dict]:
                     meta["axes"] = "".join(
                         (a["name"] if isinstance(a, dict) else str(a))[0] for a in axes
                     )
-                for tr in first["datasets"][0].get("coordinateTransformations", []):
+                # largest first, whatever order the metadata lists them in
+                order = sorted(range(len(arrays)), key=lambda i: -int(np.prod(arrays[i].shape)))
+                if order != list(range(len(arrays))):
+                    meta["reordered_levels"] = True
+                arrays, datasets = [arrays[i] for i in order], [first["datasets"][i] for i in order]
+                for tr in datasets[0].get("coordinateTransformations", []):
                     if tr.get("type") == "scale":
                         meta["scale"] = [float(v) for v in tr["scale"]]
                     elif tr.get("type") == "translation":
@@ -196,8 +202,24 @@ def read_ome_zarr(path: str | os.PathLike) -> tuple[list, dict]:
         raise
     except Exception as exc:  # noqa: BLE001 - malformed metadata
         raise InputError(f"{path} has unreadable OME-Zarr metadata: {exc or type(exc).__name__}") from None
-    levels = [da.from_zarr(a) for a in arrays]
-    if any(0 in lv.shape for lv in levels):
-        raise InputError(f"{path} is empty (shape {tuple(levels[0].shape)})")
+    nd = len(arrays[0].shape)
+    if any(len(a.shape) != nd for a in arrays):
+        raise InputError(f"{path}: its pyramid levels have different numbers of axes.")
+    if meta.get("axes") is not None and len(meta["axes"]) != nd:
+        raise InputError(f"{path}: the metadata names {len(meta['axes'])} axes ({meta['axes']}) for "
+                         f"{nd}-D data; the file is inconsistent.")
+    for key in ("scale", "translate"):
+        vals = meta.get(key)
+        if vals is None:
+            continue
+        if len(vals) != nd:
+            raise InputError(f"{path}: its {key} has {len(vals)} values for {nd}-D data.")
+        if not all(np.isfinite(vals)) or (key == "scale" and any(v <= 0 for v in vals)):
+            raise InputError(f"{path}: its pixel {key} {vals} is not usable (values must be finite"
+                             f"{' and positive' if key == 'scale' else ''}).")
+    if any(0 in a.shape for a in arrays):
+        raise InputError(f"{path} is empty (shape {tuple(arrays[0].shape)})")
+    check_declared_size(path, arrays[0].shape, arrays[0].dtype, file_bytes=2**62)  # absolute cap only
+    levels = [checked_dask(a, path, chunks=a.chunks) for a in arrays]
     meta["pyramid"] = "file" if len(levels) > 1 else "none"
     return levels, meta

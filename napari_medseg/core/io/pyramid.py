@@ -101,13 +101,13 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _remove_stale(root: Path, key: str) -> None:
-    """Leftovers of interrupted builds of this file whose process is gone."""
-    for tmp in root.glob(f"{key}.zarr.tmp-*"):
+    """Leftovers of interrupted builds (of any file) whose process is gone."""
+    for tmp in root.glob("*.zarr.tmp-*"):
         try:
             pid = int(tmp.name.split(".tmp-")[1].split("-")[0])
         except (IndexError, ValueError):
             pid = -1
-        if pid == os.getpid() or pid <= 0 or not _pid_alive(pid):
+        if pid <= 0 or not _pid_alive(pid):
             shutil.rmtree(tmp, ignore_errors=True)
 
 

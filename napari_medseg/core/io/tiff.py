@@ -21,6 +21,7 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..errors import InputError
+from .guard import check_declared_size, checked_dask
 from .pyramid import cached_pyramid, downsample2
 from .validate import check_array
 
@@ -128,6 +129,7 @@ def read_tiff(path: str | os.PathLike, pyramid_min_size: int | None = 4096) -> t
         raise _unreadable(path, str(exc) or type(exc).__name__) from None
     if any(0 in s for s in shapes):
         raise InputError(f"{path} is empty (shape {shapes[0]})")
+    check_declared_size(path, shapes[0], keyframe.dtype)
 
     st = path.stat()
     token = hashlib.sha1(repr((str(path.resolve()), st.st_size, st.st_mtime_ns)).encode()).hexdigest()
@@ -135,7 +137,7 @@ def read_tiff(path: str | os.PathLike, pyramid_min_size: int | None = 4096) -> t
     levels = []
     for i, arr in enumerate(arrays):
         chunks = _dask_chunks(tuple(arr.shape), tuple(arr.chunks), axes, arr.dtype.itemsize)
-        levels.append(da.from_zarr(arr, chunks=chunks, name=f"tiff-{token}-{i}"))
+        levels.append(checked_dask(arr, path, chunks=chunks, name=f"tiff-{token}-{i}"))
 
     pyramid = "file" if len(levels) > 1 else "none"
     cache = None

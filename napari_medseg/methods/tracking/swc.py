@@ -33,6 +33,7 @@ SWC_TYPES = {0: "undefined", 1: "soma", 2: "axon", 3: "basal dendrite", 4: "apic
 AXON = 2
 DEFAULT_RADIUS = 1.0
 COLUMNS = "id type x y z radius parent"
+MAX_COORD = 1e7  # px: far beyond any image, far below where distances overflow
 
 
 @dataclass
@@ -199,6 +200,11 @@ def _parse(path: Path) -> list[tuple[int, int, float, float, float, float, int, 
             raise InputError(f"{path.name}, line {no}: expected 7 numeric columns ({COLUMNS}), got {line[:80]!r}.")
         if not all(float(vals[c]).is_integer() for c in (0, 1, 6)) or vals[0] < 0:
             raise InputError(f"{path.name}, line {no}: id, type and parent must be integers (id ≥ 0).")
+        if max(abs(vals[2]), abs(vals[3]), abs(vals[4])) > MAX_COORD or not 0 <= vals[5] <= MAX_COORD:
+            raise InputError(f"{path.name}, line {no}: coordinates must lie within ±{MAX_COORD:g} px and the "
+                             f"radius within 0..{MAX_COORD:g}; got {line[:80]!r}.")
+        if max(abs(vals[0]), abs(vals[1]), abs(vals[6])) > 2**53:
+            raise InputError(f"{path.name}, line {no}: id, type or parent is too large to be a node number.")
         nodes.append((int(vals[0]), int(vals[1]), *vals[2:6], int(vals[6]), no))
     if not nodes:
         raise InputError(f"{path.name}: the SWC file has no nodes (it is empty or only has comments).")
