@@ -76,7 +76,7 @@ def _bench(args) -> int:
     results = getattr(importlib.import_module(module), func)(quick=args.quick, json_path=args.json)
     width = max(len(k) for k in results)
     for k, v in results.items():
-        if k == "goals":
+        if k == "goals" or isinstance(v, (list, dict)):
             continue
         val = f"{v:.4g}" if isinstance(v, float) else str(v)
         goal = results.get("goals", {}).get(k, "")

@@ -14,4 +14,5 @@ BENCHMARKS = {
     "staining": "napari_medseg.bench.staining:run",
     "joint": "napari_medseg.bench.joint:run",
     "adversarial": "napari_medseg.bench.adversarial:run",
+    "reliability": "napari_medseg.bench.reliability:run",
 }

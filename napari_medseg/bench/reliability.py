@@ -166,37 +166,45 @@ def output_probes(tally: Tally, work: Path) -> None:
     _kill_segment(tally, work, done)
 
 
-def _kill_segment(tally: Tally, work: Path, done: Path) -> None:
-    """kill -9 a ``segment --overwrite`` onto a finished result, mid-run."""
+def segment_and_kill(image, out, *extra) -> bool:
+    """Start ``napari-medseg segment``, kill -9 it once it reports its second tile; True if it
+    was still running then (so the kill really interrupted it)."""
     import signal
     import subprocess
     import sys
 
-    big = _rgb_tiff(work / "big.tif", 3072, seed=1)
-    before = snapshot(done)
-    proc = subprocess.Popen([sys.executable, "-m", "napari_medseg.cli", "segment", str(big), "--tile", "512",
-                             "--overwrite", "--out", str(done)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, env=os.environ.copy())
-    # wait until it is writing tiles (its progress bar shows a step), then kill it
-    t0, seen = time.time(), ""
+    proc = subprocess.Popen([sys.executable, "-m", "napari_medseg.cli", "segment", str(image), "--tile", "512",
+                             "--out", str(out), *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=os.environ.copy())
     os.set_blocking(proc.stderr.fileno(), False)
+    seen, t0 = b"", time.time()
     while proc.poll() is None and time.time() - t0 < 120:
-        seen += proc.stderr.read() or ""
-        if "tile" in seen and any(f"{k}/" in seen for k in range(2, 200)):
+        seen += proc.stderr.read() or b""
+        if b" 2/" in seen or b" 3/" in seen:
             break
-        time.sleep(0.05)
-    finished_first = proc.poll() is not None
+        time.sleep(0.02)
+    alive = proc.poll() is None
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    after = snapshot(done)
+    return alive
+
+
+def _kill_segment(tally: Tally, work: Path, done: Path) -> None:
+    """kill -9 a ``segment --overwrite`` onto a finished result, and one onto a fresh path, mid-run."""
+    big = _rgb_tiff(work / "big.tif", 3072, seed=1)
+    before = snapshot(done)
+    alive = segment_and_kill(big, done, "--overwrite")
     out = run_probe(_read_result, str(done), timeout=TIMEOUT, workdir=work)
-    if finished_first:
-        tally.add("kill", "kill -9 during segment", CRASH, "ok", note="the run ended before it could be killed")
-        return
-    # fine when the old, complete result is still there and opens as complete
-    kind = OK if out.kind == OK and not lost(before, after) else ("wrong" if out.kind == OK else out.kind)
-    tally.rows.append({"group": "kill", "name": "kill -9 during segment --overwrite", "outcome": kind,
-                       "expect": "ok", "lost": int(bool(lost(before, after))), "note": out.message})
+    kind = "wrong" if not alive else (OK if out.kind == OK else out.kind)
+    tally.rows.append({"group": "kill", "name": "kill -9 during segment --overwrite: the old result opens",
+                       "outcome": kind, "expect": "ok", "lost": int(bool(lost(before, snapshot(done)))),
+                       "note": out.message})
+    fresh = work / "fresh.zarr"
+    alive = segment_and_kill(big, fresh)
+    out = run_probe(_read_result, str(fresh), timeout=TIMEOUT, workdir=work)
+    # what is left must be refused as incomplete, never read as a finished result
+    tally.add("kill", "kill -9 during segment to a new path: the remains are refused",
+              out.kind if alive else "wrong", "error", note=out.message)
 
 
 def _read_result(path: str) -> int:

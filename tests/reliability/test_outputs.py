@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
@@ -89,26 +85,10 @@ def test_track_never_overwrites_a_file(rgb_tif, tmp_path, run_cli):
     assert code == 2 and "is the input" in err
 
 
-def _segment_and_kill(image, out, *extra) -> bool:
-    """Start ``segment``, kill -9 it once it reports its second tile; True if it was still running."""
-    proc = subprocess.Popen([sys.executable, "-m", "napari_medseg.cli", "segment", str(image), "--tile", "512",
-                             "--out", str(out), *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    os.set_blocking(proc.stderr.fileno(), False)
-    seen, t0 = b"", time.time()
-    while proc.poll() is None and time.time() - t0 < 120:
-        seen += proc.stderr.read() or b""
-        if b" 2/" in seen or b" 3/" in seen:
-            break
-        time.sleep(0.02)
-    alive = proc.poll() is None
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    return alive
-
-
 def test_kill_9_during_segment_loses_nothing_and_is_never_taken_as_complete(rgb_tif, tmp_path, run_cli):
     from napari_medseg._reader import read_layers
     from napari_medseg.bench.reliability import _rgb_tiff
+    from napari_medseg.bench.reliability import segment_and_kill as _segment_and_kill
     from napari_medseg.core.tiling import open_pyramid_output
 
     big = _rgb_tiff(tmp_path / "big.tif", 3072, seed=1)
