@@ -56,19 +56,30 @@ class Tally:
         return c
 
 
-def _read(path: str) -> int:
-    """Open like the napari reader does and decode the first tile of every level."""
+def _exit_code(call) -> int:
+    """Run ``call()`` like a CLI command: 0, or 2 with one ``napari-medseg: error:`` line."""
+    import sys
+
     from ..core.errors import MedsegError
-    from ..core.io import read_image
 
     try:
+        call()
+    except MedsegError as exc:
+        print(f"napari-medseg: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _read(path: str) -> int:
+    """Open like the napari reader does and decode the first tile of every level."""
+    from ..core.io import read_image
+
+    def read():
         levels, _ = read_image(path)
         for lv in levels:
             np.asarray(lv[tuple(slice(0, 64) for _ in lv.shape)])
-    except MedsegError as exc:
-        print(f"napari-medseg: error: {exc}", file=__import__("sys").stderr)
-        return 2
-    return 0
+
+    return _exit_code(read)
 
 
 def _warm_imports() -> None:
@@ -82,15 +93,9 @@ def _warm_imports() -> None:
 
 
 def _read_swc(path: str) -> int:
-    from ..core.errors import MedsegError
     from ..methods.tracking.swc import read_swc
 
-    try:
-        read_swc(path)
-    except MedsegError as exc:
-        print(f"napari-medseg: error: {exc}", file=__import__("sys").stderr)
-        return 2
-    return 0
+    return _exit_code(lambda: read_swc(path))
 
 
 def corpus_probes(tally: Tally, work: Path, quick: bool) -> None:
@@ -208,15 +213,9 @@ def _kill_segment(tally: Tally, work: Path, done: Path) -> None:
 
 
 def _read_result(path: str) -> int:
-    from ..core.errors import MedsegError
     from ..core.tilestore import open_pyramid_output
 
-    try:
-        open_pyramid_output(path)
-    except MedsegError as exc:
-        print(f"napari-medseg: error: {exc}", file=__import__("sys").stderr)
-        return 2
-    return 0
+    return _exit_code(lambda: open_pyramid_output(path))
 
 
 def checkpoint_probes(tally: Tally, work: Path) -> None:
