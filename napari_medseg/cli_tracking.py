@@ -25,7 +25,13 @@ def train(args, registry):
     device = select_device(args.device)
     config = PPOConfig(seed=args.seed, updates=args.updates, num_minibatches=args.minibatches,
                        eval_every=args.eval_every, val_episodes=args.val_episodes, device=str(device))
-    gen = train_tracking(registry, config, setting=args.setting, minutes=args.minutes)
+    policy = None
+    if args.init == "current":  # fine-tune the current agent (e.g. on the domain-randomised setting)
+        from .methods.tracking.model import load_tracker
+
+        policy, _ = load_tracker()
+    gen = train_tracking(registry, config, setting=args.setting, minutes=args.minutes, policy=policy,
+                         extra_meta={"initialised_from": "current tracking version" if policy is not None else None})
     job = run_in_terminal(gen, f"train tracking ({args.setting})")
     if job.stopped:
         print("stopped; the best agent so far was saved", file=sys.stderr)
@@ -168,7 +174,10 @@ def add_parsers(sub) -> None:
 def add_train_options(s) -> None:
     g = s.add_argument_group("tracking")
     g.add_argument("--updates", type=int, default=120, help="PPO updates (32 episodes each)")
-    g.add_argument("--setting", default="SI", help="synthetic setting: SI, SI-RC, SI-W, SI-EN, SI-SN, crossing")
+    g.add_argument("--setting", default="SI",
+                   help="synthetic setting: SI, SI-RC, SI-W, SI-EN, SI-SN, crossing, DR (domain-randomised), SI+DR")
+    g.add_argument("--init", choices=["scratch", "current"], default="scratch",
+                   help="start from random weights, or fine-tune the current tracking version")
     g.add_argument("--minutes", type=float, default=None, help="stop after this many minutes, keeping the best")
     g.add_argument("--minibatches", type=int, default=4)
     g.add_argument("--eval-every", type=int, default=5)

@@ -74,6 +74,12 @@ def prepare_image(data, *, channel: int | None = None, project: str | None = Non
         a = a.max() - a
     if not normalise:
         return a
+    return normalise_like_training(a)
+
+
+def normalise_like_training(a: np.ndarray) -> np.ndarray:
+    """Map the background median and bright tail onto those of the SI training images; the
+    same mapping is applied to every domain-randomised training image (setting "DR")."""
     med, hi = float(np.median(a)), float(np.percentile(a, BRIGHT_QUANTILE))
     if hi - med <= 1e-12 * max(1.0, abs(hi)):
         raise InputError("The image is blank (no contrast): nothing to trace.")

@@ -181,6 +181,14 @@ def generate(setting: SyntheticSettings | str = "SI", seed: int | None = 0, **ov
 
 
 def generate_many(setting: SyntheticSettings | str = "SI", n: int = 32, seed: int = 0, **overrides):
-    """``n`` images with independent seeds spawned from ``seed``."""
+    """``n`` images with independent seeds spawned from ``seed``. Setting ``"DR"``: domain-
+    randomised images (:mod:`.randomised`); ``"SI+DR"``: alternately SI and DR."""
     children = np.random.SeedSequence(seed).spawn(n)
-    return [generate(setting, int(c.generate_state(1)[0]), **overrides) for c in children]
+    seeds = [int(c.generate_state(1)[0]) for c in children]
+    if setting in ("DR", "SI+DR"):
+        from .randomised import generate_randomised
+
+        mixed = setting == "SI+DR"
+        return [generate("SI", sd, **overrides) if mixed and i % 2 == 0 else generate_randomised(sd)
+                for i, sd in enumerate(seeds)]
+    return [generate(setting, sd, **overrides) for sd in seeds]
