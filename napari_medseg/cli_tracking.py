@@ -24,7 +24,8 @@ def train(args, registry):
 
     device = select_device(args.device)
     config = PPOConfig(seed=args.seed, updates=args.updates, num_minibatches=args.minibatches,
-                       eval_every=args.eval_every, val_episodes=args.val_episodes, device=str(device))
+                       eval_every=args.eval_every, val_episodes=args.val_episodes, device=str(device),
+                       **({"learning_rate": args.lr} if args.lr else {}))
     policy = None
     if args.init == "current":  # fine-tune the current agent (e.g. on the domain-randomised setting)
         from .methods.tracking.model import load_tracker
@@ -56,6 +57,23 @@ def _points(text: str | None, what: str) -> np.ndarray | None:
     return a
 
 
+def _starts(text: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """``"y,x:y2,x2;y,x"``: start points, each optionally with a point it heads towards
+    (``:``); returns ``(starts, directions)``, a NaN direction row meaning "auto"."""
+    from .methods.tracking.heading import heading_from_point
+
+    if ":" not in text:
+        return _points(text, "starts"), None
+    starts, dirs = [], []
+    for part in (p for p in text.split(";") if p.strip()):
+        head, _, towards = part.partition(":")
+        st = _points(head, "starts")[0]
+        starts.append(st)
+        dirs.append(heading_from_point(st, _points(towards, "starts")[0]) if towards.strip()
+                    else np.full(2, np.nan))
+    return np.stack(starts), np.stack(dirs)
+
+
 def _image(args) -> np.ndarray:
     from .core.io import read_image
     from .methods.tracking.prepare import prepare_image
@@ -84,15 +102,23 @@ def track_command(args) -> int:
 
     check_file_output(args.out, inputs=[args.image], overwrite=args.overwrite, what="SWC output")
     image = _image(args)
-    starts = _points(args.starts, "starts")
+    starts, directions = _starts(args.starts)
     ends = _points(args.ends, "ends")
     policy, meta = _policy(args.model)
     config = TrackConfig(max_steps=args.max_steps, scale=args.scale, entropy_threshold=args.threshold,
                          entropy_steps=args.entropy_steps)
-    traces = track(image, starts, ends, policy=policy, config=config)
-    write_swc(args.out, [t.points for t in traces], header=f"napari-medseg track {args.image} ({args.model})")
+    traces = track(image, starts, ends, policy=policy, config=config, directions=directions)
+    lines = [f"napari-medseg track {args.image} ({args.model})"]
     for i, t in enumerate(traces):
-        print(f"trace {i}: {len(t.points)} points, {t.length_px:.1f} px, stop: {t.stop_reason}, "
+        hy, hx = t.meta["heading"]
+        lines.append(f"trace {i}: heading ({hy:+.2f}, {hx:+.2f}) {t.meta['heading_chosen']}; "
+                     f"stop: {t.stop_reason}; reached end: {'yes' if t.meta['reached_end'] else 'no'}")
+    write_swc(args.out, [t.points for t in traces], header=lines)
+    for i, t in enumerate(traces):
+        hy, hx = t.meta["heading"]
+        print(f"trace {i}: {len(t.points)} points, {t.length_px:.1f} px, heading ({hy:+.2f}, {hx:+.2f}) "
+              f"{t.meta['heading_chosen']}, stop: {t.stop_reason}"
+              f"{', reached end' if t.meta['reached_end'] else ''}, "
               f"mean entropy {np.nanmean(t.entropy) if len(t.entropy) else float('nan'):.3f}")
     print(f"wrote {args.out}")
     return 0
@@ -148,7 +174,9 @@ def add_parsers(sub) -> None:
 
     s = sub.add_parser("track", help="trace structures from start points with the tracking agent (SWC out)")
     s.add_argument("image")
-    s.add_argument("--starts", required=True, help="'y,x;y,x' or a CSV of y,x rows")
+    s.add_argument("--starts", required=True,
+                   help="'y,x;y,x' or a CSV of y,x rows; 'y,x:y2,x2' heads from y,x towards y2,x2 "
+                        "(otherwise the heading follows the ridge, towards the end when --ends gives one)")
     s.add_argument("--ends", default=None, help="optional end points, one per start")
     s.add_argument("--out", required=True, help="output .swc (a new file; see --overwrite)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing --out (atomically)")
@@ -176,6 +204,7 @@ def add_train_options(s) -> None:
     g.add_argument("--updates", type=int, default=120, help="PPO updates (32 episodes each)")
     g.add_argument("--setting", default="SI",
                    help="synthetic setting: SI, SI-RC, SI-W, SI-EN, SI-SN, crossing, DR (domain-randomised), SI+DR")
+    g.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: the paper's 5e-4)")
     g.add_argument("--init", choices=["scratch", "current"], default="scratch",
                    help="start from random weights, or fine-tune the current tracking version")
     g.add_argument("--minutes", type=float, default=None, help="stop after this many minutes, keeping the best")

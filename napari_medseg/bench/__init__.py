@@ -10,6 +10,7 @@ from __future__ import annotations
 BENCHMARKS = {
     "tiling": "napari_medseg.bench.tiling:run",
     "tracking": "napari_medseg.bench.tracking:run",
+    "tracking_real": "napari_medseg.bench.tracking_real:run",  # bench tracking --real
     "box_iterative": "napari_medseg.bench.box_iterative:run",
     "staining": "napari_medseg.bench.staining:run",
     "joint": "napari_medseg.bench.joint:run",

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from napari.layers import Image, Points
+from napari.layers import Image, Points, Shapes
 
 from ..core.corrections import corrections_dir
 from ..core.device import select_device
@@ -22,6 +22,7 @@ from ..core.registry import Registry
 from ..methods.tracking import finetune, prepare, swc
 from ..methods.tracking.curves import arc_length
 from ..methods.tracking.env import EnvConfig
+from ..methods.tracking.heading import heading_from_point
 from ..methods.tracking.model import MODEL_NAME, policy_from_entry, train_tracking
 from ..methods.tracking.ppo import PPOConfig
 from ..methods.tracking.synthetic import SETTINGS
@@ -32,6 +33,7 @@ from ._runner import JobRunner
 from ._tracking_plot import TraceLayers
 
 BRANCH_RADIUS = 2.0  # px: a start this close to an existing trace continues it as a branch
+DIRECTION_RADIUS = 6.0  # px: a direction line starting this close to a start gives its heading
 CURRENT = "current"
 NO_CHANNEL = -1  # magicgui emits no change for a None choice
 CHANNELS = [("none (choose one)", NO_CHANNEL), ("0 red", 0), ("1 green", 1), ("2 blue", 2)]
@@ -44,6 +46,7 @@ class TrackSettings:
     image: Image | None = None
     starts: Points | None = None
     ends: Points | None = None  # optional: one end per start, same order
+    directions: Shapes | None = None  # optional lines: first vertex on a start, second along the fibre
     model: str = MODEL_NAME
     version: int | None = None  # None: the current version
     channel: int | None = None  # RGB layers only
@@ -161,6 +164,25 @@ class TrackingController(Controller):
         world = np.asarray(points_layer.data, float) * points_layer.scale + points_layer.translate
         return (world[:, -2:] - np.asarray(img.translate)[-2:]) / np.asarray(img.scale)[-2:]
 
+    def start_directions(self, starts: np.ndarray) -> np.ndarray:
+        """(B, 2) headings from the direction lines (a line whose first vertex lies within
+        ``DIRECTION_RADIUS`` px of a start heads towards its second vertex); NaN: auto."""
+        out = np.full((len(starts), 2), np.nan)
+        lay = self.settings.directions
+        if lay is None or not len(lay.data):
+            return out
+        img = self.settings.image
+        for shape in lay.data:
+            world = np.asarray(shape, float)[:, -2:] * np.asarray(lay.scale)[-2:] + np.asarray(lay.translate)[-2:]
+            px = (world - np.asarray(img.translate)[-2:]) / np.asarray(img.scale)[-2:]
+            if len(px) < 2:
+                continue
+            d = np.linalg.norm(starts - px[0], axis=1)
+            i = int(np.argmin(d))
+            if d[i] <= DIRECTION_RADIUS:
+                out[i] = heading_from_point(starts[i], px[1])
+        return out
+
     def fit_colours(self):
         """Set the colour range to the 2nd..98th percentile of the overlay's entropies."""
         over = self.layers.overlay_layer()
@@ -186,6 +208,7 @@ class TrackingController(Controller):
             raise InputError(f"{len(starts)} start points but {len(ends)} end points: give one end per start "
                              "(same order), or pick no end points.")
         prepare.check_starts(image, starts)
+        directions = self.start_directions(starts)
         policy, _ = self.policy()
         existing = self.current_traces()
         branches, ids = [], []
@@ -195,7 +218,8 @@ class TrackingController(Controller):
             ids.append(self.layers.new(st[None], parent=None if hit is None else hit[:2]).id)
         config = TrackConfig(max_steps=s.max_steps, entropy_threshold=s.threshold if s.stop_uncertain else None,
                              entropy_steps=s.entropy_steps, scale=s.scale, check_starts=False)
-        gen = self._track_job(track_iter(policy, image, starts, ends, config, branches, self.device()))
+        gen = self._track_job(track_iter(policy, image, starts, ends, config, branches, self.device(),
+                                         directions=directions))
         self.last_batch = ids
         # a failure keeps the partial traces too; the runner shows the message
         return self.runner.start(gen, on_progress=lambda p: self._track_progress(ids, p),

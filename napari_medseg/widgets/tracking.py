@@ -9,7 +9,7 @@ buttons call its methods and so can the console, e.g.
 from __future__ import annotations
 
 from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, Label, PushButton, SpinBox
-from napari.layers import Image, Points
+from napari.layers import Image, Points, Shapes
 from qtpy.QtWidgets import QFileDialog, QLabel, QScrollArea, QVBoxLayout, QWidget
 from superqt.utils import ensure_main_thread
 
@@ -23,7 +23,7 @@ from ._tracking_controller import CHANNELS, CURRENT, NO_CHANNEL, TrackingControl
 from ._plot import LivePlot, section
 from ._tracking_plot import OVERLAY, TRACES, ColorBar
 
-BOUND = ("image", "starts", "ends", "model", "project", "invert", "scale", "max_steps", "device",
+BOUND = ("image", "starts", "ends", "directions", "model", "project", "invert", "scale", "max_steps", "device",
          "threshold", "stop_uncertain", "entropy_steps", "finetune_updates", "setting", "train_updates")
 
 
@@ -38,6 +38,8 @@ class TrackingWidget(QWidget):
         self.image = layer_picker(napari_viewer, Image, "image", exclude=own)
         self.starts = layer_picker(napari_viewer, Points, "start points", exclude=own)
         self.ends = layer_picker(napari_viewer, Points, "end points", nullable=True, exclude=own)
+        # optional: short lines from a start along its fibre (else the heading follows the ridge)
+        self.directions = layer_picker(napari_viewer, Shapes, "direction lines", nullable=True, exclude=own)
         self.model = ComboBox(label="model", choices=lambda _w=None: sorted({MODEL_NAME, *c.registry.names()}))
         self.version = ComboBox(label="version", choices=self._versions)
         self.channel = ComboBox(label="channel", choices=CHANNELS)
@@ -67,7 +69,7 @@ class TrackingWidget(QWidget):
         inner = QWidget()
         lay = QVBoxLayout(inner)
         for title, items in [
-            ("Input", [self.image, self.starts, self.ends, self.model, self.version, self.channel, self.project,
+            ("Input", [self.image, self.starts, self.ends, self.directions, self.model, self.version, self.channel, self.project,
                        self.invert, self.scale, self.max_steps, self.device]),
             ("Track and read the entropy", [self.colorbar, self.lo, self.hi, self.fit_button, self.threshold,
                                             self.stop_uncertain, self.entropy_steps, self.track_button,

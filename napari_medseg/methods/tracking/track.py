@@ -27,7 +27,8 @@ import torch
 from napari_medseg.core.errors import InputError
 from napari_medseg.core.jobs import Progress, collect
 
-from .env import RUNNING, STOP_REASONS, EnvConfig, TrackingEnv
+from .env import END_REACHED, RUNNING, STOP_REASONS, EnvConfig, TrackingEnv
+from .heading import directions_of, stub_behind
 from .policy import BetaPolicy
 from .prepare import check_starts
 
@@ -45,6 +46,7 @@ class TrackConfig:
     revisit_lag: int = 4  # path points younger than this many steps do not count
     scale: float = 1.0  # window scale (1.5 on the paper's real data)
     check_starts: bool = True  # refuse starts outside the image or on blank background
+    stub_length: float = 6.0  # px of "visited" path drawn behind each start, opposite its heading
 
 
 @dataclass
@@ -69,6 +71,23 @@ def _entropy_run(running_count: torch.Tensor, entropy: torch.Tensor, threshold, 
     return torch.where(over, running_count + 1, torch.where(active, torch.zeros_like(running_count), running_count))
 
 
+def _stop_at_end(env: TrackingEnv, last: torch.Tensor, active: torch.Tensor, nearest: torch.Tensor) -> None:
+    """End reached when this step's segment passed within the end radius (not only its
+    new point), or when the trace, having come within one step of the end, moves away
+    from it again: a trace never runs more than one step past its end."""
+    ends, new = env.ends, env.positions
+    seg = new - last
+    t = (((ends - last) * seg).sum(1) / (seg * seg).sum(1).clamp_min(1e-12)).clamp(0, 1)
+    closest = (last + t[:, None] * seg - ends).norm(dim=1)  # NaN for traces without an end
+    dist = (new - ends).norm(dim=1)
+    c = env.config
+    passed = closest <= c.end_radius
+    turned = (nearest <= c.end_radius + c.max_displacement) & (dist > nearest + 0.5)
+    hit = active & (env.stop_reason != END_REACHED) & (passed | turned) & torch.isfinite(dist)
+    env.stop_reason[hit] = END_REACHED
+    nearest.copy_(torch.where(torch.isfinite(dist), torch.minimum(nearest, dist), nearest))
+
+
 def _revisited(env: TrackingEnv, config: TrackConfig, active: torch.Tensor) -> torch.Tensor:
     """Running episodes now within ``revisit_radius`` of their own older path."""
     traj, steps = env.trajectory, env.steps
@@ -81,7 +100,7 @@ def _revisited(env: TrackingEnv, config: TrackConfig, active: torch.Tensor) -> t
 
 def track_iter(policy: BetaPolicy, image: np.ndarray, starts, ends=None, config: TrackConfig | None = None,
                branches_of: Sequence[np.ndarray | None] | None = None, device="cpu",
-               live: bool = True) -> Iterator[Progress]:
+               live: bool = True, directions=None) -> Iterator[Progress]:
     """Trace from every start point together; yield :class:`Progress` after each step
     with ``metrics["traces"]``: the list of :class:`Trace` so far. Returns the final list.
 
@@ -90,6 +109,12 @@ def track_iter(policy: BetaPolicy, image: np.ndarray, starts, ends=None, config:
     progress reports (they cost O(steps) each).
     ``starts``/``ends``: (B, 2) (y, x); an end of NaN (or no ``ends``) never ends a trace.
     ``branches_of[i]``: the existing trace (N, 2) that start ``i`` branches from, or None.
+    ``directions`` (B, 2): the heading (dy, dx) of each start; a NaN row, or no
+    ``directions``, lets the tracker choose it along the ridge (towards the end when one
+    is given; see :mod:`.heading`). A short stub of visited path is drawn behind each
+    start (not for branch starts), so the agent never starts by walking backwards.
+    Every trace's ``meta`` holds its ``heading``, ``heading_chosen`` (why),
+    ``width_px`` and ``reached_end``.
     Closing the generator (Stop) keeps every trace as it is, with reason ``stopped``.
     """
     config = config or TrackConfig()
@@ -110,11 +135,23 @@ def track_iter(policy: BetaPolicy, image: np.ndarray, starts, ends=None, config:
                            max_displacement=policy_cfg["max_displacement"], view_size=policy_cfg["view_size"])
     env = TrackingEnv(env_config, device)
     policy = policy.to(device).eval()
-    obs = env.reset(image, starts=starts, ends=ends)
-    for i, existing in enumerate(branches_of or []):
+    if directions is not None:
+        directions = np.asarray(directions, np.float64).reshape(-1, 2)
+        if len(directions) != len(starts):
+            raise InputError(f"{len(starts)} start points but {len(directions)} directions: give one per start.")
+    branches = list(branches_of or []) + [None] * (len(starts) - len(branches_of or []))
+    heads = [directions_of(image[i] if image.ndim == 3 else image, starts[i : i + 1], ends[i : i + 1],
+                           None if directions is None else directions[i : i + 1])[0] for i in range(len(starts))]
+    env.reset(image, starts=starts, ends=ends, initial_directions=np.stack([h["heading"] for h in heads]))
+    for i, existing in enumerate(branches):
         if existing is not None and len(existing) > 1:
             env.mark_visited(i, torch.as_tensor(np.asarray(existing, np.float32), device=env.device))
+        elif config.stub_length > 0:
+            stub = stub_behind(starts[i], heads[i]["heading"], config.stub_length)
+            env.mark_visited(i, torch.as_tensor(stub.astype(np.float32), device=env.device))
     obs = env.refresh_observation()
+    last = env.positions.clone()
+    nearest_end = torch.full((len(starts),), float("inf"), device=env.device)
     n = len(starts)
     entropies = torch.full((n, config.max_steps), float("nan"), device=env.device)
     over = torch.zeros(n, dtype=torch.long, device=env.device)
@@ -123,7 +160,13 @@ def track_iter(policy: BetaPolicy, image: np.ndarray, starts, ends=None, config:
         pts = env.traces()
         ent = entropies.cpu().numpy()
         reasons = env.stop_reason.cpu().numpy()
-        return [Trace(p, ent[i, : len(p) - 1].copy(), REASONS[int(reasons[i])]) for i, p in enumerate(pts)]
+        out = []
+        for i, p in enumerate(pts):
+            h = heads[i]
+            meta = {"heading": [float(v) for v in h["heading"]], "heading_chosen": h["why"],
+                    "width_px": h["width_px"], "reached_end": int(reasons[i]) == END_REACHED}
+            out.append(Trace(p, ent[i, : len(p) - 1].copy(), REASONS[int(reasons[i])], meta=meta))
+        return out
 
     step = 0
     try:
@@ -135,6 +178,8 @@ def track_iter(policy: BetaPolicy, image: np.ndarray, starts, ends=None, config:
                 entropies[active, k[active]] = out.entropy[active].float()
                 result = env.step(out.displacement)
                 obs, step = result.observation, step + 1
+                _stop_at_end(env, last, active, nearest_end)
+                last = env.positions.clone()
                 still = env.stop_reason == RUNNING
                 over = _entropy_run(over, out.entropy.float(), config.entropy_threshold, active)
                 if config.entropy_threshold is not None:
@@ -149,11 +194,12 @@ def track_iter(policy: BetaPolicy, image: np.ndarray, starts, ends=None, config:
 
 
 def track(image, starts, ends=None, policy: BetaPolicy | None = None, config: TrackConfig | None = None,
-          branches_of=None, device="cpu") -> list[Trace]:
+          branches_of=None, device="cpu", directions=None) -> list[Trace]:
     """Trace every start point to its end; see :func:`track_iter`. Without ``policy``
     the current version of the shipped/user ``tracking`` model is used."""
     if policy is None:
         from .model import load_tracker
 
         policy, _meta = load_tracker()
-    return collect(track_iter(policy, image, starts, ends, config, branches_of, device, live=False))[1]
+    return collect(track_iter(policy, image, starts, ends, config, branches_of, device, live=False,
+                              directions=directions))[1]
