@@ -31,7 +31,12 @@ def train(args, registry):
         from .methods.tracking.model import load_tracker
 
         policy, _ = load_tracker()
+    from .methods.tracking.env import EnvConfig
+
+    # the stub behind each start that inference draws (tracking.heading) is drawn in training too
+    env_config = EnvConfig(max_steps=config.max_steps, start_stub=args.start_stub)
     gen = train_tracking(registry, config, setting=args.setting, minutes=args.minutes, policy=policy,
+                         env_config=env_config,
                          extra_meta={"initialised_from": "current tracking version" if policy is not None else None})
     job = run_in_terminal(gen, f"train tracking ({args.setting})")
     if job.stopped:
@@ -156,12 +161,36 @@ def finetune_command(args) -> int:
 
             atomic_write_json(args.json, out, default=float)
         return 0
+    from .methods.tracking.finetune import gate_note, gate_score, not_worse, split_heldout
+    from .methods.tracking.model import policy_from_entry
+    from .methods.tracking.track import TrackConfig
+
     policy, _ = _policy(args.model)
-    gen = train_tracking(Registry(), config, policy=policy, episodes=trace_episodes(images, traces, seed=args.seed),
-                         extra_meta={"finetuned_on": [str(s) for s in args.swc]})
+    registry = Registry()
+    current = registry.get(MODEL_NAME) if ":" not in args.model else None
+    splits = [split_heldout(t) for t in traces]  # a fold of each image's traces judges the round
+    ev = TrackConfig(check_starts=False, max_steps=400)
+
+    def score(p):
+        rows = [gate_score(p, img, held, ev) for img, (_, held, _) in zip(images, splits)]
+        return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+
+    before = score(policy)
+    gen = train_tracking(registry, config, policy=policy,
+                         episodes=trace_episodes(images, [tr for tr, _, _ in splits], seed=args.seed),
+                         extra_meta={"finetuned_on": [str(s) for s in args.swc]}, make_current=False)
     job = run_in_terminal(gen, "fine-tune tracking")
-    entry = Registry().get(MODEL_NAME)
-    print(f"{'stopped; ' if job.stopped else ''}saved {entry.label}")
+    saved = [e for e in registry.list(MODEL_NAME) if e.meta.get("finetuned_on") == [str(s) for s in args.swc]]
+    if not saved:
+        print("stopped before a model was saved; nothing changed", file=sys.stderr)
+        return 1
+    new = saved[-1]
+    after = score(policy_from_entry(new)[0])
+    made = not_worse(after, before) and not job.stopped
+    if made:
+        registry.restore(new.name, new.version, source=new.source)
+    print(f"{'stopped; ' if job.stopped else ''}saved {new.label}. "
+          + gate_note(new.name, new.version, current.version if current else 0, before, after, made))
     return 0
 
 
@@ -204,6 +233,8 @@ def add_train_options(s) -> None:
     g.add_argument("--updates", type=int, default=120, help="PPO updates (32 episodes each)")
     g.add_argument("--setting", default="SI",
                    help="synthetic setting: SI, SI-RC, SI-W, SI-EN, SI-SN, crossing, DR (domain-randomised), SI+DR")
+    g.add_argument("--start-stub", type=float, default=6.0,
+                   help="px of visited path drawn behind each training start (0: the paper's empty path)")
     g.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: the paper's 5e-4)")
     g.add_argument("--init", choices=["scratch", "current"], default="scratch",
                    help="start from random weights, or fine-tune the current tracking version")

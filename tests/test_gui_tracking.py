@@ -177,7 +177,9 @@ def test_stop_mid_track_keeps_the_partial_trace(viewer, axon, messages, monkeypa
     assert len(viewer.layers["trace entropy"].data) == len(rec.entropy) and messages["error"] == []
 
 
-def test_edit_fine_tune_and_roll_back(viewer, axon, messages, medseg_home):
+def test_edit_fine_tune_and_roll_back(viewer, axon, messages, medseg_home, monkeypatch):
+    from napari_medseg.methods.tracking import finetune
+
     w, c = axon, axon.controller
     [rec] = c.track(block=True)
     before = Registry().current("tracking").version
@@ -187,20 +189,31 @@ def test_edit_fine_tune_and_roll_back(viewer, axon, messages, medseg_home):
     traces.data = data
     assert c.layers.is_edited(rec.id, traces.data[0])
     w.finetune_updates.value = 1
+    # a round that validates worse (held-out traces + synthetic validation) is kept, not made current
+    monkeypatch.setattr(finetune, "not_worse", lambda after, before: False)
+    info = c.finetune(block=True, **FAST)
+    assert len(messages["error"]) == 1 and "not made current" in messages["error"][0]
+    assert "models restore tracking" in messages["error"][0] and not info["made_current"]
+    assert Registry().current("tracking").version == before and info["version"] == before + 1
+    # a round that does not validate worse becomes current
+    messages["error"].clear()
+    monkeypatch.setattr(finetune, "not_worse", lambda after, before: True)
     info = c.finetune(block=True, **FAST)
     assert messages["error"] == [], messages["error"]
+    assert {"score", "heldout_coverage_pct", "synthetic_coverage_pct"} <= info["gate_after"].keys()
+    before = before + 1  # the kept-but-not-current round above took that number
     reg = Registry()
-    assert reg.current("tracking").version == before + 1 and info["version"] == before + 1
+    assert reg.current("tracking").version == before + 1 and info["version"] == before + 1 and info["made_current"]
     assert info["edited"] == [rec.id] and info["n_traces"] == 1
     assert {"coverage_pct", "error_px"} <= info["before"].keys() & info["after"].keys()
     assert "coverage" in w.rounds.value and "→" in w.rounds.value and f"v{before + 1}" in w.rounds.value
-    [saved] = (medseg_home / "corrections" / "tracking").glob("traces_*.swc")
+    saved = sorted((medseg_home / "corrections" / "tracking").glob("traces_*.swc"))[-1]
     from napari_medseg.methods.tracking.swc import read_swc
 
     np.testing.assert_allclose(read_swc(saved).traces[0], data[0], atol=1e-6)  # autosaved before training
-    assert reg.current("tracking").meta["finetuned_from"] == before
-    assert c.rollback().version == before
-    assert Registry().current("tracking").version == before and w.version.value == "current"
+    assert reg.current("tracking").meta["finetuned_from"] == before - 1
+    assert c.rollback().version == before - 1
+    assert Registry().current("tracking").version == before - 1 and w.version.value == "current"
     assert "current again" in w.status.text()
 
 

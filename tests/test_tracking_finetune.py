@@ -143,3 +143,27 @@ def test_cli_kfold_reports_each_fold_and_saves_no_model(tmp_path, capsys):
     assert Registry().current(MODEL_NAME).version == before  # k-fold only reports
     assert max(e.version for e in Registry().list(MODEL_NAME)) == before
     assert main(args[:-1] + ["--swc", *swcs]) == 2  # one SWC per image
+
+
+def test_cli_finetune_makes_the_new_version_current_only_if_it_is_not_worse(tmp_path, capsys, monkeypatch):
+    import tifffile
+
+    from napari_medseg.methods.tracking import finetune
+    from napari_medseg.methods.tracking.swc import write_swc
+
+    r = generate("crossing", seed=1)
+    tifffile.imwrite(tmp_path / "a.tif", r.image)
+    write_swc(tmp_path / "a.swc", [r.centreline, *r.distractors])
+    args = ["finetune", "--updates", "1", "--episodes", "4", "--image", str(tmp_path / "a.tif"),
+            "--swc", str(tmp_path / "a.swc")]
+    before = Registry().current(MODEL_NAME)
+    monkeypatch.setattr(finetune, "not_worse", lambda after, b: False)
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    kept = max(e.version for e in Registry().list(MODEL_NAME))
+    assert "was kept but not made current" in out and f"models restore tracking {kept}" in out
+    assert "held-out coverage" in out and "synthetic coverage" in out
+    assert Registry().current(MODEL_NAME).path == before.path
+    monkeypatch.setattr(finetune, "not_worse", lambda after, b: True)
+    assert main(args) == 0
+    assert f"v{kept + 1} is current" in capsys.readouterr().out and Registry().current(MODEL_NAME).version == kept + 1

@@ -232,7 +232,8 @@ class Registry:
                          make_current: bool | None = None, **meta) -> ModelEntry:
         """Write the next version of ``name`` into the user's folder; returns its entry.
 
-        It becomes current when ``make_current`` is True, or (``None``) unless its
+        It becomes current when ``make_current`` is True, never when it is False (the caller
+        decides later, e.g. after its own comparison), or (``None``) unless its
         ``metrics[monitor]`` is worse than the current version's measured on the same
         ``validation`` set (``extra={"validation": ...}``); then ``entry.note`` says so.
         """
@@ -244,18 +245,25 @@ class Registry:
         folder.mkdir(parents=True, exist_ok=True)
         self.clean(name)
         meta.setdefault("method", name)
+        try:
+            previous = self.get(name)
+        except InputError:
+            previous = None
         version, lock = self._reserve(folder, name)
         try:
             target = folder / f"v{version:04d}.pt"
             full = save_checkpoint(target, state_dict, version=version, **meta)
             entry = ModelEntry(name, version, target, "user", full)
-            note = "" if make_current else self._worse_than_current(entry, monitor, mode)
-            if not note:
+            note = "" if make_current is not None else self._worse_than_current(entry, monitor, mode)
+            made = bool(make_current) if make_current is not None else not note
+            if made:
                 self._write_pointer(entry)
+            elif previous is not None and not self._pointer_path(name).is_file():
+                self._write_pointer(previous)  # without a pointer the newest version would count as current
         finally:
             lock.unlink(missing_ok=True)
         _notify(name)
-        return ModelEntry(name, version, target, "user", full, made_current=not note, note=note)
+        return ModelEntry(name, version, target, "user", full, made_current=made, note=note)
 
     def _worse_than_current(self, new: ModelEntry, monitor: str | None, mode: str) -> str:
         """A sentence when ``new`` validates worse than the current version, else ""."""

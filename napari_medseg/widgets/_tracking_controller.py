@@ -283,8 +283,10 @@ class TrackingController(Controller):
         image = self.prepared_image()
         entry = self.entry()
         policy, _ = self.policy()
-        episodes = finetune.trace_episodes([image], [[p for _, p in items]])
         truths = [p for _, p in items if len(p) > 1 and arc_length(p)[-1] >= finetune.MIN_TRACE_PX]
+        # a fold of the corrected traces is held out to judge the round (all of them if there is one)
+        train_truths, held, held_out = finetune.split_heldout(truths)
+        episodes = finetune.trace_episodes([image], [train_truths or [p for _, p in items]])
         edited = [t for t, p in items if self.layers.is_edited(t, p)]
         saved = self.autosave(items, edited, entry)
         cfg = finetune.finetune_config(updates or s.finetune_updates, device=str(self.device())).replace(**ppo)
@@ -299,21 +301,40 @@ class TrackingController(Controller):
         def job():
             yield Progress(0, cfg.updates, "measuring the model on your traces…", {})
             info["before"] = finetune.evaluate_traces(policy, image, truths, ev)
+            gate_before = finetune.gate_score(policy, image, held, ev)
             out = yield from train_tracking(self.registry, cfg, policy=policy, episodes=episodes, name=entry.name,
                                             env_config=EnvConfig(max_steps=cfg.max_steps, scale=s.scale),
-                                            extra_meta=extra)
-            info["after"] = finetune.evaluate_traces(policy_from_entry(out["entry"])[0], image, truths, ev)
+                                            extra_meta=extra, make_current=False)
+            new_policy = policy_from_entry(out["entry"])[0]
+            info["after"] = finetune.evaluate_traces(new_policy, image, truths, ev)
+            self._gate(info, out["entry"], gate_before, finetune.gate_score(new_policy, image, held, ev), held_out)
             return out
 
         self._say(f"{len(items)} traces ({len(edited)} edited, {len(items) - len(edited)} as tracked) saved to {saved}")
         return self.runner.start(job(), on_done=lambda r: self._finetune_done(info, image, truths, ev))
 
+    def _gate(self, info, new, before: dict, after: dict, held_out: bool) -> None:
+        """Make the new version current only if it validates at least as well (held-out
+        traces + synthetic validation); otherwise keep it as a version and say so."""
+        made = finetune.not_worse(after, before)
+        if made:
+            self.registry.restore(new.name, new.version, source=new.source)
+        info.update(gate_before=before, gate_after=after, made_current=made, held_out=held_out, new_version=new.version,
+                    gate_note=finetune.gate_note(new.name, new.version, info["previous_current"], before, after, made))
+
     def _finetune_done(self, info, image, truths, ev):
-        new = self.registry.get(info["model"])
-        if new.version == info["previous_current"] or "before" not in info:
-            return self._say("Fine-tuning stopped before a model was saved; the model is unchanged.")
-        if "after" not in info:  # stopped: the best so far was saved
+        if "new_version" not in info:
+            saved = [e for e in self.registry.list(info["model"]) if e.meta.get("finetuned_from") == info["from_version"]
+                     and e.version > info["previous_current"]]
+            if "before" not in info or not saved:
+                return self._say("Fine-tuning stopped before a model was saved; the model is unchanged.")
+            new = saved[-1]  # stopped: the best so far was saved, not made current
             info["after"] = finetune.evaluate_traces(policy_from_entry(new)[0], image, truths, ev)
+            info.update(new_version=new.version, made_current=False,
+                        gate_note=f"v{new.version} was kept but not made current (the round was stopped before it "
+                                  f"could be judged). To use it: napari-medseg models restore {info['model']} "
+                                  f"{new.version}")
+        new = self.registry.get(info["model"], info["new_version"])
         info["version"] = new.version
         self.rounds.append(info)
         self._rollback.append((info["model"], info["previous_current"]))
@@ -321,7 +342,8 @@ class TrackingController(Controller):
         self.settings.version = None
         self._emit("settings")
         self._emit("rounds", info)
-        self._say(f"Fine-tuned {new.label}. " + self.round_text(info))
+        self._say(f"Fine-tuned {new.label}. " + self.round_text(info) + " " + info.get("gate_note", ""),
+                  error=not info.get("made_current", True))
 
     @staticmethod
     def round_text(r) -> str:

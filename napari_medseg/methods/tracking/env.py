@@ -49,6 +49,9 @@ class EnvConfig:
     # from the centreline. Not in the paper, which runs every episode to 200 steps; the
     # rewards out there are ~0 and these transitions were most of an early batch.
     off_track: float | None = 8.0
+    # not in the paper: px of "visited" path drawn behind each start, opposite its initial
+    # direction, as inference does (tracking.heading); 0 leaves the path empty at the start
+    start_stub: float = 0.0
 
 
 class Observation(NamedTuple):
@@ -158,6 +161,12 @@ class TrackingEnv:
         self.trajectory[:, 0] = self.positions
         self.path = torch.zeros((n, 1, h, w), device=dev)
         self._mark_path(self.positions, self.positions, torch.ones(n, dtype=torch.bool, device=dev))
+        if c.start_stub > 0:
+            v = torch.nn.functional.normalize(self.previous_action, dim=1)
+            t = torch.linspace(c.start_stub, 0.0, max(2, int(round(c.start_stub)) + 1), device=dev)
+            for i in range(n):
+                if bool(v[i].abs().sum() > 0):
+                    self.mark_visited(i, self.positions[i][None] - t[:, None] * v[i][None])
         frame = self._frame()
         self.frames = frame[:, None].repeat(1, c.history, 1, 1, 1)
         return self.observation()

@@ -141,3 +141,56 @@ def _eval_fold(policy, images, pairs) -> dict:
     for i in sorted({p[0] for p in pairs}):
         rows.append(evaluate_traces(policy, images[i], [t for j, t in pairs if j == i]))
     return mean_metrics(rows)
+
+
+# ------------------------------------------------------- never worse silently
+GATE_SYNTHETIC_SEED = 4242  # synthetic validation images for the gate (not the bench's seed)
+GATE_SYNTHETIC_N = 16
+
+
+def split_heldout(truths: Sequence[np.ndarray], every: int = 5) -> tuple[list, list, bool]:
+    """``(train, held, held_out)``: every ``every``-th corrected trace is held out of
+    training to judge the round; with a single trace it is used for both (``held_out``
+    False), and the synthetic validation carries the judgement."""
+    truths = list(truths)
+    if len(truths) < 2:
+        return truths, truths, False
+    held = truths[::every] if len(truths) >= every else truths[:1]
+    train = [t for t in truths if not any(t is h for h in held)]
+    return train, held, True
+
+
+def gate_score(policy: BetaPolicy, image: np.ndarray, held: Sequence[np.ndarray], config: TrackConfig) -> dict:
+    """Coverage and error on the held-out traces and on synthetic SI validation images."""
+    from .synthetic import generate_many
+
+    real = evaluate_traces(policy, image, held, config)
+    syn = generate_many("SI", GATE_SYNTHETIC_N, seed=GATE_SYNTHETIC_SEED)
+    found = track(np.stack([r.image for r in syn]), np.stack([r.start for r in syn]), np.stack([r.end for r in syn]),
+                  policy=policy, config=TrackConfig(check_starts=False))
+    synth = mean_metrics([trace_metrics(f.points, r.centreline) for f, r in zip(found, syn)])
+    return {"heldout_coverage_pct": real["coverage_pct"], "heldout_error_px": real["error_px"],
+            "synthetic_coverage_pct": synth["coverage_pct"], "synthetic_error_px": synth["error_px"],
+            "score": 0.5 * (real["coverage_pct"] + synth["coverage_pct"])}
+
+
+def not_worse(after: dict, before: dict, tie: float = 0.5) -> bool:
+    """The new version's mean coverage (held-out + synthetic) is at least the current's, within
+    ``tie`` points; on a tie, its held-out error must not be larger."""
+    if after["score"] < before["score"] - tie:
+        return False
+    if after["score"] > before["score"] + tie:
+        return True
+    return not (after["heldout_error_px"] > before["heldout_error_px"] + 1e-9)
+
+
+def gate_note(name: str, new_version: int, current_version: int, before: dict, after: dict, made: bool) -> str:
+    b, a = before, after
+    nums = (f"held-out coverage {b['heldout_coverage_pct']:.1f} → {a['heldout_coverage_pct']:.1f} %, error "
+            f"{b['heldout_error_px']:.2f} → {a['heldout_error_px']:.2f} px; synthetic coverage "
+            f"{b['synthetic_coverage_pct']:.1f} → {a['synthetic_coverage_pct']:.1f} %")
+    if made:
+        return f"v{new_version} is current ({nums})."
+    return (f"v{new_version} was kept but not made current: it validates worse than v{current_version} ({nums}). "
+            f"To use it anyway: napari-medseg models restore {name} {new_version}")
+

@@ -57,7 +57,7 @@ def _first_reaching(history: list[dict], key: str, level: float, minutes_key: st
 
 def train_tracking(registry: Registry, config: PPOConfig | None = None, setting: str = "SI", *,
                    policy: BetaPolicy | None = None, episodes=None, env_config=None, name: str = MODEL_NAME,
-                   minutes: float | None = None, extra_meta: dict | None = None):
+                   minutes: float | None = None, extra_meta: dict | None = None, make_current: bool | None = None):
     """Job generator: train (or fine-tune ``policy``) and save the best model as a new
     version of ``name`` — at the end, after ``minutes`` of wall time, or when stopped.
     Returns ``{"entry", "history", "best_metrics"}``."""
@@ -71,7 +71,7 @@ def train_tracking(registry: Registry, config: PPOConfig | None = None, setting:
     history: list[dict] = []
 
     def save():
-        return _save(registry, record, history, config, setting, name, arch, extra_meta)
+        return _save(registry, record, history, config, setting, name, arch, extra_meta, make_current)
 
     try:
         for p in gen:
@@ -90,7 +90,7 @@ def train_tracking(registry: Registry, config: PPOConfig | None = None, setting:
     return save()
 
 
-def _save(registry, result, history, config, setting, name, arch, extra_meta):
+def _save(registry, result, history, config, setting, name, arch, extra_meta, make_current=None):
     state = result["best_state_dict"] or result["state_dict"]
     if any(not torch.isfinite(v).all() for v in state.values() if v.is_floating_point()):
         raise TrainingError("Training diverged (non-finite weights); nothing was saved.")
@@ -108,5 +108,6 @@ def _save(registry, result, history, config, setting, name, arch, extra_meta):
         name, state, method=METHOD, arch=arch,
         config={**dataclasses.asdict(config), "setting": setting}, metrics=metrics,
         extra={"validation_curve": curve, "torch_threads": torch.get_num_threads(), **(extra_meta or {})},
+        make_current=make_current,
     )
     return {"entry": entry, "history": history, "best_metrics": metrics}
