@@ -1,0 +1,39 @@
+"""bench tracking --real: keys, the stored references, and sane baselines."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def test_references_follow_ridges_and_stay_in_the_images():
+    from napari_medseg.bench.tracking_real import load_references, real_images
+    from napari_medseg.methods.tracking.greedy import ridge_map
+
+    images = real_images()
+    fibres = load_references()
+    assert len(fibres) >= 10 and {f["image"] for f in fibres} == {"retina", "microaneurysms"}
+    assert sum(bool(f.get("through_junction")) for f in fibres) >= 3
+    for f in fibres:
+        ref = np.asarray(f["reference"])
+        img = images[f["image"]]
+        assert np.allclose(ref[0], f["start"]) and np.allclose(ref[-1], f["end"])
+        assert (ref >= 0).all() and (ref < np.array(img.shape)).all()
+        r = ridge_map(img)[tuple(np.round(ref).astype(int).T)]
+        assert np.median(r) > 2 * np.median(ridge_map(img))  # on a vessel, not across background
+
+
+def test_quick_real_bench_reports_every_key_for_ours_and_both_baselines(tmp_path):
+    import json
+
+    from napari_medseg.bench.tracking_real import run
+
+    out = run(quick=True, json_path=str(tmp_path / "r.json"))
+    keys = ["real_coverage_pct", "real_error_px", "real_reached_end_rate", "real_overshoot_px",
+            "real_wrong_branches_per_10", "real_ms_per_fibre"]
+    for k in keys:
+        for prefix in ("", "greedy_", "minpath_"):
+            assert np.isfinite(out[prefix + k]), prefix + k
+    assert 0 <= out["real_coverage_pct"] <= 100 and out["minpath_real_reached_end_rate"] == 1.0
+    assert out["greedy_real_coverage_pct"] > 50  # the classical follower works on these vessels
+    assert np.isfinite(out["real_entropy_within"]) and np.isfinite(out["real_entropy_outside"])
+    assert json.loads((tmp_path / "r.json").read_text())["fibres"] == out["fibres"]
