@@ -25,8 +25,8 @@ def write_model_card(folder: Path, meta: dict, command: str) -> Path:
   (window, downsampled 21 px window, historical path × 4 timesteps) of {k['view_size']}×{k['view_size']} px;
   critic input {k['critic_channels']} channels (+ centreline view). Actions: two Beta
   distributions (softplus + 1), mapped to displacements in ±{k['max_displacement']:g} px.
-- **Training data**: synthetic setting `{c.get('setting')}` (one axon per 128×128 image,
-  100–180 px long, Gaussian noise), fresh seeded images every batch (seed {c.get('seed')}).
+- **Training data**: synthetic setting `{c.get('setting')}` ({_data_text(c.get('setting'))}), fresh seeded
+  images every batch (seed {c.get('seed')}){_init_text(meta)}.
 - **Training**: PPO, γ {c.get('gamma')}, clip {c.get('clip_coef')}, GAE λ {c.get('gae_lambda')},
   {c.get('episodes_per_batch')} episodes a batch, {c.get('update_epochs')} epochs in
   {c.get('num_minibatches')} minibatches, Adam {c.get('learning_rate')} (weight decay
@@ -48,3 +48,17 @@ def write_model_card(folder: Path, meta: dict, command: str) -> Path:
     path = folder / "MODEL_CARD.md"
     path.write_text(text)
     return path
+
+
+def _data_text(setting) -> str:
+    si = "one axon per 128×128 image, 100–180 px long, Gaussian noise"
+    dr = ("domain-randomised: fibres 1–8 px wide, contrast, background, Gaussian/Poisson/speckle noise, blur, "
+          "uneven illumination, texture, clutter, crossings and branches, 25 % dark-on-bright; normalised as at "
+          "inference")
+    return {"DR": dr, "SI+DR": f"alternately SI ({si}) and {dr}"}.get(str(setting), si)
+
+
+def _init_text(meta: dict) -> str:
+    src = meta.get("initialised_from")
+    return f"; fine-tuned from the {src}, with a 6-px visited-path stub behind each start" if src else ""
+
