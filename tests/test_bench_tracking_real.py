@@ -36,4 +36,8 @@ def test_quick_real_bench_reports_every_key_for_ours_and_both_baselines(tmp_path
     assert 0 <= out["real_coverage_pct"] <= 100 and out["minpath_real_reached_end_rate"] == 1.0
     assert out["greedy_real_coverage_pct"] > 50  # the classical follower works on these vessels
     assert np.isfinite(out["real_entropy_within"]) and np.isfinite(out["real_entropy_outside"])
+    assert 0 <= out["real_auto_heading_ok_rate"] <= 1 and 0 <= out["real_auto_coverage_pct"] <= 100
+    assert set(out["goals_met"]) == set(out["goals"]) and all(isinstance(v, bool) for v in out["goals_met"].values())
+    assert out["minpath_real_overshoot_n"] == out["fibres"] and out["greedy_real_overshoot_n"] <= out["fibres"]
+    assert len(out["per_fibre"]["fibre"]) == out["fibres"]
     assert json.loads((tmp_path / "r.json").read_text())["fibres"] == out["fibres"]

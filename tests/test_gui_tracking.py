@@ -346,3 +346,32 @@ def test_hidden_overlay_is_redrawn_when_traces_shrink(axon, viewer):
     assert viewer.layers.index(over) == at  # replaced in place
     over.visible = True
     assert viewer.screenshot(canvas_only=True).std() > 0  # draws, without napari's IndexError
+
+
+def test_a_direction_line_gives_the_start_its_heading_and_the_trace_list_says_so(viewer, axon, messages):
+    """A short line from a start (Shapes, picked as direction lines) sets its heading; a
+    line that starts elsewhere leaves the heading to the tracker (towards the end point)."""
+    w, c = axon, axon.controller
+    start = np.asarray(viewer.layers["start points"].data[0], float)
+    elsewhere = viewer.add_shapes([np.array([start + 30.0, start + [30.0, 40.0]])], shape_type="line",
+                                  name="direction lines")
+    w.directions.value = elsewhere
+    assert c.settings.directions is elsewhere
+    assert np.isnan(c.start_directions(start[None])).all()  # not at a start: auto
+    lines = viewer.add_shapes([np.array([start + [1.0, 0.0], start + [1.0, 8.0]])], shape_type="line",
+                              name="direction lines 2")
+    w.directions.value = lines
+    assert c.settings.directions is lines
+    np.testing.assert_allclose(c.start_directions(start[None])[0], heading_of(start, start + [1.0, 8.0]), atol=1e-5)
+    c.track(block=True)
+    assert messages["error"] == []
+    [rec] = [c.records[t] for t in c.last_batch]
+    hy, hx = heading_of(start, start + [1.0, 8.0])
+    assert rec.meta["heading_chosen"] == "given"
+    assert f"heading ({hy:+.2f}, {hx:+.2f}) given" in c.message
+    assert ("reached its end" if rec.meta["reached_end"] else "did not reach its end") in c.message
+
+
+def heading_of(a, b):
+    d = np.asarray(b, float) - np.asarray(a, float)
+    return d / np.linalg.norm(d)

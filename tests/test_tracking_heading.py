@@ -30,7 +30,7 @@ def test_auto_heading_at_a_fibre_end_points_along_the_fibre(seed):
     line = r.centreline
     v, why, width = choose_heading(r.image, line[0])
     along = line[min(6, len(line) - 1)] - line[0]
-    assert v @ along / np.linalg.norm(along) > 0.7 and "brighter" in why
+    assert v @ along / np.linalg.norm(along) > 0.7 and "continues" in why
     assert 1.0 <= width <= 6.0
 
 
@@ -56,7 +56,7 @@ def test_a_trace_started_at_a_fibre_end_walks_along_it(policy, mode):
     assert _along(t, line) >= 8  # moved along the fibre from the first steps on
     m = trace_metrics(t.points, line)
     assert m["coverage_pct"] > 60  # (the shipped agent leaves this fibre at a bend 3/4 along)
-    assert t.meta["heading_chosen"] in ("given", "along the ridge, where it continues brighter",
+    assert t.meta["heading_chosen"] in ("given", "along the ridge, the way it continues",
                                         "along the ridge, towards the end point")
 
 
@@ -78,3 +78,118 @@ def test_a_direction_point_on_the_start_is_refused():
 
     with pytest.raises(InputError, match="start point itself"):
         heading_from_point([5.0, 5.0], [5.0, 5.0])
+
+
+# ---------------------------------------------------------------- drawn fibres
+def _dense(poly, step: float = 1.0) -> np.ndarray:
+    poly = np.asarray(poly, float)
+    s = np.r_[0, np.cumsum(np.linalg.norm(np.diff(poly, axis=0), axis=1))]
+    t = np.arange(0, s[-1] + 1e-9, step)
+    return np.c_[np.interp(t, s, poly[:, 0]), np.interp(t, s, poly[:, 1])]
+
+
+def _render(lines, sigmas, amps, shape=(128, 128), seed=0) -> np.ndarray:
+    """Bright Gaussian tubes along ``lines`` on a noisy background, prepared as for tracking."""
+    from scipy.spatial import cKDTree
+
+    from napari_medseg.methods.tracking.prepare import prepare_image
+
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    img = np.full(shape, 0.1)
+    for line, sigma, amp in zip(lines, sigmas, amps):
+        d = cKDTree(_dense(line, 0.5)).query(np.c_[yy.ravel(), xx.ravel()])[0].reshape(shape)
+        img += amp * np.exp(-(d**2) / (2 * sigma**2))
+    img += 0.05 * np.random.default_rng(seed).normal(size=shape)
+    return prepare_image(img.astype(np.float32))
+
+
+STRAIGHT = _dense([[100, 20], [30, 110]])
+_TH = np.linspace(np.pi * 0.9, np.pi * 0.1, 120)
+CURVED = _dense(np.c_[95 - 55 * np.sin(_TH), 64 + 50 * np.cos(_TH)])
+
+
+def _index_along(line, points) -> np.ndarray:
+    return np.argmin(np.linalg.norm(line[None] - np.asarray(points)[:, None], axis=2), axis=1)
+
+
+@pytest.mark.parametrize("shape", ["straight", "curved"])
+@pytest.mark.parametrize("mode", ["auto", "given", "end"])
+def test_a_trace_from_one_end_of_a_drawn_fibre_walks_to_the_far_end(policy, shape, mode):
+    line = STRAIGHT if shape == "straight" else CURVED
+    img = _render([line], [1.2], [1.0])
+    directions = [heading_from_point(line[0], line[5])] if mode == "given" else None
+    ends = line[-1:] if mode == "end" else None
+    (t,) = track(img, line[:1], ends, policy=policy, config=TrackConfig(check_starts=False), directions=directions)
+    first = _index_along(line, t.points[:8])
+    assert np.all(np.diff(first) >= 0) and first[-1] >= 20  # every early step moves towards the far end
+    assert trace_metrics(t.points, line)["coverage_pct"] >= 90
+    assert float(np.dot(t.meta["heading"], heading_from_point(line[0], line[5]))) > 0.9
+    if mode == "end":
+        assert t.meta["reached_end"] and t.stop_reason == "end reached"
+        assert t.meta["end_distance_px"] <= 3.0
+
+
+@pytest.mark.parametrize("towards", [0, -1])
+def test_a_given_direction_decides_which_way_a_mid_fibre_start_goes(policy, towards):
+    img = _render([STRAIGHT], [1.2], [1.0])
+    mid = len(STRAIGHT) // 2
+    (t,) = track(img, STRAIGHT[mid : mid + 1], policy=policy, config=TrackConfig(check_starts=False),
+                 directions=[heading_from_point(STRAIGHT[mid], STRAIGHT[towards])])
+    first = _index_along(STRAIGHT, t.points[:8])
+    progress = (first - mid) * (1 if towards == -1 else -1)
+    assert np.all(np.diff(progress) >= 0) and progress[-1] >= 20  # the given way, never back
+    assert t.meta["heading_chosen"] == "given"
+
+
+def test_auto_heading_at_a_junction_leaves_along_the_branch_not_into_the_brighter_parent():
+    """A branch clicked next to where it leaves a wider, brighter vessel: the parent lies
+    behind the start and is brighter, but runs across; the branch continues ahead."""
+    parent = np.array([[5.0, 30.0], [123.0, 30.0]])
+    branch = _dense([[64, 30], [50, 70], [40, 115]])
+    img = _render([parent, branch], [2.0, 1.2], [1.0, 0.7])
+    for i in (4, 6, 8):
+        v, why, _ = choose_heading(img, branch[i])
+        assert v @ heading_from_point(branch[i], branch[i + 5]) > 0.9, i
+        assert why == "along the ridge, the way it continues"
+
+
+def test_an_end_beside_the_path_stops_the_trace_when_it_moves_away():
+    """An end 6 px beside the fibre is never within the end radius: the trace stops one
+    step after its closest approach ("passed the end"), reached_end False."""
+    from tests.test_tracking_track import steering_policy
+
+    img = np.full((64, 200), 0.1, np.float32)
+    (t,) = track(img, [[20.0, 10.0]], [[26.0, 60.0]], policy=steering_policy(),
+                 config=TrackConfig(check_starts=False))
+    assert t.stop_reason == "passed the end" and not t.meta["reached_end"]
+    assert 5.5 <= t.meta["end_distance_px"] <= 6.5
+    assert 60.0 <= t.points[-1, 1] <= 60.0 + 4.0  # at most one step past the end
+    (far,) = track(img, [[20.0, 10.0]], [[40.0, 60.0]], policy=steering_policy(),
+                   config=TrackConfig(check_starts=False))
+    assert far.stop_reason == "image edge" and not far.meta["reached_end"]  # 20 px away: not its end
+
+
+def test_the_greedy_follower_obeys_the_same_end_rule():
+    from napari_medseg.methods.tracking.greedy import greedy_follow, ridge_map
+
+    img = _render([STRAIGHT], [1.2], [1.0])
+    ridge = ridge_map(img)
+    start, head = STRAIGHT[0], heading_from_point(STRAIGHT[0], STRAIGHT[5])
+    on = greedy_follow(ridge, start, head, STRAIGHT[60])
+    assert on["reached_end"] and np.linalg.norm(on["points"][-1] - STRAIGHT[60]) <= 4.0
+    beside = STRAIGHT[60] + 5.0 * np.array([0.79, 0.61])  # 5 px off the fibre, across it
+    off = greedy_follow(ridge, start, head, beside)
+    assert off["stop"] == "passed the end" and not off["reached_end"]
+    assert _index_along(STRAIGHT, off["points"][-1:])[0] <= 62
+
+
+def test_an_end_close_behind_the_start_does_not_stop_the_trace_before_it_comes_back():
+    """The two ends of a U-shaped fibre can lie close together: leaving the start away
+    from the end is not "passing" it."""
+    from tests.test_tracking_track import steering_policy
+
+    img = np.full((64, 200), 0.1, np.float32)
+    (t,) = track(img, [[20.0, 20.0]], [[20.0, 12.0]], policy=steering_policy(),
+                 config=TrackConfig(check_starts=False), directions=[[0.0, 1.0]])
+    assert t.stop_reason == "image edge" and not t.meta["reached_end"]
+    assert t.meta["end_distance_px"] == pytest.approx(8.0, abs=1e-3)

@@ -1,9 +1,10 @@
 """A bad-input corpus made at run time: every way an image or SWC file can be wrong.
 
 :func:`make_input_corpus` writes the files into a folder and returns one row per file:
-``{"name", "path", "kind", "expect", "shape"}`` where ``kind`` is ``"image"`` or
+``{"name", "path", "kind", "expect", "shape", "why"}`` where ``kind`` is ``"image"`` or
 ``"swc"``, ``expect`` is ``"error"`` (must be refused in one line) or ``"ok"`` (must
-read, as ``shape`` when given). The reliability bench and ``tests/reliability`` share
+read, as ``shape`` when given), and ``why`` (errors only) is a regular expression the
+one-line message must match: it says what is wrong. The reliability bench and ``tests/reliability`` share
 it. Nothing here needs torch.
 """
 
@@ -104,6 +105,11 @@ def _nifti_items(folder: Path, bomb_mib: int) -> list[dict]:
         for _ in range(bomb_mib):
             fh.write(zeros)
     rows.append((f"{bomb_mib} MiB of zeros in {p.stat().st_size // 1024} KiB of gzip", p, "ok", shape))
+    rgb = np.zeros((8, 8, 4), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    rows.append(("RGB24 (packed colour) voxels", _nifti(folder, "rgb24.nii", rgb), "error", None))
+    nan_vol = np.full((16, 16, 8), np.nan, np.float32)
+    rows.append(("all-NaN volume (shown; refused by the commands)", _nifti(folder, "all_nan.nii.gz", nan_vol),
+                 "ok", nan_vol.shape))
     p = folder / "empty.nii"
     p.write_bytes(b"")
     rows.append(("empty .nii", p, "error", None))
@@ -137,6 +143,9 @@ def _tiff_items(folder: Path) -> list[dict]:
     p = folder / "header_bomb.tif"
     tifffile.imwrite(p, shape=(1_000_000, 1_000_000), dtype=np.uint8, rowsperstrip=1_000_000)
     rows.append(("TIFF declaring 1,000,000² px", p, "error", None))
+    p = folder / "nan_size.ome.tif"
+    tifffile.imwrite(p, img, metadata={"axes": "YX", "PhysicalSizeX": float("nan"), "PhysicalSizeY": -2.0})
+    rows.append(("OME-TIFF pixel size NaN / -2", p, "error", None))
     p = folder / "complex.tif"
     tifffile.imwrite(p, (img + 1j * img).astype(np.complex64))
     rows.append(("complex TIFF", p, "error", None))
@@ -198,6 +207,27 @@ def _zarr_items(folder: Path) -> list[dict]:
     chunk = next(f for f in sorted((q / "0").rglob("*")) if f.is_file() and not f.name.startswith("."))
     _flip(chunk, 0.0, 16)  # the blosc header: decoding fails (blosc has no checksum for the data)
     rows.append(("OME-Zarr with a corrupt chunk", q, "error", None))
+    rows.append(("OME-Zarr listing no datasets",
+                 variant("no_datasets.ome.zarr", lambda ms: ms["datasets"].clear()), "error", None))
+
+    def same_axis_twice(ms):
+        ms["axes"][1] = {"name": "y", "type": "space"}
+
+    rows.append(("OME-Zarr naming one axis twice", variant("dup_axes.ome.zarr", same_axis_twice), "error", None))
+    for name, shape, chunks in (("huge_shape.zarr", (10**7, 10**7), (1024, 1024)),
+                                ("huge_chunk.zarr", (2**17, 2**17), (2**17, 2**17))):
+        q = folder / name
+        g = zarr.open_group(str(q), mode="w", zarr_format=2)
+        g.create_array("0", shape=shape, chunks=chunks, dtype="f8")  # metadata only: no chunk is written
+        g.attrs["multiscales"] = [{"version": "0.4", "axes": [{"name": "y", "type": "space"},
+                                                              {"name": "x", "type": "space"}],
+                                   "datasets": [{"path": "0"}]}]
+    rows.append(("zarr declaring 10^14 float64 pixels", folder / "huge_shape.zarr", "error", None))
+    rows.append(("zarr with one 128 GiB chunk", folder / "huge_chunk.zarr", "error", None))
+    q = folder / "garbage_meta.zarr"
+    q.mkdir()
+    (q / ".zgroup").write_bytes(rng.integers(0, 256, 300, dtype=np.uint8).tobytes())
+    rows.append(("zarr folder with random bytes as metadata", q, "error", None))
     q = folder / "empty_dir.zarr"
     q.mkdir()
     rows.append(("empty folder named .zarr", q, "error", None))
@@ -222,6 +252,12 @@ SWC_CASES = {
     "six_columns.swc": ("1 2 10 10 0 -1\n", "error"),
     "only_comments.swc": ("# nothing here\n", "error"),
     "binary.swc": (None, "error"),
+    "infinite.swc": ("1 2 10 inf 0 1 -1\n", "error"),
+    "duplicate_id.swc": ("1 2 10 10 0 1 -1\n1 2 11 10 0 1 -1\n", "error"),
+    "self_parent.swc": ("1 2 10 10 0 1 1\n", "error"),
+    "fractional_id.swc": ("1.5 2 10 10 0 1 -1\n", "error"),
+    "huge_radius.swc": ("1 2 10 10 0 1e300 -1\n", "error"),
+    "empty.swc": ("", "error"),
 }
 
 
@@ -234,11 +270,66 @@ def _swc_items(folder: Path) -> list[dict]:
         else:
             p.write_text(text)
         rows.append({"name": f"SWC: {name}", "path": p, "kind": "swc", "expect": expect, "shape": None})
+    from ..methods.tracking.swc import MAX_SWC_BYTES
+
+    p = folder / "huge.swc"
+    p.write_text(SWC_CASES["good.swc"][0])
+    with open(p, "r+b") as fh:
+        fh.truncate(MAX_SWC_BYTES + 1)  # a hole: no disk used
+    rows.append({"name": "SWC: above the size limit", "path": p, "kind": "swc", "expect": "error", "shape": None})
     return rows
+
+
+def _any_suffix_items(folder: Path) -> list[dict]:
+    """An empty file and one of random bytes for every suffix the reader takes."""
+    from ..core.io import SUFFIXES
+
+    rng = np.random.default_rng(3)
+    rows = []
+    for suffix in SUFFIXES:
+        for what, data in (("empty", b""), ("random", rng.integers(0, 256, 3000, dtype=np.uint8).tobytes())):
+            p = folder / f"any_{what}{suffix}"
+            p.write_bytes(data)
+            rows.append({"name": f"{what} file named *{suffix}", "path": p, "kind": "image", "expect": "error",
+                         "shape": None})
+    return rows
+
+
+#: what the message for each refused file must say (a regular expression), by file name
+WHY = {
+    "truncated.nii.gz": "truncated", "corrupt.nii.gz": "corrupt", "truncated.nii": "truncated",
+    "nan_sform.nii": "sform", "zero_sform.nii": "sform", "complex.nii": "complex", "5d.nii": "5-D",
+    "header_bomb.nii.gz": "declares", "rgb24.nii": "colour", "empty.nii": "[Ee]mpty",
+    "garbage.nii.gz": "not a gzip|corrupt",
+    "truncated.tif": "truncated", "corrupt_tile.tif": "cannot be decoded", "header_bomb.tif": "decompression bomb",
+    "nan_size.ome.tif": "pixel size", "complex.tif": "complex", "empty.tif": "not a TIFF",
+    "garbage.tif": "no images|not a",
+    "nan_scale.ome.zarr": "scale", "neg_scale.ome.zarr": "scale", "axes.ome.zarr": "axes",
+    "corrupt_chunk.ome.zarr": "cannot be decoded", "no_datasets.ome.zarr": "no datasets",
+    "dup_axes.ome.zarr": "twice", "huge_shape.zarr": "declares", "huge_chunk.zarr": "blocks of",
+    "garbage_meta.zarr": "not a readable zarr", "empty_dir.zarr": "no zarr metadata",
+    "incomplete_result.zarr": "incomplete", "file.ome.zarr": "is a file",
+    "huge_coordinates.swc": "coordinates must lie", "nan.swc": "NaN", "negative_radius.swc": "radius",
+    "missing_parent.swc": "does not exist", "cycle.swc": "cycle", "six_columns.swc": "7 numeric columns",
+    "only_comments.swc": "no nodes", "binary.swc": "Cannot read", "infinite.swc": "infinite",
+    "duplicate_id.swc": "duplicate", "self_parent.swc": "cycle", "fractional_id.swc": "integers",
+    "huge_radius.swc": "radius", "empty.swc": "no nodes", "huge.swc": "MiB",
+}
+
+
+def _why(path: Path) -> str:
+    if path.name.startswith("any_"):
+        return "not a readable NIfTI" if ".nii" in path.name else "is a file" if ".zarr" in path.name else \
+            "not a readable TIFF"
+    return WHY[path.name]
 
 
 def make_input_corpus(folder: str | Path, bomb_mib: int = 512) -> list[dict]:
     """Write the corpus into ``folder`` (created) and describe each file (see the module doc)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    return _nifti_items(folder, bomb_mib) + _tiff_items(folder) + _zarr_items(folder) + _swc_items(folder)
+    rows = (_nifti_items(folder, bomb_mib) + _tiff_items(folder) + _zarr_items(folder) + _any_suffix_items(folder)
+            + _swc_items(folder))
+    for row in rows:
+        row["why"] = _why(row["path"]) if row["expect"] == "error" else None
+    return rows

@@ -250,6 +250,7 @@ class TrackingController(Controller):
         for tid, t in zip(ids, traces or []):
             rec = self.records[tid]
             rec.tracked, rec.entropy = np.array(t.points, np.float64), np.array(t.entropy, np.float64)
+            rec.meta = dict(t.meta)
             rec.stop_reason = "stopped" if stopped and t.stop_reason == "running" else t.stop_reason
 
     def _track_progress(self, ids, _p):

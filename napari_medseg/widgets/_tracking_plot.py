@@ -60,6 +60,7 @@ class TraceRecord:
     stop_reason: str = "running"
     parent: tuple[int, int] | None = None  # (record id, point index) it branches from
     source: str = "tracked"  # tracked, imported, drawn
+    meta: dict = field(default_factory=dict)  # from the tracker: heading, heading_chosen, reached_end
 
 
 def as_path(points) -> np.ndarray:
@@ -202,14 +203,23 @@ class TraceLayers:
         return ids
 
     def summary(self, ids) -> str:
-        """One line per trace: how it ended, its steps and length, what it branches from."""
+        """One line per trace: how it ended, its steps and length, what it branches from,
+        the heading it left its start with (and why) and whether it reached its end point."""
         from ..methods.tracking.curves import arc_length
 
         lines = []
         for t in ids:
             r = self.records[t]
             branch = f", branch of #{r.parent[0]} at point {r.parent[1]}" if r.parent else ""
-            lines.append(f"#{t}: {r.stop_reason}, {len(r.entropy)} steps, {arc_length(r.tracked)[-1]:.0f} px{branch}")
+            head = ""
+            if "heading" in r.meta and not r.parent:
+                hy, hx = r.meta["heading"]
+                head = f", heading ({hy:+.2f}, {hx:+.2f}) {r.meta.get('heading_chosen', '')}"
+            end = ""
+            if r.meta.get("has_end"):
+                end = ", reached its end" if r.meta.get("reached_end") else ", did not reach its end"
+            lines.append(f"#{t}: {r.stop_reason}, {len(r.entropy)} steps, {arc_length(r.tracked)[-1]:.0f} px"
+                         f"{branch}{head}{end}")
         return "\n".join(lines)
 
     def draw(self, ids):

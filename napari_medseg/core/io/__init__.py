@@ -18,7 +18,8 @@ from ..errors import InputError
 from .nifti import NIFTI_SUFFIXES, header_of, is_nifti, read_nifti, write_nifti
 from .omezarr import is_zarr, read_ome_zarr, write_ome_zarr
 from .tiff import TIFF_SUFFIXES, is_tiff, read_tiff, write_ome_tiff, write_tiled_tiff
-from .validate import as_labels, assert_finite, check_array
+from .pyramid import remove_cache_debris
+from .validate import as_labels, assert_finite, check_array, check_pixel_dtype
 
 SUFFIXES = tuple(dict.fromkeys((*NIFTI_SUFFIXES, *TIFF_SUFFIXES, ".zarr", ".ome.zarr")))
 
@@ -51,10 +52,9 @@ def read_image(path: str | os.PathLike, pyramid_min_size: int | None = 4096) -> 
     ``pyramid_min_size`` is passed to :func:`read_tiff` (cached pyramids of big TIFFs).
     """
     path = Path(path)
+    remove_cache_debris()
     levels, meta = _read_by_suffix(path, pyramid_min_size)
-    if np.dtype(levels[0].dtype).kind == "c":
-        raise InputError(f"{path} holds complex values; take their magnitude (or real part) first, "
-                         f"napari-medseg does not drop the imaginary part silently.")
+    check_pixel_dtype(path, levels[0].dtype)
     return levels, meta
 
 

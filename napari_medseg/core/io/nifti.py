@@ -15,17 +15,21 @@ as napari's channel axis: ``meta["channel_axis"] == 0`` and ``scale``/``translat
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import os
+import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..atomic import atomic_path
-from ..errors import InputError
-from .guard import check_declared_size
-from .validate import as_labels
+from ..errors import InputError, MemoryPreflightError
+from .guard import check_declared_size, one_line
+from .validate import as_labels, check_pixel_dtype
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 _CHUNK_BYTES = 32 * 2**20  # uncompressed files: slabs read straight from disk
@@ -37,20 +41,46 @@ def is_nifti(path: str | os.PathLike) -> bool:
 
 
 class _Proxy:
-    """nibabel's ArrayProxy with the dtype it really returns (scaling turns ints into floats)."""
+    """nibabel's ArrayProxy with the dtype it really returns (scaling turns ints into floats).
 
-    def __init__(self, proxy: Any, dtype: np.dtype):
+    A read that fails later (the file changed, was cut short, or its decompressed copy
+    left the cache) raises one InputError naming ``path``, not a raw exception in dask.
+    """
+
+    def __init__(self, proxy: Any, dtype: np.dtype, path: str | os.PathLike = ""):
         self._proxy = proxy
+        self._path = str(path)
         self.shape = tuple(int(s) for s in proxy.shape)
         self.ndim = len(self.shape)
         self.dtype = np.dtype(dtype)
 
     def __getitem__(self, key):
-        return np.asarray(self._proxy[key], dtype=self.dtype)
+        try:
+            return np.asarray(self._proxy[key], dtype=self.dtype)
+        except MemoryError:
+            raise MemoryPreflightError(f"{self._path}: not enough memory to read this part of it; close other "
+                                       f"programs or use a smaller tile.") from None
+        except Exception as exc:  # noqa: BLE001 - OSError, ValueError from a short mmap...
+            raise InputError(f"{self._path}: its voxels can no longer be read ({type(exc).__name__}: "
+                             f"{one_line(exc, 120)}); the file (or its decompressed copy in the cache) changed "
+                             f"or vanished since it was opened: open it again.") from None
+
+
+@contextlib.contextmanager
+def _quiet_nibabel():
+    """nibabel logs each header fix it makes ("sizeof_hdr should be 348...") to stderr."""
+    from nibabel.imageglobals import logger
+
+    disabled = logger.disabled
+    logger.disabled = True
+    try:
+        yield
+    finally:
+        logger.disabled = disabled
 
 
 def _unreadable(path: Path, why: str) -> InputError:
-    return InputError(f"{path} is not a readable NIfTI file: {why}")
+    return InputError(f"{path} is not a readable NIfTI file: {one_line(why)}")
 
 
 def _check_complete(path: Path, img: Any, proxy: Any) -> None:
@@ -97,7 +127,8 @@ def read_nifti(path: str | os.PathLike) -> tuple[Any, dict]:
     if not path.is_file():
         raise InputError(f"{path}: file not found")
     try:
-        img = nib.load(str(path))
+        with _quiet_nibabel():
+            img = nib.load(str(path))
         proxy = img.dataobj
         shape = tuple(int(s) for s in proxy.shape)
     except Exception as exc:  # noqa: BLE001 - nibabel raises many kinds
@@ -106,18 +137,18 @@ def read_nifti(path: str | os.PathLike) -> tuple[Any, dict]:
         raise _unreadable(path, f"it holds a {type(img).__name__}")
     if any(s < 0 for s in shape):
         raise _unreadable(path, f"its header declares a negative size {shape}")
-    if np.dtype(img.get_data_dtype()).kind == "c":
-        raise InputError(f"{path} holds complex values; take their magnitude (or real part) first, "
-                         f"napari-medseg does not drop the imaginary part silently.")
-    check_declared_size(path, shape, img.get_data_dtype())
+    check_pixel_dtype(path, img.get_data_dtype())
+    gz = str(path).lower().endswith(".gz")
+    check_declared_size(path, shape, img.get_data_dtype(), gzip=gz)
     data_path = path
-    if str(path).lower().endswith(".gz"):
+    if gz:
         # gzip has no random access: each lazy chunk would decompress from the start
         # (minutes for a big volume), so the data is decompressed once into the cache
         need = int(proxy.offset) + int(np.prod(shape, dtype=np.int64)) * img.get_data_dtype().itemsize
         data_path = _decompressed(path, need)
         try:
-            img = nib.load(str(data_path))
+            with _quiet_nibabel():
+                img = nib.load(str(data_path))
             proxy = img.dataobj
         except Exception as exc:  # noqa: BLE001
             raise _unreadable(path, str(exc) or type(exc).__name__) from None
@@ -134,7 +165,7 @@ def read_nifti(path: str | os.PathLike) -> tuple[Any, dict]:
         probe = np.asarray(proxy[(slice(0, 1),) * len(proxy.shape)])
     except Exception as exc:  # noqa: BLE001
         raise _unreadable(path, str(exc) or type(exc).__name__) from None
-    source = _Proxy(proxy, probe.dtype)
+    source = _Proxy(proxy, probe.dtype, path)
     if source.shape != shape:
         source = _Reshaped(source, shape)
 
@@ -158,7 +189,7 @@ def read_nifti(path: str | os.PathLike) -> tuple[Any, dict]:
 
     header = img.header
     affine, affine_source = _usable_affine(path, img)
-    zooms = [float(z) for z in header.get_zooms()]
+    zooms = [float(z) if np.isfinite(z) else None for z in header.get_zooms()]  # the placement is the affine
     n = min(len(shape), 3)
     scale, translate, napari_affine = _napari_placement(affine, n)
     names = ["x", "y", "z"][:n]
@@ -210,8 +241,22 @@ def _usable_affine(path: Path, img: Any) -> tuple[np.ndarray, str]:
                      f"its voxels cannot be placed; fix the header (e.g. with nibabel or fslorient) first.")
 
 
+#: the decompressed copies of .nii.gz files kept in the cache (most recently used first)
+NIFTI_CACHE_FILES = 32
+NIFTI_CACHE_BYTES = 32 * 2**30
+_BLOCK = 8 * 2**20
+_ZEROS = bytes(_BLOCK)
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+
+
 def _decompressed(path: Path, need: int) -> Path:
-    """``path`` (.nii.gz) decompressed once into the cache; corrupt or truncated gzip -> InputError."""
+    """``path`` (.nii.gz) decompressed once into the cache; corrupt or truncated gzip -> InputError.
+
+    Stored as ``cache_dir()/nifti/<sha1 of (absolute path, size, mtime_ns)>.nii``, written
+    to a temporary name and renamed when complete, so a killed run leaves no half copy
+    (its temporary file is removed at the next open). Runs of zeros become holes of a
+    sparse file: a volume of mostly zeros costs neither disk nor write time.
+    """
     import gzip
     import zlib
 
@@ -221,34 +266,81 @@ def _decompressed(path: Path, need: int) -> Path:
     key = hashlib.sha1(repr((str(path.resolve()), st.st_size, st.st_mtime_ns)).encode()).hexdigest()
     root = cache_dir() / "nifti"
     root.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(root)
     final = root / f"{key}.nii"
     if final.is_file() and final.stat().st_size >= need:
         os.utime(final)  # recently used
         return final
+    free = shutil.disk_usage(root).free
+    if need > free:
+        raise InputError(f"{path} must be decompressed once to be read in parts, but the cache {root} has only "
+                         f"{free / 2**30:.1f} GiB free for its {need / 2**30:.1f} GiB; free some space, or "
+                         f"decompress it yourself (gunzip) and open the .nii.")
+    tmp = root / f".{key}.nii.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        with atomic_path(final) as tmp, gzip.open(path, "rb") as src, open(tmp, "wb") as dst:
+        with gzip.open(path, "rb") as src, open(tmp, "wb") as dst:
             copied = 0
             while copied < need + 2**20:  # a bomb stops at what the header declares
-                block = src.read(8 * 2**20)
+                block = src.read(_BLOCK)
                 if not block:
                     break
-                dst.write(block)
+                if block == _ZEROS[: len(block)]:
+                    dst.seek(len(block), os.SEEK_CUR)  # a hole
+                else:
+                    dst.write(block)
                 copied += len(block)
+            dst.truncate(copied)
             if copied < need:
                 raise _unreadable(path, f"the compressed data is truncated ({copied} of {need} bytes)")
+            dst.flush()
+            os.fsync(dst.fileno())
+        os.replace(tmp, final)
     except InputError:
         raise
     except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        if isinstance(exc, OSError) and (exc.filename == str(tmp) or exc.errno in _WRITE_ERRNOS):
+            raise InputError(f"{path} could not be decompressed into the cache {root} ({one_line(exc)}); free "
+                             f"some space, or decompress it yourself (gunzip) and open the .nii.") from None
         raise _unreadable(path, f"the compressed data is truncated or corrupt ({type(exc).__name__})") from None
+    finally:
+        tmp.unlink(missing_ok=True)
     _prune(root, keep=final)
     return final
 
 
-def _prune(root: Path, keep: Path, max_files: int = 32) -> None:
-    """Keep the cache of decompressed volumes to the most recently used few."""
-    files = sorted(root.glob("*.nii"), key=lambda f: f.stat().st_mtime, reverse=True)
-    for f in files[max_files:]:
-        if f != keep:
+def remove_stale_temporaries(root: Path) -> list[Path]:
+    """Half-written ``.*.tmp-PID-*`` copies in ``root`` whose process is gone."""
+    from .pyramid import writer_gone
+
+    removed = []
+    for tmp in root.glob(".*.tmp-*"):
+        try:
+            pid = int(tmp.name.rsplit(".tmp-", 1)[1].split("-")[0])
+            born = tmp.stat().st_ctime
+        except (IndexError, ValueError, OSError):
+            continue
+        if pid != os.getpid() and writer_gone(pid, born):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def _prune(root: Path, keep: Path, max_files: int | None = None, max_bytes: float | None = None) -> None:
+    """Keep the cache of decompressed volumes to the most recently used few (by count and size)."""
+    max_files = NIFTI_CACHE_FILES if max_files is None else max_files
+    max_bytes = NIFTI_CACHE_BYTES if max_bytes is None else max_bytes
+    files = []
+    for f in root.glob("*.nii"):
+        try:
+            st = f.stat()
+        except OSError:
+            continue
+        files.append((st.st_mtime, getattr(st, "st_blocks", 0) * 512 or st.st_size, f))
+    files.sort(key=lambda t: t[0], reverse=True)
+    total = 0
+    for i, (_, size, f) in enumerate(files):
+        total += size
+        if f != keep and (i >= max_files or total > max_bytes):
             f.unlink(missing_ok=True)
 
 

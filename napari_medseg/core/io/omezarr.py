@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from .guard import check_declared_size, checked_dask
+from .guard import check_chunk_size, check_declared_size, checked_dask, one_line
 from .pyramid import downsample2, uses_mean
 from .validate import check_array
 
@@ -156,10 +156,15 @@ def read_ome_zarr(path: str | os.PathLike) -> tuple[list, dict]:
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: file not found")
+    if not path.is_dir():
+        raise InputError(f"{path} is a file, but a zarr store is a folder; it is not a readable zarr store.")
+    if not any((path / f).is_file() for f in (".zgroup", ".zarray", ".zattrs", "zarr.json")):
+        raise InputError(f"{path} is not a readable zarr store: the folder holds no zarr metadata "
+                         f"(.zgroup, .zarray or zarr.json).")
     try:
         node = zarr.open(str(path), mode="r")
     except Exception as exc:  # noqa: BLE001 - zarr raises many kinds
-        raise InputError(f"{path} is not a readable zarr store: {exc or type(exc).__name__}") from None
+        raise InputError(f"{path} is not a readable zarr store: {one_line(exc) or type(exc).__name__}") from None
 
     meta: dict[str, Any] = {
         "source_path": str(path),
@@ -177,6 +182,10 @@ def read_ome_zarr(path: str | os.PathLike) -> tuple[list, dict]:
             if ms:
                 first = ms[0]
                 arrays = [node[d["path"]] for d in first["datasets"]]
+                if not arrays:
+                    raise InputError(f"{path}: its OME-Zarr metadata lists no datasets (resolution levels).")
+                if not all(isinstance(a, zarr.Array) for a in arrays):
+                    raise InputError(f"{path}: a dataset its OME-Zarr metadata lists is not an array.")
                 axes = first.get("axes")
                 if axes:
                     meta["axes"] = "".join(
@@ -201,13 +210,17 @@ def read_ome_zarr(path: str | os.PathLike) -> tuple[list, dict]:
     except InputError:
         raise
     except Exception as exc:  # noqa: BLE001 - malformed metadata
-        raise InputError(f"{path} has unreadable OME-Zarr metadata: {exc or type(exc).__name__}") from None
+        raise InputError(f"{path} has unreadable OME-Zarr metadata ({type(exc).__name__}: "
+                         f"{one_line(exc)}).") from None
     nd = len(arrays[0].shape)
     if any(len(a.shape) != nd for a in arrays):
         raise InputError(f"{path}: its pyramid levels have different numbers of axes.")
     if meta.get("axes") is not None and len(meta["axes"]) != nd:
         raise InputError(f"{path}: the metadata names {len(meta['axes'])} axes ({meta['axes']}) for "
                          f"{nd}-D data; the file is inconsistent.")
+    if meta.get("axes") is not None and len(set(meta["axes"])) != nd:
+        raise InputError(f"{path}: the metadata names the same axis twice ({meta['axes']}); the file is "
+                         f"inconsistent.")
     for key in ("scale", "translate"):
         vals = meta.get(key)
         if vals is None:
@@ -220,6 +233,8 @@ def read_ome_zarr(path: str | os.PathLike) -> tuple[list, dict]:
     if any(0 in a.shape for a in arrays):
         raise InputError(f"{path} is empty (shape {tuple(arrays[0].shape)})")
     check_declared_size(path, arrays[0].shape, arrays[0].dtype, file_bytes=2**62)  # absolute cap only
+    for a in arrays:  # (chunks never written read as the fill value: no ratio to the store's size)
+        check_chunk_size(path, a.chunks, a.dtype)
     levels = [checked_dask(a, path, chunks=a.chunks) for a in arrays]
     meta["pyramid"] = "file" if len(levels) > 1 else "none"
     return levels, meta

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Sequence
@@ -24,6 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..paths import cache_dir
+from .guard import checked_dask
 
 #: stop adding levels once the largest Y/X side is below this
 MIN_LEVEL_SIDE = 1024
@@ -94,28 +96,66 @@ def _cache_key(path: Path) -> str:
     return hashlib.sha1(repr((str(path.resolve()), st.st_size, st.st_mtime_ns)).encode()).hexdigest()
 
 
-def _pid_alive(pid: int) -> bool:
+def writer_gone(pid: int, started_before: float) -> bool:
+    """True when process ``pid`` no longer runs, or is a newer process that reuses its id."""
     import psutil
 
-    return psutil.pid_exists(pid)
+    if pid <= 0:
+        return True
+    try:
+        return psutil.Process(pid).create_time() > started_before + 1.0
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return True
+    except (psutil.AccessDenied, OSError):
+        return False
 
 
-def _remove_stale(root: Path, key: str) -> None:
-    """Leftovers of interrupted builds (of any file) whose process is gone."""
+def _remove_stale(root: Path, key: str | None = None) -> list[Path]:
+    """Leftovers ``*.zarr.tmp-PID-*`` of interrupted builds (of any file) whose process is gone."""
+    removed = []
     for tmp in root.glob("*.zarr.tmp-*"):
         try:
             pid = int(tmp.name.split(".tmp-")[1].split("-")[0])
-        except (IndexError, ValueError):
-            pid = -1
-        if pid <= 0 or not _pid_alive(pid):
+            born = tmp.stat().st_ctime
+        except (IndexError, ValueError, OSError):
+            pid, born = -1, 0.0
+        if pid != os.getpid() and writer_gone(pid, born):
             shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+    return removed
+
+
+_SWEPT: dict[str, float] = {}
+#: seconds between two sweeps of one cache folder by :func:`remove_cache_debris`
+SWEEP_EVERY_S = 60.0
+
+
+def remove_cache_debris(force: bool = False) -> list[Path]:
+    """Remove what killed runs left in the cache: unfinished pyramid builds and NIfTI copies.
+
+    Only leftovers of processes that are gone are removed. Two folder listings: cheap
+    enough for every open, and done at most once a minute per cache (unless ``force``).
+    """
+    root = cache_dir()
+    now = time.monotonic()
+    last = _SWEPT.get(str(root))
+    if not force and last is not None and now - last < SWEEP_EVERY_S:
+        return []
+    _SWEPT[str(root)] = now
+    removed = []
+    if (root / "pyramids").is_dir():
+        removed += _remove_stale(root / "pyramids")
+    if (root / "nifti").is_dir():
+        from .nifti import remove_stale_temporaries
+
+        removed += remove_stale_temporaries(root / "nifti")
+    return removed
 
 
 def _open_cached(final: Path, source_shape: tuple, dtype: np.dtype) -> list | None:
     """The cached levels 1..n as dask arrays, or None if the cache is missing or stale."""
     import json
 
-    import dask.array as da
     import zarr
 
     marker = final / MARKER
@@ -129,7 +169,7 @@ def _open_cached(final: Path, source_shape: tuple, dtype: np.dtype) -> list | No
             arr = group[str(i)]
             if tuple(arr.shape) != tuple(shape):
                 return None
-            levels.append(da.from_zarr(arr, name=f"pyramid-{final.stem}-{i}"))
+            levels.append(checked_dask(arr, final, chunks=arr.chunks, name=f"pyramid-{final.stem}-{i}"))
         return levels
     except Exception:  # noqa: BLE001 - anything wrong means: rebuild
         return None
@@ -155,13 +195,13 @@ def cached_pyramid(
     root.mkdir(parents=True, exist_ok=True)
     key = _cache_key(path)
     final = root / f"{key}.zarr"
+    _remove_stale(root)
     if final.exists():
         levels = _open_cached(final, tuple(level0.shape), dtype)
         if levels is not None:
             return levels, final
         shutil.rmtree(final, ignore_errors=True)
 
-    _remove_stale(root, key)
     tmp = root / f"{key}.zarr.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         group = zarr.open_group(str(tmp), mode="w")

@@ -11,6 +11,7 @@ tiles computed band by band, so memory does not grow with the image.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import xml.etree.ElementTree as ET
@@ -21,7 +22,7 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..errors import InputError
-from .guard import check_declared_size, checked_dask
+from .guard import check_declared_size, checked_dask, one_line
 from .pyramid import cached_pyramid, downsample2
 from .validate import check_array
 
@@ -36,7 +37,22 @@ def is_tiff(path: str | os.PathLike) -> bool:
 
 
 def _unreadable(path: Path, why: str) -> InputError:
-    return InputError(f"{path} is not a readable TIFF file: {why}")
+    return InputError(f"{path} is not a readable TIFF file: {one_line(why)}")
+
+
+@contextlib.contextmanager
+def _quiet_tifffile():
+    """tifffile logs what it skips in a damaged file ("invalid offset to first page") to stderr;
+    the reader reports the damage itself, in one line."""
+    import logging
+
+    logger = logging.getLogger("tifffile")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _check_segments(path: Path, series: Any) -> None:
@@ -56,7 +72,9 @@ def _check_segments(path: Path, series: Any) -> None:
                 )
 
 
-def _ome_scale(tif: Any, axes: str, rgb: bool) -> list | None:
+def _ome_scale(tif: Any, axes: str, rgb: bool, path: Path | None = None) -> list | None:
+    """Physical pixel sizes from the OME-XML, one per axis (1.0 where absent); NaN, inf, 0 or
+    negative sizes are refused rather than handed on to napari."""
     if not tif.is_ome or not tif.ome_metadata:
         return None
     try:
@@ -74,7 +92,14 @@ def _ome_scale(tif: Any, axes: str, rgb: bool) -> list | None:
         if rgb and ax == "S":
             continue
         value = sizes.get(ax)
-        scale.append(float(value) if value else 1.0)
+        try:
+            size = float(value) if value else 1.0
+        except ValueError:
+            size = float("nan")
+        if not np.isfinite(size) or size <= 0:
+            raise InputError(f"{path}: its OME pixel size PhysicalSize{ax}={value!r} is not usable (sizes must "
+                             f"be finite and positive); fix the metadata (e.g. in Fiji or with tifffile) first.")
+        scale.append(size)
     return scale
 
 
@@ -106,7 +131,7 @@ def read_tiff(path: str | os.PathLike, pyramid_min_size: int | None = 4096) -> t
     if not path.is_file():
         raise InputError(f"{path}: file not found")
     try:
-        with tifffile.TiffFile(str(path)) as tif:
+        with _quiet_tifffile(), tifffile.TiffFile(str(path)) as tif:
             if not tif.series:
                 raise _unreadable(path, "it holds no images")
             series = tif.series[0]
@@ -119,7 +144,7 @@ def read_tiff(path: str | os.PathLike, pyramid_min_size: int | None = 4096) -> t
                 and int(keyframe.photometric) == int(tifffile.PHOTOMETRIC.RGB)
             )
             _check_segments(path, series)
-            scale = _ome_scale(tif, axes, rgb)
+            scale = _ome_scale(tif, axes, rgb, path)
             store = series.aszarr()
         # the store reopens the file itself; tif must be closed before any read through it
         node = zarr.open(store, mode="r")

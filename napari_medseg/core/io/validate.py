@@ -167,3 +167,18 @@ def as_labels(labels: Any, name: str) -> Any:
         lo, hi = int(arr.min()), int(arr.max())
     dtype = label_dtype(lo, hi)
     return arr if arr.dtype == dtype else arr.astype(dtype)
+
+
+def check_pixel_dtype(path: Any, dtype: Any) -> None:
+    """Refuse pixel types a reader cannot hand on faithfully: complex, structured (e.g. RGB24), text.
+
+    Complex values are never cast to real (numpy would silently drop the imaginary part).
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind == "c":
+        raise InputError(f"{path} holds complex values; take their magnitude (or real part) first, "
+                         f"napari-medseg does not drop the imaginary part silently.")
+    if dtype.kind not in "biuf":
+        what = "packed colour (RGB) records" if dtype.fields else f"values of type {dtype}"
+        raise InputError(f"{path} holds {what}, not plain numbers; convert it to a numeric image first "
+                         f"(colour as a last axis of 3).")

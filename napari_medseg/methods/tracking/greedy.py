@@ -4,7 +4,8 @@ From a start point and a heading it walks 1 px per step; each step goes to the
 direction, within ±45° of the current heading, where a Sato ridge map (bright
 ridges, scales matched to 1-8 px fibres) is highest one pixel ahead. The heading then
 follows the step, lightly smoothed. It stops when it leaves the image, passes within
-``end_radius`` of a given end, loses the ridge (response below ``lost_fraction`` of
+``end_radius`` of a given end (or, having come within 2 × ``end_radius`` + 1 px of it,
+moves away from it: the same end rule as the agent's), loses the ridge (response below ``lost_fraction`` of
 the start's for ``lost_steps`` steps), comes back onto its own path, or after
 ``max_steps``. Hand-written: ~40 lines, no learning.
 """
@@ -34,6 +35,8 @@ def greedy_follow(ridge: np.ndarray, start, heading, end=None, *, end_radius: fl
     angles = np.deg2rad(np.arange(-45, 46, 5))
     level = max(float(ndi.map_coordinates(ridge, p[:, None], order=1)[0]), 1e-6)
     points, weak, stop = [p.copy()], 0, "max steps"
+    nearest, slack = np.inf, 2 * end_radius + 1.0
+    start_dist = np.inf if end is None else float(np.linalg.norm(p - end))
     for step in range(max_steps):
         c, s = np.cos(angles), np.sin(angles)
         dirs = np.stack([c * v[0] - s * v[1], s * v[0] + c * v[1]], 1)  # rotations of v
@@ -47,9 +50,16 @@ def greedy_follow(ridge: np.ndarray, start, heading, end=None, *, end_radius: fl
         if end is not None:
             seg = new - p
             t = np.clip(np.dot(end - p, seg) / max(np.dot(seg, seg), 1e-12), 0, 1)
-            if np.linalg.norm(p + t * seg - end) <= end_radius:
+            closest = float(np.linalg.norm(p + t * seg - end))
+            if closest <= end_radius:
                 points.append(new)
                 stop = "end reached"
+                break
+            nearest = min(nearest, closest)
+            near = nearest <= slack and nearest < start_dist - 0.5
+            if near and (np.linalg.norm(new - end) > nearest + 0.5 or np.dot(end - new, seg) < 0):
+                points.append(new)
+                stop = "passed the end"
                 break
         if len(points) > 6 and np.min(np.linalg.norm(np.asarray(points[:-5]) - new, axis=1)) < revisit_radius:
             stop = "revisit"

@@ -3,7 +3,10 @@
 The deterministic policy (the Beta means) moves every start point at once through
 the batched environment. Each trace stops at the first of:
 
-- ``end reached``: within ``end_radius`` px of its given end point;
+- ``end reached``: its step passed within ``end_radius`` px of its given end point;
+- ``passed the end``: having come within ``end_slack`` px of its end (default
+  2 × ``end_radius`` + the largest step), it moves away from it, or the end lies behind
+  its step: it never runs on past a given end by more than one step;
 - ``image edge``: it left the image;
 - ``max steps``;
 - ``uncertain``: the policy entropy stayed above ``entropy_threshold`` for
@@ -32,8 +35,9 @@ from .heading import directions_of, stub_behind
 from .policy import BetaPolicy
 from .prepare import check_starts
 
-UNCERTAIN, REVISIT, STOPPED = 4, 5, 6
-REASONS = {**STOP_REASONS, UNCERTAIN: "uncertain", REVISIT: "revisit", STOPPED: "stopped"}
+UNCERTAIN, REVISIT, STOPPED, PASSED_END = 4, 5, 6, 8
+REASONS = {**STOP_REASONS, UNCERTAIN: "uncertain", REVISIT: "revisit", STOPPED: "stopped",
+           PASSED_END: "passed the end"}
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,7 @@ class TrackConfig:
     scale: float = 1.0  # window scale (1.5 on the paper's real data)
     check_starts: bool = True  # refuse starts outside the image or on blank background
     stub_length: float = 6.0  # px of "visited" path drawn behind each start, opposite its heading
+    end_slack: float | None = None  # px; None: 2 * end_radius + the largest step (see _stop_at_end)
 
 
 @dataclass
@@ -71,21 +76,31 @@ def _entropy_run(running_count: torch.Tensor, entropy: torch.Tensor, threshold, 
     return torch.where(over, running_count + 1, torch.where(active, torch.zeros_like(running_count), running_count))
 
 
-def _stop_at_end(env: TrackingEnv, last: torch.Tensor, active: torch.Tensor, nearest: torch.Tensor) -> None:
-    """End reached when this step's segment passed within the end radius (not only its
-    new point), or when the trace, having come within one step of the end, moves away
-    from it again: a trace never runs more than one step past its end."""
+def _stop_at_end(env: TrackingEnv, last: torch.Tensor, active: torch.Tensor, nearest: torch.Tensor,
+                 slack: float, start_dist: torch.Tensor) -> None:
+    """``end reached`` when this step's segment passed within the end radius (not only
+    its new point). ``passed the end`` when the trace is or has been within ``slack`` px of
+    its end and now moves away from it (the distance grew by > 0.5 px over its closest,
+    or the end lies behind this step): a trace never runs more than one step past its
+    end. Only once it has come closer to the end than it started (``start_dist``), so a
+    fibre whose two ends lie close together (a U) is still followed away from the end
+    first. ``nearest`` (B,) keeps each trace's closest approach (segment distance)."""
     ends, new = env.ends, env.positions
     seg = new - last
     t = (((ends - last) * seg).sum(1) / (seg * seg).sum(1).clamp_min(1e-12)).clamp(0, 1)
     closest = (last + t[:, None] * seg - ends).norm(dim=1)  # NaN for traces without an end
     dist = (new - ends).norm(dim=1)
     c = env.config
+    has_end = torch.isfinite(dist)
     passed = closest <= c.end_radius
-    turned = (nearest <= c.end_radius + c.max_displacement) & (dist > nearest + 0.5)
-    hit = active & (env.stop_reason != END_REACHED) & (passed | turned) & torch.isfinite(dist)
-    env.stop_reason[hit] = END_REACHED
-    nearest.copy_(torch.where(torch.isfinite(dist), torch.minimum(nearest, dist), nearest))
+    so_far = torch.minimum(nearest, closest)
+    near = (so_far <= slack) & (so_far < start_dist - 0.5)
+    behind = ((ends - new) * seg).sum(1) < 0
+    away = near & ((dist > so_far + 0.5) | behind)
+    free = active & has_end & (env.stop_reason != END_REACHED)
+    env.stop_reason[free & passed] = END_REACHED
+    env.stop_reason[free & ~passed & away] = PASSED_END
+    nearest.copy_(torch.where(has_end & active, torch.minimum(nearest, closest), nearest))
 
 
 def _revisited(env: TrackingEnv, config: TrackConfig, active: torch.Tensor) -> torch.Tensor:
@@ -114,7 +129,8 @@ def track_iter(policy: BetaPolicy, image: np.ndarray, starts, ends=None, config:
     is given; see :mod:`.heading`). A short stub of visited path is drawn behind each
     start (not for branch starts), so the agent never starts by walking backwards.
     Every trace's ``meta`` holds its ``heading``, ``heading_chosen`` (why),
-    ``width_px`` and ``reached_end``.
+    ``width_px``, ``has_end``, ``reached_end`` (its path passed within ``end_radius`` of
+    the end) and ``end_distance_px`` (its closest approach; NaN without an end).
     Closing the generator (Stop) keeps every trace as it is, with reason ``stopped``.
     """
     config = config or TrackConfig()
@@ -152,6 +168,8 @@ def track_iter(policy: BetaPolicy, image: np.ndarray, starts, ends=None, config:
     obs = env.refresh_observation()
     last = env.positions.clone()
     nearest_end = torch.full((len(starts),), float("inf"), device=env.device)
+    start_dist = (env.positions - env.ends).norm(dim=1)
+    slack = config.end_slack if config.end_slack is not None else 2 * config.end_radius + env_config.max_displacement
     n = len(starts)
     entropies = torch.full((n, config.max_steps), float("nan"), device=env.device)
     over = torch.zeros(n, dtype=torch.long, device=env.device)
@@ -160,11 +178,14 @@ def track_iter(policy: BetaPolicy, image: np.ndarray, starts, ends=None, config:
         pts = env.traces()
         ent = entropies.cpu().numpy()
         reasons = env.stop_reason.cpu().numpy()
+        closest_end = torch.minimum(nearest_end, (env.positions - env.ends).norm(dim=1)).cpu().numpy()
         out = []
         for i, p in enumerate(pts):
             h = heads[i]
             meta = {"heading": [float(v) for v in h["heading"]], "heading_chosen": h["why"],
-                    "width_px": h["width_px"], "reached_end": int(reasons[i]) == END_REACHED}
+                    "width_px": h["width_px"], "has_end": bool(np.isfinite(ends[i]).all()),
+                    "reached_end": int(reasons[i]) == END_REACHED,
+                    "end_distance_px": float(closest_end[i]) if np.isfinite(ends[i]).all() else float("nan")}
             out.append(Trace(p, ent[i, : len(p) - 1].copy(), REASONS[int(reasons[i])], meta=meta))
         return out
 
@@ -178,7 +199,7 @@ def track_iter(policy: BetaPolicy, image: np.ndarray, starts, ends=None, config:
                 entropies[active, k[active]] = out.entropy[active].float()
                 result = env.step(out.displacement)
                 obs, step = result.observation, step + 1
-                _stop_at_end(env, last, active, nearest_end)
+                _stop_at_end(env, last, active, nearest_end, slack, start_dist)
                 last = env.positions.clone()
                 still = env.stop_reason == RUNNING
                 over = _entropy_run(over, out.entropy.float(), config.entropy_threshold, active)
