@@ -201,9 +201,11 @@ class Registry:
                 continue
             try:
                 pid = int(f.read_text().strip() or "0")
+                age = time.time() - f.stat().st_mtime
             except (OSError, ValueError):
-                pid = 0
-            if pid and _pid_alive(pid):  # a save in progress (maybe in this process)
+                pid, age = 0, 0.0  # gone meanwhile, or not written yet: treat as in progress
+            # an empty lock was just created and its pid is about to be written: in progress
+            if (pid and _pid_alive(pid)) or (not pid and age < 60):
                 live.add(int(m.group(1)))
             else:
                 f.unlink(missing_ok=True)
