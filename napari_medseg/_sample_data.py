@@ -144,6 +144,9 @@ def mni_lesion_sample(seed: int = 0):
     lesions and a FLAIR-like image derived from it; the thresholded GM/WM maps as labels."""
     from .methods.joint_lesion_tissue.mni import mni_with_lesions
 
-    p = mni_with_lesions(seed=seed, spacing=2.0)
-    return _brain_layers(p.t1, p.flair, p.labels, p.affine, "reduced", "MNI152 with lesions",
-                         "reference labels (MNI GM/WM maps + lesions)")
+    p = mni_with_lesions(seed=seed, spacing=2.0, radius=(0.75, 3.0))  # lesion diameters 3-12 mm
+    layers = _brain_layers(p.t1, p.flair, p.labels, p.affine, "reduced", "MNI152 with lesions",
+                           "reference labels (MNI GM/WM maps + lesions)")
+    mask_meta = {k: v for k, v in layers[2][1].items() if k in ("scale", "translate", "metadata")}
+    mask = (p.t1 > 0).astype("uint8")  # the template is skull-stripped: its non-zero voxels are the brain
+    return layers + [(mask, {"name": "brain mask", "visible": False, "opacity": 0.3, **mask_meta}, "labels")]

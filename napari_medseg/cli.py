@@ -310,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_joint.add_train_options(s)
     cli_tracking.add_parsers(sub)
+    cli_joint.add_predict_parser(sub)
 
     s = sub.add_parser("segment", help="tiled segmentation of an image file with a registered model")
     s.add_argument("image")

@@ -13,7 +13,11 @@ def add_train_options(s) -> None:
     g.add_argument("--mode", choices=["joint", "tissue_only", "lesion_only", "supervised"], default="joint",
                    help="joint (W+N), or a baseline trained by the same code")
     g.add_argument("--warmup", type=int, default=None, help="iterations before the inter-modality term")
-    g.add_argument("--subjects", type=int, default=4, help="phantom controls and patients (each)")
+    g.add_argument("--data", choices=["randomised", "phantom"], default="randomised",
+                   help="randomised: the phantom's label maps drawn with random contrast, bias, blur, noise and "
+                        "skull present or stripped (SynthSeg-style domain randomisation); phantom: the fixed phantom")
+    g.add_argument("--subjects", type=int, default=None,
+                   help="controls and patients (each); default 48 randomised or 4 phantom subjects")
     g.add_argument("--shape", default="64,72,64", help="phantom volume shape")
     g.add_argument("--spacing", type=float, default=2.5, help="phantom voxel size in mm")
     g.add_argument("--label-set", choices=["reduced", "full"], default="reduced")
@@ -38,24 +42,39 @@ def train(args, registry):
 
     device = select_device(args.device)
     shape, spacing = _shape(args.shape), (args.spacing,) * 3
-    if args.mode == "supervised":  # model M: fully labelled scans (only a phantom has them for free)
-        _, _, full = phantom_training_data(0, 0, args.subjects + 1, seed=args.seed, shape=shape, spacing=spacing,
+    n = args.subjects or (48 if args.data == "randomised" else 4)
+    if n < 1:
+        raise InputError(f"--subjects must be at least 1, not {n}.")
+    if args.data == "randomised":
+        from .methods.joint_lesion_tissue.synth import randomised_training_data
+
+        controls, patients, val = randomised_training_data(n, n, 2, seed=args.seed, shape=shape, spacing=spacing,
+                                                           label_set=args.label_set)
+        if args.mode == "supervised":  # fully labelled randomised patients
+            controls, patients = [], [{**p, "labels": p["labels"]} for p in patients]
+    elif args.mode == "supervised":  # model M: fully labelled scans (only a phantom has them for free)
+        _, _, full = phantom_training_data(0, 0, n + 1, seed=args.seed, shape=shape, spacing=spacing,
                                            label_set=args.label_set)
         controls, patients, val = [], full[:-1], full[-1:]
     else:
-        controls, patients, val = phantom_training_data(args.subjects, args.subjects, 1, seed=args.seed, shape=shape,
+        controls, patients, val = phantom_training_data(n, n, 1, seed=args.seed, shape=shape,
                                                         spacing=spacing, label_set=args.label_set)
     steps = args.steps or 2000
     patch = args.patch or min(48, *shape)
-    cfg = JointConfig(patch_size=(patch,) * 3, steps=steps, warmup=args.warmup if args.warmup is not None else steps // 2,
+    cfg = JointConfig(patch_size=(patch,) * 3, steps=steps, lr=args.lr or 0.005, warmup=args.warmup if args.warmup is not None else steps // 2,
                       val_every=max(1, steps // 10), seed=args.seed, device=str(device),
                       label_set=LABEL_SETS[args.label_set], mode=args.mode, roi_size=shape)
     name = BASELINE_NAMES[args.mode]
     resume = None
-    if args.resume:
+    if args.resume or getattr(args, "init", "scratch") == "current":  # fine-tune the current version
         model, meta = registry.get(name).load()
         resume = (model.state_dict(), meta)
-    data = f"brain phantom: {args.subjects} controls + {args.subjects} patients, {shape} at {args.spacing} mm"
+    if args.data == "randomised":
+        data = (f"domain-randomised brain phantom: {n} controls + {n} patients (2 validation), {shape} at "
+                f"{args.spacing} mm; random per-class T1/FLAIR intensities, skull present or stripped, blur, "
+                "slice thickness, bias field, gamma, Rician noise")
+    else:
+        data = f"brain phantom: {n} controls + {n} patients, {shape} at {args.spacing} mm"
     job = run_in_terminal(train_joint_model(registry, controls, patients, val, cfg, resume=resume, data=data,
                                                  spacing=spacing),
                           f"train {args.mode}")
@@ -63,3 +82,48 @@ def train(args, registry):
         print("stopped; the best model so far was saved", file=sys.stderr)
         return registry.get(name) if registry.list(name) else None
     return (job.result or {}).get("entry")
+
+
+def add_predict_parser(sub) -> None:
+    s = sub.add_parser("predict", help="segment many subjects' scans with a joint lesion + tissue model")
+    s.add_argument("method", choices=["joint"])
+    s.add_argument("--t1", required=True, help="a T1 NIfTI file, or a folder of them (one per subject)")
+    s.add_argument("--flair", default=None, help="FLAIR file or folder, matched to the T1s by subject name")
+    s.add_argument("--mask", default=None, help="brain mask file or folder (skull-stripped scans)")
+    s.add_argument("--out", required=True, help="folder for SUBJECT_labels.nii.gz and volumes.csv (never replaced)")
+    s.add_argument("--model", default="joint_lesion_tissue", help="NAME or NAME:VERSION")
+    s.add_argument("--min-lesion-ml", type=float, default=0.01, help="smaller lesions are removed (mL)")
+    s.add_argument("--no-refine", action="store_true", help="skip the native-resolution refinement")
+    s.add_argument("--device", default=None)
+    s.set_defaults(func=predict)
+
+
+def predict(args) -> int:
+    from pathlib import Path
+
+    from .core.device import select_device
+    from .core.jobs import run_in_terminal
+    from .core.registry import Registry
+    from .methods.joint_lesion_tissue.batch import plan, predict_subjects
+    from .methods.joint_lesion_tissue.models import label_set_of
+
+    name, _, version = args.model.partition(":")
+    if version and not version.isdigit():
+        raise InputError(f"--model takes NAME or NAME:VERSION, not {args.model!r}.")
+    if not args.min_lesion_ml >= 0:
+        raise InputError(f"--min-lesion-ml must be 0 or more, not {args.min_lesion_ml}.")
+    rows = plan(args.t1, args.flair, args.mask, args.out)
+    entry = Registry().get(name, int(version) if version else None)
+    device = select_device(args.device)
+    model, meta = entry.load(device)
+    if "label_set" not in meta or "modalities" not in meta:
+        raise InputError(f"{entry.label} is not a joint lesion + tissue model.")
+    job = run_in_terminal(predict_subjects(rows, model, meta, label_set_of(meta), device, refine=not args.no_refine,
+                                           min_lesion_ml=args.min_lesion_ml, out_csv=Path(args.out) / "volumes.csv"),
+                          f"predict {entry.label}")
+    table = job.result or []
+    failed = [r for r in table if r.get("error")]
+    print(f"{len(table) - len(failed)} of {len(rows)} subjects segmented; table: {Path(args.out) / 'volumes.csv'}")
+    for r in failed:
+        print(f"  {r['subject']}: {r['error']}", file=sys.stderr)
+    return 1 if failed or job.stopped else 0

@@ -52,7 +52,7 @@ def test_quick_bench_with_tiny_models(tmp_path, one_thread):
     entries = {m: _train(reg, m, data) for m in ("joint", "tissue_only", "lesion_only")}
     out = tmp_path / "bench" / "joint.json"
     r = run(quick=True, json_path=str(out), registry=reg, n_subjects=1, shape=SHAPE, spacing=SPACING,
-            mni_spacing=4.0, timed_runs=1)
+            mni_spacing=4.0, timed_runs=1, mni_tissue_spacings=(4.0,))
 
     tissues = [REDUCED.names[c] for c in REDUCED.tissues]
     assert list(r["dice_joint"]) == [*tissues, "lesion"]
@@ -76,6 +76,11 @@ def test_quick_bench_with_tiny_models(tmp_path, one_thread):
     for goal, flag in (("dice_joint", "goal_dice_joint_met"), ("dice_gmm_baseline", "goal_above_gmm_met")):
         assert isinstance(r[flag], bool)
         assert ("NOT met" in r["goals"][goal]) != r[flag] and "vs" in r["goals"][goal]
+    for key in ("dice_mni4mm_joint", "dice_mni4mm_gmm", "dice_mni4mm_tissue_only", "dice_mni4mm_joint_unrefined"):
+        assert list(r[key]) == tissues and all(v is None or 0 <= v <= 1 for v in r[key].values()), key
+    assert all(r["dice_mni4mm_gmm"][k] > 0.6 for k in tissues)  # the baseline on the real T1, same mask
+    assert r["mni_lesion_fp_ml_clean"] >= 0 and r["mni_lesion_fp_ml_clean_t1_only"] >= 0
+    assert r["volume_seconds_cpu"] == r["seconds_per_volume"] and r["mni_lesion_true_ml"] > 0
     assert json.loads(out.read_text()) == r
 
 
@@ -87,14 +92,32 @@ def test_goals_compare_with_the_margin():
          "dice_tissue_only": base, "dice_lesion_only": {"lesion": 0.60},
          "dice_gmm_baseline": {"CSF": 0.70, "grey matter": 0.70, "white matter": 0.70}}
     texts, flags = goals(r, REDUCED)
-    assert flags == {"goal_dice_joint_met": True, "goal_above_gmm_met": True}
+    assert flags["goal_dice_joint_met"] and flags["goal_above_gmm_met"]
     assert "CSF 0.790 vs 0.800" in texts["dice_joint"] and "lesion 0.580 vs 0.600" in texts["dice_joint"]
     r["dice_joint"] = {**r["dice_joint"], "lesion": 0.57, "CSF": 0.69}
     texts, flags = goals(r, REDUCED)
-    assert flags == {"goal_dice_joint_met": False, "goal_above_gmm_met": False}
+    assert not flags["goal_dice_joint_met"] and not flags["goal_above_gmm_met"]
     assert texts["dice_joint"].count("NOT met") == 1 and "NOT met" in texts["dice_gmm_baseline"]
     r["dice_joint"] = {**r["dice_joint"], "CSF": None}  # a class never scored is not met
     assert not goals(r, REDUCED)[1]["goal_above_gmm_met"]
+
+
+def test_real_mni_goals():
+    from napari_medseg.bench.joint import goals
+
+    ok = {"CSF": 0.9, "grey matter": 0.9, "white matter": 0.9}
+    r = {"dice_joint": {**ok, "lesion": 0.8}, "dice_tissue_only": ok, "dice_lesion_only": {"lesion": 0.8},
+         "dice_gmm_baseline": ok, "dice_mni1mm_joint": ok, "dice_mni1mm_gmm": {**ok, "CSF": 0.91},
+         "dice_mni2mm_joint": ok, "dice_mni2mm_gmm": ok, "dice_mni_lesion": 0.71, "mni_lesion_fp_ml_clean": 0.2,
+         "mni_lesion_fp_ml_clean_t1_only": 0.6, "volume_seconds_cpu": 8.0}
+    texts, flags = goals(r, REDUCED)
+    assert not flags["goal_mni1mm_above_gmm_met"] and flags["goal_mni2mm_above_gmm_met"]  # ties count as met
+    assert "CSF 0.900 vs 0.910" in texts["dice_mni1mm_joint"] and "NOT met" in texts["dice_mni1mm_joint"]
+    assert flags["goal_mni_lesion_met"] and flags["goal_speed_met"]
+    assert not flags["goal_mni_clean_fp_met"] and "T1 alone 0.600 mL" in texts["mni_lesion_fp_ml_clean"]
+    r.update(mni_lesion_fp_ml_clean_t1_only=0.5, volume_seconds_cpu=8.3, dice_mni_lesion=0.69)
+    flags = goals(r, REDUCED)[1]
+    assert flags["goal_mni_clean_fp_met"] and not flags["goal_speed_met"] and not flags["goal_mni_lesion_met"]
 
 
 def test_held_out_subjects_are_never_training_subjects():

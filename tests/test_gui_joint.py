@@ -49,7 +49,7 @@ def test_map_segment_correct_retrain_export(setup, tmp_path):
     assert dice["lesion"] > 0.2, dice
     # the volume table: one row per class and the lesion count, in mL from the 2 mm voxels
     rows = {w.table.item(i, 0).text(): w.table.item(i, 1).text() for i in range(w.table.rowCount())}
-    assert list(rows) == [*REDUCED.names[1:], "lesion count"]
+    assert list(rows) == [*REDUCED.names[1:], "lesion count", "min lesion size (mL)"]
     wm = int((labels.data == REDUCED.names.index("white matter")).sum())
     assert float(rows["white matter"]) == pytest.approx(wm * 8 / 1000, abs=0.01)
 
@@ -127,3 +127,38 @@ def test_train_from_dataset_folders(setup, tmp_path):
     w.patients.value = write_dataset(d["patient"], tmp_path / "bad", "patients.csv")
     assert c.train(block=True) is None and "no FLAIR" in c.message
     assert c.registry.get("joint_lesion_tissue").version == 2
+
+
+def test_real_template_with_a_brain_mask_and_minimum_lesion_size(make_napari_viewer, tmp_path):
+    """The MNI152 sample (real, skull-stripped T1) with its brain mask mapped: labels stay in
+    the mask and fill it, lesions below the minimum size are removed, the table says so."""
+    from scipy import ndimage
+
+    from napari_medseg.widgets.joint_lesion_tissue import JointWidget
+
+    torch.set_num_threads(2)
+    viewer = make_napari_viewer()
+    for data, kwargs, kind in _sample_data.mni_lesion_sample():
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    w = JointWidget(viewer, registry=Registry(shipped_root=paths.models_dir(), user_root=tmp_path / "models"))
+    layers = viewer.layers
+    w.t1.value, w.flair.value, w.mask.value = layers["T1"], layers["FLAIR"], layers["brain mask"]
+    w.min_lesion_ml.value = 0.1
+    assert w.controller.settings.mask is layers["brain mask"] and w.controller.settings.min_lesion_ml == 0.1
+    labels = w.controller.segment(block=True)
+    assert labels is not None, w.controller.message
+    mask = layers["brain mask"].data > 0
+    assert (labels.data[~mask] == 0).all() and (labels.data[mask] > 0).all()
+    comp, n = ndimage.label(labels.data == REDUCED.lesion, np.ones((3, 3, 3)))
+    sizes_ml = np.bincount(comp.ravel())[1:] * 8 / 1000
+    assert (sizes_ml >= 0.1).all()
+    rows = {w.table.item(i, 0).text(): w.table.item(i, 1).text() for i in range(w.table.rowCount())}
+    assert rows["min lesion size (mL)"] == "0.100" and int(rows["lesion count"]) == n
+    truth = layers["reference labels (MNI GM/WM maps + lesions)"].data
+    gm = REDUCED.names.index("grey matter")
+    d = 2 * ((labels.data == gm) & (truth == gm)).sum() / ((labels.data == gm).sum() + (truth == gm).sum())
+    assert d > 0.75, d  # real anatomy: grey matter found (reference: GM map > 0.5)
+    # a mask on another grid is refused unless 'resample onto T1' is ticked
+    viewer.add_labels(np.ones((10, 10, 10), np.uint8), name="small mask")
+    w.mask.value = layers["small mask"]
+    assert w.controller.segment(block=True) is None and "not on the T1 grid" in w.controller.message

@@ -70,9 +70,10 @@ def main() -> None:
         layers.remove(lay)
     viewer.open_sample("napari-medseg", "mni_lesions")
     c.rollback(1)
-    w.t1.value, w.flair.value = layers["T1"], layers["FLAIR"]
+    w.t1.value, w.flair.value, w.mask.value = layers["T1"], layers["FLAIR"], layers["brain mask"]
     axial(viewer, layers["T1"])
     mni = c.segment(block=True)
+    shot(viewer, "joint_mni_dock.png")
     for lay in layers:
         lay.visible = lay.name in ("T1", mni.name)
     shot(viewer, "joint_mni.png", canvas_only=True)

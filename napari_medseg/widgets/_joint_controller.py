@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from napari.layers import Image, Labels
+from napari.layers import Image, Labels, Layer
 
 from ..core.corrections import autosave_corrections, corrections_dir
 from ..core.device import select_device
@@ -36,7 +36,10 @@ class JointSettings:
     flair: Image | None = None
     t2: Image | None = None
     t1c: Image | None = None
-    resample: bool = False  # put other modalities onto the T1 grid instead of refusing
+    mask: Layer | None = None  # brain mask (Labels or Image; non-zero = brain), e.g. for skull-stripped scans
+    resample: bool = False  # put other modalities (and the mask) onto the T1 grid instead of refusing
+    refine: bool = True  # native-resolution refinement of the network's probabilities
+    min_lesion_ml: float = 0.01  # smaller lesion components are removed
     model: str = MODEL_NAME  # or a baseline: joint_tissue_only, joint_lesion_only, joint_supervised
     version: int | None = None  # None: the current version
     device: str = "auto"
@@ -113,6 +116,22 @@ class JointController(Controller):
             vols[mod] = vol
         return vols, ref_aff, t1
 
+    def mask_array(self, t1: Image, ref_aff) -> np.ndarray | None:
+        """The brain mask on the T1 grid (resampled when 'resample' is ticked), or None."""
+        lay = self.settings.mask
+        if lay is None:
+            return None
+        if lay.multiscale or getattr(lay, "rgb", False):
+            raise InputError(f"The mask layer {lay.name!r} is multiscale or RGB; map a 3-D mask.")
+        m = np.asarray(lay.data)
+        aff = layer_affine(lay)
+        if m.shape != np.shape(t1.data) or not np.allclose(aff, ref_aff, atol=1e-3):
+            if not self.settings.resample or m.ndim != 3:
+                raise InputError(f"The mask {lay.name!r} (shape {m.shape}) is not on the T1 grid (shape "
+                                 f"{np.shape(t1.data)}); tick 'resample onto T1' or give a mask on the T1 grid.")
+            m = resample_to(ref_aff, np.shape(t1.data), (m != 0).astype(np.uint8), aff, order=0)
+        return inference.check_mask(m, np.shape(t1.data))
+
     def model_entry(self):
         return self.registry.get(self.settings.model, self.settings.version)
 
@@ -124,13 +143,15 @@ class JointController(Controller):
     def _start_segment(self):
         self._check_idle()
         vols, affine, t1 = self.volumes()
+        mask = self.mask_array(t1, affine)
         entry = self.model_entry()
         model, meta = entry.load()
-        label_set, device = label_set_of(meta), self.device()
+        label_set, device, s = label_set_of(meta), self.device(), self.settings
 
         def job():
             yield Progress(0, 1, f"segmenting with {entry.label}")
-            result = inference.segment_scan(model, meta, label_set, vols, affine, device)
+            result = inference.segment_scan(model, meta, label_set, vols, affine, device, mask=mask,
+                                            refine=s.refine, min_lesion_ml=s.min_lesion_ml)
             yield Progress(1, 1, "done")
             return result
 
@@ -141,7 +162,11 @@ class JointController(Controller):
             self._show_labels(result, t1, entry)
             self._result = self.labels_layer
             note = f" Ignored (not inputs of this model): {', '.join(result.ignored)}." if result.ignored else ""
-            self._say(f"Segmented {t1.name!r} with {entry.label} from {' + '.join(result.used)}.{note}")
+            extra = (f" {result.rejected_lesions} lesion candidate(s) removed (smaller than {result.min_lesion_ml:g} mL "
+                     "or not supported by the images)." if result.rejected_lesions else "")
+            self._say(f"Segmented {t1.name!r} with {entry.label} from {' + '.join(result.used)}"
+                      f"{' inside the brain mask' if result.masked else ''}.{note}{extra}"
+                      f"{' ' + result.warning if result.warning else ''}")
 
         return self.runner.start(job(), on_done=on_done)
 
@@ -170,7 +195,8 @@ class JointController(Controller):
             return []
         labels, ls, sp = np.asarray(self.labels_layer.data), self.result.label_set, self.result.spacing
         rows = list(volumes_ml(labels, ls, sp).items())
-        return rows + [("lesion count", float(lesion_stats(labels, ls, sp)["lesion_count"]))]
+        return rows + [("lesion count", float(lesion_stats(labels, ls, sp)["lesion_count"])),
+                       ("min lesion size (mL)", float(self.result.min_lesion_ml))]
 
     def refresh_volumes(self):
         self._emit("volumes", self.volume_table())

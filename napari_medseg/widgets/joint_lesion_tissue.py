@@ -11,8 +11,8 @@ the button does. See docs/widgets/joint_lesion_tissue.md.
 
 from __future__ import annotations
 
-from magicgui.widgets import CheckBox, ComboBox, FileEdit, Label, PushButton, SpinBox
-from napari.layers import Image
+from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, Label, PushButton, SpinBox
+from napari.layers import Image, Labels
 from qtpy.QtWidgets import QTableWidget, QTableWidgetItem
 from superqt.utils import ensure_main_thread
 
@@ -25,7 +25,7 @@ from ._joint_training import LOSSES
 from ._plot import LivePlot
 
 DICE = ("val_dice", "val_dice_grey_matter", "val_dice_white_matter", "val_dice_lesion")
-BOUND = ("t1", "flair", "t2", "t1c", "resample", "model", "device", "retrain_steps", "mode", "steps", "warmup",
+BOUND = ("t1", "flair", "t2", "t1c", "mask", "resample", "refine", "min_lesion_ml", "model", "device", "retrain_steps", "mode", "steps", "warmup",
          "patch", "finetune")
 FILES = ("controls", "patients", "validation")
 
@@ -40,7 +40,10 @@ class JointWidget(MethodDock):
         self.flair = layer_picker(v, Image, "FLAIR", nullable=True)
         self.t2 = layer_picker(v, Image, "T2", nullable=True)
         self.t1c = layer_picker(v, Image, "T1c", nullable=True)
+        self.mask = layer_picker(v, (Image, Labels), "brain mask", nullable=True)
         self.resample = CheckBox(text="resample onto T1 when grids differ")
+        self.refine = CheckBox(text="refine at the scan's resolution")
+        self.min_lesion_ml = FloatSpinBox(label="min lesion (mL)", min=0.0, max=100.0, step=0.005)
         self.model = ComboBox(label="model", choices=list(BASELINE_NAMES.values()))
         self.version = ComboBox(label="version", choices=self._versions, nullable=True)
         self.device = device_picker()
@@ -68,8 +71,9 @@ class JointWidget(MethodDock):
         self.loss_plot = LivePlot(LOSSES)
         self.dice_plot = LivePlot(DICE, y_range=(0.0, 1.0))
         self._lay_out([
-            ("Scans (any modality but T1 may be missing)", [self.t1, self.flair, self.t2, self.t1c, self.resample]),
-            ("Segment", [self.model, self.version, self.device, self.segment_button, self.runner, self.used,
+            ("Scans (any modality but T1 may be missing)", [self.t1, self.flair, self.t2, self.t1c, self.mask,
+                                                            self.resample]),
+            ("Segment", [self.model, self.version, self.device, self.refine, self.min_lesion_ml, self.segment_button, self.runner, self.used,
                          self.table, self.export_path, self.export_button]),
             ("Correct and retrain", [self.retrain_steps, self.retrain_button, self.rollback_button, self.versions]),
             ("Train from dataset descriptions", [self.controls, self.patients, self.validation, self.mode,
@@ -121,7 +125,8 @@ class JointWidget(MethodDock):
         self.table.setRowCount(len(rows))
         for i, (name, value) in enumerate(rows):
             self.table.setItem(i, 0, QTableWidgetItem(name))
-            text = f"{int(value)}" if name == "lesion count" else f"{value:.2f}"
+            text = (f"{int(value)}" if name == "lesion count" else f"{value:.3f}" if name.startswith("min lesion")
+                    else f"{value:.2f}")
             self.table.setItem(i, 1, QTableWidgetItem(text))
 
     @ensure_main_thread

@@ -24,6 +24,14 @@ def write_model_card(folder: Path, meta: dict, command: str) -> Path:
     size_mb = sum(p.stat().st_size for p in folder.glob(f"v{meta['version']:04d}.pt")) / 2**20
     dice = ", ".join(f"{k[5:].replace('_', ' ')} {_fmt(v)}" for k, v in sorted(m.items())
                      if k.startswith("dice_")) or "n/a"
+    randomised = "randomised" in str(c.get("data", ""))
+    val_what = ("two fully labelled domain-randomised phantom subjects, synthetic" if randomised
+                else "one fully labelled phantom subject")
+    start = f"fine-tuned from v{c['resumed_from']}" if c.get("resumed_from") else "trained from scratch"
+    limits = ("trained only on synthetic scans (the phantom's anatomy drawn with random contrast, skull or none, "
+              "blur, bias, noise), at coarse resolution, with a small network on a CPU; its real-data test is "
+              "the MNI152 template in `bench joint`" if randomised else
+              "trained on the project's synthetic brain phantom at coarse resolution, with a small network on a CPU")
     inter = (f"the inter-modality term L(h(T1+FLAIR), h(T1)) switched on after {c.get('warmup')} iterations"
              if mode == "joint" else "no inter-modality term (a baseline)")
     text = f"""# {folder.name} v{meta['version']}: {_WHAT.get(mode, mode)}
@@ -39,11 +47,16 @@ def write_model_card(folder: Path, meta: dict, command: str) -> Path:
 - **Training**: mode `{mode}`; weighted probabilistic Jaccard (lesion weight 1/2, tissue side 1/2),
   {inter}; one {tuple(c.get('patch_size', ()))} sub-volume per dataset and iteration (tissue
   uniform, lesions lesion-centred), random flips, Adam lr {c.get('lr')}, {c.get('steps')} iterations,
-  seed {c.get('seed')}. Kept: the best validation mean Dice, step {m.get('best_step')}.
-- **Validation Dice** (one fully labelled phantom subject): {dice}. Held-out figures, the GMM
+  seed {c.get('seed')}, {start}. Kept: the best validation mean Dice, step {m.get('best_step')}.
+- **Validation Dice** ({val_what}): {dice}. Held-out figures, the GMM
   baseline and the real MNI152 test: docs/benchmarks.md (`napari-medseg bench joint`).
-- **Limits**: trained on the project's synthetic brain phantom at coarse resolution, with a
-  small network, for {c.get('steps')} iterations on a CPU (about an hour on a shared 2-core machine). It is a starting point to fine-tune on your own scans (the widget's
+- **Inference** (`segment_scan`, the widget, `napari-medseg predict joint`): the scan is
+  reoriented to RAS, resampled to {meta.get('spacing') or 'the scan'} mm and normalised inside the brain
+  mask when one is given; the probabilities are interpolated back onto the scan's grid and refined
+  there with a per-scan intensity model (the network as spatial prior); lesions are kept only
+  where FLAIR (or, on T1 alone, hypo-intensity inside white matter) supports them and above the
+  minimum size.
+- **Limits**: {limits}, for {c.get('steps')} iterations. It is a starting point to fine-tune on your own scans (the widget's
   retraining, or `napari-medseg train joint --resume`), not a clinical tool.
 - **Reproduce**: `{command}` (created {meta['created']}, torch {meta.get('torch')}).
 """

@@ -148,14 +148,15 @@ def check_brain(volume, name: str) -> None:
                          f"(values {float(v.min()):.3g}..{float(v.max()):.3g}); check the file.")
 
 
-def resample_to(reference_affine, reference_shape, volume, affine, order: int = 1) -> np.ndarray:
-    """``volume`` (with ``affine``) sampled on the reference grid; ``order=0`` for labels."""
+def resample_to(reference_affine, reference_shape, volume, affine, order: int = 1, mode: str = "constant") -> np.ndarray:
+    """``volume`` (with ``affine``) sampled on the reference grid; ``order=0`` for labels.
+    ``mode``: how points outside ``volume`` are filled (scipy's; "constant" gives 0)."""
     from scipy import ndimage
 
     to_src = np.linalg.inv(np.asarray(affine, np.float64)) @ np.asarray(reference_affine, np.float64)
     volume = np.asarray(volume)
     out = ndimage.affine_transform(volume.astype(np.float32) if order else volume, to_src[:3, :3],
-                                   to_src[:3, 3], output_shape=tuple(reference_shape), order=order)
+                                   to_src[:3, 3], output_shape=tuple(reference_shape), order=order, mode=mode)
     return out
 
 
@@ -218,6 +219,8 @@ def preprocess(volumes: dict, affine, spacing=(1.5, 1.5, 1.5), mask=None,
                percentiles=(1.0, 99.0)) -> Preprocessed:
     """Common spacing, then per-modality histogram scaling and z-normalisation in a mask.
 
+    Scans are first reoriented to RAS (MONAI's Orientation), so a scan stored in any axis
+    order or direction reaches the network the way its training scans did.
     Datasets from different scanners differ in resolution and intensity scale (the
     paper's point about hetero-modal databases); the network sees them on one grid with
     zero mean and unit variance inside the brain. Resampling uses MONAI's Spacing (it
@@ -227,20 +230,21 @@ def preprocess(volumes: dict, affine, spacing=(1.5, 1.5, 1.5), mask=None,
     """
     import torch
     from monai.data import MetaTensor
-    from monai.transforms import Spacing
+    from monai.transforms import Orientation, Spacing
 
     affine = torch.as_tensor(np.asarray(affine, np.float64))
     images, new_affine = {}, None
+    ras = Orientation(axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))
     for mod, vol in volumes.items():
-        t = Spacing(pixdim=spacing, mode="bilinear")(MetaTensor(torch.as_tensor(np.asarray(vol, np.float32))[None],
-                                                               affine=affine))
+        t = Spacing(pixdim=spacing, mode="bilinear")(ras(MetaTensor(torch.as_tensor(np.ascontiguousarray(vol, np.float32))[None],
+                                                                   affine=affine)))
         images[mod], new_affine = t[0].numpy().astype(np.float32), np.asarray(t.affine, np.float64)
     if mask is None:
         ref = images.get("T1", next(iter(images.values())))
         mask = ref > 0.1 * np.percentile(ref, 99)
     else:
-        t = Spacing(pixdim=spacing, mode="nearest")(MetaTensor(torch.as_tensor(np.asarray(mask, np.float32))[None],
-                                                              affine=affine))
+        t = Spacing(pixdim=spacing, mode="nearest")(ras(MetaTensor(torch.as_tensor(np.ascontiguousarray(mask, np.float32))[None],
+                                                                  affine=affine)))
         mask = t[0].numpy() > 0.5
     if not mask.any():
         raise InputError("The brain mask is empty after resampling; there is nothing to normalise.")

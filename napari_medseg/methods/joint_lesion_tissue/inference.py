@@ -63,36 +63,88 @@ class ScanResult:
     spacing: tuple  # of the scan (mm)
     volumes_ml: dict  # class -> mL
     lesion: dict  # lesion_volume_ml, lesion_count
+    min_lesion_ml: float = 0.0  # lesions smaller than this were removed
+    rejected_lesions: int = 0  # lesion components removed (too small, or not supported by the images)
+    refined: bool = False  # native-resolution refinement applied
+    masked: bool = False  # a brain mask restricted the labels
+    warning: str = ""  # the scan does not look like a whole brain (volume out of range)
 
     def table(self) -> list[tuple[str, float]]:
-        """(class, mL) rows for display, then the lesion count."""
+        """(class, mL) rows for display, then the lesion count and the minimum lesion size."""
         rows = [(k, v) for k, v in self.volumes_ml.items()]
-        return rows + [("lesion count", float(self.lesion["lesion_count"]))]
+        return rows + [("lesion count", float(self.lesion["lesion_count"])),
+                       ("min lesion size (mL)", float(self.min_lesion_ml))]
+
+
+def check_mask(mask, shape) -> np.ndarray:
+    """A brain mask on the scan grid: same shape, not empty; any non-zero value is brain."""
+    mask = np.asarray(mask)
+    if mask.shape != tuple(shape):
+        raise InputError(f"The brain mask has shape {mask.shape}, the T1 {tuple(shape)}: it must be on the scan's "
+                         "grid.")
+    if not np.isfinite(mask.astype(np.float32)).all():
+        raise InputError("The brain mask has NaN or infinite values.")
+    mask = mask != 0
+    if not mask.any():
+        raise InputError("The brain mask is empty: nothing would be segmented. Give the brain's mask, or none.")
+    return mask
 
 
 def segment_scan(model, meta: dict, label_set: LabelSet, volumes: dict, affine, device="cpu",
-                 roi_size=(64, 64, 64)) -> ScanResult:
-    """Segment one scan (``volumes``: modality -> 3-D array on one grid) with a loaded model."""
+                 roi_size=(64, 64, 64), *, mask=None, refine: bool = True, min_lesion_ml: float = 0.01) -> ScanResult:
+    """Segment one scan (``volumes``: modality -> 3-D array on one grid) with a loaded model.
+
+    ``mask``: optional brain mask on the scan grid (skull-stripped scans: the labels stay
+    inside it, and intensities are normalised inside it). ``refine``: native-resolution
+    refinement (see :mod:`.postprocess`). ``min_lesion_ml``: smaller lesions are removed.
+    """
+    from .datasets import check_brain
+    from .postprocess import finish, to_scan_grid
+
     used, ignored = usable_modalities(model.modalities, volumes)
     if "T1" not in volumes:
         given = ", ".join(volumes) or "nothing"
         raise InputError(f"Map a T1 layer: the model segments tissue from T1 and lesions from T1 + FLAIR; "
                          f"FLAIR (or any other modality) without T1 is not enough. Given: {given}.")
     check_grid(volumes)
+    if not np.isfinite(min_lesion_ml) or min_lesion_ml < 0:
+        raise InputError(f"The minimum lesion size must be 0 mL or more, not {min_lesion_ml}.")
     for mod in used:
         vol = np.asarray(volumes[mod], np.float32)
         if not np.isfinite(vol).all():
             raise InputError(f"The {mod} scan has NaN or infinite values; fix or mask them first.")
+        check_brain(vol, f"The {mod} scan")
     affine = np.asarray(affine, np.float64)
+    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
+        raise InputError("The scan's affine is degenerate (zero voxel size or NaN); fix its header.")
     shape = np.shape(volumes["T1"])
-    prep = preprocess({m: volumes[m] for m in used}, affine, spacing=model_spacing(meta, affine))
-    labels, _ = predict_volume(model, prep.images, used, label_set, device, roi_size=roi_size,
-                               mode=model_mode(meta))
-    same = labels.shape == shape and np.allclose(prep.affine, affine, atol=1e-3)
-    back = labels if same else resample_to(affine, shape, labels, prep.affine, order=0).astype(np.uint8)
+    if mask is not None:
+        mask = check_mask(mask, shape)
+    vols = {m: np.asarray(volumes[m], np.float32) for m in used}
+    prep = preprocess(vols, affine, spacing=model_spacing(meta, affine), mask=mask)
+    _, probs = predict_volume(model, prep.images, used, label_set, device, roi_size=roi_size, mode=model_mode(meta))
+    probs = to_scan_grid(probs, prep.affine, affine, shape)
     spacing = spacing_of(affine)
-    return ScanResult(back, used, ignored, label_set, spacing, volumes_ml(back, label_set, spacing),
-                      lesion_stats(back, label_set, spacing))
+    out = finish(probs, vols, used, label_set, spacing, mode=model_mode(meta), mask=mask, refine_native=refine,
+                 min_lesion_ml=min_lesion_ml)
+    vols_ml = volumes_ml(out.labels, label_set, spacing)
+    return ScanResult(out.labels, used, ignored, label_set, spacing, vols_ml,
+                      lesion_stats(out.labels, label_set, spacing), float(min_lesion_ml), out.rejected_lesions,
+                      out.posterior is not None, mask is not None, brain_volume_warning(sum(vols_ml.values()), spacing))
+
+
+BRAIN_ML = (150.0, 3000.0)  # a whole adult human brain (with its CSF) lies well inside this range
+
+
+def brain_volume_warning(total_ml: float, spacing) -> str:
+    """A sentence when the labelled brain is not the size of a human brain (wrong voxel size
+    in the header, a slab, or not a brain scan), else ''."""
+    lo, hi = BRAIN_ML
+    if lo <= total_ml <= hi:
+        return ""
+    sp = " x ".join(f"{s:g}" for s in spacing)
+    return (f"The labelled brain measures {total_ml:.0f} mL, outside {lo:.0f}-{hi:.0f} mL for a whole human brain: "
+            f"check the voxel size in the header ({sp} mm), and that this is a whole-brain MRI.")
 
 
 def training_subjects(volumes: dict, labels, affine, meta: dict, label_set: LabelSet):

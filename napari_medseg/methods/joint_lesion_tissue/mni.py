@@ -91,6 +91,14 @@ def mni_reference_labels(gm, wm, threshold: float = 0.5) -> np.ndarray:
     return ref
 
 
+def derived_flair(gm, wm, brain) -> np.ndarray:
+    """A FLAIR-like image from tissue fractions (CSF = 1 - GM - WM inside ``brain``): CSF
+    dark, WM darker than GM; zero outside the brain. The template has no FLAIR."""
+    csf = np.where(brain, np.clip(1.0 - gm - wm, 0.0, 1.0), 0.0)
+    flair = FLAIR_CSF * csf + FLAIR_GM * gm + FLAIR_WM * wm
+    return np.where(brain, flair, 0.0).astype(np.float32)
+
+
 @dataclass
 class MNIPatient:
     t1: np.ndarray
@@ -133,8 +141,7 @@ def mni_with_lesions(seed: int = 0, n_lesions: int = 8, spacing=2.0, wm_threshol
     wm_level = float(np.median(t1[deep]))
     t1_out = (t1 * (1 - soft) + 0.5 * wm_level * soft).astype(np.float32)
     brain = t1 > 0.02
-    csf = np.where(brain, np.clip(1.0 - gm - wm, 0.0, 1.0), 0.0)
-    flair = FLAIR_CSF * csf + FLAIR_GM * gm + FLAIR_WM * wm
+    flair = derived_flair(gm, wm, brain)
     flair = flair * (1 - soft) + FLAIR_LESION * soft
     flair = np.where(brain, flair, 0.0).astype(np.float32)
     labels = mni_reference_labels(gm, wm)

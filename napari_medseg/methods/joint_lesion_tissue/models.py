@@ -20,10 +20,10 @@ BASELINE_NAMES = {"joint": MODEL_NAME, "tissue_only": "joint_tissue_only", "lesi
                   "supervised": "joint_supervised"}
 
 
-def _prepared(subject: dict, modalities, spacing) -> dict:
+def _prepared(subject: dict, modalities, spacing, mask=None) -> dict:
     from .datasets import preprocess, resample_to
 
-    p = preprocess({m: subject[m] for m in modalities}, subject["affine"], spacing=spacing)
+    p = preprocess({m: subject[m] for m in modalities}, subject["affine"], spacing=spacing, mask=mask)
     out = dict(p.images)
     grid = out[modalities[0]].shape
     for k in ("tissue", "lesion", "labels"):

@@ -203,9 +203,15 @@ def brain_phantom(shape=(96, 112, 96), seed: int = 0, label_set: str = "full",
     joint = np.where(lesion, LESION, tissue).astype(np.uint8)
     if label_set == "reduced":
         tissue, joint = _TO_REDUCED[tissue], _TO_REDUCED[joint]
+    return Phantom(t1, flair, tissue, lesion.astype(np.uint8), joint, centred_affine(shape, spacing), spacing,
+                   label_set)
+
+
+def centred_affine(shape, spacing) -> np.ndarray:
+    """A 4x4 affine with ``spacing`` on the diagonal and the volume centred on the origin."""
     affine = np.diag([*spacing, 1.0])
-    affine[:3, 3] = -np.asarray(spacing) * (np.asarray(shape) - 1) / 2  # centred
-    return Phantom(t1, flair, tissue, lesion.astype(np.uint8), joint, affine, spacing, label_set)
+    affine[:3, 3] = -np.asarray(spacing) * (np.asarray(shape) - 1) / 2
+    return affine
 
 
 # subject seeds: each set gets its own block, so the sets never share a subject

@@ -1,0 +1,138 @@
+"""Domain-randomised training scans: the phantom's label maps, drawn with random contrast.
+
+The first shipped models learnt the phantom's own intensities ("grey matter is 0.65,
+there is always a skull") and failed on a real T1. Following the idea of SynthSeg
+(Billot et al. 2023), the images the network trains on are generated *from the label
+maps* with everything a scanner changes drawn at random, so that only the anatomy and
+the ordering of the tissues remain informative:
+
+- per-class mean intensities drawn anew for every scan, in T1-like order on T1
+  (CSF < GM < WM, lesions hypo- to iso-intense) and FLAIR-like order on FLAIR (CSF dark,
+  GM above WM, lesions bright), with a random within-class spread;
+- skull and scalp present or stripped (the brain then sits on a zero background);
+- partial volume and resolution: a Gaussian blur of random width, thicker along one
+  random axis (slice thickness);
+- a smooth multiplicative bias field, a random gamma (contrast) and Rician noise of
+  random level, all different per modality.
+
+Labels are the phantom's, untouched. The real MNI152 template is never used here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from ...core.errors import InputError
+from .phantom import (BG, BS, CB, CSF, DGM, GM, LESION, SCALP, SKULL, WM, _TO_REDUCED, _anatomy, _lesion_count,
+                      _lesions, centred_affine, smooth_field)
+
+N_CLASSES = 10  # phantom classes 0..9 (lesion 7, skull 8, scalp 9)
+
+
+def _between(rng, a: float, b: float, lo: float, hi: float) -> float:
+    return float(a + rng.uniform(lo, hi) * (b - a))
+
+
+def t1_means(rng) -> np.ndarray:
+    """Random T1-like class means (CSF < GM < WM; deep GM, cerebellum, brainstem between)."""
+    m = np.zeros(N_CLASSES, np.float32)
+    m[CSF] = rng.uniform(0.02, 0.35)
+    m[GM] = m[CSF] + rng.uniform(0.12, 0.45)
+    m[WM] = m[GM] + rng.uniform(0.08, 0.40)
+    m[DGM] = _between(rng, m[GM], m[WM], 0.1, 0.8)
+    m[CB] = _between(rng, m[GM], m[WM], 0.0, 0.6)
+    m[BS] = _between(rng, m[GM], m[WM], 0.4, 1.0)
+    m[LESION] = _between(rng, m[CSF], m[WM], 0.2, 0.8)
+    m[SKULL] = rng.uniform(0.0, 0.4)
+    m[SCALP] = rng.uniform(0.2, 1.3)
+    return m
+
+
+def flair_means(rng) -> np.ndarray:
+    """Random FLAIR-like class means (CSF dark, GM above WM, lesions brighter than GM)."""
+    m = np.zeros(N_CLASSES, np.float32)
+    m[CSF] = rng.uniform(0.0, 0.25)
+    m[WM] = m[CSF] + rng.uniform(0.2, 0.5)
+    m[GM] = m[WM] + rng.uniform(0.04, 0.3)
+    m[DGM] = _between(rng, m[WM], m[GM], 0.2, 1.0)
+    m[CB] = _between(rng, m[WM], m[GM], 0.3, 1.0)
+    m[BS] = _between(rng, m[WM], m[GM], 0.0, 0.6)
+    m[LESION] = m[GM] + rng.uniform(0.15, 0.8)
+    m[SKULL] = rng.uniform(0.0, 0.3)
+    m[SCALP] = rng.uniform(0.1, 1.0)
+    return m
+
+
+def render(rng, classes: np.ndarray, means: np.ndarray, stripped: bool) -> np.ndarray:
+    """One randomised image of ``classes`` (phantom class values 0..9), scaled to 0..1."""
+    shape = classes.shape
+    spread = rng.uniform(0.01, 0.06, N_CLASSES).astype(np.float32)
+    img = means[classes] + spread[classes] * rng.standard_normal(shape, dtype=np.float32)
+    img *= 1.0 + 0.04 * smooth_field(rng, shape, (10, 12, 10))  # texture
+    if stripped:
+        img = np.where((classes == BG) | (classes >= SKULL), 0.0, img)
+    sigma = rng.uniform(0.3, 1.0, 3)
+    sigma[int(rng.integers(3))] *= rng.uniform(1.0, 2.5)  # a thicker slice axis
+    img = ndimage.gaussian_filter(img, sigma)  # partial volume, resolution
+    img *= np.exp(rng.uniform(0.0, 0.35) * smooth_field(rng, shape, (3, 3, 3)))  # bias field
+    img = np.clip(img / max(float(np.percentile(img, 99.5)), 1e-6), 0.0, None)
+    img = img ** float(np.exp(rng.normal(0.0, 0.2)))  # contrast (gamma)
+    noise = rng.uniform(0.0, 0.06)
+    real = img + noise * rng.standard_normal(shape, dtype=np.float32)
+    imag = noise * rng.standard_normal(shape, dtype=np.float32)
+    out = np.sqrt(real * real + imag * imag)
+    if stripped:
+        out = np.where((classes == BG) | (classes >= SKULL), 0.0, out)
+    return out.astype(np.float32)
+
+
+def randomised_subject(seed: int, shape=(64, 72, 64), spacing=(2.5, 2.5, 2.5), lesions=True,
+                       flair: bool = True, label_set: str = "reduced", p_stripped: float = 0.5) -> dict:
+    """One domain-randomised subject: ``T1`` (and ``FLAIR``), ``tissue``, ``lesion``, ``labels``,
+    ``affine``, ``spacing``, ``stripped``. Deterministic in ``seed``."""
+    if label_set not in ("reduced", "full"):
+        raise InputError(f"Unknown label set {label_set!r}; use 'reduced' or 'full'.")
+    rng = np.random.default_rng(seed)
+    spacing = tuple(float(s) for s in spacing)
+    classes, vent = _anatomy(tuple(int(s) for s in shape), spacing, rng)
+    tissue = np.where(classes >= SKULL, 0, classes).astype(np.uint8)
+    lesion, _ = _lesions(rng, tissue, vent, _lesion_count(lesions, rng))
+    drawn = np.where(lesion, LESION, classes).astype(np.uint8)
+    stripped = bool(rng.random() < p_stripped)
+    out = {"T1": render(rng, drawn, t1_means(rng), stripped)}
+    if flair:
+        out["FLAIR"] = render(rng, drawn, flair_means(rng), stripped)
+    joint = np.where(lesion, LESION, tissue).astype(np.uint8)
+    if label_set == "reduced":
+        tissue, joint = _TO_REDUCED[tissue], _TO_REDUCED[joint]
+    out.update(tissue=tissue, lesion=lesion.astype(np.uint8), labels=joint, affine=centred_affine(shape, spacing),
+               spacing=spacing,
+               stripped=stripped, brain=tissue > 0, seed=int(seed), classes=label_set)
+    return out
+
+
+# seeds of randomised subjects: far from the phantom's blocks and from the bench's held-out 900000 + i
+_BASE = {"control": 5_000_000, "patient": 6_000_000, "val": 7_000_000}
+
+
+def randomised_training_data(n_controls: int, n_patients: int, n_val: int = 2, seed: int = 0,
+                             shape=(64, 72, 64), spacing=(2.5, 2.5, 2.5), label_set: str = "reduced"):
+    """(controls, patients, validation), preprocessed like user scans (see models._prepared).
+
+    Controls: T1 + tissue, no lesions; patients: T1 + FLAIR + lesion mask; validation:
+    fully labelled randomised subjects with lesions (synthetic, never a real scan).
+    Skull-stripped subjects are normalised inside their brain, as a user's mask would be.
+    """
+    from .models import _prepared
+
+    def make(which, i, lesions, flair):
+        s = randomised_subject(_BASE[which] + 10_000 * int(seed) + i, shape, spacing, lesions=lesions,
+                               flair=flair, label_set=label_set)
+        mods = ("T1", "FLAIR") if flair else ("T1",)
+        return _prepared(s, mods, spacing, mask=s["brain"] if s["stripped"] else None)
+
+    controls = [make("control", i, False, False) for i in range(int(n_controls))]
+    patients = [make("patient", i, True, True) for i in range(int(n_patients))]
+    val = [make("val", i, True, True) for i in range(int(n_val))]
+    return controls, patients, val

@@ -1,0 +1,54 @@
+"""Domain-randomised training scans (issue 16): random contrast in the right order, skull or none."""
+
+import numpy as np
+
+from napari_medseg.methods.joint_lesion_tissue.labels import REDUCED
+from napari_medseg.methods.joint_lesion_tissue.synth import (flair_means, randomised_subject,
+                                                            randomised_training_data, t1_means)
+from napari_medseg.methods.joint_lesion_tissue.phantom import CSF, GM, LESION, WM
+
+SHAPE = (40, 44, 40)
+
+
+def test_class_means_keep_the_tissue_order_but_vary():
+    t1s = np.array([t1_means(np.random.default_rng(i)) for i in range(50)])
+    fls = np.array([flair_means(np.random.default_rng(i)) for i in range(50)])
+    assert (t1s[:, CSF] < t1s[:, GM]).all() and (t1s[:, GM] < t1s[:, WM]).all()
+    assert (fls[:, CSF] < fls[:, WM]).all() and (fls[:, WM] < fls[:, GM]).all() and (fls[:, LESION] > fls[:, GM]).all()
+    assert t1s[:, GM].std() > 0.05 and fls[:, LESION].std() > 0.05  # really random, not a fixed contrast
+
+
+def test_subject_is_deterministic_and_labels_follow_the_intensities():
+    a, b = randomised_subject(3, SHAPE), randomised_subject(3, SHAPE)
+    assert np.array_equal(a["T1"], b["T1"]) and np.array_equal(a["labels"], b["labels"])
+    c = randomised_subject(4, SHAPE)
+    assert not np.allclose(a["T1"], c["T1"])
+    for s in (a, c):
+        lab, t1, fl = s["labels"], s["T1"], s["FLAIR"]
+        med = [float(np.median(t1[lab == k])) for k in (1, 2, 3)]  # CSF, GM, WM in the reduced set
+        assert med[0] < med[1] < med[2]
+        if (lab == REDUCED.lesion).sum() > 20:
+            assert np.median(fl[lab == REDUCED.lesion]) > np.median(fl[lab == 2])
+        assert s["T1"].dtype == np.float32 and set(np.unique(lab)) <= set(range(REDUCED.n_classes))
+
+
+def test_skull_stripped_and_not():
+    seen = {True: None, False: None}
+    for seed in range(12):
+        s = randomised_subject(seed, SHAPE, lesions=False, flair=False)
+        seen[s["stripped"]] = s
+    assert all(v is not None for v in seen.values())  # both kinds are drawn
+    stripped, skull = seen[True], seen[False]
+    assert (stripped["T1"][~stripped["brain"]] == 0).all()
+    outside = ~skull["brain"]
+    assert (skull["T1"][outside] > 0.1).mean() > 0.05  # skull and scalp carry signal
+    assert "FLAIR" not in stripped and stripped["lesion"].sum() == 0
+
+
+def test_training_data_is_preprocessed_and_task_specific():
+    controls, patients, val = randomised_training_data(2, 2, 1, seed=1, shape=SHAPE, spacing=(4.0, 4.0, 4.0))
+    assert "FLAIR" not in controls[0] and {"T1", "tissue"} <= set(controls[0])
+    assert {"T1", "FLAIR", "lesion"} <= set(patients[0]) and "labels" in val[0]
+    brain = val[0]["labels"] > 0
+    assert abs(float(val[0]["T1"][brain].mean())) < 0.7  # z-normalised inside the head or brain
+    assert controls[0]["tissue"].max() <= 3 and controls[0]["tissue"].any()
