@@ -1,7 +1,8 @@
 """Command line for box-supervised training (Gupta et al. 2019).
 
 ``napari-medseg train box_iterative`` runs the project's recipe on synthetic kidney
-slides (dispatched from ``cli._train``). Segmenting a slide file with the result is
+slides (dispatched from ``cli._train``), or, with ``--image`` and ``--boxes``, trains on
+the user's own images and box files. Segmenting a slide file with the result is
 ``napari-medseg segment SLIDE --model glomeruli --out labels.zarr``.
 """
 
@@ -17,6 +18,17 @@ def add_train_options(s) -> None:
     g.add_argument("--size", type=int, default=2048, help="side of the synthetic training slides")
     g.add_argument("--patch", type=int, default=None, help="patch side (default: 496 on a GPU, 256 on a CPU)")
     g.add_argument("--batch-size", type=int, default=None, help="default: 5 on a GPU, 4 on a CPU")
+    g.add_argument("--image", action="append", default=[], metavar="FILE",
+                   help="your Stage 1 image (repeat for several, each with its --boxes)")
+    g.add_argument("--boxes", action="append", default=[], metavar="FILE",
+                   help="its boxes: a .csv box table (y0,x0,y1,x1 or x,y,width,height), a napari Shapes .csv, "
+                        "or QuPath .geojson")
+    g.add_argument("--unlabelled", default=None, metavar="DIR", help="a folder of images without boxes (Stage 2)")
+    g.add_argument("--val-image", default=None, help="a validation image with --val-labels (picks the best round)")
+    g.add_argument("--val-labels", default=None, help="its object mask or instance labels")
+    g.add_argument("--polarity", choices=["auto", "keep", "invert"], default="auto",
+                   help="grey images: auto inverts a dark background (fluorescence) so objects are dark on bright")
+    g.add_argument("--clip-boxes", action="store_true", help="clip boxes that cross the image border")
 
 
 def train(args, registry):
@@ -31,8 +43,11 @@ def train(args, registry):
     config = StageConfig(steps=args.steps or 150, patch=args.patch, batch_size=args.batch_size, seed=args.seed,
                          adversarial=args.adversarial,
                          device=str(device))
-    recipe = Recipe(size=args.size, rounds1=args.rounds1, rounds2=args.rounds2, config=config)
-    job = run_in_terminal(run_recipe(registry, recipe), "train box_iterative")
+    if args.image or args.boxes:
+        job = run_in_terminal(user_data_job(registry, args, config), "train box_iterative")
+    else:
+        recipe = Recipe(size=args.size, rounds1=args.rounds1, rounds2=args.rounds2, config=config)
+        job = run_in_terminal(run_recipe(registry, recipe), "train box_iterative")
     session = job.result
     if session is not None:
         for r in session.history:
@@ -41,3 +56,56 @@ def train(args, registry):
     if job.stopped:
         print("stopped; every finished round was saved", file=sys.stderr)
     return registry.get(MODEL_NAME)
+
+
+_IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".zarr", ".svs", ".ndpi")
+
+
+def _level0(path: str):
+    from .core.io import read_image
+
+    levels, _ = read_image(path)
+    return levels[0]
+
+
+def user_data_job(registry, args, config):
+    """Generator: Stage 1 on the user's images and box files, Stage 2 on --unlabelled;
+    the best round by validation object F1 (when a validation image is given) is current."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from .core.errors import InputError
+    from .methods.box_iterative.boxfiles import read_boxes
+    from .methods.box_iterative.recipe import best_version
+    from .methods.box_iterative.stages import IterativeTraining
+
+    if len(args.image) != len(args.boxes):
+        raise InputError(f"{len(args.image)} --image but {len(args.boxes)} --boxes; give one box file per image.")
+    if args.rounds1 < 1 or args.rounds2 < 0:
+        raise InputError("--rounds1 must be at least 1 and --rounds2 at least 0.")
+    session = IterativeTraining(registry, config)
+    session.polarity = args.polarity
+    images = [_level0(p) for p in args.image]
+    boxsets = [read_boxes(b, tuple(im.shape[:2]), clip=args.clip_boxes) for im, b in zip(images, args.boxes)]
+    for path, b in zip(args.image, boxsets):
+        print(f"{Path(path).name}: {b.describe()}", file=sys.stderr)
+    session.set_stage1(images, [b.boxes for b in boxsets], [Path(p).name for p in args.image])
+    if bool(args.val_image) != bool(args.val_labels):
+        raise InputError("Give --val-image and --val-labels together.")
+    if args.val_image:
+        session.set_validation([_level0(args.val_image)], [np.asarray(_level0(args.val_labels))])
+    for note in session.notes:
+        print(note, file=sys.stderr)
+    yield from session.stage1(args.rounds1)
+    if args.unlabelled and args.rounds2 > 0:
+        folder = Path(args.unlabelled)
+        files = sorted(f for f in folder.iterdir() if f.suffix.lower() in _IMAGE_SUFFIXES) if folder.is_dir() else []
+        if not files:
+            raise InputError(f"--unlabelled {folder} is not a folder of images ({', '.join(_IMAGE_SUFFIXES)}).")
+        session.set_stage2([_level0(str(f)) for f in files], [f.name for f in files])
+        yield from session.stage2(args.rounds2)
+    best = best_version(session)
+    if best is not None:
+        registry.restore(session.name, best)
+    return session

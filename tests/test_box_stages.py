@@ -110,10 +110,10 @@ def test_stopping_mid_round_saves_nothing_for_that_round(tmp_path, slides):
 def test_bad_slides_and_labels_get_one_clear_error(tmp_path, slides):
     s = _session(tmp_path)
     a = slides[0]
-    with pytest.raises(InputError, match="8-bit"):
-        s.set_stage1([a.rgb.astype(np.uint16) * 257], [a.boxes])
-    with pytest.raises(InputError, match="RGB slide"):
-        s.set_stage1([a.rgb[..., 0]], [a.boxes])
+    with pytest.raises(InputError, match="not a stack"):
+        s.set_stage1([np.stack([a.rgb[..., 0]] * 2, -1)], [a.boxes])
+    with pytest.raises(InputError, match="NaN"):
+        s.set_stage1([np.full(a.rgb.shape[:2], np.nan, np.float32)], [a.boxes])
     with pytest.raises(InputError, match="no boxes"):
         s.set_stage1([a.rgb], [np.zeros((0, 4))])
     with pytest.raises(InputError, match="do not match"):

@@ -46,6 +46,7 @@ class BoxSettings:
     patch: int = 0  # 0: by device (the paper's 492 -> 496 on a GPU, 256 on a CPU)
     batch_size: int = 0  # 0: by device (5 on a GPU, 4 on a CPU)
     clip_boxes: bool = False  # boxes partly outside the slide: clip them instead of refusing
+    polarity: str = "auto"  # grey images with a dark background are inverted (auto), or keep / invert
     device: str = "auto"
     adversarial: float = 0.0  # > 0: adversarial mode (a mask discriminator's term with this weight)
     predict_image: Image | None = None
@@ -104,8 +105,9 @@ class BoxController(Controller):
 
     def _image(self, layer: Image):
         data, _ = layer_level(layer, 0)
-        if not layer.rgb:
-            raise InputError(f"{layer.name!r} is not an RGB layer; box-supervised training needs RGB slides.")
+        if not layer.rgb and len(data.shape) != 2:
+            raise InputError(f"{layer.name!r} is neither RGB nor a 2-D image (shape {tuple(data.shape)}); "
+                             "box-supervised training needs one slide or image plane.")
         return data
 
     def _apply_corrections(self):
@@ -139,6 +141,7 @@ class BoxController(Controller):
             self.session = IterativeTraining(self.registry, self._config())
         else:
             self.session.config = self._config()
+        self.session.polarity = s.polarity
         pairs = self.stage1_pairs()
         boxsets = [self.boxes_of(im, sh) for im, sh in pairs]
         self.session.set_stage1([self._image(im) for im, _ in pairs], [b.boxes for b in boxsets],
@@ -218,6 +221,7 @@ class BoxController(Controller):
         session = self.session or IterativeTraining(self.registry, self._config())
         self.session = session
         session.config = self._config()
+        session.polarity = self.settings.polarity
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
         out = paths.user_data_dir() / "results" / f"glomeruli-{stamp}.zarr"
         version = self.settings.version

@@ -22,7 +22,7 @@ from ._plot import LivePlot
 
 CURRENT = "current"
 BOUND = ("image", "boxes", "val_image", "val_labels", "rounds1", "rounds2", "steps", "patch", "batch_size",
-         "clip_boxes", "device", "predict_image")
+         "clip_boxes", "polarity", "device", "predict_image")
 
 
 class BoxIterativeWidget(MethodDock):
@@ -46,6 +46,8 @@ class BoxIterativeWidget(MethodDock):
         self.patch = SpinBox(label="patch (0: auto)", min=0, max=2048, step=16)
         self.batch_size = SpinBox(label="batch (0: auto)", min=0, max=64)
         self.clip_boxes = CheckBox(text="clip boxes crossing the border")
+        self.polarity = ComboBox(label="grey images", choices=[("dark background: invert", "auto"),
+                                                                ("keep as is", "keep"), ("always invert", "invert")])
         self.device = device_picker()
         self.predict_image = layer_picker(v, Image, "slide to segment")
         self.version = ComboBox(label="version", choices=self._versions)
@@ -58,7 +60,7 @@ class BoxIterativeWidget(MethodDock):
         self.rounds = Label(value="")
         self.plot = LivePlot(names=METRICS, y_range=(0.0, 1.0), markers=True)
         self._lay_out([
-            ("Stage 1: slides with boxes", [self.image, self.boxes, self.add_button, self.clip_boxes]),
+            ("Stage 1: slides with boxes", [self.image, self.boxes, self.add_button, self.clip_boxes, self.polarity]),
             ("Stage 2 and validation", [self.unlabelled, self.val_image, self.val_labels]),
             ("Train", [self.rounds1, self.rounds2, self.steps, self.patch, self.batch_size, self.device,
                        self.stage1_button, self.stage2_button, self.runner]),
@@ -77,7 +79,7 @@ class BoxIterativeWidget(MethodDock):
         return [CURRENT] + [e.version for e in self.controller.registry.list(MODEL_NAME)]
 
     def _from_settings(self):
-        self._show_settings(("rounds1", "rounds2", "steps", "patch", "batch_size", "clip_boxes"))
+        self._show_settings(("rounds1", "rounds2", "steps", "patch", "batch_size", "clip_boxes", "polarity"))
 
     def _to_settings(self):
         if self._syncing:

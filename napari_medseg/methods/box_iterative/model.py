@@ -40,24 +40,12 @@ def model_from_entry(entry: ModelEntry, device="cpu") -> tuple[torch.nn.Module, 
     return entry.load(device)
 
 
-def check_slide(image, name: str = "slide") -> tuple[object, str | None]:
-    """The RGB view of a slide (numpy/dask/zarr, never read whole) and a note if one applies.
+def check_slide(image, name: str = "slide", polarity: str = "auto") -> tuple[object, str | None]:
+    """The 8-bit RGB view of a slide (numpy/dask/zarr, never read whole) and a note of what
+    was done to get it: any channel count, bit depth and polarity (see :mod:`.inputs`)."""
+    from .inputs import as_rgb8
 
-    Accepts (H, W, 3) uint8; RGBA drops its alpha channel (with a note); anything else
-    (16-bit, grey, a stack) raises one clear :class:`InputError`.
-    """
-    shape, dtype = tuple(getattr(image, "shape", ())), np.dtype(getattr(image, "dtype", np.float64))
-    if len(shape) != 3 or shape[-1] not in (3, 4):
-        raise InputError(f"The {name} has shape {shape}; box-supervised training needs an RGB slide "
-                         "(height, width, 3). Open it as RGB or pick another layer.")
-    if dtype != np.uint8:
-        raise InputError(f"The {name} is {dtype} (not 8-bit); this method works on 8-bit RGB brightfield "
-                         "slides. Convert it to 8-bit first (e.g. rescale its intensity range to 0-255).")
-    if min(shape[:2]) < 32:
-        raise InputError(f"The {name} is only {shape[0]}x{shape[1]} pixels; it needs at least 32x32.")
-    if shape[-1] == 4:
-        return image[..., :3], f"The {name} is RGBA; its alpha channel is ignored."
-    return image, None
+    return as_rgb8(image, name, polarity)
 
 
 def to_input(rgb_patch: np.ndarray) -> torch.Tensor:

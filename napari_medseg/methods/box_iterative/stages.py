@@ -109,10 +109,12 @@ class IterativeTraining:
         self.model_version: int | None = None
         self._predicted: dict[int, tuple[int | None, list]] = {}  # stage -> (model version, predictions)
         self._cues2: cues_mod.Cues2 | None = None
+        #: how non-RGB or dark-background images are shown to the network: auto, keep or invert
+        self.polarity = "auto"
 
     # ------------------------------------------------------------------ data
     def _slide(self, image, name) -> TrainingSlide:
-        rgb, note = check_slide(image, name)
+        rgb, note = check_slide(image, name, self.polarity)
         if note:
             self.notes.append(note)
         return TrainingSlide(rgb, name=name)
@@ -161,7 +163,7 @@ class IterativeTraining:
         """Slides with (partial or full) glomerulus masks: each round is scored on them."""
         val = []
         for im, lab in zip(images, labels):
-            rgb, _ = check_slide(im, "validation slide")
+            rgb, _ = check_slide(im, "validation slide", self.polarity)
             lab = np.asarray(lab)
             if lab.shape != tuple(rgb.shape[:2]):
                 raise InputError(f"The validation labels ({lab.shape}) do not match the image ({tuple(rgb.shape[:2])}).")
@@ -381,7 +383,7 @@ class IterativeTraining:
 
         Uses the session's model, or a registry version (current by default) if given or
         if the session has not trained yet."""
-        rgb, _note = check_slide(image, "slide")
+        rgb, _note = check_slide(image, "slide", self.polarity)
         model = self.model
         if version is not None or model is None:
             model, _meta = model_from_entry(self.registry.get(self.name, version))
