@@ -47,6 +47,8 @@ class BoxSettings:
     batch_size: int = 0  # 0: by device (5 on a GPU, 4 on a CPU)
     clip_boxes: bool = False  # boxes partly outside the slide: clip them instead of refusing
     polarity: str = "auto"  # grey images with a dark background are inverted (auto), or keep / invert
+    instances: bool = True  # Predict: split touching objects into instances (in-memory results)
+    object_radius: float = 0.0  # typical object radius in pixels; 0: from the Stage 1 boxes
     device: str = "auto"
     adversarial: float = 0.0  # > 0: adversarial mode (a mask discriminator's term with this weight)
     predict_image: Image | None = None
@@ -231,12 +233,31 @@ class BoxController(Controller):
 
         def on_done(_levels):
             data, multiscale = stored_labels(out)
+            note = ""
+            if self.settings.instances and not multiscale:
+                data, note = self._instances(np.asarray(data))
             self._result = self.viewer.add_labels(
                 data, name=name, multiscale=multiscale, opacity=0.5,
                 scale=tuple(layer.scale)[:2], translate=tuple(layer.translate)[:2],
                 metadata={"medseg": {"model": MODEL_NAME, "version": use, "prediction": str(out)}})
+            if note:
+                self._say(note)
 
         return self.runner.start(gen, on_done=on_done)
+
+    def _instances(self, binary: np.ndarray):
+        """(instance labels, note): touching objects split by a seeded distance watershed."""
+        from ..methods.box_iterative.instances import expected_radius, split_instances
+
+        radius = float(self.settings.object_radius or 0.0)
+        if radius <= 0:
+            boxes = [s.boxes for s in (self.session.slides[1] if self.session else []) if s.boxes is not None]
+            if not boxes:
+                return binary, ("Binary labels: give 'object radius' or Stage 1 boxes to split touching objects "
+                                "into instances.")
+            radius = expected_radius(np.concatenate(boxes))
+        inst = split_instances(binary, radius)
+        return inst, f"{int(inst.max())} objects (touching ones split; object radius {radius:.0f} px)."
 
     def rollback(self, version: int | None = None):
         """Button **Roll back**: make an earlier version current and continue from it."""

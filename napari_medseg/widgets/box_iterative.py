@@ -9,7 +9,7 @@ console what the button does. See docs/widgets/box_iterative.md.
 
 from __future__ import annotations
 
-from magicgui.widgets import CheckBox, ComboBox, Label, PushButton, Select, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, Label, PushButton, Select, SpinBox
 from napari.layers import Image, Labels, Shapes
 from superqt.utils import ensure_main_thread
 
@@ -22,7 +22,7 @@ from ._plot import LivePlot
 
 CURRENT = "current"
 BOUND = ("image", "boxes", "val_image", "val_labels", "rounds1", "rounds2", "steps", "patch", "batch_size",
-         "clip_boxes", "polarity", "device", "predict_image")
+         "clip_boxes", "polarity", "device", "predict_image", "instances", "object_radius")
 
 
 class BoxIterativeWidget(MethodDock):
@@ -46,6 +46,8 @@ class BoxIterativeWidget(MethodDock):
         self.patch = SpinBox(label="patch (0: auto)", min=0, max=2048, step=16)
         self.batch_size = SpinBox(label="batch (0: auto)", min=0, max=64)
         self.clip_boxes = CheckBox(text="clip boxes crossing the border")
+        self.instances = CheckBox(text="split touching objects (instances)")
+        self.object_radius = FloatSpinBox(label="object radius (px, 0: from boxes)", min=0.0, max=10_000.0)
         self.polarity = ComboBox(label="grey images", choices=[("dark background: invert", "auto"),
                                                                 ("keep as is", "keep"), ("always invert", "invert")])
         self.device = device_picker()
@@ -65,7 +67,7 @@ class BoxIterativeWidget(MethodDock):
             ("Train", [self.rounds1, self.rounds2, self.steps, self.patch, self.batch_size, self.device,
                        self.stage1_button, self.stage2_button, self.runner]),
             ("Rounds (paint a round's labels, then run more rounds)", [self.plot, self.rounds, self.rollback_button]),
-            ("Predict", [self.predict_image, self.version, self.predict_button])])
+            ("Predict", [self.predict_image, self.version, self.instances, self.object_radius, self.predict_button])])
         self._from_settings()
         for name in BOUND:
             getattr(self, name).changed.connect(lambda _=None: self._to_settings())
@@ -79,7 +81,8 @@ class BoxIterativeWidget(MethodDock):
         return [CURRENT] + [e.version for e in self.controller.registry.list(MODEL_NAME)]
 
     def _from_settings(self):
-        self._show_settings(("rounds1", "rounds2", "steps", "patch", "batch_size", "clip_boxes", "polarity"))
+        self._show_settings(("rounds1", "rounds2", "steps", "patch", "batch_size", "clip_boxes", "polarity", "instances",
+                             "object_radius"))
 
     def _to_settings(self):
         if self._syncing:

@@ -49,10 +49,11 @@ def pixel_scores(pred, gt, *, gt_instances: bool = False) -> dict:
     return _prf(tp, int(np.count_nonzero(p)) - tp, int(np.count_nonzero(g)) - tp)
 
 
-def object_scores(pred, gt, *, iou: float = 0.5, gt_instances: bool = False) -> dict:
+def object_scores(pred, gt, *, iou: float = 0.5, gt_instances: bool = False, pred_instances: bool = False) -> dict:
     """Object detection precision, recall, F1: predicted and true objects match one to one if IoU >= ``iou``.
 
-    Predicted objects are the 8-connected components of the foreground; true objects those of ``gt``,
+    Predicted objects are the 8-connected components of the foreground (or its ids if
+    ``pred_instances``: touching instances stay apart); true objects those of ``gt``,
     or its ids if ``gt_instances``. Matching is greedy, highest IoU first (ties: lowest labels first).
     A predicted object lying mostly (> 50 %) on UNKNOWN pixels of a binary ``gt`` is not counted.
     Returns precision, recall, f1, tp, fp, fn, n_pred, n_gt.
@@ -60,7 +61,10 @@ def object_scores(pred, gt, *, iou: float = 0.5, gt_instances: bool = False) -> 
     pred, gt = _pair(pred, gt)
     if not 0 < iou <= 1:
         raise InputError(f"The IoU threshold must lie in (0, 1], not {iou}.")
-    p_lab = label(foreground(pred), connectivity=pred.ndim).astype(np.int64)
+    if pred_instances:
+        p_lab = relabel_sequential(np.asarray(pred).astype(np.int64))[0]
+    else:
+        p_lab = label(foreground(pred), connectivity=pred.ndim).astype(np.int64)
     if gt_instances:
         if not np.issubdtype(gt.dtype, np.integer) or gt.min() < 0:
             raise InputError("Instance validation labels must be non-negative integers (0 = background).")
