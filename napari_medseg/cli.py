@@ -279,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("bench", help="benchmarks: ours vs the baseline, side by side")
     s.add_argument("name")
     s.add_argument("--quick", action="store_true", help="small sizes, about a minute on 2 CPU cores")
-    s.add_argument("--real", action="store_true", help="tracking: on real images that installed packages ship")
+    s.add_argument("--real", action="store_true", help="tracking, box_iterative: on real images that installed packages ship")
     s.add_argument("--json", default=None, help="write the results here")
     s.set_defaults(func=_bench)
 

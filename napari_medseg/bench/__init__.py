@@ -12,6 +12,7 @@ BENCHMARKS = {
     "tracking": "napari_medseg.bench.tracking:run",
     "tracking_real": "napari_medseg.bench.tracking_real:run",  # bench tracking --real
     "box_iterative": "napari_medseg.bench.box_iterative:run",
+    "box_iterative_real": "napari_medseg.bench.box_iterative_real:run",  # bench box_iterative --real
     "staining": "napari_medseg.bench.staining:run",
     "joint": "napari_medseg.bench.joint:run",
     "adversarial": "napari_medseg.bench.adversarial:run",
