@@ -38,8 +38,9 @@ def test_map_segment_correct_retrain_export(setup, tmp_path):
     w.t1.value, w.flair.value = t1, flair
     assert c.settings.t1 is t1 and c.settings.flair is flair and c.settings.t2 is None
 
+    cur = c.registry.get("joint_lesion_tissue").version  # the shipped current version
     labels = c.segment(block=True)
-    assert labels is viewer.layers[-1] and labels.name == "T1 [joint_lesion_tissue v1]"
+    assert labels is viewer.layers[-1] and labels.name == f"T1 [joint_lesion_tissue v{cur}]"
     assert labels.data.shape == t1.data.shape and tuple(labels.scale) == tuple(t1.scale)
     assert list(labels.features["class"]) == list(REDUCED.names)
     assert w.used.value == "used: T1 + FLAIR"
@@ -63,17 +64,18 @@ def test_map_segment_correct_retrain_export(setup, tmp_path):
         "prediction"]).all()
     w.retrain_steps.value = 3
     entry = c.retrain(block=True)
-    assert entry is not None and entry.version == 2 and entry.source == "user", c.message
-    assert c.registry.get("joint_lesion_tissue").version == 2
-    assert entry.meta["config"]["mode"] == "joint" and entry.meta["config"]["resumed_from"] == 1
+    assert entry is not None and entry.version == cur + 1 and entry.source == "user", c.message
+    assert c.registry.get("joint_lesion_tissue").version == cur + 1
+    assert entry.meta["config"]["mode"] == "joint" and entry.meta["config"]["resumed_from"] == cur
     saved = sorted((paths.user_data_dir() / "corrections" / "joint_lesion_tissue").glob("corrections_*.json"))
     assert len(saved) == 1 and json.loads(saved[0].read_text())["changed_voxels"] > 0
-    assert "v2" in w.versions.value and w.version.choices == (None, 1, 2)
+    assert f"v{cur + 1}" in w.versions.value and w.version.choices == (None, *range(1, cur + 2))
     # the retrained version segments too, as a new layer
     again = c.segment(block=True)
-    assert again.name == "T1 [joint_lesion_tissue v2]" and again.data.shape == t1.data.shape
+    assert again.name == f"T1 [joint_lesion_tissue v{cur + 1}]" and again.data.shape == t1.data.shape
     c.rollback()
-    assert c.registry.get("joint_lesion_tissue").version == 1 and "current: joint_lesion_tissue v1" in w.versions.value
+    assert c.registry.get("joint_lesion_tissue").version == cur
+    assert f"current: joint_lesion_tissue v{cur}" in w.versions.value
 
     # export keeps the affine
     out = tmp_path / "labels.nii.gz"
@@ -116,8 +118,9 @@ def test_train_from_dataset_folders(setup, tmp_path):
     w.patients.value = write_dataset(d["patient"], tmp_path / "patients", "patients.yaml")
     w.validation.value = write_dataset(d["test"], tmp_path / "val", "val.csv")
     w.steps.value, w.warmup.value, w.patch.value = 4, 2, 24
+    cur = c.registry.get("joint_lesion_tissue").version
     entry = c.train(block=True)
-    assert entry is not None and entry.version == 2, c.message  # fine-tuned from the shipped v1
+    assert entry is not None and entry.version == cur + 1, c.message  # fine-tuned from the shipped current
     assert entry.meta["config"]["steps"] == 4 and entry.meta["spacing"] == [2.5, 2.5, 2.5]
     assert len(w.loss_plot.series["loss_tissue"]) == 4 and len(w.loss_plot.series["loss_inter"]) == 4
     assert w.loss_plot.series["loss_inter"][0][1] == 0 and w.loss_plot.series["loss_inter"][-1][1] > 0
@@ -126,7 +129,7 @@ def test_train_from_dataset_folders(setup, tmp_path):
     d["patient"][0].pop("FLAIR")
     w.patients.value = write_dataset(d["patient"], tmp_path / "bad", "patients.csv")
     assert c.train(block=True) is None and "no FLAIR" in c.message
-    assert c.registry.get("joint_lesion_tissue").version == 2
+    assert c.registry.get("joint_lesion_tissue").version == cur + 1
 
 
 def test_real_template_with_a_brain_mask_and_minimum_lesion_size(make_napari_viewer, tmp_path):
@@ -141,6 +144,7 @@ def test_real_template_with_a_brain_mask_and_minimum_lesion_size(make_napari_vie
     for data, kwargs, kind in _sample_data.mni_lesion_sample():
         getattr(viewer, f"add_{kind}")(data, **kwargs)
     w = JointWidget(viewer, registry=Registry(shipped_root=paths.models_dir(), user_root=tmp_path / "models"))
+    viewer.window.add_dock_widget(w)  # owned (and closed) by the viewer's window
     layers = viewer.layers
     w.t1.value, w.flair.value, w.mask.value = layers["T1"], layers["FLAIR"], layers["brain mask"]
     w.min_lesion_ml.value = 0.1

@@ -69,7 +69,7 @@ def main() -> None:
     for lay in list(layers):
         layers.remove(lay)
     viewer.open_sample("napari-medseg", "mni_lesions")
-    c.rollback(1)
+    c.rollback()  # back to the shipped current version
     w.t1.value, w.flair.value, w.mask.value = layers["T1"], layers["FLAIR"], layers["brain mask"]
     axial(viewer, layers["T1"])
     mni = c.segment(block=True)

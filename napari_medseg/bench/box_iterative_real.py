@@ -70,17 +70,26 @@ def score(instances, truth) -> dict:
 
 
 def otsu_watershed(image: np.ndarray, radius: float) -> np.ndarray:
-    """The classical pipeline: smoothing, Otsu, fill holes, remove specks, distance watershed."""
+    """The classical pipeline, as CellProfiler-style nuclei pipelines do it: Gaussian
+    smoothing (sigma 1), Otsu's threshold, holes filled, specks removed, and a watershed of
+    the negated distance transform from its local maxima at least 2/3 of the object
+    radius apart (scikit-image's peak_local_max); the radius comes from the boxes, as
+    for the method."""
     from scipy import ndimage
+    from skimage.feature import peak_local_max
     from skimage.filters import gaussian, threshold_otsu
     from skimage.morphology import remove_small_objects
-
-    from ..methods.box_iterative.instances import split_instances
+    from skimage.segmentation import watershed
 
     smooth = gaussian(image.astype(np.float32), 1.0, preserve_range=True)
     fg = ndimage.binary_fill_holes(smooth > threshold_otsu(smooth))
     fg = remove_small_objects(fg, max_size=int(np.pi * (radius / 3) ** 2))
-    return split_instances(fg, radius)
+    dist = ndimage.distance_transform_edt(fg)
+    peaks = peak_local_max(dist, min_distance=max(1, int(round(2 * radius / 3))), labels=ndimage.label(fg)[0],
+                           exclude_border=False)
+    markers = np.zeros(fg.shape, np.int32)
+    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+    return watershed(-dist, markers, mask=fg)
 
 
 def _predict(model, rgb, device) -> np.ndarray:
