@@ -13,7 +13,8 @@ Three steps, each optional and each reported in the result:
 2. **Brain mask.** With a mask, nothing outside it is labelled and nothing inside it is
    background (a skull-stripped scan has no skull to tell the network where the brain ends).
 3. **Lesion calls that the images support.** A lesion component is kept only if FLAIR
-   shows it hyper-intense (its median above the median of grey matter), or, on T1 alone,
+   shows it hyper-intense (its median more than two robust standard deviations above
+   the median of grey matter, the brightest normal tissue on FLAIR), or, on T1 alone,
    if it is darker than the grey/white boundary and lies inside white matter; and only
    if it is at least ``min_lesion_ml``. Rejected voxels take their most likely tissue.
 """
@@ -29,6 +30,7 @@ from .labels import LabelSet
 PRIOR_POWER = 1.0  # tau: best mean tissue Dice on held-out randomised phantoms at 1.25 mm (0.25-2 tried); never tuned on a real scan
 EM_STEPS = 3
 MIN_CLASS_VOXELS = 50
+FLAIR_SIGMAS = 2.0  # a lesion's median FLAIR must exceed grey matter's median by this many robust SDs
 
 
 @dataclass
@@ -113,8 +115,10 @@ def lesion_support(labels: np.ndarray, volumes: dict, ls: LabelSet, spacing, min
     ok = sizes >= min_vox
     if "FLAIR" in volumes and gm is not None and (labels == gm).any():
         flair = np.asarray(volumes["FLAIR"], np.float32)
-        ref = float(np.median(flair[labels == gm]))
-        ok &= np.asarray(ndimage.median(flair, comp, idx)) > ref
+        g = flair[labels == gm]
+        ref = float(np.median(g))
+        sigma = 1.4826 * float(np.median(np.abs(g - ref)))  # robust spread of grey matter on FLAIR
+        ok &= np.asarray(ndimage.median(flair, comp, idx)) > ref + FLAIR_SIGMAS * sigma
     elif gm is not None and wm is not None and (labels == gm).any() and (labels == wm).any():
         t1 = np.asarray(volumes["T1"], np.float32)
         boundary = 0.5 * (float(np.median(t1[labels == gm])) + float(np.median(t1[labels == wm])))
