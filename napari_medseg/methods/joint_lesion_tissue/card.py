@@ -25,7 +25,8 @@ def write_model_card(folder: Path, meta: dict, command: str) -> Path:
     dice = ", ".join(f"{k[5:].replace('_', ' ')} {_fmt(v)}" for k, v in sorted(m.items())
                      if k.startswith("dice_")) or "n/a"
     randomised = "randomised" in str(c.get("data", ""))
-    val_what = ("two fully labelled domain-randomised phantom subjects, synthetic" if randomised
+    val_what = ("two fully labelled domain-randomised phantom subjects, synthetic; the network alone at "
+                "2.5 mm, no mask, no refinement, so a skull-on head's scalp counts against it" if randomised
                 else "one fully labelled phantom subject")
     start = f"fine-tuned from v{c['resumed_from']}" if c.get("resumed_from") else "trained from scratch"
     limits = ("trained only on synthetic scans (the phantom's anatomy drawn with random contrast, skull or none, "
