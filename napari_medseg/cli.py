@@ -262,7 +262,10 @@ def _demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     p = argparse.ArgumentParser(prog="napari-medseg", description=__doc__)
+    p.add_argument("--version", action="version", version=f"napari-medseg {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("info", help="versions, devices and models found")

@@ -30,7 +30,18 @@ def test_manifest_validates():
 def test_console_script_is_installed():
     exe = Path(sys.executable).with_name("napari-medseg")
     proc = subprocess.run([str(exe), "--help"], capture_output=True, text=True)
-    assert proc.returncode == 0 and "bench" in proc.stdout and "demo" in proc.stdout
+    assert proc.returncode == 0 and "bench" in proc.stdout and "demo" in proc.stdout and "predict" in proc.stdout
+
+
+def test_one_version_a_version_flag_a_module_entry_and_a_license():
+    from importlib.metadata import version
+
+    import napari_medseg
+
+    assert version("napari-medseg") == napari_medseg.__version__  # pyproject reads it from __init__.py
+    proc = subprocess.run([sys.executable, "-m", "napari_medseg", "--version"], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == f"napari-medseg {napari_medseg.__version__}"
+    assert "BSD 3-Clause" in (ROOT / "LICENSE").read_text()
 
 
 @pytest.mark.slow
