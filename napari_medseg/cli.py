@@ -205,7 +205,24 @@ def _segment(args) -> int:
     levels, img_meta = read_image(args.image)
     if not 0 <= args.level < len(levels):
         raise MedsegError(f"{args.image} has {len(levels)} pyramid level(s); --level must be 0 to {len(levels) - 1}.")
+    import numpy as np
+
+    from .core.segment import io_spec
+
     image = levels[args.level]
+    rgb = bool(img_meta.get("rgb"))
+
+    if io_spec(meta)["input"] == "rgb_uint8" and not (rgb and np.dtype(image.dtype) == np.uint8):
+        # a brightfield model on a grey, 16-bit or float image: the box method's one input path
+        from .methods.box_iterative.inputs import as_rgb8
+
+        if args.scheduler:
+            raise MedsegError(f"{entry.label} reads 8-bit RGB and {args.image} is not; with --scheduler the workers "
+                              "read the file themselves, so convert it first (or segment without --scheduler).")
+        image, note = as_rgb8(image, Path(args.image).name, args.polarity)
+        rgb = True
+        if note:
+            print(note, file=sys.stderr)
     client = None
     if args.scheduler:
         from distributed import Client
@@ -216,7 +233,7 @@ def _segment(args) -> int:
         # the workers open the file themselves: no pixels travel through this process
         image = PathSource(args.image, level=args.level, channel_axis=-1 if img_meta.get("rgb") else None)
     gen = run_segmentation(model, meta, image, args.out, tile=args.tile, batch_size=args.batch_size,
-                           output=args.output, device=device, client=client, rgb=bool(img_meta.get("rgb")),
+                           output=args.output, device=device, client=client, rgb=rgb,
                            overwrite=args.overwrite, inputs=[args.image])
     try:
         job = run_in_terminal(gen, f"segment with {entry.label}")
@@ -327,6 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--output", choices=["labels", "probabilities"], default="labels")
     s.add_argument("--device", default=None)
     s.add_argument("--scheduler", default=None, help="dask.distributed scheduler address")
+    s.add_argument("--polarity", choices=["auto", "keep", "invert"], default="auto",
+                   help="RGB models on grey images: auto inverts a dark background (fluorescence)")
     s.set_defaults(func=_segment)
 
     s = sub.add_parser("models", help="list models, or restore an earlier version")

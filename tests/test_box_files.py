@@ -67,3 +67,23 @@ def test_train_from_a_16_bit_grey_image_and_a_box_file(tmp_path, monkeypatch, ca
     entries = Registry().list("glomeruli")
     assert any(e.source == "user" for e in entries)
     assert cli.main(["train", "box_iterative", "--image", str(tmp_path / "slide.tif")]) == 2  # no --boxes
+
+
+def test_segment_cli_takes_a_16_bit_grey_image_for_an_rgb_model(tmp_path, monkeypatch, capsys, one_thread):
+    """`napari-medseg segment` goes through the same input path as the dock (issue 17, item 1)."""
+    import zarr
+
+    from napari_medseg import cli
+
+    monkeypatch.setenv("NAPARI_MEDSEG_HOME", str(tmp_path / "home"))
+    slide = synthetic_kidney((128, 128), 5, density=3.0)
+    grey = (slide.rgb.astype(np.float32).mean(-1) * 200).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "grey.tif", grey)
+    out = tmp_path / "out.zarr"
+    assert cli.main(["segment", str(tmp_path / "grey.tif"), "--model", "glomeruli", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "percentiles to 8 bits" in err and "repeated as R, G and B" in err
+    assert zarr.open_group(str(out), mode="r")["0"].shape == (128, 128)
+    code = cli.main(["segment", str(tmp_path / "grey.tif"), "--model", "glomeruli", "--out", str(tmp_path / "o2.zarr"),
+                     "--scheduler", "tcp://127.0.0.1:1"])
+    assert code == 2 and "convert it first" in capsys.readouterr().err
