@@ -24,10 +24,19 @@ import numpy as np
 from .memory import peak_rss_mb
 
 
-def _test_scores(registry, versions, slides, device, min_area: int) -> list[dict]:
+def predict_labels(model, rgb, device) -> np.ndarray:
+    """uint8 foreground labels of an in-memory 8-bit RGB image by whole-image tiled inference."""
     from ..core.segment import POSTPROCESS, PREPROCESS
     from ..core.tiling import predict_whole
-    from ..methods.box_iterative.model import IO, model_from_entry
+    from ..methods.box_iterative.model import IO
+
+    prob = predict_whole(model, rgb, stride=IO["stride"], channel_axis=-1, preprocess=PREPROCESS["rgb_uint8"],
+                         postprocess=POSTPROCESS["softmax"], device=device)
+    return prob.argmax(0).astype(np.uint8)
+
+
+def _test_scores(registry, versions, slides, device, min_area: int) -> list[dict]:
+    from ..methods.box_iterative.model import model_from_entry
     from ..methods.box_iterative.metrics import pooled_scores
 
     out = []
@@ -35,9 +44,7 @@ def _test_scores(registry, versions, slides, device, min_area: int) -> list[dict
         model, _ = model_from_entry(registry.get("glomeruli", v), device)
         pairs = []
         for s in slides:
-            prob = predict_whole(model, s.rgb, stride=IO["stride"], channel_axis=-1, preprocess=PREPROCESS["rgb_uint8"],
-                                 postprocess=POSTPROCESS["softmax"], device=device)
-            pairs.append((prob.argmax(0).astype(np.uint8), s.mask))
+            pairs.append((predict_labels(model, s.rgb, device), s.mask))
         strict = pooled_scores(pairs, min_area, iou=0.75)  # outlines must fit, not just overlap
         out.append({**pooled_scores(pairs, min_area), "object_f1_iou75": strict["object_f1"]})
     return out

@@ -93,16 +93,6 @@ def otsu_watershed(image: np.ndarray, radius: float) -> np.ndarray:
     return watershed(-dist, markers, mask=fg)
 
 
-def _predict(model, rgb, device) -> np.ndarray:
-    from ..core.segment import POSTPROCESS, PREPROCESS
-    from ..core.tiling import predict_whole
-    from ..methods.box_iterative.model import IO
-
-    prob = predict_whole(model, rgb, stride=IO["stride"], channel_axis=-1, preprocess=PREPROCESS["rgb_uint8"],
-                         postprocess=POSTPROCESS["softmax"], device=device)
-    return prob.argmax(0).astype(np.uint8)
-
-
 def _one_seed(seed, cfg, rgb, mask, boxes, left, right, radius):
     """(scores by Stage-1 round, supervised scores) for one training seed."""
     from ..core.jobs import collect
@@ -110,6 +100,7 @@ def _one_seed(seed, cfg, rgb, mask, boxes, left, right, radius):
     from ..methods.box_iterative.instances import split_instances
     from ..methods.box_iterative.model import model_from_entry
     from ..methods.box_iterative.stages import IterativeTraining, StageConfig
+    from .box_iterative import predict_labels
 
     truth, device = mask[:, right], "cpu"
     with tempfile.TemporaryDirectory(prefix="medseg-bench-box-real-") as tmp:
@@ -122,14 +113,14 @@ def _one_seed(seed, cfg, rgb, mask, boxes, left, right, radius):
         for _ in range(cfg["rounds"]):
             collect(session.stage1(1))
             model, _ = model_from_entry(registry.get("glomeruli", session.history[-1].version), device)
-            by_round.append(score(split_instances(_predict(model, rgb[:, right], device), radius), truth))
+            by_round.append(score(split_instances(predict_labels(model, rgb[:, right], device), radius), truth))
         # supervised bound: the same network and total budget on the left half's true masks
         sup_reg = Registry(shipped_root=tmp / "none", user_root=tmp / "sup-models")
         sup = IterativeTraining(sup_reg, config, workdir=tmp / "sup")
         sup.set_stage0([rgb[:, left]], [mask[:, left]], ["left half"])
         collect(sup.stage0(cfg["rounds"] * cfg["steps"]))
         model, _ = model_from_entry(sup_reg.get("glomeruli"), device)
-        return by_round, score(split_instances(_predict(model, rgb[:, right], device), radius), truth)
+        return by_round, score(split_instances(predict_labels(model, rgb[:, right], device), radius), truth)
 
 
 def run(quick: bool = False, json_path: str | None = None) -> dict:

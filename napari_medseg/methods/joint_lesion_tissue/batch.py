@@ -91,10 +91,9 @@ def _load(row: dict) -> tuple[dict, np.ndarray, np.ndarray | None, list[str], ob
     """Volumes on the T1 grid, its affine, the mask (or None), notes, the T1 header."""
     import nibabel as nib
 
-    from .datasets import check_brain, read_volume, resample_to
+    from .datasets import read_volume, resample_to
 
-    t1, affine = read_volume(row["T1"])
-    check_brain(t1, f"The T1 {row['T1'].name}")
+    t1, affine = read_volume(row["T1"])  # segment_scan checks that it shows a brain
     vols, notes, mask = {"T1": t1.astype(np.float32)}, [], None
     for key in ("FLAIR", "mask"):
         if row.get(key) is None:

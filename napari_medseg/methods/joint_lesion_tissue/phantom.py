@@ -177,9 +177,23 @@ def _contrast(rng, classes, means, lesion=None, lesion_value=None, noise=0.03) -
         img = np.where(lesion, lesion_value, img)
     img = ndimage.gaussian_filter(img, 0.7)  # partial volume
     img *= np.exp(0.12 * smooth_field(rng, classes.shape, (3, 3, 3)))
+    return rician(rng, img, noise)
+
+
+def rician(rng, img: np.ndarray, noise: float) -> np.ndarray:
+    """Magnitude of ``img`` with complex Gaussian noise of SD ``noise`` (MRI's Rician noise)."""
     real = img + noise * rng.standard_normal(img.shape, dtype=np.float32)
     imag = noise * rng.standard_normal(img.shape, dtype=np.float32)
     return np.sqrt(real * real + imag * imag).astype(np.float32)
+
+
+def draw_anatomy(rng, shape, spacing, lesions):
+    """``(classes, tissue, lesion, lesion_flair)`` of one subject: phantom classes with skull
+    and scalp, the brain's tissue labels, the lesion mask and each lesion's FLAIR brightness."""
+    classes, vent = _anatomy(tuple(int(s) for s in shape), spacing, rng)
+    tissue = np.where(classes >= SKULL, 0, classes).astype(np.uint8)
+    lesion, lesion_flair = _lesions(rng, tissue, vent, _lesion_count(lesions, rng))
+    return classes, tissue, lesion, lesion_flair
 
 
 def brain_phantom(shape=(96, 112, 96), seed: int = 0, label_set: str = "full",
@@ -191,9 +205,7 @@ def brain_phantom(shape=(96, 112, 96), seed: int = 0, label_set: str = "full",
         raise InputError(f"The phantom needs a 3-D shape of at least 16 voxels a side, got {shape}.")
     rng = np.random.default_rng(seed)
     spacing = tuple(float(s) for s in spacing)
-    classes, vent = _anatomy(tuple(int(s) for s in shape), spacing, rng)
-    tissue = np.where(classes >= SKULL, 0, classes).astype(np.uint8)
-    lesion, lesion_flair = _lesions(rng, tissue, vent, _lesion_count(lesions, rng))
+    classes, tissue, lesion, lesion_flair = draw_anatomy(rng, shape, spacing, lesions)
     jitter = rng.uniform(0.95, 1.05, T1_MEANS.size).astype(np.float32)  # scanner/contrast
     jitter[0] = 0.0
     with_lesion = np.where(lesion, LESION, classes)

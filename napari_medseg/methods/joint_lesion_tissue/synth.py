@@ -24,8 +24,8 @@ import numpy as np
 from scipy import ndimage
 
 from ...core.errors import InputError
-from .phantom import (BG, BS, CB, CSF, DGM, GM, LESION, SCALP, SKULL, WM, _TO_REDUCED, _anatomy, _lesion_count,
-                      _lesions, centred_affine, smooth_field)
+from .phantom import (BG, BS, CB, CSF, DGM, GM, LESION, SCALP, SKULL, WM, _TO_REDUCED, centred_affine, draw_anatomy,
+                      rician, smooth_field)
 
 N_CLASSES = 10  # phantom classes 0..9 (lesion 7, skull 8, scalp 9)
 
@@ -78,10 +78,7 @@ def render(rng, classes: np.ndarray, means: np.ndarray, stripped: bool) -> np.nd
     img *= np.exp(rng.uniform(0.0, 0.35) * smooth_field(rng, shape, (3, 3, 3)))  # bias field
     img = np.clip(img / max(float(np.percentile(img, 99.5)), 1e-6), 0.0, None)
     img = img ** float(np.exp(rng.normal(0.0, 0.2)))  # contrast (gamma)
-    noise = rng.uniform(0.0, 0.06)
-    real = img + noise * rng.standard_normal(shape, dtype=np.float32)
-    imag = noise * rng.standard_normal(shape, dtype=np.float32)
-    out = np.sqrt(real * real + imag * imag)
+    out = rician(rng, img, rng.uniform(0.0, 0.06))
     if stripped:
         out = np.where((classes == BG) | (classes >= SKULL), 0.0, out)
     return out.astype(np.float32)
@@ -95,9 +92,7 @@ def randomised_subject(seed: int, shape=(64, 72, 64), spacing=(2.5, 2.5, 2.5), l
         raise InputError(f"Unknown label set {label_set!r}; use 'reduced' or 'full'.")
     rng = np.random.default_rng(seed)
     spacing = tuple(float(s) for s in spacing)
-    classes, vent = _anatomy(tuple(int(s) for s in shape), spacing, rng)
-    tissue = np.where(classes >= SKULL, 0, classes).astype(np.uint8)
-    lesion, _ = _lesions(rng, tissue, vent, _lesion_count(lesions, rng))
+    classes, tissue, lesion, _ = draw_anatomy(rng, shape, spacing, lesions)
     drawn = np.where(lesion, LESION, classes).astype(np.uint8)
     stripped = bool(rng.random() < p_stripped)
     out = {"T1": render(rng, drawn, t1_means(rng), stripped)}
