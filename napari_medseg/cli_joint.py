@@ -85,21 +85,34 @@ def train(args, registry):
 
 
 def add_predict_parser(sub) -> None:
-    s = sub.add_parser("predict", help="segment many subjects' scans with a joint lesion + tissue model")
-    s.add_argument("method", choices=["joint"])
-    s.add_argument("--t1", required=True, help="a T1 NIfTI file, or a folder of them (one per subject)")
+    s = sub.add_parser("predict", help="run a model over many files: joint lesion + tissue scans, or despeckling")
+    s.add_argument("method", choices=["joint", "despeckle"])
+    s.add_argument("images", nargs="?", default=None,
+                   help="despeckle: a single-channel image file (TIFF, PNG, OME-Zarr...) or a folder of them")
+    s.add_argument("--t1", default=None, help="joint: a T1 NIfTI file, or a folder of them (one per subject)")
     s.add_argument("--flair", default=None, help="FLAIR file or folder, matched to the T1s by subject name")
     s.add_argument("--mask", default=None, help="brain mask file or folder (skull-stripped scans)")
-    s.add_argument("--out", required=True, help="folder for SUBJECT_labels.nii.gz and volumes.csv (never replaced)")
-    s.add_argument("--model", default="joint_lesion_tissue", help="NAME or NAME:VERSION")
+    s.add_argument("--out", required=True, help="output folder (files in it are never replaced)")
+    s.add_argument("--model", default=None, help="NAME or NAME:VERSION (default: joint_lesion_tissue, despeckle)")
     s.add_argument("--min-lesion-ml", type=float, default=0.01, help="smaller lesions are removed (mL)")
     s.add_argument("--no-refine", action="store_true", help="skip the native-resolution refinement")
+    s.add_argument("--tile", type=int, default=1024, help="despeckle: tile size in pixels")
+    s.add_argument("--format", choices=["tif", "zarr"], default="tif",
+                   help="despeckle: NAME_despeckled.tif (float32, tiled) or NAME_despeckled.zarr (pyramid)")
     s.add_argument("--device", default=None)
     s.set_defaults(func=predict)
 
 
 def predict(args) -> int:
     from pathlib import Path
+
+    if args.method == "despeckle":
+        from .cli_staining import predict_despeckle
+
+        return predict_despeckle(args)
+    if args.t1 is None:
+        raise InputError("predict joint needs --t1 (a T1 file or a folder of them).")
+    args.model = args.model or "joint_lesion_tissue"
 
     from .core.device import select_device
     from .core.jobs import run_in_terminal

@@ -114,3 +114,39 @@ def test_a_two_channel_tiff_stains_like_the_two_layers(setup, tmp_path):
     assert c.settings.pair is pair
     from_file = c.preview(block=True).data
     assert from_file.shape == from_layers.shape and np.abs(from_file - from_layers).max() < 1e-5
+
+
+def test_despeckle_one_layer_on_its_own(setup, monkeypatch):
+    """The dock's Despeckle: any single-channel layer, tiled, into a new layer in the
+    input's units, equal to a whole-image pass and closer to the clean reflectance."""
+    from napari_medseg.methods.staining import confocal, hne
+    from napari_medseg.methods.staining.despeckling import despeckle_array
+    from napari_medseg.methods.staining.training import psnr
+
+    viewer, w = setup
+    c = w.controller
+    said = []
+    monkeypatch.setattr("napari_medseg.widgets._controller.show_error", lambda m: said.append(m))
+    rcm = viewer.layers["RCM (reflectance)"]
+    crop = np.asarray(rcm.data[:384, :320])
+    layer = viewer.add_image(crop, name="speckled", contrast_limits=[0, 65535])
+    w.speckled.value, w.tile.value = layer, 128  # several tiles across the crop
+    out = c.despeckle(block=True)
+    assert out is viewer.layers[-1] and out.name == "speckled [despeckled]" and not out.rgb
+    result = np.asarray(out.data)
+    assert result.shape == crop.shape and result.dtype == np.float32
+    assert tuple(out.contrast_limits) == (0, 65535)  # shown like its input
+    net = c.registry.get("despeckle").load()[0]
+    whole = despeckle_array(net, crop)
+    assert np.abs(result - whole).max() <= 1e-4 * np.abs(whole).max()  # tiles equal one whole-image pass
+    clean = confocal.confocal_pair(hne.sample_he(), seed=2019).rcm_clean[:384, :320]
+    lo, hi = np.percentile(crop, [1, 99])
+    scaled = [np.clip((x - lo) / (hi - lo), 0, 1) for x in (crop.astype(np.float32), result)]
+    # in the input's units: the despeckled image is closer to the clean reflectance than the speckled one
+    fit = [np.polyfit(s.ravel(), clean.ravel(), 1) for s in scaled]
+    errs = [psnr(clean, np.polyval(f, s)) for f, s in zip(fit, scaled)]
+    assert errs[1] > errs[0] + 2.0
+    w.speckled.value = viewer.layers["H&E (the truth the pair was derived from)"]
+    n = len(viewer.layers)
+    c.despeckle(block=True)
+    assert said and "RGB" in said[-1] and len(viewer.layers) == n

@@ -50,11 +50,16 @@ def test_generator_layout_shapes_and_range():
     assert torch.allclose(y, torch.ones_like(y))
 
 
-def test_generator_receptive_radius_is_an_exact_bound():
+@pytest.mark.parametrize("upsample", ["transposed", "resize"])
+def test_generator_receptive_radius_is_an_exact_bound(upsample):
     torch.manual_seed(0)
-    g = randomize_batchnorm(ResnetGenerator(ngf=4, n_blocks=2))
-    radius = receptive_radius(2)
-    assert radius == 28 and receptive_radius(6) == 60 and g.receptive_radius == radius
+    g = randomize_batchnorm(ResnetGenerator(ngf=4, n_blocks=2, upsample=upsample))
+    radius = receptive_radius(2, upsample)
+    assert radius == (28 if upsample == "transposed" else 31) and g.receptive_radius == radius
+    assert receptive_radius(6) == 60
+    if upsample == "resize":  # resize-convolution: no transposed convolution, and it rebuilds from its arch
+        assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in g.modules())
+        assert nets.build(g.arch).config["upsample"] == "resize"
     x = torch.rand(4, 3, 160, 160) * 2 - 1
     perturbed = x.clone()
     pixels = [(80, 80), (81, 82), (82, 81), (83, 3)]  # every phase of the stride, and one at a border
@@ -219,3 +224,16 @@ def test_recalibrated_norm_makes_eval_mode_match_training_mode():
         after = (g(x) - trained_like).abs().mean()
     assert after < 0.01 and before > 0.1, (before, after)
     assert not g.training and all(m.momentum == 0.1 for m in g.modules() if isinstance(m, torch.nn.BatchNorm2d))
+
+
+def test_checkpoint_choice_weighs_colour_and_structure():
+    from napari_medseg.methods.staining.models import better_checkpoint
+
+    g = 0.40  # Gareau's SSIM
+    soft = {"color_distance": 5.0, "ssim": 0.35}  # best palette, but structure lost
+    sharp = {"color_distance": 8.0, "ssim": 0.395}
+    sharper = {"color_distance": 7.0, "ssim": 0.41}
+    assert better_checkpoint(sharp, soft, g) and not better_checkpoint(soft, sharp, g)
+    assert better_checkpoint(sharper, sharp, g)  # both keep structure: the palette decides
+    assert not better_checkpoint({"color_distance": 9.0, "ssim": 0.5}, sharp, g)
+    assert better_checkpoint({"color_distance": 9.0, "ssim": 0.37}, soft, g)  # neither: structure decides

@@ -45,10 +45,13 @@ def test_cyclegan_job_saves_the_best_checkpoint_and_fine_tunes(registry, he):
     assert m["color_distance"] > 0 and m["color_distance_gareau"] > 0 and 0 < m["ssim"] <= 1
     assert c["steps_small"] == 4 and c["n_blocks"] == 1 and c["despeckled_domain_a"] is False
     model, _ = registry.get("stain_cyclegan").load()
-    assert model.receptive_radius == 20  # rebuilt from the checkpoint's own architecture
+    # rebuilt from the checkpoint's own architecture: new models up-sample by resize-convolution
+    assert model.receptive_radius == 20 + 3 and model.config["upsample"] == "resize"
+    assert c["upsample"] == "resize" and "SSIM" in c["selection"]
     _, again = collect(train_cyclegan_model(registry, train, val, steps_small=2, steps_large=0, crop_small=32,
                                             preview_every=2, resume=True))
     assert again["entry"].version == 2 and again["entry"].meta["config"]["resumed_from"] == 1
+    assert again["entry"].meta["arch"]["kwargs"]["upsample"] == "resize"  # a fine-tune keeps its up-sampling
     with pytest.raises(InputError, match="RGB"):
         collect(train_cyclegan_model(registry, [he[..., 0]], val, steps_small=1, steps_large=0))
 

@@ -23,3 +23,12 @@ def dock_wide(viewer, display_name: str, width: int):
         qdock = qdock.parent()
     viewer.window._qt_window.resizeDocks([qdock], [width], Qt.Orientation.Horizontal)
     return w
+
+
+def shot(viewer, path, canvas_only: bool = False) -> None:
+    """Save the viewer's screenshot (or its canvas only) to ``path``."""
+    from skimage.io import imsave
+
+    wait(400)
+    imsave(path, viewer.screenshot(canvas_only=canvas_only, flash=False), check_contrast=False)
+    print("wrote", path)

@@ -14,6 +14,7 @@ BENCHMARKS = {
     "box_iterative": "napari_medseg.bench.box_iterative:run",
     "box_iterative_real": "napari_medseg.bench.box_iterative_real:run",  # bench box_iterative --real
     "staining": "napari_medseg.bench.staining:run",
+    "staining_real": "napari_medseg.bench.staining_real:run",  # bench staining --real
     "joint": "napari_medseg.bench.joint:run",
     "adversarial": "napari_medseg.bench.adversarial:run",
     "reliability": "napari_medseg.bench.reliability:run",

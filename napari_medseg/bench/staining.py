@@ -83,21 +83,25 @@ def seam_check(net, size: int = 640, tile: int = 256, seed: int = 0) -> float:
     return float(np.abs(tiled - whole).max())
 
 
-def slide_child(height: int, width: int, device: str = "cpu", tile: int = 1024, batch_size: int = 1) -> dict:
-    """Runs in its own process: the shipped pipeline over a lazy slide (see ``time_slide``)."""
+def slide_child(height: int, width: int, device: str = "cpu", tile: int = 1024, batch_size: int = 1,
+                despeckle: str = "current", cpu_bf16: bool = False) -> dict:
+    """Runs in its own process: the shipped pipeline over a lazy slide (see ``time_slide``);
+    ``despeckle``: "current" or a shipped version number."""
     from .staining_slide import shipped_models, time_slide
     from ..methods.staining.pipeline import StainingNet
 
-    d, g, _ = shipped_models(device)
+    d, g, labels = shipped_models(device, None if despeckle == "current" else int(despeckle))
     net = StainingNet(d, g).to(device).eval()
     rss0 = peak_rss_mb()
-    row = time_slide((height, width), device, tile=tile, batch_size=batch_size, net=net)
-    return {**row, "rss_before_mb": rss0, "tile": tile, "batch_size": batch_size, "device": device}
+    row = time_slide((height, width), device, tile=tile, batch_size=batch_size, net=net, cpu_bf16=cpu_bf16)
+    return {**row, "rss_before_mb": rss0, "tile": tile, "batch_size": batch_size, "device": device,
+            "despeckle": labels["despeckle"], "cpu_bf16": cpu_bf16}
 
 
-def run_slide_child(shape, device="cpu", tile: int = 1024, batch_size: int = 1) -> dict:
+def run_slide_child(shape, device="cpu", tile: int = 1024, batch_size: int = 1, despeckle: str = "current",
+                    cpu_bf16: bool = False) -> dict:
     cmd = [sys.executable, "-m", "napari_medseg.bench.staining", str(shape[0]), str(shape[1]), device, str(tile),
-           str(batch_size)]
+           str(batch_size), despeckle, str(int(cpu_bf16))]
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ})
     if proc.returncode != 0:
         raise RuntimeError(f"whole-slide child failed:\n{proc.stderr[-2000:]}")
@@ -173,6 +177,7 @@ def run(quick: bool = False, json_path: str | None = None) -> dict:
     return r
 
 
-if __name__ == "__main__":  # the whole-slide child: HEIGHT WIDTH DEVICE TILE BATCH
+if __name__ == "__main__":  # the whole-slide child: HEIGHT WIDTH DEVICE TILE BATCH [DESPECKLE BF16]
     h, w, dev, t, b = sys.argv[1:6]
-    print(json.dumps(slide_child(int(h), int(w), dev, int(t), int(b))))
+    extra = sys.argv[6:8] if len(sys.argv) >= 8 else ["current", "0"]
+    print(json.dumps(slide_child(int(h), int(w), dev, int(t), int(b), extra[0], extra[1] == "1")))

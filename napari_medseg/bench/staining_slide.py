@@ -43,7 +43,8 @@ def shipped_pipeline(device="cpu", despeckle: bool = True, cyclegan: bool = True
     return StainingNet(despeckler=d, generator=g).to(device).eval()
 
 
-def time_slide(shape, device="cpu", tile: int = 1024, batch_size: int = 1, out_dir=None, net=None, he=None) -> dict:
+def time_slide(shape, device="cpu", tile: int = 1024, batch_size: int = 1, out_dir=None, net=None, he=None,
+               cpu_bf16: bool = False) -> dict:
     """Stain a lazy pair of ``shape`` end to end; seconds, megapixels/s and peak RSS."""
     from ..core.jobs import collect
     from ..methods.staining.pipeline import stain_slide
@@ -54,27 +55,29 @@ def time_slide(shape, device="cpu", tile: int = 1024, batch_size: int = 1, out_d
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
         t0 = time.perf_counter()
         _, levels = collect(stain_slide(net, fcm, rcm, Path(tmp) / "slide.zarr", tile=tile, batch_size=batch_size,
-                                        device=device))
+                                        device=device, cpu_bf16=cpu_bf16))
         seconds = time.perf_counter() - t0
         check = np.asarray(levels[-1])
     return {"shape": list(shape), "seconds": seconds, "megapixels_per_s": shape[0] * shape[1] / 1e6 / seconds,
             "peak_rss_mb": peak_rss_mb(), "mean_output": float(check.mean())}
 
 
-def shipped_entry(name: str):
-    """The newest *shipped* version of a model (a user's own versions are left out)."""
+def shipped_entry(name: str, version: int | None = None):
+    """The newest *shipped* version of a model, or its shipped ``version`` (a user's own
+    versions are left out)."""
     from ..core.errors import InputError
     from ..core.registry import Registry
 
-    entries = [e for e in Registry().list(name) if e.source == "shipped"]
+    entries = [e for e in Registry().list(name) if e.source == "shipped" and version in (None, e.version)]
     if not entries:
-        raise InputError(f"No shipped model called {name!r}.")
+        raise InputError(f"No shipped model called {name!r}" + (f" with version {version}." if version else "."))
     return entries[-1]
 
 
-def shipped_models(device="cpu"):
-    """(despeckler, generator, {name: label}) of the newest shipped versions, in eval mode."""
-    entries = {n: shipped_entry(n) for n in ("despeckle", "stain_cyclegan")}
+def shipped_models(device="cpu", despeckle_version: int | None = None):
+    """(despeckler, generator, {name: label}) of the newest shipped versions (or the
+    despeckler's ``despeckle_version``), in eval mode."""
+    entries = {"despeckle": shipped_entry("despeckle", despeckle_version), "stain_cyclegan": shipped_entry("stain_cyclegan")}
     d = entries["despeckle"].load(device)[0].eval()
     g = entries["stain_cyclegan"].load(device)[0].eval()
     return d, g, {n: e.label for n, e in entries.items()}

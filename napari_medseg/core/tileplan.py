@@ -124,6 +124,7 @@ class TileConfig:
     batch_size: int = 1
     output: str = "probabilities"  # or "labels" (argmax, uint8), or "rgb8" (values in [0, 1] as uint8)
     amp: bool = True
+    cpu_bf16: bool = False  # with amp: bfloat16 autocast on CPUs that have it (a model's choice: check its quality)
     prefetch: int = 2
     keep: tuple[int, ...] | None = None  # probabilities: store only these channels (e.g. (1,): foreground)
 

@@ -98,8 +98,8 @@ def prepare_model(model: torch.nn.Module, spatial_dims: int, device) -> torch.nn
     return model
 
 
-def _run_model(model, x: np.ndarray, device, amp: bool, postprocess) -> np.ndarray:
-    with torch.inference_mode(), autocast(device, amp):
+def _run_model(model, x: np.ndarray, device, amp: bool, postprocess, cpu_bf16: bool = False) -> np.ndarray:
+    with torch.inference_mode(), autocast(device, amp, cpu_bf16):
         t = torch.from_numpy(x).to(device, non_blocking=True)
         if t.ndim == 4:
             t = t.contiguous(memory_format=torch.channels_last)
@@ -220,7 +220,7 @@ def _local_batches(model, source, plan, cfg, device, pre, post):
             if isinstance(item, BaseException):
                 raise item
             batch, x = item
-            yield batch, _run_model(model, x, device, cfg.amp, post)
+            yield batch, _run_model(model, x, device, cfg.amp, post, cfg.cpu_bf16)
     finally:
         stop.set()
         while th.is_alive():

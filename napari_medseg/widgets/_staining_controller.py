@@ -41,6 +41,7 @@ class StainingSettings:
     tile: int = 1024
     preview_size: int = 768  # longest side of the previewed field of view, in full-resolution pixels
     device: str = "auto"
+    speckled: Image | None = None  # "Despeckle": any single-channel layer (RCM), on its own
     # training
     train_model: str = "despeckle"  # or "cyclegan"
     he_layers: list = field(default_factory=list)  # RGB H&E Image layers to train on
@@ -207,6 +208,50 @@ class StainingController(Controller):
                 scale=tuple(np.asarray(ref.scale)[-2:]), translate=tuple(np.asarray(ref.translate)[-2:]),
                 metadata={"medseg": {"method": "combalia2019", "result": str(out), "parts": parts}})
             self._say(f"Stained {fcm.shape[0]}x{fcm.shape[1]} px into {out.name}.")
+
+        return self.runner.start(gen, on_done=on_done)
+
+    def despeckle(self, block: bool = False):
+        """Button **Despeckle**: the picked single-channel layer through the current
+        despeckler alone, tiled and lazy, into a new layer in the same units (float32)."""
+        return self._run(self._start_despeckle, block)
+
+    def _start_despeckle(self):
+        from ..methods.staining.despeckling import despeckle_slide, image_range
+        from ..methods.staining.training import MODEL_NAME
+
+        self._check_idle()
+        layer = self.settings.speckled
+        if layer is None:
+            raise InputError("Pick the layer to despeckle (one reflectance channel).")
+        if getattr(layer, "rgb", False):
+            raise InputError(f"'{layer.name}' is RGB; despeckling takes one reflectance (RCM) channel.")
+        image = layer_level(layer, 0)[0]
+        value_range = image_range(self._coarse(layer, image), layer.name)
+        if not self.registry.list(MODEL_NAME):
+            raise InputError("There is no despeckle model yet: train one first.")
+        device = self._device()
+        entry = self.registry.get(MODEL_NAME)
+        net = entry.load(device)[0].eval()
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+        out = paths.user_data_dir() / "results" / f"despeckle-{stamp}.zarr"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        gen = despeckle_slide(net, image, out, value_range=value_range, tile=self.settings.tile, device=device,
+                              pyramid_from=1024)
+
+        def on_done(levels):
+            if levels is None:
+                self._say("Stopped: the despeckled image is incomplete and was not added.")
+                return
+            import dask.array as da
+
+            data = [da.from_zarr(level)[0] for level in levels]
+            self._result = self.viewer.add_image(
+                data if len(data) > 1 else data[0], name=f"{layer.name} [despeckled]", multiscale=len(data) > 1,
+                colormap=layer.colormap.name, contrast_limits=tuple(layer.contrast_limits),
+                scale=tuple(np.asarray(layer.scale)[-2:]), translate=tuple(np.asarray(layer.translate)[-2:]),
+                metadata={"medseg": {"method": "combalia2019-despeckle", "result": str(out), "model": entry.label}})
+            self._say(f"Despeckled {image.shape[0]}x{image.shape[1]} px with {entry.label} into {out.name}.")
 
         return self.runner.start(gen, on_done=on_done)
 

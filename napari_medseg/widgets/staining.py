@@ -2,7 +2,8 @@
 
 Pick the fluorescence (FCM) and reflectance (RCM) layers, or one 2-channel layer;
 preview the stain on the field of view, then stain the whole slide tile by tile into
-an RGB multiscale layer. Despeckling and the CycleGAN can be switched off (Gareau's
+an RGB multiscale layer. "Despeckle" runs the despeckler alone on any single-channel
+layer (a new layer in the same units). Despeckling and the CycleGAN can be switched off (Gareau's
 linear stain alone). Train or fine-tune either model on your own H&E images. The logic
 lives in :class:`StainingController`: ``w.controller.stain(block=True)`` does from the
 console what the button does. See docs/widgets/staining.md.
@@ -21,7 +22,7 @@ from ._dock import MethodDock
 from ._staining_controller import PREVIEW_LAYER, TRAINING_PREVIEW_LAYER, StainingController
 
 OWN = (PREVIEW_LAYER, TRAINING_PREVIEW_LAYER)
-BOUND = ("fcm", "rcm", "pair", "despeckle", "cyclegan", "normalisation", "tile", "preview_size", "device",
+BOUND = ("fcm", "rcm", "pair", "speckled", "despeckle", "cyclegan", "normalisation", "tile", "preview_size", "device",
          "train_model", "finetune", "steps", "steps_large", "confocal_domain")
 
 
@@ -34,6 +35,7 @@ class StainingWidget(MethodDock):
         self.fcm = layer_picker(v, Image, "FCM (nuclei)", nullable=True, exclude=OWN)
         self.rcm = layer_picker(v, Image, "RCM (reflectance)", nullable=True, exclude=OWN)
         self.pair = layer_picker(v, Image, "or 2-channel layer", nullable=True, exclude=OWN)
+        self.speckled = layer_picker(v, Image, "image", nullable=True, exclude=OWN)
         self.despeckle = CheckBox(text="despeckle RCM")
         self.cyclegan = CheckBox(text="CycleGAN (H&&E look)")  # &&: Qt shows one &
         self.normalisation = ComboBox(label="normalise", choices=["slide", "tile"])
@@ -51,7 +53,8 @@ class StainingWidget(MethodDock):
         self.steps_large = SpinBox(label="512-px steps", min=0, max=1_000_000)
         self.confocal_domain = CheckBox(text="CycleGAN: my FCM/RCM as the confocal domain")
         buttons = {"preview_button": ("Preview field of view", c.preview),
-                   "stain_button": ("Stain whole slide", c.stain), "train_button": ("Train", c.train)}
+                   "stain_button": ("Stain whole slide", c.stain), "train_button": ("Train", c.train),
+                   "despeckle_button": ("Despeckle", c.despeckle)}
         for attr, (text, action) in buttons.items():
             setattr(self, attr, PushButton(text=text))
             getattr(self, attr).changed.connect(lambda _=None, a=action: self._press(a))
@@ -60,6 +63,7 @@ class StainingWidget(MethodDock):
             ("Confocal pair", [self.fcm, self.rcm, self.pair]),
             ("Stain", [self.despeckle, self.cyclegan, self.normalisation, self.tile, self.preview_size, self.device,
                        self.preview_button, self.stain_button, self.runner]),
+            ("Despeckle one image (any single-channel layer)", [self.speckled, self.despeckle_button]),
             ("Train or fine-tune (empty: the bundled H&&E)", [self.train_model, self.he_layers, self.he_folder,
                                                               self.finetune, self.steps, self.steps_large,
                                                               self.confocal_domain, self.train_button]),

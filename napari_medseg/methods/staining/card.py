@@ -15,22 +15,36 @@ def write_model_card(folder: Path, meta: dict, command: str) -> Path:
     c, m = meta.get("config", {}), meta.get("metrics", {})
     size_mb = sum(p.stat().st_size for p in folder.glob(f"v{meta['version']:04d}.pt")) / 2**20
     if meta["method"].endswith("despeckle"):
+        kw = meta.get("arch", {}).get("kwargs", {})
+        layers, filters = kw.get("layers", 7), kw.get("filters", 64)
+        dil = kw.get("dilations") or [1] * layers
+        median = kw.get("median", True)
+        radius = sum(dil) + 1 + (1 if median else 0)
+        dil_text = "" if set(dil) == {1} else f" dilated {tuple(dil)},"
+        aug = c.get("augment")
+        data_text = ("random windows redrawn with stain (H/E/DAB) jitter, zoom 0.6-1.4 and gamma, as the "
+                     "inverted luma (half) or the eosin/haematoxylin density (half); half of the speckle "
+                     "spatially correlated; loss weighted by 1/std²" if aug else
+                     "the inverted Y channel (YUV) of the images")
+        stds = c.get("val_stds")
+        val_text = (f"mean over std {', '.join(f'{v:g}' for v in stds)} on {c.get('val_data', 'the validation images')}"
+                    if stds else "std 0.2, validation rows of the same slide")
         text = f"""# despeckle v{meta['version']}: despeckling network for reflectance confocal (RCM) images
 
 - **What it does**: removes multiplicative speckle (Y = X(1+F)) from an RCM image scaled to
   [0, 1] (Combalia et al. 2019, section 2.1).
-- **Network**: 7 convolutions of 64 3x3 filters with PReLU (batch norm on the inner six), a
-  last convolution with one filter and tanh read as 1 + tanh = 1/F, a multiplicative residual
-  connection and a 3x3 median filter (`combalia2019.DespeckleNet`, receptive radius 9 px;
-  tiles exactly). {size_mb:.1f} MB.
-- **Training data**: {c.get('data')}; the inverted Y channel (YUV) of the images, speckle
+- **Network**: {layers} convolutions of {filters} 3x3 filters,{dil_text} with PReLU (batch norm on the
+  inner ones), a last convolution with one filter and tanh read as 1 + tanh = 1/F, a
+  multiplicative residual connection{' and a 3x3 median filter' if median else ' (no final median)'}
+  (`combalia2019.DespeckleNet`, receptive radius {radius} px; tiles exactly). {size_mb:.1f} MB.
+- **Training data**: {c.get('data')}; {data_text}; speckle
   std {c.get('speckle_std')} (drawn per crop when a range; the paper trains at 0.2), random flips,
   {c.get('crop')} px crops. Data fingerprint `{meta.get('data_fingerprint', '')[:16]}…`.
 - **Training**: MSE, Adam lr {c.get('lr')}, {c.get('steps')} steps of batch {c.get('batch_size')},
-  seed {c.get('seed')}.
-- **Validation** (std 0.2, validation rows of the same slide): PSNR {_fmt(m.get('psnr_noisy'))} dB noisy
+  seed {c.get('seed')}{', cosine decay' if c.get('cosine') else ''}.
+- **Validation** ({val_text}): PSNR {_fmt(m.get('psnr_noisy'))} dB noisy
   → {_fmt(m.get('psnr'))} dB despeckled, best at step {m.get('best_step')}. Held-out figures:
-  docs/benchmarks.md (`napari-medseg bench staining`).
+  docs/benchmarks.md (`napari-medseg bench staining --real`).
 - **Limits**: trained on H&E luma with simulated speckle, not on real RCM; fine-tune on your
   own images (the widget's Train tab or `napari-medseg train despeckle --images DIR`).
 - **Reproduce**: `{command}` (created {meta['created']}, torch {meta.get('torch')}).

@@ -26,15 +26,22 @@ ARCH_NAME = "combalia2019.ResnetGenerator"
 STRIDE = 4
 
 
-def receptive_radius(n_blocks: int) -> int:
+UPSAMPLING = ("transposed", "resize")
+
+
+def receptive_radius(n_blocks: int, upsample: str = "transposed") -> int:
     """Radius, in input pixels, beyond which a pixel cannot change a generator output.
 
     Summed layer by layer, each layer's radius times the pixel spacing it works at:
     7x7 conv (3), down convs at spacing 1 and 2 (1 + 2), two 3x3 convs per residual
     block at spacing 4 (8 each), transposed convs back to spacing 2 and 1 (2 + 1), 7x7
     conv (3). Reflection padding mirrors inside this radius and so never widens it.
+    Resize-convolution (nearest x2, then a 3x3 conv) reaches as far as the transposed
+    convolution, plus the nearest up-sampling's offset of up to one coarse pixel at each of
+    the two stages (2 + 1): measured in the tests.
     """
-    return 3 + 1 + 2 + 8 * int(n_blocks) + 2 + 1 + 3
+    base = 3 + 1 + 2 + 8 * int(n_blocks) + 2 + 1 + 3
+    return base + (3 if upsample == "resize" else 0)
 
 
 class ResidualBlock(nn.Module):
@@ -55,9 +62,14 @@ class ResnetGenerator(nn.Module):
     H and W must be multiples of :data:`STRIDE` for the output to have the input's size.
     """
 
-    def __init__(self, in_channels: int = 3, out_channels: int = 3, ngf: int = 16, n_blocks: int = 6):
+    def __init__(self, in_channels: int = 3, out_channels: int = 3, ngf: int = 16, n_blocks: int = 6,
+                 upsample: str = "transposed"):
         super().__init__()
+        if upsample not in UPSAMPLING:
+            raise ValueError(f"upsample is one of {UPSAMPLING}, not {upsample!r}.")
         self.config = {"in_channels": in_channels, "out_channels": out_channels, "ngf": ngf, "n_blocks": n_blocks}
+        if upsample != "transposed":  # older checkpoints have no key: they rebuild as before
+            self.config["upsample"] = upsample
 
         def norm_relu(c):
             return [nn.BatchNorm2d(c), nn.ReLU(True)]
@@ -68,8 +80,12 @@ class ResnetGenerator(nn.Module):
                        *norm_relu(ngf * mult * 2)]
         layers += [ResidualBlock(4 * ngf) for _ in range(n_blocks)]
         for mult in (4, 2):  # up: 4 ngf -> 2 ngf -> ngf
-            layers += [nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, 3, stride=2, padding=1, output_padding=1,
-                                          bias=False), *norm_relu(ngf * mult // 2)]
+            if upsample == "resize":  # Odena et al. 2016: no uneven overlap, so no checkerboard
+                layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.ReflectionPad2d(1),
+                           nn.Conv2d(ngf * mult, ngf * mult // 2, 3, bias=False), *norm_relu(ngf * mult // 2)]
+            else:
+                layers += [nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, 3, stride=2, padding=1, output_padding=1,
+                                              bias=False), *norm_relu(ngf * mult // 2)]
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_channels, 7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
         from monai.networks.utils import normal_init
@@ -83,7 +99,7 @@ class ResnetGenerator(nn.Module):
 
     @property
     def receptive_radius(self) -> int:
-        return receptive_radius(self.config["n_blocks"])
+        return receptive_radius(self.config["n_blocks"], self.config.get("upsample", "transposed"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)

@@ -133,7 +133,7 @@ def train_cyclegan(a_images, b_images, *, steps_256: int, steps_512: int, crop_s
                    crop_large: int = 512, batch_size: int = 1, ngf: int = 16, n_blocks: int = 6, ndf: int = 64,
                    lr: float = 2e-4, beta1: float = 0.5, cycle_weight: float = 10.0, identity_weight: float = 0.5,
                    pool_size: int = 50, seed: int = 0, device="cpu", preview=None, preview_every: int = 200,
-                   on_preview=None, keep=None, generators=None, norm_crops: int = 32):
+                   on_preview=None, keep=None, generators=None, norm_crops: int = 32, upsample: str = "transposed"):
     """Generator (progress): train G_AB (A -> B, the staining model) and G_BA, and their
     discriminators; yields a :class:`Progress` per step and returns a summary.
 
@@ -161,8 +161,8 @@ def train_cyclegan(a_images, b_images, *, steps_256: int, steps_512: int, crop_s
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     g_ab, g_ba = generators if generators is not None else (None, None)
-    g_ab = g_ab if g_ab is not None else ResnetGenerator(ngf=ngf, n_blocks=n_blocks)
-    g_ba = g_ba if g_ba is not None else ResnetGenerator(ngf=ngf, n_blocks=n_blocks)
+    g_ab = g_ab if g_ab is not None else ResnetGenerator(ngf=ngf, n_blocks=n_blocks, upsample=upsample)
+    g_ba = g_ba if g_ba is not None else ResnetGenerator(ngf=ngf, n_blocks=n_blocks, upsample=upsample)
     d_a, d_b = patch_discriminator(ndf=ndf), patch_discriminator(ndf=ndf)
     for net in (g_ab, g_ba, d_a, d_b):
         net.to(device).train()

@@ -7,6 +7,11 @@ estimates the inverse speckle ``1/F`` and multiplies the input by it. ``tanh`` a
 cannot reach values above 1, which ``1/F`` needs where the speckle darkened a pixel, so
 the estimate is ``1 + tanh(.)`` in (0, 2). A 3x3 median filter follows, as in the paper
 (it removes the isolated pixels the network leaves).
+
+Deviation for real images (issue 22, chosen by the ablation in docs/methods/staining.md):
+``dilations`` gives each body convolution a dilation, which widens the receptive field
+at no extra cost, and ``filters``/``median`` set the width and the final median. The
+default arguments are the paper's network (v1).
 """
 
 from __future__ import annotations
@@ -31,20 +36,26 @@ class Median3x3(nn.Module):
 
 
 class DespeckleNet(nn.Module):
-    def __init__(self, layers: int = LAYERS, filters: int = FILTERS, median: bool = True):
+    def __init__(self, layers: int = LAYERS, filters: int = FILTERS, median: bool = True, dilations=None):
         super().__init__()
-        body = [nn.Conv2d(1, filters, 3, padding=1), nn.PReLU(filters)]
-        for _ in range(layers - 1):
-            body += [nn.Conv2d(filters, filters, 3, padding=1), nn.BatchNorm2d(filters), nn.PReLU(filters)]
+        dil = [1] * layers if dilations is None else [int(d) for d in dilations]
+        if len(dil) != layers or min(dil) < 1:
+            raise ValueError(f"dilations needs {layers} values of 1 or more; got {dilations}.")
+        body = [nn.Conv2d(1, filters, 3, padding=dil[0], dilation=dil[0]), nn.PReLU(filters)]
+        for d in dil[1:]:
+            body += [nn.Conv2d(filters, filters, 3, padding=d, dilation=d), nn.BatchNorm2d(filters),
+                     nn.PReLU(filters)]
         self.body = nn.Sequential(*body)
         self.last = nn.Conv2d(filters, 1, 3, padding=1)
+        nn.init.zeros_(self.last.weight)  # 1 + tanh(0) = 1: training starts from the identity
+        nn.init.zeros_(self.last.bias)
         self.median = Median3x3() if median else None
-        self.layers = layers
+        self.layers, self.dilations = layers, tuple(dil)
 
     @property
     def receptive_radius(self) -> int:
-        """``layers`` + 1 convolutions of 3x3, and the 3x3 median."""
-        return self.layers + 1 + (1 if self.median is not None else 0)
+        """Each body convolution reaches its dilation, the last one 1 px, the median 1 px."""
+        return sum(self.dilations) + 1 + (1 if self.median is not None else 0)
 
     def inverse_speckle(self, y: torch.Tensor) -> torch.Tensor:
         """The estimate of 1/F, in (0, 2)."""
@@ -55,7 +66,7 @@ class DespeckleNet(nn.Module):
         return self.median(x) if self.median is not None else x
 
 
-#: receptive-field radius in pixels: 8 convolutions of 3x3 and the 3x3 median
+#: receptive-field radius in pixels of the paper's network: 8 convolutions of 3x3 and the 3x3 median
 RECEPTIVE_RADIUS = LAYERS + 1 + 1
 
 

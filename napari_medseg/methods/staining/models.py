@@ -37,13 +37,24 @@ def as_rgb_list(images, what: str) -> list[np.ndarray]:
 
 def train_despeckle_model(registry, train_rgb, val_rgb, *, steps: int = 2000, batch_size: int = 8, crop: int = 256,
                           lr: float = 5e-4, std=PAPER_STD, seed: int = 0, device="cpu", resume=None,
-                          data: str = "user images", on_best=None):
+                          data: str = "user images", on_best=None, arch: dict | None = None, augment: bool = False,
+                          val_stds=None, val_crop: int | None = None, cosine: bool = False, val_data: str = "",
+                          median: bool | None = None):
     """Generator: train (or fine-tune ``resume=(state, meta)``) the despeckler; save the best
     validation PSNR as a new ``despeckle`` version. Returns ``{"entry", ...summary}``.
 
-    ``on_best(model, metrics, step)``: called with the model at each new best (previews)."""
+    ``arch``: the network (default: the paper's, :data:`.training.ARCH`; a fine-tune keeps
+    the resumed version's); ``median``: keep (True) or drop (False) the final 3x3 median
+    whatever the architecture says; ``augment``, ``val_stds``, ``val_crop``, ``cosine``: see
+    :func:`.training.train_despeckler`. ``on_best(model, metrics, step)``: called with the
+    model at each new best (previews)."""
     train_rgb, val_rgb = as_rgb_list(train_rgb, "Training"), as_rgb_list(val_rgb, "Validation")
-    model = nets.build(ARCH)
+    if resume is not None:
+        arch = resume[1].get("arch") or arch
+    arch = arch or ARCH
+    if median is not None:  # the median has no weights: a version with or without it loads the same state
+        arch = {**arch, "kwargs": {**arch.get("kwargs", {}), "median": bool(median)}}
+    model = nets.build(arch)
     if resume is not None:
         model.load_state_dict(resume[0])
     best: dict = {}
@@ -55,17 +66,19 @@ def train_despeckle_model(registry, train_rgb, val_rgb, *, steps: int = 2000, ba
 
     config = {"steps": steps, "batch_size": batch_size, "crop": crop, "lr": lr, "seed": seed,
               "speckle_std": list(std) if not np.isscalar(std) else float(std), "data": data,
-              "image_shapes": [list(im.shape) for im in train_rgb],
+              "image_shapes": [list(im.shape) for im in train_rgb], "augment": bool(augment), "cosine": bool(cosine),
+              "val_stds": list(val_stds) if val_stds else None, "val_crop": val_crop, "val_data": val_data or None,
               "resumed_from": None if resume is None else resume[1].get("version")}
 
     def save(b):
-        return registry.save_new_version(MODEL_NAME, b["state"], method=METHOD, arch=ARCH, config=config,
+        return registry.save_new_version(MODEL_NAME, b["state"], method=METHOD, arch=arch, config=config,
                                          metrics={**b["metrics"], "best_step": b["step"]},
                                          data_fingerprint=data_fingerprint(*train_rgb))
 
     result = yield from save_best_on_exit(
         train_despeckler(model, train_rgb, val_rgb, steps=steps, batch_size=batch_size, crop=crop, lr=lr, std=std,
-                         seed=seed, device=device, keep=keep), best, save, name=MODEL_NAME)
+                         seed=seed, device=device, keep=keep, augment=augment, val_stds=val_stds, val_crop=val_crop,
+                         cosine=cosine), best, save, name=MODEL_NAME)
     return {**(result or {}), "entry": best.get("entry")}
 
 
@@ -105,10 +118,26 @@ def shipped_despeckler(registry, device="cpu"):
     return model.eval()
 
 
+SSIM_SLACK = 0.01  # a checkpoint may lose this much SSIM against Gareau's stain, no more
+
+
+def better_checkpoint(new: dict, old: dict, ssim_gareau: float) -> bool:
+    """Checkpoint choice that weighs colour and structure: among checkpoints whose SSIM is
+    within :data:`SSIM_SLACK` of Gareau's, the smallest colour distance wins; such a
+    checkpoint always beats one that is not; between two that are not, the higher SSIM."""
+    ok_new, ok_old = (m["ssim"] >= ssim_gareau - SSIM_SLACK for m in (new, old))
+    if ok_new != ok_old:
+        return ok_new
+    if ok_new:
+        return new["color_distance"] < old["color_distance"]
+    return new["ssim"] > old["ssim"]
+
+
 def train_cyclegan_model(registry, he_train, he_val, *, a_images=None, steps_small: int = 2000,
                          steps_large: int = 1000, crop_small: int = 256, crop_large: int = 512, batch_size: int = 1,
                          ngf: int = 16, n_blocks: int = 6, seed: int = 0, device="cpu", resume: bool = False,
-                         data: str = "user images", preview_every: int = 250, on_preview=None):
+                         data: str = "user images", preview_every: int = 250, on_preview=None,
+                         upsample: str = "resize"):
     """Generator: train (or fine-tune the current version, ``resume``) the staining
     CycleGAN; the checkpoint whose output has the palette closest to the validation H&E
     is saved as a new ``stain_cyclegan`` version. Returns ``{"entry", ...summary}``.
@@ -116,7 +145,9 @@ def train_cyclegan_model(registry, he_train, he_val, *, a_images=None, steps_sma
     ``a_images``: Gareau stains of real confocal pairs (domain A), with ``he_train`` as
     domain B; None derives both domains from ``he_train`` (:func:`unpaired_halves`).
     Validation derives confocal pairs from ``he_val`` and compares the stained output
-    with the H&E it came from (colour distance, SSIM).
+    with the H&E it came from (colour distance, SSIM): see :func:`better_checkpoint`.
+    ``upsample``: the generators' up-sampling for a new model ("resize", no checkerboard;
+    "transposed", CycleGAN's); a fine-tune keeps the current version's.
     """
     from .confocal import confocal_pair
     from .cyclegan import ResnetGenerator
@@ -145,7 +176,8 @@ def train_cyclegan_model(registry, he_train, he_val, *, a_images=None, steps_sma
         g_ab, meta = registry.get(CYCLEGAN_NAME).load(device)
         generators, resumed_from = (g_ab, None), meta.get("version")
         ngf, n_blocks = g_ab.arch["kwargs"]["ngf"], g_ab.arch["kwargs"]["n_blocks"]
-    probe = ResnetGenerator(ngf=ngf, n_blocks=n_blocks).to(device)
+        upsample = g_ab.arch["kwargs"].get("upsample", "transposed")
+    probe = ResnetGenerator(ngf=ngf, n_blocks=n_blocks, upsample=upsample).to(device)
     best: dict = {}
 
     def keep(state, metrics, step):
@@ -153,13 +185,14 @@ def train_cyclegan_model(registry, he_train, he_val, *, a_images=None, steps_sma
         outs = [stain_preview(probe, g, device) for g in val_gareau]
         scores = {"color_distance": float(np.mean([color_distance(o, p.he) for o, p in zip(outs, val_pairs)])),
                   "ssim": float(np.mean([ssim_rgb(o, p.he) for o, p in zip(outs, val_pairs)]))}
-        if not best or scores["color_distance"] < best["metrics"]["color_distance"]:
+        if not best or better_checkpoint(scores, best["metrics"], base["ssim_gareau"]):
             best.update(state=state, metrics={**metrics, **scores, **base}, step=step)
 
     config = {"steps_small": steps_small, "steps_large": steps_large, "crop_small": crop_small,
               "crop_large": crop_large, "batch_size": batch_size, "ngf": ngf, "n_blocks": n_blocks, "seed": seed,
               "lr": 2e-4, "beta1": 0.5, "cycle_weight": 10.0, "identity_weight": 0.5, "pool_size": 50,
-              "data": data, "despeckled_domain_a": despeckler is not None, "resumed_from": resumed_from}
+              "data": data, "despeckled_domain_a": despeckler is not None, "resumed_from": resumed_from,
+              "upsample": upsample, "selection": "colour distance among checkpoints with SSIM >= Gareau's - 0.01"}
     preview = val_gareau[0][:512, :512] if on_preview is not None else None
     def save(b):
         return registry.save_new_version(CYCLEGAN_NAME, b["state"], method=CYCLEGAN_METHOD, arch=probe.arch,
@@ -170,6 +203,6 @@ def train_cyclegan_model(registry, he_train, he_val, *, a_images=None, steps_sma
         train_cyclegan(a_images, b_images, steps_256=steps_small, steps_512=steps_large, crop_small=crop_small,
                        crop_large=crop_large, batch_size=batch_size, ngf=ngf, n_blocks=n_blocks, seed=seed,
                        device=device, preview=preview, preview_every=preview_every, on_preview=on_preview,
-                       keep=keep, generators=generators), best, save, name=CYCLEGAN_NAME)
+                       keep=keep, generators=generators, upsample=upsample), best, save, name=CYCLEGAN_NAME)
     result = {k: v for k, v in (result or {}).items() if k != "generator_state"}
     return {**result, "entry": best.get("entry")}

@@ -61,11 +61,12 @@ def geometry(net: StainingNet) -> tuple[int, int]:
     return stride, radius
 
 
-def tile_config(net: StainingNet, tile: int = 1024, batch_size: int = 1, amp: bool = True) -> TileConfig:
+def tile_config(net: StainingNet, tile: int = 1024, batch_size: int = 1, amp: bool = True,
+                cpu_bf16: bool = False) -> TileConfig:
     stride, radius = geometry(net)
     margin = _round_up(max(radius, 1), stride)
     return TileConfig(tile=tile, stride=stride, margin=margin, blend=BLEND, batch_size=batch_size, output="rgb8",
-                      amp=amp)
+                      amp=amp, cpu_bf16=cpu_bf16)
 
 
 def check_channel_dtype(name: str, channel) -> None:
@@ -136,19 +137,22 @@ def prepare(fcm, rcm, normalisation: str = "slide") -> Normaliser:
 
 def stain_slide(net: StainingNet, fcm, rcm, out_path, *, normalisation: str = "slide", tile: int = 1024,
                 batch_size: int = 1, device="cpu", amp: bool = True, client=None, normaliser=None,
-                pyramid_from: int | None = None, overwrite: bool = False):
+                pyramid_from: int | None = None, overwrite: bool = False, cpu_bf16: bool = False):
     """Generator: stain a whole FCM/RCM pair into a uint8 zarr pyramid at ``out_path``.
 
     ``normaliser``: a :class:`Normaliser` computed before (else from this pair);
     ``pyramid_from``: give results this long (or longer) a pyramid down to a quarter of
-    it (default: only slides of 4096 px or more). Yields :class:`Progress`; returns the
-    pyramid's level arrays, (3, H, W) each.
+    it (default: only slides of 4096 px or more); ``cpu_bf16``: bfloat16 on CPUs that
+    have it (see ``bench staining --real`` for its speed and its effect on quality).
+    Yields :class:`Progress`; returns the pyramid's level arrays, (3, H, W) each.
     """
     from ...core.tiling import create_pyramid_output, into_result, tiled_inference
 
+    from ...core.nets import fuse_conv_bn
+
     pre = normaliser or prepare(fcm, rcm, normalisation)
-    net = net.eval()
-    cfg = tile_config(net, tile=tile, batch_size=batch_size, amp=amp)
+    net = fuse_conv_bn(net.eval())  # batch norms folded into their convolutions: same output, faster
+    cfg = tile_config(net, tile=tile, batch_size=batch_size, amp=amp, cpu_bf16=cpu_bf16)
     image = as_pair_source(fcm, rcm)
     return (yield from into_result(
         out_path,
@@ -168,6 +172,8 @@ def stain_array(net: StainingNet, fcm, rcm, *, normalisation: str = "slide", nor
     h, w = x.shape[1:]
     ph, pw = (-h) % stride, (-w) % stride
     x = np.pad(x, ((0, 0), (0, ph), (0, pw)))
+    from ...core.nets import fuse_conv_bn
+
     with torch.inference_mode():
-        y = net.eval().to(device)(torch.from_numpy(x)[None].to(device))[0, :, :h, :w]
+        y = fuse_conv_bn(net.eval()).to(device)(torch.from_numpy(x)[None].to(device))[0, :, :h, :w]
     return y.permute(1, 2, 0).float().cpu().numpy()

@@ -54,6 +54,11 @@ def crops(images, n: int, size: int, rng) -> np.ndarray:
     return batch
 
 
+def weighted_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """MSE weighted per pixel: ``target`` is (clean, weight) on the channel axis."""
+    return ((pred - target[:, :1]) ** 2 * target[:, 1:]).mean()
+
+
 def psnr(clean: np.ndarray, estimate: np.ndarray) -> float:
     from skimage.metrics import peak_signal_noise_ratio
 
@@ -61,38 +66,76 @@ def psnr(clean: np.ndarray, estimate: np.ndarray) -> float:
 
 
 def train_despeckler(model: torch.nn.Module, rgb_images, val_rgb_images, *, steps: int = 2000, batch_size: int = 8,
-                     crop: int = 256, lr: float = 5e-4, std: float = PAPER_STD, seed: int = 0, device="cpu",
-                     keep=None):
+                     crop: int = 256, lr: float = 5e-4, std=PAPER_STD, seed: int = 0, device="cpu",
+                     keep=None, augment: bool = False, val_stds=None, val_crop: int | None = None,
+                     pool_size: int = 24, refresh: int = 100, cosine: bool = False, val_every: int | None = None):
     """Generator (progress): train ``model`` in place; ``keep(state, metrics, step)`` gets each
-    new best by validation PSNR (at std 0.2 when the range holds it). ``std``: the paper's
-    single level (0.2), or a (low, high) range drawn per crop, for one model that serves
-    several noise levels. Returns train_supervised's summary."""
+    new best by validation PSNR. ``std``: the paper's single level (0.2), or a (low, high)
+    range drawn per crop, for one model that serves several noise levels.
+
+    ``augment``: crops come from a pool of :mod:`.augment` redraws (stain, zoom, gamma,
+    luma or stain density), renewed every ``refresh`` steps, half of the speckle is
+    spatially correlated, and each crop's error is weighted by 1/std² so that every
+    noise level counts alike.
+    ``val_stds``: validate at each of these levels and monitor their mean PSNR (default:
+    0.2 when the range holds it); ``cosine``: the learning rate decays over the run. Returns train_supervised's summary."""
+    from . import augment as aug
+
     train, val = luma_images(rgb_images), luma_images(val_rgb_images)
+    if augment:  # validate on reflectance-like images too: the eosin density of each
+        from .confocal import stain_densities
+
+        val = val + [stain_densities(rgb)[1] for rgb in val_rgb_images]
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     vrng = np.random.default_rng(seed + 1)
-    val_clean = crops(val, max(8, 2 * len(val)), crop, vrng)
+    val_clean = crops(val, max(8, 2 * len(val)), val_crop or crop, vrng)
 
     low, high = (std, std) if np.isscalar(std) else (float(std[0]), float(std[1]))
     if not 0 <= low <= high:
         raise InputError(f"The speckle std range must satisfy 0 <= low <= high; got {std}.")
-    val_std = low if low == high else PAPER_STD if low <= PAPER_STD <= high else (low + high) / 2
+    if val_stds is None:
+        val_stds = (low if low == high else PAPER_STD if low <= PAPER_STD <= high else (low + high) / 2,)
+    val_stds = tuple(float(v) for v in val_stds)
+    state = {"pool": None}
 
-    def next_batch(_step):
-        clean = crops(train, batch_size, crop, rng)
+    def source(step):
+        if not augment:
+            return train
+        if state["pool"] is None or step % refresh == 0:
+            state["pool"] = aug.pool(rgb_images, pool_size, rng, min_side=crop)
+        return state["pool"]
+
+    def next_batch(step):
+        clean = crops(source(step), batch_size, crop, rng)
+        if augment and rng.random() < 0.5:
+            clean = np.ascontiguousarray(np.rot90(clean, 1, axes=(2, 3)))
         # one noise level per crop: a blind despeckler when a range is given
         stds = rng.uniform(low, high, (batch_size, 1, 1, 1)).astype(np.float32)
-        noisy = clean * (1.0 + stds * rng.standard_normal(clean.shape).astype(np.float32))
-        return torch.from_numpy(noisy), torch.from_numpy(clean)
+        unit = (aug.unit_noise(clean.shape, rng) if augment
+                else rng.standard_normal(clean.shape).astype(np.float32))
+        noisy = torch.from_numpy(clean * (1.0 + stds * unit))
+        if not augment:
+            return noisy, torch.from_numpy(clean)
+        # each crop's squared error over its std squared: every noise level counts alike
+        weight = np.broadcast_to(PAPER_STD**2 / stds**2, clean.shape).astype(np.float32)
+        return noisy, torch.from_numpy(np.concatenate([clean, weight], axis=1))
 
-    val_noisy = add_speckle(val_clean, val_std, vrng)
+    val_noisy = {v: add_speckle(val_clean, v, np.random.default_rng(seed + 2 + k)) for k, v in enumerate(val_stds)}
 
     def validate(net):
-        with torch.no_grad():
-            out = net(torch.from_numpy(val_noisy).to(device)).float().cpu().numpy()
-        return {"psnr": float(np.mean([psnr(c[0], o[0]) for c, o in zip(val_clean, out)])),
-                "psnr_noisy": float(np.mean([psnr(c[0], n[0]) for c, n in zip(val_clean, val_noisy)]))}
+        out = {}
+        for v, noisy in val_noisy.items():
+            with torch.no_grad():
+                est = torch.cat([net(torch.from_numpy(noisy[i: i + 8]).to(device)).float().cpu()
+                                 for i in range(0, len(noisy), 8)]).numpy()
+            out[f"psnr_std{v:g}"] = float(np.mean([psnr(c[0], o[0]) for c, o in zip(val_clean, est)]))
+            out[f"psnr_noisy_std{v:g}"] = float(np.mean([psnr(c[0], n[0]) for c, n in zip(val_clean, noisy)]))
+        out["psnr"] = float(np.mean([out[f"psnr_std{v:g}"] for v in val_stds]))
+        out["psnr_noisy"] = float(np.mean([out[f"psnr_noisy_std{v:g}"] for v in val_stds]))
+        return out
 
-    return (yield from train_supervised(model, next_batch, torch.nn.functional.mse_loss, steps=steps, device=device,
-                                        lr=lr, validate=validate, val_every=max(1, steps // 10), monitor="psnr",
-                                        save_best=keep, cpu_bf16=False))
+    return (yield from train_supervised(model, next_batch, weighted_mse if augment else torch.nn.functional.mse_loss,
+                                        steps=steps, device=device,
+                                        lr=lr, validate=validate, val_every=val_every or max(1, steps // 10),
+                                        monitor="psnr", save_best=keep, cpu_bf16=False, cosine=cosine))

@@ -1,0 +1,92 @@
+"""Despeckling on its own (issue 22): the engine, tiled = whole, units kept, bad input,
+and ``napari-medseg predict despeckle`` (never replacing a file)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from napari_medseg.cli import main
+from napari_medseg.core.errors import InputError
+from napari_medseg.core.jobs import collect
+from napari_medseg.methods.staining.despeckle import DespeckleNet
+from napari_medseg.methods.staining.despeckling import ScaledDespeckler, despeckle_array, despeckle_slide
+
+
+def _net(seed=0, **kw):
+    torch.manual_seed(seed)
+    net = DespeckleNet(layers=3, filters=8, **kw)
+    for p in net.last.parameters():  # not the identity: tiling has something to get wrong
+        torch.nn.init.normal_(p, std=0.3)
+    return net.eval()
+
+
+def _speckled(shape=(200, 260), seed=0, scale=1000.0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    clean = 0.5 + 0.4 * np.sin(yy / 9.0) * np.cos(xx / 13.0)
+    return (scale * clean * rng.normal(1, 0.2, shape)).astype(np.float32), clean
+
+
+@pytest.mark.parametrize("dilations", [None, (1, 2, 4)])
+def test_tiled_equals_whole_and_keeps_units(tmp_path, dilations):
+    net = _net(dilations=dilations)
+    img, _ = _speckled()
+    whole = despeckle_array(net, img)
+    _, levels = collect(despeckle_slide(net, img, tmp_path / "d.zarr", tile=64))
+    tiled = np.asarray(levels[0])[0]
+    assert tiled.shape == img.shape and tiled.dtype == np.float32
+    assert np.abs(tiled - whole).max() <= 1e-5 * np.abs(whole).max()
+    # the same image in other units gives the same result in those units
+    whole10 = despeckle_array(net, img * 10)
+    assert np.allclose(whole10, 10 * whole, rtol=1e-3, atol=1e-2)
+
+
+def test_dilations_widen_the_receptive_radius():
+    assert DespeckleNet(layers=3, filters=4, dilations=(1, 2, 4)).receptive_radius == 1 + 2 + 4 + 1 + 1
+    assert DespeckleNet(layers=3, filters=4, median=False).receptive_radius == 3 + 1
+    with pytest.raises(ValueError):
+        DespeckleNet(layers=3, filters=4, dilations=(1, 2))
+    # a new network starts as the identity (then the median)
+    x = torch.rand(1, 1, 16, 16)
+    assert torch.equal(DespeckleNet(layers=2, filters=4, median=False)(x), x)
+
+
+@pytest.mark.parametrize("bad,words", [
+    (np.zeros((40, 40, 3), np.uint8), "RGB"),
+    (np.zeros((4, 40, 40), np.float32), "2D"),
+    (np.full((40, 40), 3.0, np.float32), "constant"),
+    (np.where(np.eye(40) > 0, np.nan, 1.0).astype(np.float32), "NaN"),
+    (np.zeros((5, 40), np.float32), "8 px"),
+])
+def test_bad_input_one_clear_message(tmp_path, bad, words):
+    with pytest.raises(InputError, match=words):
+        collect(despeckle_slide(_net(), bad, tmp_path / "x.zarr"))
+    assert not (tmp_path / "x.zarr").exists()
+    with pytest.raises(InputError):
+        ScaledDespeckler(_net(), (1.0, 1.0))
+
+
+def test_predict_despeckle_folder_never_replaces(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("NAPARI_MEDSEG_HOME", str(tmp_path / "home"))
+    src = tmp_path / "in"
+    src.mkdir()
+    img, clean = _speckled((150, 170), scale=3000.0)
+    tifffile.imwrite(src / "a.tif", img.astype(np.uint16))
+    tifffile.imwrite(src / "b.tif", np.zeros((30, 30, 3), np.uint8))
+    out = tmp_path / "out"
+    assert main(["predict", "despeckle", str(src), "--out", str(out), "--tile", "64"]) == 1  # b failed
+    err = capsys.readouterr().err
+    assert "b.tif" in err and "RGB" in err
+    res = tifffile.imread(out / "a_despeckled.tif")
+    assert res.shape == img.shape and res.dtype == np.float32
+    # the shipped despeckler cleans it: closer to the clean image than the input (same units)
+    ref = clean * 3000.0
+    assert np.abs(res - ref).mean() < 0.7 * np.abs(img.astype(np.uint16) - ref).mean()
+    stamp = (out / "a_despeckled.tif").stat().st_mtime_ns
+    assert main(["predict", "despeckle", str(src / "a.tif"), "--out", str(out)]) == 1
+    assert "exists" in capsys.readouterr().err and (out / "a_despeckled.tif").stat().st_mtime_ns == stamp
+    assert main(["predict", "despeckle", str(src / "a.tif"), "--out", str(out), "--format", "zarr"]) == 0
+    assert (out / "a_despeckled.zarr").is_dir()
