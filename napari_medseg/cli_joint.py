@@ -99,6 +99,8 @@ def add_predict_parser(sub) -> None:
     s.add_argument("--tile", type=int, default=1024, help="despeckle: tile size in pixels")
     s.add_argument("--format", choices=["tif", "zarr"], default="tif",
                    help="despeckle: NAME_despeckled.tif (float32, tiled) or NAME_despeckled.zarr (pyramid)")
+    s.add_argument("--bf16", action="store_true",
+                   help="despeckle: bfloat16 on a CPU that has it (about 2x faster; not bit-exact)")
     s.add_argument("--device", default=None)
     s.set_defaults(func=predict)
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from .core.errors import InputError
+from .methods.staining.hne import IMAGE_SUFFIXES, read_images
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".svs")
 REAL_VAL_STDS = (0.1, 0.2, 0.35, 0.5)
 
 
@@ -22,23 +22,12 @@ def add_train_options(s) -> None:
                    help="despeckle: speckle std, one value (the paper: 0.2) or LOW,HIGH (default 0.1,0.5)")
     g.add_argument("--recipe", choices=["real", "paper"], default="real",
                    help="despeckle: 'real' (default) trains for other labs' slides: stain, zoom and gamma "
-                        "augmentation, luma and stain-density images, correlated speckle, 1/std² loss weights, "
-                        "validation on another source (bundled: slideflow's tile) at std 0.1-0.5, no final median "
-                        "(it erases thin structures at low noise); 'paper' is "
+                        "augmentation, luma and stain-density images, correlated speckle, 1/std loss weights, "
+                        "validation on another source (bundled: slideflow's tile) at std 0.1-0.5, a gated final median "
+                        "(the fixed one erases thin structures at low noise); 'paper' is "
                         "Combalia et al.'s recipe on the CMU-1 rows")
     g.add_argument("--steps-large", type=int, default=None,
                    help="cyclegan: steps of the 512-px stage with learning-rate decay (the 256-px stage takes --steps)")
-
-
-def read_images(spec: str) -> list:
-    """Every RGB image in a folder (sorted), or one file."""
-    from .methods.staining.hne import read_rgb
-
-    path = Path(spec)
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else [path]
-    if not files or not all(p.is_file() for p in files):
-        raise InputError(f"No images found at {spec} (looked for {', '.join(IMAGE_SUFFIXES)}).")
-    return [read_rgb(p) for p in files]
 
 
 def _std(text):
@@ -92,7 +81,7 @@ def train(args, registry):
                                     std=_std(args.std), seed=args.seed, device=device, resume=resume, data=data,
                                     augment=real, val_stds=REAL_VAL_STDS if real else None,
                                     val_crop=128 if real else None, cosine=real, lr=args.lr or (3e-4 if real else 5e-4),
-                                    val_data=val_data, median=False if real else None)
+                                    val_data=val_data, median="gated" if real else None)
     else:
         from .methods.staining.models import train_cyclegan_model
 
@@ -200,11 +189,12 @@ def predict_despeckle(args) -> int:
             image = _open_channel(f)
             if args.format == "zarr":
                 job = run_in_terminal(despeckle_slide(net, image, target, tile=args.tile, device=device, inputs=(f,),
-                                                      pyramid_from=4096), f"despeckle {f.name}")
+                                                      pyramid_from=4096, cpu_bf16=args.bf16), f"despeckle {f.name}")
             else:
                 with tempfile.TemporaryDirectory(dir=out_dir, prefix=".despeckle-") as tmp:
                     job = run_in_terminal(despeckle_slide(net, image, Path(tmp) / "r.zarr", tile=args.tile,
-                                                          device=device, pyramid_from=None), f"despeckle {f.name}")
+                                                          device=device, pyramid_from=None, cpu_bf16=args.bf16),
+                                          f"despeckle {f.name}")
                     if job.result is not None:
                         write_tiff_from(job.result, target)
             if job.stopped:

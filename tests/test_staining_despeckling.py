@@ -30,9 +30,11 @@ def _speckled(shape=(200, 260), seed=0, scale=1000.0):
     return (scale * clean * rng.normal(1, 0.2, shape)).astype(np.float32), clean
 
 
-@pytest.mark.parametrize("dilations", [None, (1, 2, 4)])
-def test_tiled_equals_whole_and_keeps_units(tmp_path, dilations):
-    net = _net(dilations=dilations)
+@pytest.mark.parametrize("dilations,median", [(None, True), ((1, 2, 4), False), (None, "gated")])
+def test_tiled_equals_whole_and_keeps_units(tmp_path, dilations, median):
+    net = _net(dilations=dilations, median=median)
+    if net.gate is not None:  # a gate that varies across the image
+        torch.nn.init.normal_(net.gate.weight, std=0.5)
     img, _ = _speckled()
     whole = despeckle_array(net, img)
     _, levels = collect(despeckle_slide(net, img, tmp_path / "d.zarr", tile=64))
@@ -42,6 +44,24 @@ def test_tiled_equals_whole_and_keeps_units(tmp_path, dilations):
     # the same image in other units gives the same result in those units
     whole10 = despeckle_array(net, img * 10)
     assert np.allclose(whole10, 10 * whole, rtol=1e-3, atol=1e-2)
+
+
+def test_gated_median_starts_as_the_paper_network_and_can_open():
+    torch.manual_seed(1)
+    paper = DespeckleNet(layers=2, filters=4).eval()
+    torch.nn.init.normal_(paper.last.weight, std=0.3)
+    gated = DespeckleNet(layers=2, filters=4, median="gated").eval()
+    missing, unexpected = gated.load_state_dict(paper.state_dict(), strict=False)
+    assert set(missing) == {"gate.weight", "gate.bias"} and not unexpected
+    x = torch.rand(1, 1, 24, 24)
+    with torch.no_grad():
+        assert (gated(x) - paper(x)).abs().max() < 0.03  # sigmoid(4) of the median, the rest unfiltered
+        torch.nn.init.constant_(gated.gate.bias, -30.0)  # a closed gate: no median at all
+        paper.median = None
+        assert torch.allclose(gated(x), paper(x), atol=1e-6)
+    assert gated.receptive_radius == paper.receptive_radius + 1  # the median's pixel, as before
+    with pytest.raises(ValueError):
+        DespeckleNet(layers=2, filters=4, median="sometimes")
 
 
 def test_dilations_widen_the_receptive_radius():

@@ -14,7 +14,7 @@ from pathlib import Path
 os.environ["NAPARI_MEDSEG_HOME"] = tempfile.mkdtemp(prefix="medseg-shots-")
 
 import napari  # noqa: E402
-from _shots import dock_wide, shot  # noqa: E402  (docs/scripts/_shots.py)
+from _shots import dock_wide, shot, wait  # noqa: E402  (docs/scripts/_shots.py)
 
 OUT = Path(__file__).resolve().parents[1] / "images"
 
@@ -35,7 +35,9 @@ def main() -> None:
     shot(viewer, OUT / "despeckle_dock.png")
     for name, shown in (("despeckle_before.png", rcm), ("despeckle_after.png", out)):
         for lay in layers:
-            lay.visible = lay is shown
+            lay.visible = False
+        wait(100)
+        shown.visible = True  # napari 0.9 draws a multiscale layer once its visibility changes
         shot(viewer, OUT / name, canvas_only=True)
     viewer.close()
 

@@ -41,6 +41,7 @@ class StainingSettings:
     tile: int = 1024
     preview_size: int = 768  # longest side of the previewed field of view, in full-resolution pixels
     device: str = "auto"
+    cpu_bf16: bool = False  # whole slide / Despeckle on a CPU with bfloat16: about 2x faster, within ~2/255
     speckled: Image | None = None  # "Despeckle": any single-channel layer (RCM), on its own
     # training
     train_model: str = "despeckle"  # or "cyclegan"
@@ -192,7 +193,7 @@ class StainingController(Controller):
         out = paths.user_data_dir() / "results" / f"staining-{stamp}.zarr"
         out.parent.mkdir(parents=True, exist_ok=True)
         gen = pipeline.stain_slide(net, fcm, rcm, out, normalisation=s.normalisation, tile=s.tile, device=device,
-                                   normaliser=norm, pyramid_from=1024)
+                                   normaliser=norm, pyramid_from=1024, cpu_bf16=s.cpu_bf16)
         parts = [k for k, on in (("despeckled", s.despeckle), ("CycleGAN", s.cyclegan)) if on]
         name = f"{ref.name} [H&E stain{': ' + ', '.join(parts) if parts else ': Gareau'}]"
 
@@ -237,7 +238,7 @@ class StainingController(Controller):
         out = paths.user_data_dir() / "results" / f"despeckle-{stamp}.zarr"
         out.parent.mkdir(parents=True, exist_ok=True)
         gen = despeckle_slide(net, image, out, value_range=value_range, tile=self.settings.tile, device=device,
-                              pyramid_from=1024)
+                              pyramid_from=1024, cpu_bf16=self.settings.cpu_bf16)
 
         def on_done(levels):
             if levels is None:

@@ -27,7 +27,7 @@ def he_images(settings):
             images.append(np.asarray(data)[..., :3])
         what = "layers " + ", ".join(lay.name for lay in settings.he_layers)
     elif settings.he_folder:
-        from ..cli_staining import read_images
+        from ..methods.staining.hne import read_images
 
         images, what = read_images(settings.he_folder), f"folder {settings.he_folder}"
     else:

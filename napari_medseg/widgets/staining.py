@@ -23,6 +23,7 @@ from ._staining_controller import PREVIEW_LAYER, TRAINING_PREVIEW_LAYER, Stainin
 
 OWN = (PREVIEW_LAYER, TRAINING_PREVIEW_LAYER)
 BOUND = ("fcm", "rcm", "pair", "speckled", "despeckle", "cyclegan", "normalisation", "tile", "preview_size", "device",
+         "cpu_bf16",
          "train_model", "finetune", "steps", "steps_large", "confocal_domain")
 
 
@@ -42,6 +43,7 @@ class StainingWidget(MethodDock):
         self.tile = SpinBox(label="tile", min=128, max=8192, step=128)
         self.preview_size = SpinBox(label="preview size", min=64, max=8192, step=64)
         self.device = device_picker()
+        self.cpu_bf16 = CheckBox(text="bfloat16 on CPU (about 2x faster, not bit-exact)")
         self.train_model = ComboBox(label="model", choices=list(MODEL_NAMES))
         self.he_layers = Select(label="H&E layers", choices=lambda _w=None: [
             (lay.name, lay) for lay in v.layers if isinstance(lay, Image) and lay.rgb and lay.name not in OWN])
@@ -62,7 +64,7 @@ class StainingWidget(MethodDock):
         self._lay_out([
             ("Confocal pair", [self.fcm, self.rcm, self.pair]),
             ("Stain", [self.despeckle, self.cyclegan, self.normalisation, self.tile, self.preview_size, self.device,
-                       self.preview_button, self.stain_button, self.runner]),
+                       self.cpu_bf16, self.preview_button, self.stain_button, self.runner]),
             ("Despeckle one image (any single-channel layer)", [self.speckled, self.despeckle_button]),
             ("Train or fine-tune (empty: the bundled H&&E)", [self.train_model, self.he_layers, self.he_folder,
                                                               self.finetune, self.steps, self.steps_large,

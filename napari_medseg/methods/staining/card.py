@@ -21,11 +21,14 @@ def write_model_card(folder: Path, meta: dict, command: str) -> Path:
         median = kw.get("median", True)
         radius = sum(dil) + 1 + (1 if median else 0)
         dil_text = "" if set(dil) == {1} else f" dilated {tuple(dil)},"
+        median_text = {True: " and a 3x3 median filter", False: " (no final median)"}.get(
+            median, " and a gated 3x3 median (a learnt per-pixel blend of the median and the unfiltered estimate)")
         aug = c.get("augment")
         data_text = ("random windows redrawn with stain (H/E/DAB) jitter, zoom 0.6-1.4 and gamma, as the "
                      "inverted luma (half) or the eosin/haematoxylin density (half); half of the speckle "
-                     "spatially correlated; loss weighted by 1/std²" if aug else
+                     "spatially correlated; loss weighted by 1/std" if aug else
                      "the inverted Y channel (YUV) of the images")
+        fine = f", fine-tuning v{c['resumed_from']}" if c.get("resumed_from") else ""
         stds = c.get("val_stds")
         val_text = (f"mean over std {', '.join(f'{v:g}' for v in stds)} on {c.get('val_data', 'the validation images')}"
                     if stds else "std 0.2, validation rows of the same slide")
@@ -35,7 +38,7 @@ def write_model_card(folder: Path, meta: dict, command: str) -> Path:
   [0, 1] (Combalia et al. 2019, section 2.1).
 - **Network**: {layers} convolutions of {filters} 3x3 filters,{dil_text} with PReLU (batch norm on the
   inner ones), a last convolution with one filter and tanh read as 1 + tanh = 1/F, a
-  multiplicative residual connection{' and a 3x3 median filter' if median else ' (no final median)'}
+  multiplicative residual connection{median_text}
   (`combalia2019.DespeckleNet`, receptive radius {radius} px; tiles exactly). {size_mb:.1f} MB.
 - **Training data**: {c.get('data')}; {data_text}; speckle
   std {c.get('speckle_std')} (drawn per crop when a range; the paper trains at 0.2), random flips,
@@ -45,9 +48,9 @@ def write_model_card(folder: Path, meta: dict, command: str) -> Path:
 - **Validation** ({val_text}): PSNR {_fmt(m.get('psnr_noisy'))} dB noisy
   → {_fmt(m.get('psnr'))} dB despeckled, best at step {m.get('best_step')}. Held-out figures:
   docs/benchmarks.md (`napari-medseg bench staining --real`).
-- **Limits**: trained on H&E luma with simulated speckle, not on real RCM; fine-tune on your
-  own images (the widget's Train tab or `napari-medseg train despeckle --images DIR`).
-- **Reproduce**: `{command}` (created {meta['created']}, torch {meta.get('torch')}).
+- **Limits**: trained on H&E (luma{' and stain densities' if aug else ''}) with simulated speckle, not on real RCM;
+  fine-tune on your own images (the widget's Train tab or `napari-medseg train despeckle --images DIR`).
+- **Reproduce**: `{command}`{fine} (created {meta['created']}, torch {meta.get('torch')}).
 """
     else:
         fine = f"; fine-tuned from v{c['resumed_from']} (fresh G_BA and discriminators)" if c.get("resumed_from") else ""

@@ -83,6 +83,18 @@ def read_rgb(path) -> np.ndarray:
     return np.ascontiguousarray(rgb[..., :3])
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".svs")
+
+
+def read_images(spec) -> list[np.ndarray]:
+    """Every RGB image in a folder (sorted), or one file (uint8 RGB each)."""
+    path = Path(spec)
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else [path]
+    if not files or not all(p.is_file() for p in files):
+        raise InputError(f"No images found at {spec} (looked for {', '.join(IMAGE_SUFFIXES)}).")
+    return [read_rgb(p) for p in files]
+
+
 def cmu_region() -> np.ndarray:
     return read_rgb(bundled_file(*CMU))
 

@@ -39,7 +39,7 @@ def train_despeckle_model(registry, train_rgb, val_rgb, *, steps: int = 2000, ba
                           lr: float = 5e-4, std=PAPER_STD, seed: int = 0, device="cpu", resume=None,
                           data: str = "user images", on_best=None, arch: dict | None = None, augment: bool = False,
                           val_stds=None, val_crop: int | None = None, cosine: bool = False, val_data: str = "",
-                          median: bool | None = None):
+                          median: bool | str | None = None):
     """Generator: train (or fine-tune ``resume=(state, meta)``) the despeckler; save the best
     validation PSNR as a new ``despeckle`` version. Returns ``{"entry", ...summary}``.
 
@@ -53,10 +53,13 @@ def train_despeckle_model(registry, train_rgb, val_rgb, *, steps: int = 2000, ba
         arch = resume[1].get("arch") or arch
     arch = arch or ARCH
     if median is not None:  # the median has no weights: a version with or without it loads the same state
-        arch = {**arch, "kwargs": {**arch.get("kwargs", {}), "median": bool(median)}}
+        arch = {**arch, "kwargs": {**arch.get("kwargs", {}), "median": median}}
     model = nets.build(arch)
     if resume is not None:
-        model.load_state_dict(resume[0])
+        missing, unexpected = model.load_state_dict(resume[0], strict=False)
+        if unexpected or any(not k.startswith("gate.") for k in missing):
+            raise InputError(f"The version to fine-tune does not fit this network (missing {missing}, "
+                             f"unexpected {unexpected}).")
     best: dict = {}
 
     def keep(state, metrics, step):

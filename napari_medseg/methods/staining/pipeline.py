@@ -137,13 +137,14 @@ def prepare(fcm, rcm, normalisation: str = "slide") -> Normaliser:
 
 def stain_slide(net: StainingNet, fcm, rcm, out_path, *, normalisation: str = "slide", tile: int = 1024,
                 batch_size: int = 1, device="cpu", amp: bool = True, client=None, normaliser=None,
-                pyramid_from: int | None = None, overwrite: bool = False, cpu_bf16: bool = False):
+                pyramid_from: int | None = None, overwrite: bool = False, cpu_bf16: bool = False, fuse: bool = True):
     """Generator: stain a whole FCM/RCM pair into a uint8 zarr pyramid at ``out_path``.
 
     ``normaliser``: a :class:`Normaliser` computed before (else from this pair);
     ``pyramid_from``: give results this long (or longer) a pyramid down to a quarter of
     it (default: only slides of 4096 px or more); ``cpu_bf16``: bfloat16 on CPUs that
-    have it (see ``bench staining --real`` for its speed and its effect on quality).
+    have it (see ``bench staining --real`` for its speed and its effect on quality);
+    ``fuse``: fold batch norms into convolutions first (same output, faster).
     Yields :class:`Progress`; returns the pyramid's level arrays, (3, H, W) each.
     """
     from ...core.tiling import create_pyramid_output, into_result, tiled_inference
@@ -151,7 +152,7 @@ def stain_slide(net: StainingNet, fcm, rcm, out_path, *, normalisation: str = "s
     from ...core.nets import fuse_conv_bn
 
     pre = normaliser or prepare(fcm, rcm, normalisation)
-    net = fuse_conv_bn(net.eval())  # batch norms folded into their convolutions: same output, faster
+    net = fuse_conv_bn(net.eval()) if fuse else net.eval()
     cfg = tile_config(net, tile=tile, batch_size=batch_size, amp=amp, cpu_bf16=cpu_bf16)
     image = as_pair_source(fcm, rcm)
     return (yield from into_result(
