@@ -199,6 +199,10 @@ def _segment(args) -> int:
     name, _, version = args.model.partition(":")
     if version and not version.isdigit():
         raise MedsegError(f"--model takes NAME or NAME:VERSION with a whole-number version, not {args.model!r}.")
+    out = Path(args.out)
+    if not out.exists() and out.suffix.lower() != ".zarr":  # existing paths get the output checks' own messages
+        raise MedsegError(f"segment writes a zarr result (a folder); give --out a name ending in .zarr, not "
+                          f"{out.name!r}.")
     entry = Registry().get(name, int(version) if version else None)
     device = select_device(args.device)
     model, meta = entry.load(device)

@@ -94,10 +94,12 @@ if __name__ == "__main__":  # python -m napari_medseg.bench.staining_slide 10000
     p.add_argument("--tile", type=int, default=1024)
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--he", default=None, help="an H&E image file to derive the pair from (default: the sample)")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast on a CPU that has it")
     a = p.parse_args()
     he = None
     if a.he:
         from skimage import io
 
         he = io.imread(a.he)[..., :3]
-    print(json.dumps(time_slide((a.height, a.width), a.device, tile=a.tile, batch_size=a.batch_size, he=he)))
+    print(json.dumps(time_slide((a.height, a.width), a.device, tile=a.tile, batch_size=a.batch_size, he=he,
+                                cpu_bf16=a.bf16)))

@@ -111,3 +111,10 @@ def test_kill_9_during_segment_loses_nothing_and_is_never_taken_as_complete(rgb_
     # the next write to the same path clears the dead run's temp folder
     assert run_cli("segment", rgb_tif, "--tile", "256", "--out", done, "--overwrite")[0] == 0
     assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name] == []
+
+
+def test_out_with_a_file_suffix_is_refused_before_anything_runs(rgb_tif, tmp_path, run_cli):
+    for name in ("x.tif", "x.ome.tiff", "x.png", "noext"):
+        code, _, err = run_cli("segment", rgb_tif, "--tile", "256", "--out", tmp_path / name)
+        assert code == 2 and err.count("error:") == 1 and ".zarr" in err
+        assert not (tmp_path / name).exists()
