@@ -110,3 +110,30 @@ def test_predict_despeckle_folder_never_replaces(tmp_path, monkeypatch, capsys):
     assert "exists" in capsys.readouterr().err and (out / "a_despeckled.tif").stat().st_mtime_ns == stamp
     assert main(["predict", "despeckle", str(src / "a.tif"), "--out", str(out), "--format", "zarr"]) == 0
     assert (out / "a_despeckled.zarr").is_dir()
+
+
+def test_real_recipe_data_and_multi_level_validation():
+    from napari_medseg.core.jobs import collect as run
+    from napari_medseg.methods.staining import augment
+    from napari_medseg.methods.staining.hne import sample_he
+    from napari_medseg.methods.staining.training import train_despeckler, weighted_mse
+
+    he = sample_he()[:300, :300]
+    rng = np.random.default_rng(0)
+    pool = augment.pool([he], 6, rng, min_side=48)
+    assert len(pool) == 6 and all(p.dtype == np.float32 and 0 <= p.min() and p.max() <= 1 for p in pool)
+    assert len({p.shape for p in pool}) > 1  # zoom varies the magnification
+    noise = augment.unit_noise((8, 1, 64, 64), rng, correlated_fraction=1.0)
+    assert np.allclose(noise.std(axis=(1, 2, 3)), 1.0, atol=1e-3)
+    # correlated: neighbours agree, unlike white noise
+    assert np.mean(noise[:, :, 1:] * noise[:, :, :-1]) > 0.3
+    pred, clean = torch.zeros(1, 1, 2, 2), torch.ones(1, 1, 2, 2)
+    assert float(weighted_mse(pred, torch.cat([clean, 2 * torch.ones_like(clean)], 1))) == 2.0
+    best = {}
+    torch.manual_seed(0)
+    run(train_despeckler(DespeckleNet(layers=2, filters=4, median="gated"), [he], [he], steps=2, batch_size=2,
+                         crop=48, std=(0.1, 0.5), augment=True, val_stds=(0.1, 0.5), val_crop=64,
+                         keep=lambda s, m, k: best.update(m)))
+    assert {"psnr_std0.1", "psnr_std0.5", "psnr_noisy_std0.1", "psnr_noisy_std0.5"} <= set(best)
+    assert best["psnr"] == pytest.approx((best["psnr_std0.1"] + best["psnr_std0.5"]) / 2)
+    assert best["psnr_noisy_std0.1"] > best["psnr_noisy_std0.5"] + 5  # the levels really differ

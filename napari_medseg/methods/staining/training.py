@@ -78,7 +78,8 @@ def train_despeckler(model: torch.nn.Module, rgb_images, val_rgb_images, *, step
     spatially correlated, and each crop's error is weighted by 1/std so that every
     noise level counts about alike in dB.
     ``val_stds``: validate at each of these levels and monitor their mean PSNR (default:
-    0.2 when the range holds it); ``cosine``: the learning rate decays over the run. Returns train_supervised's summary."""
+    0.2 when the range holds it); ``cosine``: the learning rate decays over the run.
+    Returns train_supervised's summary."""
     from . import augment as aug
 
     train, val = luma_images(rgb_images), luma_images(val_rgb_images)
