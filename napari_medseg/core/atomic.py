@@ -27,6 +27,12 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = ".tmp"):
     """Yield a temp path next to ``path``; on success it is fsynced and renamed to ``path``."""
@@ -38,6 +44,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp"):
         yield tmp
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the file gets what a plain open() would give
         os.replace(tmp, path)
         fsync_dir(path.parent)
     except BaseException:

@@ -118,3 +118,18 @@ def test_out_with_a_file_suffix_is_refused_before_anything_runs(rgb_tif, tmp_pat
         code, _, err = run_cli("segment", rgb_tif, "--tile", "256", "--out", tmp_path / name)
         assert code == 2 and err.count("error:") == 1 and ".zarr" in err
         assert not (tmp_path / name).exists()
+
+
+def test_atomic_writes_get_the_permissions_a_plain_open_gives(tmp_path):
+    from napari_medseg.core.atomic import atomic_write_bytes
+
+    old = os.umask(0o027)
+    try:
+        atomic_write_bytes(tmp_path / "a.bin", lambda fh: fh.write(b"x"))
+        with open(tmp_path / "plain.bin", "wb") as fh:
+            fh.write(b"x")
+    finally:
+        os.umask(old)
+    mode = (tmp_path / "a.bin").stat().st_mode & 0o777
+    assert mode == (tmp_path / "plain.bin").stat().st_mode & 0o777 == 0o640  # not mkstemp's 0600
+    assert (tmp_path / "a.bin").read_bytes() == b"x"
