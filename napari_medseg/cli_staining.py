@@ -10,7 +10,6 @@ import numpy as np
 from .core.errors import InputError
 from .methods.staining.hne import IMAGE_SUFFIXES, read_images
 
-REAL_VAL_STDS = (0.1, 0.2, 0.35, 0.5)
 
 
 def add_train_options(s) -> None:
@@ -67,7 +66,7 @@ def train(args, registry):
     train_rgb, val_rgb, data = _data(args)
     resume = None
     if args.method == "despeckle":
-        from .methods.staining.models import train_despeckle_model
+        from .methods.staining.models import REAL_VAL_STDS, train_despeckle_model
         from .methods.staining.training import MODEL_NAME
 
         if args.resume:

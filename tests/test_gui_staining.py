@@ -90,6 +90,9 @@ def test_train_despeckler_on_a_layer_shows_previews_and_saves_a_version(setup):
     entry = c.train(block=True)
     assert entry is not None and entry.version > shipped and entry.source == "user"
     assert entry.meta["config"]["resumed_from"] == shipped and "layers H&E" in entry.meta["config"]["data"]
+    # the dock trains with the real-image recipe, validated per speckle level
+    assert entry.meta["config"]["augment"] and entry.meta["arch"]["kwargs"]["median"] == "gated"
+    assert entry.meta["config"]["val_stds"] == [0.1, 0.2, 0.35, 0.5] and "psnr_std0.5" in entry.meta["metrics"]
     prev = viewer.layers["training preview"]
     third = prev.data.shape[1] // 3
     noisy, out, clean = (prev.data[:, k * third:(k + 1) * third, 0] for k in range(3))  # side by side

@@ -76,9 +76,11 @@ def start_training(c):
             gray = np.concatenate([np.clip(noisy, 0, 1), np.clip(out, 0, 1), clean], axis=1)
             c._pending = np.repeat(gray[..., None], 3, axis=2)  # noisy | despeckled | clean
 
-        gen = models.train_despeckle_model(c.registry, train, val, steps=s.steps, crop=min(256, _smallest(train)),
-                                           batch_size=4, device=device, resume=state, data=what, on_best=on_best,
-                                           std=models.BLIND_STD)
+        # the real-image recipe, as `napari-medseg train despeckle` uses by default
+        gen = models.train_despeckle_model(c.registry, train, val, steps=s.steps, crop=min(128, _smallest(train)),
+                                           batch_size=8, device=device, resume=state, data=what, on_best=on_best,
+                                           std=models.BLIND_STD, augment=True, val_stds=models.REAL_VAL_STDS,
+                                           val_crop=min(128, _smallest(val)), median="gated", lr=3e-4)
     else:
         a_images = None
         if s.confocal_domain:
