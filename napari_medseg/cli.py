@@ -75,7 +75,8 @@ def _bench(args) -> int:
     if args.name not in BENCHMARKS:
         raise MedsegError(f"Unknown benchmark {args.name!r}; available: {', '.join(sorted(BENCHMARKS))}.")
     module, func = BENCHMARKS[args.name].split(":")
-    results = getattr(importlib.import_module(module), func)(quick=args.quick, json_path=args.json)
+    extra = {"seeds": [int(v) for v in args.seeds.split(",")]} if getattr(args, "seeds", None) else {}
+    results = getattr(importlib.import_module(module), func)(quick=args.quick, json_path=args.json, **extra)
     width = max(len(k) for k in results)
     for k, v in results.items():
         if k == "goals" or isinstance(v, (list, dict)):
@@ -305,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quick", action="store_true", help="small sizes, about a minute on 2 CPU cores")
     s.add_argument("--real", action="store_true", help="tracking, box_iterative: on real images that installed packages ship")
     s.add_argument("--json", default=None, help="write the results here")
+    s.add_argument("--seeds", default=None, help="box_iterative: training seeds, comma-separated (quick 0,1,2; full 0,1)")
     s.set_defaults(func=_bench)
 
     s = sub.add_parser("train", help="train a method's model (a new version; never overwrites)")
@@ -320,6 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="make the new version current even if it validates worse than the current one")
     s.add_argument("--adversarial", type=float, default=0.0, metavar="WEIGHT",
                    help="tissue, box_iterative: adversarial mode, a mask discriminator's term with this weight")
+    s.add_argument("--head", choices=["binary", "boundary"], default="binary",
+                   help="box_iterative: a new model's output; boundary adds the instance head's wall class")
     s.set_defaults(func=_train)
     from . import cli_tracking
 

@@ -187,3 +187,77 @@ def test_shipped_glomeruli_model_finds_held_out_glomeruli():
                          postprocess=POSTPROCESS["softmax"])
     scores = pooled_scores([(prob.argmax(0), held.mask)], min_area=400)
     assert scores["object_f1"] >= 0.8 and scores["pixel_f1"] >= 0.75, scores
+
+
+# ------------------------------------------------------------ the instance head (issue 17, item 2)
+def test_sampler_draws_the_three_class_target_from_boxes_and_from_true_instances():
+    from napari_medseg.methods.box_iterative.instances import BOUNDARY, instances_from_classes
+    from napari_medseg.methods.box_iterative.model import BOUNDARY_WEIGHT
+    from napari_medseg.methods.box_iterative.synthetic import HARD
+
+    k = synthetic_kidney((512, 512), 7, density=3.0, **HARD)
+    box_slide = TrainingSlide(k.rgb, boxes=k.boxes, labels=fill_boxes((512, 512), k.boxes), objects=k.boxes)
+    sampler = PatchSampler([box_slide], 128, object_ratio=(1, 0), seed=1, augment=False, boundary=True)
+    _, y = sampler.batch(6)
+    labels, weights = y[:, 0].numpy(), y[:, 1].numpy()
+    assert set(np.unique(labels)) <= {0, GLOMERULUS, BOUNDARY, UNKNOWN} and (labels == BOUNDARY).any()
+    np.testing.assert_array_equal(weights == BOUNDARY_WEIGHT, labels == BOUNDARY)
+    # true instances (Stage 0): the target's instances are the true ones, touching pairs apart
+    true = TrainingSlide(k.rgb, labels=k.mask, objects=k.boxes, instances=k.instances)
+    s0 = PatchSampler([true], 512, object_ratio=(0, 1), seed=0, augment=False, boundary=True)
+    target = s0.sample()[1][0].numpy().astype(np.uint8)
+    inst = instances_from_classes(target)
+    assert inst.max() == k.instances.max()
+    assert np.array_equal(inst > 0, k.mask > 0)
+    # without the head the labels stay binary
+    plain = PatchSampler([box_slide], 128, object_ratio=(1, 0), seed=1, augment=False)
+    assert set(np.unique(plain.batch(3)[1][:, 0].numpy())) <= {0, GLOMERULUS}
+
+
+def test_loss_of_three_classes_ignores_unknown_and_counts_boundary_as_foreground():
+    from napari_medseg.methods.box_iterative.instances import BOUNDARY
+
+    labels = torch.zeros(1, 8, 8)
+    labels[0, :4] = UNKNOWN
+    labels[0, 5:, 5:] = GLOMERULUS
+    labels[0, 5, 5:] = BOUNDARY
+    target = torch.stack([labels, torch.ones(1, 8, 8)], 1)
+    logits = torch.randn(1, 3, 8, 8, requires_grad=True)
+    segmentation_loss(logits, target).backward()
+    assert torch.all(logits.grad[0, :, :4] == 0) and torch.any(logits.grad[0, :, 4:] != 0)
+    good = torch.full((1, 3, 8, 8), -9.0)
+    good[0, 0] = 9.0
+    good[0, 1, 5:, 5:] = 9.0
+    good[0, 0, 5:, 5:] = -9.0
+    wrong_boundary = good.clone()
+    good[0, 2, 5, 5:], good[0, 1, 5, 5:] = 9.0, -9.0
+    assert segmentation_loss(good, target) < segmentation_loss(wrong_boundary, target)
+
+
+def test_a_loaded_model_keeps_its_head_when_training_continues(tmp_path, slides):
+    from napari_medseg.core import nets
+    from napari_medseg.methods.box_iterative.model import ARCH, IO, METHOD
+
+    torch.set_num_threads(2)
+    reg = Registry(shipped_root=tmp_path / "none", user_root=tmp_path / "models")
+    boundary = StageConfig(steps=2, patch=128, batch_size=2, tile=512, head="boundary")
+    s = IterativeTraining(reg, boundary, workdir=tmp_path / "w")
+    reg.save_new_version("glomeruli", nets.build(ARCH).state_dict(), method=METHOD, arch=ARCH, extra={"io": IO})
+    a = slides[0]
+    s.set_stage1([a.rgb], [a.boxes])
+    s.use_version()  # a two-class model: the session continues it as it is
+    collect(s.stage1(1))
+    entry = reg.get("glomeruli")
+    assert entry.version == 2 and entry.meta["arch"]["kwargs"]["out_channels"] == 2
+    assert entry.meta["io"]["classes"] == ["background", "glomerulus"]
+    pred = np.asarray(collect(s.predict(a.rgb, tmp_path / "p.zarr"))[1][...])
+    assert pred.max() <= 1  # a binary model's labels: no boundary class
+    # a fresh session builds the head its settings ask for
+    fresh = IterativeTraining(Registry(shipped_root=tmp_path / "none", user_root=tmp_path / "m2"), boundary,
+                              workdir=tmp_path / "w2")
+    fresh.set_stage1([a.rgb], [a.boxes])
+    collect(fresh.stage1(1))
+    meta = fresh.registry.get("glomeruli").meta
+    assert meta["io"]["classes"][-1] == "boundary" and meta["arch"]["kwargs"]["out_channels"] == 3
+    with pytest.raises(InputError):
+        IterativeTraining(reg, StageConfig(head="contour"), workdir=tmp_path / "w3")

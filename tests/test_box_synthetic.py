@@ -201,3 +201,58 @@ def test_pyramid_small_non_square_and_bad_settings(tmp_path):
     with pytest.raises(InputError, match="multiple of 16"):
         syn.write_kidney_pyramid(tmp_path / "bad.tif", 1000, tile=100, block=500)
     assert not (tmp_path / "bad.tif").exists()
+
+
+# ------------------------------------------------------------ the hard generator (issue 17)
+def _touching(inst):
+    n = 0
+    for label in range(1, int(inst.max()) + 1):
+        near = ndi.binary_dilation(inst == label, iterations=2)
+        n += bool((near & (inst > 0) & (inst != label)).any())
+    return n
+
+
+def test_hard_slides_have_touching_glomeruli_with_true_instances_and_boxes():
+    hard = syn.synthetic_kidney((1024, 1024), 7, density=2.0, **syn.HARD)
+    easy = syn.synthetic_kidney((1024, 1024), 7, density=2.0)
+    assert _touching(easy.instances) == 0 and _touching(hard.instances) >= 4
+    np.testing.assert_array_equal(hard.boxes, boxes_from_instances(hard.instances))
+    assert np.array_equal(np.unique(hard.instances), np.arange(len(hard.boxes) + 1))
+    # touching glomeruli are a single component of the mask: a binary map cannot tell them apart
+    assert ndi.label(hard.mask, structure=np.ones((3, 3)))[1] < len(hard.boxes)
+    again = syn.synthetic_kidney((1024, 1024), 7, density=2.0, **syn.HARD)
+    np.testing.assert_array_equal(again.rgb, hard.rgb)
+
+
+def test_sclerotic_and_faint_glomeruli_look_as_named():
+    base = dict(shape=(1024, 1024), seed=3, density=2.0, distractors=0)
+    normal = syn.synthetic_kidney(**base)
+    scler = syn.synthetic_kidney(**base, sclerotic=1.0)
+    faint = syn.synthetic_kidney(**base, faint=1.0)
+
+    def tuft_stats(k):
+        grey = k.rgb.astype(float).mean(axis=-1)
+        tuft = ndi.binary_erosion(k.mask, iterations=10)
+        cortex = ~ndi.binary_dilation(k.mask, iterations=5)
+        return grey[tuft].std(), grey[cortex].mean() - grey[tuft].mean()
+
+    (sd_n, contrast_n), (sd_s, _), (_, contrast_f) = tuft_stats(normal), tuft_stats(scler), tuft_stats(faint)
+    assert sd_s < 0.75 * sd_n  # homogeneous: no capillary loops, few nuclei
+    assert contrast_f < 0.7 * contrast_n  # faint: closer to the cortex around it
+
+
+def test_stain_and_focus_vary_by_slide_and_are_shared_by_its_blocks():
+    pas_a, hem_a, sig_a = syn.slide_style(1, 0.25, 1.6)
+    pas_b, _, _ = syn.slide_style(2, 0.25, 1.6)
+    assert not np.allclose(pas_a, pas_b) and 0 <= sig_a <= 1.6
+    assert np.array_equal(syn.slide_style(1, 0.25, 1.6)[0], pas_a)  # one draw per slide
+    assert syn.slide_style(1)[2] == 0.0 and np.array_equal(syn.slide_style(1)[0], syn.PAS)
+    sharp = syn.synthetic_kidney((256, 256), 4, distractors=0, density=0, texture_seed=31)
+    seed = next(t for t in range(31, 200) if syn.slide_style(t, 0, 4.0)[2] > 2.0)
+    blurred = syn.synthetic_kidney((256, 256), 4, distractors=0, density=0, texture_seed=seed, blur=4.0)
+    sharp2 = syn.synthetic_kidney((256, 256), 4, distractors=0, density=0, texture_seed=seed)
+    grad = lambda k: np.abs(np.diff(k.rgb.astype(float).mean(-1), axis=1)).mean()  # noqa: E731
+    assert grad(blurred) < 0.6 * grad(sharp2) and grad(sharp) > 0
+    for bad in (dict(touching=1.5), dict(blur=-1), dict(stain_jitter=2)):
+        with pytest.raises(InputError):
+            syn.synthetic_kidney((64, 64), **bad)

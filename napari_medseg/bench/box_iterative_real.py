@@ -97,7 +97,7 @@ def _one_seed(seed, cfg, rgb, mask, boxes, left, right, radius):
     """(scores by Stage-1 round, supervised scores) for one training seed."""
     from ..core.jobs import collect
     from ..core.registry import Registry
-    from ..methods.box_iterative.instances import split_instances
+    from ..methods.box_iterative.instances import to_instances
     from ..methods.box_iterative.model import model_from_entry
     from ..methods.box_iterative.stages import IterativeTraining, StageConfig
     from .box_iterative import predict_labels
@@ -113,14 +113,14 @@ def _one_seed(seed, cfg, rgb, mask, boxes, left, right, radius):
         for _ in range(cfg["rounds"]):
             collect(session.stage1(1))
             model, _ = model_from_entry(registry.get("glomeruli", session.history[-1].version), device)
-            by_round.append(score(split_instances(predict_labels(model, rgb[:, right], device), radius), truth))
+            by_round.append(score(to_instances(predict_labels(model, rgb[:, right], device), radius), truth))
         # supervised bound: the same network and total budget on the left half's true masks
         sup_reg = Registry(shipped_root=tmp / "none", user_root=tmp / "sup-models")
         sup = IterativeTraining(sup_reg, config, workdir=tmp / "sup")
         sup.set_stage0([rgb[:, left]], [mask[:, left]], ["left half"])
         collect(sup.stage0(cfg["rounds"] * cfg["steps"]))
         model, _ = model_from_entry(sup_reg.get("glomeruli"), device)
-        return by_round, score(split_instances(predict_labels(model, rgb[:, right], device), radius), truth)
+        return by_round, score(to_instances(predict_labels(model, rgb[:, right], device), radius), truth)
 
 
 def run(quick: bool = False, json_path: str | None = None) -> dict:

@@ -39,8 +39,21 @@ def _sigmoid(y: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(y.float())
 
 
+def _softmax_foreground(y: torch.Tensor) -> torch.Tensor:
+    """Softmax, regrouped so that the arg-max decides background against all other classes
+    together first, then which of them: each pixel's foreground probability (1 - p0) goes
+    to its most probable foreground class, the others get 0. With two classes it is the
+    softmax. (Plain arg-max over interior and boundary would call a pixel background at
+    p = 0.4 / 0.3 / 0.3 and shrink every object.)"""
+    p = torch.softmax(y.float(), dim=1)
+    fg = 1 - p[:, :1]
+    best = p[:, 1:].argmax(dim=1, keepdim=True)
+    rest = torch.zeros_like(p[:, 1:]).scatter_(1, best, fg)
+    return torch.cat([p[:, :1], rest], dim=1)
+
+
 PREPROCESS = {"rgb_uint8": _rgb_uint8, "gray": _gray}
-POSTPROCESS = {"softmax": _softmax, "sigmoid": _sigmoid}
+POSTPROCESS = {"softmax": _softmax, "sigmoid": _sigmoid, "softmax_foreground": _softmax_foreground}
 
 
 def io_spec(meta: dict) -> dict:

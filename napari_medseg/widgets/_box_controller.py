@@ -51,6 +51,7 @@ class BoxSettings:
     object_radius: float = 0.0  # typical object radius in pixels; 0: from the Stage 1 boxes
     device: str = "auto"
     adversarial: float = 0.0  # > 0: adversarial mode (a mask discriminator's term with this weight)
+    head: str = "binary"  # a new model's output: "binary", or "boundary" (the instance head)
     predict_image: Image | None = None
     version: int | None = None  # for Predict: None = the current one
 
@@ -74,7 +75,7 @@ class BoxController(Controller):
         s = self.settings
         device = select_device(None if s.device == "auto" else s.device)
         return StageConfig(steps=s.steps, patch=s.patch or None, batch_size=s.batch_size or None, device=str(device),
-                           adversarial=float(s.adversarial))
+                           adversarial=float(s.adversarial), head=s.head)
 
     # ----------------------------------------------------------- layers in
     def stage1_pairs(self) -> list[tuple[Image, Shapes]]:
@@ -246,10 +247,17 @@ class BoxController(Controller):
         return self.runner.start(gen, on_done=on_done)
 
     def _instances(self, binary: np.ndarray):
-        """(instance labels, note): touching objects split by a seeded distance watershed."""
-        from ..methods.box_iterative.instances import expected_radius, split_instances
+        """(instance labels, note): touching objects split by the boundary class (the instance
+        head) or, for an older two-class model, by a seeded distance watershed."""
+        from ..methods.box_iterative.instances import BOUNDARY, expected_radius, instances_from_classes, \
+            split_instances
 
         radius = float(self.settings.object_radius or 0.0)
+        if radius <= 0 and self.session is not None:
+            radius = self.session.object_radius() or 0.0
+        if (binary == BOUNDARY).any():
+            inst = instances_from_classes(binary, radius=radius or None)
+            return inst, f"{int(inst.max())} objects (touching ones split by the predicted boundaries)."
         if radius <= 0:
             boxes = [s.boxes for s in (self.session.slides[1] if self.session else []) if s.boxes is not None]
             if not boxes:

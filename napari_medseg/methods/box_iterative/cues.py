@@ -151,6 +151,16 @@ class ObjectProps:
     mask: np.ndarray = field(repr=False, compare=False)
 
 
+def _objects(window: np.ndarray, fg: np.ndarray) -> np.ndarray:
+    """Object ids of a prediction window: instances of a three-class prediction (touching
+    objects apart), else the 8-connected components of its foreground."""
+    from .instances import BOUNDARY, instances_from_classes
+
+    if (window == BOUNDARY).any():
+        return instances_from_classes(np.where(window == UNKNOWN, 0, window))
+    return label(fg, connectivity=2)
+
+
 def _scan(prediction, block: int, margin: int, min_area: int, large: str) -> Iterator[ObjectProps | tuple]:
     """Each foreground object once; an object wider or taller than ``margin``: raise, skip or its bbox tuple.
 
@@ -161,10 +171,11 @@ def _scan(prediction, block: int, margin: int, min_area: int, large: str) -> Ite
     h, w = _shape(prediction)
     for cy0, cx0, cy1, cx1 in blocks((h, w), block):
         wy0, wx0, wy1, wx1 = max(cy0 - margin, 0), max(cx0 - margin, 0), min(cy1 + margin, h), min(cx1 + margin, w)
-        fg = foreground(prediction[wy0:wy1, wx0:wx1])
+        window = np.asarray(prediction[wy0:wy1, wx0:wx1])
+        fg = foreground(window)
         if not fg.any():
             continue
-        for r in regionprops(label(fg, connectivity=2)):
+        for r in regionprops(_objects(window, fg)):
             y0, x0, y1, x1 = r.bbox
             box = (y0 + wy0, x0 + wx0, y1 + wy0, x1 + wx0)
             if not (cy0 <= box[0] < cy1 and cx0 <= box[1] < cx1):
@@ -243,9 +254,10 @@ class Cues2Report:
     reasons: dict
     n_fixed_pixels: int
     outliers: str
+    kept_boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.int64), repr=False)
 
-    def as_dict(self) -> dict:
-        return asdict(self)
+    def as_dict(self) -> dict:  # the kept objects' boxes stay out of the record (there may be thousands)
+        return {k: v for k, v in asdict(self).items() if k != "kept_boxes"}
 
 
 def cues_stage2(prediction, stats: Cues2, out, *, outliers: str = "unknown", fixed=None,
@@ -266,17 +278,19 @@ def cues_stage2(prediction, stats: Cues2, out, *, outliers: str = "unknown", fix
         out[y0:y1, x0:x1] = np.where(foreground(prediction[y0:y1, x0:x1]), rest, BACKGROUND).astype(np.uint8)
     counts = dict.fromkeys((*REASONS, "oversized"), 0)
     n = kept = 0
+    boxes = []
     for n, o in enumerate(_scan(prediction, block, margin, 1, "report"), 1):
         why = stats.reasons(o.area, o.eccentricity) if isinstance(o, ObjectProps) else ["oversized"]
         counts.update({r: counts[r] + 1 for r in why})
         if not why:
             kept += 1
             y0, x0, y1, x1 = o.bbox
+            boxes.append(o.bbox)
             b = np.array(out[y0:y1, x0:x1])
             b[o.mask] = GLOMERULUS
             out[y0:y1, x0:x1] = b
     n_fixed = sum(_fix_block(out, fixed, *b) for b in blocks(shape, block))
-    return Cues2Report(n, kept, n - kept, counts, n_fixed, outliers)
+    return Cues2Report(n, kept, n - kept, counts, n_fixed, outliers, np.array(boxes, np.int64).reshape(-1, 4))
 
 
 def fixed_from_correction(original, corrected) -> tuple[np.ndarray, np.ndarray]:

@@ -120,18 +120,32 @@ def best_round(history, key: str = "object_f1", tie: str | None = "pixel_f1") ->
     return max(range(len(values)), key=lambda i: (values[i], -i))
 
 
-def pooled_scores(pairs, min_area: int = 0, iou: float = 0.5) -> dict:
+def pooled_scores(pairs, min_area: int = 0, iou: float = 0.5, gt_instances: bool = False,
+                  radius: float | None = None) -> dict:
     """Object- and pixel-level precision, recall and F1 with counts summed over all slides.
 
     Predicted objects under ``min_area`` pixels are specks, not detections: they are left
-    out of the object counts (the pixel scores keep every pixel)."""
+    out of the object counts (the pixel scores keep every pixel). A three-class
+    prediction (boundary class present) is scored by its instances, so touching objects
+    count apart; a binary one by its connected components, or, given the object
+    ``radius``, by its instances (:func:`.instances.to_instances`, as the widget shows
+    them). ``gt_instances``: the truths are instance ids (touching true objects apart),
+    nothing ignored."""
     from skimage.morphology import remove_small_objects
 
-    def despeckle(p):
-        return remove_small_objects(np.asarray(p) > 0, max_size=min_area - 1, connectivity=2) if min_area > 1 else p
+    from .instances import BOUNDARY, to_instances
 
-    obj = [object_scores(despeckle(p), g, iou=iou) for p, g in pairs]
-    pix = [pixel_scores(p, g) for p, g in pairs]
+    def obj_scores(p, g):
+        p = np.asarray(p)
+        if radius or (p == BOUNDARY).any():
+            return object_scores(to_instances(p, radius, min_area), g, iou=iou, pred_instances=True,
+                                 gt_instances=gt_instances)
+        if min_area > 1:
+            p = remove_small_objects(p > 0, max_size=min_area - 1, connectivity=2)
+        return object_scores(p, g, iou=iou, gt_instances=gt_instances)
+
+    obj = [obj_scores(p, g) for p, g in pairs]
+    pix = [pixel_scores(p, g, gt_instances=gt_instances) for p, g in pairs]
     out = {}
     for prefix, parts in (("object", obj), ("pixel", pix)):
         tp, fp, fn = (sum(float(d[k]) for d in parts) for k in ("tp", "fp", "fn"))

@@ -2,7 +2,11 @@
 
 The U-Net has five levels (16-256 channels, total stride 16, batch norm, so tiled
 output equals whole-slide output); its receptive-field radius is about 93 px, enough
-to see a whole glomerulus and the ring of tubules around it.
+to see a whole glomerulus and the ring of tubules around it. By default it predicts
+background and glomerulus, and touching objects are split by the distance watershed
+(:mod:`.instances`). With ``head="boundary"`` (the instance head) it has a third
+class, the walls between touching objects. See docs/benchmarks.md for why the binary
+head stays the default.
 """
 
 from __future__ import annotations
@@ -24,11 +28,29 @@ ARCH = {
 }
 IO = {"input": "rgb_uint8", "postprocess": "softmax", "classes": ["background", "glomerulus"], "stride": 16,
       "margin": 96}
+#: the instance head: a third class, the walls between touching objects (:mod:`.instances`)
+ARCH_BOUNDARY = {**ARCH, "kwargs": {**ARCH["kwargs"], "out_channels": 3}}
+IO_BOUNDARY = {**IO, "postprocess": "softmax_foreground", "classes": ["background", "glomerulus", "boundary"]}
+BOUNDARY_WEIGHT = 3.0  # cross-entropy weight of boundary pixels: thin, and what keeps neighbours apart
 
 
-def build_model(seed: int = 0) -> torch.nn.Module:
+def has_boundary(io: dict) -> bool:
+    """Whether a model with this ``io`` predicts the boundary class (the instance head)."""
+    return "boundary" in (io or {}).get("classes", [])
+
+
+def head_spec(head: str = "binary") -> tuple[dict, dict]:
+    """(arch, io) of a new model: ``"binary"`` (two classes; instances from the distance
+    watershed of the foreground) or ``"boundary"`` (three classes, the instance head)."""
+    if head not in ("boundary", "binary"):
+        raise InputError(f"head must be 'binary' or 'boundary', not {head!r}.")
+    return (ARCH_BOUNDARY, IO_BOUNDARY) if head == "boundary" else (ARCH, IO)
+
+
+def build_model(seed: int = 0, head: str = "binary") -> torch.nn.Module:
+    arch, _ = head_spec(head)
     torch.manual_seed(seed)
-    return nets.build(ARCH)
+    return nets.build(arch)
 
 
 def model_from_entry(entry: ModelEntry, device="cpu") -> tuple[torch.nn.Module, dict]:
@@ -54,10 +76,11 @@ def to_input(rgb_patch: np.ndarray) -> torch.Tensor:
 
 
 def segmentation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Pixel-weighted cross-entropy + soft Dice of the glomerulus class; ``UNKNOWN`` ignored.
+    """Pixel-weighted cross-entropy + soft Dice of the foreground (interior and boundary); ``UNKNOWN`` ignored.
 
-    ``target`` is (B, 2, H, W): the label map and a per-pixel weight (corrected pixels
-    weigh more). MONAI's Dice and cross-entropy losses have no ignore label, hence here.
+    ``target`` is (B, 2, H, W): the label map (0 / 1 / 2 boundary for a three-class model)
+    and a per-pixel weight (corrected pixels weigh more). MONAI's Dice and cross-entropy
+    losses have no ignore label, hence here.
     """
     labels, weight = target[:, 0], target[:, 1]
     known = labels != UNKNOWN
@@ -66,7 +89,7 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tenso
     logits = logits.float()
     ce = torch.nn.functional.cross_entropy(logits, y, reduction="none")
     ce = (ce * weight).sum() / weight.sum().clamp_min(1.0)
-    fg = torch.softmax(logits, 1)[:, 1] * known
-    t = (y == 1).float() * known
+    fg = (1 - torch.softmax(logits, 1)[:, 0]) * known
+    t = (y >= 1).float() * known
     dice = 1 - (2 * (fg * t).sum() + 1) / (fg.sum() + t.sum() + 1)
     return ce + dice

@@ -1,6 +1,6 @@
 """The project's own training recipe on synthetic kidney slides (the shipped model, the bench).
 
-The paper's split, scaled down: IS-train1 (slides with boxes, Stage 1), IS-train2
+The paper's split, scaled down, on the hard generator (``synthetic.HARD``): IS-train1 (slides with boxes, Stage 1), IS-train2
 (unlabelled slides, Stage 2), a validation slide that picks the best round, and
 IS-test (held-out seeds, only for the benchmark). The best round over both stages by
 validation object F1 becomes the current version.
@@ -14,7 +14,7 @@ from ...core.jobs import Progress
 from ...core.registry import Registry
 from .metrics import best_round
 from .stages import IterativeTraining, StageConfig
-from .synthetic import synthetic_kidney
+from .synthetic import HARD, synthetic_kidney
 
 SEEDS = {"train1": (101, 102, 103, 104), "train2": (201, 202, 203, 204), "val": (301,), "test": (90401, 90402)}
 
@@ -27,11 +27,12 @@ class Recipe:
     rounds1: int = 6
     rounds2: int = 3
     stage0: bool = False  # also train the fully supervised upper baseline (on IS-train1's true masks)
+    hard: bool = True  # the hard generator (touching, faint, sclerotic glomeruli, stain and focus per slide)
     config: StageConfig | None = None
 
     def slides(self, split: str, n: int | None = None):
         seeds = SEEDS[split][: n or len(SEEDS[split])]
-        return [synthetic_kidney((self.size, self.size), seed) for seed in seeds]
+        return [synthetic_kidney((self.size, self.size), seed, **(HARD if self.hard else {})) for seed in seeds]
 
 
 def run_recipe(registry: Registry, recipe: Recipe, workdir=None):
@@ -44,7 +45,7 @@ def run_recipe(registry: Registry, recipe: Recipe, workdir=None):
     session = IterativeTraining(registry, recipe.config or StageConfig(), workdir=workdir)
     train1, train2 = recipe.slides("train1", recipe.n_train1), recipe.slides("train2", recipe.n_train2)
     val = recipe.slides("val")
-    session.set_validation([v.rgb for v in val], [v.mask for v in val])
+    session.set_validation([v.rgb for v in val], [v.instances for v in val], instances=True)
     names1 = [f"IS-train1 {s}" for s in SEEDS["train1"][: len(train1)]]
     if recipe.stage0:
         session.set_stage0([s.rgb for s in train1], [s.instances for s in train1], names1)

@@ -32,6 +32,7 @@ class TrainingSlide:
     labels: object = None
     objects: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.int64))
     fixed: tuple | None = None
+    instances: object = None  # true instance ids (Stage 0), or None: objects then come from ``objects``
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -68,15 +69,19 @@ def _plain(t) -> torch.Tensor:
 
 
 class PatchSampler:
-    """``batch(n)`` -> (x (n, 3, p, p) float in [0,1], y (n, 2, p, p): labels, weights)."""
+    """``batch(n)`` -> (x (n, 3, p, p) float in [0,1], y (n, 2, p, p): labels, weights).
+
+    With ``boundary`` the labels are the three-class target (:func:`.instances.boundary_target`),
+    boundary pixels weighing ``BOUNDARY_WEIGHT`` more."""
 
     def __init__(self, slides: list[TrainingSlide], patch: int, *, object_ratio=(2, 1), fixed_weight: float = 5.0,
-                 seed: int = 0, augment: bool = True):
+                 seed: int = 0, augment: bool = True, boundary: bool = False):
         if not slides:
             raise ValueError("no training slides")
         self.slides, self.patch = slides, int(patch)
         self.p_object = object_ratio[0] / float(sum(object_ratio))
         self.fixed_weight = float(fixed_weight)
+        self.boundary = bool(boundary)
         self.rng = np.random.default_rng(seed)
         self.transform = _augment() if augment else None
         if self.transform is not None:
@@ -101,17 +106,42 @@ class PatchSampler:
         self.drawn["random"] += 1
         return k, int(rng.integers(0, max(h - p, 0) + 1)), int(rng.integers(0, max(w - p, 0) + 1))
 
+    def _target(self, s: TrainingSlide, labels, y0: int, x0: int) -> np.ndarray:
+        """The three-class target of a label patch read one pixel wider on every side."""
+        from .instances import BOUNDARY, OUTER_RIM, boundary_target, rim
+
+        if s.instances is not None:  # true instances: the boundary between ids is known
+            inst = _read(s.instances, y0 - 1, x0 - 1, self.patch + 2, 0).astype(np.int64)
+            edge = rim(np.where(labels == UNKNOWN, 0, inst), (labels == 0) & OUTER_RIM)
+            return np.where(edge & (labels == 1), BOUNDARY, labels).astype(np.uint8)[1:-1, 1:-1]
+        boxes = np.asarray(s.objects, np.int64).reshape(-1, 4) - [y0 - 1, x0 - 1, y0 - 1, x0 - 1]
+        p = self.patch + 2
+        near = (boxes[:, 0] < p) & (boxes[:, 2] > 0) & (boxes[:, 1] < p) & (boxes[:, 3] > 0)
+        return boundary_target(labels, boxes[near])[1:-1, 1:-1]
+
     def sample(self) -> tuple[torch.Tensor, torch.Tensor]:
         k, y0, x0 = self._origin()
         s, p = self.slides[k], self.patch
         image = _read(s.image, y0, x0, p, 255)[..., :3]
-        labels = _read(s.labels, y0, x0, p, UNKNOWN)
+        if self.boundary:  # one pixel of context: the rim at the patch edge is drawn right
+            labels = _read(s.labels, y0 - 1, x0 - 1, p + 2, UNKNOWN)
+        else:
+            labels = _read(s.labels, y0, x0, p, UNKNOWN)
         weight = np.ones((p, p), np.float32)
         if s.fixed is not None:
             mask = _read(s.fixed[0], y0, x0, p, 0).astype(bool)
             fixed_labels = _read(s.fixed[1], y0, x0, p, 0)
-            labels = np.where(mask, fixed_labels, labels)
+            if self.boundary:
+                labels[1:-1, 1:-1] = np.where(mask, fixed_labels, labels[1:-1, 1:-1])
+            else:
+                labels = np.where(mask, fixed_labels, labels)
             weight[mask] = self.fixed_weight
+        if self.boundary:
+            from .instances import BOUNDARY
+            from .model import BOUNDARY_WEIGHT
+
+            labels = self._target(s, labels, y0, x0)
+            weight[labels == BOUNDARY] *= BOUNDARY_WEIGHT
         item = {"image": to_input(image), "label": torch.from_numpy(labels.astype(np.float32))[None],
                 "weight": torch.from_numpy(weight)[None]}
         if self.transform is not None:
@@ -123,3 +153,4 @@ class PatchSampler:
     def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         xs, ys = zip(*(self.sample() for _ in range(n)))
         return torch.stack(xs).contiguous(), torch.stack(ys).contiguous()
+

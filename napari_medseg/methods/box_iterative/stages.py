@@ -28,7 +28,8 @@ from ...core.training import train_supervised
 from . import cues as cues_mod
 from .boxes import boxes_from_instances, fill_boxes
 from .metrics import best_round, pooled_scores
-from .model import ARCH, IO, METHOD, MODEL_NAME, build_model, check_slide, model_from_entry, segmentation_loss
+from .model import ARCH, IO, METHOD, MODEL_NAME, build_model, check_slide, has_boundary, head_spec, model_from_entry, \
+    segmentation_loss
 from .sampling import PatchSampler, TrainingSlide
 
 IN_MEMORY = 64 * 2**20  # label maps up to this many pixels stay in memory; larger ones live in zarr
@@ -52,6 +53,7 @@ class StageConfig:
     seed: int = 0
     device: str = "cpu"
     adversarial: float = 0.0  # > 0: adversarial mode, a mask discriminator's term with this weight
+    head: str = "binary"  # a new model's output: "binary" (2 classes) or "boundary" (the instance head, 3 classes)
 
     def patch_and_batch(self) -> tuple[int, int]:
         gpu = torch.device(self.device).type == "cuda"
@@ -103,10 +105,13 @@ class IterativeTraining:
         self.name = name
         self.slides: dict[int, list[TrainingSlide]] = {0: [], 1: [], 2: []}
         self.validation: list[tuple[object, np.ndarray]] = []
+        self.validation_instances = False
         self.history: list[RoundRecord] = []
         self.notes: list[str] = []
         self.model: torch.nn.Module | None = None
         self.model_version: int | None = None
+        #: architecture and io of ``model``: new models have the instance head, a loaded one keeps its own
+        self.arch, self.io = head_spec(self.config.head)
         self._predicted: dict[int, tuple[int | None, list]] = {}  # stage -> (model version, predictions)
         self._cues2: cues_mod.Cues2 | None = None
         #: how non-RGB or dark-background images are shown to the network: auto, keep or invert
@@ -155,12 +160,17 @@ class IterativeTraining:
             if m.shape != s.shape:
                 raise InputError(f"The mask of {nm} has shape {m.shape}; the slide is {s.shape}.")
             s.labels = (m > 0).astype(np.uint8)
-            s.objects = boxes_from_instances(_components(m))
+            # a mask with several ids is an instance mask (touching objects stay apart); else its components
+            s.instances = m.astype(np.int32) if m.max() > 1 else _components(m)
+            s.objects = boxes_from_instances(s.instances)
             slides.append(s)
         self.slides[0] = slides
 
-    def set_validation(self, images, labels) -> None:
-        """Slides with (partial or full) glomerulus masks: each round is scored on them."""
+    def set_validation(self, images, labels, instances: bool = False) -> None:
+        """Slides with (partial or full) glomerulus masks: each round is scored on them.
+
+        ``instances``: the labels are instance ids (0 background, every id one object, all
+        of it annotated), so touching objects are scored apart."""
         val = []
         for im, lab in zip(images, labels):
             rgb, _ = check_slide(im, "validation slide", self.polarity)
@@ -168,21 +178,22 @@ class IterativeTraining:
             if lab.shape != tuple(rgb.shape[:2]):
                 raise InputError(f"The validation labels ({lab.shape}) do not match the image ({tuple(rgb.shape[:2])}).")
             val.append((rgb, lab))
-        self.validation = val
+        self.validation, self.validation_instances = val, bool(instances)
 
     # ----------------------------------------------------------------- model
     def _ensure_model(self, stage: int) -> None:
         cfg = self.config
         if self.model is not None and not (cfg.restart_each_round and stage == 1):
             return
-        self.model = build_model(cfg.seed)
-        self.model_version = None
+        self.model = build_model(cfg.seed, cfg.head)
+        self.model_version, (self.arch, self.io) = None, head_spec(cfg.head)
 
     def use_version(self, version: int | None = None) -> None:
         """Continue from a registry version (current by default): rollback or a shipped model."""
         entry = self.registry.get(self.name, version)
-        model, _meta = model_from_entry(entry)
+        model, meta = model_from_entry(entry)
         self.model, self.model_version = model, entry.version
+        self.arch, self.io = meta.get("arch", ARCH), meta.get("io", IO)
         if version is not None:
             self.registry.restore(self.name, entry.version)
 
@@ -191,8 +202,8 @@ class IterativeTraining:
         cfg.update(stage=stage, round=rnd, slides=[s.name for s in self.slides[stage]])
         images = [s.image for s in self.slides[stage]]
         entry = self.registry.save_new_version(
-            self.name, copy.deepcopy(self.model.state_dict()), method=METHOD, arch=ARCH, config=cfg,
-            metrics=metrics, data_fingerprint=data_fingerprint(*images), extra={"io": IO, **extra})
+            self.name, copy.deepcopy(self.model.state_dict()), method=METHOD, arch=self.arch, config=cfg,
+            metrics=metrics, data_fingerprint=data_fingerprint(*images), extra={"io": self.io, **extra})
         self.model_version = entry.version
         return entry.version
 
@@ -204,13 +215,14 @@ class IterativeTraining:
         from ..adversarial.mode import MaskAdversary
         from .labels import UNKNOWN
 
-        return MaskAdversary(image_channels=3, n_classes=2, weight=self.config.adversarial, device=self.config.device,
-                             ignore=UNKNOWN)
+        return MaskAdversary(image_channels=3, n_classes=len(self.io["classes"]), weight=self.config.adversarial,
+                             device=self.config.device, ignore=UNKNOWN)
 
     def _train(self, stage: int, steps: int, total: int, done: int, validate=None, keep=None):
         patch, batch = self.config.patch_and_batch()
         sampler = PatchSampler(self.slides[stage], patch, object_ratio=self.config.object_ratio,
-                               fixed_weight=self.config.fixed_weight, seed=self.config.seed + 1000 * stage + done)
+                               fixed_weight=self.config.fixed_weight, seed=self.config.seed + 1000 * stage + done,
+                               boundary=has_boundary(self.io))
         gen = train_supervised(self.model, lambda _s: sampler.batch(batch), segmentation_loss, steps=steps,
                                device=self.config.device, lr=self.config.lr, validate=validate,
                                val_every=max(1, steps // 6), monitor="rank_score", save_best=keep, cpu_bf16=True,
@@ -225,10 +237,13 @@ class IterativeTraining:
             if not finished:  # stopped mid-round: the model goes back to what the last version holds
                 self.model.load_state_dict(before)
 
-    def segment(self, image, out_path, model=None):
-        """Generator: tiled segmentation of ``image`` into the zarr at ``out_path``; returns level 0."""
+    def segment(self, image, out_path, model=None, io: dict | None = None):
+        """Generator: tiled segmentation of ``image`` into the zarr at ``out_path``; returns level 0.
+
+        ``io``: that of ``model`` (default: the session's)."""
         Path(out_path).parent.mkdir(parents=True, exist_ok=True)  # the session's own scratch folder
-        levels = yield from run_segmentation(model or self.model, {"io": IO}, image, out_path, tile=self.config.tile,
+        io = io or self.io
+        levels = yield from run_segmentation(model or self.model, {"io": io}, image, out_path, tile=self.config.tile,
                                              output="labels", device=self.config.device, rgb=True)
         return levels[0]
 
@@ -252,16 +267,26 @@ class IterativeTraining:
         if not self.validation:
             return {}
         net = model or self.model
+        net_io = self.io
         pairs = []
         for i, (rgb, lab) in enumerate(self.validation):
             if rgb.shape[0] * rgb.shape[1] <= 16 * 2**20:
                 prob = predict_whole(net, rgb, stride=IO["stride"], channel_axis=-1, preprocess=PREPROCESS["rgb_uint8"],
-                                     postprocess=POSTPROCESS["softmax"], device=self.config.device)
+                                     postprocess=POSTPROCESS[net_io.get("postprocess", "softmax")],
+                                     device=self.config.device)
                 pred = prob.argmax(0).astype(np.uint8)
             else:
                 pred = np.asarray(collect(self.segment(rgb, self.workdir / "validation" / f"val{i}.zarr", net))[1][...])
             pairs.append((pred, lab))
-        return pooled_scores(pairs, self.min_object_area())
+        return pooled_scores(pairs, self.min_object_area(), gt_instances=self.validation_instances,
+                             radius=self.object_radius())
+
+    def object_radius(self) -> float | None:
+        """The typical object radius (px) from the boxes (or true objects) given, else None."""
+        from .instances import expected_radius
+
+        objs = [sl.objects for st in (1, 0) for sl in self.slides[st] if len(sl.objects)]
+        return expected_radius(np.concatenate(objs)) if objs else None
 
     def min_object_area(self) -> int:
         """Predicted objects smaller than this do not count as detections: a quarter of the
@@ -354,7 +379,7 @@ class IterativeTraining:
                 s.labels = _new_labels(s.shape, self.workdir / "stage2" / "labels" / f"slide{i}.zarr")
                 rep = cues_mod.cues_stage2(pred, self._cues2, s.labels, outliers=self.config.outliers, fixed=s.fixed)
                 reports.append(rep.as_dict())
-                s.objects = np.array([o.bbox for o in cues_mod.objects(s.labels)], np.int64).reshape(-1, 4)
+                s.objects = rep.kept_boxes  # the kept instances: touching ones keep apart in the target
             yield from self._train(2, steps, total, k * steps)
             yield from self._end_round(2, rnd, reports, total, (k + 1) * steps)
 
@@ -363,7 +388,8 @@ class IterativeTraining:
         if not self.slides[0]:
             raise InputError("Stage 0 needs slides with full masks.")
         steps = steps or self.config.steps
-        self.model, self.model_version = build_model(self.config.seed), None
+        self.model, self.model_version = build_model(self.config.seed, self.config.head), None
+        self.arch, self.io = head_spec(self.config.head)
         best = {}
 
         def keep(state, metrics, step):
@@ -384,10 +410,11 @@ class IterativeTraining:
         Uses the session's model, or a registry version (current by default) if given or
         if the session has not trained yet."""
         rgb, _note = check_slide(image, "slide", self.polarity)
-        model = self.model
+        model, io = self.model, self.io
         if version is not None or model is None:
-            model, _meta = model_from_entry(self.registry.get(self.name, version))
-        return self.segment(rgb, out_path, model)
+            model, meta = model_from_entry(self.registry.get(self.name, version))
+            io = meta.get("io", IO)
+        return self.segment(rgb, out_path, model, io)
 
     # ------------------------------------------------------------ corrections
     def correct(self, stage: int, index: int, corrected) -> dict:

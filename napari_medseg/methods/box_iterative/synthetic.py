@@ -4,6 +4,12 @@ Colours mix two stains in optical density: PAS (magenta) and hematoxylin (purple
 nuclei). Tubules, their nuclei and the stain drift depend only on slide coordinates,
 so blocks of one big slide join without seams. Glomeruli and distractors (dilated
 tubules, arteries, empty vessels) are drawn per image, inside it, never overlapping.
+
+The hard variant (``HARD``, the bench's and the shipped model's data) adds what real
+kidney sections have and the default image lacks: glomeruli that touch or overlap a
+neighbour, faint ones (thin or pale sections), sclerotic ones (a homogeneous
+PAS-positive tuft without capillary loops or nuclei), stain colour and strength that
+vary from slide to slide, and out-of-focus blur.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ MARGIN = 16  # drawn around the image, so blurred nuclei join across block edges
 GLOMERULI_PER_PX = 1 / 400**2  # at density 1
 GAP = 8  # least distance (px) between the bounding circles of two drawn objects
 BLOCK_BORDER = 8  # objects keep this far from the edges of pyramid blocks
+#: the hard generator's settings (see :func:`synthetic_kidney`)
+HARD = {"touching": 0.35, "faint": 0.2, "sclerotic": 0.15, "stain_jitter": 0.25, "blur": 1.6}
 _OFFSETS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
 
 
@@ -115,8 +123,11 @@ def _scatter(rng, dots, sl, where, n, weight=(0.7, 1.2)):
     np.add.at(dots[sl], (ys[pick], xs[pick]), rng.uniform(*weight, len(pick)).astype(np.float32))
 
 
-def _draw(kind, canvas, rng, cy, cx, a, b, angle, label=0):
-    """Paint one object (glomerulus or distractor) into the canvas maps; return its box."""
+def _draw(kind, canvas, rng, cy, cx, a, b, angle, label=0, variant="normal"):
+    """Paint one object (glomerulus or distractor) into the canvas maps; return its box.
+
+    ``variant`` (glomeruli): "normal", "faint" (tuft and capsule at 35-55 % contrast) or
+    "sclerotic" (a homogeneous, strongly PAS-positive tuft, no loops, few nuclei)."""
     P, H, dots, owner, inst = canvas
     y0, x0 = max(0, int(cy - a - 3)), max(0, int(cx - a - 3))
     sl = (slice(y0, min(P.shape[0], int(cy + a + 4))), slice(x0, min(P.shape[1], int(cx + a + 4))))
@@ -134,11 +145,19 @@ def _draw(kind, canvas, rng, cy, cx, a, b, angle, label=0):
         lobes = sum(rng.uniform(0, 0.035) * np.cos(k * pt + rng.uniform(0, 6.3)) for k in range(3, 8))
         tuft = np.clip(((1 - cap - bowman) * (1 + lobes) - rt) * px + 0.5, 0, 1)
         loops = np.clip((noise - 0.6) * 2, 0, 1)  # capillary lumens
-        inner = rng.uniform(0.85, 1.15) * (0.9 - 0.65 * loops + 0.5 * _ring(noise, 0.6, 0.3))
+        cells = 1 / 55
+        if variant == "sclerotic":  # collapsed tuft: glassy matrix, lumens and cells gone
+            loops, cells = loops * 0.1, 1 / 400
+            inner = rng.uniform(1.1, 1.4) * (1 + 0.08 * noise)
+        else:
+            inner = rng.uniform(0.85, 1.15) * (0.9 - 0.65 * loops + 0.5 * _ring(noise, 0.6, 0.3))
         obj_p = tuft * inner + (1 - tuft) * 0.05 + 1.1 * _ring(rho, 1 - cap / 2, 1.2 / px)
         obj_h = tuft * 0.3 * (1 - loops)
+        if variant == "faint":  # drawn at a fraction of its contrast over the cortex around it
+            k = rng.uniform(0.35, 0.55)
+            obj_p, obj_h, cells = k * obj_p + (1 - k) * P[sl], k * obj_h + (1 - k) * H[sl], cells * k
         inst[sl][rho <= 1] = label
-        _scatter(rng, dots, sl, (tuft > 0.5) & (loops < 0.5), tuft.sum() / 55)
+        _scatter(rng, dots, sl, (tuft > 0.5) & (loops < 0.5), tuft.sum() * cells)
         _scatter(rng, dots, sl, _ring(rho, 1 - 1.5 * cap, 0.6 / px) > 0.5, 2 * np.pi * px / 30, (0.5, 0.7))
     elif kind == "tubule":  # dilated tubule: same size, wide pale lumen, thin light epithelium
         lumen = rng.uniform(0.5, 0.72)
@@ -170,17 +189,33 @@ def _draw(kind, canvas, rng, cy, cx, a, b, angle, label=0):
     return np.array([rows[0], cols[0], rows[-1] + 1, cols[-1] + 1]) + [y0, x0, y0, x0]
 
 
-def _place(rng, h, w, sizes, border):
-    """Centres (or None) for bounding circles of radii ``sizes`` inside (h, w), apart by GAP."""
+def _place(rng, h, w, sizes, border, touch=None):
+    """Centres (or None) for bounding circles of radii ``sizes`` inside (h, w), apart by GAP.
+
+    Where ``touch[i]`` is set, object i is first tried against an earlier one, its circle
+    reaching 70-95 % of the way to that one's centre line (so the two touch or overlap);
+    every other object still keeps GAP."""
     out, taken = [], np.zeros((0, 3))
-    for a in sizes:
+    for i, a in enumerate(sizes):
         lo = border + a + 2
         out.append(None)
         if 2 * lo >= min(h, w):
             continue
         cand = np.stack([rng.uniform(lo, h - lo, 64), rng.uniform(lo, w - lo, 64)], axis=1)
+        partner = -1
+        if touch is not None and touch[i] and len(taken):
+            partner = int(rng.integers(len(taken)))
+            py_, px_, pa = taken[partner]
+            theta = rng.uniform(0, 2 * np.pi, 64)
+            reach = (pa + a) * rng.uniform(0.7, 0.95, 64)
+            near = np.stack([py_ + reach * np.sin(theta), px_ + reach * np.cos(theta)], axis=1)
+            inside = (near >= lo).all(axis=1) & (near[:, 0] <= h - lo) & (near[:, 1] <= w - lo)
+            cand = np.concatenate([near[inside], cand])
         dist = np.hypot(cand[:, None, 0] - taken[None, :, 0], cand[:, None, 1] - taken[None, :, 1])
-        ok = (dist >= taken[None, :, 2] + a + GAP).all(axis=1)
+        need = taken[None, :, 2] + a + GAP + np.zeros_like(dist)
+        if partner >= 0:
+            need[:, partner] = 0
+        ok = (dist >= need).all(axis=1)
         if ok.any():
             out[-1] = tuple(cand[np.argmax(ok)])
             taken = np.vstack([taken, [*out[-1], a]])
@@ -189,7 +224,8 @@ def _place(rng, h, w, sizes, border):
 
 def synthetic_kidney(shape=(2048, 2048), seed: int = 0, *, glomerulus_radius=(30, 60), density: float = 1.0,
                      distractors: float = 1.0, border: int = 0, origin=(0, 0),
-                     texture_seed: int | None = None) -> KidneySlide:
+                     texture_seed: int | None = None, touching: float = 0.0, faint: float = 0.0,
+                     sclerotic: float = 0.0, stain_jitter: float = 0.0, blur: float = 0.0) -> KidneySlide:
     """A PAS-like kidney cortex image with glomeruli; the same arguments give the same image.
 
     ``glomerulus_radius``: range of the long half-axis in pixels (eccentricity up to
@@ -197,14 +233,22 @@ def synthetic_kidney(shape=(2048, 2048), seed: int = 0, *, glomerulus_radius=(30
     scales the dilated tubules, arteries and empty vessels. Objects stay ``border``
     pixels inside the image. ``origin`` and ``texture_seed`` (default ``seed``) place
     the image in a bigger slide: tubules and stain drift depend only on those.
+
+    Harder images (``**HARD``): ``touching``, ``faint`` and ``sclerotic`` are the fractions
+    of glomeruli placed against a neighbour, drawn faint, or drawn sclerotic;
+    ``stain_jitter`` the relative spread of the slide's stain colours and strengths (one
+    draw per slide, from ``texture_seed``); ``blur`` the largest Gaussian blur sigma (px)
+    of the slide's focus (also one draw per slide).
     """
     lo, hi = (float(r) for r in glomerulus_radius)
     if len(shape) != 2 or min(shape) < 1 or seed < 0 or not 3 <= lo <= hi or not 0 <= density <= 100 \
-            or not 0 <= distractors <= 100:
+            or not 0 <= distractors <= 100 or not all(0 <= v <= 1 for v in (touching, faint, sclerotic)) \
+            or not 0 <= stain_jitter <= 1 or not 0 <= blur <= 8:
         raise InputError(
             f"Got shape={tuple(shape)}, seed={seed}, glomerulus_radius={tuple(glomerulus_radius)}, "
             f"density={density}, distractors={distractors}; use (height, width) >= 1, seed >= 0, "
-            "radii with 3 <= low <= high, and density and distractors between 0 and 100."
+            "radii with 3 <= low <= high, density and distractors between 0 and 100, touching, faint, "
+            "sclerotic and stain_jitter between 0 and 1, and blur between 0 and 8 px."
         )
     (h, w), (oy, ox) = (int(s) for s in shape), (int(o) for o in origin)
     rng, tseed = np.random.default_rng(int(seed)), int(seed if texture_seed is None else texture_seed)
@@ -227,11 +271,17 @@ def synthetic_kidney(shape=(2048, 2048), seed: int = 0, *, glomerulus_radius=(30
     specs += [("artery", rng.uniform(lo, hi) * 0.8, 0.4) for _ in range(round(0.2 * n_dis))]
     specs += [("vessel", rng.uniform(0.5, 1.4) * hi, 0.95) for _ in range(round(0.35 * n_dis))]
     label, others = 0, []
-    for (kind, a, ecc), centre in zip(specs, _place(rng, h, w, [s[1] for s in specs], max(0, int(border)))):
+    hard = touching or faint or sclerotic
+    touch = [k == "glomerulus" and rng.random() < touching for k, _, _ in specs] if hard else None
+    variants = [str(rng.choice(["faint", "sclerotic", "normal"], p=[faint, sclerotic, 1 - faint - sclerotic]))
+                if hard and k == "glomerulus" else "normal" for k, _, _ in specs]
+    centres = _place(rng, h, w, [s[1] for s in specs], max(0, int(border)), touch)
+    for (kind, a, ecc), centre, variant in zip(specs, centres, variants):
         b, angle = a * np.sqrt(1 - rng.uniform(0.7 if kind == "vessel" else 0, ecc) ** 2), rng.uniform(0, np.pi)
         if centre is not None:
             label += kind == "glomerulus"
-            box = _draw(kind, (P, H, dots, owner, inst), rng, centre[0] + py, centre[1] + px, a, b, angle, label)
+            box = _draw(kind, (P, H, dots, owner, inst), rng, centre[0] + py, centre[1] + px, a, b, angle, label,
+                        variant)
             if kind != "glomerulus":
                 others.append(box - [py, px, py, px])
 
@@ -249,16 +299,34 @@ def synthetic_kidney(shape=(2048, 2048), seed: int = 0, *, glomerulus_radius=(30
 
     crop = (slice(py, py + h), slice(px, px + w))
     peak = 1 / (2 * np.pi * NUCLEUS_SIGMA**2)  # height of one blurred unit dot
-    nuc = np.clip((ndi.gaussian_filter(dots, NUCLEUS_SIGMA)[crop] / peak - 0.25) * 2.5, 0, 1)
+    nuc = np.clip((ndi.gaussian_filter(dots, NUCLEUS_SIGMA) / peak - 0.25) * 2.5, 0, 1)
+    pas, hem, sigma = slide_style(tseed, stain_jitter, blur)
+    P, H = P + 0.2 * nuc, H + 1.5 * nuc
+    if sigma > 0.3:  # out of focus: blurred in optical density, on the canvas (its margin hides the edge)
+        P, H = ndi.gaussian_filter(P, sigma), ndi.gaussian_filter(H, sigma)
     f_pas, f_hem, f_thick = _stain_fields(tseed, oy, ox, h, w)
-    P = (P[crop] + 0.2 * nuc) * (1 + 0.1 * f_pas) * (1 + 0.06 * f_thick)
-    H = (H[crop] + 1.5 * nuc) * (1 + 0.1 * f_hem) * (1 + 0.06 * f_thick)
+    P = P[crop] * (1 + 0.1 * f_pas) * (1 + 0.06 * f_thick)
+    H = H[crop] * (1 + 0.1 * f_hem) * (1 + 0.06 * f_thick)
     rgb = np.empty((h, w, 3), np.uint8)
     for c in range(3):  # one colour at a time keeps memory low; 3 grey levels of pixel noise
-        rgb[..., c] = np.clip(np.exp(-(P * PAS[c] + H * HEMATOXYLIN[c])) * 250 + 0.5
+        rgb[..., c] = np.clip(np.exp(-(P * pas[c] + H * hem[c])) * 250 + 0.5
                               + rng.standard_normal((h, w), dtype=np.float32) * 3, 0, 255)
     instances = inst[crop].astype(np.uint16 if label < 2**16 else np.int32)
     return KidneySlide(rgb, instances, boxes_from_instances(instances), np.array(others, np.int64).reshape(-1, 4))
+
+
+def slide_style(texture_seed: int, stain_jitter: float = 0.0, blur: float = 0.0):
+    """(PAS colour, hematoxylin colour, blur sigma) of one slide: its stain batch and focus.
+
+    Each colour's three optical densities and its strength vary by up to ``stain_jitter``
+    (relative); sigma is uniform in [0, ``blur``]. One draw per ``texture_seed``, so the
+    blocks of one slide share them."""
+    if not (stain_jitter or blur):
+        return PAS, HEMATOXYLIN, 0.0
+    rng, j = np.random.default_rng([int(texture_seed), 11]), float(stain_jitter)
+    pas = np.clip(PAS * rng.uniform(1 - j, 1 + j, 3), 0.02, None) * rng.uniform(1 - j, 1 + j)
+    hem = np.clip(HEMATOXYLIN * rng.uniform(1 - j, 1 + j, 3), 0.02, None) * rng.uniform(1 - j, 1 + j)
+    return pas.astype(np.float32), hem.astype(np.float32), float(rng.uniform(0, blur))
 
 
 def _block(h, w, seed, block, by, bx, kw) -> KidneySlide:
