@@ -17,9 +17,31 @@ def napari_get_reader(path):
         if len(path) != 1:
             return None
         path = path[0]
+    if str(path).lower().endswith(".swc"):
+        return read_swc_layers
     if not str(path).lower().rstrip("/").endswith(SUFFIXES):
         return None
     return read_layers
+
+
+def read_swc_layers(path):
+    """An SWC reconstruction as a Shapes layer of paths, one per unbranched trace, in the
+    file's own coordinates (physical units if the file has them: it lands on an image whose
+    scale is in the same unit). The tree (parents, types, radii, z) is in the metadata."""
+    from .methods.tracking.swc import SWC_TYPES, read_swc
+
+    if isinstance(path, (list, tuple)):
+        path = path[0]
+    forest = read_swc(path)
+    meta = {"swc": {"path": str(path), "unit": forest.unit, "scale": forest.scale, "parents": forest.parents,
+                    "types": [SWC_TYPES.get(t, f"custom {t}") for t in forest.types],
+                    "radii": [r.tolist() for r in forest.radii], "z": [z.tolist() for z in forest.z]}}
+    data = [t if len(t) > 1 else np.vstack([t, t]) for t in forest.traces]  # a one-node trace: a dot
+    kwargs = {"name": Path(str(path)).stem, "shape_type": "path", "edge_color": "yellow", "edge_width": 1.5,
+              "metadata": meta}
+    if forest.unit not in (None, "pixel", "unspecified"):
+        kwargs["units"] = (forest.unit, forest.unit)
+    return [(data, kwargs, "shapes")]
 
 
 def read_layers(path):

@@ -76,6 +76,8 @@ def _bench(args) -> int:
         raise MedsegError(f"Unknown benchmark {args.name!r}; available: {', '.join(sorted(BENCHMARKS))}.")
     module, func = BENCHMARKS[args.name].split(":")
     extra = {"seeds": [int(v) for v in args.seeds.split(",")]} if getattr(args, "seeds", None) else {}
+    if getattr(args, "head", None):
+        extra["head"] = args.head
     results = getattr(importlib.import_module(module), func)(quick=args.quick, json_path=args.json, **extra)
     width = max(len(k) for k in results)
     for k, v in results.items():
@@ -307,6 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--real", action="store_true", help="tracking, box_iterative: on real images that installed packages ship")
     s.add_argument("--json", default=None, help="write the results here")
     s.add_argument("--seeds", default=None, help="box_iterative: training seeds, comma-separated (quick 0,1,2; full 0,1)")
+    s.add_argument("--head", choices=["binary", "boundary"], default=None,
+                   help="box_iterative: the models' output (default binary; boundary: the instance head)")
     s.set_defaults(func=_bench)
 
     s = sub.add_parser("train", help="train a method's model (a new version; never overwrites)")

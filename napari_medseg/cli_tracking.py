@@ -118,7 +118,8 @@ def track_command(args) -> int:
         hy, hx = t.meta["heading"]
         lines.append(f"trace {i}: heading ({hy:+.2f}, {hx:+.2f}) {t.meta['heading_chosen']}; "
                      f"stop: {t.stop_reason}; reached end: {'yes' if t.meta['reached_end'] else 'no'}")
-    write_swc(args.out, [t.points for t in traces], header=lines)
+    write_swc(args.out, [t.points for t in traces], header=lines, scale=args.pixel_size,
+              unit=args.unit if args.pixel_size else None)
     for i, t in enumerate(traces):
         hy, hx = t.meta["heading"]
         print(f"trace {i}: {len(t.points)} points, {t.length_px:.1f} px, heading ({hy:+.2f}, {hx:+.2f}) "
@@ -142,7 +143,7 @@ def finetune_command(args) -> int:
     for img, swc in zip(args.image, args.swc):
         args.image = img
         images.append(_image(args))
-        traces.append(read_swc(swc).traces)
+        traces.append(read_swc(swc).in_pixels(args.pixel_size).traces)
     config = finetune_config(updates=args.updates, seed=args.seed, episodes_per_batch=args.episodes)
     if args.folds:
         gen = kfold_finetune(lambda: _policy(args.model)[0], images, traces, k=args.folds, config=config,
@@ -200,6 +201,9 @@ def add_parsers(sub) -> None:
         s.add_argument("--project", choices=["max"], default=None, help="max projection of a 3D stack")
         s.add_argument("--invert", action="store_true", help="dark structures on a bright background")
         s.add_argument("--model", default="tracking", help="NAME or NAME:VERSION")
+        s.add_argument("--pixel-size", type=float, nargs=2, default=None, metavar=("SY", "SX"),
+                       help="the image's pixel size (rows, columns): SWC files are in its --unit, not in pixels")
+        s.add_argument("--unit", default="micrometer", help="unit of --pixel-size (default micrometer)")
 
     s = sub.add_parser("track", help="trace structures from start points with the tracking agent (SWC out)")
     s.add_argument("image")

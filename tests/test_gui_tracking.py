@@ -238,6 +238,21 @@ def test_swc_export_import_and_a_broken_file(viewer, axon, messages, tmp_path):
     for a, b in zip(exported, viewer.layers["traces"].data):
         np.testing.assert_allclose(b, a, atol=1e-6)
     assert messages["error"] == []
+    # an image with a physical pixel size: the file is in its unit and comes back onto the same pixels
+    img = c.layers.style.image
+    img.scale, img.units = (0.5, 0.5), ("micrometer", "micrometer")
+    um = tmp_path / "traces_um.swc"
+    assert c.export_swc(um) == um
+    text = um.read_text()
+    assert "unit micrometer" in text
+    node = [ln for ln in text.splitlines() if not ln.startswith("#")][0].split()
+    assert float(node[2]) == pytest.approx(exported[0][0, 1] * 0.5, abs=1e-6)
+    for name in ("traces", "trace entropy"):
+        if name in viewer.layers:
+            viewer.layers.remove(name)
+    c.import_swc(um)
+    for a, b in zip(exported, viewer.layers["traces"].data):
+        np.testing.assert_allclose(b, a, atol=1e-6)
     broken = tmp_path / "broken.swc"
     broken.write_text("1 2 10 10 0 1 -1\n2 2 11 11 0 1 7\n")
     layers = snapshot(viewer)

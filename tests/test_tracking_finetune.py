@@ -113,6 +113,14 @@ def test_cli_track_writes_an_swc_with_one_trace_per_start(tmp_path):
     forest = read_swc(out)
     assert len(forest.traces) == 2
     np.testing.assert_allclose(forest.traces[0][0], r.start, atol=1e-4)
+    # with the image's pixel size the file is in micrometres, and reads back onto the same pixels
+    um = tmp_path / "traces_um.swc"
+    assert main(["track", str(tif), "--starts", starts, "--out", str(um), "--max-steps", "20",
+                 "--pixel-size", "0.5", "0.25"]) == 0
+    in_um = read_swc(um)
+    assert in_um.unit == "micrometer"
+    np.testing.assert_allclose(in_um.traces[0][0], np.asarray(r.start) * [0.5, 0.25], atol=1e-4)
+    np.testing.assert_allclose(in_um.in_pixels((0.5, 0.25)).traces[0], forest.traces[0], atol=1e-4)
     assert main(["track", str(tif), "--starts", "500,5", "--out", str(tmp_path / "x.swc")]) == 2
     assert not (tmp_path / "x.swc").exists()
 

@@ -149,3 +149,83 @@ def test_a_failed_write_leaves_the_existing_file_untouched(tmp_path, monkeypatch
         write_swc(path, traces[:1])
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.swc"]
+
+
+# ------------------------------------------------------------ physical units (issue 19, item 2)
+def test_physical_units_are_written_declared_and_placed_back_on_the_image(tmp_path):
+    traces, parents, types = _forest()
+    path = tmp_path / "um.swc"
+    write_swc(path, traces, parents=parents, types=types, radii=[2.0, None, None], scale=(0.5, 0.25),
+              unit="micrometer")
+    text = path.read_text()
+    assert "# napari-medseg: scale 1 0.5 0.25 unit micrometer" in text
+    first = next(line for line in text.splitlines() if not line.startswith("#")).split()
+    assert float(first[2]) == pytest.approx(traces[0][0, 1] * 0.25)  # x = column × sx
+    assert float(first[3]) == pytest.approx(traces[0][0, 0] * 0.5)  # y = row × sy
+    assert float(first[5]) == pytest.approx(2.0 * 0.375)  # radius × the mean in-plane pixel size
+    forest = read_swc(path)
+    assert forest.unit == "micrometer" and forest.scale == (1.0, 0.5, 0.25)
+    np.testing.assert_allclose(forest.traces[0], traces[0] * [0.5, 0.25])  # as the file has them
+    back = forest.in_pixels((0.5, 0.25))
+    for a, b in zip(back.traces, traces):
+        np.testing.assert_allclose(a, b, atol=1e-9)
+    assert back.parents == parents and back.unit == "pixel"
+    # on an image with another pixel size, the same physical place
+    other = forest.in_pixels((1.0, 1.0))
+    np.testing.assert_allclose(other.traces[1], traces[1] * [0.5, 0.25])
+
+
+def test_pixel_files_and_foreign_files_are_placed_as_their_headers_say(tmp_path):
+    traces, parents, _ = _forest()
+    px = tmp_path / "px.swc"
+    write_swc(px, traces, parents=parents)
+    forest = read_swc(px)
+    assert forest.unit == "pixel"
+    np.testing.assert_allclose(forest.in_pixels((0.5, 0.5)).traces[0], traces[0])  # pixels stay pixels
+    foreign = _write(tmp_path, "# from another tool\n1 2 10 20 0 1 -1\n2 2 12 22 0 1 1\n", "snt.swc")
+    f = read_swc(foreign)
+    assert f.unit is None
+    np.testing.assert_allclose(f.in_pixels((2.0, 2.0)).traces[0], [[10, 5], [11, 6]])
+    with pytest.raises(InputError):
+        write_swc(tmp_path / "x.swc", traces, scale=(0.5, 0.5))  # a scale needs its unit
+    for bad in ((0.5,), (0, 1), (float("nan"), 1), "ab"):
+        with pytest.raises(InputError):
+            write_swc(tmp_path / "x.swc", traces, scale=bad, unit="micrometer")
+    assert not (tmp_path / "x.swc").exists()
+
+
+def test_a_morphology_library_reads_our_files_in_their_units(tmp_path):
+    import morphio
+    traces, parents, types = _forest()
+    path = tmp_path / "tree.swc"
+    write_swc(path, traces, parents=parents, types=types, scale=(0.5, 0.25), unit="micrometer")
+    morphio.set_maximum_warnings(0)
+    m = morphio.Morphology(str(path))
+    pts = np.concatenate([s.points for s in m.sections])
+    expected = np.concatenate([t * [0.5, 0.25] for t in traces])[:, ::-1]  # (x, y)
+    assert len(m.root_sections) == 1  # one tree: the branches hang from the main trace
+    assert np.abs(pts[:, :2].max(axis=0) - expected.max(axis=0)).max() < 1e-4
+    assert np.abs(pts[:, :2].min(axis=0) - expected.min(axis=0)).max() < 1e-4
+    lengths = sum(np.linalg.norm(np.diff(s.points[:, :2], axis=0), axis=1).sum() for s in m.sections)
+    ours = sum(np.linalg.norm(np.diff(t * [0.5, 0.25], axis=0), axis=1).sum() for t in traces)
+    branch_joins = sum(np.linalg.norm(traces[i][0] * [0.5, 0.25] - traces[p[0]][p[1]] * [0.5, 0.25])
+                       for i, p in enumerate(parents) if p is not None)
+    assert lengths == pytest.approx(ours + branch_joins, rel=1e-5)
+
+
+def test_napari_reads_swc_as_a_shapes_layer_in_the_files_units(tmp_path):
+    from napari_medseg._reader import napari_get_reader
+
+    traces, parents, types = _forest()
+    path = tmp_path / "tree.swc"
+    write_swc(path, traces, parents=parents, types=types, scale=(0.5, 0.5), unit="micrometer")
+    reader = napari_get_reader(str(path))
+    [(data, kwargs, kind)] = reader(str(path))
+    assert kind == "shapes" and kwargs["shape_type"] == "path" and len(data) == 3
+    np.testing.assert_allclose(data[0], traces[0] * 0.5)
+    assert kwargs["units"] == ("micrometer", "micrometer")
+    assert kwargs["metadata"]["swc"]["parents"] == parents
+    assert kwargs["metadata"]["swc"]["types"] == ["axon", "basal dendrite", "apical dendrite"]
+    bad = _write(tmp_path, "1 2 x 0 0 1 -1\n")
+    with pytest.raises(InputError):
+        reader(str(bad))

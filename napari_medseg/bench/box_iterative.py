@@ -56,7 +56,7 @@ FULL = {"size": 2048, "n_train1": 4, "n_train2": 4, "rounds1": 6, "rounds2": 3, 
 SEEDS = {True: (0, 1, 2), False: (0, 1)}
 
 
-def f1_study(quick: bool, workdir: Path, seed: int = 0) -> dict:
+def f1_study(quick: bool, workdir: Path, seed: int = 0, head: str = "binary") -> dict:
     from ..core.jobs import run_in_terminal
     from ..core.registry import Registry
     from ..methods.box_iterative.metrics import best_round
@@ -66,7 +66,7 @@ def f1_study(quick: bool, workdir: Path, seed: int = 0) -> dict:
     c = QUICK if quick else FULL
     registry = Registry(shipped_root=workdir / "none", user_root=workdir / f"models-{seed}")
     recipe = Recipe(size=c["size"], n_train1=c["n_train1"], n_train2=c["n_train2"], rounds1=c["rounds1"],
-                    rounds2=c["rounds2"], stage0=True, config=StageConfig(steps=c["steps"], seed=int(seed)))
+                    rounds2=c["rounds2"], stage0=True, config=StageConfig(steps=c["steps"], seed=int(seed), head=head))
     t0 = time.perf_counter()
     job = run_in_terminal(run_recipe(registry, recipe, workdir=workdir / f"work-{seed}"),
                           f"bench box_iterative: training (seed {seed})")
@@ -209,16 +209,16 @@ def verdicts(r: dict) -> dict:
             "iou75_rises": bool(rounds75[-1] > rounds75[0])}
 
 
-def run(quick: bool = False, json_path: str | None = None, seeds=None) -> dict:
+def run(quick: bool = False, json_path: str | None = None, seeds=None, head: str = "binary") -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="medseg-bench-box-"))
     seeds = tuple(SEEDS[bool(quick)] if seeds is None else seeds)
     try:
-        runs = [f1_study(quick, workdir, seed) for seed in seeds]
+        runs = [f1_study(quick, workdir, seed, head) for seed in seeds]
         checkpoint = runs[0]["_checkpoint"]
         for r in runs:
             r.pop("_checkpoint")
         results = over_seeds(runs)
-        results["seeds"] = list(seeds)
+        results["seeds"], results["head"] = list(seeds), head
         results["verdicts"] = verdicts(results)
         results["verdicts_by_seed"] = [verdicts(r) for r in runs]
         results["verdicts_agree_across_seeds"] = all(v == results["verdicts"] for v in results["verdicts_by_seed"])

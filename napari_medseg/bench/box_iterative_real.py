@@ -93,7 +93,7 @@ def otsu_watershed(image: np.ndarray, radius: float) -> np.ndarray:
     return watershed(-dist, markers, mask=fg)
 
 
-def _one_seed(seed, cfg, rgb, mask, boxes, left, right, radius):
+def _one_seed(seed, cfg, rgb, mask, boxes, left, right, radius, head="binary"):
     """(scores by Stage-1 round, supervised scores) for one training seed."""
     from ..core.jobs import collect
     from ..core.registry import Registry
@@ -105,7 +105,7 @@ def _one_seed(seed, cfg, rgb, mask, boxes, left, right, radius):
     truth, device = mask[:, right], "cpu"
     with tempfile.TemporaryDirectory(prefix="medseg-bench-box-real-") as tmp:
         tmp = Path(tmp)
-        config = StageConfig(steps=cfg["steps"], patch=128, batch_size=4, seed=int(seed))
+        config = StageConfig(steps=cfg["steps"], patch=128, batch_size=4, seed=int(seed), head=head)
         registry = Registry(shipped_root=tmp / "none", user_root=tmp / "models")
         session = IterativeTraining(registry, config, workdir=tmp / "work")
         session.set_stage1([rgb[:, left]], [boxes], ["left half"])
@@ -123,12 +123,14 @@ def _one_seed(seed, cfg, rgb, mask, boxes, left, right, radius):
         return by_round, score(to_instances(predict_labels(model, rgb[:, right], device), radius), truth)
 
 
-def run(quick: bool = False, json_path: str | None = None) -> dict:
+def run(quick: bool = False, json_path: str | None = None, seeds=None, head: str = "binary") -> dict:
     from ..methods.box_iterative.inputs import as_rgb8
     from ..methods.box_iterative.instances import expected_radius
 
     t0 = time.perf_counter()
-    cfg = SIZES[bool(quick)]
+    cfg = dict(SIZES[bool(quick)])
+    if seeds is not None:
+        cfg["seeds"] = tuple(int(v) for v in seeds)
     image, mask = nuclei()
     boxes, left, right = split_halves(mask)
     radius = expected_radius(boxes)
@@ -139,7 +141,7 @@ def run(quick: bool = False, json_path: str | None = None) -> dict:
                "object_radius_px": radius, "input_note": note}
     ws = otsu_watershed(image[:, right], radius)
     r.update({f"otsu_ws_real_{k}": v for k, v in score(ws, truth).items()})
-    runs = [_one_seed(seed, cfg, rgb, mask, boxes, left, right, radius) for seed in cfg["seeds"]]
+    runs = [_one_seed(seed, cfg, rgb, mask, boxes, left, right, radius, head) for seed in cfg["seeds"]]
     for k in KEYS:
         per_seed = [run[0][-1][k] for run in runs]
         r[f"real_{k}"] = float(np.mean(per_seed))
@@ -150,6 +152,7 @@ def run(quick: bool = False, json_path: str | None = None) -> dict:
         r[f"supervised_real_{k}"] = float(np.mean(sup))
         r[f"supervised_real_{k}_by_seed"] = [round(v, 4) for v in sup]
     r["seeds"] = list(cfg["seeds"])
+    r["head"] = head
     ok50 = r["real_f1_iou50"] >= r["otsu_ws_real_f1_iou50"]
     ok75 = r["real_f1_iou75"] >= r["otsu_ws_real_f1_iou75"]
     ok_sup = r["real_f1_iou50"] >= 0.9 * r["supervised_real_f1_iou50"]

@@ -190,12 +190,14 @@ class TraceLayers:
 
         traces, parents = self.forest(items)
         img = self.style.image
-        swc.write_swc(path, traces, parents, header=[
-            f"napari-medseg Axon tracking: {len(traces)} traces of image {img.name if img is not None else '?'}",
-            "x = column, y = row (pixels of the image); z = 0"])
+        scale, unit = pixel_size(img)
+        swc.write_swc(path, traces, parents, scale=scale, unit=unit, header=[
+            f"napari-medseg Axon tracking: {len(traces)} traces of image {img.name if img is not None else '?'}"])
 
     def add_forest(self, forest) -> list[int]:
-        """Add the traces of an :class:`~napari_medseg.methods.tracking.swc.SwcForest`; their ids."""
+        """Add the traces of an :class:`~napari_medseg.methods.tracking.swc.SwcForest`, placed on the
+        image by its pixel size (a file in pixels is taken as it is); their ids."""
+        forest = forest.in_pixels(pixel_size(self.style.image)[0])
         ids = [self.new(np.asarray(t, np.float64), source="imported", stop_reason="imported").id for t in forest.traces]
         for t, par in zip(ids, forest.parents):
             self.records[t].parent = None if par is None else (ids[par[0]], par[1])
@@ -327,3 +329,15 @@ class ColorBar(QWidget):
         if self.threshold is not None:
             p.drawText(text, int(Qt.AlignmentFlag.AlignHCenter), f"threshold {self.threshold:.3g}")
         p.end()
+
+
+def pixel_size(image) -> tuple[tuple[float, float] | None, str | None]:
+    """((sy, sx), unit) of an image layer's last two axes, or (None, None) for plain pixels."""
+    if image is None:
+        return None, None
+    scale = tuple(float(v) for v in image.scale[-2:])
+    units = [str(u) for u in getattr(image, "units", ())[-2:]]
+    unit = units[-1] if units and units[-1] not in ("pixel", "dimensionless", "") else None
+    if unit is None and scale == (1.0, 1.0):
+        return None, None
+    return scale, unit or "unspecified"

@@ -5,6 +5,14 @@ lines, and parent -1 for a root. Traces are (N, 2) ``(y, x)`` pixel coordinates;
 the file ``x`` is the column (our index 1), ``y`` the row (index 0), and ``z`` is 0
 unless given. On reading, ``z`` is kept apart (``SwcForest.z``); traces stay 2D.
 
+Units: SNT, Vaa3D and the morphology libraries expect physical units. ``write_swc``
+takes the image's pixel size (``scale``, (y, x) or (z, y, x), and a ``unit``) and writes
+``x = column × sx``, ``y = row × sy``, ``z × sz``, radius × the mean in-plane pixel size,
+recording both in a ``# napari-medseg: scale ... unit ...`` header line. ``read_swc``
+returns the file's coordinates as they are (``SwcForest.unit`` says which unit the file
+declared, ``"pixel"`` for our older pixel files); :meth:`SwcForest.in_pixels` divides
+them by an image's pixel size to place them on that image.
+
 Standard SWC type codes: 0 undefined, 1 soma, 2 axon, 3 basal dendrite, 4 apical
 dendrite (higher codes are custom). Traces are written as axons (2) by default.
 
@@ -45,6 +53,30 @@ class SwcForest:
     types: list[int] = field(default_factory=list)  # SWC type of each trace
     radii: list[np.ndarray] = field(default_factory=list)  # (N,) per point
     z: list[np.ndarray] = field(default_factory=list)  # (N,) per point
+    unit: str | None = None  # what the file declares: "pixel", a physical unit, or None (not said)
+    scale: tuple | None = None  # the pixel size the file was written with (z, y, x), if it says
+
+    def in_pixels(self, scale=None) -> "SwcForest":
+        """The traces on an image with pixel size ``scale`` ((y, x) or (z, y, x); None: 1).
+
+        A file that declares pixels is taken as it is (it was written in pixels)."""
+        sz, sy, sx = _scale3(None if self.unit == "pixel" else scale)
+        return SwcForest([t / [sy, sx] for t in self.traces], list(self.parents), list(self.types),
+                         [r / ((sy + sx) / 2) for r in self.radii], [z / sz for z in self.z], "pixel",
+                         (1.0, 1.0, 1.0))
+
+
+def _scale3(scale) -> tuple[float, float, float]:
+    """(sz, sy, sx) from None, (sy, sx) or (sz, sy, sx); positive and finite, else InputError."""
+    if scale is None:
+        return 1.0, 1.0, 1.0
+    try:
+        v = [float(x) for x in scale]
+    except (TypeError, ValueError):
+        raise InputError(f"The pixel size must be 2 or 3 numbers; got {scale!r}.") from None
+    if len(v) not in (2, 3) or not all(np.isfinite(x) and x > 0 for x in v):
+        raise InputError(f"The pixel size must be 2 or 3 positive numbers; got {scale!r}.")
+    return (1.0, *v) if len(v) == 2 else tuple(v)
 
 
 def _per_trace(values, traces, name: str, default) -> list[np.ndarray]:
@@ -127,14 +159,18 @@ def write_swc(
     header: str | Sequence[str] | None = None,
     *,
     z: Sequence | None = None,
+    scale: Sequence[float] | None = None,
+    unit: str | None = None,
 ) -> None:
     """Write ``traces`` ((N, 2) ``(y, x)`` arrays) as one SWC forest to ``path``.
 
     ``parents[i]`` is ``None`` (root) or ``(j, k)``: trace ``i`` branches off point
     ``k`` of trace ``j`` (any ``j != i``; the links must form a forest). ``types[i]``
     is the SWC type of trace ``i`` (default 2, axon). ``radii[i]`` and ``z[i]`` are a
-    number or one number per point (defaults 1.0 and 0). ``header`` lines are written
-    as ``#`` comments. Node ids run from 1 with parent traces written before their
+    number or one number per point (defaults 1.0 and 0), all in pixels. ``scale`` is the
+    pixel size, (y, x) or (z, y, x), in ``unit`` (e.g. ``"micrometer"``): coordinates and
+    radii are written in that unit (default: pixels). ``header`` lines are written as
+    ``#`` comments, followed by the scale line. Node ids run from 1 with parent traces written before their
     branches, so every parent id is smaller than its child's. Everything is checked
     before anything is written, and the file is replaced atomically: on any error an
     existing file at ``path`` is left as it was. Raises :class:`InputError` (also for
@@ -157,13 +193,26 @@ def write_swc(
     rad = _per_trace(radii, arrs, "radii", DEFAULT_RADIUS)
     zs = _per_trace(z, arrs, "z values", 0.0)
     order = _trace_order(parents)
+    sz, sy, sx = _scale3(scale)
+    physical = scale is not None
+    unit = (str(unit).strip() or None) if unit is not None else None
+    if physical and unit is None:
+        raise InputError("Give the unit of the pixel size (e.g. 'micrometer') with the scale.")
+    arrs = [a * [sy, sx] for a in arrs]
+    rad = [r * ((sy + sx) / 2) for r in rad]
+    zs = [v * sz for v in zs]
 
     sizes = [len(arrs[i]) for i in order]
     first_id = dict(zip(order, np.cumsum([1] + sizes[:-1]).tolist()))
     if header is None:
-        header = ["SWC written by napari-medseg", "x = column, y = row (pixels); z = 0 for 2D traces"]
+        header = ["SWC written by napari-medseg"]
     header = header.splitlines() if isinstance(header, str) else [str(h) for h in header]
-    lines = [h if h.startswith("#") else f"# {h}" for h in header] + [f"# {COLUMNS}"]
+    if physical:
+        units = [f"x = column × {_fmt(sx)}, y = row × {_fmt(sy)}, z × {_fmt(sz)} ({unit}); z = 0 for 2D traces",
+                 f"napari-medseg: scale {_fmt(sz)} {_fmt(sy)} {_fmt(sx)} unit {unit}"]
+    else:
+        units = ["x = column, y = row (pixels); z = 0 for 2D traces", "napari-medseg: scale 1 1 1 unit pixel"]
+    lines = [h if h.startswith("#") else f"# {h}" for h in header + units] + [f"# {COLUMNS}"]
     for i in order:
         base = first_id[i]
         parent = -1 if parents[i] is None else first_id[parents[i][0]] + parents[i][1]
@@ -327,6 +376,7 @@ def read_swc(path: str | os.PathLike) -> SwcForest:
             chains[-1].append(children[chains[-1][-1]][0])
     where = {r: (t, idx) for t, chain in enumerate(chains) for idx, r in enumerate(chain)}
     out = SwcForest()
+    out.unit, out.scale = _declared_units(path)
     for chain in chains:
         a = np.array([nodes[r][2:6] for r in chain], np.float64)  # x, y, z, radius
         out.traces.append(a[:, [1, 0]].copy())
@@ -337,3 +387,21 @@ def read_swc(path: str | os.PathLike) -> SwcForest:
         pid = nodes[chain[0]][6]
         out.parents.append(None if pid == -1 else where[row[pid]])
     return out
+
+
+def _declared_units(path: Path) -> tuple[str | None, tuple | None]:
+    """(unit, (sz, sy, sx)) from a ``# napari-medseg: scale sz sy sx unit U`` line, or from
+    our older files' "(pixels)" header; (None, None) when the file says nothing."""
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            if not line.startswith("#"):
+                break
+            words = line[1:].split()
+            if words[:2] == ["napari-medseg:", "scale"] and len(words) >= 7 and words[5] == "unit":
+                try:
+                    return " ".join(words[6:]), _scale3(words[2:5])
+                except InputError:
+                    return None, None
+            if "(pixels" in line and "x = column" in line:
+                return "pixel", (1.0, 1.0, 1.0)
+    return None, None
