@@ -31,13 +31,16 @@ def write_model_card(folder: Path, meta: dict, command: str) -> Path:
   {k['num_res_units']} residual units, batch norm (total stride {meta['io']['stride']}, tiling
   margin {meta['io']['margin']} px). Input RGB uint8 scaled to [0, 1]; softmax output.
 - **Training data**: synthetic PAS-like kidney slides from
-  `napari_medseg.methods.box_iterative.synthetic`, {c.get('size', 2048)} px square: Stage 1 on
+  `napari_medseg.methods.box_iterative.synthetic`, the hard variant (`HARD`: glomeruli that touch
+  or overlap, faint and sclerotic ones, stain colour and focus blur varying per slide),
+  {c.get('size', 2048)} px square: Stage 1 on
   IS-train1 (seeds {_seeds('train1')}, boxes only), Stage 2 on IS-train2 (seeds {_seeds('train2')},
   no labels). {c.get('steps')} steps per round, patch {c.get('patch') or 'auto'} (256 on CPU), batch
   {c.get('batch_size') or 'auto'} (4 on CPU), Adam lr {c.get('lr')} with cosine decay in each round,
   2:1 object/random patches, flips, 90-degree rotations, colour jitter, seed {c.get('seed')}.
   Data fingerprint `{meta['data_fingerprint'][:16]}`.
-- **Validation** (one synthetic slide, seed 301, never trained on): object precision
+- **Validation** (one hard synthetic slide, seed 301, never trained on; objects are the
+  instances a user gets, touching glomeruli scored apart): object precision
   {f('object_precision')}, recall {f('object_recall')}, F1 {f('object_f1')}; pixel F1 {f('pixel_f1')}.
   Held-out test figures are in docs/benchmarks.md (`napari-medseg bench box_iterative`).
 - **Limits**: synthetic slides only. On real kidney slides expect to draw boxes and train a
