@@ -77,14 +77,16 @@ def retina_sample():
 def kidney_sample(size: int = 1024):
     """Synthetic PAS-stained kidney slides (Gupta et al. 2019 setting): a slide with boxes
     around every glomerulus (Stage 1), an unlabelled slide (Stage 2), and a validation
-    slide with its true glomerulus masks. Seeds are fixed; none is a benchmark test seed."""
+    slide with its true glomerulus masks. They come from the hard generator: some glomeruli
+    touch, some are faint or sclerotic, and each slide has its own stain and focus. Seeds
+    are fixed; none is a benchmark test seed."""
     from .methods.box_iterative.boxes import boxes_to_shapes
-    from .methods.box_iterative.synthetic import synthetic_kidney
+    from .methods.box_iterative.synthetic import HARD, synthetic_kidney
 
-    a, b, v = (synthetic_kidney((size, size), seed) for seed in (7001, 7002, 7003))
+    a, b, v = (synthetic_kidney((size, size), seed, **HARD) for seed in (7001, 7002, 7003))
     return [
         (a.rgb, {"name": "kidney A", "rgb": True}, "image"),
-        (a.mask, {"name": "kidney A true glomeruli", "visible": False}, "labels"),
+        (a.instances.astype("int32"), {"name": "kidney A true glomeruli", "visible": False}, "labels"),
         (boxes_to_shapes(a.boxes), {"name": "kidney A boxes", "shape_type": "rectangle", "edge_color": "yellow",
                                     "face_color": "transparent", "edge_width": 3}, "shapes"),
         (b.rgb, {"name": "kidney B (unlabelled)", "rgb": True, "visible": False}, "image"),

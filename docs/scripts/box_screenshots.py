@@ -56,10 +56,10 @@ def main(steps: int = 150) -> None:
     viewer.reset_view()
     w.scroll.verticalScrollBar().setValue(w.scroll.verticalScrollBar().maximum())  # the rounds plot
     shot(viewer, "box_dock.png")
-    # the shipped model (v1: 6 + 3 rounds on four slides) on the unlabelled slide
+    # the shipped model (v2: 6 + 3 rounds on four hard slides) on the unlabelled slide, as instances
     from skimage.measure import regionprops
 
-    c.set(predict_image=layers["kidney B (unlabelled)"], version=1)
+    c.set(predict_image=layers["kidney B (unlabelled)"], version=2)
     pred = c.predict(block=True)
     pred.contour, pred.opacity = 3, 1.0
     for lay in layers:
