@@ -164,3 +164,23 @@ def test_large_results_stream_into_a_stride_pyramid(rng, tmp_path, monkeypatch):
     reopened = tiling.open_pyramid_output(tmp_path / "p.zarr", allow_incomplete=True)
     for k, level in enumerate(reopened):
         np.testing.assert_array_equal(level[...], full[:: 2**k, :: 2**k])
+
+
+def test_result_pyramids_carry_ome_ngff_metadata_that_ome_zarr_py_reads(tmp_path):
+    """Levels, axes (channel first for probabilities) and per-level scales of 2**k."""
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    from napari_medseg.core.tileplan import TileConfig
+    from napari_medseg.core.tilestore import create_pyramid_output
+
+    levels = create_pyramid_output(tmp_path / "p.zarr", (600, 500), 2, TileConfig(output="probabilities"),
+                                   smallest=128, largest=512)
+    for k, lev in enumerate(levels):
+        lev[...] = k + 1  # something to read back
+    [node] = list(Reader(parse_url(str(tmp_path / "p.zarr")))())
+    assert [a["name"] for a in node.metadata["axes"]] == ["c", "y", "x"] and len(node.data) == len(levels) >= 3
+    scales = [t[0]["scale"] for t in node.metadata["coordinateTransformations"]]
+    assert scales == [[1.0, 2.0**k, 2.0**k] for k in range(len(levels))]
+    assert [tuple(d.shape) for d in node.data] == [tuple(lev.shape) for lev in levels]
+    assert float(np.asarray(node.data[1]).mean()) == 2.0

@@ -93,6 +93,13 @@ def test_cli_segment_and_models(tmp_path, capsys):
     assert labels.shape == mask.shape
     inter = np.logical_and(labels == 1, mask == 1).sum()
     assert 2 * inter / (labels.sum() + mask.sum()) > 0.9
+    # the result is an OME-NGFF 0.5 image that ome-zarr-py itself finds and reads
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    [node] = list(Reader(parse_url(str(out)))())
+    assert [a["name"] for a in node.metadata["axes"]] == ["y", "x"]
+    np.testing.assert_array_equal(np.asarray(node.data[0]), labels)
     assert main(["models", "list"]) == 0
     assert "tissue v1 (shipped) (current)" in capsys.readouterr().out
 

@@ -160,7 +160,27 @@ def create_pyramid_output(path, spatial_shape, channels: int, cfg: TileConfig, p
     # "complete" turns true only when the whole result is written (core.outputs.PendingResult)
     group.attrs["napari_medseg"] = {"levels": len(levels), "downsample": "stride 2 per level",
                                     "output": cfg.output, "complete": False}
+    write_ngff_metadata(group, levels, channel_first=cfg.output != "labels")
     return levels
+
+
+def write_ngff_metadata(group, levels, channel_first: bool, pixel_size=None, unit: str | None = None) -> None:
+    """OME-NGFF 0.5 multiscales metadata for a result group, written by ome-zarr-py, so that
+    ome-zarr-py, napari-ome-zarr, Fiji and QuPath find an image in it: axes (c, then z/y/x),
+    and per level a scale of 2**k pixel sizes (level k keeps every 2**k-th pixel, so no
+    translation). ``pixel_size``: of the input's spatial axes (default 1, no unit)."""
+    from ome_zarr.format import FormatV05
+    from ome_zarr.writer import write_multiscales_metadata
+
+    nd = len(levels[0].shape) - int(channel_first)
+    names = ["z", "y", "x"][-nd:] if nd <= 3 else [f"d{i}" for i in range(nd)]
+    size = [1.0] * nd if pixel_size is None else [float(v) for v in pixel_size][-nd:]
+    axes = [{"name": "c", "type": "channel"}] if channel_first else []
+    axes += [{"name": n, "type": "space", **({"unit": unit} if unit else {})} for n in names]
+    datasets = [{"path": str(k), "coordinateTransformations": [
+        {"type": "scale", "scale": ([1.0] if channel_first else []) + [v * 2**k for v in size]}]}
+        for k in range(len(levels))]
+    write_multiscales_metadata(group, datasets, fmt=FormatV05(), axes=axes, name=str(group.basename or "result"))
 
 
 def open_pyramid_output(path, allow_incomplete: bool = False) -> list:
