@@ -30,13 +30,15 @@ def shot(viewer, name: str, canvas_only: bool = False) -> None:
     print("wrote", OUT / name)
 
 
-def main(steps: int = 150) -> None:
+def main(steps: int = 150, only_predicted: bool = False) -> None:
     viewer = napari.Viewer(show=True)
     viewer.window._qt_window.resize(1500, 1000)
     viewer.open_sample("napari-medseg", "synthetic_kidney")
     w = dock_wide(viewer, "Box-supervised training", 520)
     c = w.controller
     layers = viewer.layers
+    if only_predicted:
+        return predicted(viewer, c)
     # through the dock's own controls, so that the screenshot shows what was used
     w.image.value, w.boxes.value = layers["kidney A"], layers["kidney A boxes"]
     w.val_image.value, w.val_labels.value = layers["kidney validation"], layers["kidney validation labels"]
@@ -56,21 +58,37 @@ def main(steps: int = 150) -> None:
     viewer.reset_view()
     w.scroll.verticalScrollBar().setValue(w.scroll.verticalScrollBar().maximum())  # the rounds plot
     shot(viewer, "box_dock.png")
+    predicted(viewer, c)
+
+
+def predicted(viewer, c) -> None:
+    layers = viewer.layers
     # the shipped model (v2: 6 + 3 rounds on four hard slides) on the unlabelled slide, as instances
     from skimage.measure import regionprops
 
-    c.set(predict_image=layers["kidney B (unlabelled)"], version=2)
+    from napari_medseg.methods.box_iterative.boxes import boxes_from_shapes
+    from napari_medseg.methods.box_iterative.instances import expected_radius
+
+    lay = layers["kidney A boxes"]  # the object radius, as from the Stage-1 boxes
+    radius = expected_radius(boxes_from_shapes(lay.data, lay.shape_type, layers["kidney A"].data.shape[:2]).boxes)
+    c.set(predict_image=layers["kidney B (unlabelled)"], version=2, object_radius=radius)
     pred = c.predict(block=True)
-    pred.contour, pred.opacity = 3, 1.0
+    pred.contour, pred.opacity = 0, 0.45  # filled: one colour per instance
     for lay in layers:
         lay.visible = lay is pred or lay.name == "kidney B (unlabelled)"
+    print("predicted layer:", pred.name, "objects:", int(np.asarray(pred.data).max()))
     centres = [r.centroid for r in regionprops(np.asarray(pred.data))]
     mid = np.array(pred.data.shape) / 2
     viewer.scene.camera.center = tuple(min(centres, key=lambda p: np.hypot(*(np.array(p) - mid))))
-    viewer.scene.camera.zoom = 2.2
+    viewer.scene.camera.zoom = 1.2
+    viewer.layers.selection.active = pred
+    pred.visible = False  # a fresh labels layer is drawn only after a redraw
+    wait(500)
+    pred.visible = True
+    wait(1500)
     shot(viewer, "box_predicted.png", canvas_only=True)
     viewer.close()
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 150)
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 150, "--only-predicted" in sys.argv)
