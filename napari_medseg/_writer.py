@@ -7,8 +7,9 @@ from .core.io import write_labels
 
 def write_labels_layer(path: str, data, attributes: dict) -> list[str]:
     meta = dict((attributes.get("metadata") or {}).get("medseg_io") or {})
-    meta.setdefault("scale", list(attributes.get("scale", [])) or None)
-    meta.setdefault("translate", list(attributes.get("translate", [])) or None)
+    for key in ("scale", "translate"):  # the layer's placement, unless the file it came from says more
+        if meta.get(key) is None:
+            meta[key] = list(attributes.get(key, [])) or None
     if isinstance(data, list):  # multiscale labels: write the full-resolution level
         data = data[0]
     return [str(write_labels(path, data, meta))]

@@ -238,3 +238,24 @@ def test_io_imports_no_gui():
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_labels_layer_keeps_its_scale_in_every_format_even_when_we_did_not_open_it(tmp_path):
+    """A 0.5 x 0.25 um labels layer (made in napari, or opened from a file without a scale)
+    is saved with that pixel size: NIfTI, OME-TIFF and OME-Zarr (read back by ome-zarr-py too)."""
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    from napari_medseg._writer import write_labels_layer
+
+    lab = np.zeros((64, 48), np.uint8)
+    lab[10:20, 5:30] = 3
+    for i, medseg_io in enumerate(({}, {"scale": None, "axes": None})):
+        for name in ("l.ome.zarr", "l.ome.tif", "l.nii.gz"):
+            attrs = {"scale": [0.5, 0.25], "translate": [0.0, 0.0], "metadata": {"medseg_io": medseg_io}}
+            out = write_labels_layer(str(tmp_path / f"{i}{name}"), lab, attrs)[0]
+            levels, meta = mio.read_image(out)
+            assert meta["scale"] == pytest.approx([0.5, 0.25]), (name, meta["scale"])
+            np.testing.assert_array_equal(np.asarray(levels[0]).squeeze(), lab)
+    [node] = list(Reader(parse_url(str(tmp_path / "0l.ome.zarr")))())
+    assert node.metadata["coordinateTransformations"][0][0]["scale"] == [0.5, 0.25]

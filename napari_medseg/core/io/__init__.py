@@ -87,6 +87,9 @@ def _tiff_axes(meta: dict, ndim: int) -> tuple[str, list | None]:
     default = {2: "YX", 3: "ZYX", 4: "CZYX", 5: "TCZYX"}
     if ndim not in default:
         raise InputError(f"labels must be 2-D to 5-D to be saved as TIFF/Zarr, got {ndim}-D")
+    # no axes known (a layer napari-medseg did not open): the layer's own scale still holds
+    if scale is not None and len(scale) >= ndim:
+        return default[ndim], [float(v) for v in list(scale)[-ndim:]]
     return default[ndim], None
 
 
