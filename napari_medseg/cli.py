@@ -91,6 +91,16 @@ def _bench(args) -> int:
     return 0
 
 
+def _level_pixel_size(meta: dict, levels, level: int, rgb: bool):
+    """The pixel size of pyramid ``level``'s spatial axes from the file's scale, or None."""
+    scale = meta.get("scale")
+    nd = len(levels[0].shape) - int(rgb)
+    if scale is None or len(scale) < nd:
+        return None
+    factor = [a / b for a, b in zip(levels[0].shape[:nd], levels[level].shape[:nd])]
+    return [float(s) * f for s, f in zip(list(scale)[-nd:], factor)]
+
+
 def _train(args) -> int:
     import tempfile
 
@@ -241,7 +251,8 @@ def _segment(args) -> int:
         image = PathSource(args.image, level=args.level, channel_axis=-1 if img_meta.get("rgb") else None)
     gen = run_segmentation(model, meta, image, args.out, tile=args.tile, batch_size=args.batch_size,
                            output=args.output, device=device, client=client, rgb=rgb,
-                           overwrite=args.overwrite, inputs=[args.image])
+                           overwrite=args.overwrite, inputs=[args.image],
+                           pixel_size=_level_pixel_size(img_meta, levels, args.level, rgb))
     try:
         job = run_in_terminal(gen, f"segment with {entry.label}")
     finally:

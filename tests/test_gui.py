@@ -63,6 +63,12 @@ def test_segment_correct_retrain_roll_back(viewer, qtbot, errors):
     assert info["model"] == "tissue" and info["version"] == 1 and len(info["sha256"]) == 64
     assert result.data.shape == tuple(s // 2 for s in gt.shape)
     assert tuple(result.scale) == (2.0, 2.0)  # lines up with the full-resolution slide
+    # ... and so does the OME-NGFF result on disk, for other tools
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    [node] = list(Reader(parse_url(info["prediction"]))())
+    assert node.metadata["coordinateTransformations"][0][0]["scale"] == [2.0, 2.0]
     # the widget's tiled run is the engine's whole-image prediction at that level
     import torch
 

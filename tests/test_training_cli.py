@@ -100,6 +100,14 @@ def test_cli_segment_and_models(tmp_path, capsys):
     [node] = list(Reader(parse_url(str(out)))())
     assert [a["name"] for a in node.metadata["axes"]] == ["y", "x"]
     np.testing.assert_array_equal(np.asarray(node.data[0]), labels)
+    # an image with a physical pixel size: the result carries it, so it lands on the image
+    from napari_medseg.core.io import write_ome_tiff
+
+    calibrated = write_ome_tiff(tmp_path / "slide.ome.tif", rgb, axes="YXS", scale=[0.5, 0.25])
+    out2 = tmp_path / "tissue_um.zarr"
+    assert main(["segment", str(calibrated), "--model", "tissue", "--out", str(out2), "--tile", "256"]) == 0
+    [node] = list(Reader(parse_url(str(out2)))())
+    assert node.metadata["coordinateTransformations"][0][0]["scale"] == [0.5, 0.25]
     assert main(["models", "list"]) == 0
     assert "tissue v1 (shipped) (current)" in capsys.readouterr().out
 

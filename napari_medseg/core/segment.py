@@ -92,12 +92,15 @@ def run_segmentation(
     rgb: bool = False,
     overwrite: bool = False,
     inputs=(),
+    pixel_size=None,
+    unit: str | None = None,
 ):
     """Check the inputs now, then return a generator yielding progress.
 
     The generator writes a zarr group at ``out_path`` (level ``"0"`` at full resolution,
     coarser levels for large 2D results, see :func:`~napari_medseg.core.tiling.create_pyramid_output`)
-    and returns the list of level arrays.
+    and returns the list of level arrays. ``pixel_size`` (of the image's spatial axes, in
+    ``unit``) goes into the result's OME-NGFF metadata, so the result lands on the image.
 
     ``image`` is (Y, X[, 3]) or (Z, Y, X): RGB slides keep colour on the last axis.
     Bad input raises here, before any job starts. The result is marked complete only
@@ -132,5 +135,6 @@ def run_segmentation(
                                client=client)
 
     info = {"model": meta.get("method", ""), "model_version": meta.get("version"), "model_sha256": meta.get("sha256", "")}
-    return into_result(out_path, lambda path: create_pyramid_output(path, spatial, n_classes or 2, cfg), fill,
+    return into_result(out_path, lambda path: create_pyramid_output(path, spatial, n_classes or 2, cfg,
+                                                                    pixel_size=pixel_size, unit=unit), fill,
                        inputs=inputs, overwrite=overwrite, info=info)

@@ -143,12 +143,14 @@ def pyramid_shapes(spatial_shape, smallest: int | None = None, largest: int | No
 
 
 def create_pyramid_output(path, spatial_shape, channels: int, cfg: TileConfig, plan: TilePlan | None = None,
-                          smallest: int | None = None, largest: int | None = None):
+                          smallest: int | None = None, largest: int | None = None, pixel_size=None,
+                          unit: str | None = None):
     """A zarr group ``path`` with arrays ``"0"``, ``"1"``, ... (level k: every 2**k-th pixel).
 
     Large 2D results get levels down to about 1024 px, so napari can show them as a
     multiscale layer without reading the full-resolution level; others get only ``"0"``.
-    ``smallest``/``largest`` override those sizes (see :func:`pyramid_shapes`).
+    ``smallest``/``largest`` override those sizes (see :func:`pyramid_shapes`). ``pixel_size``
+    and ``unit``: of the input, for the OME-NGFF metadata (:func:`write_ngff_metadata`).
     Returns the list of level arrays, full resolution first.
     """
     import zarr
@@ -160,7 +162,7 @@ def create_pyramid_output(path, spatial_shape, channels: int, cfg: TileConfig, p
     # "complete" turns true only when the whole result is written (core.outputs.PendingResult)
     group.attrs["napari_medseg"] = {"levels": len(levels), "downsample": "stride 2 per level",
                                     "output": cfg.output, "complete": False}
-    write_ngff_metadata(group, levels, channel_first=cfg.output != "labels")
+    write_ngff_metadata(group, levels, channel_first=cfg.output != "labels", pixel_size=pixel_size, unit=unit)
     return levels
 
 
@@ -175,6 +177,8 @@ def write_ngff_metadata(group, levels, channel_first: bool, pixel_size=None, uni
     nd = len(levels[0].shape) - int(channel_first)
     names = ["z", "y", "x"][-nd:] if nd <= 3 else [f"d{i}" for i in range(nd)]
     size = [1.0] * nd if pixel_size is None else [float(v) for v in pixel_size][-nd:]
+    if len(size) != nd or not all(np.isfinite(v) and v > 0 for v in size):
+        raise InputError(f"The pixel size {pixel_size!r} does not fit a {nd}-D result; give {nd} positive numbers.")
     axes = [{"name": "c", "type": "channel"}] if channel_first else []
     axes += [{"name": n, "type": "space", **({"unit": unit} if unit else {})} for n in names]
     datasets = [{"path": str(k), "coordinateTransformations": [
