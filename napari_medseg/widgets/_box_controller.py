@@ -249,21 +249,17 @@ class BoxController(Controller):
     def _instances(self, binary: np.ndarray):
         """(instance labels, note): touching objects split by the boundary class (the instance
         head) or, for an older two-class model, by a seeded distance watershed."""
-        from ..methods.box_iterative.instances import BOUNDARY, expected_radius, instances_from_classes, \
-            split_instances
+        from ..methods.box_iterative.instances import BOUNDARY, instances_from_classes, split_instances
 
         radius = float(self.settings.object_radius or 0.0)
         if radius <= 0 and self.session is not None:
-            radius = self.session.object_radius() or 0.0
+            radius = self.session.object_radius() or 0.0  # from the Stage 1 boxes
         if (binary == BOUNDARY).any():
             inst = instances_from_classes(binary, radius=radius or None)
             return inst, f"{int(inst.max())} objects (touching ones split by the predicted boundaries)."
         if radius <= 0:
-            boxes = [s.boxes for s in (self.session.slides[1] if self.session else []) if s.boxes is not None]
-            if not boxes:
-                return binary, ("Binary labels: give 'object radius' or Stage 1 boxes to split touching objects "
-                                "into instances.")
-            radius = expected_radius(np.concatenate(boxes))
+            return binary, ("Binary labels: give 'object radius' or Stage 1 boxes to split touching objects "
+                            "into instances.")
         inst = split_instances(binary, radius)
         return inst, f"{int(inst.max())} objects (touching ones split; object radius {radius:.0f} px)."
 

@@ -49,6 +49,12 @@ def layer_level(layer, level: int):
     return layer.data, 0
 
 
+def layer_unit(layer) -> str | None:
+    """The physical unit of a layer's last axis, or None for plain pixels (napari's default)."""
+    units = [str(u) for u in getattr(layer, "units", ())]
+    return units[-1] if units and units[-1] not in ("pixel", "dimensionless", "") else None
+
+
 def level_scale(layer, level: int) -> tuple:
     """World scale of a pyramid level, so results line up with the layer."""
     base = np.asarray(layer.scale, dtype=float)

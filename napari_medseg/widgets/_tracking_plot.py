@@ -22,6 +22,8 @@ from qtpy.QtCore import QPointF, QRectF, Qt
 from qtpy.QtGui import QColor, QLinearGradient, QPainter, QPen
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
+from ._common import layer_unit
+
 HIGHLIGHT = np.array([1.0, 0.1, 0.1, 1.0])  # border of overlay points above the threshold
 
 
@@ -336,8 +338,7 @@ def pixel_size(image) -> tuple[tuple[float, float] | None, str | None]:
     if image is None:
         return None, None
     scale = tuple(float(v) for v in image.scale[-2:])
-    units = [str(u) for u in getattr(image, "units", ())[-2:]]
-    unit = units[-1] if units and units[-1] not in ("pixel", "dimensionless", "") else None
+    unit = layer_unit(image)
     if unit is None and scale == (1.0, 1.0):
         return None, None
     return scale, unit or "unspecified"

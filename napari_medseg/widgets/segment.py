@@ -24,7 +24,8 @@ from ..core.runstate import interrupted_note
 from ..core.segment import run_segmentation
 from ..core.tiling import open_pyramid_output
 from ..methods.tissue import retrain_tissue
-from ._common import SMALL_ENOUGH_TO_PAINT, device_picker, layer_level, layer_picker, level_scale, stored_labels
+from ._common import SMALL_ENOUGH_TO_PAINT, device_picker, layer_level, layer_picker, layer_unit, level_scale, \
+    stored_labels
 from ._runner import JobRunner
 
 RETRAINERS = {"tissue": retrain_tissue}
@@ -120,11 +121,9 @@ class SegmentWidget(Container):
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
         out_path = paths.user_data_dir() / "results" / f"{_safe(layer.name)}-{entry.name}-v{entry.version}-{stamp}.zarr"
         out_path.parent.mkdir(parents=True, exist_ok=True)
-        units = [str(u) for u in getattr(layer, "units", ())]
-        unit = units[-1] if units and units[-1] not in ("pixel", "dimensionless") else None
         gen = run_segmentation(model, meta, data, out_path, tile=self.tile.value, batch_size=self.batch_size.value,
                                output="labels", device=device, rgb=bool(layer.rgb),
-                               pixel_size=level_scale(layer, level), unit=unit)
+                               pixel_size=level_scale(layer, level), unit=layer_unit(layer))
         info = {"model": entry.name, "version": entry.version, "sha256": entry.meta.get("sha256", ""),
                 "prediction": str(out_path), "image_layer": layer.name, "level": level}
         metadata = {"medseg": info, "medseg_io": dict(layer.metadata.get("medseg_io", {}))}
