@@ -27,6 +27,12 @@ def add_train_options(s) -> None:
                         "Combalia et al.'s recipe on the CMU-1 rows")
     g.add_argument("--steps-large", type=int, default=None,
                    help="cyclegan: steps of the 512-px stage with learning-rate decay (the 256-px stage takes --steps)")
+    g.add_argument("--upsample", choices=["resize", "transposed"], default=None,
+                   help="cyclegan: the generators' up-sampling (default: resize-convolution for a new model, the "
+                        "current version's with --resume; '--resume --upsample resize' converts a transposed "
+                        "version and fine-tunes it)")
+    g.add_argument("--preview-every", type=int, default=250,
+                   help="cyclegan: steps between validation checkpoints (the kept model is the best of these)")
 
 
 def _std(text):
@@ -87,7 +93,8 @@ def train(args, registry):
         gen = train_cyclegan_model(registry, train_rgb, val_rgb, steps_small=args.steps or 2000,
                                    steps_large=args.steps_large if args.steps_large is not None else 1000,
                                    batch_size=args.batch_size or 1, seed=args.seed, device=device,
-                                   resume=args.resume, data=data)
+                                   resume=args.resume, data=data, upsample=args.upsample,
+                                   preview_every=args.preview_every)
     job = run_in_terminal(gen, f"train {args.method}")
     if job.stopped:  # the job saved its best state as it closed
         from .methods.staining.card import MODEL_NAMES

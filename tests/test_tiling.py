@@ -166,6 +166,34 @@ def test_large_results_stream_into_a_stride_pyramid(rng, tmp_path, monkeypatch):
         np.testing.assert_array_equal(level[...], full[:: 2**k, :: 2**k])
 
 
+@pytest.mark.parametrize("output", ["rgb8", "probabilities"])
+def test_column_block_flushing_writes_what_a_whole_band_flush_writes(unet2d, rng, tmp_path, monkeypatch, output):
+    """Bands are converted and written a block of columns at a time (memory flat in the
+    slide's width); blocks narrower than a tile, ending off the chunk grid, give the same
+    full-resolution result and pyramid levels as one block."""
+    monkeypatch.setattr(tilestore, "PYRAMID_FROM", 500)
+    monkeypatch.setattr(tilestore, "PYRAMID_DOWN_TO", 100)
+    img = rng.random((3, 420, 610)).astype(np.float32)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 3, 3, padding=1), torch.nn.Sigmoid()).eval()
+    cfg = tiling.TileConfig(tile=128, stride=1, margin=4, blend=8, output=output)
+
+    def run(name, columns):
+        monkeypatch.setattr(tilestore, "FLUSH_COLUMNS", columns)
+        levels = tiling.create_pyramid_output(tmp_path / name, img.shape[1:], 3, cfg)
+        collect(tiling.tiled_inference(model, img, levels, cfg, channel_axis=0, out_channels=3))
+        return [np.asarray(lv[...]) for lv in levels]
+
+    narrow, whole = run("narrow.zarr", 24), run("whole.zarr", 4096)
+    assert len(narrow) == 3 and narrow[0].shape == (3, 420, 610)
+    for a, b in zip(narrow, whole):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(narrow[2], narrow[0][:, ::4, ::4])
+    reference = tiling.predict_whole(model, img, stride=1, channel_axis=0)
+    tol = 0.5 / 255 + 1e-6 if output == "rgb8" else 1e-5
+    scaled = narrow[0] / 255.0 if output == "rgb8" else narrow[0]
+    assert np.abs(scaled - reference).max() <= tol
+
+
 def test_result_pyramids_carry_ome_ngff_metadata_that_ome_zarr_py_reads(tmp_path):
     """Levels, axes (channel first for probabilities) and per-level scales of 2**k."""
     from ome_zarr.io import parse_url

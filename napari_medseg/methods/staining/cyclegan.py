@@ -105,6 +105,32 @@ class ResnetGenerator(nn.Module):
         return self.model(x)
 
 
+def resize_from(generator: ResnetGenerator) -> ResnetGenerator:
+    """A resize-convolution copy of ``generator`` to fine-tune from (no checkerboard).
+
+    Every convolution and batch norm is copied in order; each transposed convolution
+    becomes nearest up-sampling and a convolution whose kernel is the transposed one's,
+    flipped and with its channel axes swapped (what a stride-2 transposed convolution
+    applies to its zero-interleaved input). The batch norm that follows absorbs the
+    change of gain, so the copy starts near the original rather than from noise.
+    """
+    cfg = dict(generator.config)
+    cfg["upsample"] = "resize"
+    new = ResnetGenerator(**cfg)
+    kinds = (nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm2d)
+    old_layers = [m for m in generator.modules() if isinstance(m, kinds)]
+    new_layers = [m for m in new.modules() if isinstance(m, kinds)]
+    if len(old_layers) != len(new_layers):  # pragma: no cover - same config, same layer count
+        raise ValueError("The generators do not have the same layers.")
+    with torch.no_grad():
+        for old, fresh in zip(old_layers, new_layers):
+            if isinstance(old, nn.ConvTranspose2d):
+                fresh.weight.copy_(old.weight.transpose(0, 1).flip(2, 3))
+                continue
+            fresh.load_state_dict(old.state_dict())
+    return new
+
+
 @nets.register(ARCH_NAME)
 def _build(**kwargs) -> nn.Module:
     return ResnetGenerator(**kwargs)

@@ -142,7 +142,7 @@ def train_cyclegan_model(registry, he_train, he_val, *, a_images=None, steps_sma
                          steps_large: int = 1000, crop_small: int = 256, crop_large: int = 512, batch_size: int = 1,
                          ngf: int = 16, n_blocks: int = 6, seed: int = 0, device="cpu", resume: bool = False,
                          data: str = "user images", preview_every: int = 250, on_preview=None,
-                         upsample: str = "resize"):
+                         upsample: str | None = None):
     """Generator: train (or fine-tune the current version, ``resume``) the staining
     CycleGAN; the checkpoint whose output has the palette closest to the validation H&E
     is saved as a new ``stain_cyclegan`` version. Returns ``{"entry", ...summary}``.
@@ -151,11 +151,13 @@ def train_cyclegan_model(registry, he_train, he_val, *, a_images=None, steps_sma
     domain B; None derives both domains from ``he_train`` (:func:`unpaired_halves`).
     Validation derives confocal pairs from ``he_val`` and compares the stained output
     with the H&E it came from (colour distance, SSIM): see :func:`better_checkpoint`.
-    ``upsample``: the generators' up-sampling for a new model ("resize", no checkerboard;
-    "transposed", CycleGAN's); a fine-tune keeps the current version's.
+    ``upsample``: the generators' up-sampling ("resize", no checkerboard; "transposed",
+    CycleGAN's). None: "resize" for a new model, the current version's for a fine-tune;
+    a fine-tune of a transposed version with "resize" starts from
+    :func:`~.cyclegan.resize_from` (its weights, resize-convolution up-sampling).
     """
     from .confocal import confocal_pair
-    from .cyclegan import ResnetGenerator
+    from .cyclegan import ResnetGenerator, resize_from
     from .cyclegan_training import METHOD as CYCLEGAN_METHOD
     from .cyclegan_training import stain_preview, train_cyclegan
     from .metrics import color_distance, ssim_rgb
@@ -179,9 +181,16 @@ def train_cyclegan_model(registry, he_train, he_val, *, a_images=None, steps_sma
     generators, resumed_from = None, None
     if resume:
         g_ab, meta = registry.get(CYCLEGAN_NAME).load(device)
-        generators, resumed_from = (g_ab, None), meta.get("version")
         ngf, n_blocks = g_ab.arch["kwargs"]["ngf"], g_ab.arch["kwargs"]["n_blocks"]
-        upsample = g_ab.arch["kwargs"].get("upsample", "transposed")
+        current = g_ab.arch["kwargs"].get("upsample", "transposed")
+        if upsample == "resize" and current == "transposed":
+            g_ab = resize_from(g_ab.cpu()).to(device)
+        elif upsample not in (None, current):
+            raise InputError(f"The current version up-samples by {current} convolution; a fine-tune cannot "
+                             f"switch it to {upsample}.")
+        upsample = "resize" if upsample == "resize" else current
+        generators, resumed_from = (g_ab, None), meta.get("version")
+    upsample = upsample or "resize"
     probe = ResnetGenerator(ngf=ngf, n_blocks=n_blocks, upsample=upsample).to(device)
     best: dict = {}
 
