@@ -11,7 +11,7 @@ from napari_medseg.core.errors import InputError
 from napari_medseg.core.jobs import Job, collect
 from napari_medseg.methods.staining.cyclegan import (
     ARCH_NAME, PATCH_SIZE, STRIDE, ImagePool, ResidualBlock, ResnetGenerator, lsgan_loss, patch_discriminator,
-    receptive_radius)
+    receptive_radius, resize_from)
 from napari_medseg.methods.staining.cyclegan_training import lr_at, recalibrate_norm, stain_preview, train_cyclegan
 from tests.conftest import randomize_batchnorm
 
@@ -237,3 +237,28 @@ def test_checkpoint_choice_weighs_colour_and_structure():
     assert better_checkpoint(sharper, sharp, g)  # both keep structure: the palette decides
     assert not better_checkpoint({"color_distance": 9.0, "ssim": 0.5}, sharp, g)
     assert better_checkpoint({"color_distance": 9.0, "ssim": 0.37}, soft, g)  # neither: structure decides
+
+
+def test_resize_copy_keeps_the_weights_and_loses_the_checkerboard():
+    """A transposed-convolution generator's resize-convolution copy (to fine-tune from):
+    every other layer is copied, the up-sampling kernels are the transposed ones flipped
+    and swapped, and a flat input gives a flat interior (the original's has a period-2
+    pattern from the uneven overlap of its stride-2 transposed convolutions)."""
+    torch.manual_seed(0)
+    g = ResnetGenerator(ngf=4, n_blocks=1).eval()
+    randomize_batchnorm(g)
+    c = resize_from(g).eval()
+    assert c.config["upsample"] == "resize" and "upsample" not in g.config
+    convs = [m for m in g.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
+    ups = [m for m in c.modules() if isinstance(m, torch.nn.Conv2d)][5:7]  # after 3 encoder, 2 residual convs
+    assert len(convs) == 2
+    for t, u in zip(convs, ups):
+        assert torch.equal(u.weight, t.weight.transpose(0, 1).flip(2, 3))
+    first_g, first_c = g.model[1], c.model[1]
+    assert torch.equal(first_g.weight, first_c.weight)
+    flat = torch.full((1, 3, 96, 96), 0.3)
+    with torch.no_grad():
+        before, after = g(flat)[0, :, 32:64, 32:64], c(flat)[0, :, 32:64, 32:64]
+    spread = lambda y: float(y.flatten(1).std(1).max())  # noqa: E731 - per channel, over the pixels
+    assert spread(before) > 1e-3  # the transposed version: a pattern on a flat input
+    assert spread(after) < 1e-5

@@ -52,8 +52,28 @@ def test_cyclegan_job_saves_the_best_checkpoint_and_fine_tunes(registry, he):
                                             preview_every=2, resume=True))
     assert again["entry"].version == 2 and again["entry"].meta["config"]["resumed_from"] == 1
     assert again["entry"].meta["arch"]["kwargs"]["upsample"] == "resize"  # a fine-tune keeps its up-sampling
+    with pytest.raises(InputError, match="cannot switch"):
+        collect(train_cyclegan_model(registry, train, val, steps_small=1, steps_large=0, crop_small=32,
+                                     resume=True, upsample="transposed"))
     with pytest.raises(InputError, match="RGB"):
         collect(train_cyclegan_model(registry, [he[..., 0]], val, steps_small=1, steps_large=0))
+
+
+def test_cyclegan_fine_tune_converts_a_transposed_version_to_resize_convolution(registry, he):
+    torch.set_num_threads(2)
+    train, val = [he[:160, :320]], [he[600:728, :128]]
+    _, first = collect(train_cyclegan_model(registry, train, val, steps_small=2, steps_large=0, crop_small=32,
+                                            ngf=4, n_blocks=1, preview_every=2, upsample="transposed"))
+    assert "upsample" not in first["entry"].meta["arch"]["kwargs"]  # CycleGAN's own layout
+    _, kept = collect(train_cyclegan_model(registry, train, val, steps_small=2, steps_large=0, crop_small=32,
+                                           preview_every=2, resume=True))
+    assert "upsample" not in kept["entry"].meta["arch"]["kwargs"]  # a plain fine-tune keeps it
+    _, converted = collect(train_cyclegan_model(registry, train, val, steps_small=2, steps_large=0, crop_small=32,
+                                                preview_every=2, resume=True, upsample="resize"))
+    entry = converted["entry"]
+    assert entry.meta["arch"]["kwargs"]["upsample"] == "resize" and entry.meta["config"]["resumed_from"] == 2
+    model, _ = registry.get("stain_cyclegan").load()
+    assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in model.modules())
 
 
 def test_train_despeckle_cli_from_a_folder_ships_nothing_by_default(tmp_path, he, monkeypatch, capsys):
