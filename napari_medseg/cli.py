@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -101,6 +102,10 @@ def _level_pixel_size(meta: dict, levels, level: int, rgb: bool):
     return [float(s) * f for s, f in zip(list(scale)[-nd:], factor)]
 
 
+# trainers that run data-parallel under torchrun (napari_medseg.core.distributed)
+DISTRIBUTED_TRAINERS = ("tissue",)
+
+
 def _train(args) -> int:
     import tempfile
 
@@ -109,6 +114,11 @@ def _train(args) -> int:
     from .core.jobs import run_in_terminal
     from .core.registry import Registry
 
+    from .core import distributed
+
+    if distributed.launched() and args.method not in DISTRIBUTED_TRAINERS:
+        raise MedsegError(f"Training {args.method} runs on one process; under torchrun this version trains "
+                          f"{', '.join(DISTRIBUTED_TRAINERS)}.")
     if args.ship:
         if paths.models_dir().parent.name == "_bundled":
             raise MedsegError("--ship writes into a source checkout's models/; this is an installed copy.")
@@ -163,8 +173,14 @@ def _train(args) -> int:
         elif interrupted:
             print(f"note: an interrupted run ({interrupted[0]['folder'].name}, step {interrupted[0]['step']} of "
                   f"{interrupted[0]['total_steps']}) can be continued with --resume", file=sys.stderr)
-        job = run_in_terminal(train_tissue(reg, device=select_device(args.device), resume=resume, **kwargs),
-                              "train tissue")
+        device = distributed.init_from_env(select_device(args.device))
+        try:
+            job = run_in_terminal(train_tissue(reg, device=device, resume=resume, **kwargs), "train tissue",
+                                  stream=None if distributed.is_main() else open(os.devnull, "w"))
+            if not distributed.is_main():  # rank 0 saves, ships and reports
+                return 0
+        finally:
+            distributed.shutdown()
         entry = (job.result or {}).get("entry") if job.result else None
         if entry is None and job.stopped:
             print("stopped; the best model so far was saved", file=sys.stderr)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import torch
 
+from . import distributed
 from .device import autocast, preflight
 from .errors import TrainingError
 from .jobs import Progress
@@ -58,6 +59,11 @@ def train_supervised(
     :class:`napari_medseg.methods.adversarial.mode.MaskAdversary`. The engine only calls
     these two methods, so any method can bring its own adversary.
 
+    Under torchrun (:mod:`napari_medseg.core.distributed`) the model trains in DDP: each
+    rank's ``next_batch`` draws its own patches, gradients are averaged, the reported
+    losses are the ranks' mean, every rank validates the same (identical) weights, and
+    only rank 0 calls ``save_best`` and writes ``run``.
+
     ``run`` (a :class:`~napari_medseg.core.runstate.TrainingRun`) keeps the run on disk;
     ``resume_from`` (its ``last.pt``, a dict) continues from the step it holds, with the
     optimizer, scheduler, scaler and RNG states (``data_rng``: the numpy Generator that
@@ -65,6 +71,10 @@ def train_supervised(
     """
     device = torch.device(device)
     model.to(device)
+    main = distributed.is_main()
+    run = run if main else None
+    save_best = save_best if main else None
+    net = distributed.wrap(model, device)  # the model itself on one process
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     # cosine: the learning rate decays to 5 % over the run, so the weights settle by its end
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, steps), eta_min=0.05 * lr) if cosine else None
@@ -85,7 +95,8 @@ def train_supervised(
             sched.load_state_dict(resume_from["scheduler"])
         if resume_from.get("scaler"):
             scaler.load_state_dict(resume_from["scaler"])
-        set_rng_state(resume_from["rng"], data_rng)
+        # under torchrun the other ranks keep their own sampling stream (rank 0 saved its own)
+        set_rng_state(resume_from["rng"], data_rng if main else None)
         first = step = int(resume_from["step"]) + 1
         step -= 1
         kept = run.best() if run is not None else None
@@ -101,7 +112,7 @@ def train_supervised(
         model.eval()
         with torch.no_grad():
             metrics = {k: float(v) for k, v in validate(model).items()}
-        model.train()
+        net.train()
         score = sign * metrics[monitor]
         if score > best["score"]:
             best.update(score=score, metrics=metrics, step=at_step, state=copy.deepcopy(model.state_dict()))
@@ -111,7 +122,7 @@ def train_supervised(
                 save_best(best["state"], metrics, at_step)
         return metrics
 
-    model.train()
+    net.train()
     try:
         for step in range(first, steps + 1):
             x, y = next_batch(step)
@@ -120,7 +131,7 @@ def train_supervised(
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             opt.zero_grad(set_to_none=True)
             with autocast(device, use_amp or cpu_bf16, cpu_bf16=cpu_bf16):
-                logits = model(x)
+                logits = net(x)
                 loss = loss_fn(logits, y)
                 adv = adversary.generator_term(x, logits, y) if adversary is not None else None
                 if adv is not None:
@@ -140,6 +151,7 @@ def train_supervised(
             if adversary is not None:
                 metrics["loss_adv"] = float(adv.detach())
                 metrics.update(adversary.discriminator_step(x, y, logits.detach()))
+            metrics = distributed.mean_metrics(metrics)
             if validate is not None and (step % val_every == 0 or step == steps):
                 metrics.update({f"val_{k}": v for k, v in evaluate_and_keep(step).items()})
             history.append({"step": step, **metrics})

@@ -67,10 +67,12 @@ def train_tissue(
     ``resume_run``: the folder of a killed run on synthetic data to continue (its
     settings are the ones to pass again, see :func:`resume_settings`).
     """
+    from ...core import distributed
     from ...core.runstate import TrainingRun
 
     torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(distributed.rank_seed(seed))  # under torchrun, each rank its own patches
+    main = distributed.is_main()
     synthetic = images is None
     if synthetic:
         pairs = [synthetic_slide((slide_size, slide_size), s) for s in train_seeds]
@@ -134,8 +136,12 @@ def train_tissue(
                 "adversarial": adversarial} if synthetic and resume is None else None
     if resume_run is not None:
         run = TrainingRun.open(resume_run)
-        run.claim()
+        if main:
+            run.claim()
         resume_from = run.last()
+        run = run if main else None
+    elif not main:  # rank 0 keeps the run folder
+        run, resume_from = None, None
     else:
         run = TrainingRun.start(MODEL_NAME, {"resumable": settings is not None, **(settings or {})}, steps,
                                 every=run_every)
@@ -150,7 +156,7 @@ def train_tissue(
     finally:
         gen.close()
         entry = None
-        if best.get("state") is not None:
+        if best.get("state") is not None and main:
             entry = registry.save_new_version(
                 MODEL_NAME, best["state"], method=METHOD, arch=ARCH, config=config,
                 metrics={**best["metrics"], "best_step": best["step"]},
@@ -158,7 +164,8 @@ def train_tissue(
                 monitor="dice",
             )
         best["entry"] = entry
-        run.finish()  # the best is in the registry now (a kill -9 never gets here: the run stays resumable)
+        if run is not None:
+            run.finish()  # the best is in the registry now (a kill -9 never gets here: the run stays resumable)
     return {**(result or {}), "entry": best["entry"]}
 
 

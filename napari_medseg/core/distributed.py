@@ -1,0 +1,94 @@
+"""Training on several processes (``torchrun``): data-parallel with PyTorch's DDP.
+
+``torchrun --nproc-per-node N napari-medseg train SLUG ...`` starts N copies of the
+command with ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` set. :func:`init_from_env` joins
+them into one process group (gloo on CPU, NCCL on CUDA, each rank on its own GPU);
+the shared training loop then wraps the model in
+:class:`torch.nn.parallel.DistributedDataParallel`, so every step averages the ranks'
+gradients and all ranks hold the same weights. Each rank draws its own patches
+(:func:`rank_seed`); only rank 0 writes (registry versions, run folders, progress
+bars). A command started without torchrun runs as one process, exactly as before.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def launched() -> bool:
+    """True when this process was started by torchrun (or another launcher setting the env)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def active() -> bool:
+    """A process group of more than one rank is running."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    return dist.get_rank() if active() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if active() else 1
+
+
+def is_main() -> bool:
+    """Rank 0 (or a single process): the one that saves, prints and ships."""
+    return rank() == 0
+
+
+def init_from_env(device: torch.device) -> torch.device:
+    """Join torchrun's process group when launched by it; returns this rank's device.
+
+    CPU ranks talk over gloo. CUDA ranks use NCCL, each on ``cuda:LOCAL_RANK``. Called
+    without a launcher it changes nothing and returns ``device``.
+    """
+    if not launched() or active():
+        return device
+    if device.type == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+def shutdown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def rank_seed(seed: int) -> int:
+    """A per-rank seed for data sampling, so the ranks train on different patches;
+    rank 0 (and a single process) keeps ``seed``."""
+    return seed + 1009 * rank()
+
+
+def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``model`` in DDP when a process group is running, else ``model`` itself."""
+    if not active():
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return getattr(model, "module", model)
+
+
+def mean_metrics(metrics: dict) -> dict:
+    """Each float metric averaged over the ranks (the loss each rank saw on its own patches)."""
+    if not active() or not metrics:
+        return metrics
+    keys = sorted(k for k, v in metrics.items() if isinstance(v, float))
+    t = torch.tensor([metrics[k] for k in keys], dtype=torch.float64)
+    if dist.get_backend() == "nccl":  # NCCL reduces CUDA tensors only
+        t = t.cuda()
+    dist.all_reduce(t)
+    return {**metrics, **{k: float(v) / world_size() for k, v in zip(keys, t.tolist())}}

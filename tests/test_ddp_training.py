@@ -1,0 +1,107 @@
+"""Data-parallel training (torchrun, DDP over gloo on CPU): two ranks train what one
+process trains on both ranks' batches, only rank 0 writes, and the CLI runs under torchrun."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from napari_medseg.core import distributed
+from napari_medseg.core.jobs import collect
+from napari_medseg.core.training import train_supervised
+
+STEPS, BATCH = 5, 3
+
+
+def _model():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 1, 1))
+
+
+def _batch(rank: int, step: int):
+    """The patches rank ``rank`` draws at ``step`` (a fixed function, so a single process
+    can replay both ranks' batches)."""
+    g = torch.Generator().manual_seed(1000 * rank + step)
+    x = torch.rand(BATCH, 1, 12, 12, generator=g)
+    return x, 0.5 * x.roll(1, dims=-1) + 0.1
+
+
+def _validate(net):
+    x, y = _batch(7, 0)
+    return {"mse": float(torch.nn.functional.mse_loss(net(x), y))}
+
+
+def _rank_main(rank: int, store: str, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    torch.set_num_threads(1)
+    try:
+        model, saved = _model(), []
+        gen = train_supervised(model, lambda s: _batch(rank, s), torch.nn.functional.mse_loss, steps=STEPS,
+                               lr=1e-2, validate=_validate, val_every=2, monitor="mse", mode="min",
+                               save_best=lambda state, m, step: saved.append(step))
+        reports, result = collect(gen)
+        torch.save({"state": model.state_dict(), "saved": saved, "losses": [r.metrics["loss"] for r in reports],
+                    "best_step": result["best_step"]}, f"{out}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_ranks_train_what_one_process_trains_on_both_batches(tmp_path):
+    mp.spawn(_rank_main, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    # DDP keeps the ranks' weights identical ...
+    for k in r0["state"]:
+        assert torch.equal(r0["state"][k], r1["state"][k]), k
+    # ... and averaging the ranks' gradients is one step on their concatenated batches
+    single = _model()
+    both = lambda s: tuple(torch.cat(t) for t in zip(_batch(0, s), _batch(1, s)))  # noqa: E731
+    _, result = collect(train_supervised(single, both, torch.nn.functional.mse_loss, steps=STEPS, lr=1e-2,
+                                         validate=_validate, val_every=2, monitor="mse", mode="min"))
+    for k, v in single.state_dict().items():
+        assert torch.allclose(r0["state"][k], v, atol=1e-5), k
+    assert r0["state"]["0.weight"].abs().sum() != _model().state_dict()["0.weight"].abs().sum()  # it trained
+    # only rank 0 saves; both agree on the best step and report the same (rank-mean) losses
+    assert r0["saved"] and r1["saved"] == []
+    assert r0["best_step"] == r1["best_step"] == result["best_step"]
+    np.testing.assert_allclose(r0["losses"], r1["losses"], rtol=1e-6)
+
+
+def test_one_process_is_unchanged():
+    assert not distributed.active() and distributed.is_main() and distributed.world_size() == 1
+    assert distributed.rank_seed(5) == 5
+    model = _model()
+    assert distributed.wrap(model, torch.device("cpu")) is model
+    assert distributed.mean_metrics({"loss": 0.5}) == {"loss": 0.5}
+    assert distributed.init_from_env(torch.device("cpu")) == torch.device("cpu")
+
+
+def test_cli_refuses_trainers_that_are_not_distributed_yet(monkeypatch, tmp_path, capsys):
+    from napari_medseg.cli import main
+
+    monkeypatch.setenv("NAPARI_MEDSEG_HOME", str(tmp_path))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["train", "tracking", "--steps", "1"]) == 2
+    assert "runs on one process" in capsys.readouterr().err
+    assert not (tmp_path / "models").exists()  # refused before anything was written
+
+
+def test_torchrun_trains_tissue_on_two_ranks_into_one_version(tmp_path):
+    torchrun = shutil.which("torchrun") or os.path.join(os.path.dirname(sys.executable), "torchrun")
+    env = {**os.environ, "NAPARI_MEDSEG_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "napari_medseg", "train",
+                           "tissue", "--steps", "2", "--device", "cpu"], capture_output=True, text=True, env=env,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    versions = sorted((tmp_path / "home" / "models" / "tissue").glob("v*.pt"))
+    assert len(versions) == 1  # rank 1 saved nothing
+    assert proc.stdout.count("saved tissue") == 1
+    # rank 0's run folder is dropped when its version is saved; a second rank's would be left over
+    runs = tmp_path / "home" / "models" / "tissue" / "runs"
+    assert not runs.exists() or not any(runs.iterdir())
