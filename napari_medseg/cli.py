@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -103,22 +102,35 @@ def _level_pixel_size(meta: dict, levels, level: int, rgb: bool):
 
 
 # trainers that run data-parallel under torchrun (napari_medseg.core.distributed)
-DISTRIBUTED_TRAINERS = ("tissue",)
+DISTRIBUTED_TRAINERS = ("tissue", "despeckle")
 
 
 def _train(args) -> int:
+    from .core import distributed
+    from .core.device import select_device
+
+    if distributed.launched():
+        if args.method not in DISTRIBUTED_TRAINERS:
+            raise MedsegError(f"Training {args.method} runs on one process; under torchrun this version trains "
+                              f"{', '.join(DISTRIBUTED_TRAINERS)}.")
+        # one process group for the run; each rank on its own device (cuda:LOCAL_RANK on a GPU node)
+        args.device = str(distributed.init_from_env(select_device(args.device)))
+        try:
+            code = _train_one(args)
+        finally:
+            distributed.shutdown()
+        return code
+    return _train_one(args)
+
+
+def _train_one(args) -> int:
     import tempfile
 
-    from .core import paths
+    from .core import distributed, paths
     from .core.device import select_device
     from .core.jobs import run_in_terminal
     from .core.registry import Registry
 
-    from .core import distributed
-
-    if distributed.launched() and args.method not in DISTRIBUTED_TRAINERS:
-        raise MedsegError(f"Training {args.method} runs on one process; under torchrun this version trains "
-                          f"{', '.join(DISTRIBUTED_TRAINERS)}.")
     if args.ship:
         if paths.models_dir().parent.name == "_bundled":
             raise MedsegError("--ship writes into a source checkout's models/; this is an installed copy.")
@@ -173,18 +185,14 @@ def _train(args) -> int:
         elif interrupted:
             print(f"note: an interrupted run ({interrupted[0]['folder'].name}, step {interrupted[0]['step']} of "
                   f"{interrupted[0]['total_steps']}) can be continued with --resume", file=sys.stderr)
-        device = distributed.init_from_env(select_device(args.device))
-        try:
-            job = run_in_terminal(train_tissue(reg, device=device, resume=resume, **kwargs), "train tissue",
-                                  stream=None if distributed.is_main() else open(os.devnull, "w"))
-            if not distributed.is_main():  # rank 0 saves, ships and reports
-                return 0
-        finally:
-            distributed.shutdown()
+        job = run_in_terminal(train_tissue(reg, device=select_device(args.device), resume=resume, **kwargs),
+                              "train tissue")
         entry = (job.result or {}).get("entry") if job.result else None
         if entry is None and job.stopped:
             print("stopped; the best model so far was saved", file=sys.stderr)
             entry = reg.get(MODEL_NAME)
+    if not distributed.is_main():  # under torchrun rank 0 saves, ships and reports
+        return 0
     if entry is None:
         raise MedsegError("Training produced no model.")
     if args.ship:

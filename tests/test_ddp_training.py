@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -92,16 +93,20 @@ def test_cli_refuses_trainers_that_are_not_distributed_yet(monkeypatch, tmp_path
     assert not (tmp_path / "models").exists()  # refused before anything was written
 
 
-def test_torchrun_trains_tissue_on_two_ranks_into_one_version(tmp_path):
+@pytest.mark.parametrize("method, model, extra", [
+    ("tissue", "tissue", []),
+    ("despeckle", "despeckle", ["--patch", "32", "--batch-size", "2"]),
+])
+def test_torchrun_trains_on_two_ranks_into_one_version(tmp_path, method, model, extra):
     torchrun = shutil.which("torchrun") or os.path.join(os.path.dirname(sys.executable), "torchrun")
     env = {**os.environ, "NAPARI_MEDSEG_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "napari_medseg", "train",
-                           "tissue", "--steps", "2", "--device", "cpu"], capture_output=True, text=True, env=env,
-                          timeout=600)
+                           method, "--steps", "2", "--device", "cpu", *extra], capture_output=True, text=True,
+                          env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    versions = sorted((tmp_path / "home" / "models" / "tissue").glob("v*.pt"))
+    versions = sorted((tmp_path / "home" / "models" / model).glob("v*.pt"))
     assert len(versions) == 1  # rank 1 saved nothing
-    assert proc.stdout.count("saved tissue") == 1
+    assert proc.stdout.count(f"saved {model}") == 1
     # rank 0's run folder is dropped when its version is saved; a second rank's would be left over
-    runs = tmp_path / "home" / "models" / "tissue" / "runs"
+    runs = tmp_path / "home" / "models" / model / "runs"
     assert not runs.exists() or not any(runs.iterdir())

@@ -81,8 +81,12 @@ def run_in_terminal(gen: ProgressGen, desc: str = "", stream=None) -> Any:
     """Run a job with a terminal progress bar; Ctrl+C stops it cleanly."""
     from tqdm.auto import tqdm
 
+    from . import distributed
+
     job = Job(gen)
-    bar = tqdm(total=None, desc=desc, file=stream or sys.stderr, dynamic_ncols=True, leave=True)
+    # under torchrun only rank 0 draws the bar
+    bar = tqdm(total=None, desc=desc, file=stream or sys.stderr, dynamic_ncols=True, leave=True,
+               disable=not distributed.is_main())
     try:
         for p in job:
             if bar.total != p.total:

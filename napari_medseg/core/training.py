@@ -176,7 +176,7 @@ def save_best_on_exit(gen, best: dict, save, name: str | None = None):
     keeps the best weights so far; the folder goes when the job ends normally."""
     result = None
     run, seen = None, None
-    if name is not None:
+    if name is not None and distributed.is_main():  # under torchrun, rank 0 keeps the run
         from .runstate import TrainingRun
 
         run = TrainingRun.start(name, {"resumable": False}, 0)

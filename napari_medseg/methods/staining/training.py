@@ -87,7 +87,9 @@ def train_despeckler(model: torch.nn.Module, rgb_images, val_rgb_images, *, step
         from .confocal import stain_densities
 
         val = val + [stain_densities(rgb)[1] for rgb in val_rgb_images]
-    rng = np.random.default_rng(seed)
+    from ...core.distributed import rank_seed
+
+    rng = np.random.default_rng(rank_seed(seed))  # under torchrun, each rank its own crops and noise
     torch.manual_seed(seed)
     vrng = np.random.default_rng(seed + 1)
     val_clean = crops(val, max(8, 2 * len(val)), val_crop or crop, vrng)
