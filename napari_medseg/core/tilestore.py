@@ -17,6 +17,26 @@ from .errors import InputError
 from .tileplan import TileConfig, TilePlan, plan_tiles
 
 
+def release_free_memory() -> None:
+    """Hand freed heap memory back to the system (glibc's ``malloc_trim``; elsewhere nothing).
+
+    Tiles, batches and bands are allocated and freed by three threads; glibc keeps what
+    they free in per-thread arenas, and over a 20000-px slide that grew the process by
+    about 0.3 GB (measured). Trimming once per band of tiles keeps it flat."""
+    global _LIBC
+    if _LIBC is None:
+        try:
+            import ctypes
+
+            _LIBC = ctypes.CDLL("libc.so.6")
+            _LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
+        except (OSError, AttributeError):
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
+
+
+_LIBC = None
 FLUSH_COLUMNS = 2048  # columns converted and written at a time (a multiple of the 1024-px chunks)
 
 
@@ -50,6 +70,7 @@ class BandAccumulator:
     def _advance(self, new_row: int) -> None:
         new_base = self.plan.axes[0].starts[new_row]
         self._flush(new_base)
+        release_free_memory()
         keep = self.base + self.buf.shape[1] - new_base
         self.buf[:, :keep] = self.buf[:, self.buf.shape[1] - keep :]
         self.buf[:, keep:] = 0
@@ -270,6 +291,8 @@ class _Writer:
                 else:
                     for (ii, start), pred in zip(*item):
                         self.acc.add(ii, start, pred)
+                    del item
+                    release_free_memory()
             except BaseException as exc:  # re-raised in the generator's thread
                 self.error = exc
 
