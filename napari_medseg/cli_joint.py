@@ -102,6 +102,9 @@ def add_predict_parser(sub) -> None:
     s.add_argument("--bf16", action="store_true",
                    help="despeckle: bfloat16 on a CPU that has it (about 2x faster; not bit-exact)")
     s.add_argument("--device", default=None)
+    s.add_argument("--scheduler", default=None,
+                   help="despeckle: run one image per task on a dask.distributed cluster: a scheduler address, or "
+                        "local:N for N one-thread worker processes on this machine (workers read their own files)")
     s.set_defaults(func=predict)
 
 

@@ -163,16 +163,88 @@ def write_tiff_from(levels, path: Path) -> None:
                          photometric="minisblack", metadata={"axes": "YX"})
 
 
-def predict_despeckle(args) -> int:
-    """``napari-medseg predict despeckle IMG|DIR --out DIR``: each image to
-    ``NAME_despeckled.tif`` (or ``.zarr``), never replacing a file; one line per failure."""
+def despeckle_job(src: str, target: str, model: str, version: int, *, tile: int, fmt: str, bf16: bool,
+                  device: str = "cpu"):
+    """Generator (tile progress): despeckle one image file into ``target``, never replacing a
+    file. Loads the model and reads the file itself, so a dask worker can run it
+    (:func:`despeckle_file`). Returns the target's name; :class:`InputError` for a bad input."""
     import tempfile
 
-    from .core.device import select_device
-    from .core.jobs import run_in_terminal
     from .core.outputs import check_output_path
     from .core.registry import Registry
     from .methods.staining.despeckling import despeckle_slide
+
+    f, target = Path(src), Path(target)
+    check_output_path(target, inputs=(f,))
+    net = Registry().get(model, version).load(device)[0].eval()
+    image = _open_channel(f)
+    if fmt == "zarr":
+        yield from despeckle_slide(net, image, target, tile=tile, device=device, inputs=(f,), pyramid_from=4096,
+                                   cpu_bf16=bf16)
+    else:
+        with tempfile.TemporaryDirectory(dir=target.parent, prefix=".despeckle-") as tmp:
+            levels = yield from despeckle_slide(net, image, Path(tmp) / "r.zarr", tile=tile, device=device,
+                                                pyramid_from=None, cpu_bf16=bf16)
+            write_tiff_from(levels, target)
+    return target.name
+
+
+def despeckle_file(src: str, target: str, model: str, version: int, **kwargs) -> str:
+    """:func:`despeckle_job` run to the end: the task ``predict despeckle --scheduler`` sends
+    to a worker, one per image."""
+    import dask
+
+    from .core.jobs import collect
+
+    # on a worker, lazy reads compute here rather than going back to the cluster
+    with dask.config.set(scheduler="synchronous"):
+        return collect(despeckle_job(src, target, model, version, **kwargs))[1]
+
+
+def _cluster(spec: str):
+    """A dask.distributed Client: ``local:N`` starts N one-thread worker processes here;
+    anything else is a scheduler address."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError as exc:
+        raise InputError("--scheduler needs dask.distributed: pip install 'napari-medseg[distributed]'.") from exc
+    if spec.startswith("local:"):
+        try:
+            n = int(spec.split(":", 1)[1])
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise InputError(f"--scheduler local:N takes a number of workers of at least 1, not {spec!r}.")
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
+        return Client(cluster)
+    return Client(spec)
+
+
+def _despeckle_distributed(client, jobs, kwargs):
+    """Yield (source name, target name or None, error or None) as the workers finish; one task per image."""
+    from distributed import as_completed
+
+    futures = {client.submit(despeckle_file, str(f), str(t), **kwargs, pure=False): f for f, t in jobs}
+    for fut in as_completed(futures):
+        f = futures[fut]
+        try:
+            yield f.name, fut.result(), None
+        except InputError as exc:
+            yield f.name, None, str(exc)
+        except Exception as exc:  # noqa: BLE001 - a worker failure is one image's failure
+            yield f.name, None, f"{type(exc).__name__}: {exc}"
+
+
+def predict_despeckle(args) -> int:
+    """``napari-medseg predict despeckle IMG|DIR --out DIR``: each image to
+    ``NAME_despeckled.tif`` (or ``.zarr``), never replacing a file; one line per failure.
+    ``--scheduler ADDR|local:N`` runs one image per task on a dask.distributed cluster."""
+    from tqdm.auto import tqdm
+
+    from .core.device import select_device
+    from .core.jobs import run_in_terminal
+    from .core.registry import Registry
+    from .methods.staining.despeckling import despeckle_slide  # noqa: F401 - fail here, not on a worker
 
     if args.images is None:
         raise InputError("predict despeckle needs an image file or a folder of them.")
@@ -187,29 +259,39 @@ def predict_despeckle(args) -> int:
     net = entry.load(device)[0].eval()
     if not hasattr(net, "inverse_speckle"):
         raise InputError(f"{entry.label} is not a despeckling model.")
+    jobs = [(f, out_dir / f"{f.name.split('.')[0]}{DESPECKLE_SUFFIX}.{args.format}") for f in files]
+    kwargs = {"model": entry.name, "version": entry.version, "tile": args.tile, "fmt": args.format,
+              "bf16": args.bf16}
     done, failed = 0, []
-    for f in files:
-        target = out_dir / f"{f.name.split('.')[0]}{DESPECKLE_SUFFIX}.{args.format}"
+    scheduler = getattr(args, "scheduler", None)
+    if scheduler:
+        client = _cluster(scheduler)
         try:
-            check_output_path(target, inputs=(f,))
-            image = _open_channel(f)
-            if args.format == "zarr":
-                job = run_in_terminal(despeckle_slide(net, image, target, tile=args.tile, device=device, inputs=(f,),
-                                                      pyramid_from=4096, cpu_bf16=args.bf16), f"despeckle {f.name}")
-            else:
-                with tempfile.TemporaryDirectory(dir=out_dir, prefix=".despeckle-") as tmp:
-                    job = run_in_terminal(despeckle_slide(net, image, Path(tmp) / "r.zarr", tile=args.tile,
-                                                          device=device, pyramid_from=None, cpu_bf16=args.bf16),
-                                          f"despeckle {f.name}")
-                    if job.result is not None:
-                        write_tiff_from(job.result, target)
-            if job.stopped:
-                print("stopped; the image being despeckled was not written", file=sys.stderr)
-                return 1
-            done += 1
-            print(f"{f.name} -> {target.name}")
-        except InputError as exc:
-            failed.append((f.name, str(exc)))
+            with tqdm(total=len(jobs), desc="despeckle", unit="image", file=sys.stderr) as bar:
+                for src, target, error in _despeckle_distributed(client, jobs, kwargs):
+                    if error is None:
+                        done += 1
+                        print(f"{src} -> {target}")
+                    else:
+                        failed.append((src, error))
+                    bar.update(1)
+        finally:
+            cluster = getattr(client, "cluster", None)
+            client.close()
+            if cluster is not None and scheduler.startswith("local:"):
+                cluster.close()
+    else:
+        for f, target in jobs:
+            try:
+                job = run_in_terminal(despeckle_job(str(f), str(target), **kwargs, device=str(device)),
+                                      f"despeckle {f.name}")
+                if job.stopped:
+                    print("stopped; the image being despeckled was not written", file=sys.stderr)
+                    return 1
+                done += 1
+                print(f"{f.name} -> {target.name}")
+            except InputError as exc:
+                failed.append((f.name, str(exc)))
     print(f"{done} of {len(files)} images despeckled with {entry.label} into {out_dir}")
     for n, why in failed:
         print(f"  {n}: {why}", file=sys.stderr)

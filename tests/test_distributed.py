@@ -36,3 +36,35 @@ def test_two_worker_cluster_matches_local(unet2d, rng, tmp_path):
     np.testing.assert_allclose(remote[...], local[...], atol=1e-5)
     whole = tiling.predict_whole(unet2d, img, postprocess=softmax)
     assert np.abs(remote[...] - whole).max() <= 1e-5
+
+
+@pytest.mark.slow
+def test_predict_despeckle_folder_on_two_workers_matches_the_serial_run(tmp_path, monkeypatch, capsys):
+    """One image per task on a two-worker LocalCluster: the same files, bit for bit, as the
+    serial run; a bad image fails alone and the rest are written."""
+    from napari_medseg.cli import main
+
+    monkeypatch.setenv("NAPARI_MEDSEG_HOME", str(tmp_path / "home"))
+    src = tmp_path / "in"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        clean = 0.3 + 0.4 * rng.random((90 + 10 * i, 110))
+        tifffile.imwrite(src / f"im{i}.tif", (3000 * clean * (1 + 0.2 * rng.standard_normal(clean.shape)))
+                         .clip(0, 65535).astype(np.uint16))
+    tifffile.imwrite(src / "bad.tif", np.zeros((30, 30, 3), np.uint8))
+    serial, spread = tmp_path / "serial", tmp_path / "spread"
+    assert main(["predict", "despeckle", str(src), "--out", str(serial), "--tile", "64"]) == 1
+    capsys.readouterr()
+    assert main(["predict", "despeckle", str(src), "--out", str(spread), "--tile", "64",
+                 "--scheduler", "local:2"]) == 1
+    out = capsys.readouterr()
+    assert "4 of 5 images despeckled" in out.out and "bad.tif" in out.err and "RGB" in out.err
+    for i in range(4):
+        a = tifffile.imread(serial / f"im{i}_despeckled.tif")
+        b = tifffile.imread(spread / f"im{i}_despeckled.tif")
+        assert a.shape == (90 + 10 * i, 110)
+        np.testing.assert_array_equal(a, b)
+    assert not (spread / "bad_despeckled.tif").exists()
+    assert main(["predict", "despeckle", str(src), "--out", str(tmp_path / "x"), "--scheduler", "local:zero"]) == 2
+    assert "local:N" in capsys.readouterr().err
