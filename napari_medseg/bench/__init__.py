@@ -18,4 +18,5 @@ BENCHMARKS = {
     "joint": "napari_medseg.bench.joint:run",
     "adversarial": "napari_medseg.bench.adversarial:run",
     "reliability": "napari_medseg.bench.reliability:run",
+    "scaling": "napari_medseg.bench.scaling:run",
 }
