@@ -400,7 +400,47 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("name", nargs="?")
     s.add_argument("version", nargs="?", type=int)
     s.set_defaults(func=_models)
+
+    s = sub.add_parser("export-model", help="a model as a bioimage.io package (deepImageJ, ilastik, QuPath, "
+                                            "bioimageio.core)")
+    s.add_argument("model", help="NAME or NAME:VERSION (tissue, glomeruli, stain_cyclegan)")
+    s.add_argument("--out", required=True, help="the package to write, model.zip (never replaced)")
+    s.add_argument("--no-test", action="store_true", help="skip bioimageio.core's test of the written package")
+    s.set_defaults(func=_export_model)
+
+    s = sub.add_parser("import-model", help="a package exported by napari-medseg, as a new version of its model")
+    s.add_argument("package", help="model.zip")
+    s.add_argument("--name", default=None, help="register it under this model name (default: its own)")
+    s.set_defaults(func=_import_model)
     return p
+
+
+def _export_model(args) -> int:
+    from .core.bioimageio import export_model, check_package
+    from .core.registry import Registry
+
+    name, _, version = args.model.partition(":")
+    entry = Registry().get(name, int(version) if version.isdigit() else None)
+    path = export_model(entry, args.out)
+    print(f"wrote {path} ({entry.label}, bioimage.io model format 0.5)")
+    if args.no_test:
+        return 0
+    result = check_package(path)
+    print(("passed" if result["passed"] else "FAILED") + " bioimageio.core's model test")
+    if not result["passed"]:
+        print(result["details"], file=sys.stderr)
+        return 1
+    return 0
+
+
+def _import_model(args) -> int:
+    from .core.bioimageio import import_model
+    from .core.registry import Registry
+
+    entry = import_model(Registry(), args.package, name=args.name)
+    print(f"imported {args.package} as {entry.label} at {entry.path} (not made current; "
+          f"napari-medseg models restore {entry.name} {entry.version} to use it)")
+    return 0
 
 
 def main(argv=None) -> int:
