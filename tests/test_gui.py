@@ -108,6 +108,21 @@ def test_segment_correct_retrain_roll_back(viewer, qtbot, errors):
     assert Registry().get("tissue").version == 1 and seg.entry().version == 1
     assert "MODEL_CARD" not in models.card.value
     assert "Tissue detector" in models.card.value or "tissue detector" in models.card.value
+    # the retrained version leaves as a bioimage.io package and comes back as version 3
+    models.select("tissue", 2)
+    package = reg.user_root.parent / "tissue_v2.zip"
+    models.package.value = package
+    models.export_button.clicked()
+    assert package.is_file() and errors == []
+    models.import_button.clicked()
+    qtbot.waitUntil(lambda: tissue() == [1, 2, 3], timeout=5000)
+    imported = Registry().get("tissue", 3)
+    for k, v in Registry().get("tissue", 2).load()[0].state_dict().items():
+        assert (imported.load()[0].state_dict()[k] == v).all(), k
+    assert Registry().get("tissue").version == 1  # an import is never made current by itself
+    stamp = package.stat().st_mtime_ns
+    assert models.export_selected() is None  # the file is there now: refused, nothing replaced
+    assert package.stat().st_mtime_ns == stamp
 
 
 def test_stop_during_retraining_keeps_best(viewer, qtbot, errors):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from magicgui.widgets import Container, PushButton, Table, TextEdit
-from napari.utils.notifications import show_info
+from pathlib import Path
+
+from magicgui.widgets import Container, FileEdit, PushButton, Table, TextEdit
+from napari.utils.notifications import show_error, show_info
 from superqt.utils import ensure_main_thread
 
+from ..core.errors import MedsegError
 from ..core.registry import Registry, model_card_path, subscribe, unsubscribe
 
 
@@ -17,9 +20,15 @@ class ModelsWidget(Container):
         self.table = Table(value=[])
         self.refresh_button = PushButton(text="Refresh")
         self.restore_button = PushButton(text="Make selected version current")
+        self.package = FileEdit(label="bioimage.io package", mode="w", filter="*.zip", value="model.zip")
+        self.export_button = PushButton(text="Export selected to bioimage.io")
+        self.import_button = PushButton(text="Import package as a new version")
         self.card = TextEdit(value="")
         self.card.native.setReadOnly(True)
-        self.extend([self.table, self.refresh_button, self.restore_button, self.card])
+        self.extend([self.table, self.refresh_button, self.restore_button, self.package, self.export_button,
+                     self.import_button, self.card])
+        self.export_button.changed.connect(lambda _=None: self.export_selected())
+        self.import_button.changed.connect(lambda _=None: self.import_package())
         self.refresh_button.changed.connect(lambda _=None: self.refresh())
         self.restore_button.changed.connect(lambda _=None: self.restore_selected())
         self.table.native.itemSelectionChanged.connect(self._show_card)
@@ -73,3 +82,34 @@ class ModelsWidget(Container):
         meta = "\n".join(f"{k}: {v}" for k, v in e.meta.items() if k in ("method", "created", "metrics", "config", "sha256"))
         self.card.value = (text + "\n\n" + meta).strip()
 
+    def export_selected(self, path=None):
+        """Write the selected version as a bioimage.io package (``path`` or the package box);
+        returns the path, or None with a message."""
+        from ..core.bioimageio import export_model
+
+        e = self.selected()
+        if e is None:
+            show_info("Select a model version first.")
+            return None
+        path = Path(path or self.package.value)
+        try:
+            export_model(e, path)
+        except MedsegError as exc:
+            show_error(str(exc))
+            return None
+        show_info(f"{e.label} written to {path} (check it with: bioimageio test {path.name})")
+        return path
+
+    def import_package(self, path=None):
+        """A package exported by napari-medseg as a new (not current) version; returns its entry."""
+        from ..core.bioimageio import import_model
+
+        try:
+            entry = import_model(self.registry, Path(path or self.package.value))
+        except MedsegError as exc:
+            show_error(str(exc))
+            return None
+        self.refresh()
+        self.select(entry.name, entry.version)
+        show_info(f"imported as {entry.label}; make it current with the button above")
+        return entry
