@@ -102,7 +102,7 @@ def _level_pixel_size(meta: dict, levels, level: int, rgb: bool):
 
 
 # trainers that run data-parallel under torchrun (napari_medseg.core.distributed)
-DISTRIBUTED_TRAINERS = ("tissue", "despeckle")
+DISTRIBUTED_TRAINERS = ("tissue", "despeckle", "joint")
 
 
 def _train(args) -> int:

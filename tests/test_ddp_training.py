@@ -74,12 +74,59 @@ def test_two_ranks_train_what_one_process_trains_on_both_batches(tmp_path):
     np.testing.assert_allclose(r0["losses"], r1["losses"], rtol=1e-6)
 
 
+def _averaging_rank(rank: int, store: str, out: str) -> None:
+    """A loop that runs the model twice per step (as the joint trainer does), its gradients
+    averaged by hand; rank 1 starts from other weights, which the broadcast replaces."""
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    torch.set_num_threads(1)
+    try:
+        model = _model()
+        if rank == 1:
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.add_(1.0)
+        distributed.broadcast_weights(model)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        for step in range(1, STEPS + 1):
+            x, y = _batch(rank, step)
+            opt.zero_grad()
+            loss = torch.nn.functional.mse_loss(model(x), y) + 0.5 * torch.nn.functional.mse_loss(model(y), x)
+            loss.backward()
+            distributed.average_gradients(model)
+            opt.step()
+        torch.save(model.state_dict(), f"{out}/avg{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_gradient_averaging_by_hand_equals_one_process_on_both_batches(tmp_path):
+    mp.spawn(_averaging_rank, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"avg{r}.pt", weights_only=True) for r in (0, 1))
+    single = _model()
+    opt = torch.optim.Adam(single.parameters(), lr=1e-2)
+    for step in range(1, STEPS + 1):
+        (x0, y0), (x1, y1) = _batch(0, step), _batch(1, step)
+        opt.zero_grad()
+        loss = sum(torch.nn.functional.mse_loss(single(x), y) + 0.5 * torch.nn.functional.mse_loss(single(y), x)
+                   for x, y in ((x0, y0), (x1, y1))) / 2
+        loss.backward()
+        opt.step()
+    for k, v in single.state_dict().items():
+        assert torch.equal(r0[k], r1[k]), k
+        assert torch.allclose(r0[k], v, atol=1e-5), k
+
+
 def test_one_process_is_unchanged():
     assert not distributed.active() and distributed.is_main() and distributed.world_size() == 1
     assert distributed.rank_seed(5) == 5
     model = _model()
     assert distributed.wrap(model, torch.device("cpu")) is model
     assert distributed.mean_metrics({"loss": 0.5}) == {"loss": 0.5}
+    model.zero_grad()
+    model(torch.ones(1, 1, 4, 4)).sum().backward()
+    before = [p.grad.clone() for p in model.parameters()]
+    distributed.average_gradients(model)
+    assert all(torch.equal(a, p.grad) for a, p in zip(before, model.parameters()))
     assert distributed.init_from_env(torch.device("cpu")) == torch.device("cpu")
 
 
@@ -96,6 +143,7 @@ def test_cli_refuses_trainers_that_are_not_distributed_yet(monkeypatch, tmp_path
 @pytest.mark.parametrize("method, model, extra", [
     ("tissue", "tissue", []),
     ("despeckle", "despeckle", ["--patch", "32", "--batch-size", "2"]),
+    ("joint", "joint_lesion_tissue", ["--shape", "32,36,32", "--spacing", "5", "--subjects", "1", "--patch", "16"]),
 ])
 def test_torchrun_trains_on_two_ranks_into_one_version(tmp_path, method, model, extra):
     torchrun = shutil.which("torchrun") or os.path.join(os.path.dirname(sys.executable), "torchrun")

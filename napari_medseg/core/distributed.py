@@ -82,6 +82,34 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "module", model)
 
 
+def average_gradients(model: torch.nn.Module) -> None:
+    """All-reduce every gradient to the ranks' mean, in place: DDP's update for loops that
+    run the model several times per step (DDP's hooks expect one forward per backward).
+    Call after ``backward()`` and before the optimiser step; nothing on one process."""
+    if not active():
+        return
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= world_size()
+    offset = 0
+    for g in grads:
+        n = g.numel()
+        g.copy_(flat[offset:offset + n].view_as(g))
+        offset += n
+
+
+def broadcast_weights(model: torch.nn.Module) -> None:
+    """Rank 0's weights and buffers on every rank (all start from the same point)."""
+    if not active():
+        return
+    with torch.no_grad():
+        for t in list(model.parameters()) + list(model.buffers()):
+            dist.broadcast(t.data, src=0)
+
+
 def mean_metrics(metrics: dict) -> dict:
     """Each float metric averaged over the ranks (the loss each rank saw on its own patches)."""
     if not active() or not metrics:

@@ -175,10 +175,14 @@ def train_joint(model, controls: list[dict], patients: list[dict], config: Joint
     if val:
         have = cfg.shared_modalities if cfg.mode == "tissue_only" else cfg.modalities
         check_subjects(val, (*have, "labels"), "validation scan", model.spatial_dims)
+    from ...core import distributed
+
     device = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
+    rng = np.random.default_rng(distributed.rank_seed(cfg.seed))  # under torchrun, each rank its own patches
+    keep = keep if distributed.is_main() else None  # rank 0 saves
     model.to(device)
+    distributed.broadcast_weights(model)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
@@ -227,9 +231,11 @@ def train_joint(model, controls: list[dict], patients: list[dict], config: Joint
                 raise TrainingError(f"The training loss became {loss.item()} at step {step}; "
                                     f"lower the learning rate (now {cfg.lr}).")
             scaler.scale(loss).backward()
+            distributed.average_gradients(model)  # several forwards per step: averaged by hand, as DDP would
             scaler.step(opt)
             scaler.update()
-            metrics = {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in parts.items()}}
+            metrics = distributed.mean_metrics(
+                {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in parts.items()}})
             if val and (step % cfg.val_every == 0 or step == cfg.steps):
                 metrics.update({f"val_{k}": v for k, v in validate(step).items()})
             history.append({"step": step, **metrics})
