@@ -53,13 +53,17 @@ def write_model_card(folder: Path, meta: dict, command: str) -> Path:
 - **Reproduce**: `{command}`{fine} (created {meta['created']}, torch {meta.get('torch')}).
 """
     else:
+        resize = (meta.get("arch") or {}).get("kwargs", {}).get("upsample") == "resize"
         fine = f"; fine-tuned from v{c['resumed_from']} (fresh G_BA and discriminators)" if c.get("resumed_from") else ""
+        upsampling = ("resize-convolution up-sampling (nearest ×2, then a 3×3 convolution: no checkerboard, "
+                      "Odena et al. 2016)" if resize else "transposed-convolution up-sampling (CycleGAN's)")
+        kept = (c.get("selection") or "smallest validation colour distance")
         text = f"""# stain_cyclegan v{meta['version']}: Gareau-stained confocal → H&E generator (CycleGAN)
 
 - **What it does**: maps a Gareau digital stain of an FCM/RCM pair to the look of real H&E
   (Combalia et al. 2019, section 2.3). Input and output RGB in [-1, 1].
 - **Network**: the CycleGAN ResNet generator, {c.get('ngf')} base filters, {c.get('n_blocks')} residual
-  blocks, batch norm (not instance norm, so whole slides tile without seams)
+  blocks, {upsampling}, batch norm (not instance norm, so whole slides tile without seams)
   (`combalia2019.ResnetGenerator`). {size_mb:.1f} MB. Only the A→B generator ships.
 - **Training data** (unpaired): domain A = Gareau stains of confocal-like pairs derived by
   colour deconvolution from {c.get('data')}; domain B = other crops of the same H&E images.
@@ -68,7 +72,7 @@ def write_model_card(folder: Path, meta: dict, command: str) -> Path:
   (β1 {c.get('beta1')}); {c.get('steps_small')} steps at {c.get('crop_small')} px, then
   {c.get('steps_large')} steps at {c.get('crop_large')} px with the learning rate decaying to 0;
   batch {c.get('batch_size')}, seed {c.get('seed')}{fine}. Kept: the preview checkpoint with the
-  smallest validation colour distance, step {m.get('best_step')}.
+  {kept}, step {m.get('best_step')}.
 - **Validation** (derived pairs from the validation rows): colour distance to the true H&E
   {_fmt(m.get('color_distance_gareau'), '.3f')} for Gareau alone → {_fmt(m.get('color_distance'), '.3f')} with the
   generator; SSIM {_fmt(m.get('ssim_gareau'), '.3f')} → {_fmt(m.get('ssim'), '.3f')}.
