@@ -58,9 +58,9 @@ def _geometry(model, meta: dict, kind: str) -> tuple[int, int]:
     io = meta.get("io") or {}
     if kind == "segmentation":
         return int(io.get("stride", 8)), int(io.get("margin", 32))
-    from ..methods.staining.cyclegan import STRIDE
-
-    return int(STRIDE), int(model.receptive_radius)
+    # the total stride of the generator's stride-2 convolutions (core imports no method)
+    stride = 2 ** sum(1 for m in model.modules() if isinstance(m, torch.nn.Conv2d) and tuple(m.stride) == (2, 2))
+    return int(stride), int(model.receptive_radius)
 
 
 def export_model(entry, out_path, *, test_size: int | None = None) -> Path:
