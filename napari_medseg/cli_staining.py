@@ -244,7 +244,6 @@ def predict_despeckle(args) -> int:
     from .core.device import select_device
     from .core.jobs import run_in_terminal
     from .core.registry import Registry
-    from .methods.staining.despeckling import despeckle_slide  # noqa: F401 - fail here, not on a worker
 
     if args.images is None:
         raise InputError("predict despeckle needs an image file or a folder of them.")

@@ -28,8 +28,8 @@ import torch
 
 from .errors import InputError
 
-#: registry models by what their network does
-KINDS = {"segmentation": "rgb_uint8", "rgb_generator": "combalia2019.ResnetGenerator"}
+#: the staining generator's architecture name (RGB in [-1, 1] in and out)
+GENERATOR_ARCH = "combalia2019.ResnetGenerator"
 
 
 class _Segmenter(torch.nn.Module):
@@ -47,7 +47,7 @@ def kind_of(meta: dict) -> str:
     io = meta.get("io") or {}
     if io.get("input") == "rgb_uint8" and io.get("postprocess") == "softmax":
         return "segmentation"
-    if (meta.get("arch") or {}).get("name") == KINDS["rgb_generator"]:
+    if (meta.get("arch") or {}).get("name") == GENERATOR_ARCH:
         return "rgb_generator"
     raise InputError(f"{meta.get('name', 'This model')} cannot be exported to bioimage.io yet: only RGB "
                      "segmentation models (tissue, glomeruli) and the staining generator can.")
