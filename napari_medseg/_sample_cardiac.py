@@ -22,7 +22,7 @@ TRUTH_SUFFIX = "LGE truth (for checking only)"
 
 
 def class_features() -> dict:
-    from .methods.adversarial.cardiac import LABEL_NAMES
+    from .methods.adversarial_segmentation.cardiac import LABEL_NAMES
 
     return {"index": list(range(len(LABEL_NAMES))), "class": list(LABEL_NAMES)}
 
@@ -38,7 +38,7 @@ def placement(positions, n: int) -> dict:
 def cardiac_sample(n_patients: int = 2, seed: int = 2019, size=(96, 96)):
     """Layer tuples for ``n_patients`` phantom patients (see the module); only the first
     patient's LGE is visible."""
-    from .methods.adversarial.cardiac import SEQUENCES, cardiac_patient
+    from .methods.adversarial_segmentation.cardiac import SEQUENCES, cardiac_patient
 
     layers = []
     for i in range(int(n_patients)):

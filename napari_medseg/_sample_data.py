@@ -135,7 +135,7 @@ def _brain_layers(t1, flair, labels, affine, label_set: str, what: str, truth_na
 def brain_phantom_sample(seed: int = 2019):
     """A held-out brain phantom (T1, FLAIR and its true labels, reduced classes, 2 mm)
     of the kind the shipped joint lesion + tissue model was trained on."""
-    from .methods.joint_lesion_tissue.phantom import brain_phantom
+    from .core.phantoms.brain import brain_phantom
 
     p = brain_phantom((80, 96, 80), seed=seed, label_set="reduced", spacing=(2.0, 2.0, 2.0))
     return _brain_layers(p.t1, p.flair, p.labels, p.affine, "reduced", f"phantom seed {seed}", "true labels")

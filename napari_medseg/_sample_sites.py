@@ -5,7 +5,7 @@ Per site (``infant``: isointense-phase contrast, low and inverted GM/WM contrast
 its own intensity units; ``adult``: adult T1 contrast, thick slices) a few small skull-stripped
 T1-like volumes ``infant 1``, ``infant 2``, ... with their tissue labels ``infant 1 labels``
 (0 background, 1 CSF, 2 grey matter, 3 white matter). Every subject is a different brain
-(:func:`~napari_medseg.methods.adversarial.sites.multi_site`, ``same_subjects=False``). The
+(:func:`~napari_medseg.methods.site_normalization.sites.multi_site`, ``same_subjects=False``). The
 volumes are stored axial slice first, so napari's slider moves through axial slices and a
 2-D model sees axial slices. Layer metadata ``sites`` names the site, the subject and what
 the layer is (``image`` or ``labels``). The seed is none of the benchmark's.
@@ -21,7 +21,7 @@ SPACING_MM = 3.0
 
 
 def class_features() -> dict:
-    from .methods.adversarial.sites import TISSUE_NAMES
+    from .methods.site_normalization.sites import TISSUE_NAMES
 
     return {"index": list(range(len(TISSUE_NAMES))), "class": list(TISSUE_NAMES)}
 
@@ -30,7 +30,7 @@ def sites_sample(n_per_site: int = 3, seed: int = 2019, shape=(48, 56, 48), spac
     """Layer tuples: ``n_per_site`` volumes per site (infant, adult) with their labels; the
     labels start hidden. Images are float32 in each site's own units, labels uint8 0-3.
     ``spacing`` (mm): keep ``shape * spacing`` about 150 mm so that the whole brain fits."""
-    from .methods.adversarial.sites import multi_site
+    from .methods.site_normalization.sites import multi_site
 
     data = multi_site(int(n_per_site), sites=("infant", "adult"), seed=int(seed), shape=tuple(shape),
                       spacing=(float(spacing),) * 3)

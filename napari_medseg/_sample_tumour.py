@@ -26,7 +26,7 @@ def axial_stack(volume: np.ndarray) -> np.ndarray:
 def phantom_subject(seed: int, grade: str = "HG", shape=(64, 72, 64), spacing=(2.25, 2.25, 2.25)) -> dict:
     """One phantom subject as axial stacks: ``{"images": {modality: (Z, Y, X) float32},
     "mask": (Z, Y, X) uint8 whole tumour, "grade", "seed", "spacing": (z, y, x)}``."""
-    from .methods.adversarial.tumour import tumour_subject
+    from .methods.modality_transfer.tumour import tumour_subject
 
     s = tumour_subject(int(seed), shape=shape, spacing=spacing, grade=grade)
     return {"images": {m: axial_stack(s.images[m]).astype(np.float32) for m in MODALITIES},

@@ -11,11 +11,11 @@ import torch
 
 from napari_medseg.core.errors import InputError, TrainingError
 from napari_medseg.core.registry import Registry
-from napari_medseg.methods.adversarial import cardiac, chen
-from napari_medseg.methods.adversarial.chen import (METHODS, ChenConfig, evaluate_target, predict_slices, train_chen,
-                                                     train_chen_model, validation_dice)
-from napari_medseg.methods.adversarial.chen_data import chen_training_data, chen_validation_data
-from napari_medseg.methods.adversarial.networks import ConditionalMaskDiscriminator, DilatedResUNet
+from napari_medseg.methods.adversarial_segmentation import cardiac, chen
+from napari_medseg.methods.adversarial_segmentation.chen import (METHODS, ChenConfig, evaluate_target, predict_slices, train_chen, train_chen_model, validation_dice)
+from napari_medseg.methods.adversarial_segmentation.chen_data import chen_training_data, chen_validation_data
+from napari_medseg.core.adversarial.networks import ConditionalMaskDiscriminator
+from napari_medseg.methods.adversarial_segmentation.networks import DilatedResUNet
 
 torch.set_num_threads(1)
 SIZE = (32, 32)

@@ -6,10 +6,13 @@ import numpy as np
 import pytest
 
 from napari_medseg.core.errors import InputError
-from napari_medseg.methods.adversarial import cardiac, sites, tumour
-from napari_medseg.methods.adversarial.cardiac import LV, MYO, RV, map_slices, pseudo_masks
-from napari_medseg.methods.adversarial.sites import check_domains, histogram_jsd
-from napari_medseg.methods.adversarial.tumour import ED, ET, NCR_NET, percentile_scale
+from napari_medseg.methods.adversarial_segmentation import cardiac
+from napari_medseg.methods.modality_transfer import tumour
+from napari_medseg.methods.site_normalization import sites
+from napari_medseg.methods.adversarial_segmentation.cardiac import LV, MYO, RV, map_slices, pseudo_masks
+from napari_medseg.methods.site_normalization.sites import check_domains, histogram_jsd
+from napari_medseg.core.intensity import percentile_scale
+from napari_medseg.methods.modality_transfer.tumour import ED, ET, NCR_NET
 
 SMALL, SPACING = (48, 56, 48), (3.0, 3.0, 3.0)
 
@@ -233,7 +236,7 @@ def test_sites_same_anatomy_different_contrast(two_sites):
 def test_adult_site_has_thick_slices():
     from dataclasses import replace
 
-    from napari_medseg.methods.joint_lesion_tissue.phantom import brain_phantom
+    from napari_medseg.core.phantoms.brain import brain_phantom
 
     tissue = brain_phantom(SMALL, 4, "reduced", lesions=False, spacing=SPACING).tissue
     brain = tissue > 0

@@ -11,12 +11,9 @@ import torch
 from napari_medseg.core.errors import InputError, TrainingError
 from napari_medseg.core.jobs import collect
 from napari_medseg.core.registry import Registry
-from napari_medseg.methods.adversarial import sites
-from napari_medseg.methods.adversarial.delisle import (NormalizationConfig, build_networks, check_data,
-                                                       evaluate_sites, load_normalization, normalize_volume,
-                                                       segment, site_dice, standardize, train_normalization,
-                                                       train_normalization_model)
-from napari_medseg.methods.adversarial.networks import DomainDiscriminator, NormalizeAndSegment
+from napari_medseg.methods.site_normalization import sites
+from napari_medseg.methods.site_normalization.delisle import (NormalizationConfig, build_networks, check_data, evaluate_sites, load_normalization, normalize_volume, segment, site_dice, standardize, train_normalization, train_normalization_model)
+from napari_medseg.methods.site_normalization.networks import DomainDiscriminator, NormalizeAndSegment
 
 torch.set_num_threads(1)
 SLICES = dict(shape=(48, 56, 48), spacing=(3.0,) * 3, as_slices=True)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from napari_medseg.core.training import train_supervised
-from napari_medseg.methods.adversarial.mode import MaskAdversary
+from napari_medseg.core.adversarial.mode import MaskAdversary
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -88,7 +88,7 @@ def test_tissue_training_switches_adversarial_mode_on(tmp_path):
 
 def test_box_training_switches_adversarial_mode_on_from_the_controller(tmp_path):
     from napari_medseg.core.registry import Registry
-    from napari_medseg.methods.adversarial.mode import MaskAdversary
+    from napari_medseg.core.adversarial.mode import MaskAdversary
     from napari_medseg.methods.box_iterative.labels import UNKNOWN
     from napari_medseg.methods.box_iterative.stages import IterativeTraining
     from napari_medseg.widgets._box_controller import BoxController

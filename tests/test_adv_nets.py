@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -10,9 +11,16 @@ import torch
 
 from napari_medseg.core import nets
 from napari_medseg.core.errors import InputError, TrainingError
-from napari_medseg.methods.adversarial import gan, losses
-from napari_medseg.methods.adversarial import networks as N
-from napari_medseg.methods.adversarial.metrics import mean_over_classes, segmentation_metrics
+from napari_medseg.core.adversarial import gan, losses
+from napari_medseg.core.adversarial import networks as shared_nets
+from napari_medseg.core.adversarial.metrics import mean_over_classes, segmentation_metrics
+from napari_medseg.methods.adversarial_segmentation import networks as chen_nets
+from napari_medseg.methods.modality_transfer import networks as segan_nets
+from napari_medseg.methods.site_normalization import networks as delisle_nets
+
+# every adversarial network, shared or one paper's, under one name
+N = SimpleNamespace(**{k: getattr(m, k) for m in (shared_nets, chen_nets, segan_nets, delisle_nets) for k in dir(m)
+                       if not k.startswith("__")})
 
 torch.set_num_threads(1)
 

@@ -13,7 +13,7 @@ from napari_medseg.core.checkpoints import load_checkpoint
 from napari_medseg.core.errors import InputError, TrainingError
 from napari_medseg.core.jobs import collect
 from napari_medseg.core.registry import Registry
-from napari_medseg.methods.adversarial import segan, tumour
+from napari_medseg.methods.modality_transfer import segan, tumour
 
 FEATS = dict(seg_features=(8, 16, 32), critic_features=(8, 16, 32))
 

@@ -41,6 +41,40 @@ def test_engine_and_methods_never_import_qt_or_napari_in_source():
     assert offenders == {}
 
 
+def _package_imports(path: Path) -> set[str]:
+    """Absolute ``napari_medseg.*`` module names that ``path`` imports (relative imports resolved)."""
+    parts = ["napari_medseg", *path.relative_to(PKG).with_suffix("").parts]
+    package = parts[:-1]  # __init__.py: its own package, as for any module beside it
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - node.level + 1]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            out |= {mod} | ({f"{mod}.{a.name}" for a in node.names} if not node.module or node.level else set())
+        elif isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+    return {m for m in out if m.startswith("napari_medseg.")}
+
+
+def test_core_imports_no_method_and_no_method_imports_another():
+    offenders = {}
+    for f in PKG.rglob("*.py"):
+        rel = f.relative_to(PKG).parts
+        if rel[0] not in ("core", "methods") or "__pycache__" in rel:
+            continue
+        own = None if rel[0] == "core" else rel[1] if len(rel) > 2 else None
+        for mod in _package_imports(f):
+            p = mod.split(".")
+            if len(p) > 2 and p[1] in ("widgets", "bench", "cli", "demo"):
+                offenders.setdefault(str(f.relative_to(PKG)), []).append(mod)
+            if len(p) > 2 and p[1] == "methods" and (rel[0] == "core" or p[2] != own):
+                offenders.setdefault(str(f.relative_to(PKG)), []).append(mod)
+    assert offenders == {}
+
+
 def test_engine_and_methods_never_import_qt_or_napari_at_run_time():
     mods = sorted(
         "napari_medseg." + ".".join(f.relative_to(PKG).with_suffix("").parts).removesuffix(".__init__")

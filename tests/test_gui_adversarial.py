@@ -9,7 +9,7 @@ import pytest
 
 from napari_medseg._sample_cardiac import TRUTH_SUFFIX, cardiac_sample
 from napari_medseg.core.registry import Registry
-from napari_medseg.methods.adversarial.cardiac import LABEL_NAMES, map_slices
+from napari_medseg.methods.adversarial_segmentation.cardiac import LABEL_NAMES, map_slices
 
 SIZE = (48, 48)
 

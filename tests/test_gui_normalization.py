@@ -123,7 +123,7 @@ def test_bad_input_one_message_each(setup):
 def test_folder_domains_in_3d_from_the_console(setup, tmp_path, sample):
     import nibabel as nib
 
-    from napari_medseg.methods.adversarial.delisle import standardize
+    from napari_medseg.methods.site_normalization.delisle import standardize
     from napari_medseg.widgets._normalization_controller import rescale
 
     viewer, w = setup

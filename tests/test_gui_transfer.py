@@ -14,7 +14,7 @@ import torch
 from napari_medseg._sample_tumour import tumour_sample
 from napari_medseg.core.jobs import collect
 from napari_medseg.core.registry import Registry
-from napari_medseg.methods.adversarial import segan
+from napari_medseg.methods.modality_transfer import segan
 
 SMALL = dict(seg_features=(8, 16, 32), critic_features=(8, 16, 32), batch_size=4, phantom_shape=(32, 32, 24))
 

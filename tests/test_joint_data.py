@@ -10,12 +10,8 @@ from scipy import ndimage
 from napari_medseg.core.errors import InputError
 from napari_medseg.methods.joint_lesion_tissue import datasets, mni
 from napari_medseg.methods.joint_lesion_tissue.labels import FULL, REDUCED
-from napari_medseg.methods.joint_lesion_tissue.phantom import (
-    brain_phantom,
-    subject_seed,
-    task_datasets,
-    write_dataset,
-)
+from napari_medseg.core.phantoms.brain import brain_phantom
+from napari_medseg.methods.joint_lesion_tissue.phantom import subject_seed, task_datasets, write_dataset
 
 SMALL = (48, 56, 48)
 SMALL_SPACING = (3.0, 3.0, 3.0)

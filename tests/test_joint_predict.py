@@ -8,7 +8,7 @@ import pytest
 
 from napari_medseg.methods.joint_lesion_tissue.batch import subject_id
 from napari_medseg.methods.joint_lesion_tissue.datasets import write_image
-from napari_medseg.methods.joint_lesion_tissue.phantom import brain_phantom
+from napari_medseg.core.phantoms.brain import brain_phantom
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import numpy as np
 from napari_medseg.methods.joint_lesion_tissue.labels import REDUCED
 from napari_medseg.methods.joint_lesion_tissue.synth import (flair_means, randomised_subject,
                                                             randomised_training_data, t1_means)
-from napari_medseg.methods.joint_lesion_tissue.phantom import CSF, GM, LESION, WM
+from napari_medseg.core.phantoms.brain import CSF, GM, LESION, WM
 
 SHAPE = (40, 44, 40)
 

@@ -193,8 +193,8 @@ def run(quick: bool = False, json_path: str | None = None, *, seeds=None, cardia
 
     import importlib
 
-    for m in ("chen", "delisle", "segan"):  # imports (seconds) out of the group timings
-        importlib.import_module(f"napari_medseg.methods.adversarial.{m}")
+    for m in ("adversarial_segmentation.chen", "site_normalization.delisle", "modality_transfer.segan"):
+        importlib.import_module(f"napari_medseg.methods.{m}")  # imports (seconds) out of the group timings
 
     t0 = time.perf_counter()
     cfg = _settings(quick, seeds, {"cardiac": cardiac, "segan": segan, "norm": norm})

@@ -56,7 +56,7 @@ def _drain(gen):
 
 
 def cardiac_data(p: dict) -> dict:
-    from ..methods.adversarial.cardiac import cardiac_cohort
+    from ..methods.adversarial_segmentation.cardiac import cardiac_cohort
 
     size = (int(p["size"]),) * 2
     return {"train": cardiac_cohort(p["n_train"], seed=TRAIN_DATA_SEED, size=size),
@@ -68,9 +68,10 @@ def cardiac_data(p: dict) -> dict:
 
 def cardiac_group(p: dict, seed: int, data: dict) -> dict:
     """``{method: evaluate_target(...) without per_case, plus best_step}`` for the three methods."""
-    from ..methods.adversarial.chen import METHODS, ChenConfig, evaluate_target, train_chen
-    from ..methods.adversarial.chen_data import chen_training_data, chen_validation_data
-    from ..methods.adversarial.networks import ConditionalMaskDiscriminator, DilatedResUNet
+    from ..methods.adversarial_segmentation.chen import METHODS, ChenConfig, evaluate_target, train_chen
+    from ..methods.adversarial_segmentation.chen_data import chen_training_data, chen_validation_data
+    from ..core.adversarial.networks import ConditionalMaskDiscriminator
+    from ..methods.adversarial_segmentation.networks import DilatedResUNet
 
     out = {}
     for method in METHODS:
@@ -95,7 +96,7 @@ def cardiac_group(p: dict, seed: int, data: dict) -> dict:
 
 
 def tumour_data(p: dict) -> dict:
-    from ..methods.adversarial.tumour import tumour_slices
+    from ..methods.modality_transfer.tumour import tumour_slices
 
     h = int(p["size"])
     shape, spacing = (h, h, max(16, h * 2 // 3)), (p["spacing"],) * 3
@@ -106,7 +107,7 @@ def tumour_data(p: dict) -> dict:
 
 
 def _segan_config(p: dict, seed: int, **kw):
-    from ..methods.adversarial.segan import SeganConfig
+    from ..methods.modality_transfer.segan import SeganConfig
 
     return SeganConfig(**{**dict(steps=p["steps"], batch_size=p["batch_size"], optimizer=p["optimizer"], lr=p["lr"],
                                  seed=seed, val_every=p["val_every"], amp=False), **kw})
@@ -122,8 +123,8 @@ def _binary(scores: dict, best_step=None) -> dict:
 def segan_group(p: dict, seed: int, data: dict) -> dict:
     """``{"multiply", "concat", "source", "source_only", "full", "frozen_critic", "scratch"}``,
     each ``{"dice", "precision", "sensitivity", "hd95"(, "best_step")}`` on the test subjects."""
-    from ..methods.adversarial import segan
-    from ..methods.adversarial.tumour import MODALITIES
+    from ..methods.modality_transfer import segan
+    from ..methods.modality_transfer.tumour import MODALITIES
 
     feats = dict(seg_features=p["seg_features"], critic_features=p["critic_features"])
     out = {}
@@ -151,7 +152,7 @@ def segan_group(p: dict, seed: int, data: dict) -> dict:
 
 
 def site_data(p: dict) -> dict:
-    from ..methods.adversarial.sites import multi_site
+    from ..methods.site_normalization.sites import multi_site
 
     h = int(p["size"])
     kw = dict(shape=(h, h * 7 // 6, h), spacing=(p["spacing"],) * 3, as_slices=True)
@@ -163,7 +164,7 @@ def site_data(p: dict) -> dict:
 
 
 def _norm_train(p: dict, seed: int, mode: str, train: dict, val: dict, batch_size: int):
-    from ..methods.adversarial.delisle import NormalizationConfig, build_networks, train_normalization
+    from ..methods.site_normalization.delisle import NormalizationConfig, build_networks, train_normalization
 
     cfg = NormalizationConfig(spatial_dims=2, patch_size=(p["patch"],) * 2, batch_size=batch_size, steps=p["steps"],
                               warmup_steps=p["warmup_steps"], optimizer="adam", lr_generator=p["lr"],
@@ -183,7 +184,7 @@ def _norm_train(p: dict, seed: int, mode: str, train: dict, val: dict, batch_siz
 
 def norm_group(p: dict, seed: int, data: dict) -> dict:
     """Per-class Dice per site for each variant, and the JSDs; see the module docstring."""
-    from ..methods.adversarial.delisle import evaluate_sites
+    from ..methods.site_normalization.delisle import evaluate_sites
 
     train, val, test = data["train"], data["val"], data["test"]
     sites = list(train)

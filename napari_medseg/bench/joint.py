@@ -96,7 +96,7 @@ def phantom_study(models, ls, n: int, shape=SHAPE, spacing=SPACING) -> dict:
     from ..methods.joint_lesion_tissue.inference import segment_scan
     from ..methods.joint_lesion_tissue.labels import REDUCED
     from ..methods.joint_lesion_tissue.metrics import dice_per_class
-    from ..methods.joint_lesion_tissue.phantom import brain_phantom
+    from ..core.phantoms.brain import brain_phantom
 
     tissues, lesion = ls.tissues, (ls.lesion,)
     rows: dict[str, list] = {k: [] for k in ("joint", "t1_only", "tissue_only", "lesion_only", "gmm", "agree",

@@ -35,9 +35,11 @@ _REGISTERED_BY = {"dai2019.BetaPolicy": "napari_medseg.methods.tracking.policy",
                   "combalia2019.DespeckleNet": "napari_medseg.methods.staining.despeckle",
                   "combalia2019.ResnetGenerator": "napari_medseg.methods.staining.cyclegan",
                   "dorent2019.HeteroModalNet": "napari_medseg.methods.joint_lesion_tissue.network",
-                  **{name: "napari_medseg.methods.adversarial.networks" for name in (
-                      "chen2019.DilatedResUNet", "chen2019.ConditionalMaskDiscriminator",
-                      "giacomello2020.SegANSegmentor", "giacomello2020.SegANCritic",
+                  "chen2019.DilatedResUNet": "napari_medseg.methods.adversarial_segmentation.networks",
+                  "chen2019.ConditionalMaskDiscriminator": "napari_medseg.core.adversarial.networks",
+                  **{name: "napari_medseg.methods.modality_transfer.networks" for name in (
+                      "giacomello2020.SegANSegmentor", "giacomello2020.SegANCritic")},
+                  **{name: "napari_medseg.methods.site_normalization.networks" for name in (
                       "delisle2019.NormalizationGenerator", "delisle2019.DomainDiscriminator",
                       "delisle2019.NormalizeAndSegment")}}
 

@@ -56,7 +56,7 @@ def train_supervised(
     ``generator_term(x, logits, y) -> loss`` (added to the segmentation loss, its own
     networks frozen) and ``discriminator_step(x, y, logits) -> dict`` (one update of its
     discriminator after each model update), e.g.
-    :class:`napari_medseg.methods.adversarial.mode.MaskAdversary`. The engine only calls
+    :class:`napari_medseg.core.adversarial.mode.MaskAdversary`. The engine only calls
     these two methods, so any method can bring its own adversary.
 
     Under torchrun (:mod:`napari_medseg.core.distributed`) the model trains in DDP: each

@@ -3,7 +3,7 @@ segmentor and LGE labels out; no Qt widgets.
 
 The dock's buttons call these methods and so can the napari console, e.g.
 ``c.map_patient("P1"); c.set(method="adversarial_transfer", steps=300); c.train(block=True);
-c.predict(block=True)``. The method itself is :mod:`napari_medseg.methods.adversarial.chen`.
+c.predict(block=True)``. The method itself is :mod:`napari_medseg.methods.adversarial_segmentation.chen`.
 See docs/widgets/adversarial_segmentation.md.
 
 A patient is a mapping of layers to its sequences: the annotated sequences (bSSFP, T2) as an
@@ -26,10 +26,9 @@ from ..core.device import select_device
 from ..core.errors import InputError
 from ..core.jobs import Progress
 from ..core.registry import Registry
-from ..methods.adversarial import cardiac
-from ..methods.adversarial.chen import (CLASS_NAMES, METHODS, PAPER_NAMES, ChenConfig, check_config,
-                                        predict_slices, train_chen_model)
-from ..methods.adversarial.chen_data import chen_training_data, chen_validation_data
+from ..methods.adversarial_segmentation import cardiac
+from ..methods.adversarial_segmentation.chen import (CLASS_NAMES, METHODS, PAPER_NAMES, ChenConfig, check_config, predict_slices, train_chen_model)
+from ..methods.adversarial_segmentation.chen_data import chen_training_data, chen_validation_data
 from ._controller import Controller, said as _said
 
 MODEL_NAME = "chen_cardiac"

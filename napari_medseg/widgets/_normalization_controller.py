@@ -3,7 +3,7 @@ folders in, a normalisation model, normalised images, histograms and JSD out; no
 
 The dock's buttons call these methods and so can the napari console, e.g.
 ``c.find_domains(); c.set(steps=300); c.train(block=True); c.segment(block=True)``. The method
-itself is :mod:`napari_medseg.methods.adversarial.delisle`. See docs/widgets/site_normalization.md.
+itself is :mod:`napari_medseg.methods.site_normalization.delisle`. See docs/widgets/site_normalization.md.
 
 A *domain* is a named set of images from one site or protocol: image layers (each with its
 labels layer, matched by the name "<image> labels" or by order), or a folder of NIfTI/TIFF
@@ -29,8 +29,8 @@ from ..core.device import select_device
 from ..core.errors import InputError
 from ..core.jobs import Progress
 from ..core.registry import Registry
-from ..methods.adversarial.delisle import MODES, NormalizationConfig, load_normalization, train_normalization_model
-from ..methods.adversarial.sites import TISSUE_NAMES
+from ..methods.site_normalization.delisle import (MODES, NormalizationConfig, load_normalization, train_normalization_model)
+from ..methods.site_normalization.sites import TISSUE_NAMES
 from ._controller import Controller, said as _said
 from ._normalization_data import (PERCENTILES, PREP_TAG, STAGES, _dice, _grid, _place, apply_model, brain_mask,
                                   folder_files, histogram_panels, preprocessing_of, read_file, rescale)

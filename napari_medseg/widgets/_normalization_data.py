@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import InputError
-from ..methods.adversarial.delisle import normalize_volume, segment, standardize
-from ..methods.adversarial.sites import histogram_jsd
-from ..methods.adversarial.tumour import percentile_scale
+from ..methods.site_normalization.delisle import normalize_volume, segment, standardize
+from ..methods.site_normalization.sites import histogram_jsd
+from ..core.intensity import percentile_scale
 
 PERCENTILES = (1.0, 99.0)
 PREP_TAG = "; preprocessing "

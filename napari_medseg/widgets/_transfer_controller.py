@@ -3,7 +3,7 @@ source models, fine-tuned versions, labels and a comparison table out; no Qt wid
 
 The dock's buttons call these methods and so can the napari console, e.g.
 ``c.set(target_images=[...], target_labels=[...]); c.compare(block=True)``. The method is
-:mod:`napari_medseg.methods.adversarial.segan`. See docs/widgets/modality_transfer.md.
+:mod:`napari_medseg.methods.modality_transfer.segan`. See docs/widgets/modality_transfer.md.
 
 Every image layer is read as a stack of 2-D slices along its first axis (napari's slider
 axis), clipped to its own 2nd and 98th percentiles and rescaled to [0, 1] (the paper's
@@ -23,9 +23,10 @@ from ..core.device import select_device
 from ..core.errors import InputError
 from ..core.jobs import Progress
 from ..core.registry import Registry
-from ..methods.adversarial import segan
-from ..methods.adversarial.networks import CRITIC_MODES
-from ..methods.adversarial.tumour import MODALITIES, percentile_scale
+from ..methods.modality_transfer import segan
+from ..methods.modality_transfer.networks import CRITIC_MODES
+from ..core.intensity import percentile_scale
+from ..methods.modality_transfer.tumour import MODALITIES
 from ._controller import Controller
 from ._transfer_data import (_has_tumour, _info, _part, layer_stack, layer_volumes, pair_labels, phantom_volumes,
                              split_volumes)

@@ -9,7 +9,7 @@ from napari.layers import Image, Labels
 
 from .._sample_tumour import PHANTOM_SEED, phantom_subject
 from ..core.errors import InputError
-from ..methods.adversarial.tumour import percentile_scale
+from ..core.intensity import percentile_scale
 
 CHUNK = 4  # consecutive slices held out together (neighbouring slices are nearly the same image)
 MIN_BRAIN = 0.1

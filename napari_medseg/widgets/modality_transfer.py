@@ -21,8 +21,8 @@ from qtpy.QtWidgets import QTableWidget, QTableWidgetItem
 from superqt.utils import ensure_main_thread
 
 from ..core.registry import Registry
-from ..methods.adversarial.networks import CRITIC_MODES
-from ..methods.adversarial.tumour import MODALITIES
+from ..methods.modality_transfer.networks import CRITIC_MODES
+from ..methods.modality_transfer.tumour import MODALITIES
 from ._common import device_picker, layer_picker
 from ._dock import MethodDock
 from ._plot import LivePlot

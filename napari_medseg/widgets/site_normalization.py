@@ -20,7 +20,7 @@ from qtpy.QtWidgets import QLayout, QSizePolicy, QWidget
 from superqt.utils import ensure_main_thread
 
 from ..core.registry import Registry
-from ..methods.adversarial.delisle import MODES
+from ..methods.site_normalization.delisle import MODES
 from ._common import device_picker
 from ._dock import MethodDock
 from ._normalization_controller import DIMS, LOSSES, MODEL_NAME, NormalizationController

@@ -212,7 +212,7 @@ class IterativeTraining:
         """Adversarial mode (a conditional mask discriminator; unknown pixels ignored), or None."""
         if self.config.adversarial <= 0:
             return None
-        from ..adversarial.mode import MaskAdversary
+        from ...core.adversarial.mode import MaskAdversary
         from .labels import UNKNOWN
 
         return MaskAdversary(image_channels=3, n_classes=len(self.io["classes"]), weight=self.config.adversarial,

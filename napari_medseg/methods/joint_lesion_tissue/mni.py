@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from ...core.errors import InputError
+from ...core.phantoms.brain import lesion_blob
 from .datasets import resample_to
 from .labels import REDUCED
-from .phantom import lesion_blob
 
 _PREFIX = "mni_icbm152_{}_tal_nlin_sym_09a_converted.nii.gz"
 # FLAIR-like contrast from tissue fractions: CSF dark, WM darker than GM, lesions bright

@@ -24,8 +24,8 @@ import numpy as np
 from scipy import ndimage
 
 from ...core.errors import InputError
-from .phantom import (BG, BS, CB, CSF, DGM, GM, LESION, SCALP, SKULL, WM, _TO_REDUCED, centred_affine, draw_anatomy,
-                      rician, smooth_field)
+from ...core.phantoms.brain import (BG, BS, CB, CSF, DGM, GM, LESION, SCALP, SKULL, WM, _TO_REDUCED, centred_affine,
+                                    draw_anatomy, rician, smooth_field)
 
 N_CLASSES = 10  # phantom classes 0..9 (lesion 7, skull 8, scalp 9)
 

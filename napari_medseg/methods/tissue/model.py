@@ -28,7 +28,7 @@ def _to_input(rgb: np.ndarray) -> torch.Tensor:
 def _adversary(weight: float, device):
     if weight <= 0:
         return None
-    from ..adversarial.mode import MaskAdversary
+    from ...core.adversarial.mode import MaskAdversary
 
     return MaskAdversary(image_channels=3, n_classes=2, weight=weight, device=device)
 
@@ -57,7 +57,7 @@ def train_tissue(
     """Generator: train (or fine-tune from ``resume``) and save a new model version.
 
     ``adversarial`` > 0 switches on adversarial mode: a conditional mask discriminator
-    (:class:`~napari_medseg.methods.adversarial.mode.MaskAdversary`) adds its term with
+    (:class:`~napari_medseg.core.adversarial.mode.MaskAdversary`) adds its term with
     this weight.
     ``images``/``masks`` replace the synthetic slides (e.g. a user's corrected masks);
     ``weights`` (same shapes as masks) make corrected pixels count more in the loss.

@@ -35,17 +35,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...core.adversarial import losses
+from ...core.adversarial.gan import AdversarialTrainer
+from ...core.adversarial.metrics import mean_over_classes, segmentation_metrics
+from ...core.adversarial.networks import ConditionalMaskDiscriminator, probabilities
 from ...core.checkpoints import data_fingerprint
 from ...core.device import preflight, select_device
 from ...core.errors import InputError, TrainingError
 from ...core.jobs import Progress
 from ...core.training import save_best_on_exit
-from . import losses
 from .cardiac import LABEL_NAMES
 from .chen_data import ChenData, SliceSet, chen_training_data, chen_validation_data, sample, zscore
-from .gan import AdversarialTrainer
-from .metrics import mean_over_classes, segmentation_metrics
-from .networks import ConditionalMaskDiscriminator, DilatedResUNet, probabilities
+from .networks import DilatedResUNet
 
 METHODS = ("unet", "adversarial", "adversarial_transfer")
 PAPER_NAMES = {"unet": "U+D", "adversarial": "U+A+D", "adversarial_transfer": "U+A+D+T"}

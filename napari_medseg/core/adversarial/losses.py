@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from monai.losses import DiceLoss, PatchAdversarialLoss
 
-from ...core.errors import InputError
+from ..errors import InputError
 
 CRITERIA = ("bce", "least_squares")
 

@@ -30,15 +30,16 @@ import numpy as np
 import torch
 
 from ...core import nets
+from ...core.adversarial import losses
+from ...core.adversarial.gan import AdversarialTrainer
+from ...core.adversarial.metrics import segmentation_metrics
+from ...core.adversarial.networks import probabilities
 from ...core.checkpoints import data_fingerprint
 from ...core.device import preflight
 from ...core.errors import InputError, TrainingError
 from ...core.jobs import Progress
 from ...core.training import save_best_on_exit
-from . import losses
-from .gan import AdversarialTrainer
-from .metrics import segmentation_metrics
-from .networks import CRITIC_MODES, SegANCritic, SegANSegmentor, probabilities
+from .networks import CRITIC_MODES, SegANCritic, SegANSegmentor
 
 MODEL_NAME = "segan_tumour"
 CRITIC_SUFFIX = "_critic"  # the critic's registry name is the segmentor's + this

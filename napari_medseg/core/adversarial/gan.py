@@ -24,8 +24,8 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 from torch import nn
 
-from ...core.device import autocast
-from ...core.errors import TrainingError
+from ..device import autocast
+from ..errors import TrainingError
 
 #: a loss closure: returns the loss, or (loss, {name: value}) to log more
 LossFn = Callable[[], "torch.Tensor | tuple[torch.Tensor, dict]"]

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from monai.metrics import DiceMetric, HausdorffDistanceMetric, MeanIoU, SurfaceDistanceMetric
 
-from ...core.errors import InputError
+from ..errors import InputError
 
 METRICS = ("dice", "jaccard", "hd95", "msd")
 

@@ -36,13 +36,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from ...core.adversarial import losses
+from ...core.adversarial.gan import AdversarialTrainer
 from ...core.device import preflight
 from ...core.errors import InputError
 from ...core.jobs import Progress
-from . import losses
 from .delisle_config import DomainPatches, NormalizationConfig, check_data
 from .delisle_eval import MODES, _stride, evaluate_sites, normalize_volume, segment, site_dice, standardize
-from .gan import AdversarialTrainer
 
 __all__ = ["MODES", "DomainPatches", "NormalizationConfig", "build_networks", "check_data", "evaluate_sites",
            "load_normalization", "normalize_volume", "segment", "site_dice", "standardize", "train_normalization",
@@ -193,7 +193,8 @@ def build_networks(config: NormalizationConfig, n_domains: int):
     """(model, its arch, discriminator): a NormalizeAndSegment pair and a K+1 DomainDiscriminator
     in adversarial mode, else the segmenter alone and None. He initialisation (the paper)."""
     from ...core import nets
-    from .networks import DomainDiscriminator, NormalizeAndSegment, kaiming_init, segmenter_arch
+    from ...core.adversarial.networks import kaiming_init
+    from .networks import DomainDiscriminator, NormalizeAndSegment, segmenter_arch
 
     cfg = config
     if cfg.mode not in MODES:

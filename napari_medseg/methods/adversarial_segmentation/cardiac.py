@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ...core.errors import InputError
-from ..joint_lesion_tissue.phantom import smooth_field
-from .sites import render
+from ...core.phantoms.brain import smooth_field
+from ...core.phantoms.render import render
 
 BG, LV, MYO, RV = range(4)
 LABEL_NAMES = ("background", "LV blood pool", "LV myocardium", "RV")

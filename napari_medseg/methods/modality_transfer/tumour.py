@@ -22,8 +22,9 @@ import numpy as np
 from scipy import ndimage
 
 from ...core.errors import InputError
-from ..joint_lesion_tissue.phantom import brain_phantom, smooth_field
-from .sites import render
+from ...core.intensity import percentile_scale
+from ...core.phantoms.brain import brain_phantom, smooth_field
+from ...core.phantoms.render import render
 
 MODALITIES = ("T1", "T1c", "T2", "FLAIR")
 NCR_NET, ED, ET = 1, 2, 4  # BraTS region labels
@@ -99,26 +100,6 @@ def tumour_subject(seed: int = 0, shape=(64, 72, 64), spacing=(2.25, 2.25, 2.25)
                          np.where(regions > 0, 0, tissue).astype(np.uint8), grade, int(seed), spacing)
 
 
-def percentile_scale(img: np.ndarray, low: float = 2.0, high: float = 98.0, mask=None) -> np.ndarray:
-    """Clip to the ``low`` and ``high`` percentiles and rescale to [0, 1] (float32).
-
-    Percentiles are taken over the whole image (as in the paper) or over ``mask``. An image
-    whose two percentiles are equal comes back as zeros.
-    """
-    img = np.asarray(img, np.float32)
-    if img.size == 0:
-        raise InputError("The image is empty.")
-    if not 0.0 <= low < high <= 100.0:
-        raise InputError(f"Percentiles must satisfy 0 <= low < high <= 100, got {low} and {high}.")
-    if not np.isfinite(img).all():
-        raise InputError("The image has NaN or infinite values.")
-    vals = img if mask is None else img[np.asarray(mask, bool)]
-    if vals.size == 0:
-        raise InputError("The mask selects no voxels.")
-    lo, hi = np.percentile(vals, [low, high])
-    if hi <= lo:
-        return np.zeros_like(img)
-    return ((np.clip(img, lo, hi) - lo) / (hi - lo)).astype(np.float32)
 
 
 def _split(grades: list[str], fractions, rng) -> list[int]:

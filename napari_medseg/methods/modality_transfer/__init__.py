@@ -1,0 +1,1 @@
+"""SegAN-style adversarial segmentation and cross-modality transfer (Giacomello et al. 2020)."""

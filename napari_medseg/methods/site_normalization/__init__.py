@@ -1,0 +1,1 @@
+"""Adversarial normalization across imaging sites (Delisle et al. 2019)."""

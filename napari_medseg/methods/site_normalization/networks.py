@@ -1,0 +1,108 @@
+"""Delisle et al. (2019): a U-Net normalisation generator (patch in, normalised patch of the
+same channels out), a segmenter (MONAI's U-Net, see :func:`segmenter_arch`) and a K+1-class
+domain discriminator (K input domains plus "generated")."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from monai.networks.blocks import Convolution, ResidualUnit
+from monai.networks.layers import Pool
+from torch import nn
+
+from ...core import nets
+from ...core.adversarial.networks import _LEAKY, _Registered, _check_dims, kaiming_init
+from ...core.errors import InputError
+
+
+def _unet(sd: int, c_in: int, c_out: int, channels: Sequence[int], norm: str, num_res_units: int) -> nn.Module:
+    from monai.networks.nets import UNet
+
+    return UNet(sd, c_in, c_out, channels=tuple(channels), strides=(2,) * (len(channels) - 1),
+                num_res_units=num_res_units, norm=norm)
+
+
+@nets.register("delisle2019.NormalizationGenerator")
+class NormalizationGenerator(_Registered):
+    """G: a U-Net from an input patch to a normalised patch with the same channels,
+    (B, C, *S) -> (B, C, *S), unbounded so that the identity warm-up can be learnt."""
+
+    ARCH_NAME = "delisle2019.NormalizationGenerator"
+
+    def __init__(self, spatial_dims: int = 3, channels: int = 1, features: Sequence[int] = (16, 32, 64),
+                 norm: str = "batch", num_res_units: int = 1):
+        super().__init__()
+        self._keep(spatial_dims=spatial_dims, channels=channels, features=tuple(features), norm=norm,
+                   num_res_units=num_res_units)
+        self.total_stride = 2 ** (len(features) - 1)
+        self.unet = kaiming_init(_unet(_check_dims(spatial_dims), channels, channels, features, norm, num_res_units))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.unet(x)
+
+
+def segmenter_arch(spatial_dims: int = 3, in_channels: int = 1, n_classes: int = 4,
+                   features: Sequence[int] = (16, 32, 64, 128), norm: str = "batch") -> dict:
+    """S: the segmenter of the normalised patch, MONAI's U-Net (``"monai.UNet"``)."""
+    return {"name": "monai.UNet",
+            "kwargs": {"spatial_dims": spatial_dims, "in_channels": in_channels, "out_channels": n_classes,
+                       "channels": list(features), "strides": [2] * (len(features) - 1), "num_res_units": 1,
+                       "norm": norm}}
+
+
+@nets.register("delisle2019.DomainDiscriminator")
+class DomainDiscriminator(_Registered):
+    """D: (B, C, *S) -> (B, n_domains + 1) logits; classes 0..K-1 are the input domains,
+    class K (:attr:`generated_class`) is "generated". Strided residual units, global
+    average pooling, a linear classifier."""
+
+    ARCH_NAME = "delisle2019.DomainDiscriminator"
+
+    def __init__(self, spatial_dims: int = 3, in_channels: int = 1, n_domains: int = 2,
+                 features: Sequence[int] = (16, 32, 64, 64), norm: str = "batch"):
+        super().__init__()
+        self._keep(spatial_dims=spatial_dims, in_channels=in_channels, n_domains=n_domains,
+                   features=tuple(features), norm=norm)
+        sd = _check_dims(spatial_dims)
+        if int(n_domains) < 1:
+            raise InputError(f"The domain discriminator needs at least one input domain, got {n_domains}.")
+        self.n_domains = int(n_domains)
+        f = [int(c) for c in features]
+        layers = [Convolution(sd, in_channels, f[0], kernel_size=3, act=_LEAKY, norm=norm)]
+        layers += [ResidualUnit(sd, a, b, strides=2, act=_LEAKY, norm=norm) for a, b in zip(f[:-1], f[1:])]
+        self.body = nn.Sequential(*layers, Pool["adaptiveavg", sd](1), nn.Flatten())
+        self.classifier = nn.Linear(f[-1], self.n_domains + 1)
+        kaiming_init(self)
+
+    @property
+    def generated_class(self) -> int:  # the label of "generated"
+        return self.n_domains
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.body(x))
+
+
+@nets.register("delisle2019.NormalizeAndSegment")
+class NormalizeAndSegment(_Registered):
+    """The trained pair for inference: ``forward(x)`` = S(G(x)) logits, ``normalize(x)`` = G(x).
+
+    ``generator``: :class:`NormalizationGenerator` kwargs; ``segmenter``: an ``arch`` dict
+    (default :func:`segmenter_arch`)."""
+
+    ARCH_NAME = "delisle2019.NormalizeAndSegment"
+
+    def __init__(self, generator: dict | None = None, segmenter: dict | None = None):
+        super().__init__()
+        generator = dict(generator or {})
+        self.generator = NormalizationGenerator(**generator)
+        sd, c = self.generator._kwargs["spatial_dims"], self.generator._kwargs["channels"]
+        segmenter = dict(segmenter or segmenter_arch(sd, c))
+        self.segmenter = nets.build(segmenter)
+        self._keep(generator=self.generator.arch()["kwargs"], segmenter=segmenter)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return self.generator(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.segmenter(self.generator(x))
