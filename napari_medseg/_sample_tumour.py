@@ -6,32 +6,14 @@ Each volume is a stack of axial slices, ``(slice, row, column)``: napari's slide
 through the slices and the widget reads every layer that way. Intensities are as the
 phantom renders them (each volume has its own gain, as scans do); the widget does the
 paper's 2-98 percentile scaling itself. Seeds are fixed and are not those of the
-widget's extra "phantom subjects" (:data:`PHANTOM_SEED`).
+widget's extra "phantom subjects" (``methods.modality_transfer.data.PHANTOM_SEED``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-MODALITIES = ("T1", "T1c", "T2", "FLAIR")
 SAMPLE_SEED = 2_020_000  # subject i of the sample: seed SAMPLE_SEED + i
-PHANTOM_SEED = 7_000_000  # the widget's extra phantom subjects: PHANTOM_SEED + 1000 * seed + i
-
-
-def axial_stack(volume: np.ndarray) -> np.ndarray:
-    """A phantom volume (x, y, axial z) as a stack of axial slices (z, y, x), anterior up."""
-    return np.ascontiguousarray(np.asarray(volume).transpose(2, 1, 0)[:, ::-1])
-
-
-def phantom_subject(seed: int, grade: str = "HG", shape=(64, 72, 64), spacing=(2.25, 2.25, 2.25)) -> dict:
-    """One phantom subject as axial stacks: ``{"images": {modality: (Z, Y, X) float32},
-    "mask": (Z, Y, X) uint8 whole tumour, "grade", "seed", "spacing": (z, y, x)}``."""
-    from .methods.modality_transfer.tumour import tumour_subject
-
-    s = tumour_subject(int(seed), shape=shape, spacing=spacing, grade=grade)
-    return {"images": {m: axial_stack(s.images[m]).astype(np.float32) for m in MODALITIES},
-            "mask": axial_stack(s.whole).astype(np.uint8), "grade": s.grade, "seed": s.seed,
-            "spacing": (s.spacing[2], s.spacing[1], s.spacing[0])}
 
 
 def tumour_sample(n_subjects: int = 4, shape=(64, 72, 64), spacing=(2.25, 2.25, 2.25)):
@@ -39,6 +21,9 @@ def tumour_sample(n_subjects: int = 4, shape=(64, 72, 64), spacing=(2.25, 2.25, 
     layers and its whole-tumour Labels layer (the last subject is low grade). Only the
     first subject's FLAIR and tumour are visible. Metadata ``{"tumour": {"modality",
     "subject", "grade", "seed"}}`` name each layer's modality and subject."""
+    from .methods.modality_transfer.data import phantom_subject
+    from .methods.modality_transfer.tumour import MODALITIES
+
     out = []
     for i in range(int(n_subjects)):
         grade = "LG" if i == n_subjects - 1 and n_subjects > 2 else "HG"

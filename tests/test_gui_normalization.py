@@ -10,7 +10,8 @@ from napari.utils._proxies import PublicOnlyProxy
 
 from napari_medseg import _sample_sites
 from napari_medseg.core.registry import Registry
-from napari_medseg.widgets._normalization_controller import MODEL_NAME, preprocessing_of
+from napari_medseg.methods.site_normalization.data import preprocessing_of
+from napari_medseg.widgets._normalization_controller import MODEL_NAME
 
 TINY = dict(steps=4, warmup_steps=2, patch=32, batch_size=2, features=4, device="cpu")
 
@@ -124,7 +125,7 @@ def test_folder_domains_in_3d_from_the_console(setup, tmp_path, sample):
     import nibabel as nib
 
     from napari_medseg.methods.site_normalization.delisle import standardize
-    from napari_medseg.widgets._normalization_controller import rescale
+    from napari_medseg.methods.site_normalization.data import rescale
 
     viewer, w = setup
     c = w.controller

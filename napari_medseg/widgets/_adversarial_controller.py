@@ -29,6 +29,7 @@ from ..core.registry import Registry
 from ..methods.adversarial_segmentation import cardiac
 from ..methods.adversarial_segmentation.chen import (CLASS_NAMES, METHODS, PAPER_NAMES, ChenConfig, check_config, predict_slices, train_chen_model)
 from ..methods.adversarial_segmentation.chen_data import chen_training_data, chen_validation_data
+from ._common import layer_grid, layer_placement
 from ._controller import Controller, said as _said
 
 MODEL_NAME = "chen_cardiac"
@@ -95,11 +96,6 @@ def _patient_id(mapping: dict, index: int) -> str:
             return str(pid)
     lay = mapping.get("lge") or next(iter(mapping.values()), None)
     return lay.name if lay is not None else f"patient {index + 1}"
-
-
-def _grid(layer) -> tuple:
-    return (np.asarray(layer.scale, float), np.asarray(layer.translate, float),
-            np.asarray(layer.affine.affine_matrix, float))
 
 
 def _r(values) -> list:
@@ -205,7 +201,7 @@ class AdversarialController(Controller):
             raise InputError(f"Patient {pid}: the {seq} labels {lab_layer.name!r} are {np.shape(lab_layer.data)} but "
                              f"the image {img_layer.name!r} is {np.shape(img_layer.data)}; labels must be on the "
                              "image's grid (resample them onto it first).")
-        (s1, t1, a1), (s2, t2, a2) = _grid(lab_layer), _grid(img_layer)
+        (s1, t1, a1), (s2, t2, a2) = layer_grid(lab_layer), layer_grid(img_layer)
         if not (np.allclose(s1, s2) and np.allclose(t1, t2) and np.allclose(a1, a2)):
             raise InputError(f"Patient {pid}: the {seq} labels {lab_layer.name!r} are placed differently from the "
                              f"image {img_layer.name!r} (scale {_r(s1)} vs {_r(s2)}, translate {_r(t1)} vs {_r(t2)}); "
@@ -383,18 +379,12 @@ class AdversarialController(Controller):
                 layer.data, layer.metadata = data, meta
             else:
                 layer = self.viewer.add_labels(data, name=name, opacity=0.5, colormap=dict(CLASS_COLOURS),
-                                               features=class_features(), metadata=meta, **self._place(lge))
+                                               features=class_features(), metadata=meta, **layer_placement(lge))
             out.append(layer)
             lines.append(f"{src} (n={len(p.labels[src])}): {index.tolist()}")
         self._say(f"Pseudo-masks on {lge.name!r} (m={len(p.images[TARGET])} slices): {TARGET} slice j takes source "
                   f"slice floor(j*n/m). " + "; ".join(lines))
         return out
-
-    @staticmethod
-    def _place(layer) -> dict:
-        aff = np.asarray(layer.affine.affine_matrix)
-        place = {"scale": tuple(layer.scale), "translate": tuple(layer.translate)}
-        return place | ({"affine": aff} if not np.allclose(aff, np.eye(len(aff))) else {})
 
     def train(self, block: bool = False):
         """Button **Train**: train_chen_model on the cohort; saves a new ``chen_cardiac`` version
@@ -496,7 +486,7 @@ class AdversarialController(Controller):
             else:
                 self.labels_layer = self.viewer.add_labels(data, name=name, opacity=0.6, colormap=dict(CLASS_COLOURS),
                                                            features=class_features(), metadata=meta,
-                                                           **self._place(layer))
+                                                           **layer_placement(layer))
             self._result = self.labels_layer
             ref = self._reference(layer)
             score = ""

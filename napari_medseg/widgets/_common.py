@@ -64,3 +64,17 @@ def level_scale(layer, level: int) -> tuple:
     nd = len(base)
     factors = [f / max(1, s) for f, s in zip(full[:nd], lev[:nd])]
     return tuple(b * f for b, f in zip(base, factors))
+
+
+def layer_grid(layer) -> tuple:
+    """(scale, translate, affine matrix) of a layer, as arrays: two layers on one grid match in all three."""
+    return (np.asarray(layer.scale, float), np.asarray(layer.translate, float),
+            np.asarray(layer.affine.affine_matrix, float))
+
+
+def layer_placement(layer) -> dict:
+    """Keyword arguments that put a new layer where ``layer`` is (scale, translate, and the affine if any)."""
+    out = {"scale": tuple(layer.scale), "translate": tuple(layer.translate)}
+    if not np.allclose(layer.affine.affine_matrix, np.eye(layer.ndim + 1)):
+        out["affine"] = np.asarray(layer.affine.affine_matrix)
+    return out

@@ -15,7 +15,6 @@ out to validate on (the best validation Dice decides which weights are kept).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 from dataclasses import dataclass, field
@@ -24,22 +23,21 @@ from pathlib import Path
 import numpy as np
 from napari.layers import Image, Labels
 
-from .._sample_sites import CLASS_COLOURS, class_features
 from ..core.device import select_device
 from ..core.errors import InputError
 from ..core.jobs import Progress
 from ..core.registry import Registry
-from ..methods.site_normalization.delisle import (MODES, NormalizationConfig, load_normalization, train_normalization_model)
-from ..methods.site_normalization.sites import TISSUE_NAMES
+from ..methods.site_normalization.data import (PERCENTILES, PREP_TAG, _dice, apply_to_groups, check_domain_items,
+                                               folder_files, held_out_split, n_classes_of, read_folder_domain)
+from ..methods.site_normalization.delisle import NormalizationConfig, train_normalization_model
+from ..methods.site_normalization.delisle_config import short_run_config
+from ._common import layer_grid as _grid
 from ._controller import Controller, said as _said
-from ._normalization_data import (PERCENTILES, PREP_TAG, STAGES, _dice, _grid, _place, apply_model, brain_mask,
-                                  folder_files, histogram_panels, preprocessing_of, read_file, rescale)
+from ._normalization_display import NormalizationDisplay
 
 MODEL_NAME = "delisle_normalization"
 LOSSES = ("loss_seg", "loss_identity", "loss_adv", "loss_d")
 DIMS = ("2-D slices", "3-D")
-MIN_BRAIN = 0.15  # 2-D training keeps slices with at least this fraction of labelled pixels
-VAL_SLICES = 8  # held-out slices per image validated on (2-D)
 
 
 @dataclass
@@ -92,7 +90,7 @@ class NormalizationSettings:
 
 
 
-class NormalizationController(Controller):
+class NormalizationController(NormalizationDisplay, Controller):
     """Scriptable state and actions of the Normalize across sites widget."""
 
     def __init__(self, viewer, runner, registry: Registry | None = None):
@@ -178,7 +176,7 @@ class NormalizationController(Controller):
             raise InputError(f"Domain {name!r} has {len(dom)} image(s); each domain needs at least 2 (one to train "
                              "on and one to check the normalisation on).")
         if folder:
-            self._read_folder(dom)  # every file read and checked now, one message for the first problem
+            read_folder_domain(dom.name, dom.files)  # every file read and checked now, one message for the first problem
         replaced = any(d.name == name for d in s.domains)
         s.domains = [d for d in s.domains if d.name != name] + [dom]
         self._emit("domains", self.domain_lines())
@@ -221,26 +219,6 @@ class NormalizationController(Controller):
     def domain_lines(self) -> list[str]:
         return [d.describe() for d in self.settings.domains]
 
-    def _read_folder(self, dom: Domain) -> list[dict]:
-        items = []
-        for img_path, lab_path in dom.files:
-            img, meta = read_file(img_path)
-            if img.ndim not in (2, 3):
-                raise InputError(f"Domain {dom.name!r}: {img_path.name} is {img.ndim}-D; each file must be one grey "
-                                 "2-D or 3-D image.")
-            lab = None
-            if lab_path is not None:
-                lab, lmeta = read_file(lab_path)
-                aff, laff = meta.get("affine"), lmeta.get("affine")
-                if lab.shape != img.shape or (aff is not None and laff is not None
-                                              and not np.allclose(aff, laff, atol=1e-3)):
-                    raise InputError(f"Domain {dom.name!r}: the labels {lab_path.name} (shape {lab.shape}) are not on "
-                                     f"the grid of {img_path.name} (shape {img.shape}, or another affine); labels "
-                                     "must be on the image's grid.")
-            items.append({"title": f"{dom.name}: {img_path.name}", "raw": img, "labels": lab, "layer": None,
-                          "meta": meta})
-        return items
-
     def read_domains(self) -> list[tuple[str, list[dict]]]:
         """Every domain's images (raw arrays) and labels, checked: one message for the first problem."""
         s = self.settings
@@ -258,64 +236,23 @@ class NormalizationController(Controller):
         out = []
         for dom in domains:
             if dom.folder:
-                items = self._read_folder(dom)
+                items = read_folder_domain(dom.name, dom.files)
             else:
                 items = []
                 for img, lab in zip(dom.layers, dom.labels):
                     self._check_pair(dom.name, img, lab)
                     items.append({"title": img.name, "raw": np.asarray(img.data), "layer": img,
                                   "labels": None if lab is None else np.asarray(lab.data)})
-            for it in items:
-                if not np.isfinite(it["raw"]).all():
-                    raise InputError(f"Domain {dom.name!r}: {it['title']!r} has NaN or infinite values; fix or mask "
-                                     "them first.")
             out.append((dom.name, items))
-        dims = {it["raw"].ndim for _, items in out for it in items}
-        if len(dims) > 1:
-            raise InputError("The domains mix 2-D and 3-D images; use one kind throughout.")
-        return out
+        return check_domain_items(out)
 
     # ------------------------------------------------------------ training
     def config(self, n_classes: int, spatial_dims: int) -> NormalizationConfig:
-        s, w = self.settings, int(self.settings.features)
-        if s.mode not in MODES:
-            raise InputError(f"Unknown mode {s.mode!r}; choose one of {list(MODES)}.")
-        steps = int(s.steps)
-        cfg = NormalizationConfig(
-            spatial_dims=spatial_dims, patch_size=(int(s.patch),) * spatial_dims, batch_size=int(s.batch_size),
-            steps=steps, warmup_steps=int(s.warmup_steps), optimizer="adam", lr_generator=float(s.lr),
-            lr_segmenter=float(s.lr), lr_discriminator=float(s.lr), plateau_patience=None,
-            adv_weight=float(s.adv_weight), identity_weight=float(s.identity_weight), n_classes=int(n_classes),
-            mode=s.mode, seed=int(s.seed),
-            device=str(self.device()), val_every=max(1, steps // 10), generator_features=(w, 2 * w, 4 * w),
-            segmenter_features=(w, 2 * w, 4 * w, 8 * w), discriminator_features=(w, 2 * w, 4 * w, 4 * w))
-        known = {f.name for f in dataclasses.fields(NormalizationConfig)}
-        unknown = sorted(set(s.advanced or {}) - known)
-        if unknown:
-            raise InputError(f"Unknown advanced setting(s) {unknown}; NormalizationConfig has {sorted(known)}.")
-        adv = {k: tuple(v) if isinstance(v, list) else v for k, v in (s.advanced or {}).items()}
-        return dataclasses.replace(cfg, **adv)
-
-    def _input(self, raw: np.ndarray) -> np.ndarray:
-        return rescale(raw) if self.settings.rescale else np.asarray(raw, np.float32)
-
-    def _as_training(self, items: list[dict], spatial_dims: int, val: bool) -> list[tuple]:
-        """(input, labels) pairs: the images, or (2-D) their slices with enough labelled pixels."""
-        out = []
-        for it in items:
-            x, y = self._input(it["raw"]), np.asarray(it["labels"])
-            if spatial_dims == 3 or x.ndim == 2:
-                out.append((x, y))
-                continue
-            ax = int(self.settings.slice_axis)
-            frac = np.moveaxis(y > 0, ax, 0).reshape(y.shape[ax], -1).mean(1)
-            keep = np.flatnonzero(frac >= MIN_BRAIN)
-            keep = keep if keep.size else np.flatnonzero(frac > 0)
-            keep = keep if keep.size else np.arange(y.shape[ax])
-            if val and keep.size > VAL_SLICES:
-                keep = keep[np.linspace(0, keep.size - 1, VAL_SLICES).round().astype(int)]
-            out += [(np.take(x, k, axis=ax), np.take(y, k, axis=ax)) for k in keep]
-        return out
+        s = self.settings
+        return short_run_config(n_classes=n_classes, spatial_dims=spatial_dims, mode=s.mode, steps=s.steps,
+                                warmup_steps=s.warmup_steps, patch=s.patch, batch_size=s.batch_size,
+                                adv_weight=s.adv_weight, identity_weight=s.identity_weight, lr=s.lr,
+                                features=s.features, seed=s.seed, device=str(self.device()), advanced=s.advanced)
 
     def training_set(self) -> dict:
         """What a Train press uses, checked: ``{"domains", "train", "val", "config", "notes"}``."""
@@ -329,27 +266,8 @@ class NormalizationController(Controller):
             raise InputError("'3-D' needs volumes; these images are 2-D. Pick '2-D slices'.")
         if sd == 2 and dims == 3 and not 0 <= int(s.slice_axis) < 3:
             raise InputError(f"slice axis must be 0, 1 or 2, got {s.slice_axis}.")
-        top = 0
-        for name, items in domains:
-            for it in items:
-                if it["labels"] is None:
-                    raise InputError(f"Domain {name!r}: {it['title']!r} has no labels; pick its labels layer or name "
-                                     "it '<image> labels' (folders: '<image>_labels.<ext>'). Training needs every "
-                                     "image's labels; Normalize and Segment do not.")
-                lab = np.asarray(it["labels"])
-                if lab.min() < 0:
-                    raise InputError(f"Domain {name!r}: the labels of {it['title']!r} hold negative values.")
-                top = max(top, int(lab.max()))
-        cfg = self.config(max(2, top + 1), sd)
-        train, val, notes = {}, {}, []
-        for name, items in domains:
-            held = items[-1:]
-            fit = items[:-1] if (sd == 2 or len(items) > 2) else items
-            if fit is items:
-                notes.append(f"{name}: 3-D training needs two volumes per domain, so both are trained on and its "
-                             "validation is not held out")
-            train[name] = self._as_training(fit, sd, val=False)
-            val[name] = self._as_training(held, sd, val=True)
+        cfg = self.config(n_classes_of(domains), sd)
+        train, val, notes = held_out_split(domains, sd, bool(s.rescale), int(s.slice_axis))
         return {"domains": domains, "train": train, "val": val, "config": cfg, "notes": notes}
 
     def train(self, block: bool = False):
@@ -375,7 +293,7 @@ class NormalizationController(Controller):
             if entry is None:
                 return result
             yield Progress(cfg.steps, cfg.steps, "normalising the domains' images")
-            return {**result, "shown": self._apply(entry, domains, "normalize", device)}
+            return {**result, "shown": apply_to_groups(entry, domains, "normalize", device)}
 
         n_val = sum(len(v) for v in ts["val"].values())
         unit = "slices" if cfg.spatial_dims == 2 else "volumes"
@@ -435,27 +353,6 @@ class NormalizationController(Controller):
                 {"title": lay.name, "raw": raw, "layer": lay, "labels": None if lab is None else np.asarray(lab.data)})
         return list(groups.items())
 
-    def _apply(self, entry, groups, what: str, device) -> dict:
-        """Worker side: the model on every image; for "normalize" also the histograms."""
-        model, mode, meta = load_normalization(entry, device)
-        prep = preprocessing_of(meta)
-        out = {"groups": [], "mode": mode, "meta": meta}
-        hist_groups = {}
-        for name, items in groups:
-            done = []
-            for it in items:
-                res = apply_model(model, mode, meta, it["raw"], what, device)
-                done.append({**it, "result": res})
-                if what == "normalize":
-                    x = rescale(it["raw"]) if prep["rescale"] else np.asarray(it["raw"], np.float32)
-                    hist_groups.setdefault(name, []).append({"raw": it["raw"], "rescaled": x, "normalized": res,
-                                                             "mask": brain_mask(it["raw"], it["labels"])})
-            out["groups"].append((name, done))
-        if what == "normalize":
-            stages = tuple(STAGES) if prep["rescale"] else ("raw", "normalized")
-            out["histograms"] = histogram_panels(hist_groups, stages=stages)
-        return out
-
     def normalize(self, block: bool = False):
         """Button **Normalize**: the picked layers (or the domains' images) through the current
         version: '<layer> [normalized]' image layers, histograms and JSD per domain."""
@@ -480,7 +377,7 @@ class NormalizationController(Controller):
         def job():
             yield Progress(0, 1, f"{what.replace('normalize', 'normalising').replace('segment', 'segmenting')} "
                                  f"with {entry.label}")
-            res = self._apply(entry, groups, what, device)
+            res = apply_to_groups(entry, groups, what, device)
             yield Progress(1, 1, "done")
             return res
 
@@ -500,79 +397,6 @@ class NormalizationController(Controller):
                           + (f" Mean Dice against their labels: {scored}." if scored else ""))
 
         return self.runner.start(job(), on_done=done)
-
-    # -------------------------------------------------------------- display
-    def _show(self, res: dict, entry, what: str) -> list:
-        """Main thread: add (or update) one layer per image next to its raw layer; folder images
-        get their raw layer too (the first of each folder). Then the histograms."""
-        from ..core.io import napari_placement
-
-        out, pairs = [], []
-        for name, items in res["groups"]:
-            for k, it in enumerate(items):
-                raw_layer = it.get("layer")
-                if raw_layer is None:  # a folder image: show the first one of the domain
-                    if k > 0:
-                        continue
-                    title = it["title"]
-                    raw_layer = (self.viewer.layers[title] if title in self.viewer.layers else
-                                 self.viewer.add_image(it["raw"], name=title, colormap="gray",
-                                                       metadata={"medseg_io": it["meta"]},
-                                                       **{k2: v for k2, v in napari_placement(it["meta"]).items()
-                                                          if k2 in ("scale", "translate", "affine")}))
-                layer = self._put(raw_layer, it["result"], entry, what, res["mode"], name)
-                out.append(layer)
-                pairs.append((raw_layer, layer))
-        if what == "normalize":
-            self.normalized_layers = out
-            self.histograms = res["histograms"]
-            self.jsd = {p["stage"]: p["jsd"] for p in self.histograms}
-            self._emit("histograms", self.histograms)
-            if self.settings.side_by_side:
-                self.show_side_by_side(pairs)
-        else:
-            self.segmented_layers = out
-        return out
-
-    def _put(self, raw_layer, data, entry, what: str, mode: str, domain: str):
-        suffix = "[normalized]" if what == "normalize" else "[segmented]"
-        name = f"{raw_layer.name} {suffix}"
-        meta = {"medseg": {"from": raw_layer.name, "domain": domain, "model": entry.name, "version": entry.version,
-                           "mode": mode}, "medseg_io": (raw_layer.metadata or {}).get("medseg_io") or {}}
-        kind = Image if what == "normalize" else Labels
-        if name in self.viewer.layers and isinstance(self.viewer.layers[name], kind):
-            layer = self.viewer.layers[name]
-            layer.data, layer.metadata = data, meta
-            if kind is Image:
-                layer.reset_contrast_limits()
-            return layer
-        if kind is Image:
-            layer = self.viewer.add_image(data, name=name, colormap="gray", metadata=meta, **_place(raw_layer))
-        else:
-            n = int(data.max()) + 1 if data.size else 1
-            extra = {"colormap": dict(CLASS_COLOURS), "features": class_features()} if n <= len(TISSUE_NAMES) else {}
-            layer = self.viewer.add_labels(data, name=name, opacity=0.5, metadata=meta, **extra, **_place(raw_layer))
-        layers = self.viewer.layers
-        layers.move(layers.index(layer), layers.index(raw_layer) + 1)
-        return layer
-
-    @_said
-    def show_side_by_side(self, pairs=None):
-        """Button **Side by side**: grid view, each raw image beside its normalised one (raw
-        left); the other layers are hidden (not removed)."""
-        pairs = pairs if pairs is not None else [
-            (self.viewer.layers[lay.metadata["medseg"]["from"]], lay) for lay in self.normalized_layers
-            if lay in self.viewer.layers and lay.metadata["medseg"]["from"] in self.viewer.layers]
-        if not pairs:
-            raise InputError("Nothing to show side by side yet: Train, or press Normalize.")
-        keep = {lay.name for pair in pairs for lay in pair}  # names: plugin docks see proxies of the layers
-        for lay in self.viewer.layers:
-            lay.visible = lay.name in keep
-        grid = self.viewer.canvas.grid
-        grid.stride = 1
-        grid.shape = (-1, 2 if len(pairs) <= 2 else 4)
-        grid.enabled = True
-        self.viewer.reset_view()
 
     def _jsd_text(self) -> str:
         j = self.jsd

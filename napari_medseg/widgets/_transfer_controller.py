@@ -16,27 +16,25 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import numpy as np
 from napari.layers import Image, Labels
 
 from ..core.device import select_device
 from ..core.errors import InputError
+from ..core.intensity import percentile_scale
 from ..core.jobs import Progress
 from ..core.registry import Registry
 from ..methods.modality_transfer import segan
+from ..methods.modality_transfer.compare import MODES, ROW_NAMES, compare_transfer
+from ..methods.modality_transfer.data import has_tumour, phantom_volumes, source_split, target_split
 from ..methods.modality_transfer.networks import CRITIC_MODES
-from ..core.intensity import percentile_scale
 from ..methods.modality_transfer.tumour import MODALITIES
 from ._controller import Controller
-from ._transfer_data import (_has_tumour, _info, _part, layer_stack, layer_volumes, pair_labels, phantom_volumes,
-                             split_volumes)
+from ._transfer_data import _info, layer_stack, layer_volumes
+from ._transfer_display import TransferDisplay
 
 SOURCE_NAME = segan.MODEL_NAME  # "segan_tumour": source models (one modality each)
 TRANSFER_NAME = segan.MODEL_NAME + "_transfer"  # fine-tuned and from-scratch target models
 MODEL_NAMES = (SOURCE_NAME, TRANSFER_NAME)
-MODES = ("full", "frozen_critic", "scratch")
-ROW_NAMES = {"source_only": "source only", "full": "full", "frozen_critic": "critic frozen", "scratch": "from scratch"}
-LAYER_TAGS = {"source_only": "source only", "full": "full", "frozen_critic": "critic frozen", "scratch": "scratch"}
 
 
 @dataclass
@@ -88,7 +86,7 @@ class TransferSettings:
 
 
 # ------------------------------------------------------------------ the controller
-class TransferController(Controller):
+class TransferController(TransferDisplay, Controller):
     """Scriptable state and actions of the Modality transfer widget. Listeners get
     ("settings", None), ("message", str), ("job", {"section", "modes"}),
     ("progress", {"section", "mode", "step", **metrics}) and ("table", rows)."""
@@ -145,10 +143,7 @@ class TransferController(Controller):
         if not vols:
             raise InputError(f"There is no source data: pick {s.source_modality} image layers and their tumour labels, "
                              "or set 'phantom subjects' above 0.")
-        n_val = min(len(vols) - 1, max(1, int(round(s.fraction * len(vols)))))
-        held = list(range(len(vols) - n_val, len(vols))) if len(vols) >= 3 else None
-        train, val, _ = split_volumes(vols, held, s.fraction, s.seed, test=False)
-        return _part(vols, train, s.source_modality), _part(vols, val, s.source_modality), vols
+        return (*source_split(vols, s.fraction, s.seed, s.source_modality), vols)
 
     def train_source(self, block: bool = False):
         """Button **Train source model**: a SegAN on the source modality, saved as a new
@@ -162,7 +157,7 @@ class TransferController(Controller):
             raise InputError(f"Unknown critic input {s.critic_input!r}; choose one of {list(CRITIC_MODES)}.")
         train, val, vols = self.source_data()
         cfg = self._config(s.source_steps, modality=s.source_modality, critic_input=s.critic_input)
-        val = val if _has_tumour(val) else None
+        val = val if has_tumour(val) else None
         what = f"{len(vols)} {s.source_modality} volume(s): " + ", ".join(v["name"] for v in vols)
         gen = segan.train_segan_model(self.registry, train, val, cfg, name=SOURCE_NAME,
                                       seg_features=tuple(s.seg_features), critic_features=tuple(s.critic_features),
@@ -232,15 +227,7 @@ class TransferController(Controller):
             held = None
         else:
             raise InputError(f"Unknown split {s.split!r}; choose 'layers' or 'fraction'.")
-        train, val, test = split_volumes(vols, held, s.fraction, s.seed)
-        parts = [_part(vols, p, s.target_modality) for p in (train, val, test)]
-        if not len(parts[0]["mask"]):
-            raise InputError("The target training set is empty: hold out less.")
-        for part, name in ((parts[1], "validation"), (parts[2], "test")):
-            if not _has_tumour(part):
-                raise InputError(f"The held-out target {name} slices contain no tumour, so they cannot score a model; "
-                                 "hold out other layers (or more than one) or a larger fraction.")
-        return (*parts, vols)
+        return (*target_split(vols, held, s.fraction, s.seed, s.target_modality), vols)
 
     def fine_tune_full(self, block: bool = False):
         """Button **Fine-tune (full)**: both nets of the source model train on the target."""
@@ -272,56 +259,19 @@ class TransferController(Controller):
         src = self.source_model()
         train, val, test, vols = self.target_data()
         show = s.show_on
-        if show is not None:
-            show_stack = percentile_scale(layer_stack(show, "Show results on"))
-        spacing = vols[0]["spacing"]
+        show_stack = None if show is None else percentile_scale(layer_stack(show, "Show results on"))
         entry, mod = src["entry"], s.target_modality
-        seg_arch, crit_arch = src["segmentor"].arch()["kwargs"], src["critic"].arch()["kwargs"]
         source_ref = {"name": entry.name, "version": entry.version, "modality": src["meta"].get("modality")}
         device = str(self.device())
         self._done = done = []
-        total = len(modes) * int(s.steps)
         test_names = sorted({vols[i]["name"] for i in set(test["subject"].tolist())}) if len(test["mask"]) else []
-        registry = self.registry
 
-        def finish(mode, model, e, best_step=None, stopped=False):
-            scores = segan.evaluate(model, test, mod, device, spacing)
-            pred = None if show is None else segan.predict_slices(model, show_stack, device)
-            done.append({"mode": mode, **scores, "model": e.label, "version": e.version, "best_step": best_step,
-                         "labels": pred, "stopped": stopped})
+        def config_for(mode):
+            return self._config(s.steps, modality=mod, critic_input=src["critic"].mode,
+                                finetune=None if mode == "scratch" else mode, transfer=mode, source=source_ref)
 
-        def job():
-            yield Progress(0, total, f"scoring the source model {entry.label} on the {mod} test slices")
-            finish("source_only", src["segmentor"], entry)
-            for i, mode in enumerate(modes):
-                cfg = self._config(s.steps, modality=mod, critic_input=src["critic"].mode,
-                                   finetune=None if mode == "scratch" else mode, transfer=mode, source=source_ref)
-                gen = segan.train_segan_model(
-                    registry, train, val, cfg, name=TRANSFER_NAME, resume=None if mode == "scratch" else src,
-                    seg_features=tuple(seg_arch["features"]), critic_features=tuple(crit_arch["features"]),
-                    data_name=f"{len(vols)} {mod} layer(s) ({mode}): " + ", ".join(v["name"] for v in vols))
-                before = {e.version for e in registry.list(TRANSFER_NAME)}
-                result, finished = None, False
-                try:
-                    while True:
-                        try:
-                            p = next(gen)
-                        except StopIteration as end:
-                            result, finished = end.value, True
-                            break
-                        yield Progress(i * int(s.steps) + p.step, total, f"{ROW_NAMES[mode]}: {p.message}",
-                                       {**p.metrics, "mode": mode, "mode_step": p.step})
-                finally:
-                    gen.close()  # on Stop: the engine saves the best weights so far
-                    if finished and result and result.get("entry") is not None:
-                        e = result["entry"]
-                        finish(mode, e.load(device)[0], e, result.get("best_step"))
-                    elif not finished:
-                        new = [e for e in registry.list(TRANSFER_NAME) if e.version not in before]
-                        if new:
-                            finish(mode, new[-1].load(device)[0], new[-1], stopped=True)
-            yield Progress(total, total, "done")
-            return list(done)
+        job = compare_transfer(self.registry, src, (train, val, test), vols, modes, config_for, name=TRANSFER_NAME,
+                               steps=int(s.steps), device=device, show_stack=show_stack, done=done)
 
         def on_done(_result):
             self._show_results(list(done), show)
@@ -340,84 +290,7 @@ class TransferController(Controller):
         self._say(f"Transfer {entry.label} ({source_ref['modality']}) to {mod}: {len(train['mask'])} training, "
                   f"{len(val['mask'])} validation and {len(test['mask'])} test slices; "
                   f"{' then '.join(ROW_NAMES[m] for m in modes)}, {s.steps} steps each.")
-        return self.runner.start(job(), on_done=on_done, on_progress=self._emit_progress("transfer", None))
-
-    def _show_results(self, done, show):
-        for r in done:
-            self.rows[r["mode"]] = {k: r[k] for k in ("dice", "hd95", "precision", "sensitivity", "model", "version",
-                                                      "best_step", "stopped")}
-            if r["labels"] is not None and show is not None:
-                name = f"{show.name} [{LAYER_TAGS[r['mode']]} v{r['version']}]"
-                old = self.result_layers.get(r["mode"])
-                if old is not None and old in self.viewer.layers and old.name == name:
-                    continue  # the same model on the same image: already shown
-                self.result_layers[r["mode"]] = self.viewer.add_labels(
-                    r["labels"], name=name, opacity=0.5, scale=tuple(show.scale), translate=tuple(show.translate),
-                    metadata={"medseg": {"model": r["model"], "mode": r["mode"], "image": show.name}})
-        if done and show is not None and show.ndim == 3:
-            self._go_to_tumour(show)
-        self._emit("table", self.table())
-
-    def _go_to_tumour(self, show):
-        """Move the slider to the slice with the most tumour: the true one when ``show``
-        is a target layer with labels, else the predicted one."""
-        truth = self._truth_of(show)
-        masks = [np.asarray(truth.data)] if truth is not None else [
-            np.asarray(lay.data) for lay in self.result_layers.values() if lay in self.viewer.layers]
-        if not masks:
-            return
-        z = int(np.argmax(sum(m.sum(axis=(1, 2)) for m in masks)))
-        self.viewer.dims.set_point(0, float(z * show.scale[0] + show.translate[0]))
-
-    def _truth_of(self, show):
-        images = self._ordered(self.settings.target_images)
-        if show not in images:
-            return None
-        try:
-            return pair_labels(images, self._ordered(self.settings.target_labels), "target")[images.index(show)]
-        except InputError:
-            return None
-
-    def table(self) -> list[dict]:
-        """The comparison rows, in the order source only, full, critic frozen, scratch."""
-        order = ["source_only", *MODES]
-        return [{"mode": m, "name": ROW_NAMES[m], **self.rows[m]} for m in order if m in self.rows]
-
-    def side_by_side(self, on: bool = True):
-        """One grid cell per result (true labels first when the image is a target layer),
-        each over a view of the image (sharing its data); ``on=False`` ends the grid."""
-        for view in self.views:
-            if view in self.viewer.layers:
-                self.viewer.layers.remove(view)
-        self.views = []
-        if not on:
-            self.viewer.canvas.grid.enabled = False
-            return []
-        show = self.settings.show_on
-        layers = [lay for lay in self.result_layers.values() if lay in self.viewer.layers]
-        if show is None or not layers:
-            raise InputError("Run a transfer with 'show results on' set first; there are no results to put "
-                             "side by side.")
-        truth = self._truth_of(show)
-        if truth is not None:
-            layers = [truth, *layers]
-        for lay in self.viewer.layers:
-            lay.visible = False
-        for lay in reversed(layers):  # the first ends up on top: the grid's top-left cell
-            tag = (lay.metadata.get("medseg") or {}).get("mode")
-            view = self.viewer.add_image(show.data, name=f"{show.name} · {LAYER_TAGS.get(tag, 'truth')}",
-                                         colormap=show.colormap, contrast_limits=show.contrast_limits,
-                                         gamma=show.gamma, scale=show.scale, translate=show.translate,
-                                         metadata={"medseg_view": True})
-            self.views.append(view)
-            lay.visible = True
-            end = len(self.viewer.layers)
-            self.viewer.layers.move(self.viewer.layers.index(view), end)
-            self.viewer.layers.move(self.viewer.layers.index(lay), end)
-        self.viewer.canvas.grid.stride = -2  # pairs from the top of the layer list: a labels layer over its image view
-        self.viewer.canvas.grid.enabled = True
-        self.viewer.reset_view()
-        return list(self.views)
+        return self.runner.start(job, on_done=on_done, on_progress=self._emit_progress("transfer", None))
 
     # --------------------------------------------------------------- predict
     def predict(self, block: bool = False):

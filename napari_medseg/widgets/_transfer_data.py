@@ -1,18 +1,13 @@
-"""Helpers of the Modality transfer controller (no Qt widgets): image and labels layers read as
-percentile-scaled slice stacks, phantom subjects as extra data, and the subject-wise split
-into training, validation and test slices."""
+"""Layers of the Modality transfer dock read as the method's volumes: image layers as stacks of
+2-D slices, each paired with its tumour labels layer on the same grid."""
 
 from __future__ import annotations
 
 import numpy as np
 from napari.layers import Image, Labels
 
-from .._sample_tumour import PHANTOM_SEED, phantom_subject
 from ..core.errors import InputError
-from ..core.intensity import percentile_scale
-
-CHUNK = 4  # consecutive slices held out together (neighbouring slices are nearly the same image)
-MIN_BRAIN = 0.1
+from ..methods.modality_transfer.data import volume_from_stack
 
 
 def _info(layer) -> dict:
@@ -89,88 +84,11 @@ def _spacing(layer) -> tuple:
     return (s[-2], s[-1], s[0] if len(s) == 3 else 1.0)
 
 
-def _volume(name, image, mask, spacing, subject) -> dict:
-    image, mask = percentile_scale(image), (np.asarray(mask) > 0).astype(np.uint8)
-    brain = (image > 0).mean(axis=(1, 2)) >= MIN_BRAIN
-    keep = np.flatnonzero(brain | mask.any(axis=(1, 2)))
-    return {"name": name, "image": image, "mask": mask, "keep": keep, "spacing": spacing, "subject": subject}
-
-
 def layer_volumes(images, labels, modality, what) -> list[dict]:
     _check_modality(images, modality, what)
     pairs = pair_labels(list(images), list(labels), what)
     out = []
     for i, (img, lab) in enumerate(zip(images, pairs)):
         stack = layer_stack(img, f"The {what} image")
-        out.append(_volume(img.name, stack, np.asarray(lab.data).reshape(stack.shape), _spacing(img), i))
+        out.append(volume_from_stack(img.name, stack, np.asarray(lab.data).reshape(stack.shape), _spacing(img), i))
     return out
-
-
-def phantom_volumes(n: int, modality: str, seed: int, shape, start: int) -> list[dict]:
-    out = []
-    for i in range(int(n)):
-        p = phantom_subject(PHANTOM_SEED + 1000 * int(seed) + i, "LG" if i % 5 == 4 else "HG", tuple(shape))
-        out.append(_volume(f"phantom {i + 1}", p["images"][modality], p["mask"], (2.25, 2.25, 2.25), start + i))
-    return out
-
-
-def _chunks(keep: np.ndarray) -> list[np.ndarray]:
-    return [keep[i:i + CHUNK] for i in range(0, len(keep), CHUNK)]
-
-
-def _part(volumes, picks, modality) -> dict:
-    """A :func:`tumour_slices`-style part from (volume index, slice indices) picks, its
-    slices zero-padded to the largest grid among them."""
-    picks = [(v, np.asarray(s, int)) for v, s in picks if len(s)]
-    if not picks:
-        return {"images": {modality: np.zeros((0, 1, 1), np.float32)}, "mask": np.zeros((0, 1, 1), np.uint8),
-                "subject": np.zeros(0, int), "slice": np.zeros(0, int)}
-    h = max(volumes[v]["image"].shape[1] for v, _ in picks)
-    w = max(volumes[v]["image"].shape[2] for v, _ in picks)
-
-    def pad(a):
-        return np.pad(a, [(0, 0), (0, h - a.shape[1]), (0, w - a.shape[2])])
-
-    return {"images": {modality: np.concatenate([pad(volumes[v]["image"][s]) for v, s in picks]).astype(np.float32)},
-            "mask": np.concatenate([pad(volumes[v]["mask"][s]) for v, s in picks]).astype(np.uint8),
-            "subject": np.concatenate([[volumes[v]["subject"]] * len(s) for v, s in picks]).astype(int),
-            "slice": np.concatenate([s for _, s in picks]).astype(int)}
-
-
-def split_volumes(volumes, held: list[int] | None, fraction: float, seed: int, test: bool = True):
-    """(train, val, test) picks. ``held`` volumes go to validation and test, alternately
-    (one held-out volume: alternate chunks of its slices); with ``held=None`` a
-    ``fraction`` of each volume's slices, in chunks of :data:`CHUNK`, is held out and
-    its chunks alternate between validation and test. ``test=False``: all to validation."""
-    rng = np.random.default_rng(seed)
-    train, val, tst = [], [], []
-    if held is not None:
-        held = list(held)
-        for i, vol in enumerate(volumes):
-            if i not in held:
-                train.append((i, vol["keep"]))
-            elif len(held) == 1 and test:
-                ch = _chunks(vol["keep"])
-                val += [(i, c) for c in ch[0::2]]
-                tst += [(i, c) for c in ch[1::2]]
-            else:
-                (tst if test and held.index(i) % 2 else val).append((i, vol["keep"]))
-        return train, val, tst
-    if not 0.0 < fraction < 1.0:
-        raise InputError(f"The held-out fraction must be between 0 and 1, got {fraction}.")
-    k = 0
-    for i, vol in enumerate(volumes):
-        ch = _chunks(vol["keep"])
-        n_out = min(len(ch) - 1, max(1, int(round(fraction * len(ch))))) if len(ch) > 1 else 0
-        out = set(rng.permutation(len(ch))[:n_out].tolist())
-        for j, c in enumerate(ch):
-            if j not in out:
-                train.append((i, c))
-            else:
-                (tst if test and k % 2 else val).append((i, c))
-                k += 1
-    return train, val, tst
-
-
-def _has_tumour(part) -> bool:
-    return bool(len(part["mask"]) and (part["mask"] > 0).any())

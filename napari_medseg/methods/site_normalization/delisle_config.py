@@ -3,6 +3,8 @@ every domain in each batch, and the checks made before training. See :mod:`.deli
 
 from __future__ import annotations
 
+import dataclasses
+
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -47,6 +49,31 @@ class NormalizationConfig:
         default = (32, 32, 32) if self.spatial_dims == 3 else (64, 64)
         return tuple(int(p) for p in (self.patch_size or default))
 
+
+
+def short_run_config(*, n_classes: int, spatial_dims: int, mode: str = "adversarial", steps: int = 300,
+                     warmup_steps: int = 60, patch: int = 32, batch_size: int = 4, adv_weight: float = 1.0,
+                     identity_weight: float = 0.0, lr: float = 2e-3, features: int = 8, seed: int = 0,
+                     device: str = "cpu", advanced: dict | None = None) -> NormalizationConfig:
+    """A configuration for short runs on a user's own domains (the dock's defaults): Adam at one
+    rate for G, S and D, no plateau schedule, validation ten times per run, every network
+    ``features`` wide at its first level (doubled per level). ``advanced``: any other
+    :class:`NormalizationConfig` field, by name."""
+    if mode not in MODES:
+        raise InputError(f"Unknown mode {mode!r}; choose one of {list(MODES)}.")
+    w, steps = int(features), int(steps)
+    cfg = NormalizationConfig(
+        spatial_dims=spatial_dims, patch_size=(int(patch),) * spatial_dims, batch_size=int(batch_size), steps=steps,
+        warmup_steps=int(warmup_steps), optimizer="adam", lr_generator=float(lr), lr_segmenter=float(lr),
+        lr_discriminator=float(lr), plateau_patience=None, adv_weight=float(adv_weight),
+        identity_weight=float(identity_weight), n_classes=int(n_classes), mode=mode, seed=int(seed), device=str(device),
+        val_every=max(1, steps // 10), generator_features=(w, 2 * w, 4 * w), segmenter_features=(w, 2 * w, 4 * w, 8 * w),
+        discriminator_features=(w, 2 * w, 4 * w, 4 * w))
+    known = {f.name for f in dataclasses.fields(NormalizationConfig)}
+    unknown = sorted(set(advanced or {}) - known)
+    if unknown:
+        raise InputError(f"Unknown advanced setting(s) {unknown}; NormalizationConfig has {sorted(known)}.")
+    return dataclasses.replace(cfg, **{k: tuple(v) if isinstance(v, list) else v for k, v in (advanced or {}).items()})
 
 class DomainPatches:
     """Every batch holds ``n`` patches of every domain, with the domain's index (0..K-1).
