@@ -26,21 +26,20 @@ from ..core.device import select_device
 from ..core.errors import InputError
 from ..core.jobs import Progress
 from ..core.registry import Registry
-from ..methods.adversarial_segmentation import cardiac
-from ..methods.adversarial_segmentation.chen import (CLASS_NAMES, METHODS, PAPER_NAMES, ChenConfig, check_config, predict_slices, train_chen_model)
-from ..methods.adversarial_segmentation.chen_data import chen_training_data, chen_validation_data
+from ..methods.adversarial_segmentation.chen import (METHODS, PAPER_NAMES, ChenConfig, check_config,
+                                                     predict_slices, train_chen_model)
+from ..methods.adversarial_segmentation.cohort import (SOURCES, TARGET, Patient, class_dice, class_labels,
+                                                       pseudo_masks, training_cohort)
 from ._common import layer_grid, layer_placement
 from ._controller import Controller, said as _said
 
 MODEL_NAME = "chen_cardiac"
-TARGET, SOURCES = "LGE", ("bSSFP", "T2")
 SEQ_SETTINGS = {"bSSFP": ("bssfp", "bssfp_labels"), "T2": ("t2", "t2_labels"), "LGE": ("lge", "lge_labels")}
 LAYER_SETTINGS = tuple(k for pair in SEQ_SETTINGS.values() for k in pair)
 METHOD_LABELS = {"unet": "U-Net", "adversarial": "adversarial", "adversarial_transfer": "adversarial + weak transfer"}
 G_LOSSES = ("loss_g", "loss_id", "loss_dt")
 D_LOSSES = ("loss_d", "loss_adv")
 DICE = ("val_dice", "val_dice_LV", "val_dice_myo", "val_dice_RV")
-N_CLASSES = len(cardiac.LABEL_NAMES)
 
 
 @dataclass
@@ -69,25 +68,6 @@ class AdversarialSettings:
     version: int | None = None  # for Predict: None = the current version
 
 
-@dataclass
-class LayerPatient:
-    """One patient read from its layers: stacks (slices, H, W), slice axis first."""
-
-    id: str
-    images: dict  # sequence -> float32 stack
-    labels: dict  # annotated source sequence -> uint8 stack (trained on)
-    target_labels: np.ndarray | None  # LGE labels (validation only)
-    layers: dict  # setting name -> layer
-    notes: list = field(default_factory=list)
-
-
-@dataclass
-class _Case:  # the duck-typed patient the engine reads (images, labels, id)
-    id: str
-    images: dict
-    labels: dict
-
-
 def _patient_id(mapping: dict, index: int) -> str:
     for key in LAYER_SETTINGS:
         lay = mapping.get(key)
@@ -100,17 +80,6 @@ def _patient_id(mapping: dict, index: int) -> str:
 
 def _r(values) -> list:
     return [float(f"{v:.4g}") for v in values]
-
-
-
-
-def _dice(pred: np.ndarray, ref: np.ndarray) -> dict:
-    out = {}
-    for c, name in CLASS_NAMES.items():
-        a, b = pred == c, ref == c
-        if a.any() or b.any():
-            out[name] = float(2.0 * np.logical_and(a, b).sum() / (a.sum() + b.sum()))
-    return out
 
 
 class AdversarialController(Controller):
@@ -206,17 +175,9 @@ class AdversarialController(Controller):
             raise InputError(f"Patient {pid}: the {seq} labels {lab_layer.name!r} are placed differently from the "
                              f"image {img_layer.name!r} (scale {_r(s1)} vs {_r(s2)}, translate {_r(t1)} vs {_r(t2)}); "
                              "labels must be on the image's grid.")
-        values = np.unique(lab)
-        if values.size and (values.min() < 0 or values.max() >= N_CLASSES):
-            if set(values.tolist()) <= {0, *cardiac.MSCMR_VALUES}:
-                notes.append(f"{lab_layer.name}: MS-CMR codes 500/200/600 read as LV/myo/RV")
-                return cardiac.from_mscmr(lab)
-            raise InputError(f"Patient {pid}: the {seq} labels {lab_layer.name!r} hold values "
-                             f"{values[:8].tolist()}{'...' if values.size > 8 else ''}; expected 0 background, "
-                             "1 LV blood pool, 2 LV myocardium, 3 RV (or MS-CMR's 500/200/600).")
-        return lab.astype(np.uint8)
+        return class_labels(lab, f"Patient {pid}: the {seq} labels {lab_layer.name!r}", notes)
 
-    def read_patient(self, mapping: dict, index: int = 0) -> LayerPatient:
+    def read_patient(self, mapping: dict, index: int = 0) -> Patient:
         """One patient's stacks from its layers, each checked (one message per problem)."""
         pid = _patient_id(mapping, index)
         images, labels, notes = {}, {}, []
@@ -235,30 +196,15 @@ class AdversarialController(Controller):
                 labels[seq] = self._labels(lab_layer, img_layer, pid, seq, notes)
         if not images:
             raise InputError(f"Patient {pid}: pick at least one image layer.")
-        return LayerPatient(pid, images, {s: labels[s] for s in SOURCES if s in labels}, labels.get(TARGET),
+        return Patient(pid, images, {s: labels[s] for s in SOURCES if s in labels}, labels.get(TARGET),
                             dict(mapping), notes)
 
-    def pseudo_masks(self, patient: LayerPatient) -> dict:
+    def pseudo_masks(self, patient: Patient) -> dict:
         """{source: (pseudo-masks on the LGE grid, source slice index of each LGE slice)}, with the
         patient's and the sequence's name in any message."""
-        if TARGET not in patient.images:
-            raise InputError(f"Empty target set: patient {patient.id} has no {TARGET} image mapped; pseudo-masks "
-                             f"are drawn on the {TARGET} slices.")
-        if not patient.labels:
-            raise InputError(f"Patient {patient.id} has no labels on {' or '.join(SOURCES)}, so there are no "
-                             f"pseudo-masks for {TARGET}; pick the labels layers of the annotated sequences.")
-        target = patient.images[TARGET]
-        out = {}
-        for src, lab in patient.labels.items():
-            self._check_overlap(patient, src)
-            try:
-                masks = cardiac.pseudo_masks(lab, len(target), target.shape[1:])
-            except InputError as exc:
-                raise InputError(f"Patient {patient.id}, {src} -> {TARGET}: {exc}") from None
-            out[src] = (masks, cardiac.map_slices(len(lab), len(target)))
-        return out
+        return pseudo_masks(patient, self._check_overlap)
 
-    def _check_overlap(self, patient: LayerPatient, src: str) -> None:
+    def _check_overlap(self, patient: Patient, src: str) -> None:
         """Stacks of one heart overlap along the slice axis; disjoint ones share no slice."""
         a, b = patient.layers.get(SEQ_SETTINGS[src][0]), patient.layers.get(SEQ_SETTINGS[TARGET][0])
         if a is None or b is None or a.ndim < 3 or b.ndim < 3:
@@ -291,46 +237,7 @@ class AdversarialController(Controller):
         """The cohort a Train press uses, checked: ``{"train", "val", "patients", "phantoms", "config"}``."""
         s, cfg = self.settings, self._config()
         patients = [self.read_patient(m, i) for i, m in enumerate(self._mappings())]
-        ids = [p.id for p in patients]
-        for i, p in enumerate(patients):  # two layer sets both tagged P1, say
-            if ids.count(p.id) > 1:
-                p.id = f"{p.id} ({i + 1})"
-        if not patients and s.phantoms <= 0:
-            raise InputError("Map a patient: the bSSFP and T2 images with their labels, and the LGE image (or pick "
-                             "'patient' to fill them in), or set extra phantom patients.")
-        if cfg.method == "adversarial_transfer":
-            if not any(TARGET in p.images for p in patients) and s.phantoms <= 0:
-                raise InputError(f"Empty target set: weak domain transfer learns from the {TARGET} (target) images, "
-                                 f"with pseudo-masks from their patient's {' and '.join(SOURCES)} labels, and no "
-                                 f"patient has an {TARGET} image mapped. Map the {TARGET} images, or pick 'U-Net' "
-                                 "or 'adversarial'.")
-            for p in patients:
-                if p.labels and TARGET not in p.images:
-                    raise InputError(f"Empty target set for patient {p.id}: weak domain transfer needs its {TARGET} "
-                                     f"image, to put the pseudo-masks on. Map it, or pick 'U-Net' or 'adversarial'.")
-                if p.labels:
-                    self.pseudo_masks(p)  # each patient's slice mapping checked, with its name
-        train = [_Case(p.id, p.images, p.labels) for p in patients if p.labels]
-        val = [_Case(p.id, {TARGET: p.images[TARGET]}, {TARGET: p.target_labels})
-               for p in patients if p.target_labels is not None]
-        phantoms = []
-        if s.phantoms > 0:
-            shapes = [im.shape[1:] for p in patients for im in p.images.values()]
-            size = cfg.size or (shapes[0] if shapes else (96, 96))
-            phantoms = cardiac.cardiac_cohort(int(s.phantoms), seed=int(s.phantom_seed), size=tuple(size),
-                                              labelled_sequences=SOURCES, n_fully_labelled=0, n_unlabelled=0)
-        if not train and not phantoms:
-            raise InputError(f"No training labels: none of the {len(patients)} patient(s) has {' or '.join(SOURCES)} "
-                             "labels picked. Pick the labels layers of the annotated sequences, or add phantoms.")
-        train = train + phantoms
-        try:
-            data = chen_training_data(train, cfg)  # the engine's own checks, before anything runs
-            if val:
-                chen_validation_data(val, cfg)
-        except InputError as exc:
-            raise InputError(str(exc).replace("(config.size)", "('common size' in the dock)")) from None
-        return {"train": train, "val": val, "patients": patients, "phantoms": len(phantoms), "config": cfg,
-                "slices": len(data.identity), "pairs": 0 if data.transfer is None else len(data.transfer)}
+        return training_cohort(patients, cfg, int(s.phantoms), int(s.phantom_seed), check=self._check_overlap)
 
     # -------------------------------------------------------------- actions
     @_said
@@ -491,7 +398,7 @@ class AdversarialController(Controller):
             ref = self._reference(layer)
             score = ""
             if ref is not None:
-                d = _dice(data, np.asarray(ref.data))
+                d = class_dice(data, np.asarray(ref.data))
                 if d:
                     score = (f" Dice against {ref.name!r}: " + ", ".join(f"{k} {v:.2f}" for k, v in d.items())
                              + f" (mean {np.mean(list(d.values())):.2f}).")
