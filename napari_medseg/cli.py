@@ -166,6 +166,14 @@ def _train_one(args) -> int:
         from .methods.tracking.model import MODEL_NAME
 
         entry = cli_tracking.train(args, reg)
+    elif args.method in ("adversarial_segmentation", "modality_transfer", "site_normalization"):
+        import importlib
+
+        from . import cli_adversarial
+
+        write_model_card = importlib.import_module(f".methods.{args.method}.card", __package__).write_model_card
+        MODEL_NAME = cli_adversarial.MODEL_NAMES[args.method]
+        entry = cli_adversarial.train(args, reg)
     else:
         from .methods.tissue import MODEL_NAME, train_tissue
         from .methods.tissue.card import write_model_card
@@ -349,10 +357,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_bench)
 
     s = sub.add_parser("train", help="train a method's model (a new version; never overwrites)")
-    s.add_argument("method", choices=["tissue", "tracking", "box_iterative", "despeckle", "cyclegan", "joint"])
+    s.add_argument("method", choices=["tissue", "tracking", "box_iterative", "despeckle", "cyclegan", "joint",
+                                      "adversarial_segmentation", "modality_transfer", "site_normalization"])
     s.add_argument("--steps", type=int, default=None,
                    help="training steps (tissue: 400; box_iterative: 150 per round; despeckle: 2000; "
-                        "cyclegan: 2000 at 256 px)")
+                        "cyclegan: 2000 at 256 px; the adversarial methods: 300)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default=None)
     s.add_argument("--resume", action="store_true", help="continue an interrupted (killed) run; without one, fine-tune the current version")
@@ -376,6 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
     from . import cli_joint
 
     cli_joint.add_train_options(s)
+    from . import cli_adversarial
+
+    cli_adversarial.add_train_options(s)
     cli_tracking.add_parsers(sub)
     cli_joint.add_predict_parser(sub)
 

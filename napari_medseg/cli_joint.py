@@ -85,15 +85,19 @@ def train(args, registry):
 
 
 def add_predict_parser(sub) -> None:
-    s = sub.add_parser("predict", help="run a model over many files: joint lesion + tissue scans, or despeckling")
-    s.add_argument("method", choices=["joint", "despeckle"])
+    s = sub.add_parser("predict", help="run a model over many files: joint lesion + tissue scans, despeckling, or "
+                                       "the adversarial methods' segmentations")
+    s.add_argument("method", choices=["joint", "despeckle", "adversarial_segmentation", "modality_transfer",
+                                      "site_normalization"])
     s.add_argument("images", nargs="?", default=None,
-                   help="despeckle: a single-channel image file (TIFF, PNG, OME-Zarr...) or a folder of them")
+                   help="despeckle: a single-channel image file (TIFF, PNG, OME-Zarr...) or a folder of them; the "
+                        "adversarial methods: a NIfTI or TIFF stack of 2-D slices (first axis), or a folder of them")
     s.add_argument("--t1", default=None, help="joint: a T1 NIfTI file, or a folder of them (one per subject)")
     s.add_argument("--flair", default=None, help="FLAIR file or folder, matched to the T1s by subject name")
     s.add_argument("--mask", default=None, help="brain mask file or folder (skull-stripped scans)")
     s.add_argument("--out", required=True, help="output folder (files in it are never replaced)")
-    s.add_argument("--model", default=None, help="NAME or NAME:VERSION (default: joint_lesion_tissue, despeckle)")
+    s.add_argument("--model", default=None, help="NAME or NAME:VERSION (default: joint_lesion_tissue, despeckle, "
+                                                  "chen_cardiac, segan_tumour, delisle_normalization)")
     s.add_argument("--min-lesion-ml", type=float, default=0.01, help="smaller lesions are removed (mL)")
     s.add_argument("--no-refine", action="store_true", help="skip the native-resolution refinement")
     s.add_argument("--tile", type=int, default=1024, help="despeckle: tile size in pixels")
@@ -101,6 +105,9 @@ def add_predict_parser(sub) -> None:
                    help="despeckle: NAME_despeckled.tif (float32, tiled) or NAME_despeckled.zarr (pyramid)")
     s.add_argument("--bf16", action="store_true",
                    help="despeckle: bfloat16 on a CPU that has it (about 2x faster; not bit-exact)")
+    s.add_argument("--slice-axis", choices=["first", "last"], default=None,
+                   help="the adversarial methods: which axis of a 3-D image runs through its 2-D slices (default: "
+                        "last for NIfTI, whose volumes are stored x, y, slice; first for TIFF stacks)")
     s.add_argument("--device", default=None)
     s.add_argument("--scheduler", default=None,
                    help="despeckle: run one image per task on a dask.distributed cluster: a scheduler address, or "
@@ -115,6 +122,10 @@ def predict(args) -> int:
         from .cli_staining import predict_despeckle
 
         return predict_despeckle(args)
+    if args.method != "joint":
+        from .cli_adversarial import predict as predict_adversarial
+
+        return predict_adversarial(args)
     if args.t1 is None:
         raise InputError("predict joint needs --t1 (a T1 file or a folder of them).")
     args.model = args.model or "joint_lesion_tissue"
