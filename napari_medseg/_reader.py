@@ -6,22 +6,20 @@ from pathlib import Path
 
 import numpy as np
 
-from .core.io import SUFFIXES, napari_placement, read_image
-
-LABEL_HINTS = ("label", "seg", "mask", "annot")
+from .core.io import napari_placement, read_image
+from .core.io.claims import claims, is_label_image
 
 
 def napari_get_reader(path):
-    """Return a reader for files we own, ``None`` early for anything else."""
+    """Return a reader for files we own, ``None`` for anything else (napari's readers take it);
+    see :mod:`napari_medseg.core.io.claims`."""
     if isinstance(path, (list, tuple)):
         if len(path) != 1:
             return None
         path = path[0]
     if str(path).lower().endswith(".swc"):
         return read_swc_layers
-    if not str(path).lower().rstrip("/").endswith(SUFFIXES):
-        return None
-    return read_layers
+    return read_layers if claims(path) else None
 
 
 def read_swc_layers(path):
@@ -53,10 +51,7 @@ def read_layers(path):
     data = levels if len(levels) > 1 else levels[0]
     if len(levels) > 1:
         kwargs["multiscale"] = True
-    is_labels = np.issubdtype(levels[0].dtype, np.integer) and not meta.get("rgb") and any(
-        h in name.lower() for h in LABEL_HINTS
-    )
-    if is_labels:
+    if np.issubdtype(levels[0].dtype, np.integer) and not meta.get("rgb") and is_label_image(path):
         kwargs.pop("rgb", None)
         kwargs.pop("channel_axis", None)
         return [(data, kwargs, "labels")]

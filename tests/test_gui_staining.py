@@ -112,7 +112,7 @@ def test_a_two_channel_tiff_stains_like_the_two_layers(setup, tmp_path):
     fcm, rcm = viewer.layers["FCM (nuclei)"].data, viewer.layers["RCM (reflectance)"].data
     path = tmp_path / "confocal_pair.tif"
     tifffile.imwrite(path, np.stack([fcm, rcm]))  # what a microscope export gives: (2, H, W), 16-bit
-    (pair,) = viewer.open(str(path), plugin="napari-medseg")
+    (pair,) = viewer.open(str(path))  # a plain TIFF: napari's own reader takes it (ours leaves it, issue 19)
     w.pair.value = pair
     assert c.settings.pair is pair
     from_file = c.preview(block=True).data

@@ -13,6 +13,8 @@ import pytest
 
 from napari_medseg.core import io as mio
 from napari_medseg.core.errors import InputError
+from napari_medseg.core.io import write_labels
+from napari_medseg.core.io.omezarr import write_ome_zarr
 
 DIAG_AFFINE = np.array(
     [[0.5, 0, 0, -10.5], [0, 0.75, 0, 20.25], [0, 0, 2.0, 3.0], [0, 0, 0, 1.0]]
@@ -259,3 +261,46 @@ def test_labels_layer_keeps_its_scale_in_every_format_even_when_we_did_not_open_
             np.testing.assert_array_equal(np.asarray(levels[0]).squeeze(), lab)
     [node] = list(Reader(parse_url(str(tmp_path / "0l.ome.zarr")))())
     assert node.metadata["coordinateTransformations"][0][0]["scale"] == [0.5, 0.25]
+
+
+# ----------------------------------------------------------------- a polite reader (issue 19)
+def test_reader_takes_only_files_it_reads_well_and_leaves_the_rest_to_napari(tmp_path):
+    import tifffile
+    import zarr
+
+    from napari_medseg._reader import napari_get_reader
+
+    img = (np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) % 251).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "plain.tif", img)  # strips, no OME: napari's own reader opens it
+    tifffile.imwrite(tmp_path / "tiled.tif", img, tile=(32, 32))
+    tifffile.imwrite(tmp_path / "ome.ome.tif", img, ome=True)
+    (tmp_path / "broken.tif").write_bytes(b"II*\x00garbage")
+    zarr.open_array(str(tmp_path / "bare.zarr"), mode="w", shape=(8, 8), dtype="u1")
+    write_ome_zarr(tmp_path / "image.ome.zarr", img, axes="yx")
+    assert napari_get_reader(str(tmp_path / "plain.tif")) is None
+    assert napari_get_reader(str(tmp_path / "bare.zarr")) is None
+    assert napari_get_reader(str(tmp_path / "missing.ome.zarr")) is None
+    for name in ("tiled.tif", "ome.ome.tif", "broken.tif", "image.ome.zarr"):
+        assert napari_get_reader(str(tmp_path / name)) is not None, name
+    with pytest.raises(InputError):  # the unparsable file gets our one clear message
+        napari_get_reader(str(tmp_path / "broken.tif"))(str(tmp_path / "broken.tif"))
+
+
+def test_labels_are_recognised_by_metadata_never_by_name(tmp_path):
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Label, Reader
+
+    from napari_medseg._reader import napari_get_reader
+
+    lab = np.zeros((64, 64), np.uint8)
+    lab[10:30, 10:30] = 2
+    meta = {"scale": (0.5, 0.5)}
+    for name in ("result.ome.tif", "result.ome.zarr"):  # no hint in the name
+        write_labels(tmp_path / name, lab, meta)
+        [(data, kwargs, kind)] = napari_get_reader(str(tmp_path / name))(str(tmp_path / name))
+        assert kind == "labels" and np.array_equal(np.asarray(data), lab), name
+    nodes = list(Reader(parse_url(str(tmp_path / "result.ome.zarr")))())
+    assert any(isinstance(spec, Label) for n in nodes for spec in n.specs)  # ome-zarr-py agrees: a label image
+    write_ome_zarr(tmp_path / "mask.ome.zarr", lab, axes="yx")  # an image called "mask": still an image
+    [(_, _, kind)] = napari_get_reader(str(tmp_path / "mask.ome.zarr"))(str(tmp_path / "mask.ome.zarr"))
+    assert kind == "image"

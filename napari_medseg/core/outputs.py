@@ -34,20 +34,10 @@ def _inside(a: Path, b: Path) -> bool:
 
 def result_attrs(path) -> dict | None:
     """The napari-medseg attributes of the zarr group at ``path``, or None if it is not one."""
-    import json
+    from .io.omezarr import group_attrs
 
-    path = Path(path)
-    for name in ("zarr.json", ".zattrs"):
-        f = path / name
-        if f.is_file():
-            try:
-                doc = json.loads(f.read_text())
-            except (OSError, ValueError):
-                return None
-            attrs = doc.get("attributes", {}) if name == "zarr.json" else doc
-            info = attrs.get(ATTR) if isinstance(attrs, dict) else None
-            return info if isinstance(info, dict) else None
-    return None
+    info = (group_attrs(path) or {}).get(ATTR)
+    return info if isinstance(info, dict) else None
 
 
 def is_complete_result(path) -> bool:

@@ -133,11 +133,13 @@ def write_labels(path: str | os.PathLike, labels: Any, meta: dict | None = None)
         yx = (data.ndim - 2, data.ndim - 1)
         levels = _auto_levels(data.shape, yx)
         if is_tiff(path):
+            from .tiff import LABELS_NAME
+
             return write_ome_tiff(
-                path, data, axes=axes, pyramid_levels=levels, scale=scale, downsample="stride"
+                path, data, axes=axes, pyramid_levels=levels, scale=scale, downsample="stride", name=LABELS_NAME
             )
         return write_ome_zarr(
-            path, data, axes=axes.lower(), scale=scale, levels=levels + 1, downsample="stride"
+            path, data, axes=axes.lower(), scale=scale, levels=levels + 1, downsample="stride", labels=True
         )
     raise _unsupported(path)
 

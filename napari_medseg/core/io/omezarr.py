@@ -40,6 +40,23 @@ def _default_chunks(shape: tuple, axes: str) -> tuple:
     return tuple(out)
 
 
+def group_attrs(path: str | os.PathLike) -> dict | None:
+    """The attributes of the zarr group at ``path`` (format 2 ``.zattrs`` or format 3
+    ``zarr.json``) without opening it, or None if there is none or it cannot be parsed."""
+    import json
+
+    for name in ("zarr.json", ".zattrs"):
+        f = Path(path) / name
+        if f.is_file():
+            try:
+                doc = json.loads(f.read_text())
+            except (OSError, ValueError):
+                return None
+            attrs = doc.get("attributes", {}) if name == "zarr.json" else doc
+            return attrs if isinstance(attrs, dict) else None
+    return None
+
+
 def write_ome_zarr(
     path: str | os.PathLike,
     data: Any,
@@ -48,8 +65,12 @@ def write_ome_zarr(
     levels: int = 1,
     chunks: Any = None,
     downsample: str = "auto",
+    labels: bool = False,
 ) -> Path:
     """Write ``data`` (numpy or dask) as OME-NGFF 0.4 multiscales, atomically.
+
+    ``labels``: the data is a label image; the group gets OME-NGFF's ``image-label``
+    metadata, which readers (ours, ome-zarr-py) use to open it as labels.
 
     ``axes``: letters from "tczyx" (e.g. "zyx"); ``scale``: physical size per axis of
     level 0 (default 1); ``levels``: how many resolution levels ("0" is full size);
@@ -123,6 +144,8 @@ def write_ome_zarr(
                 ),
             }
         ]
+        if labels:
+            group.attrs["image-label"] = {"version": "0.4"}
         if path.exists():
             old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
             os.rename(path, old)

@@ -32,6 +32,9 @@ _BAND_BYTES = 64 * 2**20  # bytes computed at once while writing
 _BIGTIFF_AT = 2**31 - 2**25
 
 
+LABELS_NAME = "napari-medseg labels"  # the OME image name of label images we write
+
+
 def is_tiff(path: str | os.PathLike) -> bool:
     return str(path).lower().endswith(TIFF_SUFFIXES)
 
@@ -218,6 +221,7 @@ def _write_tiff(
     ome: bool,
     scale: Any = None,
     downsample: str = "auto",
+    name: str | None = None,
 ) -> Path:
     import dask.array as da
     import tifffile
@@ -247,6 +251,8 @@ def _write_tiff(
     metadata: dict | None = None
     if ome:
         metadata = {"axes": axes}
+        if name:
+            metadata["Name"] = name  # OME Image Name
         if scale is not None:
             names = [ax for ax in axes if ax != "S"]
             for ax, value in zip(names, scale):
@@ -283,15 +289,18 @@ def write_ome_tiff(
     pyramid_levels: int = 0,
     scale: Any = None,
     downsample: str = "auto",
+    name: str | None = None,
 ) -> Path:
     """Write ``data`` (numpy or dask, any size) as a tiled OME-TIFF, atomically.
 
     ``axes`` ends with "YX" (or "YXS" for RGB). ``pyramid_levels`` > 0 adds that many
     2x-downsampled SubIFD levels. ``scale`` (one value per non-"S" axis) becomes the
     OME physical sizes. ``downsample``: "auto", "mean" or "stride" (use "stride" for
-    labels). BigTIFF is used when the file would pass 2 GiB.
+    labels). ``name``: the OME image name (:data:`LABELS_NAME` marks a label image). BigTIFF
+    is used when the file would pass 2 GiB.
     """
-    return _write_tiff(path, data, axes, tile, pyramid_levels, ome=True, scale=scale, downsample=downsample)
+    return _write_tiff(path, data, axes, tile, pyramid_levels, ome=True, scale=scale, downsample=downsample,
+                       name=name)
 
 
 def write_tiled_tiff(path: str | os.PathLike, array: Any, tile: tuple[int, int] = (512, 512)) -> Path:
