@@ -11,8 +11,21 @@ from ..core.errors import MedsegError
 from ._plot import section
 
 
+CURRENT = "current"  # the version picker's first choice: whatever version is current when the button is pressed
+
+
 class MethodDock(QWidget):
-    """Subclasses build their controls, then call :meth:`_lay_out` with their sections."""
+    """Subclasses build their controls, then call :meth:`_lay_out` with their sections.
+
+    Controls that mirror the controller's settings are named like the settings and listed
+    in ``BOUND`` (multi-selects also in ``LISTS``, file and folder pickers in ``PATHS``);
+    a ``version`` picker lists the versions of ``MODEL_NAME``.
+    """
+
+    BOUND: tuple = ()
+    LISTS: tuple = ()
+    PATHS: tuple = ()
+    MODEL_NAME: str | None = None
 
     def __init__(self, napari_viewer, controller_cls, registry=None):
         super().__init__()
@@ -57,6 +70,25 @@ class MethodDock(QWidget):
                     control.value = value
         finally:
             self._syncing = False
+
+    def _versions(self, _w=None):
+        """Choices of the version picker: "current", then every version of ``MODEL_NAME``."""
+        return [CURRENT] + [e.version for e in self.controller.registry.list(self.MODEL_NAME)]
+
+    def _to_settings(self):
+        """Every bound control's value into the controller's settings (a picked version as a
+        number, "current" as None; empty paths as "")."""
+        if self._syncing:
+            return
+        values = {name: getattr(self, name).value for name in self.BOUND}
+        for name in self.LISTS:
+            values[name] = list(getattr(self, name).value or [])
+        for name in self.PATHS:
+            text = str(getattr(self, name).value or "")
+            values[name] = "" if text in ("", ".") else text
+        if self.MODEL_NAME is not None and hasattr(self, "version"):
+            values["version"] = None if self.version.value in (CURRENT, None) else int(self.version.value)
+        self.controller.set(**values)
 
     def _press(self, action):
         try:

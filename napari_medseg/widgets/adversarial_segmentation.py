@@ -23,7 +23,6 @@ from ._common import device_picker, layer_picker
 from ._dock import MethodDock
 from ._plot import LivePlot
 
-CURRENT = "current"
 BOUND = ("bssfp", "bssfp_labels", "t2", "t2_labels", "lge", "lge_labels", "slice_axis", "phantoms", "size",
          "method", "steps", "pretrain_steps", "batch_size", "lr", "device", "predict_image")
 
@@ -43,6 +42,8 @@ def narrow(combo: ComboBox) -> ComboBox:
 
 class AdversarialSegmentationWidget(MethodDock):
     """The dock: controls mirror ``controller.settings``; buttons call the controller."""
+
+    BOUND, MODEL_NAME = BOUND, MODEL_NAME  # the module's names, for MethodDock's _to_settings and _versions
 
     def __init__(self, napari_viewer, registry: Registry | None = None):
         super().__init__(napari_viewer, AdversarialController, registry)
@@ -101,16 +102,6 @@ class AdversarialSegmentationWidget(MethodDock):
         self._on_registry(MODEL_NAME)
         self._show_patients(c.patient_list())
         self._to_settings()
-
-    def _versions(self, _w=None):
-        return [CURRENT] + [e.version for e in self.controller.registry.list(MODEL_NAME)]
-
-    def _to_settings(self):
-        if self._syncing:
-            return
-        values = {name: getattr(self, name).value for name in BOUND}
-        values["version"] = None if self.version.value in (CURRENT, None) else int(self.version.value)
-        self.controller.set(**values)
 
     def _fill_patient(self, pid=None):
         if pid and not self._syncing:

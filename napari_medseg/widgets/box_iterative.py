@@ -20,13 +20,15 @@ from ._common import device_picker, layer_picker
 from ._dock import MethodDock
 from ._plot import LivePlot
 
-CURRENT = "current"
 BOUND = ("image", "boxes", "val_image", "val_labels", "rounds1", "rounds2", "steps", "patch", "batch_size",
          "clip_boxes", "polarity", "device", "predict_image", "instances", "object_radius")
 
 
 class BoxIterativeWidget(MethodDock):
     """The dock: controls mirror ``controller.settings``; buttons call the controller."""
+
+    BOUND, MODEL_NAME = BOUND, MODEL_NAME  # the module's names, for MethodDock's _to_settings and _versions
+    LISTS = ("unlabelled",)
 
     def __init__(self, napari_viewer, registry: Registry | None = None):
         super().__init__(napari_viewer, BoxController, registry)
@@ -77,20 +79,9 @@ class BoxIterativeWidget(MethodDock):
         c.listeners.append(lambda kind, payload: self._show_settings(BOUND + ("unlabelled",), kind))
         self._to_settings()
 
-    def _versions(self, _w=None):
-        return [CURRENT] + [e.version for e in self.controller.registry.list(MODEL_NAME)]
-
     def _from_settings(self):
         self._show_settings(("rounds1", "rounds2", "steps", "patch", "batch_size", "clip_boxes", "polarity", "instances",
                              "object_radius"))
-
-    def _to_settings(self):
-        if self._syncing:
-            return
-        values = {name: getattr(self, name).value for name in BOUND}
-        values["unlabelled"] = list(self.unlabelled.value or [])
-        values["version"] = None if self.version.value in (CURRENT, None) else int(self.version.value)
-        self.controller.set(**values)
 
     @ensure_main_thread
     def _on_registry(self, name):

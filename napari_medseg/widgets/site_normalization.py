@@ -26,7 +26,6 @@ from ._dock import MethodDock
 from ._normalization_controller import DIMS, LOSSES, MODEL_NAME, NormalizationController
 from ._plot import SERIES_COLOURS, LivePlot
 
-CURRENT = "current"
 BOUND = ("name", "images", "labels", "mode", "dims", "slice_axis", "rescale", "steps", "warmup_steps", "patch",
          "batch_size", "adv_weight", "identity_weight", "lr", "features", "device", "apply_to", "side_by_side")
 
@@ -112,6 +111,10 @@ class HistogramPlot(QWidget):
 class SiteNormalizationWidget(MethodDock):
     """The dock: controls mirror ``controller.settings``; buttons call the controller."""
 
+    BOUND, MODEL_NAME = BOUND, MODEL_NAME  # the module's names, for MethodDock's _to_settings and _versions
+    LISTS = ("images", "labels", "apply_to")
+    PATHS = ("folder",)
+
     def __init__(self, napari_viewer, registry: Registry | None = None):
         super().__init__(napari_viewer, NormalizationController, registry)
         c, v = self.controller, napari_viewer
@@ -171,20 +174,6 @@ class SiteNormalizationWidget(MethodDock):
         self._on_registry(MODEL_NAME)
         self._show_domains(c.domain_lines())
         self._to_settings()
-
-    def _versions(self, _w=None):
-        return [CURRENT] + [e.version for e in self.controller.registry.list(MODEL_NAME)]
-
-    def _to_settings(self):
-        if self._syncing:
-            return
-        values = {name: getattr(self, name).value for name in BOUND}
-        for name in ("images", "labels", "apply_to"):
-            values[name] = list(values[name] or [])
-        text = str(self.folder.value or "")
-        values["folder"] = "" if text in ("", ".") else text
-        values["version"] = None if self.version.value in (CURRENT, None) else int(self.version.value)
-        self.controller.set(**values)
 
     def _show_domains(self, lines):
         self.domain_list.value = "\n".join(lines) if lines else "no domains yet: add two or more"

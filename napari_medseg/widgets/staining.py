@@ -30,6 +30,8 @@ BOUND = ("fcm", "rcm", "pair", "speckled", "despeckle", "cyclegan", "normalisati
 class StainingWidget(MethodDock):
     """The dock: controls mirror ``controller.settings``; buttons call the controller."""
 
+    BOUND, LISTS, PATHS = BOUND, ("he_layers",), ("he_folder",)
+
     def __init__(self, napari_viewer, registry: Registry | None = None):
         super().__init__(napari_viewer, StainingController, registry)
         c, v = self.controller, napari_viewer
@@ -83,15 +85,6 @@ class StainingWidget(MethodDock):
             self._syncing = True
             self.he_folder.value = self.controller.settings.he_folder or ""
             self._syncing = False
-
-    def _to_settings(self):
-        if self._syncing:
-            return
-        values = {name: getattr(self, name).value for name in BOUND}
-        values["he_layers"] = list(self.he_layers.value or [])
-        folder = str(self.he_folder.value or "")
-        values["he_folder"] = "" if folder in ("", ".") else folder
-        self.controller.set(**values)
 
     def _show_models(self):
         reg, lines = self.controller.registry, []
