@@ -206,6 +206,15 @@ def _train_one(args) -> int:
     if args.ship:
         dest = paths.models_dir() / MODEL_NAME
         shipped = _ship(entry, dest, [e.version for e in reg.list(MODEL_NAME) if e.source == "shipped"])
+        ref = entry.meta.get("critic")  # a SegAN segmentor is fine-tuned with its critic: it ships too
+        if isinstance(ref, dict) and ref.get("name"):
+            critic = reg.get(ref["name"], ref["version"])
+            done = _ship(critic, paths.models_dir() / ref["name"],
+                         [e.version for e in reg.list(ref["name"]) if e.source == "shipped"])
+            if int(done.stem[1:]) != int(json.loads(shipped.with_suffix(".json").read_text())["critic"]["version"]):
+                raise MedsegError(f"{done} was shipped as another version than {shipped} names for its critic; "
+                                  "remove both and ship again.")
+            print(f"shipped {done}")
         write_model_card(dest, json.loads(shipped.with_suffix(".json").read_text()), command="napari-medseg " + " ".join(sys.argv[1:]))
         print(f"shipped {shipped}")
     else:

@@ -348,8 +348,11 @@ def demo_joint(viewer, widgets, app, out: Path, steps: int) -> dict:
             "screenshots": shots}
 
 
+from .demo_adversarial import demo_adversarial_segmentation, demo_modality_transfer, demo_site_normalization  # noqa: E402
+
 DEMOS = {"tissue": demo_tissue, "tracking": demo_tracking, "box_iterative": demo_box, "staining": demo_staining,
-         "joint": demo_joint}
+         "joint": demo_joint, "adversarial_segmentation": demo_adversarial_segmentation,
+         "modality_transfer": demo_modality_transfer, "site_normalization": demo_site_normalization}
 
 
 def _rerun_under_xvfb(argv) -> int:

@@ -44,10 +44,21 @@ def test_headless_demo_writes_screenshots_and_report(tmp_path):
     shipped = max(int(p.stem[1:]) for p in (paths.models_dir() / "joint_lesion_tissue").glob("v*.pt"))
     assert joint["retrained_version"] == shipped + 1 and joint["exported"] == "joint-labels.nii.gz"
     assert 0 < joint["dice"]["white matter"] <= 1 and joint["volumes_ml"]["white matter"] > 0
+    chen = report["methods"]["adversarial_segmentation"]
+    assert "error" not in chen, chen
+    assert chen["model"].startswith("chen_cardiac v") and set(chen["dice"]) <= {"LV", "myo", "RV"}
+    assert chen["dice"] and all(0 <= v <= 1 for v in chen["dice"].values())
+    transfer = report["methods"]["modality_transfer"]
+    assert "error" not in transfer, transfer
+    assert 0 <= transfer["dice"] <= 1 and "segan_tumour v" in transfer["labels_layer"]
+    norm = report["methods"]["site_normalization"]
+    assert "error" not in norm, norm
+    assert norm["domains"] == ["infant", "adult"] and norm["normalized_layers"] == norm["segmented_layers"] == 6
+    assert norm["jsd"]["raw"] is not None and norm["jsd"]["normalized"] is not None
     md = (out / "report.md").read_text()
     assert "dice_before" in md
     for name in (report["screenshots"] + tissue["screenshots"] + tracking["screenshots"] + box["screenshots"]
-                 + staining["screenshots"]):
+                 + staining["screenshots"] + chen["screenshots"] + transfer["screenshots"] + norm["screenshots"]):
         img = imread(out / name)
         assert img.shape[0] > 500 and img.shape[1] > 800
         canvas = img[100:-100, 400:-400, :3].astype(float)
