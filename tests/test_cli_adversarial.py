@@ -20,8 +20,10 @@ NAMES = {"adversarial_segmentation": "chen_cardiac", "modality_transfer": "segan
 def test_train_saves_a_validated_version_and_predict_writes_one_file_per_input(slug, tmp_path, capsys):
     assert main(["train", slug, "--steps", "3", "--phantoms", "3" if slug != "site_normalization" else "2",
                  "--batch-size", "2"]) == 0
+    shipped = [e.version for e in Registry().list(NAMES[slug]) if e.source == "shipped"]
     entry = Registry().get(NAMES[slug])
-    assert entry.version == 1 and entry.meta["metrics"]  # validated on held-out phantoms
+    assert entry.source == "user" and entry.version == max(shipped, default=0) + 1  # a new version, nothing replaced
+    assert entry.meta["metrics"]  # validated on held-out phantoms
     stack = cardiac_patient(3, size=(64, 64)).images["LGE"].astype(np.float32)  # (slices, H, W)
     src = tmp_path / "in"
     src.mkdir()
@@ -50,7 +52,7 @@ def test_bad_arguments_are_one_clear_error(tmp_path, capsys):
     assert "NAME=DIR" in capsys.readouterr().err
     assert main(["predict", "modality_transfer", str(tmp_path / "missing.nii.gz"), "--out", str(tmp_path / "o")]) == 2
     assert "neither an image file nor a folder" in capsys.readouterr().err
-    assert Registry().list("segan_tumour") == []
+    assert [e for e in Registry().list("segan_tumour") if e.source == "user"] == []  # nothing was trained
 
 
 def test_site_normalization_trains_on_the_users_domain_folders(tmp_path):
@@ -70,5 +72,6 @@ def test_site_normalization_trains_on_the_users_domain_folders(tmp_path):
         specs += ["--domain", f"{site}={d}"]
     assert main(["train", "site_normalization", "--steps", "2", "--batch-size", "2", *specs]) == 0
     entry = Registry().get("delisle_normalization")
+    assert entry.source == "user"
     assert entry.meta["sites"] == ["scanner_a", "scanner_b"] and entry.meta["n_classes"] == 4
     assert "scanner_a (2 images)" in entry.meta["config"]["data"]

@@ -33,8 +33,13 @@ def _read_layers(path: str) -> int:
 
     def read():
         reader = napari_get_reader(path)
-        assert reader is not None, "the napari reader does not take this suffix"
-        data, kwargs, _ = reader(path)[0]
+        if reader is None:  # a healthy plain file: ours leaves it to napari's own reader (issue 19)
+            from napari_builtins.io import napari_get_reader as napari_builtin_reader
+
+            reader = napari_builtin_reader(path)
+        assert reader is not None, "neither our reader nor napari's takes this file"
+        layer = reader(path)[0]  # (data, kwargs, kind); napari's may give (data,)
+        data, kwargs = layer[0], (layer[1] if len(layer) > 1 else {})
         first = data[0] if kwargs.get("multiscale") else data
         np.asarray(first[tuple(slice(0, 64) for _ in first.shape)])
 
