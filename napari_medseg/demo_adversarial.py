@@ -48,14 +48,14 @@ def demo_modality_transfer(viewer, widgets, app, out: Path, steps: int) -> dict:
     import numpy as np
 
     from ._sample_tumour import tumour_sample
+    from .core import metrics
 
     c = widgets["Modality transfer"].controller
     added = _only(viewer, tumour_sample())
     c.set(predict_image=added["sub-01 FLAIR"], predict_name="segan_tumour", predict_version=None)
     layer = c.predict(block=True)
     truth = np.asarray(added["sub-01 tumour"].data) > 0
-    pred = np.asarray(layer.data) > 0
-    dice = float(2 * (pred & truth).sum() / max(1, pred.sum() + truth.sum()))
+    dice = metrics.dice(np.asarray(layer.data) > 0, truth, True)
     _show_slice(viewer, layer, int(np.argmax(truth.sum(axis=(1, 2)))))
     _settle(app)
     return {"method": "SegAN modality transfer (Giacomello et al. 2020)", "labels_layer": layer.name, "dice": dice,

@@ -27,8 +27,9 @@ from ..core.device import select_device
 from ..core.errors import InputError
 from ..core.jobs import Progress
 from ..core.registry import Registry
-from ..methods.site_normalization.data import (PERCENTILES, PREP_TAG, _dice, apply_to_groups, check_domain_items,
-                                               folder_files, held_out_split, n_classes_of, read_folder_domain)
+from ..methods.site_normalization.data import (PERCENTILES, PREP_TAG, apply_to_groups, check_domain_items,
+                                               folder_files, held_out_split, mean_class_dice, n_classes_of,
+                                               read_folder_domain)
 from ..methods.site_normalization.delisle import NormalizationConfig, train_normalization_model
 from ..methods.site_normalization.delisle_config import short_run_config
 from ._common import layer_grid as _grid
@@ -390,7 +391,7 @@ class NormalizationController(NormalizationDisplay, Controller):
                 self._say(f"Normalised {len(shown)} image(s) with {entry.label} ({res['mode']}). {self._jsd_text()}")
             else:
                 n = int(res["meta"].get("n_classes", 4))
-                scores = [(it["title"], _dice(it["result"], it["labels"], n)) for _, items in res["groups"]
+                scores = [(it["title"], mean_class_dice(it["result"], it["labels"], n)) for _, items in res["groups"]
                           for it in items if it["labels"] is not None]
                 scored = ", ".join(f"{t} {d:.3f}" for t, d in scores if d is not None)
                 self._say(f"Segmented {len(shown)} image(s) with {entry.label} ({res['mode']})."

@@ -125,9 +125,6 @@ def training_cohort(patients: list[Patient], cfg: ChenConfig, phantoms: int = 0,
 
 def class_dice(pred: np.ndarray, ref: np.ndarray) -> dict:
     """Dice per heart class present in either map (class name -> Dice)."""
-    out = {}
-    for c, name in CLASS_NAMES.items():
-        a, b = pred == c, ref == c
-        if a.any() or b.any():
-            out[name] = float(2.0 * np.logical_and(a, b).sum() / (a.sum() + b.sum()))
-    return out
+    from ...core.metrics import dice
+
+    return {name: dice(pred, ref, c) for c, name in CLASS_NAMES.items() if (pred == c).any() or (ref == c).any()}

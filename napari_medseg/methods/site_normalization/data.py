@@ -131,12 +131,11 @@ def read_file(path: Path) -> tuple[np.ndarray, dict]:
     return arr, meta
 
 
-def _dice(pred: np.ndarray, truth: np.ndarray, n_classes: int) -> float | None:
-    scores = []
-    for c in range(1, n_classes):
-        a, b = pred == c, truth == c
-        if a.any() or b.any():
-            scores.append(2.0 * np.logical_and(a, b).sum() / (a.sum() + b.sum()))
+def mean_class_dice(pred: np.ndarray, truth: np.ndarray, n_classes: int) -> float | None:
+    """Mean Dice over the foreground classes present in either map; None if none is."""
+    from ...core.metrics import dice
+
+    scores = [dice(pred, truth, c) for c in range(1, n_classes) if (pred == c).any() or (truth == c).any()]
     return float(np.mean(scores)) if scores else None
 
 
