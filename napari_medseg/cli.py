@@ -3,22 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
+from .cli_methods import DISTRIBUTED_TRAINERS, _ship, _train  # noqa: F401 - the commands' home
 from .core.errors import MedsegError
-
-
-def positive_int(text: str) -> int:
-    """argparse type: a whole number of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+from .core.options import positive_int  # noqa: F401 - used by other commands' parsers
 
 
 def _info(args) -> int:
@@ -99,148 +89,6 @@ def _level_pixel_size(meta: dict, levels, level: int, rgb: bool):
         return None
     factor = [a / b for a, b in zip(levels[0].shape[:nd], levels[level].shape[:nd])]
     return [float(s) * f for s, f in zip(list(scale)[-nd:], factor)]
-
-
-# trainers that run data-parallel under torchrun (napari_medseg.core.distributed)
-DISTRIBUTED_TRAINERS = ("tissue", "despeckle", "joint")
-
-
-def _train(args) -> int:
-    from .core import distributed
-    from .core.device import select_device
-
-    if distributed.launched():
-        if args.method not in DISTRIBUTED_TRAINERS:
-            raise MedsegError(f"Training {args.method} runs on one process; under torchrun this version trains "
-                              f"{', '.join(DISTRIBUTED_TRAINERS)}.")
-        # one process group for the run; each rank on its own device (cuda:LOCAL_RANK on a GPU node)
-        args.device = str(distributed.init_from_env(select_device(args.device)))
-        try:
-            code = _train_one(args)
-        finally:
-            distributed.shutdown()
-        return code
-    return _train_one(args)
-
-
-def _train_one(args) -> int:
-    import tempfile
-
-    from .core import distributed, paths
-    from .core.device import select_device
-    from .core.jobs import run_in_terminal
-    from .core.registry import Registry
-
-    if args.ship:
-        if paths.models_dir().parent.name == "_bundled":
-            raise MedsegError("--ship writes into a source checkout's models/; this is an installed copy.")
-        # versions count on from the shipped ones; nothing shipped is ever overwritten
-        tmp = Path(tempfile.mkdtemp(prefix="medseg-ship-"))
-        reg = Registry(shipped_root=paths.models_dir(), user_root=tmp)
-    else:
-        reg = Registry()
-    if args.make_current:
-        reg.make_current = True
-    if args.method == "joint":
-        from . import cli_joint
-        from .methods.joint_lesion_tissue.card import write_model_card
-        from .methods.joint_lesion_tissue.models import BASELINE_NAMES
-
-        MODEL_NAME = BASELINE_NAMES[args.mode]
-        entry = cli_joint.train(args, reg)
-    elif args.method in ("despeckle", "cyclegan"):
-        from . import cli_staining
-        from .methods.staining.card import MODEL_NAMES, write_model_card
-
-        MODEL_NAME = MODEL_NAMES[args.method]
-        entry = cli_staining.train(args, reg)
-    elif args.method == "box_iterative":
-        from . import cli_box
-        from .methods.box_iterative.card import write_model_card
-        from .methods.box_iterative.model import MODEL_NAME
-
-        entry = cli_box.train(args, reg)
-    elif args.method == "tracking":
-        from . import cli_tracking
-        from .methods.tracking.card import write_model_card
-        from .methods.tracking.model import MODEL_NAME
-
-        entry = cli_tracking.train(args, reg)
-    elif args.method in ("adversarial_segmentation", "modality_transfer", "site_normalization"):
-        import importlib
-
-        from . import cli_adversarial
-
-        write_model_card = importlib.import_module(f".methods.{args.method}.card", __package__).write_model_card
-        MODEL_NAME = cli_adversarial.MODEL_NAMES[args.method]
-        entry = cli_adversarial.train(args, reg)
-    else:
-        from .methods.tissue import MODEL_NAME, train_tissue
-        from .methods.tissue.card import write_model_card
-
-        from .core.runstate import find_interrupted_runs
-        from .methods.tissue.model import resume_settings
-
-        resume, kwargs = None, {"steps": args.steps or 400, "seed": args.seed, "adversarial": args.adversarial}
-        interrupted = [r for r in find_interrupted_runs(MODEL_NAME) if r["settings"].get("resumable")]
-        if args.resume and interrupted:
-            run = interrupted[0]
-            print(f"resuming run {run['folder'].name} from step {run['step']} of {run['total_steps']}")
-            kwargs = {**resume_settings(run), "resume_run": run["folder"]}
-        elif args.resume:
-            resume = reg.get(MODEL_NAME).load()
-            resume = (resume[0].state_dict(), resume[1])
-        elif interrupted:
-            print(f"note: an interrupted run ({interrupted[0]['folder'].name}, step {interrupted[0]['step']} of "
-                  f"{interrupted[0]['total_steps']}) can be continued with --resume", file=sys.stderr)
-        job = run_in_terminal(train_tissue(reg, device=select_device(args.device), resume=resume, **kwargs),
-                              "train tissue")
-        entry = (job.result or {}).get("entry") if job.result else None
-        if entry is None and job.stopped:
-            print("stopped; the best model so far was saved", file=sys.stderr)
-            entry = reg.get(MODEL_NAME)
-    if not distributed.is_main():  # under torchrun rank 0 saves, ships and reports
-        return 0
-    if entry is None:
-        raise MedsegError("Training produced no model.")
-    if args.ship:
-        dest = paths.models_dir() / MODEL_NAME
-        shipped = _ship(entry, dest, [e.version for e in reg.list(MODEL_NAME) if e.source == "shipped"])
-        ref = entry.meta.get("critic")  # a SegAN segmentor is fine-tuned with its critic: it ships too
-        if isinstance(ref, dict) and ref.get("name"):
-            critic = reg.get(ref["name"], ref["version"])
-            done = _ship(critic, paths.models_dir() / ref["name"],
-                         [e.version for e in reg.list(ref["name"]) if e.source == "shipped"])
-            if int(done.stem[1:]) != int(json.loads(shipped.with_suffix(".json").read_text())["critic"]["version"]):
-                raise MedsegError(f"{done} was shipped as another version than {shipped} names for its critic; "
-                                  "remove both and ship again.")
-            print(f"shipped {done}")
-        write_model_card(dest, json.loads(shipped.with_suffix(".json").read_text()), command="napari-medseg " + " ".join(sys.argv[1:]))
-        print(f"shipped {shipped}")
-    else:
-        print(f"saved {entry.label} at {entry.path}")
-        if getattr(entry, "note", ""):
-            print(entry.note)
-    return 0
-
-
-def _ship(entry, dest: Path, shipped_versions: list[int]) -> Path:
-    """Copy ``entry`` into ``dest`` as the next shipped version (a run that kept, say, its
-    round 6 of 9 ships as v1 when nothing was shipped before); never overwrites."""
-    from .core.checkpoints import load_checkpoint, save_checkpoint
-
-    version = max(shipped_versions, default=0) + 1
-    target = dest / f"v{version:04d}.pt"
-    if target.exists() or target.with_suffix(".json").exists():
-        raise MedsegError(f"{target} exists already; shipped versions are never overwritten.")
-    dest.mkdir(parents=True, exist_ok=True)
-    state, meta = load_checkpoint(entry.path)
-    keep = {k: meta[k] for k in ("method", "arch", "config", "metrics", "data_fingerprint") if k in meta}
-    extra = {k: v for k, v in meta.items() if k not in keep and k not in ("version", "sha256")}
-    if entry.version != version:
-        extra["trained_as_version"] = entry.version
-    save_checkpoint(target, state, version=version, extra=extra, **keep)
-    return target
 
 
 def _segment(args) -> int:
@@ -365,56 +213,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="box_iterative: the models' output (default binary; boundary: the instance head)")
     s.set_defaults(func=_bench)
 
-    s = sub.add_parser("train", help="train a method's model (a new version; never overwrites)")
-    s.add_argument("method", choices=["tissue", "tracking", "box_iterative", "despeckle", "cyclegan", "joint",
-                                      "adversarial_segmentation", "modality_transfer", "site_normalization"])
-    s.add_argument("--steps", type=int, default=None,
-                   help="training steps (tissue: 400; box_iterative: 150 per round; despeckle: 2000; "
-                        "cyclegan: 2000 at 256 px; the adversarial methods: 300)")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--device", default=None)
-    s.add_argument("--resume", action="store_true", help="continue an interrupted (killed) run; without one, fine-tune the current version")
-    s.add_argument("--ship", action="store_true", help="write into the repository's models/ with a model card")
-    s.add_argument("--make-current", action="store_true",
-                   help="make the new version current even if it validates worse than the current one")
-    s.add_argument("--adversarial", type=float, default=0.0, metavar="WEIGHT",
-                   help="tissue, box_iterative: adversarial mode, a mask discriminator's term with this weight")
-    s.add_argument("--head", choices=["binary", "boundary"], default="binary",
-                   help="box_iterative: a new model's output; boundary adds the instance head's wall class")
-    s.set_defaults(func=_train)
-    from . import cli_tracking
+    from . import cli_methods, cli_tracking
 
-    cli_tracking.add_train_options(s)
-    from . import cli_box
-
-    cli_box.add_train_options(s)
-    from . import cli_staining
-
-    cli_staining.add_train_options(s)
-    from . import cli_joint
-
-    cli_joint.add_train_options(s)
-    from . import cli_adversarial
-
-    cli_adversarial.add_train_options(s)
+    cli_methods.add_train_parser(sub)
+    cli_methods.add_predict_parser(sub)
+    cli_methods.add_segment_parser(sub)
     cli_tracking.add_parsers(sub)
-    cli_joint.add_predict_parser(sub)
-
-    s = sub.add_parser("segment", help="tiled segmentation of an image file with a registered model")
-    s.add_argument("image")
-    s.add_argument("--model", default="tissue", help="NAME or NAME:VERSION")
-    s.add_argument("--out", required=True, help="output .zarr (a new path; see --overwrite)")
-    s.add_argument("--overwrite", action="store_true",
-                   help="replace an existing --out (only once the new result is complete; never the input)")
-    s.add_argument("--level", type=int, default=0, help="pyramid level to segment")
-    s.add_argument("--tile", type=positive_int, default=1024)
-    s.add_argument("--batch-size", type=positive_int, default=1)
-    s.add_argument("--output", choices=["labels", "probabilities"], default="labels")
-    s.add_argument("--device", default=None)
-    s.add_argument("--scheduler", default=None, help="dask.distributed scheduler address")
-    s.add_argument("--polarity", choices=["auto", "keep", "invert"], default="auto",
-                   help="RGB models on grey images: auto inverts a dark background (fluorescence)")
-    s.set_defaults(func=_segment)
 
     s = sub.add_parser("models", help="list models, or restore an earlier version")
     s.add_argument("action", choices=["list", "restore"])

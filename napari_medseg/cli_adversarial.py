@@ -27,20 +27,6 @@ PHANTOMS = {"adversarial_segmentation": 12, "modality_transfer": 8, "site_normal
 SUFFIXES = (".nii.gz", ".nii", ".tif", ".tiff")
 
 
-def add_train_options(s) -> None:
-    g = s.add_argument_group("adversarial_segmentation, modality_transfer, site_normalization")
-    g.add_argument("--variant", default=None,
-                   help="adversarial_segmentation: adversarial_transfer (default, U+A+D+T), adversarial or unet; "
-                        "modality_transfer: the critic input, concat (default) or multiply; site_normalization: "
-                        "adversarial (default), standardized or none")
-    g.add_argument("--phantoms", type=int, default=None,
-                   help="phantom patients (12) / subjects (8) / volumes per site (4) to train on")
-    g.add_argument("--modality", default="FLAIR", help="modality_transfer: T1, T1c, T2 or FLAIR")
-    g.add_argument("--domain", action="append", default=[], metavar="NAME=DIR",
-                   help="site_normalization: a domain folder of NIfTI/TIFF images with <image>_labels.<ext>; two "
-                        "or more (default: phantom scans of an infant-like and an adult-like site)")
-
-
 def _variant(args, slug: str) -> str:
     v = args.variant or VARIANTS[slug][0]
     if v not in VARIANTS[slug]:

@@ -11,26 +11,6 @@ from __future__ import annotations
 import sys
 
 
-def add_train_options(s) -> None:
-    g = s.add_argument_group("box_iterative")
-    g.add_argument("--rounds1", type=int, default=6, help="Stage 1 rounds (the paper peaks at round 6 of 10)")
-    g.add_argument("--rounds2", type=int, default=3, help="Stage 2 rounds")
-    g.add_argument("--size", type=int, default=2048, help="side of the synthetic training slides")
-    g.add_argument("--patch", type=int, default=None, help="patch side (default: 496 on a GPU, 256 on a CPU)")
-    g.add_argument("--batch-size", type=int, default=None, help="default: 5 on a GPU, 4 on a CPU")
-    g.add_argument("--image", action="append", default=[], metavar="FILE",
-                   help="your Stage 1 image (repeat for several, each with its --boxes)")
-    g.add_argument("--boxes", action="append", default=[], metavar="FILE",
-                   help="its boxes: a .csv box table (y0,x0,y1,x1 or x,y,width,height), a napari Shapes .csv, "
-                        "or QuPath .geojson")
-    g.add_argument("--unlabelled", default=None, metavar="DIR", help="a folder of images without boxes (Stage 2)")
-    g.add_argument("--val-image", default=None, help="a validation image with --val-labels (picks the best round)")
-    g.add_argument("--val-labels", default=None, help="its object mask or instance labels")
-    g.add_argument("--polarity", choices=["auto", "keep", "invert"], default="auto",
-                   help="grey images: auto inverts a dark background (fluorescence) so objects are dark on bright")
-    g.add_argument("--clip-boxes", action="store_true", help="clip boxes that cross the image border")
-
-
 def train(args, registry):
     """The recipe: Stage 1 then Stage 2 on synthetic slides; returns the best round's entry."""
     from .core.device import select_device

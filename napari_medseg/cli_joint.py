@@ -8,21 +8,6 @@ import sys
 from .core.errors import InputError
 
 
-def add_train_options(s) -> None:
-    g = s.add_argument_group("joint")
-    g.add_argument("--mode", choices=["joint", "tissue_only", "lesion_only", "supervised"], default="joint",
-                   help="joint (W+N), or a baseline trained by the same code")
-    g.add_argument("--warmup", type=int, default=None, help="iterations before the inter-modality term")
-    g.add_argument("--data", choices=["randomised", "phantom"], default="randomised",
-                   help="randomised: the phantom's label maps drawn with random contrast, bias, blur, noise and "
-                        "skull present or stripped (SynthSeg-style domain randomisation); phantom: the fixed phantom")
-    g.add_argument("--subjects", type=int, default=None,
-                   help="controls and patients (each); default 48 randomised or 4 phantom subjects")
-    g.add_argument("--shape", default="64,72,64", help="phantom volume shape")
-    g.add_argument("--spacing", type=float, default=2.5, help="phantom voxel size in mm")
-    g.add_argument("--label-set", choices=["reduced", "full"], default="reduced")
-
-
 def _shape(text: str) -> tuple[int, ...]:
     try:
         shape = tuple(int(v) for v in text.split(","))
@@ -84,48 +69,9 @@ def train(args, registry):
     return (job.result or {}).get("entry")
 
 
-def add_predict_parser(sub) -> None:
-    s = sub.add_parser("predict", help="run a model over many files: joint lesion + tissue scans, despeckling, or "
-                                       "the adversarial methods' segmentations")
-    s.add_argument("method", choices=["joint", "despeckle", "adversarial_segmentation", "modality_transfer",
-                                      "site_normalization"])
-    s.add_argument("images", nargs="?", default=None,
-                   help="despeckle: a single-channel image file (TIFF, PNG, OME-Zarr...) or a folder of them; the "
-                        "adversarial methods: a NIfTI or TIFF stack of 2-D slices (first axis), or a folder of them")
-    s.add_argument("--t1", default=None, help="joint: a T1 NIfTI file, or a folder of them (one per subject)")
-    s.add_argument("--flair", default=None, help="FLAIR file or folder, matched to the T1s by subject name")
-    s.add_argument("--mask", default=None, help="brain mask file or folder (skull-stripped scans)")
-    s.add_argument("--out", required=True, help="output folder (files in it are never replaced)")
-    s.add_argument("--model", default=None, help="NAME or NAME:VERSION (default: joint_lesion_tissue, despeckle, "
-                                                  "chen_cardiac, segan_tumour, delisle_normalization)")
-    s.add_argument("--min-lesion-ml", type=float, default=0.01, help="smaller lesions are removed (mL)")
-    s.add_argument("--no-refine", action="store_true", help="skip the native-resolution refinement")
-    s.add_argument("--tile", type=int, default=1024, help="despeckle: tile size in pixels")
-    s.add_argument("--format", choices=["tif", "zarr"], default="tif",
-                   help="despeckle: NAME_despeckled.tif (float32, tiled) or NAME_despeckled.zarr (pyramid)")
-    s.add_argument("--bf16", action="store_true",
-                   help="despeckle: bfloat16 on a CPU that has it (about 2x faster; not bit-exact)")
-    s.add_argument("--slice-axis", choices=["first", "last"], default=None,
-                   help="the adversarial methods: which axis of a 3-D image runs through its 2-D slices (default: "
-                        "last for NIfTI, whose volumes are stored x, y, slice; first for TIFF stacks)")
-    s.add_argument("--device", default=None)
-    s.add_argument("--scheduler", default=None,
-                   help="despeckle: run one image per task on a dask.distributed cluster: a scheduler address, or "
-                        "local:N for N one-thread worker processes on this machine (workers read their own files)")
-    s.set_defaults(func=predict)
-
-
 def predict(args) -> int:
     from pathlib import Path
 
-    if args.method == "despeckle":
-        from .cli_staining import predict_despeckle
-
-        return predict_despeckle(args)
-    if args.method != "joint":
-        from .cli_adversarial import predict as predict_adversarial
-
-        return predict_adversarial(args)
     if args.t1 is None:
         raise InputError("predict joint needs --t1 (a T1 file or a folder of them).")
     args.model = args.model or "joint_lesion_tissue"

@@ -12,29 +12,6 @@ from .methods.staining.hne import IMAGE_SUFFIXES, read_images
 
 
 
-def add_train_options(s) -> None:
-    g = s.add_argument_group("despeckle / cyclegan")
-    g.add_argument("--images", default=None,
-                   help="folder or file of RGB H&E images to train on (default: the bundled training split)")
-    g.add_argument("--val-images", default=None, help="folder or file of validation H&E images")
-    g.add_argument("--std", default=None,
-                   help="despeckle: speckle std, one value (the paper: 0.2) or LOW,HIGH (default 0.1,0.5)")
-    g.add_argument("--recipe", choices=["real", "paper"], default="real",
-                   help="despeckle: 'real' (default) trains for other labs' slides: stain, zoom and gamma "
-                        "augmentation, luma and stain-density images, correlated speckle, 1/std loss weights, "
-                        "validation on another source (bundled: slideflow's tile) at std 0.1-0.5, a gated final median "
-                        "(the fixed one erases thin structures at low noise); 'paper' is "
-                        "Combalia et al.'s recipe on the CMU-1 rows")
-    g.add_argument("--steps-large", type=int, default=None,
-                   help="cyclegan: steps of the 512-px stage with learning-rate decay (the 256-px stage takes --steps)")
-    g.add_argument("--upsample", choices=["resize", "transposed"], default=None,
-                   help="cyclegan: the generators' up-sampling (default: resize-convolution for a new model, the "
-                        "current version's with --resume; '--resume --upsample resize' converts a transposed "
-                        "version and fine-tunes it)")
-    g.add_argument("--preview-every", type=int, default=250,
-                   help="cyclegan: steps between validation checkpoints (the kept model is the best of these)")
-
-
 def _std(text):
     from .methods.staining.models import BLIND_STD
 
@@ -295,3 +272,44 @@ def predict_despeckle(args) -> int:
     for n, why in failed:
         print(f"  {n}: {why}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def predict_stain(args) -> int:
+    """``napari-medseg predict staining --fcm F --rcm R --out X.zarr``: the whole pipeline
+    (despeckle RCM → Gareau → CycleGAN) over a pair of any size, tiled and lazy, into a
+    uint8 RGB zarr pyramid; never over an existing path."""
+    from .core.device import select_device
+    from .core.jobs import run_in_terminal
+    from .core.registry import Registry
+    from .methods.staining.pipeline import StainingNet, stain_slide
+
+    if args.tile < 64:
+        raise InputError(f"--tile must be 64 px or more, not {args.tile}.")
+    out = Path(args.out)
+    if out.suffix.lower() != ".zarr":
+        raise InputError(f"predict staining writes a zarr pyramid (a folder); give --out a name ending in .zarr, "
+                         f"not {out.name!r}.")
+    fcm, rcm = _open_channel(Path(args.fcm)), _open_channel(Path(args.rcm))
+    device = select_device(args.device)
+    reg = Registry()
+    name, _, version = args.model.partition(":")
+    entry = reg.get(name, int(version) if version.isdigit() else None)
+    despeckler = entry.load(device)[0].eval()
+    if not hasattr(despeckler, "inverse_speckle"):
+        raise InputError(f"{entry.label} is not a despeckling model.")
+    labels = [entry.label]
+    generator = None
+    if args.stain == "cyclegan":
+        g_entry = reg.get("stain_cyclegan")
+        generator = g_entry.load(device)[0].eval()
+        labels.append(g_entry.label)
+    net = StainingNet(despeckler=despeckler, generator=generator).to(device).eval()
+    gen = stain_slide(net, fcm, rcm, out, normalisation=args.normalisation, tile=args.tile, device=device,
+                      cpu_bf16=args.bf16, pyramid_from=4096)
+    job = run_in_terminal(gen, "stain")
+    if job.stopped:
+        print(f"stopped: nothing was written to {out}", file=sys.stderr)
+        return 1
+    levels = job.result
+    print(f"wrote {out} (RGB {tuple(levels[0].shape)}, {len(levels)} level(s)) with {' + '.join(labels)}")
+    return 0

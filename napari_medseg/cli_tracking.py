@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -196,53 +195,15 @@ def finetune_command(args) -> int:
 
 
 def add_parsers(sub) -> None:
-    def image_options(s):
-        s.add_argument("--channel", type=int, default=None, help="channel of an RGB image (0 R, 1 G, 2 B)")
-        s.add_argument("--project", choices=["max"], default=None, help="max projection of a 3D stack")
-        s.add_argument("--invert", action="store_true", help="dark structures on a bright background")
-        s.add_argument("--model", default="tracking", help="NAME or NAME:VERSION")
-        s.add_argument("--pixel-size", type=float, nargs=2, default=None, metavar=("SY", "SX"),
-                       help="the image's pixel size (rows, columns): SWC files are in its --unit, not in pixels")
-        s.add_argument("--unit", default="micrometer", help="unit of --pixel-size (default micrometer)")
+    from .core.options import add_options
+    from .methods.tracking.options import FinetuneOptions, ImageOptions, TrackOptions
 
     s = sub.add_parser("track", help="trace structures from start points with the tracking agent (SWC out)")
-    s.add_argument("image")
-    s.add_argument("--starts", required=True,
-                   help="'y,x;y,x' or a CSV of y,x rows; 'y,x:y2,x2' heads from y,x towards y2,x2 "
-                        "(otherwise the heading follows the ridge, towards the end when --ends gives one)")
-    s.add_argument("--ends", default=None, help="optional end points, one per start")
-    s.add_argument("--out", required=True, help="output .swc (a new file; see --overwrite)")
-    s.add_argument("--overwrite", action="store_true", help="replace an existing --out (atomically)")
-    s.add_argument("--scale", type=float, default=1.0, help="window scale (1.5 on the paper's microscopy)")
-    s.add_argument("--max-steps", type=int, default=200)
-    s.add_argument("--threshold", type=float, default=None, help="stop when entropy stays above this")
-    s.add_argument("--entropy-steps", type=int, default=5)
-    image_options(s)
+    add_options(s, TrackOptions)
+    add_options(s, ImageOptions)
     s.set_defaults(func=track_command)
 
     s = sub.add_parser("finetune", help="fine-tune the tracking agent on corrected traces (or k-fold evaluate)")
-    s.add_argument("--image", nargs="+", required=True)
-    s.add_argument("--swc", nargs="+", required=True, help="corrected traces, one SWC per image")
-    s.add_argument("--updates", type=int, default=20)
-    s.add_argument("--episodes", type=int, default=32, help="episodes per PPO update (the paper: 32)")
-    s.add_argument("--folds", type=int, default=0, help="k-fold protocol of the paper: report, save nothing")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--json", default=None)
-    image_options(s)
+    add_options(s, FinetuneOptions)
+    add_options(s, ImageOptions)
     s.set_defaults(func=finetune_command)
-
-
-def add_train_options(s) -> None:
-    g = s.add_argument_group("tracking")
-    g.add_argument("--updates", type=int, default=120, help="PPO updates (32 episodes each)")
-    g.add_argument("--setting", default="SI",
-                   help="synthetic setting: SI, SI-RC, SI-W, SI-EN, SI-SN, crossing, DR (domain-randomised), SI+DR")
-    g.add_argument("--start-stub", type=float, default=6.0,
-                   help="px of visited path drawn behind each training start (0: the paper's empty path)")
-    g.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: the paper's 5e-4)")
-    g.add_argument("--init", choices=["scratch", "current"], default="scratch",
-                   help="start from random weights, or fine-tune the current tracking version")
-    g.add_argument("--minutes", type=float, default=None, help="stop after this many minutes, keeping the best")
-    g.add_argument("--minibatches", type=int, default=4)
-    g.add_argument("--eval-every", type=int, default=5)
-    g.add_argument("--val-episodes", type=int, default=32)

@@ -25,7 +25,8 @@ def _subcommands() -> dict:
 
 
 def _choices(command: str) -> list:
-    return next(a for a in _subcommands()[command]._actions if a.dest == "method").choices
+    """The METHOD subcommands of ``command`` (train, predict), aliases included."""
+    return list(next(a for a in _subcommands()[command]._actions if isinstance(a, argparse._SubParsersAction)).choices)
 
 
 def test_the_list_names_every_method_package_once():
@@ -62,3 +63,23 @@ def test_every_entry_point_of_a_method_exists(spec):
         assert sorted(folder.glob("v*.pt")), f"no shipped {model} model"
         if not model.endswith("_critic"):
             assert (folder / "MODEL_CARD.md").is_file(), f"{model} has no model card"
+
+
+@pytest.mark.parametrize("spec", METHODS, ids=lambda m: m.slug)
+def test_one_slug_and_options_declared_once(spec):
+    """`train SLUG` and `predict SLUG` exist under the package's name, and `train SLUG`
+    takes exactly the options its TrainOptions dataclass declares, with those defaults."""
+    import dataclasses
+
+    from napari_medseg.core.options import TrainRun
+
+    assert spec.train[0] == spec.slug and spec.predict[0] == f"predict {spec.slug}"
+    trainer = _subcommands()["train"]
+    target = next(a for a in trainer._actions if isinstance(a, argparse._SubParsersAction)).choices[spec.slug]
+    options = importlib.import_module(f"napari_medseg.methods.{spec.slug}.options").TrainOptions
+    declared = {f.name: f for f in dataclasses.fields(options)} | {f.name: f for f in dataclasses.fields(TrainRun)}
+    taken = {a.dest: a for a in target._actions if a.dest not in ("help", "network")}
+    assert set(taken) == set(declared)
+    for name, f in declared.items():
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        assert taken[name].default == default, name

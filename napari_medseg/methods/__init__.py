@@ -17,8 +17,8 @@ class MethodSpec:
     paper: str
     widget: str  # manifest command id (napari.yaml)
     samples: tuple[str, ...]  # manifest sample-data keys
-    train: tuple[str, ...]  # `napari-medseg train NAME`
-    predict: tuple[str, ...]  # inference commands: `predict NAME`, or another subcommand spelled out
+    train: tuple[str, ...]  # `napari-medseg train NAME` (the slug first; then older names)
+    predict: tuple[str, ...]  # inference commands: `predict SLUG` first, then other names or subcommands
     bench: str  # `napari-medseg bench NAME`
     demo: str  # key of demo.DEMOS
     models: tuple[str, ...]  # shipped model folders under models/
@@ -27,16 +27,16 @@ class MethodSpec:
 
 METHODS = (
     MethodSpec("tracking", "Dai et al. 2019", "napari-medseg.tracking_widget", ("synthetic_axon", "retina"),
-               ("tracking",), ("track", "finetune"), "tracking", "tracking", ("tracking",),
+               ("tracking",), ("predict tracking", "track", "finetune"), "tracking", "tracking", ("tracking",),
                ("widgets/tracking.md", "methods/tracking.md")),
     MethodSpec("box_iterative", "Gupta et al. 2019", "napari-medseg.box_widget", ("synthetic_kidney",),
-               ("box_iterative",), ("segment --model glomeruli",), "box_iterative", "box_iterative", ("glomeruli",),
+               ("box_iterative",), ("predict box_iterative", "segment --model glomeruli"), "box_iterative", "box_iterative", ("glomeruli",),
                ("widgets/box_iterative.md", "methods/box_iterative.md")),
     MethodSpec("staining", "Combalia et al. 2019", "napari-medseg.staining_widget", ("confocal_pair",),
-               ("despeckle", "cyclegan"), ("predict despeckle",), "staining", "staining",
+               ("staining", "despeckle", "cyclegan"), ("predict staining", "predict despeckle"), "staining", "staining",
                ("despeckle", "stain_cyclegan"), ("widgets/staining.md", "methods/staining.md")),
     MethodSpec("joint_lesion_tissue", "Dorent et al. 2019", "napari-medseg.joint_widget",
-               ("brain_phantom", "mni_lesions"), ("joint",), ("predict joint",), "joint", "joint",
+               ("brain_phantom", "mni_lesions"), ("joint_lesion_tissue", "joint"), ("predict joint_lesion_tissue", "predict joint"), "joint", "joint",
                ("joint_lesion_tissue", "joint_tissue_only", "joint_lesion_only"),
                ("widgets/joint_lesion_tissue.md", "methods/joint_lesion_tissue.md")),
     MethodSpec("adversarial_segmentation", "Chen et al. 2019", "napari-medseg.adversarial_widget",

@@ -20,14 +20,19 @@ from ..core.device import select_device
 from ..core.errors import InputError, MedsegError
 from ..core.registry import Registry
 from ..core.tiling import open_pyramid_output
+from ..core.options import defaults
 from ..methods.box_iterative.boxes import boxes_from_shapes
 from ..methods.box_iterative.model import MODEL_NAME
+from ..methods.box_iterative.options import TrainOptions
 from ..methods.box_iterative.stages import IterativeTraining, StageConfig
 from ._common import layer_level, stored_labels
 from ._controller import Controller
 from ._runner import JobRunner
 
 METRICS = ("object_precision", "object_recall", "object_f1")
+
+
+_TRAIN = defaults(TrainOptions)  # the CLI's defaults: one source for both
 
 
 @dataclass
@@ -40,18 +45,18 @@ class BoxSettings:
     unlabelled: list = field(default_factory=list)  # Image layers for Stage 2
     val_image: Image | None = None
     val_labels: Labels | None = None
-    rounds1: int = 3
-    rounds2: int = 2
+    rounds1: int = _TRAIN["rounds1"]
+    rounds2: int = _TRAIN["rounds2"]
     steps: int = 150
     patch: int = 0  # 0: by device (the paper's 492 -> 496 on a GPU, 256 on a CPU)
     batch_size: int = 0  # 0: by device (5 on a GPU, 4 on a CPU)
-    clip_boxes: bool = False  # boxes partly outside the slide: clip them instead of refusing
-    polarity: str = "auto"  # grey images with a dark background are inverted (auto), or keep / invert
+    clip_boxes: bool = _TRAIN["clip_boxes"]  # boxes partly outside the slide: clip them instead of refusing
+    polarity: str = _TRAIN["polarity"]  # grey images with a dark background are inverted (auto), or keep / invert
     instances: bool = True  # Predict: split touching objects into instances (in-memory results)
     object_radius: float = 0.0  # typical object radius in pixels; 0: from the Stage 1 boxes
     device: str = "auto"
-    adversarial: float = 0.0  # > 0: adversarial mode (a mask discriminator's term with this weight)
-    head: str = "binary"  # a new model's output: "binary", or "boundary" (the instance head)
+    adversarial: float = _TRAIN["adversarial"]  # > 0: adversarial mode (a mask discriminator's term with this weight)
+    head: str = _TRAIN["head"]  # a new model's output: "binary", or "boundary" (the instance head)
     predict_image: Image | None = None
     version: int | None = None  # for Predict: None = the current one
 

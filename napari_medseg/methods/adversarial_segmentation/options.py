@@ -1,0 +1,20 @@
+"""What ``napari-medseg train adversarial_segmentation`` and ``predict adversarial_segmentation`` take."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ...core.adversarial.options import slice_predict_options
+from ...core.options import option
+
+
+@dataclass
+class TrainOptions:
+    variant: str = option("adversarial_transfer", "adversarial_transfer (U+A+D+T, the paper's method), adversarial "
+                                                  "(U+A) or unet (U)")
+    phantoms: int = option(12, "phantom patients to train on (at least 2)")
+    lr: float | None = option(None, "Adam learning rate (default 2e-4)")
+    batch_size: int | None = option(None, "slices per step (default 8)")
+
+
+PredictOptions = slice_predict_options("chen_cardiac")

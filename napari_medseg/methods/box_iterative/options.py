@@ -1,0 +1,36 @@
+"""What ``napari-medseg train box_iterative`` and ``predict box_iterative`` take (defaults live here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ...core.options import SegmentOptions, option
+
+
+@dataclass
+class TrainOptions:
+    adversarial: float = option(0.0, "adversarial mode: a mask discriminator's term with this weight",
+                                metavar="WEIGHT")
+    head: str = option("binary", "a new model's output; boundary adds the instance head's wall class",
+                       choices=["binary", "boundary"])
+    rounds1: int = option(6, "Stage 1 rounds (the paper peaks at round 6 of 10)")
+    rounds2: int = option(3, "Stage 2 rounds")
+    size: int = option(2048, "side of the synthetic training slides")
+    patch: int | None = option(None, "patch side (default: 496 on a GPU, 256 on a CPU)")
+    batch_size: int | None = option(None, "default: 5 on a GPU, 4 on a CPU")
+    image: list = option([], "your Stage 1 image (repeat for several, each with its --boxes)", metavar="FILE")
+    boxes: list = option([], "its boxes: a .csv box table (y0,x0,y1,x1 or x,y,width,height), a napari Shapes .csv, "
+                             "or QuPath .geojson", metavar="FILE")
+    unlabelled: str | None = option(None, "a folder of images without boxes (Stage 2)", metavar="DIR")
+    val_image: str | None = option(None, "a validation image with --val-labels (picks the best round)")
+    val_labels: str | None = option(None, "its object mask or instance labels")
+    polarity: str = option("auto", "grey images: auto inverts a dark background (fluorescence) so objects are dark "
+                                   "on bright", choices=["auto", "keep", "invert"])
+    clip_boxes: bool = option(False, "clip boxes that cross the image border")
+
+
+@dataclass
+class PredictOptions(SegmentOptions):
+    """``napari-medseg predict box_iterative``: ``segment`` with the glomeruli model."""
+
+    model: str = option("glomeruli", "NAME or NAME:VERSION")

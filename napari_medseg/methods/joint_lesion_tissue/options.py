@@ -1,0 +1,37 @@
+"""What ``napari-medseg train joint_lesion_tissue`` and ``predict joint_lesion_tissue`` take."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ...core.options import option
+
+
+@dataclass
+class TrainOptions:
+    mode: str = option("joint", "joint (W+N), or a baseline trained by the same code",
+                       choices=["joint", "tissue_only", "lesion_only", "supervised"])
+    warmup: int | None = option(None, "iterations before the inter-modality term")
+    data: str = option("randomised", "randomised: the phantom's label maps drawn with random contrast, bias, blur, "
+                                     "noise and skull present or stripped (SynthSeg-style domain randomisation); "
+                                     "phantom: the fixed phantom", choices=["randomised", "phantom"])
+    subjects: int | None = option(None, "controls and patients (each); default 48 randomised or 4 phantom subjects")
+    shape: str = option("64,72,64", "phantom volume shape")
+    spacing: float = option(2.5, "phantom voxel size in mm")
+    label_set: str = option("reduced", "tissue classes", choices=["reduced", "full"])
+    lr: float | None = option(None, "Adam learning rate (default 0.005)")
+    patch: int | None = option(None, "patch side (default: 48, or the volume's smallest side)")
+    init: str = option("scratch", "start from random weights, or fine-tune the current version of the mode's model",
+                       choices=["scratch", "current"])
+
+
+@dataclass
+class PredictOptions:
+    t1: str = option(None, "a T1 NIfTI file, or a folder of them (one per subject)", required=True)
+    flair: str | None = option(None, "FLAIR file or folder, matched to the T1s by subject name")
+    mask: str | None = option(None, "brain mask file or folder (skull-stripped scans)")
+    out: str = option(None, "output folder (files in it are never replaced)", required=True)
+    model: str = option("joint_lesion_tissue", "NAME or NAME:VERSION")
+    min_lesion_ml: float = option(0.01, "smaller lesions are removed (mL)")
+    no_refine: bool = option(False, "skip the native-resolution refinement")
+    device: str | None = option(None, "auto, cpu, cuda, cuda:1, mps")

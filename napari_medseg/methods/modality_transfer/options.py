@@ -1,0 +1,21 @@
+"""What ``napari-medseg train modality_transfer`` and ``predict modality_transfer`` take."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ...core.adversarial.options import slice_predict_options
+from ...core.options import option
+
+
+@dataclass
+class TrainOptions:
+    variant: str = option("concat", "the critic's input: concat (the paper's) or multiply (the original "
+                                    "SegAN's)")
+    phantoms: int = option(8, "phantom subjects to train on (at least 3)")
+    modality: str = option("FLAIR", "T1, T1c, T2 or FLAIR")
+    lr: float | None = option(None, "Adam learning rate (default 1e-3)")
+    batch_size: int | None = option(None, "slices per step (default 8)")
+
+
+PredictOptions = slice_predict_options("segan_tumour")

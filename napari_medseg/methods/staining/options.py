@@ -1,0 +1,62 @@
+"""What ``napari-medseg train staining`` and ``predict staining|despeckle`` take (defaults live here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ...core.options import option
+
+
+@dataclass
+class TrainOptions:
+    images: str | None = option(None, "folder or file of RGB H&E images to train on (default: the bundled training "
+                                      "split)")
+    val_images: str | None = option(None, "folder or file of validation H&E images")
+    std: str | None = option(None, "despeckle: speckle std, one value (the paper: 0.2) or LOW,HIGH (default 0.1,0.5)")
+    recipe: str = option("real", "despeckle: 'real' (default) trains for other labs' slides: stain, zoom and gamma "
+                                 "augmentation, luma and stain-density images, correlated speckle, 1/std loss weights, "
+                                 "validation on another source (bundled: slideflow's tile) at std 0.1-0.5, a gated "
+                                 "final median (the fixed one erases thin structures at low noise); 'paper' is "
+                                 "Combalia et al.'s recipe on the CMU-1 rows", choices=["real", "paper"])
+    steps_large: int | None = option(None, "cyclegan: steps of the 512-px stage with learning-rate decay (the 256-px "
+                                           "stage takes --steps)")
+    upsample: str | None = option(None, "cyclegan: the generators' up-sampling (default: resize-convolution for a new "
+                                        "model, the current version's with --resume; '--resume --upsample resize' "
+                                        "converts a transposed version and fine-tunes it)",
+                                  choices=["resize", "transposed"])
+    preview_every: int = option(250, "cyclegan: steps between validation checkpoints (the kept model is the best of "
+                                     "these)")
+    lr: float | None = option(None, "Adam learning rate (despeckle: 3e-4 real recipe, 5e-4 paper)")
+    patch: int | None = option(None, "despeckle: training crop side (64 real recipe, 256 paper)")
+    batch_size: int | None = option(None, "despeckle: 8; cyclegan: 1")
+
+
+@dataclass
+class DespeckleOptions:
+    images: str = option(None, "a single-channel image file (TIFF, PNG, OME-Zarr...) or a folder of them",
+                         positional=True, required=True)
+    out: str = option(None, "output folder (files in it are never replaced)", required=True)
+    model: str = option("despeckle", "NAME or NAME:VERSION")
+    tile: int = option(1024, "tile size in pixels")
+    format: str = option("tif", "NAME_despeckled.tif (float32, tiled) or NAME_despeckled.zarr (pyramid)",
+                         choices=["tif", "zarr"])
+    bf16: bool = option(False, "bfloat16 on a CPU that has it (about 2x faster; not bit-exact)")
+    device: str | None = option(None, "auto, cpu, cuda, cuda:1, mps")
+    scheduler: str | None = option(None, "run one image per task on a dask.distributed cluster: a scheduler address, "
+                                         "or local:N for N one-thread worker processes on this machine (workers read "
+                                         "their own files)")
+
+
+@dataclass
+class StainOptions:
+    fcm: str = option(None, "the fluorescence (FCM) channel: TIFF, PNG, OME-Zarr...", required=True)
+    rcm: str = option(None, "the reflectance (RCM) channel, same shape", required=True)
+    out: str = option(None, "output .zarr (RGB pyramid; a new path)", required=True)
+    model: str = option("despeckle", "the despeckler, NAME or NAME:VERSION")
+    stain: str = option("cyclegan", "gareau: the physical stain model only; cyclegan: refined by the shipped "
+                                    "stain_cyclegan", choices=["gareau", "cyclegan"])
+    normalisation: str = option("slide", "intensity range per slide (tiles match a whole-image pass) or per tile "
+                                         "(for drifting illumination)", choices=["slide", "tile"])
+    tile: int = option(1024, "tile size in pixels")
+    bf16: bool = option(False, "bfloat16 on a CPU that has it (about 2x faster; not bit-exact)")
+    device: str | None = option(None, "auto, cpu, cuda, cuda:1, mps")

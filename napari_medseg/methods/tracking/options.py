@@ -1,0 +1,59 @@
+"""What ``napari-medseg train tracking`` and ``predict tracking`` take (defaults live here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ...core.options import option
+
+
+@dataclass
+class TrainOptions:
+    updates: int = option(120, "PPO updates (32 episodes each)")
+    setting: str = option("SI", "synthetic setting: SI, SI-RC, SI-W, SI-EN, SI-SN, crossing, DR (domain-randomised), "
+                                "SI+DR")
+    start_stub: float = option(6.0, "px of visited path drawn behind each training start (0: the paper's empty path)")
+    lr: float | None = option(None, "Adam learning rate (default: the paper's 5e-4)")
+    init: str = option("scratch", "start from random weights, or fine-tune the current tracking version",
+                       choices=["scratch", "current"])
+    minutes: float | None = option(None, "stop after this many minutes, keeping the best")
+    minibatches: int = option(4, "PPO minibatches per update")
+    eval_every: int = option(5, "updates between validations")
+    val_episodes: int = option(32, "validation episodes")
+
+
+@dataclass
+class ImageOptions:
+    channel: int | None = option(None, "channel of an RGB image (0 R, 1 G, 2 B)")
+    project: str | None = option(None, "max projection of a 3D stack", choices=["max"])
+    invert: bool = option(False, "dark structures on a bright background")
+    model: str = option("tracking", "NAME or NAME:VERSION")
+    pixel_size: float | None = option(None, "the image's pixel size (rows, columns): SWC files are in its --unit, "
+                                            "not in pixels", nargs=2, metavar=("SY", "SX"))
+    unit: str = option("micrometer", "unit of --pixel-size (default micrometer)")
+
+
+@dataclass
+class TrackOptions:
+    image: str = option(None, "the image to trace in", positional=True, required=True)
+    starts: str = option(None, "'y,x;y,x' or a CSV of y,x rows; 'y,x:y2,x2' heads from y,x towards y2,x2 "
+                               "(otherwise the heading follows the ridge, towards the end when --ends gives one)",
+                         required=True)
+    ends: str | None = option(None, "optional end points, one per start")
+    out: str = option(None, "output .swc (a new file; see --overwrite)", required=True)
+    overwrite: bool = option(False, "replace an existing --out (atomically)")
+    scale: float = option(1.0, "window scale (1.5 on the paper's microscopy)")
+    max_steps: int = option(200, "steps per trace at most")
+    threshold: float | None = option(None, "stop when entropy stays above this")
+    entropy_steps: int = option(5, "steps the entropy must stay above --threshold")
+
+
+@dataclass
+class FinetuneOptions:
+    image: list = option([], "images with corrected traces", nargs="+", required=True, flag="--image")
+    swc: list = option([], "corrected traces, one SWC per image", nargs="+", required=True)
+    updates: int = option(20, "PPO updates")
+    episodes: int = option(32, "episodes per PPO update (the paper: 32)")
+    folds: int = option(0, "k-fold protocol of the paper: report, save nothing")
+    seed: int = option(0, "random seed")
+    json: str | None = option(None, "write the report here")
