@@ -83,3 +83,18 @@ def test_one_slug_and_options_declared_once(spec):
     for name, f in declared.items():
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         assert taken[name].default == default, name
+
+
+def test_a_fresh_process_rebuilds_every_shipped_network_from_the_method_list():
+    """core.nets knows no method: the modules that register networks are named once, in
+    each MethodSpec.nets; a fresh process (nothing imported yet) loads every shipped model."""
+    import subprocess
+    import sys
+
+    names = sorted({m for spec in METHODS for m in spec.models})
+    code = ("import sys; from napari_medseg.core.registry import Registry; r = Registry(); "
+            "print(','.join(type(r.get(n).load('cpu')[0]).__name__ for n in sys.argv[1:]))")
+    out = subprocess.run([sys.executable, "-c", code, *names], capture_output=True, text=True, check=True)
+    assert len(out.stdout.strip().split(",")) == len(names)
+    source = (ROOT / "napari_medseg" / "core" / "nets.py").read_text()
+    assert "napari_medseg.methods." not in source  # no method module named in core

@@ -30,26 +30,25 @@ def _monai_unet(**kwargs) -> torch.nn.Module:
     return UNet(**kwargs)
 
 
-# networks registered by method modules, imported on first use
-_REGISTERED_BY = {"dai2019.BetaPolicy": "napari_medseg.methods.tracking.policy",
-                  "combalia2019.DespeckleNet": "napari_medseg.methods.staining.despeckle",
-                  "combalia2019.ResnetGenerator": "napari_medseg.methods.staining.cyclegan",
-                  "dorent2019.HeteroModalNet": "napari_medseg.methods.joint_lesion_tissue.network",
-                  "chen2019.DilatedResUNet": "napari_medseg.methods.adversarial_segmentation.networks",
-                  "chen2019.ConditionalMaskDiscriminator": "napari_medseg.core.adversarial.networks",
-                  **{name: "napari_medseg.methods.modality_transfer.networks" for name in (
-                      "giacomello2020.SegANSegmentor", "giacomello2020.SegANCritic")},
-                  **{name: "napari_medseg.methods.site_normalization.networks" for name in (
-                      "delisle2019.NormalizationGenerator", "delisle2019.DomainDiscriminator",
-                      "delisle2019.NormalizeAndSegment")}}
+# networks that core's own modules register (the methods' are named in their MethodSpec.nets)
+_CORE_NETWORK_MODULES = ("napari_medseg.core.adversarial.networks",)
+
+
+def _import_registering_modules() -> None:
+    """Import every module that registers a network: core's, and each method's ``nets``
+    as listed once in ``METHODS`` (``methods/__init__.py``: the list, not a method)."""
+    from .. import methods
+
+    for module in _CORE_NETWORK_MODULES + methods.network_modules():
+        importlib.import_module(module)
 
 
 def build(arch: dict) -> torch.nn.Module:
     from .errors import NotACheckpointError
 
     name = arch.get("name")
-    if name not in _BUILDERS and name in _REGISTERED_BY:
-        importlib.import_module(_REGISTERED_BY[name])
+    if name not in _BUILDERS:
+        _import_registering_modules()
     if name not in _BUILDERS:
         raise NotACheckpointError(f"Unknown network {name!r}; known: {sorted(_BUILDERS)}.")
     return _BUILDERS[name](**arch.get("kwargs", {}))
