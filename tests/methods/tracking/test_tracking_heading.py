@@ -156,7 +156,7 @@ def test_auto_heading_at_a_junction_leaves_along_the_branch_not_into_the_brighte
 def test_an_end_beside_the_path_stops_the_trace_when_it_moves_away():
     """An end 6 px beside the fibre is never within the end radius: the trace stops one
     step after its closest approach ("passed the end"), reached_end False."""
-    from tests.test_tracking_track import steering_policy
+    from tests.methods.tracking.test_tracking_track import steering_policy
 
     img = np.full((64, 200), 0.1, np.float32)
     (t,) = track(img, [[20.0, 10.0]], [[26.0, 60.0]], policy=steering_policy(),
@@ -186,7 +186,7 @@ def test_the_greedy_follower_obeys_the_same_end_rule():
 def test_an_end_close_behind_the_start_does_not_stop_the_trace_before_it_comes_back():
     """The two ends of a U-shaped fibre can lie close together: leaving the start away
     from the end is not "passing" it."""
-    from tests.test_tracking_track import steering_policy
+    from tests.methods.tracking.test_tracking_track import steering_policy
 
     img = np.full((64, 200), 0.1, np.float32)
     (t,) = track(img, [[20.0, 20.0]], [[20.0, 12.0]], policy=steering_policy(),

@@ -15,7 +15,7 @@ from napari_medseg.core import device as dev
 from napari_medseg.core.errors import InputError, MemoryPreflightError
 from napari_medseg.core.jobs import Job, Progress, collect, run_in_terminal
 
-PKG = Path(__file__).resolve().parents[1] / "napari_medseg"
+PKG = Path(__file__).resolve().parents[2] / "napari_medseg"
 FORBIDDEN = {"qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "napari", "magicgui", "superqt", "vispy"}
 
 

@@ -13,7 +13,7 @@ from napari_medseg.core import nets, tiling, tilestore
 from napari_medseg.core.errors import InputError
 from napari_medseg.core.jobs import Job, collect
 
-from .conftest import randomize_batchnorm
+from tests.conftest import randomize_batchnorm
 
 
 def softmax(y):
