@@ -132,8 +132,8 @@ def track_command(args) -> int:
 def finetune_command(args) -> int:
     from .core.jobs import run_in_terminal
     from .core.registry import Registry
-    from .methods.tracking.finetune import finetune_config, kfold_finetune, trace_episodes
-    from .methods.tracking.model import MODEL_NAME, train_tracking
+    from .methods.tracking.finetune import finetune_config, kfold_finetune
+    from .methods.tracking.model import MODEL_NAME
     from .methods.tracking.swc import read_swc
 
     if len(args.image) != len(args.swc):
@@ -161,36 +161,24 @@ def finetune_command(args) -> int:
 
             atomic_write_json(args.json, out, default=float)
         return 0
-    from .methods.tracking.finetune import gate_note, gate_score, not_worse, split_heldout
-    from .methods.tracking.model import policy_from_entry
+    from .methods.tracking.finetune_round import finetune_round
     from .methods.tracking.track import TrackConfig
 
     policy, _ = _policy(args.model)
     registry = Registry()
-    current = registry.get(MODEL_NAME) if ":" not in args.model else None
-    splits = [split_heldout(t) for t in traces]  # a fold of each image's traces judges the round
-    ev = TrackConfig(check_starts=False, max_steps=400)
-
-    def score(p):
-        rows = [gate_score(p, img, held, ev) for img, (_, held, _) in zip(images, splits)]
-        return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
-
-    before = score(policy)
-    gen = train_tracking(registry, config, policy=policy,
-                         episodes=trace_episodes(images, [tr for tr, _, _ in splits], seed=args.seed),
-                         extra_meta={"finetuned_on": [str(s) for s in args.swc]}, make_current=False)
+    tag = [str(s) for s in args.swc]
+    gen = finetune_round(registry, policy, images, traces, config, TrackConfig(check_starts=False, max_steps=400),
+                         extra_meta={"finetuned_on": tag}, seed=args.seed)
     job = run_in_terminal(gen, "fine-tune tracking")
-    saved = [e for e in registry.list(MODEL_NAME) if e.meta.get("finetuned_on") == [str(s) for s in args.swc]]
-    if not saved:
-        print("stopped before a model was saved; nothing changed", file=sys.stderr)
+    if job.stopped:
+        saved = [e for e in registry.list(MODEL_NAME) if e.meta.get("finetuned_on") == tag]
+        print(f"stopped; {'saved ' + saved[-1].label + ', not made current' if saved else 'nothing was saved'}",
+              file=sys.stderr)
         return 1
-    new = saved[-1]
-    after = score(policy_from_entry(new)[0])
-    made = not_worse(after, before) and not job.stopped
-    if made:
-        registry.restore(new.name, new.version, source=new.source)
-    print(f"{'stopped; ' if job.stopped else ''}saved {new.label}. "
-          + gate_note(new.name, new.version, current.version if current else 0, before, after, made))
+    out = job.result
+    b, a = out["before"], out["after"]
+    print(f"saved {out['entry'].label}: coverage {b['coverage_pct']:.1f} -> {a['coverage_pct']:.1f} %, error "
+          f"{b['error_px']:.2f} -> {a['error_px']:.2f} px on your traces. " + out["note"])
     return 0
 
 

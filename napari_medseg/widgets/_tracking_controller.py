@@ -19,7 +19,7 @@ from ..core.device import select_device
 from ..core.errors import InputError, MedsegError, NotACheckpointError
 from ..core.jobs import Progress
 from ..core.registry import Registry
-from ..methods.tracking import finetune, prepare, swc
+from ..methods.tracking import finetune, finetune_round, prepare, swc
 from ..methods.tracking.curves import arc_length
 from ..methods.tracking.env import EnvConfig
 from ..methods.tracking.heading import heading_from_point
@@ -284,44 +284,29 @@ class TrackingController(Controller):
         image = self.prepared_image()
         entry = self.entry()
         policy, _ = self.policy()
-        truths = [p for _, p in items if len(p) > 1 and arc_length(p)[-1] >= finetune.MIN_TRACE_PX]
-        # a fold of the corrected traces is held out to judge the round (all of them if there is one)
-        train_truths, held, held_out = finetune.split_heldout(truths)
-        episodes = finetune.trace_episodes([image], [train_truths or [p for _, p in items]])
+        traces = [p for _, p in items]
+        truths = finetune_round.usable(traces)
         edited = [t for t, p in items if self.layers.is_edited(t, p)]
         saved = self.autosave(items, edited, entry)
         cfg = finetune.finetune_config(updates or s.finetune_updates, device=str(self.device())).replace(**ppo)
-        cfg = cfg.replace(val_episodes=episodes.n_traces)
         info = {"round": len(self.rounds) + 1, "model": entry.name, "from_version": entry.version,
                 "previous_current": self.registry.get(entry.name).version, "n_traces": len(items),
                 "edited": edited, "saved": str(saved)}
-        longest = max(arc_length(t)[-1] for t in truths)
+        longest = max(arc_length(t)[-1] for t in truths) if truths else 100.0
         ev = TrackConfig(check_starts=False, scale=s.scale, max_steps=max(200, int(2 * longest)))
-        extra = {"finetuned_from": entry.version, "corrections": str(saved)}
 
         def job():
-            yield Progress(0, cfg.updates, "measuring the model on your traces…", {})
-            info["before"] = finetune.evaluate_traces(policy, image, truths, ev)
-            gate_before = finetune.gate_score(policy, image, held, ev)
-            out = yield from train_tracking(self.registry, cfg, policy=policy, episodes=episodes, name=entry.name,
-                                            env_config=EnvConfig(max_steps=cfg.max_steps, scale=s.scale),
-                                            extra_meta=extra, make_current=False)
-            new_policy = policy_from_entry(out["entry"])[0]
-            info["after"] = finetune.evaluate_traces(new_policy, image, truths, ev)
-            self._gate(info, out["entry"], gate_before, finetune.gate_score(new_policy, image, held, ev), held_out)
-            return out
+            out = yield from finetune_round.finetune_round(
+                self.registry, policy, [image], [traces], cfg, ev, name=entry.name,
+                env_config=EnvConfig(max_steps=cfg.max_steps, scale=s.scale),
+                extra_meta={"finetuned_from": entry.version, "corrections": str(saved)}, report=info)
+            info.update(after=out["after"], gate_after=out["gate_after"], made_current=out["made_current"],
+                        held_out=out["held_out"],
+                        new_version=out["entry"].version, gate_note=out["note"])
+            return out["train"]
 
         self._say(f"{len(items)} traces ({len(edited)} edited, {len(items) - len(edited)} as tracked) saved to {saved}")
         return self.runner.start(job(), on_done=lambda r: self._finetune_done(info, image, truths, ev))
-
-    def _gate(self, info, new, before: dict, after: dict, held_out: bool) -> None:
-        """Make the new version current only if it validates at least as well (held-out
-        traces + synthetic validation); otherwise keep it as a version and say so."""
-        made = finetune.not_worse(after, before)
-        if made:
-            self.registry.restore(new.name, new.version, source=new.source)
-        info.update(gate_before=before, gate_after=after, made_current=made, held_out=held_out, new_version=new.version,
-                    gate_note=finetune.gate_note(new.name, new.version, info["previous_current"], before, after, made))
 
     def _finetune_done(self, info, image, truths, ev):
         if "new_version" not in info:
