@@ -1,7 +1,9 @@
 """The one job runner every widget uses: progress bar, Stop button, live metrics.
 
 It runs an engine generator (see ``napari_medseg.core.jobs``) in napari's
-``thread_worker``; the console and the CLI run the very same generator.
+``thread_worker``; the console and the CLI run the very same generator. Every job
+also reports to napari's Activity dock (a ``napari.utils.progress`` per job), so a long
+training or whole-slide run can be followed with the dock closed.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ import traceback
 from collections.abc import Callable
 
 from napari.qt.threading import create_worker
+from napari.utils import progress as activity_progress
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import Signal
+from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from ..core.errors import MedsegError
@@ -57,20 +60,27 @@ class JobRunner(QWidget):
         self.job: Job | None = None
         self.worker = None
         self.history: list[Progress] = []
+        self.activity = None  # the running job's entry in napari's Activity dock
+        self._latest: Progress | None = None
+        self._activity_pending = False
 
     @property
     def running(self) -> bool:
         return self.worker is not None
 
     def start(self, gen, on_done: Callable | None = None, on_progress: Callable[[Progress], None] | None = None,
-              on_error: Callable[[BaseException], None] | None = None):
+              on_error: Callable[[BaseException], None] | None = None, title: str | None = None):
         """Run ``gen`` (a progress generator) in a worker thread. ``on_done(result)`` runs when it
-        ends or is stopped (result None), ``on_error(exc)`` when it raised."""
+        ends or is stopped (result None), ``on_error(exc)`` when it raised; ``title`` names
+        the job in the Activity dock (default: the dock's title)."""
         if self.running:
             show_info("A job is already running; press Stop first.")
             return None
         self.job = job = Job(gen)
         self.history = []
+        self._close_activity()
+        self._activity_title = title or self._title()
+        self.activity = activity_progress(total=0, desc=self._activity_title)
 
         def work():
             # every exception is caught here and handed back as a value: superqt treats a
@@ -101,12 +111,44 @@ class JobRunner(QWidget):
             self.job.stop()
             self.status.setText("stopping after this step…")
 
+    def _title(self) -> str:
+        w = self.parentWidget()
+        while w is not None and not w.windowTitle():
+            w = w.parentWidget()
+        return f"napari-medseg: {w.windowTitle()}" if w is not None else "napari-medseg job"
+
+    def _report_activity(self):
+        """Mirror the latest report in the Activity dock, from the event loop rather than
+        inside the report's own slot: napari's progress may process pending events while it
+        redraws, so a newer report can be handled in the middle of an older one. Each write
+        checks that its report is still the latest; the newer one's own call does the rest."""
+        self._activity_pending = False
+        bar, p = self.activity, self._latest
+        if bar is None or p is None:
+            return
+        updates = (lambda: bar.set_description(f"{self._activity_title} — {p.message}") if p.message else None,
+                   lambda: setattr(bar, "total", max(0, p.total)) if bar.total != max(0, p.total) else None,
+                   lambda: bar.update(p.step - bar.n) if p.step != bar.n else None)
+        for update in updates:
+            if self.activity is not bar or self._latest is not p:
+                return
+            update()
+
+    def _close_activity(self):
+        if self.activity is not None:
+            self.activity.close()
+            self.activity = None
+
     def _on_progress(self, p: Progress):
+        self._latest = p
         self.history.append(p)
         self.progress.setRange(0, max(1, p.total))
         self.progress.setValue(p.step)
         self.status.setText(p.message)
         self.metrics.setText(_format_metrics(p.metrics))
+        if not self._activity_pending:
+            self._activity_pending = True
+            QTimer.singleShot(0, self._report_activity)
 
     def _on_done(self, result, on_done, on_error=None):
         if isinstance(result, _Failed):
@@ -132,6 +174,7 @@ class JobRunner(QWidget):
         show_error(msg)
 
     def _reset(self):
+        self._close_activity()
         self.worker = None
         self.stop_button.setEnabled(False)
         self.progress.setRange(0, 1)

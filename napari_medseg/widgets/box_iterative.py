@@ -62,7 +62,7 @@ class BoxIterativeWidget(MethodDock):
             setattr(self, attr, PushButton(text=text))
             getattr(self, attr).changed.connect(lambda _=None, a=action: self._press(a))
         self.rounds = Label(value="")
-        self.plot = LivePlot(names=METRICS, y_range=(0.0, 1.0), markers=True)
+        self.plot = LivePlot(names=METRICS, y_range=(0.0, 1.0), markers=True, x_label="round")
         self._lay_out([
             ("Stage 1: slides with boxes", [self.image, self.boxes, self.add_button, self.clip_boxes, self.polarity]),
             ("Stage 2 and validation", [self.unlabelled, self.val_image, self.val_labels]),

@@ -64,7 +64,7 @@ class TrackingWidget(QWidget):
             setattr(self, attr, PushButton(text=text))
             getattr(self, attr).changed.connect(lambda _=None, a=action: a())
         self.trace_info, self.rounds = Label(value=""), Label(value="")
-        self.colorbar, self.plot, self.status = ColorBar(), LivePlot(), QLabel("")
+        self.colorbar, self.plot, self.status = ColorBar(), LivePlot(x_label="PPO update"), QLabel("")
         self.status.setWordWrap(True)
         inner = QWidget()
         lay = QVBoxLayout(inner)

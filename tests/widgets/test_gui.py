@@ -230,3 +230,40 @@ def test_opening_a_broken_file_is_one_clear_error_and_changes_nothing(viewer, tm
         viewer.open(str(broken), plugin="napari-medseg")
     assert "broken.tif" in str(err.value) and "truncated" in str(err.value)
     assert [lay.name for lay in viewer.layers] == ["slide"] and broken.read_bytes() == before
+
+
+def test_jobs_report_to_napari_activity_dock_and_close_there(viewer, qtbot):
+    import time
+
+    from napari.utils import progress
+
+    from napari_medseg.core.jobs import Progress
+    from napari_medseg.widgets._runner import JobRunner
+
+    def job():
+        for i in range(3):
+            yield Progress(i + 1, 3, f"step {i + 1}")
+            time.sleep(0.3)  # a step of real work
+        return "ok"
+
+    runner, done, events = JobRunner(), [], []
+    runner.start(job(), on_done=done.append, title="napari-medseg: test job")
+    bar = runner.activity  # what napari's Activity dock listens to
+    for kind in ("description", "value", "total"):
+        getattr(bar.events, kind).connect(lambda e, kind=kind: events.append((kind, e.value)))
+    qtbot.waitUntil(lambda: not runner.running, timeout=20_000)
+    assert done == ["ok"]
+    assert [v for k, v in events if k == "description"] == [f"napari-medseg: test job — step {i}" for i in (1, 2, 3)]
+    assert [v for k, v in events if k == "value"] == [1, 2, 3] and ("total", 3) in events
+    assert runner.activity is None and not any("test job" in str(p.desc) for p in progress._all_instances)
+
+
+def test_training_plots_have_labelled_axes_and_a_shared_scale(viewer):
+    seg = _dock(viewer, "Box-supervised training")
+    assert seg.plot.axis_labels() == {"bottom": "round", "left": "object score"}
+    for x, f1 in enumerate((0.2, 0.5, 0.7), start=1):
+        seg.plot.add(x, {"object_precision": f1 + 0.1, "object_recall": f1 - 0.1, "object_f1": f1})
+    low, high = seg.plot.widget.getPlotItem().getViewBox().viewRange()[1]
+    assert low <= 0.0 and high >= 1.0  # every series on the fixed 0-1 axis, not each on its own range
+    track = _dock(viewer, "Axon tracking")
+    assert track.plot.axis_labels() == {"bottom": "PPO update", "left": "mean_reward", "right": "%"}
