@@ -131,3 +131,26 @@ def check_file_output(out, inputs=(), overwrite: bool = False, what: str = "outp
     if out.is_dir():
         raise InputError(f"{out} is a folder; give a file name for the {what}.")
     return check_output_path(out, inputs, overwrite, what)
+
+
+def write_csv(path, records: list[dict], inputs=(), what: str = "table") -> Path:
+    """``records`` (one dict per row; the columns are every key, in first-seen order) as a
+    CSV file at ``path``, written atomically and never over an existing file."""
+    import csv
+    import io
+
+    from .atomic import atomic_path
+
+    path = check_output_path(path, inputs, what=what)
+    if path.suffix.lower() != ".csv":
+        raise InputError(f"A {what} is written as .csv, not {path.name!r}.")
+    keys: list[str] = []
+    for rec in records:
+        keys += [k for k in rec if k not in keys]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(records)
+    with atomic_path(path, suffix=".tmp.csv") as tmp:
+        Path(tmp).write_text(buf.getvalue())
+    return path

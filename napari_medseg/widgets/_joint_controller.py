@@ -196,7 +196,7 @@ class JointController(Controller):
         labels, ls, sp = np.asarray(self.labels_layer.data), self.result.label_set, self.result.spacing
         rows = list(volumes_ml(labels, ls, sp).items())
         return rows + [("lesion count", float(lesion_stats(labels, ls, sp)["lesion_count"])),
-                       ("min lesion size (mL)", float(self.result.min_lesion_ml))]
+                       ("min lesion (mL)", float(self.result.min_lesion_ml))]
 
     def refresh_volumes(self):
         self._emit("volumes", self.volume_table())
@@ -211,6 +211,24 @@ class JointController(Controller):
             raise InputError("Choose a file name (.nii.gz) to export to.")
         out = write_labels(path, np.asarray(self.labels_layer.data), self.labels_layer.metadata["medseg_io"])
         self._say(f"Exported {self.labels_layer.name!r} to {out}.")
+        return str(out)
+
+    def export_volumes(self, path) -> str:
+        """Button **Export volumes (CSV)**: the volume table as it is now (corrections
+        included), one row with the columns ``predict joint_lesion_tissue`` writes."""
+        from ..core.outputs import write_csv
+
+        rows = self.volume_table()
+        if not rows:
+            raise InputError("Segment a scan first; there is no volume table to export.")
+        if not str(path):
+            raise InputError("Choose a file name (.csv) to export the volumes to.")
+        entry = self.scan["entry"]
+        record = {"subject": self.scan["t1"].name, "model": entry.label, "modalities": "+".join(self.result.used)}
+        record.update({name if name in ("lesion count", "min lesion (mL)") else f"{name} (mL)": value
+                       for name, value in rows})
+        out = write_csv(path, [record], what="volume table")
+        self._say(f"Exported the volumes of {self.scan['t1'].name!r} to {out}.")
         return str(out)
 
     def add_correction(self) -> dict:

@@ -47,10 +47,11 @@ class JointWidget(MethodDock):
         self.model = ComboBox(label="model", choices=list(BASELINE_NAMES.values()))
         self.version = ComboBox(label="version", choices=self._versions, nullable=True)
         self.device = device_picker()
-        self.table = QTableWidget(0, 2)
-        self.table.setHorizontalHeaderLabels(["class", "volume (mL)"])
+        self.table = QTableWidget(0, 3)
+        self.table.setHorizontalHeaderLabels(["class", "value", "unit"])
         self.table.setMinimumHeight(170)
         self.export_path = FileEdit(label="export to", mode="w", filter="*.nii.gz", value="")
+        self.csv_path = FileEdit(label="volumes to", mode="w", filter="*.csv", value="")
         self.retrain_steps = SpinBox(label="retrain steps", min=1, max=100_000)
         self.controls = FileEdit(label="controls (T1 + tissue)", mode="r", filter="*.csv *.yaml *.yml", value="")
         self.patients = FileEdit(label="patients (T1+FLAIR + lesion)", mode="r", filter="*.csv *.yaml *.yml", value="")
@@ -61,6 +62,7 @@ class JointWidget(MethodDock):
         self.patch = SpinBox(label="patch", min=16, max=256, step=8)
         self.finetune = CheckBox(text="fine-tune the current version")
         buttons = {"segment_button": ("Segment", c.segment), "export_button": ("Export labels", self._export),
+                   "csv_button": ("Export volumes (CSV)", self._export_csv),
                    "retrain_button": ("Retrain from corrections", c.retrain),
                    "rollback_button": ("Roll back", c.rollback), "train_button": ("Train", c.train)}
         for attr, (text, action) in buttons.items():
@@ -74,7 +76,7 @@ class JointWidget(MethodDock):
             ("Scans (any modality but T1 may be missing)", [self.t1, self.flair, self.t2, self.t1c, self.mask,
                                                             self.resample]),
             ("Segment", [self.model, self.version, self.device, self.refine, self.min_lesion_ml, self.segment_button, self.runner, self.used,
-                         self.table, self.export_path, self.export_button]),
+                         self.table, self.export_path, self.export_button, self.csv_path, self.csv_button]),
             ("Correct and retrain", [self.retrain_steps, self.retrain_button, self.rollback_button, self.versions]),
             ("Train from dataset descriptions", [self.controls, self.patients, self.validation, self.mode,
                                                  self.steps, self.warmup, self.patch, self.finetune,
@@ -105,6 +107,10 @@ class JointWidget(MethodDock):
         path = str(self.export_path.value or "")
         self.controller.export("" if path in ("", ".") else path)
 
+    def _export_csv(self):
+        path = str(self.csv_path.value or "")
+        self.controller.export_volumes("" if path in ("", ".") else path)
+
     @ensure_main_thread
     def _on_event(self, kind, payload=None):
         if kind == "settings":
@@ -124,10 +130,11 @@ class JointWidget(MethodDock):
     def _show_table(self, rows):
         self.table.setRowCount(len(rows))
         for i, (name, value) in enumerate(rows):
-            self.table.setItem(i, 0, QTableWidgetItem(name))
-            text = (f"{int(value)}" if name == "lesion count" else f"{value:.3f}" if name.startswith("min lesion")
-                    else f"{value:.2f}")
-            self.table.setItem(i, 1, QTableWidgetItem(text))
+            count = name == "lesion count"
+            text = f"{int(value)}" if count else f"{value:.3f}" if name.startswith("min lesion") else f"{value:.2f}"
+            label = "min lesion size" if name.startswith("min lesion") else name
+            for j, cell in enumerate((label, text, "lesions" if count else "mL")):
+                self.table.setItem(i, j, QTableWidgetItem(cell))
 
     @ensure_main_thread
     def _on_registry(self, name):

@@ -79,8 +79,10 @@ class ModelsWidget(Container):
             return
         card = model_card_path(e)
         text = card.read_text() if card else ""
-        meta = "\n".join(f"{k}: {v}" for k, v in e.meta.items() if k in ("method", "created", "metrics", "config", "sha256"))
-        self.card.value = (text + "\n\n" + meta).strip()
+        meta = "\n".join(f"- **{k}**: `{v}`" for k, v in e.meta.items()
+                         if k in ("method", "created", "metrics", "config", "sha256"))
+        # the card is markdown: shown as rich text (headings, tables, lists), not as its source
+        self.card.native.setMarkdown((text + "\n\n## This version\n\n" + meta).strip())
 
     def export_selected(self, path=None):
         """Write the selected version as a bioimage.io package (``path`` or the package box);

@@ -108,6 +108,9 @@ def test_segment_correct_retrain_roll_back(viewer, qtbot, errors):
     assert Registry().get("tissue").version == 1 and seg.entry().version == 1
     assert "MODEL_CARD" not in models.card.value
     assert "Tissue detector" in models.card.value or "tissue detector" in models.card.value
+    html = models.card.native.toHtml()  # the card is rendered, not shown as markdown source
+    assert "<h1" in html or "<h2" in html
+    assert not any(line.startswith("#") for line in models.card.value.splitlines())
     # the retrained version leaves as a bioimage.io package and comes back as version 3
     models.select("tissue", 2)
     package = reg.user_root.parent / "tissue_v2.zip"

@@ -13,6 +13,7 @@ import torch
 
 from napari_medseg import _sample_data
 from napari_medseg.core import paths
+from napari_medseg.core.errors import MedsegError
 from napari_medseg.core.registry import Registry
 from napari_medseg.methods.joint_lesion_tissue.labels import REDUCED
 from napari_medseg.methods.joint_lesion_tissue.metrics import dice_per_class
@@ -50,9 +51,23 @@ def test_map_segment_correct_retrain_export(setup, tmp_path):
     assert dice["lesion"] > 0.2, dice
     # the volume table: one row per class and the lesion count, in mL from the 2 mm voxels
     rows = {w.table.item(i, 0).text(): w.table.item(i, 1).text() for i in range(w.table.rowCount())}
-    assert list(rows) == [*REDUCED.names[1:], "lesion count", "min lesion size (mL)"]
+    units = {w.table.item(i, 0).text(): w.table.item(i, 2).text() for i in range(w.table.rowCount())}
+    assert list(rows) == [*REDUCED.names[1:], "lesion count", "min lesion size"]
+    assert units["lesion count"] == "lesions" and {units[n] for n in REDUCED.names[1:]} == {"mL"}
     wm = int((labels.data == REDUCED.names.index("white matter")).sum())
     assert float(rows["white matter"]) == pytest.approx(wm * 8 / 1000, abs=0.01)
+    # the table as CSV, with the columns of `predict joint_lesion_tissue`; never over a file
+    import csv
+
+    w.csv_path.value = str(tmp_path / "volumes.csv")
+    w.csv_button.changed.emit()
+    [row] = list(csv.DictReader((tmp_path / "volumes.csv").open()))
+    assert float(row["white matter (mL)"]) == pytest.approx(wm * 8 / 1000, abs=0.01)
+    assert int(float(row["lesion count"])) == int(rows["lesion count"]) and row["subject"] == t1.name
+    before_csv = (tmp_path / "volumes.csv").read_bytes()
+    with pytest.raises(MedsegError, match="exists"):
+        c.export_volumes(tmp_path / "volumes.csv")
+    assert (tmp_path / "volumes.csv").read_bytes() == before_csv
 
     # correct: paint the true labels into one slab, the table follows, retrain a new version
     before = float(rows["lesion"])
@@ -157,7 +172,7 @@ def test_real_template_with_a_brain_mask_and_minimum_lesion_size(make_napari_vie
     sizes_ml = np.bincount(comp.ravel())[1:] * 8 / 1000
     assert (sizes_ml >= 0.1).all()
     rows = {w.table.item(i, 0).text(): w.table.item(i, 1).text() for i in range(w.table.rowCount())}
-    assert rows["min lesion size (mL)"] == "0.100" and int(rows["lesion count"]) == n
+    assert rows["min lesion size"] == "0.100" and int(rows["lesion count"]) == n
     truth = layers["reference labels (MNI GM/WM maps + lesions)"].data
     gm = REDUCED.names.index("grey matter")
     d = 2 * ((labels.data == gm) & (truth == gm)).sum() / ((labels.data == gm).sum() + (truth == gm).sum())

@@ -12,8 +12,6 @@ is segmented. A subject that fails gets its error in the table; the others go on
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from pathlib import Path
 
@@ -115,7 +113,7 @@ def predict_subjects(rows: list[dict], model, meta: dict, label_set, device="cpu
     """Generator (a job): segment each subject, write its labels; yields Progress per
     subject and returns the table rows. The CSV is written (atomically) at the end,
     also when stopped or when subjects failed."""
-    from ...core.atomic import atomic_path
+    from ...core.outputs import write_csv
     from ...core.io import write_nifti
     from ...core.jobs import Progress
     from .inference import segment_scan
@@ -141,13 +139,5 @@ def predict_subjects(rows: list[dict], model, meta: dict, label_set, device="cpu
             yield Progress(i, len(rows), f"{row['id']}: {'failed' if rec['error'] else 'done'}")
     finally:
         if out_csv is not None and table:
-            keys: list[str] = []
-            for rec in table:
-                keys += [k for k in rec if k not in keys]
-            buf = io.StringIO()
-            writer = csv.DictWriter(buf, fieldnames=keys)
-            writer.writeheader()
-            writer.writerows(table)
-            with atomic_path(out_csv, suffix=".tmp.csv") as tmp:
-                Path(tmp).write_text(buf.getvalue())
+            write_csv(out_csv, table, what="volumes table")
     return table

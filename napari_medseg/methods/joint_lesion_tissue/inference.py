@@ -69,12 +69,6 @@ class ScanResult:
     masked: bool = False  # a brain mask restricted the labels
     warning: str = ""  # the scan does not look like a whole brain (volume out of range)
 
-    def table(self) -> list[tuple[str, float]]:
-        """(class, mL) rows for display, then the lesion count and the minimum lesion size."""
-        rows = [(k, v) for k, v in self.volumes_ml.items()]
-        return rows + [("lesion count", float(self.lesion["lesion_count"])),
-                       ("min lesion size (mL)", float(self.min_lesion_ml))]
-
 
 def check_mask(mask, shape) -> np.ndarray:
     """A brain mask on the scan grid: same shape, not empty; any non-zero value is brain."""
