@@ -69,6 +69,42 @@ def test_wheel_carries_models_and_sample_data(tmp_path):
     assert label == "tissue v1 (shipped)"
 
 
+def _torch_spec() -> str:
+    """The torch requirement the install step uses (TORCH_SPEC, or the Makefile's default)."""
+    if os.environ.get("TORCH_SPEC"):
+        return os.environ["TORCH_SPEC"]
+    line = next(ln for ln in (ROOT / "Makefile").read_text().splitlines() if ln.strip().startswith("TORCH_SPEC ?="))
+    return line.split("?=", 1)[1].strip()
+
+
+@pytest.mark.slow
+def test_a_fresh_venv_installs_the_wheel_with_plain_pip_and_pip_check_is_clean(tmp_path):
+    """As a user would: build the wheel, `pip install` it into a new venv (no make, no
+    editable checkout, whatever index pip is configured with), then `pip check`, `--version`
+    and `info` from the venv's own console script."""
+    import napari_medseg
+
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q",
+                           "-w", str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    [wheel] = list(tmp_path.glob("napari_medseg-*.whl"))
+    venv = tmp_path / "venv"
+    base = getattr(sys, "_base_executable", sys.executable)
+    subprocess.run([base, "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip"]
+    proc = subprocess.run([*pip, "install", "-q", str(wheel), _torch_spec()], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    check = subprocess.run([*pip, "check"], capture_output=True, text=True)
+    assert check.returncode == 0 and "No broken requirements" in check.stdout, check.stdout
+    exe = venv / "bin" / "napari-medseg"
+    out = subprocess.run([str(exe), "--version"], capture_output=True, text=True, cwd=tmp_path)
+    assert out.stdout.strip() == f"napari-medseg {napari_medseg.__version__}"
+    env = {k: v for k, v in os.environ.items() if k != "NAPARI_MEDSEG_HOME"} | {"NAPARI_MEDSEG_HOME": str(tmp_path / "home")}
+    info = subprocess.run([str(exe), "info"], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert info.returncode == 0, info.stderr
+    assert "tissue v1 (shipped)" in info.stdout and str(venv) in info.stdout  # the models came with the wheel
+
+
 def test_demo_and_makefile_ask_for_the_same_system_packages():
     from napari_medseg.demo import APT_PACKAGES
 
