@@ -163,12 +163,12 @@ def _stem(p: Path) -> str:
 
 
 def predict(args) -> int:
-    """``napari-medseg predict SLUG IMAGES --out DIR``: one ``<stem>_labels<suffix>`` per input."""
-    import numpy as np
-
+    """``napari-medseg predict SLUG IMAGES --out DIR``: one ``<stem>_labels<suffix>`` per input;
+    a failed image is reported and the others go on. ``--scheduler`` runs one image per
+    task on a dask.distributed cluster."""
+    from .core.batch import close_cluster, open_cluster, run_files
     from .core.device import select_device
-    from .core.io import read_image, write_labels
-    from .core.jobs import Progress, run_in_terminal
+    from .core.jobs import run_in_terminal
     from .core.registry import Registry
 
     slug = args.method
@@ -186,31 +186,53 @@ def predict(args) -> int:
     name, _, version = (args.model or MODEL_NAMES[slug]).partition(":")
     if version and not version.isdigit():
         raise InputError(f"--model takes NAME or NAME:VERSION, not {args.model!r}.")
-    device = select_device(args.device)
-    registry = Registry()
-    entry = registry.get(name, int(version) if version else None)
-    segment = _segmenter(slug, entry, device)
+    entry = Registry().get(name, int(version) if version else None)  # here: a wrong name fails before any task
+    scheduler = getattr(args, "scheduler", None)
+    device = "cpu" if scheduler else str(select_device(args.device))
+    tasks = [(f.name, (slug, str(f), str(t), entry.name, entry.version, args.slice_axis, device))
+             for f, t in zip(files, targets)]
+    client = open_cluster(scheduler) if scheduler else None
+    try:
+        job = run_in_terminal(run_files(predict_file, tasks, client), f"predict {slug} with {entry.label}")
+    finally:
+        if client is not None:
+            close_cluster(client, scheduler)
+    rows = job.result or []
+    failed = [r for r in rows if r["error"]]
+    print(f"wrote {sum(1 for t in targets if t.exists())} labels file(s) into {out} with {entry.label}")
+    for r in failed:
+        print(f"  {r['input']}: {r['error']}", file=sys.stderr)
+    return 1 if failed or job.stopped else 0
 
-    def job():
-        for i, (f, t) in enumerate(zip(files, targets), 1):
-            levels, meta = read_image(f)
-            stack = np.asarray(levels[0], np.float32)
-            if stack.ndim not in (2, 3) or meta.get("rgb") or meta.get("channel_axis") is not None:
-                raise InputError(f"{f.name}: expected one grey 2-D image or a stack of slices, got shape {stack.shape}.")
-            if not np.isfinite(stack).all():
-                raise InputError(f"{f.name} has NaN or infinite values.")
-            nifti = f.name.lower().endswith((".nii", ".nii.gz"))
-            last = stack.ndim == 3 and (args.slice_axis or ("last" if nifti else "first")) == "last"
-            slices = np.moveaxis(stack, -1, 0) if last else stack
-            labels = segment(slices).reshape(slices.shape).astype(np.uint8)
-            write_labels(t, np.moveaxis(labels, 0, -1) if last else labels, {**meta, "source_path": str(f)})
-            yield Progress(i, len(files), f"{f.name} -> {t.name}")
-        return targets
 
-    job_ = run_in_terminal(job(), f"predict {slug} with {entry.label}")
-    done = [t for t in targets if t.exists()]
-    print(f"wrote {len(done)} labels file(s) into {out} with {entry.label}")
-    return 1 if job_.stopped else 0
+_SEGMENTERS: dict = {}
+
+
+def predict_file(slug: str, src: str, target: str, name: str, version: int, slice_axis: str | None,
+                 device: str = "cpu") -> str:
+    """Segment one image file into ``target`` (never replaced): the task ``predict SLUG``
+    runs here or on a dask worker (which loads the model once and keeps it)."""
+    import numpy as np
+
+    from .core.io import read_image, write_labels
+    from .core.registry import Registry
+
+    f, t = Path(src), Path(target)
+    key = (slug, name, version, device)
+    if key not in _SEGMENTERS:
+        _SEGMENTERS[key] = _segmenter(slug, Registry().get(name, version), device)
+    levels, meta = read_image(f)
+    stack = np.asarray(levels[0], np.float32)
+    if stack.ndim not in (2, 3) or meta.get("rgb") or meta.get("channel_axis") is not None:
+        raise InputError(f"{f.name}: expected one grey 2-D image or a stack of slices, got shape {stack.shape}.")
+    if not np.isfinite(stack).all():
+        raise InputError(f"{f.name} has NaN or infinite values.")
+    nifti = f.name.lower().endswith((".nii", ".nii.gz"))
+    last = stack.ndim == 3 and (slice_axis or ("last" if nifti else "first")) == "last"
+    slices = np.moveaxis(stack, -1, 0) if last else stack
+    labels = _SEGMENTERS[key](slices).reshape(slices.shape).astype(np.uint8)
+    write_labels(t, np.moveaxis(labels, 0, -1) if last else labels, {**meta, "source_path": str(f)})
+    return t.name
 
 
 def _segmenter(slug: str, entry, device):

@@ -93,9 +93,22 @@ def predict(args) -> int:
     model, meta = entry.load(device)
     if "label_set" not in meta or "modalities" not in meta:
         raise InputError(f"{entry.label} is not a joint lesion + tissue model.")
-    job = run_in_terminal(predict_subjects(rows, model, meta, label_set_of(meta), device, refine=not args.no_refine,
-                                           min_lesion_ml=args.min_lesion_ml, out_csv=Path(args.out) / "volumes.csv"),
-                          f"predict {entry.label}")
+    scheduler = getattr(args, "scheduler", None)
+    client = None
+    if scheduler:
+        from .core.batch import open_cluster
+
+        client = open_cluster(scheduler)
+    try:
+        job = run_in_terminal(predict_subjects(rows, model, meta, label_set_of(meta), device, refine=not args.no_refine,
+                                               min_lesion_ml=args.min_lesion_ml, out_csv=Path(args.out) / "volumes.csv",
+                                               client=client, entry=entry),
+                              f"predict {entry.label}")
+    finally:
+        if client is not None:
+            from .core.batch import close_cluster
+
+            close_cluster(client, scheduler)
     table = job.result or []
     failed = [r for r in table if r.get("error")]
     print(f"{len(table) - len(failed)} of {len(rows)} subjects segmented; table: {Path(args.out) / 'volumes.csv'}")

@@ -168,55 +168,23 @@ def despeckle_job(src: str, target: str, model: str, version: int, *, tile: int,
 
 def despeckle_file(src: str, target: str, model: str, version: int, **kwargs) -> str:
     """:func:`despeckle_job` run to the end: the task ``predict despeckle --scheduler`` sends
-    to a worker, one per image."""
-    import dask
-
+    to a worker, one per image (see :func:`napari_medseg.core.batch.run_files`)."""
     from .core.jobs import collect
 
-    # on a worker, lazy reads compute here rather than going back to the cluster
-    with dask.config.set(scheduler="synchronous"):
-        return collect(despeckle_job(src, target, model, version, **kwargs))[1]
+    return collect(despeckle_job(src, target, model, version, **kwargs))[1]
 
 
-def _cluster(spec: str):
-    """A dask.distributed Client: ``local:N`` starts N one-thread worker processes here;
-    anything else is a scheduler address."""
-    try:
-        from distributed import Client, LocalCluster
-    except ImportError as exc:
-        raise InputError("--scheduler needs dask.distributed: pip install 'napari-medseg[distributed]'.") from exc
-    if spec.startswith("local:"):
-        try:
-            n = int(spec.split(":", 1)[1])
-        except ValueError:
-            n = 0
-        if n < 1:
-            raise InputError(f"--scheduler local:N takes a number of workers of at least 1, not {spec!r}.")
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
-        return Client(cluster)
-    return Client(spec)
+def _despeckle_task(options: dict):
+    """``despeckle_file`` with the tile/format options bound, picklable for the workers."""
+    import functools
 
-
-def _despeckle_distributed(client, jobs, kwargs):
-    """Yield (source name, target name or None, error or None) as the workers finish; one task per image."""
-    from distributed import as_completed
-
-    futures = {client.submit(despeckle_file, str(f), str(t), **kwargs, pure=False): f for f, t in jobs}
-    for fut in as_completed(futures):
-        f = futures[fut]
-        try:
-            yield f.name, fut.result(), None
-        except InputError as exc:
-            yield f.name, None, str(exc)
-        except Exception as exc:  # noqa: BLE001 - a worker failure is one image's failure
-            yield f.name, None, f"{type(exc).__name__}: {exc}"
+    return functools.partial(despeckle_file, **{k: v for k, v in options.items() if k not in ("model", "version")})
 
 
 def predict_despeckle(args) -> int:
     """``napari-medseg predict despeckle IMG|DIR --out DIR``: each image to
     ``NAME_despeckled.tif`` (or ``.zarr``), never replacing a file; one line per failure.
     ``--scheduler ADDR|local:N`` runs one image per task on a dask.distributed cluster."""
-    from tqdm.auto import tqdm
 
     from .core.device import select_device
     from .core.jobs import run_in_terminal
@@ -241,21 +209,20 @@ def predict_despeckle(args) -> int:
     done, failed = 0, []
     scheduler = getattr(args, "scheduler", None)
     if scheduler:
-        client = _cluster(scheduler)
+        from .core.batch import close_cluster, open_cluster, run_files
+
+        client = open_cluster(scheduler)
+        tasks = [(f.name, (str(f), str(t), kwargs["model"], kwargs["version"])) for f, t in jobs]
         try:
-            with tqdm(total=len(jobs), desc="despeckle", unit="image", file=sys.stderr) as bar:
-                for src, target, error in _despeckle_distributed(client, jobs, kwargs):
-                    if error is None:
-                        done += 1
-                        print(f"{src} -> {target}")
-                    else:
-                        failed.append((src, error))
-                    bar.update(1)
+            job = run_in_terminal(run_files(_despeckle_task(kwargs), tasks, client), "despeckle")
         finally:
-            cluster = getattr(client, "cluster", None)
-            client.close()
-            if cluster is not None and scheduler.startswith("local:"):
-                cluster.close()
+            close_cluster(client, scheduler)
+        for row in job.result or []:
+            if row["error"] is None:
+                done += 1
+                print(f"{row['input']} -> {row['output']}")
+            else:
+                failed.append((row["input"], row["error"]))
     else:
         for f, target in jobs:
             try:

@@ -68,3 +68,31 @@ def test_predict_despeckle_folder_on_two_workers_matches_the_serial_run(tmp_path
     assert not (spread / "bad_despeckled.tif").exists()
     assert main(["predict", "despeckle", str(src), "--out", str(tmp_path / "x"), "--scheduler", "local:zero"]) == 2
     assert "local:N" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("slug", ["modality_transfer"])
+def test_predict_slices_folder_on_two_workers_matches_the_serial_run(slug, tmp_path, monkeypatch, capsys):
+    """``predict SLUG DIR --scheduler local:2`` for the slice methods: the same labels files
+    as the serial run, and a bad image fails alone."""
+    from napari_medseg._sample_tumour import tumour_sample
+    from napari_medseg.cli import main
+
+    monkeypatch.setenv("NAPARI_MEDSEG_HOME", str(tmp_path / "home"))
+    layers = {meta["name"]: data for data, meta, _k in tumour_sample()}
+    src = tmp_path / "in"
+    src.mkdir()
+    for i, sub in enumerate(("sub-01", "sub-02", "sub-03", "sub-04")):
+        tifffile.imwrite(src / f"s{i}.tif", np.asarray(layers[f"{sub} FLAIR"][20 + 5 * i: 30 + 5 * i], np.float32))
+    tifffile.imwrite(src / "bad.tif", np.full((4, 32, 32), np.nan, np.float32))
+    serial, spread = tmp_path / "serial", tmp_path / "spread"
+    assert main(["predict", slug, str(src), "--out", str(serial)]) == 1
+    assert "bad.tif" in capsys.readouterr().err
+    assert main(["predict", slug, str(src), "--out", str(spread), "--scheduler", "local:2"]) == 1
+    out = capsys.readouterr()
+    assert "wrote 4 labels file(s)" in out.out and "bad.tif" in out.err and "NaN" in out.err
+    for i in range(4):
+        a, b = tifffile.imread(serial / f"s{i}_labels.tif"), tifffile.imread(spread / f"s{i}_labels.tif")
+        assert a.shape == (10, 72, 64) and a.any()
+        np.testing.assert_array_equal(a, b)
+    assert not (spread / "bad_labels.tif").exists()

@@ -20,6 +20,9 @@ def slice_predict_options(model: str):
                                               "for NIfTI, whose volumes are stored x, y, slice; first for TIFF stacks)",
                                         choices=["first", "last"])
         device: str | None = option(None, "auto, cpu, cuda, cuda:1, mps")
+        scheduler: str | None = option(None, "one image per task on a dask.distributed cluster: a scheduler address, "
+                                             "or local:N for N one-thread worker processes here (workers read their "
+                                             "own files; CPU)")
 
     PredictOptions.__dataclass_fields__["model"].default = model
     PredictOptions.model = model

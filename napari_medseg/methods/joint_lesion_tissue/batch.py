@@ -108,33 +108,66 @@ def _load(row: dict) -> tuple[dict, np.ndarray, np.ndarray | None, list[str], ob
     return vols, affine, mask, notes, header
 
 
+def predict_subject(row: dict, model, meta: dict, label_set, device="cpu", *, refine: bool = True,
+                    min_lesion_ml: float = 0.01) -> dict:
+    """Segment one subject of :func:`plan` and write its labels; its volumes-table row.
+    Raises :class:`MedsegError` (one clear message) for a subject that cannot be done."""
+    from ...core.io import write_nifti
+    from .inference import segment_scan
+
+    vols, affine, mask, notes, header = _load(row)
+    res = segment_scan(model, meta, label_set, vols, affine, device, mask=mask, refine=refine,
+                       min_lesion_ml=min_lesion_ml)
+    write_nifti(row["out"], res.labels, affine, like_header=header)
+    return {"subject": row["id"], "labels_file": row["out"].name, "modalities": "+".join(res.used), "error": "",
+            **{f"{k} (mL)": round(v, 3) for k, v in res.volumes_ml.items()},
+            "lesion count": res.lesion["lesion_count"], "min lesion (mL)": min_lesion_ml,
+            "notes": "; ".join(notes + ([f"mask {row['mask'].name}"] if mask is not None else
+                                        ["no mask: the model's own brain outline"])
+                               + ([res.warning] if res.warning else []))}
+
+
+_MODELS: dict = {}
+
+
+def predict_subject_task(row: dict, name: str, version: int, device: str, refine: bool, min_lesion_ml: float) -> dict:
+    """:func:`predict_subject` with the model loaded from the registry (once per process):
+    the task ``predict joint_lesion_tissue --scheduler`` sends to a worker, one per subject."""
+    from ...core.registry import Registry
+    from .models import label_set_of
+
+    key = (name, version, device)
+    if key not in _MODELS:
+        model, meta = Registry().get(name, version).load(device)
+        _MODELS[key] = (model, meta, label_set_of(meta))
+    model, meta, label_set = _MODELS[key]
+    return predict_subject(row, model, meta, label_set, device, refine=refine, min_lesion_ml=min_lesion_ml)
+
+
 def predict_subjects(rows: list[dict], model, meta: dict, label_set, device="cpu", *, refine: bool = True,
-                     min_lesion_ml: float = 0.01, out_csv=None):
+                     min_lesion_ml: float = 0.01, out_csv=None, client=None, entry=None):
     """Generator (a job): segment each subject, write its labels; yields Progress per
     subject and returns the table rows. The CSV is written (atomically) at the end,
-    also when stopped or when subjects failed."""
-    from ...core.outputs import write_csv
-    from ...core.io import write_nifti
+    also when stopped or when subjects failed. With a dask.distributed ``client`` (and the
+    registry ``entry`` of the model), each subject is one task on a worker (CPU)."""
     from ...core.jobs import Progress
-    from .inference import segment_scan
+    from ...core.outputs import write_csv
 
     table: list[dict] = []
     try:
+        if client is not None:
+            from ...core.batch import run_files
+
+            tasks = [(row["id"], (row, entry.name, entry.version, "cpu", refine, min_lesion_ml)) for row in rows]
+            done = yield from run_files(predict_subject_task, tasks, client)
+            table = [r["output"] if r["error"] is None else {"subject": r["input"], "labels_file": "",
+                                                             "modalities": "", "error": r["error"]} for r in done]
+            return table
         for i, row in enumerate(rows, 1):
-            rec: dict = {"subject": row["id"], "labels_file": "", "modalities": "", "error": ""}
             try:
-                vols, affine, mask, notes, header = _load(row)
-                res = segment_scan(model, meta, label_set, vols, affine, device, mask=mask, refine=refine,
-                                   min_lesion_ml=min_lesion_ml)
-                write_nifti(row["out"], res.labels, affine, like_header=header)
-                rec.update(labels_file=row["out"].name, modalities="+".join(res.used),
-                           **{f"{k} (mL)": round(v, 3) for k, v in res.volumes_ml.items()},
-                           **{"lesion count": res.lesion["lesion_count"], "min lesion (mL)": min_lesion_ml,
-                              "notes": "; ".join(notes + ([f"mask {row['mask'].name}"] if mask is not None else
-                                                          ["no mask: the model's own brain outline"])
-                                                 + ([res.warning] if res.warning else []))})
+                rec = predict_subject(row, model, meta, label_set, device, refine=refine, min_lesion_ml=min_lesion_ml)
             except MedsegError as exc:
-                rec["error"] = str(exc)
+                rec = {"subject": row["id"], "labels_file": "", "modalities": "", "error": str(exc)}
             table.append(rec)
             yield Progress(i, len(rows), f"{row['id']}: {'failed' if rec['error'] else 'done'}")
     finally:

@@ -35,3 +35,5 @@ class PredictOptions:
     min_lesion_ml: float = option(0.01, "smaller lesions are removed (mL)")
     no_refine: bool = option(False, "skip the native-resolution refinement")
     device: str | None = option(None, "auto, cpu, cuda, cuda:1, mps")
+    scheduler: str | None = option(None, "one subject per task on a dask.distributed cluster: a scheduler address, "
+                                         "or local:N for N one-thread worker processes here (CPU)")

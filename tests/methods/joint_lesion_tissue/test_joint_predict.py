@@ -63,6 +63,28 @@ def test_folder_of_two_subjects_with_different_voxel_sizes(folders, tmp_path, mo
     assert "exists" in capsys.readouterr().err and (out / "volumes.csv").read_bytes() == before
 
 
+@pytest.mark.slow
+def test_a_two_worker_cluster_writes_the_same_labels_and_table(folders, tmp_path, monkeypatch, capsys):
+    """One subject per task on a LocalCluster of 2 workers: the same labels and the same
+    volumes table as the serial run (issue 21)."""
+    pytest.importorskip("distributed")
+    from napari_medseg import cli
+
+    root, _subjects = folders
+    monkeypatch.setenv("NAPARI_MEDSEG_HOME", str(tmp_path / "home"))
+    base = ["predict", "joint_lesion_tissue", "--t1", str(root / "t1"), "--flair", str(root / "flair"), "--mask",
+            str(root / "masks"), "--device", "cpu"]
+    assert cli.main([*base, "--out", str(tmp_path / "serial")]) == 0
+    assert cli.main([*base, "--out", str(tmp_path / "spread"), "--scheduler", "local:2"]) == 0, capsys.readouterr().err
+    serial = list(csv.DictReader((tmp_path / "serial" / "volumes.csv").open()))
+    spread = list(csv.DictReader((tmp_path / "spread" / "volumes.csv").open()))
+    assert serial == spread and [r["subject"] for r in spread] == ["sub01", "sub02"]
+    for r in serial:
+        a = np.asarray(nib.load(str(tmp_path / "serial" / r["labels_file"])).dataobj)
+        b = np.asarray(nib.load(str(tmp_path / "spread" / r["labels_file"])).dataobj)
+        np.testing.assert_array_equal(a, b)
+
+
 def test_bad_batches_fail_before_anything_is_written(folders, tmp_path, monkeypatch, capsys):
     from napari_medseg import cli
 
