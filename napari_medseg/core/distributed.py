@@ -82,13 +82,15 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "module", model)
 
 
-def average_gradients(model: torch.nn.Module) -> None:
+def average_gradients(model) -> None:
     """All-reduce every gradient to the ranks' mean, in place: DDP's update for loops that
     run the model several times per step (DDP's hooks expect one forward per backward).
-    Call after ``backward()`` and before the optimiser step; nothing on one process."""
+    ``model``: a module or a list of parameters. Call after ``backward()`` and before the
+    optimiser step; nothing on one process."""
     if not active():
         return
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    params = model.parameters() if isinstance(model, torch.nn.Module) else model
+    grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return
     flat = torch.cat([g.reshape(-1) for g in grads])

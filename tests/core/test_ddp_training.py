@@ -116,6 +116,62 @@ def test_gradient_averaging_by_hand_equals_one_process_on_both_batches(tmp_path)
         assert torch.allclose(r0[k], v, atol=1e-5), k
 
 
+def _gan_losses(g, d, batches):
+    """D and G losses (least squares) averaged over ``batches``; one rank passes its own."""
+    def d_loss():
+        return sum(((d(y) - 1) ** 2).mean() + (d(g(x).detach()) ** 2).mean() for x, y in batches) / len(batches)
+
+    def g_loss():
+        return sum(((d(g(x)) - 1) ** 2).mean() + torch.nn.functional.l1_loss(g(x), y) for x, y in batches) / len(batches)
+
+    return d_loss, g_loss
+
+
+def _gan_nets(shift: float = 0.0):
+    g = _model()
+    torch.manual_seed(1)
+    d = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3, stride=2), torch.nn.ReLU(), torch.nn.Conv2d(3, 1, 3))
+    with torch.no_grad():
+        for p in [*g.parameters(), *d.parameters()]:
+            p.add_(shift)
+    return g, d
+
+
+def _gan_rank(rank: int, store: str, out: str) -> None:
+    """The adversarial methods' trainer (core.adversarial.gan) on two ranks: rank 1 starts
+    from other weights (the trainer broadcasts rank 0's) and draws its own batches."""
+    from napari_medseg.core.adversarial.gan import AdversarialTrainer
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    torch.set_num_threads(1)
+    try:
+        g, d = _gan_nets(1.0 if rank else 0.0)
+        trainer = AdversarialTrainer(g, d, torch.optim.Adam(g.parameters(), lr=1e-2),
+                                     torch.optim.Adam(d.parameters(), lr=1e-2), amp=False)
+        for step in range(1, STEPS + 1):
+            trainer.step(*_gan_losses(g, d, [_batch(rank, step)]))
+        torch.save({"g": g.state_dict(), "d": d.state_dict()}, f"{out}/gan{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_adversarial_trainer_on_two_ranks_equals_one_process_on_both_batches(tmp_path):
+    from napari_medseg.core.adversarial.gan import AdversarialTrainer
+
+    mp.spawn(_gan_rank, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"gan{r}.pt", weights_only=True) for r in (0, 1))
+    g, d = _gan_nets()
+    trainer = AdversarialTrainer(g, d, torch.optim.Adam(g.parameters(), lr=1e-2),
+                                 torch.optim.Adam(d.parameters(), lr=1e-2), amp=False)
+    for step in range(1, STEPS + 1):
+        trainer.step(*_gan_losses(g, d, [_batch(0, step), _batch(1, step)]))
+    for net, single in (("g", g), ("d", d)):
+        for k, v in single.state_dict().items():
+            assert torch.equal(r0[net][k], r1[net][k]), (net, k)
+            assert torch.allclose(r0[net][k], v, atol=1e-5), (net, k)
+    assert not torch.equal(r0["g"]["0.weight"], _gan_nets()[0].state_dict()["0.weight"])  # it trained
+
+
 def test_one_process_is_unchanged():
     assert not distributed.active() and distributed.is_main() and distributed.world_size() == 1
     assert distributed.rank_seed(5) == 5
@@ -144,6 +200,9 @@ def test_cli_refuses_trainers_that_are_not_distributed_yet(monkeypatch, tmp_path
     ("tissue", "tissue", []),
     ("despeckle", "despeckle", ["--patch", "32", "--batch-size", "2"]),
     ("joint", "joint_lesion_tissue", ["--shape", "32,36,32", "--spacing", "5", "--subjects", "1", "--patch", "16"]),
+    ("adversarial_segmentation", "chen_cardiac", ["--phantoms", "2", "--batch-size", "2"]),
+    ("modality_transfer", "segan_tumour", ["--phantoms", "3", "--batch-size", "2"]),
+    ("site_normalization", "delisle_normalization", ["--phantoms", "2", "--batch-size", "2"]),
 ])
 def test_torchrun_trains_on_two_ranks_into_one_version(tmp_path, method, model, extra):
     torchrun = shutil.which("torchrun") or os.path.join(os.path.dirname(sys.executable), "torchrun")

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 from torch import nn
 
+from .. import distributed
 from ..device import autocast
 from ..errors import TrainingError
 
@@ -125,6 +126,8 @@ class AdversarialTrainer:
         elif opt_d is None:
             raise TrainingError("A discriminator optimiser is needed unless the discriminator is frozen.")
         self.step_count = 0
+        for module in [*self.generators, discriminator]:  # under torchrun: every rank starts from rank 0's weights
+            distributed.broadcast_weights(module)
 
     def autocast(self):
         """The mixed-precision context of this trainer's forward passes."""
@@ -139,6 +142,7 @@ class AdversarialTrainer:
             raise TrainingError(f"The {what} loss became {loss.detach().float().item()} at step "
                                 f"{self.step_count + 1}; lower the learning rate.")
         scaler.scale(loss).backward()
+        distributed.average_gradients(params)  # under torchrun: the ranks' mean, as DDP would (no-op alone)
         if self.grad_clip is not None:
             scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_(params, self.grad_clip)

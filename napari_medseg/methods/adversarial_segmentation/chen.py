@@ -44,6 +44,7 @@ from ...core.device import preflight, select_device
 from ...core.errors import InputError, TrainingError
 from ...core.jobs import Progress
 from ...core.training import save_best_on_exit
+from ...core import distributed
 from .cardiac import LABEL_NAMES
 from .chen_data import ChenData, SliceSet, chen_training_data, chen_validation_data, sample, zscore
 from .networks import DilatedResUNet
@@ -185,7 +186,8 @@ def train_chen(model, discriminator, train_data: ChenData, val_data: SliceSet | 
         raise InputError(f"The crop {cfg.crop} is larger than the slices {train_data.identity.images.shape[1:]}.")
     device = select_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
+    rng = np.random.default_rng(distributed.rank_seed(cfg.seed))  # under torchrun, each rank its own batches
+    keep = keep if distributed.is_main() else None  # rank 0 saves
     adversarial = cfg.method != "unet"
     d_net = discriminator.to(device) if adversarial else nn.Module()  # "unet": D is never touched
     model.to(device).train()

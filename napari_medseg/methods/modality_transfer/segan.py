@@ -39,6 +39,7 @@ from ...core.device import preflight
 from ...core.errors import InputError, TrainingError
 from ...core.jobs import Progress
 from ...core.training import save_best_on_exit
+from ...core import distributed
 from .networks import CRITIC_MODES, SegANCritic, SegANSegmentor
 
 MODEL_NAME = "segan_tumour"
@@ -207,7 +208,8 @@ def train_segan(segmentor, critic, data, val, config: SeganConfig, keep=None):
     mods = _check(segmentor, critic, data, val, cfg)
     device = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
+    rng = np.random.default_rng(distributed.rank_seed(cfg.seed))  # under torchrun, each rank its own batches
+    keep = keep if distributed.is_main() else None  # rank 0 saves
     x, y = _arrays(data, mods, int(getattr(segmentor, "total_stride", 1)))
     xv = None if val is None else np.stack([np.asarray(val["images"][m], np.float32) for m in mods], 1)
     segmentor.to(device).train()

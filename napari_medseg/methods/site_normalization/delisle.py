@@ -41,6 +41,7 @@ from ...core.adversarial.gan import AdversarialTrainer
 from ...core.device import preflight
 from ...core.errors import InputError
 from ...core.jobs import Progress
+from ...core import distributed
 from .delisle_config import DomainPatches, NormalizationConfig, check_data
 from .delisle_eval import MODES, _stride, evaluate_sites, normalize_volume, segment, site_dice, standardize
 
@@ -121,7 +122,9 @@ def train_normalization(generator, segmenter, discriminator, domains: Mapping, v
     _check_nets(G, S, D, len(domains), cfg)
     device = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)
-    sampler = DomainPatches(domains, cfg.patch, np.random.default_rng(cfg.seed), cfg.mode)
+    # under torchrun, each rank its own patches; rank 0 saves
+    sampler = DomainPatches(domains, cfg.patch, np.random.default_rng(distributed.rank_seed(cfg.seed)), cfg.mode)
+    keep = keep if distributed.is_main() else None
     trained = [m for m in (G, S, D) if m is not None]
     for m in trained:
         m.to(device).train()
