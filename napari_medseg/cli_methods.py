@@ -102,7 +102,7 @@ def add_segment_parser(sub) -> None:
 
 
 # trainers that run data-parallel under torchrun (napari_medseg.core.distributed)
-DISTRIBUTED_TRAINERS = ("tissue", "despeckle", "joint", "adversarial_segmentation", "modality_transfer",
+DISTRIBUTED_TRAINERS = ("tissue", "despeckle", "cyclegan", "joint", "adversarial_segmentation", "modality_transfer",
                         "site_normalization")
 
 

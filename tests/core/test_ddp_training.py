@@ -172,6 +172,34 @@ def test_adversarial_trainer_on_two_ranks_equals_one_process_on_both_batches(tmp
     assert not torch.equal(r0["g"]["0.weight"], _gan_nets()[0].state_dict()["0.weight"])  # it trained
 
 
+def _cyclegan_rank(rank: int, store: str, out: str) -> None:
+    from napari_medseg.methods.staining.cyclegan_training import train_cyclegan
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    torch.set_num_threads(1)
+    try:
+        rng = np.random.default_rng(5)
+        a = [rng.random((48, 48, 3)).astype(np.float32) for _ in range(2)]
+        b = [rng.random((48, 48, 3)).astype(np.float32) for _ in range(2)]
+        kept = []
+        _, result = collect(train_cyclegan(a, b, steps_256=3, steps_512=0, crop_small=32, ngf=4, n_blocks=1,
+                                           preview_every=3, keep=lambda state, m, step: kept.append(step),
+                                           seed=rank * 7))  # a different seed: the broadcast must even it out
+        torch.save({"g": result["generator_state"], "kept": kept}, f"{out}/cg{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_cyclegan_on_two_ranks_keeps_one_set_of_weights_and_only_rank_0_keeps(tmp_path):
+    mp.spawn(_cyclegan_rank, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"cg{r}.pt", weights_only=True) for r in (0, 1))
+    weights = [k for k in r0["g"] if "running_" not in k and "num_batches" not in k]  # BN statistics are per rank
+    assert len(weights) > 4
+    for k in weights:
+        assert torch.equal(r0["g"][k], r1["g"][k]), k  # averaged updates from the same start
+    assert r0["kept"] == [3] and r1["kept"] == []
+
+
 def test_one_process_is_unchanged():
     assert not distributed.active() and distributed.is_main() and distributed.world_size() == 1
     assert distributed.rank_seed(5) == 5

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch.nn.functional import l1_loss
 
+from ...core import distributed
 from ...core.device import autocast, preflight
 from ...core.errors import InputError, TrainingError
 from ...core.jobs import Progress
@@ -159,13 +160,15 @@ def train_cyclegan(a_images, b_images, *, steps_256: int, steps_512: int, crop_s
 
     device = torch.device(device)
     torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(distributed.rank_seed(seed))  # under torchrun, each rank its own crops
+    keep = keep if distributed.is_main() else None  # rank 0 judges and saves checkpoints
     g_ab, g_ba = generators if generators is not None else (None, None)
     g_ab = g_ab if g_ab is not None else ResnetGenerator(ngf=ngf, n_blocks=n_blocks, upsample=upsample)
     g_ba = g_ba if g_ba is not None else ResnetGenerator(ngf=ngf, n_blocks=n_blocks, upsample=upsample)
     d_a, d_b = patch_discriminator(ndf=ndf), patch_discriminator(ndf=ndf)
     for net in (g_ab, g_ba, d_a, d_b):
         net.to(device).train()
+        distributed.broadcast_weights(net)  # under torchrun: every rank starts from rank 0's weights
     gen_params = list(g_ab.parameters()) + list(g_ba.parameters())
     opt_g = torch.optim.Adam(gen_params, lr=lr, betas=(beta1, 0.999))
     opt_d = torch.optim.Adam(list(d_a.parameters()) + list(d_b.parameters()), lr=lr, betas=(beta1, 0.999))
@@ -218,6 +221,7 @@ def train_cyclegan(a_images, b_images, *, steps_256: int, steps_512: int, crop_s
                 raise TrainingError(f"The generator loss became {loss_g.item()} at step {step}; lower the "
                                     "learning rate.")
             scaler.scale(loss_g).backward()
+            distributed.average_gradients(gen_params)  # under torchrun: the ranks' mean, as DDP would
             scaler.step(opt_g)
 
             # discriminators: real vs. pooled fakes, the loss halved as in CycleGAN
@@ -232,11 +236,13 @@ def train_cyclegan(a_images, b_images, *, steps_256: int, steps_512: int, crop_s
                 raise TrainingError(f"The discriminator loss became {loss_d.item()} at step {step}; lower the "
                                     "learning rate.")
             scaler.scale(loss_d).backward()
+            distributed.average_gradients(opt_d.param_groups[0]["params"])
             scaler.step(opt_d)
             scaler.update()
 
-            metrics = {"loss_g": float(loss_g.detach()), "loss_d": float(loss_d.detach()),
-                       "loss_cycle": float(loss_cycle.detach()), "loss_identity": float(loss_idt.detach())}
+            metrics = distributed.mean_metrics(  # under torchrun: the ranks' mean
+                {"loss_g": float(loss_g.detach()), "loss_d": float(loss_d.detach()),
+                 "loss_cycle": float(loss_cycle.detach()), "loss_identity": float(loss_idt.detach())})
             if step % preview_every == 0 or step == total:
                 checkpoint(step)
             yield Progress(step, total, f"{size} px crops, step {step}/{total}", metrics)
