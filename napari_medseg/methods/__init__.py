@@ -43,13 +43,13 @@ METHODS = (
     MethodSpec("adversarial_segmentation", "Chen et al. 2019", "napari-medseg.adversarial_widget",
                ("cardiac_sequences",), ("adversarial_segmentation",), ("predict adversarial_segmentation",),
                "adversarial", "adversarial_segmentation", ("chen_cardiac",),
-               ("widgets/adversarial_segmentation.md", "methods/adversarial.md"), ("networks",)),
+               ("widgets/adversarial_segmentation.md", "methods/adversarial_segmentation.md", "methods/adversarial.md"), ("networks",)),
     MethodSpec("modality_transfer", "Giacomello et al. 2020", "napari-medseg.transfer_widget", ("brain_tumour",),
                ("modality_transfer",), ("predict modality_transfer",), "adversarial", "modality_transfer",
-               ("segan_tumour", "segan_tumour_critic"), ("widgets/modality_transfer.md", "methods/adversarial.md"), ("networks",)),
+               ("segan_tumour", "segan_tumour_critic"), ("widgets/modality_transfer.md", "methods/modality_transfer.md", "methods/adversarial.md"), ("networks",)),
     MethodSpec("site_normalization", "Delisle et al. 2019", "napari-medseg.normalization_widget", ("brain_sites",),
                ("site_normalization",), ("predict site_normalization",), "adversarial", "site_normalization",
-               ("delisle_normalization",), ("widgets/site_normalization.md", "methods/adversarial.md"), ("networks",)),
+               ("delisle_normalization",), ("widgets/site_normalization.md", "methods/site_normalization.md", "methods/adversarial.md"), ("networks",)),
 )
 
 
