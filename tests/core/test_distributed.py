@@ -84,7 +84,7 @@ def test_predict_slices_folder_on_two_workers_matches_the_serial_run(slug, tmp_p
     src.mkdir()
     for i, sub in enumerate(("sub-01", "sub-02", "sub-03", "sub-04")):
         tifffile.imwrite(src / f"s{i}.tif", np.asarray(layers[f"{sub} FLAIR"][20 + 5 * i: 30 + 5 * i], np.float32))
-    tifffile.imwrite(src / "bad.tif", np.full((4, 32, 32), np.nan, np.float32))
+    tifffile.imwrite(src / "bad.tif", np.full((4, 32, 32), np.nan, np.float32), photometric="minisblack")
     serial, spread = tmp_path / "serial", tmp_path / "spread"
     assert main(["predict", slug, str(src), "--out", str(serial)]) == 1
     assert "bad.tif" in capsys.readouterr().err
