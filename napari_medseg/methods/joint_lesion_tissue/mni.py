@@ -33,7 +33,8 @@ def mni_folder() -> Path:
 
     spec = find_spec("nilearn")
     if spec is None or not spec.submodule_search_locations:
-        raise InputError("The MNI152 test data come with nilearn, which is not installed.")
+        raise InputError("The MNI152 template comes with nilearn, which is not installed: "
+                         "pip install 'napari-medseg[samples]' (or pip install nilearn).")
     return Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data"
 
 

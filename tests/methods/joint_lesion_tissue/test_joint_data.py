@@ -211,3 +211,15 @@ def test_preprocess_normalises_inside_the_brain(patient):
     brain = datasets.preprocess({"T1": patient.t1}, patient.affine, (3.0, 3.0, 3.0), mask=patient.labels >= GM)
     assert brain.mask.sum() < out.mask.sum()
     assert brain.images["T1"][~brain.mask].max() == 0.0
+
+
+def test_the_mni_sample_without_nilearn_is_one_message_naming_the_extra(monkeypatch):
+    import importlib.util
+
+    from napari_medseg.core.errors import InputError
+    from napari_medseg.methods.joint_lesion_tissue import mni
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "nilearn" else real(name, *a))
+    with pytest.raises(InputError, match=r"napari-medseg\[samples\]"):
+        mni.mni152(spacing=2.0)
