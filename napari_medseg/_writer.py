@@ -12,4 +12,30 @@ def write_labels_layer(path: str, data, attributes: dict) -> list[str]:
             meta[key] = list(attributes.get(key, [])) or None
     if isinstance(data, list):  # multiscale labels: write the full-resolution level
         data = data[0]
+    if meta.get("units") is None and attributes.get("units") is not None:
+        meta["units"] = [str(u) for u in attributes["units"]]
+    meta.update(_label_table(data, attributes))
     return [str(write_labels(path, data, meta))]
+
+
+def _label_table(data, attributes: dict) -> dict:
+    """Class names (the layer's ``index``/``class`` features) and colours (its colormap) of
+    the label values, for formats that keep them (OME-Zarr's ``image-label``)."""
+    import numpy as np
+
+    out: dict = {}
+    features = attributes.get("features")
+    names = {}
+    if features is not None and {"index", "class"} <= set(getattr(features, "columns", [])):
+        names = {int(i): str(c) for i, c in zip(features["index"], features["class"]) if int(i) > 0}
+    if names:
+        out["label_names"] = names
+    values = sorted(names) or [int(v) for v in np.unique(np.asarray(data)) if v > 0][:256]
+    colormap = attributes.get("colormap")
+    if values and hasattr(colormap, "map"):
+        try:
+            rgba = np.asarray(colormap.map(np.asarray(values)), float).reshape(len(values), -1)
+            out["label_colors"] = {v: list(c) for v, c in zip(values, rgba)}
+        except Exception:  # noqa: BLE001 - colours are a courtesy; the labels are what matter
+            pass
+    return out

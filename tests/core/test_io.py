@@ -304,3 +304,31 @@ def test_labels_are_recognised_by_metadata_never_by_name(tmp_path):
     write_ome_zarr(tmp_path / "mask.ome.zarr", lab, axes="yx")  # an image called "mask": still an image
     [(_, _, kind)] = napari_get_reader(str(tmp_path / "mask.ome.zarr"))(str(tmp_path / "mask.ome.zarr"))
     assert kind == "image"
+
+
+def test_a_labels_layer_saved_as_ome_zarr_keeps_units_names_and_colours(tmp_path):
+    """OME-NGFF image-label metadata from the layer: class names (features), colours
+    (colormap), physical scale and units, as ome-zarr-py reads them."""
+    from napari.layers import Labels
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    from napari_medseg._writer import write_labels_layer
+
+    data = np.zeros((40, 50), np.uint8)
+    data[5:15, 5:15], data[20:30, 20:40] = 1, 2
+    layer = Labels(data, scale=(0.5, 0.25), units=("micrometer", "micrometer"),
+                   features={"index": [0, 1, 2], "class": ["background", "nucleus", "gland"]})
+    [out] = write_labels_layer(str(tmp_path / "cells.zarr"), layer.data, layer._get_state())
+    [node] = list(Reader(parse_url(out))())
+    axes = node.metadata["axes"]
+    assert [a.get("unit") for a in axes] == ["micrometer", "micrometer"]
+    assert node.metadata["coordinateTransformations"][0][0]["scale"] == [0.5, 0.25]
+    import zarr
+
+    label = zarr.open_group(out, mode="r").attrs["image-label"]
+    assert [(p["label-value"], p["class"]) for p in label["properties"]] == [(1, "nucleus"), (2, "gland")]
+    colours = {c["label-value"]: c["rgba"] for c in label["colors"]}
+    expected = np.round(np.asarray(layer.colormap.map(np.array([1, 2]))) * 255).astype(int)
+    assert [colours[1], colours[2]] == expected.tolist()
+    np.testing.assert_array_equal(np.asarray(node.data[0]), data)

@@ -139,7 +139,8 @@ def write_labels(path: str | os.PathLike, labels: Any, meta: dict | None = None)
                 path, data, axes=axes, pyramid_levels=levels, scale=scale, downsample="stride", name=LABELS_NAME
             )
         return write_ome_zarr(
-            path, data, axes=axes.lower(), scale=scale, levels=levels + 1, downsample="stride", labels=True
+            path, data, axes=axes.lower(), scale=scale, levels=levels + 1, downsample="stride", labels=True,
+            units=meta.get("units"), label_names=meta.get("label_names"), label_colors=meta.get("label_colors"),
         )
     raise _unsupported(path)
 

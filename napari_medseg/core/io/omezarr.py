@@ -57,6 +57,35 @@ def group_attrs(path: str | os.PathLike) -> dict | None:
     return None
 
 
+def _units(units, n: int) -> list:
+    if units is None:
+        return [None] * n
+    units = [None if u in (None, "", "pixel", "pixels") else str(u) for u in list(units)]
+    return ([None] * n + units)[-n:]  # the last axes' units (the spatial ones) when fewer are given
+
+
+def _axis(name: str, unit) -> dict:
+    out = {"name": name, "type": _TYPES[name]}
+    if unit is not None and _TYPES[name] in ("space", "time"):
+        out["unit"] = unit
+    return out
+
+
+def _image_label(names: dict | None, colors: dict | None) -> dict:
+    """OME-NGFF ``image-label`` metadata: colours as 0..255 RGBA, names as ``class`` properties."""
+    out: dict = {"version": "0.4"}
+    if colors:
+        rows = []
+        for value, rgba in sorted(colors.items()):
+            rgba = [float(c) for c in rgba]
+            scale = 255.0 if max(rgba) <= 1.0 else 1.0
+            rows.append({"label-value": int(value), "rgba": [int(round(c * scale)) for c in (rgba + [1.0])[:4]]})
+        out["colors"] = rows
+    if names:
+        out["properties"] = [{"label-value": int(v), "class": str(n)} for v, n in sorted(names.items())]
+    return out
+
+
 def write_ome_zarr(
     path: str | os.PathLike,
     data: Any,
@@ -66,11 +95,17 @@ def write_ome_zarr(
     chunks: Any = None,
     downsample: str = "auto",
     labels: bool = False,
+    units: Any = None,
+    label_names: dict | None = None,
+    label_colors: dict | None = None,
 ) -> Path:
     """Write ``data`` (numpy or dask) as OME-NGFF 0.4 multiscales, atomically.
 
     ``labels``: the data is a label image; the group gets OME-NGFF's ``image-label``
-    metadata, which readers (ours, ome-zarr-py) use to open it as labels.
+    metadata, which readers (ours, ome-zarr-py) use to open it as labels, with
+    ``label_names`` ({value: name}, as ``properties``) and ``label_colors`` ({value: RGBA
+    in 0..1 or 0..255}, as ``colors``) when given. ``units``: one unit name per axis
+    (e.g. "micrometer"; None or "pixel" for none), written into the axes.
 
     ``axes``: letters from "tczyx" (e.g. "zyx"); ``scale``: physical size per axis of
     level 0 (default 1); ``levels``: how many resolution levels ("0" is full size);
@@ -135,7 +170,7 @@ def write_ome_zarr(
             {
                 "version": "0.4",
                 "name": path.name.split(".")[0],
-                "axes": [{"name": ax, "type": _TYPES[ax]} for ax in axes],
+                "axes": [_axis(ax, u) for ax, u in zip(axes, _units(units, len(axes)))],
                 "datasets": datasets,
                 "type": (
                     "local_mean"
@@ -145,7 +180,7 @@ def write_ome_zarr(
             }
         ]
         if labels:
-            group.attrs["image-label"] = {"version": "0.4"}
+            group.attrs["image-label"] = _image_label(label_names, label_colors)
         if path.exists():
             old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
             os.rename(path, old)
