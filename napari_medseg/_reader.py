@@ -42,6 +42,18 @@ def read_swc_layers(path):
     return [(data, kwargs, "shapes")]
 
 
+def _label_table(meta: dict) -> dict:
+    """The file's class names (as ``index``/``class`` features) and colours (a colormap)."""
+    out: dict = {}
+    names, colors = meta.get("label_names"), meta.get("label_colors")
+    if names:
+        index = [0, *sorted(names)]
+        out["features"] = {"index": index, "class": ["background", *(names[i] for i in index[1:])]}
+    if colors:
+        out["colormap"] = {None: "transparent", 0: "transparent", **{int(k): list(v) for k, v in colors.items()}}
+    return out
+
+
 def read_layers(path):
     if isinstance(path, (list, tuple)):
         path = path[0]
@@ -54,5 +66,6 @@ def read_layers(path):
     if np.issubdtype(levels[0].dtype, np.integer) and not meta.get("rgb") and is_label_image(path):
         kwargs.pop("rgb", None)
         kwargs.pop("channel_axis", None)
+        kwargs.update(_label_table(meta))
         return [(data, kwargs, "labels")]
     return [(data, kwargs, "image")]

@@ -332,3 +332,11 @@ def test_a_labels_layer_saved_as_ome_zarr_keeps_units_names_and_colours(tmp_path
     expected = np.round(np.asarray(layer.colormap.map(np.array([1, 2]))) * 255).astype(int)
     assert [colours[1], colours[2]] == expected.tolist()
     np.testing.assert_array_equal(np.asarray(node.data[0]), data)
+    # ... and napari-medseg's reader gives them back to napari
+    from napari_medseg._reader import read_layers
+
+    [(back, kwargs, kind)] = read_layers(out)
+    again = Labels(back, **{k: v for k, v in kwargs.items() if k != "metadata"})
+    assert kind == "labels" and list(again.features["class"]) == ["background", "nucleus", "gland"]
+    assert [str(u) for u in again.units] == ["micrometer", "micrometer"] and tuple(again.scale) == (0.5, 0.25)
+    np.testing.assert_allclose(again.colormap.map(np.array([1, 2])), layer.colormap.map(np.array([1, 2])), atol=0.003)

@@ -155,6 +155,9 @@ def napari_placement(meta: dict) -> dict:
             out["scale"] = list(meta["scale"])
         if meta.get("translate") is not None:
             out["translate"] = list(meta["translate"])
+    units = meta.get("units")
+    if units and not meta.get("rgb") and meta.get("channel_axis") is None and any(units):
+        out["units"] = [u or "pixel" for u in units]
     if meta.get("rgb"):
         out["rgb"] = True
     if meta.get("channel_axis") is not None:

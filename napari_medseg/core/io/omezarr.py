@@ -86,6 +86,25 @@ def _image_label(names: dict | None, colors: dict | None) -> dict:
     return out
 
 
+def _label_table(label) -> dict:
+    """``label_names`` / ``label_colors`` ({value: ...}) from OME-NGFF ``image-label`` metadata."""
+    out: dict = {}
+    if not isinstance(label, dict):
+        return out
+    try:
+        names = {int(p["label-value"]): str(p["class"]) for p in label.get("properties") or []
+                 if isinstance(p, dict) and "class" in p}
+        colors = {int(c["label-value"]): [float(v) / 255.0 for v in c["rgba"]][:4] for c in label.get("colors") or []
+                  if isinstance(c, dict) and len(c.get("rgba") or []) >= 3}
+    except (KeyError, TypeError, ValueError):  # a malformed table: the labels still open, without it
+        return out
+    if names:
+        out["label_names"] = names
+    if colors:
+        out["label_colors"] = {k: (v + [1.0])[:4] for k, v in colors.items()}
+    return out
+
+
 def write_ome_zarr(
     path: str | os.PathLike,
     data: Any,
@@ -249,6 +268,10 @@ def read_ome_zarr(path: str | os.PathLike) -> tuple[list, dict]:
                     meta["axes"] = "".join(
                         (a["name"] if isinstance(a, dict) else str(a))[0] for a in axes
                     )
+                    units = [a.get("unit") if isinstance(a, dict) else None for a in axes]
+                    if any(isinstance(u, str) and u for u in units):
+                        meta["units"] = units
+                meta.update(_label_table(node.attrs.get("image-label")))
                 # largest first, whatever order the metadata lists them in
                 order = sorted(range(len(arrays)), key=lambda i: -int(np.prod(arrays[i].shape)))
                 if order != list(range(len(arrays))):
