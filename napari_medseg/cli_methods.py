@@ -218,7 +218,8 @@ def _train_one(args) -> int:
                 raise MedsegError(f"{done} was shipped as another version than {shipped} names for its critic; "
                                   "remove both and ship again.")
             print(f"shipped {done}")
-        write_model_card(dest, json.loads(shipped.with_suffix(".json").read_text()), command="napari-medseg " + " ".join(sys.argv[1:]))
+        write_model_card(dest, json.loads(shipped.with_suffix(".json").read_text()),
+                         command="napari-medseg " + " ".join(sys.argv[1:]))
         print(f"shipped {shipped}")
     else:
         print(f"saved {entry.label} at {entry.path}")

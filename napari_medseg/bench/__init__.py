@@ -15,7 +15,8 @@ BENCHMARKS = {
     "box_iterative_real": "napari_medseg.bench.box_iterative_real:run",  # bench box_iterative --real
     "staining": "napari_medseg.bench.staining:run",
     "staining_real": "napari_medseg.bench.staining_real:run",  # bench staining --real
-    "joint": "napari_medseg.bench.joint:run",
+    "joint_lesion_tissue": "napari_medseg.bench.joint:run",
+    "joint": "napari_medseg.bench.joint:run",  # the name it was first shipped under
     "adversarial": "napari_medseg.bench.adversarial:run",
     "reliability": "napari_medseg.bench.reliability:run",
     "scaling": "napari_medseg.bench.scaling:run",
