@@ -227,7 +227,6 @@ def _multiscales(attrs: dict) -> list | None:
 
 def read_ome_zarr(path: str | os.PathLike) -> tuple[list, dict]:
     """Open an OME-Zarr group (or a plain zarr array) lazily: ``(levels, meta)``."""
-    import dask.array as da
     import zarr
 
     path = Path(path)

@@ -126,7 +126,6 @@ def read_tiff(path: str | os.PathLike, pyramid_min_size: int | None = 4096) -> t
     ``pyramid_min_size``: a single-level image whose largest Y/X side is at least this
     gets a cached pyramid (``meta["pyramid"] == "cache"``); None never builds one.
     """
-    import dask.array as da
     import tifffile
     import zarr
 
