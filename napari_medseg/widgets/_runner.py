@@ -115,7 +115,8 @@ class JobRunner(QWidget):
         w = self.parentWidget()
         while w is not None and not w.windowTitle():
             w = w.parentWidget()
-        return f"napari-medseg: {w.windowTitle()}" if w is not None else "napari-medseg job"
+        title = w.windowTitle().replace(" (napari-medseg)", "") if w is not None else ""
+        return f"napari-medseg: {title}" if title else "napari-medseg job"
 
     def _report_activity(self):
         """Mirror the latest report in the Activity dock, from the event loop rather than
