@@ -30,7 +30,7 @@ from ..methods.adversarial_segmentation.chen import (METHODS, PAPER_NAMES, ChenC
                                                      predict_slices, train_chen_model)
 from ..methods.adversarial_segmentation.cohort import (SOURCES, TARGET, Patient, class_dice, class_labels,
                                                        pseudo_masks, training_cohort)
-from ._common import layer_grid, layer_placement
+from ._common import check_on_image_grid, layer_placement
 from ._controller import Controller, said as _said
 
 MODEL_NAME = "chen_cardiac"
@@ -76,10 +76,6 @@ def _patient_id(mapping: dict, index: int) -> str:
             return str(pid)
     lay = mapping.get("lge") or next(iter(mapping.values()), None)
     return lay.name if lay is not None else f"patient {index + 1}"
-
-
-def _r(values) -> list:
-    return [float(f"{v:.4g}") for v in values]
 
 
 class AdversarialController(Controller):
@@ -166,15 +162,7 @@ class AdversarialController(Controller):
 
     def _labels(self, lab_layer, img_layer, pid: str, seq: str, notes: list) -> np.ndarray:
         lab = self._stack(lab_layer, pid, seq, "labels")
-        if np.shape(lab_layer.data) != np.shape(img_layer.data):
-            raise InputError(f"Patient {pid}: the {seq} labels {lab_layer.name!r} are {np.shape(lab_layer.data)} but "
-                             f"the image {img_layer.name!r} is {np.shape(img_layer.data)}; labels must be on the "
-                             "image's grid (resample them onto it first).")
-        (s1, t1, a1), (s2, t2, a2) = layer_grid(lab_layer), layer_grid(img_layer)
-        if not (np.allclose(s1, s2) and np.allclose(t1, t2) and np.allclose(a1, a2)):
-            raise InputError(f"Patient {pid}: the {seq} labels {lab_layer.name!r} are placed differently from the "
-                             f"image {img_layer.name!r} (scale {_r(s1)} vs {_r(s2)}, translate {_r(t1)} vs {_r(t2)}); "
-                             "labels must be on the image's grid.")
+        check_on_image_grid(lab_layer, img_layer, f"Patient {pid}: the {seq}")
         return class_labels(lab, f"Patient {pid}: the {seq} labels {lab_layer.name!r}", notes)
 
     def read_patient(self, mapping: dict, index: int = 0) -> Patient:

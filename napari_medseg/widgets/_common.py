@@ -72,6 +72,23 @@ def layer_grid(layer) -> tuple:
             np.asarray(layer.affine.affine_matrix, float))
 
 
+def check_on_image_grid(labels, image, who: str) -> None:
+    """One :class:`InputError` unless the ``labels`` layer lies on the ``image`` layer's grid
+    (same shape, scale, translation and affine); ``who`` starts the message ("Patient P1: the
+    LGE", "Domain 'adult': the")."""
+    from ..core.errors import InputError
+
+    if np.shape(labels.data) != np.shape(image.data):
+        raise InputError(f"{who} labels {labels.name!r} are {np.shape(labels.data)} but the image {image.name!r} is "
+                         f"{np.shape(image.data)}; labels must be on the image's grid (resample them onto it first).")
+    (s1, t1, a1), (s2, t2, a2) = layer_grid(labels), layer_grid(image)
+    if not (np.allclose(s1, s2) and np.allclose(t1, t2) and np.allclose(a1, a2)):
+        r = lambda v: [round(float(x), 3) for x in v]  # noqa: E731
+        raise InputError(f"{who} labels {labels.name!r} are placed differently from the image {image.name!r} "
+                         f"(scale {r(s1)} vs {r(s2)}, translate {r(t1)} vs {r(t2)}); labels must be on the image's "
+                         "grid.")
+
+
 def layer_placement(layer) -> dict:
     """Keyword arguments that put a new layer where ``layer`` is (scale, translate, and the affine if any)."""
     out = {"scale": tuple(layer.scale), "translate": tuple(layer.translate)}

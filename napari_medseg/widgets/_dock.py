@@ -106,6 +106,17 @@ class MethodDock(QWidget):
     def _on_registry(self, name):  # overridden by docks that list model versions
         pass
 
+    def _show_versions(self, describe) -> None:
+        """Refresh the ``version`` picker and the ``models`` line of ``MODEL_NAME``:
+        "current: <label> <describe(entry)>; N version(s)", or that none is trained yet."""
+        self.version.reset_choices()
+        entries = self.controller.registry.list(self.MODEL_NAME)
+        if entries:
+            cur = self.controller.registry.get(self.MODEL_NAME)
+            self.models.value = f"current: {cur.label} {describe(cur)}; {len(entries)} version(s)"
+        else:
+            self.models.value = f"{self.MODEL_NAME}: none yet (train one)"
+
     def closeEvent(self, event):
         registry_mod.unsubscribe(self._registry_token)
         super().closeEvent(event)

@@ -32,7 +32,7 @@ from ..methods.site_normalization.data import (PERCENTILES, PREP_TAG, apply_to_g
                                                read_folder_domain)
 from ..methods.site_normalization.delisle import NormalizationConfig, train_normalization_model
 from ..methods.site_normalization.delisle_config import short_run_config
-from ._common import layer_grid as _grid
+from ._common import check_on_image_grid
 from ._controller import Controller, said as _said
 from ._normalization_display import NormalizationDisplay
 
@@ -136,15 +136,7 @@ class NormalizationController(NormalizationDisplay, Controller):
                              "(one layer per image).")
         if lab is None:
             return
-        if np.shape(lab.data) != np.shape(img.data):
-            raise InputError(f"Domain {dom!r}: the labels {lab.name!r} have shape {np.shape(lab.data)} but the image "
-                             f"{img.name!r} {np.shape(img.data)}; labels must be on the image's grid (resample them "
-                             "onto it first).")
-        (s1, t1, a1), (s2, t2, a2) = _grid(lab), _grid(img)
-        if not (np.allclose(s1, s2) and np.allclose(t1, t2) and np.allclose(a1, a2)):
-            raise InputError(f"Domain {dom!r}: the labels {lab.name!r} are placed differently from the image "
-                             f"{img.name!r} (scale {s1.tolist()} vs {s2.tolist()}, translate {t1.tolist()} vs "
-                             f"{t2.tolist()}); labels must be on the image's grid.")
+        check_on_image_grid(lab, img, f"Domain {dom!r}: the")
 
     def _in_list_order(self, layers) -> list:
         """Layers in layer-list order (a multi-select gives them in the order they were clicked)."""

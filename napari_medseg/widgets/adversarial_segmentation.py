@@ -129,11 +129,4 @@ class AdversarialSegmentationWidget(MethodDock):
     def _on_registry(self, name):
         if name != MODEL_NAME:
             return
-        self.version.reset_choices()
-        entries = self.controller.registry.list(MODEL_NAME)
-        if entries:
-            cur = self.controller.registry.get(MODEL_NAME)
-            paper = (cur.meta.get("config") or {}).get("paper_name", "")
-            self.models.value = f"current: {cur.label} {paper}; {len(entries)} version(s)"
-        else:
-            self.models.value = f"{MODEL_NAME}: none yet (train one)"
+        self._show_versions(lambda cur: (cur.meta.get("config") or {}).get("paper_name", ""))

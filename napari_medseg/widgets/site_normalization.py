@@ -200,10 +200,4 @@ class SiteNormalizationWidget(MethodDock):
     def _on_registry(self, name):
         if name != MODEL_NAME:
             return
-        self.version.reset_choices()
-        entries = self.controller.registry.list(MODEL_NAME)
-        if entries:
-            cur = self.controller.registry.get(MODEL_NAME)
-            self.models.value = f"current: {cur.label} ({cur.meta.get('mode', '?')}); {len(entries)} version(s)"
-        else:
-            self.models.value = f"{MODEL_NAME}: none yet (train one)"
+        self._show_versions(lambda cur: f"({cur.meta.get('mode', '?')})")
