@@ -351,7 +351,7 @@ def demo_joint(viewer, widgets, app, out: Path, steps: int) -> dict:
 from .demo_adversarial import demo_adversarial_segmentation, demo_modality_transfer, demo_site_normalization  # noqa: E402
 
 DEMOS = {"tissue": demo_tissue, "tracking": demo_tracking, "box_iterative": demo_box, "staining": demo_staining,
-         "joint": demo_joint, "adversarial_segmentation": demo_adversarial_segmentation,
+         "joint_lesion_tissue": demo_joint, "adversarial_segmentation": demo_adversarial_segmentation,
          "modality_transfer": demo_modality_transfer, "site_normalization": demo_site_normalization}
 
 

@@ -37,7 +37,7 @@ def test_headless_demo_writes_screenshots_and_report(tmp_path):
     staining = report["methods"]["staining"]
     assert "error" not in staining, staining
     assert staining["levels"] >= 2 and staining["color_distance_full_pipeline"] < staining["color_distance_gareau_only"]
-    joint = report["methods"]["joint"]
+    joint = report["methods"]["joint_lesion_tissue"]
     assert "error" not in joint, joint
     from napari_medseg.core import paths
 

@@ -73,7 +73,8 @@ def test_one_slug_and_options_declared_once(spec):
 
     from napari_medseg.core.options import TrainRun
 
-    assert spec.train[0] == spec.slug and spec.predict[0] == f"predict {spec.slug}"
+    assert spec.train[0] == spec.slug and spec.predict[0] == f"predict {spec.slug}" and spec.demo == spec.slug
+    assert spec.bench in (spec.slug, "adversarial")  # the three adversarial papers share one bench (issue 20)
     trainer = _subcommands()["train"]
     target = next(a for a in trainer._actions if isinstance(a, argparse._SubParsersAction)).choices[spec.slug]
     options = importlib.import_module(f"napari_medseg.methods.{spec.slug}.options").TrainOptions
