@@ -91,9 +91,98 @@ def _level_pixel_size(meta: dict, levels, level: int, rgb: bool):
     return [float(s) * f for s, f in zip(list(scale)[-nd:], factor)]
 
 
+def _segment_input(path, level: int, meta: dict, polarity: str, for_workers: bool = False):
+    """``(image, rgb, pixel_size, note)``: pyramid ``level`` of the file at ``path`` as the
+    model ``meta`` reads it (a brightfield model on a grey, 16-bit or float image: the box
+    method's one input path)."""
+    import numpy as np
+
+    from .core.io import read_image
+    from .core.segment import io_spec
+
+    levels, img_meta = read_image(path)
+    if not 0 <= level < len(levels):
+        raise MedsegError(f"{path} has {len(levels)} pyramid level(s); --level must be 0 to {len(levels) - 1}.")
+    image, rgb, note = levels[level], bool(img_meta.get("rgb")), ""
+    pixel_size = _level_pixel_size(img_meta, levels, level, rgb)
+    if io_spec(meta)["input"] == "rgb_uint8" and not (rgb and np.dtype(image.dtype) == np.uint8):
+        from .methods.box_iterative.inputs import as_rgb8
+
+        if for_workers:
+            raise MedsegError(f"The model reads 8-bit RGB and {path} is not; with --scheduler the workers read the "
+                              "file themselves, so convert it first (or segment without --scheduler).")
+        image, note = as_rgb8(image, Path(path).name, polarity)
+        rgb = True
+    return image, rgb, pixel_size, note
+
+
+_SEGMENT_MODELS: dict = {}
+
+
+def segment_file(src: str, target: str, model: str, version: int, *, level: int = 0, tile: int = 1024,
+                 batch_size: int = 1, output: str = "labels", polarity: str = "auto", device: str = "cpu") -> str:
+    """Segment one image file into the zarr result ``target`` (never over a file): one task
+    of ``segment DIR`` / ``predict box_iterative DIR``, here or on a dask worker (which loads
+    the model once and keeps it)."""
+    from .core.jobs import collect
+    from .core.registry import Registry
+    from .core.segment import run_segmentation
+
+    key = (model, version, device)
+    if key not in _SEGMENT_MODELS:
+        _SEGMENT_MODELS[key] = Registry().get(model, version).load(device)
+    net, meta = _SEGMENT_MODELS[key]
+    image, rgb, pixel_size, _note = _segment_input(src, level, meta, polarity)
+    collect(run_segmentation(net, meta, image, target, tile=tile, batch_size=batch_size, output=output, device=device,
+                             rgb=rgb, inputs=[src], pixel_size=pixel_size))
+    return Path(target).name
+
+
+def _segment_folder(args, entry) -> int:
+    """``segment DIR --out OUTDIR``: one ``<name>_labels.zarr`` per image in the folder; with
+    ``--scheduler``, one image per task on the cluster. A failed image is reported and the
+    others go on."""
+    from .core.batch import close_cluster, open_cluster, run_files
+    from .core.device import select_device
+    from .core.io import SUFFIXES
+    from .core.jobs import run_in_terminal
+
+    src, out = Path(args.image), Path(args.out)
+    files = sorted(p for p in src.iterdir() if not p.name.startswith(".")
+                   and any(p.name.lower().endswith(x) for x in SUFFIXES))
+    if not files:
+        raise MedsegError(f"No images found in {src}.")
+    if out.exists() and not out.is_dir():
+        raise MedsegError(f"--out {out} is a file; for a folder of images give a folder (it is created).")
+    out.mkdir(parents=True, exist_ok=True)
+    targets = [out / f"{f.name.split('.')[0]}_labels.zarr" for f in files]
+    taken = [t.name for t in targets if t.exists()]
+    if taken:
+        raise MedsegError(f"{out} already holds {', '.join(taken[:3])}{' ...' if len(taken) > 3 else ''}; results are "
+                          "never replaced: pick a new --out folder.")
+    device = "cpu" if args.scheduler else str(select_device(args.device))
+    options = {"level": args.level, "tile": args.tile, "batch_size": args.batch_size, "output": args.output,
+               "polarity": args.polarity, "device": device}
+    import functools
+
+    task = functools.partial(segment_file, **options)
+    client = open_cluster(args.scheduler) if args.scheduler else None
+    try:
+        job = run_in_terminal(run_files(task, [(f.name, (str(f), str(t), entry.name, entry.version))
+                                               for f, t in zip(files, targets)], client), f"segment with {entry.label}")
+    finally:
+        if client is not None:
+            close_cluster(client, args.scheduler)
+    rows = job.result or []
+    failed = [r for r in rows if r["error"]]
+    print(f"{len(rows) - len(failed)} of {len(files)} images segmented with {entry.label} into {out}")
+    for r in failed:
+        print(f"  {r['input']}: {r['error']}", file=sys.stderr)
+    return 1 if failed or job.stopped else 0
+
+
 def _segment(args) -> int:
     from .core.device import select_device
-    from .core.io import read_image
     from .core.jobs import run_in_terminal
     from .core.registry import Registry
     from .core.segment import run_segmentation
@@ -101,47 +190,33 @@ def _segment(args) -> int:
     name, _, version = args.model.partition(":")
     if version and not version.isdigit():
         raise MedsegError(f"--model takes NAME or NAME:VERSION with a whole-number version, not {args.model!r}.")
+    entry = Registry().get(name, int(version) if version else None)
+    if Path(args.image).is_dir() and Path(args.image).suffix.lower() != ".zarr":
+        return _segment_folder(args, entry)
     out = Path(args.out)
     if not out.exists() and out.suffix.lower() != ".zarr":  # existing paths get the output checks' own messages
         raise MedsegError(f"segment writes a zarr result (a folder); give --out a name ending in .zarr, not "
                           f"{out.name!r}.")
-    entry = Registry().get(name, int(version) if version else None)
     device = select_device(args.device)
     model, meta = entry.load(device)
-    levels, img_meta = read_image(args.image)
-    if not 0 <= args.level < len(levels):
-        raise MedsegError(f"{args.image} has {len(levels)} pyramid level(s); --level must be 0 to {len(levels) - 1}.")
-    import numpy as np
-
-    from .core.segment import io_spec
-
-    image = levels[args.level]
-    rgb = bool(img_meta.get("rgb"))
-
-    if io_spec(meta)["input"] == "rgb_uint8" and not (rgb and np.dtype(image.dtype) == np.uint8):
-        # a brightfield model on a grey, 16-bit or float image: the box method's one input path
-        from .methods.box_iterative.inputs import as_rgb8
-
-        if args.scheduler:
-            raise MedsegError(f"{entry.label} reads 8-bit RGB and {args.image} is not; with --scheduler the workers "
-                              "read the file themselves, so convert it first (or segment without --scheduler).")
-        image, note = as_rgb8(image, Path(args.image).name, args.polarity)
-        rgb = True
-        if note:
-            print(note, file=sys.stderr)
+    image, rgb, pixel_size, note = _segment_input(args.image, args.level, meta, args.polarity,
+                                                  for_workers=bool(args.scheduler))
+    if note:
+        print(note, file=sys.stderr)
     client = None
     if args.scheduler:
         from distributed import Client
 
+        from .core.io import read_image
         from .core.sources import PathSource
 
         client = Client(args.scheduler)
         # the workers open the file themselves: no pixels travel through this process
-        image = PathSource(args.image, level=args.level, channel_axis=-1 if img_meta.get("rgb") else None)
+        image = PathSource(args.image, level=args.level, channel_axis=-1 if read_image(args.image)[1].get("rgb")
+                           else None)
     gen = run_segmentation(model, meta, image, args.out, tile=args.tile, batch_size=args.batch_size,
                            output=args.output, device=device, client=client, rgb=rgb,
-                           overwrite=args.overwrite, inputs=[args.image],
-                           pixel_size=_level_pixel_size(img_meta, levels, args.level, rgb))
+                           overwrite=args.overwrite, inputs=[args.image], pixel_size=pixel_size)
     try:
         job = run_in_terminal(gen, f"segment with {entry.label}")
     finally:

@@ -125,9 +125,11 @@ class TrainRun:
 class SegmentOptions:
     """``napari-medseg segment``: tiled segmentation of an image file with a registered model."""
 
-    image: str = option(None, "the image file (TIFF, OME-Zarr, PNG...)", positional=True, required=True)
+    image: str = option(None, "the image file (TIFF, OME-Zarr, NIfTI...), or a folder of them", positional=True,
+                        required=True)
     model: str = option("tissue", "NAME or NAME:VERSION")
-    out: str = option(None, "output .zarr (a new path; see --overwrite)", required=True)
+    out: str = option(None, "output .zarr (a new path; see --overwrite); for a folder of images, a folder that gets "
+                            "one NAME_labels.zarr per image", required=True)
     overwrite: bool = option(False, "replace an existing --out (only once the new result is complete; never the "
                                     "input)")
     level: int = option(0, "pyramid level to segment")
@@ -135,6 +137,8 @@ class SegmentOptions:
     batch_size: int = option(1, "tiles per batch", type=positive_int)
     output: str = option("labels", "labels, or per-class probabilities", choices=["labels", "probabilities"])
     device: str | None = option(None, "auto, cpu, cuda, cuda:1, mps")
-    scheduler: str | None = option(None, "dask.distributed scheduler address")
+    scheduler: str | None = option(None, "dask.distributed scheduler address (one image: its tiles are spread over "
+                                         "the workers; a folder: one image per task, and local:N starts N workers "
+                                         "here)")
     polarity: str = option("auto", "RGB models on grey images: auto inverts a dark background (fluorescence)",
                            choices=["auto", "keep", "invert"])

@@ -96,3 +96,35 @@ def test_predict_slices_folder_on_two_workers_matches_the_serial_run(slug, tmp_p
         assert a.shape == (10, 72, 64) and a.any()
         np.testing.assert_array_equal(a, b)
     assert not (spread / "bad_labels.tif").exists()
+
+
+@pytest.mark.slow
+def test_predict_box_iterative_folder_on_two_workers_matches_the_serial_run(tmp_path, monkeypatch, capsys):
+    """A folder of slides: one result per slide, the same labels with one image per task on
+    a two-worker cluster as in the serial run; a broken file fails alone (issue 21)."""
+    import zarr
+
+    from napari_medseg.cli import main
+    from napari_medseg.methods.box_iterative.synthetic import HARD, synthetic_kidney
+
+    monkeypatch.setenv("NAPARI_MEDSEG_HOME", str(tmp_path / "home"))
+    src = tmp_path / "slides"
+    src.mkdir()
+    for i in range(3):
+        tifffile.imwrite(src / f"slide{i}.tif", synthetic_kidney((256, 320), 80 + i, **HARD).rgb, photometric="rgb")
+    (src / "broken.tif").write_bytes(b"not a tiff")
+    serial, spread = tmp_path / "serial", tmp_path / "spread"
+    assert main(["predict", "box_iterative", str(src), "--out", str(serial), "--tile", "256"]) == 1
+    assert "broken.tif" in capsys.readouterr().err
+    assert main(["predict", "box_iterative", str(src), "--out", str(spread), "--tile", "256",
+                 "--scheduler", "local:2"]) == 1
+    out = capsys.readouterr()
+    assert "3 of 4 images segmented" in out.out and "broken.tif" in out.err
+    for i in range(3):
+        a = np.asarray(zarr.open_group(str(serial / f"slide{i}_labels.zarr"), mode="r")["0"])
+        b = np.asarray(zarr.open_group(str(spread / f"slide{i}_labels.zarr"), mode="r")["0"])
+        assert a.shape == (256, 320) and a.any()
+        np.testing.assert_array_equal(a, b)
+    assert not (spread / "broken_labels.zarr").exists()
+    assert main(["predict", "box_iterative", str(src), "--out", str(serial)]) == 2  # never over a result
+    assert "never replaced" in capsys.readouterr().err
