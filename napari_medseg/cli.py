@@ -142,10 +142,9 @@ def _segment_folder(args, entry) -> int:
     """``segment DIR --out OUTDIR``: one ``<name>_labels.zarr`` per image in the folder; with
     ``--scheduler``, one image per task on the cluster. A failed image is reported and the
     others go on."""
-    from .core.batch import close_cluster, open_cluster, run_files
+    from .core.batch import print_failures, run_in_terminal_on
     from .core.device import select_device
     from .core.io import SUFFIXES
-    from .core.jobs import run_in_terminal
 
     src, out = Path(args.image), Path(args.out)
     files = sorted(p for p in src.iterdir() if not p.name.startswith(".")
@@ -166,19 +165,12 @@ def _segment_folder(args, entry) -> int:
     import functools
 
     task = functools.partial(segment_file, **options)
-    client = open_cluster(args.scheduler) if args.scheduler else None
-    try:
-        job = run_in_terminal(run_files(task, [(f.name, (str(f), str(t), entry.name, entry.version))
-                                               for f, t in zip(files, targets)], client), f"segment with {entry.label}")
-    finally:
-        if client is not None:
-            close_cluster(client, args.scheduler)
-    rows = job.result or []
-    failed = [r for r in rows if r["error"]]
+    rows, failed, stopped = run_in_terminal_on(task, [(f.name, (str(f), str(t), entry.name, entry.version))
+                                                      for f, t in zip(files, targets)], args.scheduler,
+                                               f"segment with {entry.label}")
     print(f"{len(rows) - len(failed)} of {len(files)} images segmented with {entry.label} into {out}")
-    for r in failed:
-        print(f"  {r['input']}: {r['error']}", file=sys.stderr)
-    return 1 if failed or job.stopped else 0
+    print_failures(failed)
+    return 1 if failed or stopped else 0
 
 
 def _segment(args) -> int:

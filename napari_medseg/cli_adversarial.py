@@ -166,9 +166,8 @@ def predict(args) -> int:
     """``napari-medseg predict SLUG IMAGES --out DIR``: one ``<stem>_labels<suffix>`` per input;
     a failed image is reported and the others go on. ``--scheduler`` runs one image per
     task on a dask.distributed cluster."""
-    from .core.batch import close_cluster, open_cluster, run_files
+    from .core.batch import print_failures, run_in_terminal_on
     from .core.device import select_device
-    from .core.jobs import run_in_terminal
     from .core.registry import Registry
 
     slug = args.method
@@ -191,18 +190,10 @@ def predict(args) -> int:
     device = "cpu" if scheduler else str(select_device(args.device))
     tasks = [(f.name, (slug, str(f), str(t), entry.name, entry.version, args.slice_axis, device))
              for f, t in zip(files, targets)]
-    client = open_cluster(scheduler) if scheduler else None
-    try:
-        job = run_in_terminal(run_files(predict_file, tasks, client), f"predict {slug} with {entry.label}")
-    finally:
-        if client is not None:
-            close_cluster(client, scheduler)
-    rows = job.result or []
-    failed = [r for r in rows if r["error"]]
+    _rows, failed, stopped = run_in_terminal_on(predict_file, tasks, scheduler, f"predict {slug} with {entry.label}")
     print(f"wrote {sum(1 for t in targets if t.exists())} labels file(s) into {out} with {entry.label}")
-    for r in failed:
-        print(f"  {r['input']}: {r['error']}", file=sys.stderr)
-    return 1 if failed or job.stopped else 0
+    print_failures(failed)
+    return 1 if failed or stopped else 0
 
 
 _SEGMENTERS: dict = {}

@@ -82,3 +82,25 @@ def run_files(func: Callable, tasks: Sequence[tuple[str, tuple]], client=None):
         for fut in futures:
             fut.cancel()
     return [rows[name] for name, _ in tasks]
+
+
+def run_in_terminal_on(func: Callable, tasks: Sequence[tuple[str, tuple]], scheduler: str | None, desc: str):
+    """:func:`run_files` with a terminal progress bar, here or on the cluster ``scheduler``
+    names (opened and closed around the run). Returns ``(rows, failed, stopped)``."""
+    from .jobs import run_in_terminal
+
+    client = open_cluster(scheduler) if scheduler else None
+    try:
+        job = run_in_terminal(run_files(func, tasks, client), desc)
+    finally:
+        if client is not None:
+            close_cluster(client, scheduler)
+    rows = job.result or []
+    return rows, [r for r in rows if r["error"]], job.stopped
+
+
+def print_failures(failed: Sequence[dict]) -> None:
+    import sys
+
+    for r in failed:
+        print(f"  {r['input']}: {r['error']}", file=sys.stderr)
