@@ -92,9 +92,9 @@ def _level_pixel_size(meta: dict, levels, level: int, rgb: bool):
 
 
 def _segment_input(path, level: int, meta: dict, polarity: str, for_workers: bool = False):
-    """``(image, rgb, pixel_size, note)``: pyramid ``level`` of the file at ``path`` as the
-    model ``meta`` reads it (a brightfield model on a grey, 16-bit or float image: the box
-    method's one input path)."""
+    """``(image, rgb, pixel_size, note, file_rgb)``: pyramid ``level`` of the file at ``path``
+    as the model ``meta`` reads it (a brightfield model on a grey, 16-bit or float image: the
+    box method's one input path); ``file_rgb``: whether the file itself is RGB."""
     import numpy as np
 
     from .core.io import read_image
@@ -104,6 +104,7 @@ def _segment_input(path, level: int, meta: dict, polarity: str, for_workers: boo
     if not 0 <= level < len(levels):
         raise MedsegError(f"{path} has {len(levels)} pyramid level(s); --level must be 0 to {len(levels) - 1}.")
     image, rgb, note = levels[level], bool(img_meta.get("rgb")), ""
+    file_rgb = rgb
     pixel_size = _level_pixel_size(img_meta, levels, level, rgb)
     if io_spec(meta)["input"] == "rgb_uint8" and not (rgb and np.dtype(image.dtype) == np.uint8):
         from .methods.box_iterative.inputs import as_rgb8
@@ -113,7 +114,7 @@ def _segment_input(path, level: int, meta: dict, polarity: str, for_workers: boo
                               "file themselves, so convert it first (or segment without --scheduler).")
         image, note = as_rgb8(image, Path(path).name, polarity)
         rgb = True
-    return image, rgb, pixel_size, note
+    return image, rgb, pixel_size, note, file_rgb
 
 
 _SEGMENT_MODELS: dict = {}
@@ -132,7 +133,7 @@ def segment_file(src: str, target: str, model: str, version: int, *, level: int 
     if key not in _SEGMENT_MODELS:
         _SEGMENT_MODELS[key] = Registry().get(model, version).load(device)
     net, meta = _SEGMENT_MODELS[key]
-    image, rgb, pixel_size, _note = _segment_input(src, level, meta, polarity)
+    image, rgb, pixel_size, _note, _file_rgb = _segment_input(src, level, meta, polarity)
     collect(run_segmentation(net, meta, image, target, tile=tile, batch_size=batch_size, output=output, device=device,
                              rgb=rgb, inputs=[src], pixel_size=pixel_size))
     return Path(target).name
@@ -191,21 +192,19 @@ def _segment(args) -> int:
                           f"{out.name!r}.")
     device = select_device(args.device)
     model, meta = entry.load(device)
-    image, rgb, pixel_size, note = _segment_input(args.image, args.level, meta, args.polarity,
-                                                  for_workers=bool(args.scheduler))
+    image, rgb, pixel_size, note, file_rgb = _segment_input(args.image, args.level, meta, args.polarity,
+                                                            for_workers=bool(args.scheduler))
     if note:
         print(note, file=sys.stderr)
     client = None
     if args.scheduler:
         from distributed import Client
 
-        from .core.io import read_image
         from .core.sources import PathSource
 
         client = Client(args.scheduler)
         # the workers open the file themselves: no pixels travel through this process
-        image = PathSource(args.image, level=args.level, channel_axis=-1 if read_image(args.image)[1].get("rgb")
-                           else None)
+        image = PathSource(args.image, level=args.level, channel_axis=-1 if file_rgb else None)
     gen = run_segmentation(model, meta, image, args.out, tile=args.tile, batch_size=args.batch_size,
                            output=args.output, device=device, client=client, rgb=rgb,
                            overwrite=args.overwrite, inputs=[args.image], pixel_size=pixel_size)

@@ -33,10 +33,10 @@ def positive_int(text: str) -> int:
 
 
 def option(default: Any = None, help: str = "", *, choices=None, metavar=None, positional: bool = False,
-           required: bool = False, nargs=None, type=None, flag: str | None = None):
+           required: bool = False, nargs=None, type=None):
     """A dataclass field that is also a command-line option."""
     meta = {"help": help, "choices": choices, "metavar": metavar, "positional": positional, "required": required,
-            "nargs": nargs, "type": type, "flag": flag}
+            "nargs": nargs, "type": type}
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -71,7 +71,7 @@ def add_options(parser, cls, group: str | None = None) -> None:
             if not meta.get("required"):
                 kwargs.update(nargs="?", default=default)
         else:
-            names = [meta.get("flag") or "--" + f.name.replace("_", "-")]
+            names = ["--" + f.name.replace("_", "-")]
             kwargs["dest"] = f.name
             if meta.get("required"):
                 kwargs["required"] = True
@@ -95,12 +95,6 @@ def add_options(parser, cls, group: str | None = None) -> None:
         if meta.get("metavar"):
             kwargs["metavar"] = meta["metavar"]
         target.add_argument(*names, **kwargs)
-
-
-def from_args(cls, args: argparse.Namespace):
-    """The dataclass ``cls`` filled from parsed ``args`` (fields it lacks keep their defaults)."""
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
-    return cls(**given)
 
 
 def defaults(cls) -> dict:

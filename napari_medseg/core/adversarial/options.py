@@ -7,15 +7,15 @@ from dataclasses import dataclass
 from ..options import option
 
 
-def slice_predict_options(model: str):
-    """A ``predict SLUG`` options dataclass whose ``--model`` defaults to ``model``."""
+def slice_predict_options(default_model: str):
+    """A ``predict SLUG`` options dataclass whose ``--model`` defaults to ``default_model``."""
 
     @dataclass
     class PredictOptions:
         images: str = option(None, "a NIfTI or TIFF stack of 2-D slices, or a folder of them", positional=True,
                              required=True)
         out: str = option(None, "output folder (files in it are never replaced)", required=True)
-        model: str = option(None, "NAME or NAME:VERSION")
+        model: str = option(default_model, "NAME or NAME:VERSION")
         slice_axis: str | None = option(None, "which axis of a 3-D image runs through its 2-D slices (default: last "
                                               "for NIfTI, whose volumes are stored x, y, slice; first for TIFF stacks)",
                                         choices=["first", "last"])
@@ -24,6 +24,4 @@ def slice_predict_options(model: str):
                                              "or local:N for N one-thread worker processes here (workers read their "
                                              "own files; CPU)")
 
-    PredictOptions.__dataclass_fields__["model"].default = model
-    PredictOptions.model = model
     return PredictOptions

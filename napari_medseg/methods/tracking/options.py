@@ -50,7 +50,7 @@ class TrackOptions:
 
 @dataclass
 class FinetuneOptions:
-    image: list = option([], "images with corrected traces", nargs="+", required=True, flag="--image")
+    image: list = option([], "images with corrected traces", nargs="+", required=True)
     swc: list = option([], "corrected traces, one SWC per image", nargs="+", required=True)
     updates: int = option(20, "PPO updates")
     episodes: int = option(32, "episodes per PPO update (the paper: 32)")
