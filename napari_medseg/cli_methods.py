@@ -118,10 +118,8 @@ def _train(args) -> int:
                               f"{', '.join(DISTRIBUTED_TRAINERS)}.")
         # one process group for the run; each rank on its own device (cuda:LOCAL_RANK on a GPU node)
         args.device = str(distributed.init_from_env(select_device(args.device)))
-        try:
+        with distributed.leaving_group_after():
             code = _train_one(args)
-        finally:
-            distributed.shutdown()
         return code
     return _train_one(args)
 

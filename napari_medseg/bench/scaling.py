@@ -37,6 +37,8 @@ def _train_rank(rank: int, world: int, store: str, threads: int, steps: int, bat
     import torch
     import torch.distributed as dist
 
+    from ..core import distributed
+
     from ..core import nets
     from ..core.jobs import collect
     from ..core.training import train_supervised
@@ -45,7 +47,7 @@ def _train_rank(rank: int, world: int, store: str, threads: int, steps: int, bat
     torch.set_num_threads(threads)
     if world > 1:
         dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
-    try:
+    with distributed.leaving_group_after():
         torch.manual_seed(0)
         model = nets.build(ARCH)
         g = torch.Generator().manual_seed(rank)
@@ -61,9 +63,6 @@ def _train_rank(rank: int, world: int, store: str, threads: int, steps: int, bat
         seconds = time.perf_counter() - t0
         if rank == 0:
             Path(out).write_text(json.dumps({"seconds": seconds}))
-    finally:
-        if world > 1:
-            dist.destroy_process_group()
 
 
 def train_throughput(world: int, steps: int, batch: int, patch: int) -> dict:
@@ -82,9 +81,11 @@ def _ddp_rank(rank: int, store: str, out: str, steps: int):
     import torch
     import torch.distributed as dist
 
+    from ..core import distributed
+
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
-    try:
+    with distributed.leaving_group_after():
         model = _small_net()
         from ..core.jobs import collect
         from ..core.training import train_supervised
@@ -92,8 +93,6 @@ def _ddp_rank(rank: int, store: str, out: str, steps: int):
         collect(train_supervised(model, lambda s: _ddp_batch(rank, s), _mse, steps=steps, lr=1e-2))
         if rank == 0:
             torch.save(model.state_dict(), out)
-    finally:
-        dist.destroy_process_group()
 
 
 def _small_net():

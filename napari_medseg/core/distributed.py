@@ -13,6 +13,7 @@ bars). A command started without torchrun runs as one process, exactly as before
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
@@ -57,9 +58,25 @@ def init_from_env(device: torch.device) -> torch.device:
     return device
 
 
-def shutdown() -> None:
+def shutdown(wait_for_peers: bool = True) -> None:
+    """Leave the process group. After a run that ended normally every rank first waits for
+    the others (a barrier): a rank tearing gloo down while its peer still finishes its last
+    collective can abort the peer. After an error there is no waiting (the peer may be gone)."""
     if dist.is_available() and dist.is_initialized():
+        if wait_for_peers and dist.get_world_size() > 1:
+            dist.barrier()
         dist.destroy_process_group()
+
+
+@contextmanager
+def leaving_group_after():
+    """Run the block, then :func:`shutdown` (with the barrier only when the block succeeded)."""
+    try:
+        yield
+    except BaseException:
+        shutdown(wait_for_peers=False)
+        raise
+    shutdown()
 
 
 def rank_seed(seed: int) -> int:

@@ -42,7 +42,7 @@ def _validate(net):
 def _rank_main(rank: int, store: str, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
     torch.set_num_threads(1)
-    try:
+    with distributed.leaving_group_after():
         model, saved = _model(), []
         gen = train_supervised(model, lambda s: _batch(rank, s), torch.nn.functional.mse_loss, steps=STEPS,
                                lr=1e-2, validate=_validate, val_every=2, monitor="mse", mode="min",
@@ -50,8 +50,6 @@ def _rank_main(rank: int, store: str, out: str) -> None:
         reports, result = collect(gen)
         torch.save({"state": model.state_dict(), "saved": saved, "losses": [r.metrics["loss"] for r in reports],
                     "best_step": result["best_step"]}, f"{out}/rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
 
 
 def test_two_ranks_train_what_one_process_trains_on_both_batches(tmp_path):
@@ -79,7 +77,7 @@ def _averaging_rank(rank: int, store: str, out: str) -> None:
     averaged by hand; rank 1 starts from other weights, which the broadcast replaces."""
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
     torch.set_num_threads(1)
-    try:
+    with distributed.leaving_group_after():
         model = _model()
         if rank == 1:
             with torch.no_grad():
@@ -95,8 +93,6 @@ def _averaging_rank(rank: int, store: str, out: str) -> None:
             distributed.average_gradients(model)
             opt.step()
         torch.save(model.state_dict(), f"{out}/avg{rank}.pt")
-    finally:
-        dist.destroy_process_group()
 
 
 def test_gradient_averaging_by_hand_equals_one_process_on_both_batches(tmp_path):
@@ -144,15 +140,13 @@ def _gan_rank(rank: int, store: str, out: str) -> None:
 
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
     torch.set_num_threads(1)
-    try:
+    with distributed.leaving_group_after():
         g, d = _gan_nets(1.0 if rank else 0.0)
         trainer = AdversarialTrainer(g, d, torch.optim.Adam(g.parameters(), lr=1e-2),
                                      torch.optim.Adam(d.parameters(), lr=1e-2), amp=False)
         for step in range(1, STEPS + 1):
             trainer.step(*_gan_losses(g, d, [_batch(rank, step)]))
         torch.save({"g": g.state_dict(), "d": d.state_dict()}, f"{out}/gan{rank}.pt")
-    finally:
-        dist.destroy_process_group()
 
 
 def test_adversarial_trainer_on_two_ranks_equals_one_process_on_both_batches(tmp_path):
@@ -177,7 +171,7 @@ def _cyclegan_rank(rank: int, store: str, out: str) -> None:
 
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
     torch.set_num_threads(1)
-    try:
+    with distributed.leaving_group_after():
         rng = np.random.default_rng(5)
         a = [rng.random((48, 48, 3)).astype(np.float32) for _ in range(2)]
         b = [rng.random((48, 48, 3)).astype(np.float32) for _ in range(2)]
@@ -186,8 +180,6 @@ def _cyclegan_rank(rank: int, store: str, out: str) -> None:
                                            preview_every=3, keep=lambda state, m, step: kept.append(step),
                                            seed=rank * 7))  # a different seed: the broadcast must even it out
         torch.save({"g": result["generator_state"], "kept": kept}, f"{out}/cg{rank}.pt")
-    finally:
-        dist.destroy_process_group()
 
 
 def test_cyclegan_on_two_ranks_keeps_one_set_of_weights_and_only_rank_0_keeps(tmp_path):
@@ -245,3 +237,25 @@ def test_torchrun_trains_on_two_ranks_into_one_version(tmp_path, method, model, 
     # rank 0's run folder is dropped when its version is saved; a second rank's would be left over
     runs = tmp_path / "home" / "models" / model / "runs"
     assert not runs.exists() or not any(runs.iterdir())
+
+
+def _failing_rank(rank: int, store: str, out: str) -> None:
+    """Rank 1 fails mid-run: it must leave the group without waiting at the barrier (rank 0
+    would never arrive there), so the error reaches the launcher instead of a hang."""
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    try:
+        with distributed.leaving_group_after():
+            if rank == 1:
+                raise RuntimeError("rank 1 broke")
+            dist.barrier()  # rank 0 would wait here for a peer that never comes
+    except RuntimeError as exc:
+        with open(f"{out}/rank{rank}.txt", "w") as f:
+            f.write(f"{type(exc).__name__}: {exc}; group left: {not dist.is_initialized()}")
+        if rank == 1:
+            raise
+
+
+def test_a_failing_rank_leaves_the_group_and_reports_its_error(tmp_path):
+    with pytest.raises(mp.ProcessRaisedException, match="rank 1 broke"):
+        mp.spawn(_failing_rank, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
+    assert (tmp_path / "rank1.txt").read_text() == "RuntimeError: rank 1 broke; group left: True"
