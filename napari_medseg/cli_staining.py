@@ -241,42 +241,155 @@ def predict_despeckle(args) -> int:
     return 1 if failed else 0
 
 
-def predict_stain(args) -> int:
-    """``napari-medseg predict staining --fcm F --rcm R --out X.zarr``: the whole pipeline
-    (despeckle RCM → Gareau → CycleGAN) over a pair of any size, tiled and lazy, into a
-    uint8 RGB zarr pyramid; never over an existing path."""
-    from .core.device import select_device
-    from .core.jobs import run_in_terminal
+# ------------------------------------------------------------------ predict staining
+STAIN_SUFFIX = "_stained"
+_CHANNEL_TAGS = ("_fcm", "_rcm", "-fcm", "-rcm")
+
+
+def _pair_key(path: Path) -> tuple[str, str | None]:
+    """A file's slide name and channel tag: ``s1_fcm.tif`` -> ("s1", "fcm"), ``s1.tif`` -> ("s1", None)."""
+    stem = path.name.split(".")[0]
+    for tag in _CHANNEL_TAGS:
+        if stem.lower().endswith(tag):
+            return stem[: -len(tag)], tag[1:]
+    return stem, None
+
+
+def _by_slide(files, channel: str, where: str) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for f in files:
+        key, tag = _pair_key(f)
+        if tag not in (None, channel):
+            continue
+        if key in out:
+            raise InputError(f"{where} holds two {channel.upper()} images for slide {key!r}: {out[key].name} and "
+                             f"{f.name}; keep one.")
+        out[key] = f
+    return out
+
+
+def stain_pairs(fcm_spec: str, rcm_spec: str) -> list[tuple[str, Path, Path]]:
+    """``(slide, fcm, rcm)`` for a pair of files, or for two folders (or one folder) of
+    them. Folders pair files by name: the same name in both, or ``NAME_fcm.*`` with
+    ``NAME_rcm.*`` (also ``-fcm``/``-rcm``). A file without its partner is an error
+    that names it, before anything runs."""
+    fcm, rcm = Path(fcm_spec), Path(rcm_spec)
+    for p in (fcm, rcm):
+        if not p.exists():
+            raise InputError(f"{p} does not exist.")
+    is_dir = [p.is_dir() and p.suffix.lower() != ".zarr" for p in (fcm, rcm)]
+    if is_dir[0] != is_dir[1]:
+        raise InputError("--fcm and --rcm take two files (one slide) or two folders (one slide per file name), "
+                         "not a file and a folder.")
+    if not is_dir[0]:
+        return [(_pair_key(fcm)[0], fcm, rcm)]
+    same = fcm.resolve() == rcm.resolve()
+    f_files, r_files = despeckle_inputs(str(fcm)), despeckle_inputs(str(rcm))
+    if same:  # one folder: the channel tags tell the files apart
+        f_files = [f for f in f_files if _pair_key(f)[1] == "fcm"]
+        r_files = [f for f in r_files if _pair_key(f)[1] == "rcm"]
+    fs, rs = _by_slide(f_files, "fcm", str(fcm)), _by_slide(r_files, "rcm", str(rcm))
+    lonely = sorted(set(fs) ^ set(rs))
+    if lonely or not fs:
+        names = ", ".join((fs.get(k) or rs[k]).name for k in lonely) or "(no images)"
+        raise InputError(f"Every FCM image needs its RCM partner (same name, or NAME_fcm / NAME_rcm): none for "
+                         f"{names}.")
+    return [(k, fs[k], rs[k]) for k in sorted(fs)]
+
+
+def stain_job(fcm: str, rcm: str, target: str, model: str, version: int | None, *, stain: str,
+              normalisation: str, tile: int, bf16: bool, device: str = "cpu"):
+    """Generator (tile progress): one FCM/RCM pair through the whole pipeline into the
+    zarr pyramid ``target``, never over an existing path. Loads the models and opens the
+    files itself, so a dask worker can run it (:func:`stain_file`). Returns a line that
+    says what was written."""
+    from .core.outputs import check_output_path
     from .core.registry import Registry
     from .methods.staining.pipeline import StainingNet, stain_slide
 
-    if args.tile < 64:
-        raise InputError(f"--tile must be 64 px or more, not {args.tile}.")
-    out = Path(args.out)
-    if out.suffix.lower() != ".zarr":
-        raise InputError(f"predict staining writes a zarr pyramid (a folder); give --out a name ending in .zarr, "
-                         f"not {out.name!r}.")
-    fcm, rcm = _open_channel(Path(args.fcm)), _open_channel(Path(args.rcm))
-    device = select_device(args.device)
+    fcm, rcm, target = Path(fcm), Path(rcm), Path(target)
+    check_output_path(target, inputs=(fcm, rcm))
+    a, b = _open_channel(fcm), _open_channel(rcm)
+    if tuple(a.shape) != tuple(b.shape) or len(a.shape) != 2:
+        raise InputError(f"{fcm.name} and {rcm.name} must be single-channel images of one shape, not "
+                         f"{tuple(a.shape)} and {tuple(b.shape)}.")
     reg = Registry()
-    name, _, version = args.model.partition(":")
-    entry = reg.get(name, int(version) if version.isdigit() else None)
+    entry = reg.get(model, version)
     despeckler = entry.load(device)[0].eval()
     if not hasattr(despeckler, "inverse_speckle"):
         raise InputError(f"{entry.label} is not a despeckling model.")
-    labels = [entry.label]
-    generator = None
-    if args.stain == "cyclegan":
+    labels, generator = [entry.label], None
+    if stain == "cyclegan":
         g_entry = reg.get("stain_cyclegan")
         generator = g_entry.load(device)[0].eval()
         labels.append(g_entry.label)
     net = StainingNet(despeckler=despeckler, generator=generator).to(device).eval()
-    gen = stain_slide(net, fcm, rcm, out, normalisation=args.normalisation, tile=args.tile, device=device,
-                      cpu_bf16=args.bf16, pyramid_from=4096)
-    job = run_in_terminal(gen, "stain")
-    if job.stopped:
-        print(f"stopped: nothing was written to {out}", file=sys.stderr)
-        return 1
-    levels = job.result
-    print(f"wrote {out} (RGB {tuple(levels[0].shape)}, {len(levels)} level(s)) with {' + '.join(labels)}")
-    return 0
+    levels = yield from stain_slide(net, a, b, target, normalisation=normalisation, tile=tile, device=device,
+                                    cpu_bf16=bf16, pyramid_from=4096)
+    return f"{target.name} (RGB {tuple(levels[0].shape)}, {len(levels)} level(s)) with {' + '.join(labels)}"
+
+
+def stain_file(fcm: str, rcm: str, target: str, model: str, version: int | None, **kwargs) -> str:
+    """:func:`stain_job` run to the end: the task ``predict staining --scheduler`` sends to
+    a worker, one per slide."""
+    from .core.jobs import collect
+
+    return collect(stain_job(fcm, rcm, target, model, version, **kwargs))[1]
+
+
+def predict_stain(args) -> int:
+    """``napari-medseg predict staining --fcm F --rcm R --out X.zarr``: the whole pipeline
+    (despeckle RCM → Gareau → CycleGAN) over a pair of any size, tiled and lazy, into a
+    uint8 RGB zarr pyramid; never over an existing path. With two folders (or one),
+    ``--out`` is a folder that gets ``NAME_stained.zarr`` per slide, and ``--scheduler
+    ADDR|local:N`` runs one slide per task on a dask.distributed cluster."""
+    import functools
+
+    from .core.batch import print_failures, run_in_terminal_on
+    from .core.device import select_device
+    from .core.jobs import run_in_terminal
+    from .core.registry import Registry
+
+    if args.tile < 64:
+        raise InputError(f"--tile must be 64 px or more, not {args.tile}.")
+    pairs = stain_pairs(args.fcm, args.rcm)
+    folder = Path(args.fcm).is_dir() and Path(args.fcm).suffix.lower() != ".zarr"
+    out = Path(args.out)
+    if not folder and out.suffix.lower() != ".zarr":
+        raise InputError(f"predict staining writes a zarr pyramid (a folder); give --out a name ending in .zarr, "
+                         f"not {out.name!r}.")
+    name, _, version = args.model.partition(":")
+    entry = Registry().get(name, int(version) if version.isdigit() else None)  # a wrong name fails here, once
+    options = {"stain": args.stain, "normalisation": args.normalisation, "tile": args.tile, "bf16": args.bf16}
+    if not folder:
+        if getattr(args, "scheduler", None):
+            raise InputError("--scheduler spreads a folder of slides over a cluster; give --fcm and --rcm folders.")
+        _key, fcm, rcm = pairs[0]
+        job = run_in_terminal(stain_job(str(fcm), str(rcm), str(out), entry.name, entry.version, **options,
+                                        device=str(select_device(args.device))), "stain")
+        if job.stopped:
+            print(f"stopped: nothing was written to {out}", file=sys.stderr)
+            return 1
+        print(f"wrote {out.parent / job.result}")
+        return 0
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file; for folders of slides give a folder (it is created).")
+    out.mkdir(parents=True, exist_ok=True)
+    targets = [out / f"{key}{STAIN_SUFFIX}.zarr" for key, _f, _r in pairs]
+    taken = [t.name for t in targets if t.exists()]
+    if taken:
+        raise InputError(f"{out} already holds {', '.join(taken[:3])}{' ...' if len(taken) > 3 else ''}; results are "
+                         "never replaced: pick a new --out folder.")
+    scheduler = getattr(args, "scheduler", None)
+    device = "cpu" if scheduler else str(select_device(args.device))  # workers: their own CPU
+    tasks = [(key, (str(f), str(r), str(t), entry.name, entry.version)) for (key, f, r), t in zip(pairs, targets)]
+    rows, failed, stopped = run_in_terminal_on(functools.partial(stain_file, **options, device=device), tasks,
+                                               scheduler, "stain")
+    for row in rows:
+        if row["error"] is None:
+            print(f"{row['input']} -> {row['output']}")
+    print(f"{len(rows) - len(failed)} of {len(pairs)} slides stained into {out}")
+    print_failures(failed)
+    if stopped:
+        print("stopped: the slide being stained was not written", file=sys.stderr)
+    return 1 if failed or stopped else 0

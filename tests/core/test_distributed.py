@@ -128,3 +128,67 @@ def test_predict_box_iterative_folder_on_two_workers_matches_the_serial_run(tmp_
     assert not (spread / "broken_labels.zarr").exists()
     assert main(["predict", "box_iterative", str(src), "--out", str(serial)]) == 2  # never over a result
     assert "never replaced" in capsys.readouterr().err
+
+
+def test_staining_pairs_are_matched_by_name_and_a_lonely_file_is_named(tmp_path):
+    from napari_medseg.cli_staining import stain_pairs
+    from napari_medseg.core.errors import InputError
+
+    one = tmp_path / "one"  # one folder: NAME_fcm / NAME_rcm
+    one.mkdir()
+    for name in ("a_fcm.tif", "a_rcm.tif", "b-FCM.tif", "b-RCM.tif", "notes.txt"):
+        (one / name).write_bytes(b"")
+    assert [(k, f.name, r.name) for k, f, r in stain_pairs(str(one), str(one))] == [
+        ("a", "a_fcm.tif", "a_rcm.tif"), ("b", "b-FCM.tif", "b-RCM.tif")]
+    fcm, rcm = tmp_path / "fcm", tmp_path / "rcm"  # two folders: the same names
+    fcm.mkdir(), rcm.mkdir()
+    for name in ("s1.tif", "s2.tif"):
+        (fcm / name).write_bytes(b""), (rcm / name).write_bytes(b"")
+    assert [k for k, _f, _r in stain_pairs(str(fcm), str(rcm))] == ["s1", "s2"]
+    (fcm / "s3.tif").write_bytes(b"")
+    with pytest.raises(InputError, match="none for s3.tif"):
+        stain_pairs(str(fcm), str(rcm))
+    with pytest.raises(InputError, match="not a file and a folder"):
+        stain_pairs(str(fcm), str(rcm / "s1.tif"))
+    (one / "a_fcm.png").write_bytes(b"")
+    with pytest.raises(InputError, match="two FCM images for slide 'a'"):
+        stain_pairs(str(one), str(one))
+
+
+@pytest.mark.slow
+def test_predict_staining_folders_on_two_workers_match_the_serial_run(tmp_path, monkeypatch, capsys):
+    """Two folders of FCM/RCM pairs: one NAME_stained.zarr per slide, the same pixels with
+    one slide per task on a two-worker cluster as in the serial run; a pair whose shapes
+    differ fails alone; results are never replaced (issue 21)."""
+    import zarr
+
+    from napari_medseg._sample_data import confocal_sample
+    from napari_medseg.cli import main
+
+    monkeypatch.setenv("NAPARI_MEDSEG_HOME", str(tmp_path / "home"))
+    layers = {meta["name"]: np.asarray(data) for data, meta, _k in confocal_sample(seed=2019)}
+    fcm_dir, rcm_dir = tmp_path / "fcm", tmp_path / "rcm"
+    fcm_dir.mkdir(), rcm_dir.mkdir()
+    for i, (r, c) in enumerate(((300, 300), (500, 420))):
+        sl = (slice(r, r + 160), slice(c, c + 192))
+        tifffile.imwrite(fcm_dir / f"slide{i}.tif", layers["FCM (nuclei)"][sl])
+        tifffile.imwrite(rcm_dir / f"slide{i}.tif", layers["RCM (reflectance)"][sl])
+    tifffile.imwrite(fcm_dir / "odd.tif", layers["FCM (nuclei)"][:64, :64])
+    tifffile.imwrite(rcm_dir / "odd.tif", layers["RCM (reflectance)"][:64, :80])
+    serial, spread = tmp_path / "serial", tmp_path / "spread"
+    common = ["predict", "staining", "--fcm", str(fcm_dir), "--rcm", str(rcm_dir), "--tile", "128",
+              "--stain", "gareau"]
+    assert main([*common, "--out", str(serial)]) == 1
+    assert "odd: odd.tif and odd.tif must be single-channel images of one shape" in capsys.readouterr().err
+    assert main([*common, "--out", str(spread), "--scheduler", "local:2"]) == 1
+    out = capsys.readouterr()
+    assert "2 of 3 slides stained" in out.out and "odd" in out.err
+    for i in range(2):
+        a = np.asarray(zarr.open_group(str(serial / f"slide{i}_stained.zarr"), mode="r")["0"])
+        b = np.asarray(zarr.open_group(str(spread / f"slide{i}_stained.zarr"), mode="r")["0"])
+        assert a.shape == (3, 160, 192) and a.dtype == np.uint8 and a.std() > 5
+        np.testing.assert_array_equal(a, b)
+    assert not (spread / "odd_stained.zarr").exists()
+    assert main([*common, "--out", str(serial)]) == 2  # the slides' results are there: nothing runs or is replaced
+    assert "already holds slide0_stained.zarr, slide1_stained.zarr; results are never replaced" in \
+        capsys.readouterr().err

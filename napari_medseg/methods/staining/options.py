@@ -49,9 +49,12 @@ class DespeckleOptions:
 
 @dataclass
 class StainOptions:
-    fcm: str = option(None, "the fluorescence (FCM) channel: TIFF, PNG, OME-Zarr...", required=True)
-    rcm: str = option(None, "the reflectance (RCM) channel, same shape", required=True)
-    out: str = option(None, "output .zarr (RGB pyramid; a new path)", required=True)
+    fcm: str = option(None, "the fluorescence (FCM) channel: TIFF, PNG, OME-Zarr...; or a folder of them (one "
+                            "slide per file)", required=True)
+    rcm: str = option(None, "the reflectance (RCM) channel, same shape; or a folder paired with --fcm's by name "
+                            "(the same name, or NAME_fcm / NAME_rcm; both may be one folder)", required=True)
+    out: str = option(None, "output .zarr (RGB pyramid; a new path); with folders, a folder that gets "
+                            "NAME_stained.zarr per slide (never replaced)", required=True)
     model: str = option("despeckle", "the despeckler, NAME or NAME:VERSION")
     stain: str = option("cyclegan", "gareau: the physical stain model only; cyclegan: refined by the shipped "
                                     "stain_cyclegan", choices=["gareau", "cyclegan"])
@@ -60,3 +63,6 @@ class StainOptions:
     tile: int = option(1024, "tile size in pixels")
     bf16: bool = option(False, "bfloat16 on a CPU that has it (about 2x faster; not bit-exact)")
     device: str | None = option(None, "auto, cpu, cuda, cuda:1, mps")
+    scheduler: str | None = option(None, "folders only: one slide per task on a dask.distributed cluster: a scheduler "
+                                         "address, or local:N for N one-thread worker processes on this machine "
+                                         "(workers read their own files)")
