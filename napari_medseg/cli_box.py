@@ -29,7 +29,9 @@ def train(args, registry):
         recipe = Recipe(size=args.size, rounds1=args.rounds1, rounds2=args.rounds2, config=config)
         job = run_in_terminal(run_recipe(registry, recipe), "train box_iterative")
     session = job.result
-    if session is not None:
+    from .core import distributed
+
+    if session is not None and distributed.is_main():
         for r in session.history:
             f1 = r.metrics.get("object_f1", float("nan"))
             print(f"stage {r.stage} round {r.round}: v{r.version} validation object F1 {f1:.3f}")
@@ -57,6 +59,7 @@ def user_data_job(registry, args, config):
 
     from .core.errors import InputError
     from .methods.box_iterative.boxfiles import read_boxes
+    from .core import distributed
     from .methods.box_iterative.recipe import best_version
     from .methods.box_iterative.stages import IterativeTraining
 
@@ -86,6 +89,6 @@ def user_data_job(registry, args, config):
         session.set_stage2([_level0(str(f)) for f in files], [f.name for f in files])
         yield from session.stage2(args.rounds2)
     best = best_version(session)
-    if best is not None:
+    if best is not None and distributed.is_main():  # under torchrun, rank 0 writes the registry
         registry.restore(session.name, best)
     return session

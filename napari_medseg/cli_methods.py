@@ -102,8 +102,8 @@ def add_segment_parser(sub) -> None:
 
 
 # trainers that run data-parallel under torchrun (napari_medseg.core.distributed)
-DISTRIBUTED_TRAINERS = ("tissue", "despeckle", "cyclegan", "joint", "adversarial_segmentation", "modality_transfer",
-                        "site_normalization")
+DISTRIBUTED_TRAINERS = ("tissue", "box_iterative", "despeckle", "cyclegan", "joint", "adversarial_segmentation",
+                        "modality_transfer", "site_normalization")
 
 
 def _train(args) -> int:

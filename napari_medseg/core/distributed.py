@@ -120,12 +120,33 @@ def average_gradients(model) -> None:
         offset += n
 
 
+def from_main(value):
+    """Rank 0's ``value`` (any picklable object) on every rank: what rank 0 alone decided or
+    wrote, such as the registry version it saved. ``value`` itself on one process."""
+    if not active():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def broadcast_weights(model: torch.nn.Module) -> None:
     """Rank 0's weights and buffers on every rank (all start from the same point)."""
     if not active():
         return
     with torch.no_grad():
         for t in list(model.parameters()) + list(model.buffers()):
+            dist.broadcast(t.data, src=0)
+
+
+def broadcast_buffers(model: torch.nn.Module) -> None:
+    """Rank 0's buffers (batch-norm running statistics) on every rank. DDP syncs them before
+    each forward, so after a training step the ranks' statistics differ by that step's
+    update; evaluation and the kept weights must see one set."""
+    if not active():
+        return
+    with torch.no_grad():
+        for t in model.buffers():
             dist.broadcast(t.data, src=0)
 
 

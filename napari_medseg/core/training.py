@@ -109,6 +109,7 @@ def train_supervised(
     def evaluate_and_keep(at_step: int) -> dict:
         if validate is None:
             return {}
+        distributed.broadcast_buffers(model)  # under torchrun every rank scores (and keeps) the same weights
         model.eval()
         with torch.no_grad():
             metrics = {k: float(v) for k, v in validate(model).items()}
@@ -158,6 +159,7 @@ def train_supervised(
             if run is not None and (step % run.every == 0 or step == steps):
                 run.save_last(step, model, opt, sched, scaler, data_rng)
             yield Progress(step, steps, f"step {step}/{steps}", metrics)
+        distributed.broadcast_buffers(model)  # the ranks end with one set of weights and statistics
     finally:
         # stopped before any validation: still keep what was learned
         if best["state"] is None and step > 0 and validate is not None and not diverged:

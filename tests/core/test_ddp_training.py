@@ -259,3 +259,41 @@ def test_a_failing_rank_leaves_the_group_and_reports_its_error(tmp_path):
     with pytest.raises(mp.ProcessRaisedException, match="rank 1 broke"):
         mp.spawn(_failing_rank, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
     assert (tmp_path / "rank1.txt").read_text() == "RuntimeError: rank 1 broke; group left: True"
+
+
+def _box_rank(rank: int, store: str, out: str) -> None:
+    """The box-supervised session on two ranks, each with its own registry folder: Stage 1
+    (two rounds) then Stage 2 (one round, from the best Stage-1 round), adversarial mode on."""
+    from napari_medseg.core.registry import Registry
+    from napari_medseg.methods.box_iterative.stages import IterativeTraining, StageConfig
+    from napari_medseg.methods.box_iterative.synthetic import synthetic_kidney
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    torch.set_num_threads(1)
+    with distributed.leaving_group_after():
+        a, b, c = (synthetic_kidney((512, 512), seed, density=3.0) for seed in (11, 12, 13))
+        reg = Registry(shipped_root=f"{out}/none", user_root=f"{out}/reg{rank}")
+        s = IterativeTraining(reg, StageConfig(steps=3, patch=128, batch_size=2, tile=512, adversarial=0.1),
+                              workdir=f"{out}/w{rank}")
+        s.set_stage1([a.rgb, b.rgb], [a.boxes, b.boxes])
+        s.set_stage2([c.rgb])
+        s.set_validation([c.rgb], [c.mask])
+        collect(s.stage1(2))
+        collect(s.stage2(1))
+        labels = np.asarray(s.slides[2][0].labels)
+        torch.save({"state": s.model.state_dict(), "history": [(r.stage, r.round, r.version) for r in s.history],
+                    "metrics": [r.metrics for r in s.history], "labels": torch.from_numpy(labels.copy())},
+                   f"{out}/box{rank}.pt")
+
+
+def test_box_iterative_rounds_on_two_ranks_keep_one_model_and_only_rank_0_writes(tmp_path):
+    mp.spawn(_box_rank, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"box{r}.pt", weights_only=False) for r in (0, 1))
+    for k in r0["state"]:  # DDP steps and the same cues between rounds: one model on both ranks
+        assert torch.equal(r0["state"][k], r1["state"][k]), k
+    assert r0["history"] == r1["history"] == [(1, 1, 1), (1, 2, 2), (2, 1, 3)]
+    assert r0["metrics"] == r1["metrics"] and "object_f1" in r0["metrics"][0]
+    assert torch.equal(r0["labels"], r1["labels"])  # Stage 2's cues saw the same segmentation on both
+    assert sorted(p.name for p in (tmp_path / "reg0" / "glomeruli").glob("v*.pt")) == [
+        "v0001.pt", "v0002.pt", "v0003.pt"]
+    assert not (tmp_path / "reg1").exists() or not any((tmp_path / "reg1").rglob("*.pt"))  # rank 1 wrote nothing

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import distributed
 from . import losses
 from .gan import no_param_grads
 from .networks import ConditionalMaskDiscriminator
@@ -35,6 +36,7 @@ class MaskAdversary:
         self.discriminator = ConditionalMaskDiscriminator(spatial_dims=spatial_dims, image_channels=image_channels,
                                                           mask_channels=n_classes, features=tuple(features))
         self.discriminator.to(device).train()
+        distributed.broadcast_weights(self.discriminator)  # under torchrun every rank starts from rank 0's D
         self.opt = torch.optim.Adam(self.discriminator.parameters(), lr=lr, betas=(0.5, 0.999))
 
     def _real(self, y: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
@@ -58,6 +60,7 @@ class MaskAdversary:
         loss = losses.discriminator_loss(self.discriminator(x, self._real(y, probs)), self.discriminator(x, probs),
                                          self.criterion)
         loss.backward()
+        distributed.average_gradients(self.discriminator)  # the ranks' mean: D stays one network
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         return {"loss_d": float(loss.detach())}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ...core import distributed
 from ...core.jobs import Progress
 from ...core.registry import Registry
 from .metrics import best_round
@@ -60,7 +61,7 @@ def run_recipe(registry: Registry, recipe: Recipe, workdir=None):
         session.set_stage2([s.rgb for s in train2], [f"IS-train2 {s}" for s in SEEDS["train2"][: len(train2)]])
         yield from session.stage2(recipe.rounds2)
     best = best_version(session)
-    if best is not None:
+    if best is not None and distributed.is_main():  # under torchrun, rank 0 writes the registry
         registry.restore(session.name, best)
     return session
 

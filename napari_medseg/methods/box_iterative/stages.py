@@ -6,6 +6,11 @@ stage's slides, score the validation slides, save a new registry version, and de
 the next round's labels with the stage's cues (Cues 1: the boxes; Cues 2: the size and
 shape of the Stage-1 glomeruli). The widget, the console, the CLI and the benchmark all
 drive this same object.
+
+Under torchrun every rank runs the same session on the same slides: rounds train in DDP
+(each rank draws its own patches), and the segmentations, cues and validations between
+rounds come out the same on every rank because the weights are the same. Only rank 0
+writes registry versions; the others keep each round's weights in memory.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ...core import distributed, nets
 from ...core.checkpoints import data_fingerprint
 from ...core.errors import InputError
 from ...core.jobs import Progress, collect
@@ -116,6 +122,8 @@ class IterativeTraining:
         self._cues2: cues_mod.Cues2 | None = None
         #: how non-RGB or dark-background images are shown to the network: auto, keep or invert
         self.polarity = "auto"
+        #: under torchrun, ranks other than 0 write no versions: they keep each round's weights here
+        self._kept: dict[int, tuple[dict, dict, dict]] = {}
 
     # ------------------------------------------------------------------ data
     def _slide(self, image, name) -> TrainingSlide:
@@ -190,22 +198,33 @@ class IterativeTraining:
 
     def use_version(self, version: int | None = None) -> None:
         """Continue from a registry version (current by default): rollback or a shipped model."""
+        if version in self._kept:  # a round of this session, on a rank that writes no versions
+            state, self.arch, self.io = self._kept[version]
+            self.model = nets.build(self.arch)
+            self.model.load_state_dict(state)
+            self.model_version = version
+            return
         entry = self.registry.get(self.name, version)
         model, meta = model_from_entry(entry)
         self.model, self.model_version = model, entry.version
         self.arch, self.io = meta.get("arch", ARCH), meta.get("io", IO)
-        if version is not None:
+        if version is not None and distributed.is_main():
             self.registry.restore(self.name, entry.version)
 
     def _save(self, stage: int, rnd: int, metrics: dict, extra: dict) -> int:
-        cfg = asdict(self.config)
-        cfg.update(stage=stage, round=rnd, slides=[s.name for s in self.slides[stage]])
-        images = [s.image for s in self.slides[stage]]
-        entry = self.registry.save_new_version(
-            self.name, copy.deepcopy(self.model.state_dict()), method=METHOD, arch=self.arch, config=cfg,
-            metrics=metrics, data_fingerprint=data_fingerprint(*images), extra={"io": self.io, **extra})
-        self.model_version = entry.version
-        return entry.version
+        version = None
+        if distributed.is_main():
+            cfg = asdict(self.config)
+            cfg.update(stage=stage, round=rnd, slides=[s.name for s in self.slides[stage]])
+            images = [s.image for s in self.slides[stage]]
+            version = self.registry.save_new_version(
+                self.name, copy.deepcopy(self.model.state_dict()), method=METHOD, arch=self.arch, config=cfg,
+                metrics=metrics, data_fingerprint=data_fingerprint(*images), extra={"io": self.io, **extra}).version
+        version = distributed.from_main(version)  # every rank numbers the round as rank 0 saved it
+        if not distributed.is_main():
+            self._kept[version] = (copy.deepcopy(self.model.state_dict()), self.arch, self.io)
+        self.model_version = version
+        return version
 
     # ------------------------------------------------------------ one round
     def _adversary(self):
@@ -221,7 +240,8 @@ class IterativeTraining:
     def _train(self, stage: int, steps: int, total: int, done: int, validate=None, keep=None):
         patch, batch = self.config.patch_and_batch()
         sampler = PatchSampler(self.slides[stage], patch, object_ratio=self.config.object_ratio,
-                               fixed_weight=self.config.fixed_weight, seed=self.config.seed + 1000 * stage + done,
+                               fixed_weight=self.config.fixed_weight,
+                               seed=distributed.rank_seed(self.config.seed + 1000 * stage + done),
                                boundary=has_boundary(self.io))
         gen = train_supervised(self.model, lambda _s: sampler.batch(batch), segmentation_loss, steps=steps,
                                device=self.config.device, lr=self.config.lr, validate=validate,
