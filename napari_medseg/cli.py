@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .cli_methods import DISTRIBUTED_TRAINERS, _ship, _train  # noqa: F401 - the commands' home
+from .cli_methods import _ship, _train  # noqa: F401 - the commands' home
 from .core.errors import MedsegError
 from .core.options import positive_int  # noqa: F401 - used by other commands' parsers
 

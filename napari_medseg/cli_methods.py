@@ -101,21 +101,13 @@ def add_segment_parser(sub) -> None:
     s.set_defaults(func=_segment)
 
 
-# trainers that run data-parallel under torchrun (napari_medseg.core.distributed)
-DISTRIBUTED_TRAINERS = ("tissue", "box_iterative", "despeckle", "cyclegan", "joint", "adversarial_segmentation",
-                        "modality_transfer", "site_normalization")
-
-
 def _train(args) -> int:
     if args.method is None:  # train staining --network NAME
         args.method = args.network
     from .core import distributed
     from .core.device import select_device
 
-    if distributed.launched():
-        if args.method not in DISTRIBUTED_TRAINERS:
-            raise MedsegError(f"Training {args.method} runs on one process; under torchrun this version trains "
-                              f"{', '.join(DISTRIBUTED_TRAINERS)}.")
+    if distributed.launched():  # torchrun: every trainer runs data-parallel
         # one process group for the run; each rank on its own device (cuda:LOCAL_RANK on a GPU node)
         args.device = str(distributed.init_from_env(select_device(args.device)))
         with distributed.leaving_group_after():

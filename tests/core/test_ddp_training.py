@@ -206,16 +206,6 @@ def test_one_process_is_unchanged():
     assert distributed.init_from_env(torch.device("cpu")) == torch.device("cpu")
 
 
-def test_cli_refuses_trainers_that_are_not_distributed_yet(monkeypatch, tmp_path, capsys):
-    from napari_medseg.cli import main
-
-    monkeypatch.setenv("NAPARI_MEDSEG_HOME", str(tmp_path))
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    assert main(["train", "tracking", "--steps", "1"]) == 2
-    assert "runs on one process" in capsys.readouterr().err
-    assert not (tmp_path / "models").exists()  # refused before anything was written
-
-
 @pytest.mark.parametrize("method, model, extra", [
     ("tissue", "tissue", []),
     ("despeckle", "despeckle", ["--patch", "32", "--batch-size", "2"]),
@@ -297,3 +287,46 @@ def test_box_iterative_rounds_on_two_ranks_keep_one_model_and_only_rank_0_writes
     assert sorted(p.name for p in (tmp_path / "reg0" / "glomeruli").glob("v*.pt")) == [
         "v0001.pt", "v0002.pt", "v0003.pt"]
     assert not (tmp_path / "reg1").exists() or not any((tmp_path / "reg1").rglob("*.pt"))  # rank 1 wrote nothing
+
+
+def _ppo_rank(rank: int, store: str, out: str) -> None:
+    """The PPO tracker on two ranks: each rank its own episodes, rank 1 starting from other
+    weights (rank 0's are broadcast), gradients averaged in every minibatch."""
+    from napari_medseg.methods.tracking.env import EnvConfig
+    from napari_medseg.methods.tracking.policy import BetaPolicy
+    from napari_medseg.methods.tracking.ppo import PPOConfig, train_tracker
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    torch.set_num_threads(1)
+    with distributed.leaving_group_after():
+        env = EnvConfig(max_steps=12)
+        torch.manual_seed(rank)  # a different start on each rank
+        policy = BetaPolicy(3 * env.history, 4 * env.history, env.view_size, env.max_displacement)
+        seen, saved = [], []
+
+        def episodes(index, n):
+            seen.append(index)
+            from napari_medseg.methods.tracking.ppo import synthetic_episodes
+
+            return synthetic_episodes("SI", 3)(index, n)
+
+        config = PPOConfig(updates=3, episodes_per_batch=2, max_steps=12, update_epochs=2, num_minibatches=3,
+                           eval_every=1, val_episodes=2)
+        _, result = collect(train_tracker(config, policy=policy, env_config=env, episodes=episodes,
+                                          save_best=lambda state, m, at: saved.append(at)))
+        torch.save({"state": result["state_dict"], "seen": seen, "saved": saved, "best_step": result["best_step"],
+                    "history": result["history"]}, f"{out}/ppo{rank}.pt")
+
+
+def test_ppo_tracker_on_two_ranks_splits_the_episodes_and_keeps_one_policy(tmp_path):
+    from napari_medseg.methods.tracking.policy import BetaPolicy  # noqa: F401 - importable before spawning
+
+    mp.spawn(_ppo_rank, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"ppo{r}.pt", weights_only=False) for r in (0, 1))
+    for k in r0["state"]:
+        assert torch.equal(r0["state"][k], r1["state"][k]), k  # one policy: same start, averaged updates
+    # the ranks split the batches (rank r: b * 2 + r) and share the validation set (-1)
+    assert [i for i in r0["seen"] if i >= 0] == [0, 2, 4] and [i for i in r1["seen"] if i >= 0] == [1, 3, 5]
+    assert r0["best_step"] == r1["best_step"] and r0["saved"] and r1["saved"] == []
+    for h0, h1 in zip(r0["history"], r1["history"]):  # rank-mean training metrics, identical validation
+        assert h0["coverage_pct"] == pytest.approx(h1["coverage_pct"]) and h0["val_coverage_pct"] == h1["val_coverage_pct"]

@@ -14,6 +14,7 @@ import time
 
 import torch
 
+from napari_medseg.core import distributed
 from napari_medseg.core.errors import NotACheckpointError, TrainingError
 from napari_medseg.core.registry import ModelEntry, Registry
 
@@ -79,7 +80,8 @@ def train_tracking(registry: Registry, config: PPOConfig | None = None, setting:
             p.metrics["cpu_minutes"] = (time.process_time() - c0) / 60
             history.append({"update": p.step, **p.metrics})
             yield p
-            if minutes is not None and p.metrics["wall_minutes"] >= minutes:
+            # under torchrun rank 0's clock decides, so every rank stops after the same update
+            if minutes is not None and distributed.from_main(p.metrics["wall_minutes"] >= minutes):
                 break
     except GeneratorExit:  # stopped: keep the best so far
         gen.close()
@@ -91,6 +93,8 @@ def train_tracking(registry: Registry, config: PPOConfig | None = None, setting:
 
 
 def _save(registry, result, history, config, setting, name, arch, extra_meta, make_current=None):
+    if not distributed.is_main():  # under torchrun, rank 0 saves the (identical) weights
+        return {"entry": None, "history": history, "best_metrics": dict(result["best_metrics"])}
     state = result["best_state_dict"] or result["state_dict"]
     if any(not torch.isfinite(v).all() for v in state.values() if v.is_floating_point()):
         raise TrainingError("Training diverged (non-finite weights); nothing was saved.")

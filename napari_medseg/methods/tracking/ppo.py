@@ -21,7 +21,9 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from napari_medseg.core import distributed
 from napari_medseg.core.device import bf16_supported
+from napari_medseg.core.errors import TrainingError
 from napari_medseg.core.jobs import Progress
 
 from .env import END_REACHED, MAX_STEPS, EnvConfig, TrackingEnv
@@ -174,15 +176,21 @@ def ppo_update(policy: BetaPolicy, optimizer, b: Transitions, config: PPOConfig,
     """``update_epochs`` passes over the batch in ``num_minibatches`` shuffled minibatches."""
     n = b.samples.shape[0]
     size = max(1, math.ceil(n / config.num_minibatches))
+    ranks = distributed.active()
+    if ranks and n < config.num_minibatches:
+        raise TrainingError(f"A rank collected {n} transitions, fewer than the {config.num_minibatches} minibatches "
+                            "every rank must step through together; use more episodes per batch.")
     stats: dict = {}
     for _ in range(config.update_epochs):
         order = torch.randperm(n, generator=generator).to(b.samples.device)
-        for start in range(0, n, size):
-            idx = order[start : start + size]
+        # under torchrun every rank takes exactly num_minibatches steps (their batch sizes differ)
+        chunks = order.tensor_split(config.num_minibatches) if ranks else order.split(size)
+        for idx in chunks:
             with policy_precision(config):
                 loss, stats = ppo_loss(policy, Transitions(*(t[idx] for t in b)), config)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            distributed.average_gradients(policy)  # the ranks' mean gradient (nothing on one process)
             torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
             optimizer.step()
     return stats
@@ -245,6 +253,12 @@ def train_tracker(config: PPOConfig | None = None, setting="SI", *, env_config: 
     h = env_config.history
     policy = policy or BetaPolicy(3 * h, 4 * h, env_config.view_size, env_config.max_displacement)
     policy.to(device).train()
+    # under torchrun: rank 0's weights everywhere, each rank its own actions and episodes
+    rank, world = distributed.rank(), distributed.world_size()
+    if world > 1:
+        distributed.broadcast_weights(policy)
+        torch.manual_seed(distributed.rank_seed(config.seed))
+        save_best = save_best if rank == 0 else None
     optimizer = torch.optim.Adam(policy.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     env = TrackingEnv(env_config, device)
     episodes = episodes or synthetic_episodes(setting, config.seed)
@@ -274,11 +288,13 @@ def train_tracker(config: PPOConfig | None = None, setting="SI", *, env_config: 
     t0 = time.perf_counter()
     try:
         for update in range(1, config.updates + 1):
-            images, lines = episodes(update - 1, config.episodes_per_batch)
+            # batch b's episodes on one process; under torchrun rank r takes batch b * world + r
+            images, lines = episodes((update - 1) * world + rank, config.episodes_per_batch)
             rollout = collect_rollout(policy, env, images, lines, precision=policy_precision(config))
             metrics = rollout_metrics(rollout, lines)
             metrics.update(ppo_update(policy, optimizer, rollout_transitions(rollout, config), config))
             metrics["transitions"] = float(rollout.valid.sum())
+            metrics = distributed.mean_metrics(metrics)  # validation below is the same on every rank
             metrics["updates_per_min"] = 60.0 * update / (time.perf_counter() - t0)
             if val_images is not None and (update % config.eval_every == 0 or update == config.updates):
                 metrics.update(validate_and_keep(update))
