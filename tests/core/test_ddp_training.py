@@ -1,5 +1,6 @@
 """Data-parallel training (torchrun, DDP over gloo on CPU): two ranks train what one
-process trains on both ranks' batches, only rank 0 writes, and the CLI runs under torchrun."""
+process trains on both ranks' batches (or, where a single-process replay is not possible,
+keep one set of weights), only rank 0 writes, and the CLI runs under torchrun."""
 
 from __future__ import annotations
 
@@ -319,8 +320,6 @@ def _ppo_rank(rank: int, store: str, out: str) -> None:
 
 
 def test_ppo_tracker_on_two_ranks_splits_the_episodes_and_keeps_one_policy(tmp_path):
-    from napari_medseg.methods.tracking.policy import BetaPolicy  # noqa: F401 - importable before spawning
-
     mp.spawn(_ppo_rank, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"ppo{r}.pt", weights_only=False) for r in (0, 1))
     for k in r0["state"]:
