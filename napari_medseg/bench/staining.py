@@ -93,9 +93,10 @@ def slide_child(height: int, width: int, device: str = "cpu", tile: int = 1024, 
     d, g, labels = shipped_models(device, None if despeckle == "current" else int(despeckle))
     net = StainingNet(d, g).to(device).eval()
     rss0 = peak_rss_mb()
-    # the code as it was (despeckle v1) did not fold batch norms either
+    # the code as it was (despeckle v1) did not fold batch norms or despeckle in a pass of its own either
+    now = despeckle == "current"
     row = time_slide((height, width), device, tile=tile, batch_size=batch_size, net=net, cpu_bf16=cpu_bf16,
-                     fuse=despeckle == "current")
+                     fuse=now, two_pass=None if now else False)
     return {**row, "rss_before_mb": rss0, "tile": tile, "batch_size": batch_size, "device": device,
             "despeckle": labels["despeckle"], "cpu_bf16": cpu_bf16}
 

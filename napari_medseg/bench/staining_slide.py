@@ -44,8 +44,10 @@ def shipped_pipeline(device="cpu", despeckle: bool = True, cyclegan: bool = True
 
 
 def time_slide(shape, device="cpu", tile: int = 1024, batch_size: int = 1, out_dir=None, net=None, he=None,
-               cpu_bf16: bool = False, fuse: bool = True) -> dict:
-    """Stain a lazy pair of ``shape`` end to end; seconds, megapixels/s and peak RSS."""
+               cpu_bf16: bool = False, fuse: bool = True, two_pass: bool | None = None) -> dict:
+    """Stain a lazy pair of ``shape`` end to end; seconds, megapixels/s and peak RSS.
+    ``two_pass``: as :func:`~napari_medseg.methods.staining.pipeline.stain_slide` (False:
+    one pass, the code as it was before the despeckling pass)."""
     from ..core.jobs import collect
     from ..methods.staining.pipeline import stain_slide
     from .memory import peak_rss_mb
@@ -55,7 +57,7 @@ def time_slide(shape, device="cpu", tile: int = 1024, batch_size: int = 1, out_d
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
         t0 = time.perf_counter()
         _, levels = collect(stain_slide(net, fcm, rcm, Path(tmp) / "slide.zarr", tile=tile, batch_size=batch_size,
-                                        device=device, cpu_bf16=cpu_bf16, fuse=fuse))
+                                        device=device, cpu_bf16=cpu_bf16, fuse=fuse, two_pass=two_pass))
         seconds = time.perf_counter() - t0
         check = np.asarray(levels[-1])
     return {"shape": list(shape), "seconds": seconds, "megapixels_per_s": shape[0] * shape[1] / 1e6 / seconds,

@@ -41,15 +41,25 @@ def test_gareau_only_net_matches_the_numpy_stain():
     assert out.shape == fcm.shape + (3,) and np.abs(out - ref).max() < 1e-5
 
 
-def test_tiled_whole_slide_equals_whole_image(tmp_path):
+@pytest.mark.parametrize("two_pass", [False, True])
+def test_tiled_whole_slide_equals_whole_image(tmp_path, two_pass):
+    """One pass, or the default two (the despeckler over the whole RCM with its own small
+    margin, then Gareau + CycleGAN): both equal the whole image in one go."""
     fcm, rcm = _pair()
     net = _net()
     stride, radius = geometry(net)
     assert stride == 4 and radius == 9 - 4 + net.generator.receptive_radius  # 3-layer despeckler: radius 5
     whole = stain_array(net, fcm, rcm)
     progress, levels = collect(stain_slide(net, da.from_array(fcm, chunks=64), da.from_array(rcm, chunks=64),
-                                           tmp_path / "out.zarr", tile=128))
+                                           tmp_path / "out.zarr", tile=128, two_pass=None if two_pass else False))
     assert len(progress) > 4 and progress[-1].fraction == 1.0  # several tiles, reported
+    passes = {p.message.split(":")[0] for p in progress}
+    if two_pass:
+        assert passes == {"despeckling", "staining"}
+    else:
+        assert not passes & {"despeckling", "staining"}
+    assert all(a.step <= b.step for a, b in zip(progress, progress[1:]))  # one bar over both passes
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.zarr"]  # the scratch RCM is gone
     tiled = np.asarray(levels[0]).transpose(1, 2, 0)
     assert tiled.dtype == np.uint8 and tiled.shape == fcm.shape + (3,)
     # uint8 rounding is the only difference: no seams
@@ -65,6 +75,15 @@ def test_sixteen_bit_and_float_inputs_at_any_range_stain_alike():
     assert np.abs(base - scaled).max() < 1e-3
     as8 = stain_array(net, (fcm // 32).astype(np.uint8), (rcm // 32).astype(np.uint8))
     assert np.abs(base - as8).mean() < 0.02  # quantised to 8 bits: near, not equal
+
+
+def test_two_passes_need_a_despeckler_a_cyclegan_and_slide_normalisation(tmp_path):
+    fcm, rcm = _pair((80, 90))
+    for net, normalisation in ((_net(), "tile"), (StainingNet(despeckler=_net().despeckler), "slide")):
+        with pytest.raises(InputError, match="Two passes need"):
+            collect(stain_slide(net, fcm, rcm, tmp_path / "x.zarr", tile=64, normalisation=normalisation,
+                                two_pass=True))
+    assert not (tmp_path / "x.zarr").exists()
 
 
 def test_per_tile_normalisation_is_offered(tmp_path):
