@@ -394,8 +394,10 @@ def run_demo(out_dir: Path = Path("demo-output"), gui: str = "auto", steps: int 
     report["device"] = str(select_device())
     failures = 0
     for name, fn in DEMOS.items():
+        t_method = time.perf_counter()
         try:
             report["methods"][name] = fn(viewer, widgets, app, out_dir, steps)
+            report["methods"][name]["demo_seconds"] = round(time.perf_counter() - t_method, 1)
         except Exception as exc:  # report and go on with the other methods
             failures += 1
             import traceback
