@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -36,65 +36,8 @@ from .boxes import boxes_from_instances, fill_boxes
 from .metrics import best_round, pooled_scores
 from .model import ARCH, IO, METHOD, MODEL_NAME, build_model, check_slide, has_boundary, head_spec, model_from_entry, \
     segmentation_loss
+from .rounds import RoundRecord, StageConfig, components, level0, new_labels, small_or_lazy
 from .sampling import PatchSampler, TrainingSlide
-
-IN_MEMORY = 64 * 2**20  # label maps up to this many pixels stay in memory; larger ones live in zarr
-
-
-@dataclass
-class StageConfig:
-    """Training settings of one round. ``patch``/``batch_size`` None: the paper's (492 -> 496
-    px, the stride multiple, and 5) on a GPU, 256 px and 4 on a CPU."""
-
-    steps: int = 150
-    patch: int | None = None
-    batch_size: int | None = None
-    lr: float = 1e-3
-    object_ratio: tuple = (2, 1)
-    coverage: float = 0.5  # Cues 1: under this fraction of its box an object resets to the box
-    outliers: str = "unknown"  # Cues 2: objects outside the 95 % ranges become unknown (or "background")
-    fixed_weight: float = 5.0  # loss weight of corrected pixels
-    restart_each_round: bool = False  # True: every round trains from scratch
-    tile: int = 1024
-    seed: int = 0
-    device: str = "cpu"
-    adversarial: float = 0.0  # > 0: adversarial mode, a mask discriminator's term with this weight
-    head: str = "binary"  # a new model's output: "binary" (2 classes) or "boundary" (the instance head, 3 classes)
-
-    def patch_and_batch(self) -> tuple[int, int]:
-        gpu = torch.device(self.device).type == "cuda"
-        patch = self.patch or (496 if gpu else 256)
-        if patch % IO["stride"]:
-            raise InputError(f"The patch size must be a multiple of {IO['stride']} px; {patch} is not.")
-        return patch, self.batch_size or (5 if gpu else 4)
-
-
-@dataclass
-class RoundRecord:
-    stage: int
-    round: int
-    version: int | None
-    metrics: dict = field(default_factory=dict)  # validation scores, empty without validation
-    cues: list = field(default_factory=list)  # per slide: what the cues changed for the next round
-    predictions: list = field(default_factory=list)  # zarr path of each slide's segmentation
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-def _new_labels(shape, path: Path):
-    if shape[0] * shape[1] <= IN_MEMORY:
-        return np.zeros(shape, np.uint8)
-    import zarr
-
-    return zarr.create_array(str(path), shape=shape, dtype=np.uint8, chunks=(1024, 1024), fill_value=0,
-                             overwrite=True)
-
-
-def _small(array) -> np.ndarray | object:
-    """A zarr segmentation as numpy when it fits in memory (faster cues), else as it is."""
-    return np.asarray(array[...]) if array.shape[0] * array.shape[1] <= IN_MEMORY else array
-
 
 class IterativeTraining:
     """The slides, model and round history of one box-supervised training."""
@@ -169,7 +112,7 @@ class IterativeTraining:
                 raise InputError(f"The mask of {nm} has shape {m.shape}; the slide is {s.shape}.")
             s.labels = (m > 0).astype(np.uint8)
             # a mask with several ids is an instance mask (touching objects stay apart); else its components
-            s.instances = m.astype(np.int32) if m.max() > 1 else _components(m)
+            s.instances = m.astype(np.int32) if m.max() > 1 else components(m)
             s.objects = boxes_from_instances(s.instances)
             slides.append(s)
         self.slides[0] = slides
@@ -281,7 +224,7 @@ class IterativeTraining:
         version, preds = self._predicted.get(stage, (None, None))
         if preds is None or version != self.model_version or version is None:
             preds = yield from self._segment_stage(stage, f"v{self.model_version}", total, done)
-        return [_small(_level0(p)) for p in preds]
+        return [small_or_lazy(level0(p)) for p in preds]
 
     def _validate(self, model=None) -> dict:
         if not self.validation:
@@ -343,7 +286,7 @@ class IterativeTraining:
     def _apply_cues1(self, preds) -> list[dict]:
         reports = []
         for i, (s, pred) in enumerate(zip(self.slides[1], preds)):
-            s.labels = _new_labels(s.shape, self.workdir / "stage1" / "labels" / f"slide{i}.zarr")
+            s.labels = new_labels(s.shape, self.workdir / "stage1" / "labels" / f"slide{i}.zarr")
             reports.append(cues_mod.cues_stage1(pred, s.boxes, s.labels, fixed=s.fixed,
                                                 coverage=self.config.coverage).as_dict())
         return reports
@@ -396,7 +339,7 @@ class IterativeTraining:
             preds = yield from self._predictions(2, total, k * steps)
             reports = []
             for i, (s, pred) in enumerate(zip(self.slides[2], preds)):
-                s.labels = _new_labels(s.shape, self.workdir / "stage2" / "labels" / f"slide{i}.zarr")
+                s.labels = new_labels(s.shape, self.workdir / "stage2" / "labels" / f"slide{i}.zarr")
                 rep = cues_mod.cues_stage2(pred, self._cues2, s.labels, outliers=self.config.outliers, fixed=s.fixed)
                 reports.append(rep.as_dict())
                 s.objects = rep.kept_boxes  # the kept instances: touching ones keep apart in the target
@@ -451,23 +394,10 @@ class IterativeTraining:
         rec = [r for r in self.history if r.stage == stage and r.predictions]
         if not rec:
             raise InputError(f"Stage {stage} has no segmentation to correct yet; run a round first.")
-        original = np.asarray(_level0(rec[-1].predictions[index])[...])
+        original = np.asarray(level0(rec[-1].predictions[index])[...])
         corrected = np.asarray(corrected)
         mask, labels = cues_mod.fixed_from_correction(original, corrected)
         if s.fixed is not None:
             mask, labels = s.fixed[0] | mask, np.where(mask, labels, s.fixed[1]).astype(np.uint8)
         s.fixed = (mask, labels)
         return {"slide": s.name, "fixed_pixels": int(mask.sum()), "changed_pixels": int((original != corrected).sum())}
-
-
-# ----------------------------------------------------------------------- helpers
-def _level0(path):
-    from ...core.tiling import open_pyramid_output
-
-    return open_pyramid_output(path)[0]
-
-
-def _components(mask: np.ndarray) -> np.ndarray:
-    from skimage.measure import label
-
-    return label(np.asarray(mask) > 0, connectivity=2)

@@ -157,13 +157,13 @@ def test_lazy_pyramid_slide_trains_with_labels_on_disk(tmp_path, monkeypatch):
     import zarr
 
     from napari_medseg.core.io import read_image
-    from napari_medseg.methods.box_iterative import stages
+    from napari_medseg.methods.box_iterative import rounds
     from napari_medseg.methods.box_iterative.synthetic import write_kidney_pyramid
 
     info = write_kidney_pyramid(tmp_path / "slide.tif", 1024, seed=5, block=512, tile=256)
     levels, _meta = read_image(tmp_path / "slide.tif")
     assert isinstance(levels[0], da.Array) and levels[0].shape == (1024, 1024, 3)
-    monkeypatch.setattr(stages, "IN_MEMORY", 1000)  # anything bigger goes to zarr
+    monkeypatch.setattr(rounds, "IN_MEMORY", 1000)  # anything bigger goes to zarr
     s = _session(tmp_path, steps=2)
     s.set_stage1([levels[0]], [info["boxes"]])
     collect(s.stage1(2))
