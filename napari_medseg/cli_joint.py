@@ -27,14 +27,16 @@ def train(args, registry):
 
     device = select_device(args.device)
     shape, spacing = _shape(args.shape), (args.spacing,) * 3
-    n = args.subjects or (48 if args.data == "randomised" else 4)
+    randomised = args.data in ("randomised", "varied")
+    n = args.subjects or (48 if randomised else 4)
     if n < 1:
         raise InputError(f"--subjects must be at least 1, not {n}.")
-    if args.data == "randomised":
+    if randomised:
         from .methods.joint_lesion_tissue.synth import randomised_training_data
 
         controls, patients, val = randomised_training_data(n, n, 2, seed=args.seed, shape=shape, spacing=spacing,
-                                                           label_set=args.label_set)
+                                                           label_set=args.label_set,
+                                                           vary_anatomy=args.data == "varied")
         if args.mode == "supervised":  # fully labelled randomised patients
             controls, patients = [], [{**p, "labels": p["labels"]} for p in patients]
     elif args.mode == "supervised":  # model M: fully labelled scans (only a phantom has them for free)
@@ -54,10 +56,12 @@ def train(args, registry):
     if args.resume or getattr(args, "init", "scratch") == "current":  # fine-tune the current version
         model, meta = registry.get(name).load()
         resume = (model.state_dict(), meta)
-    if args.data == "randomised":
+    if randomised:
         data = (f"domain-randomised brain phantom: {n} controls + {n} patients (2 validation), {shape} at "
                 f"{args.spacing} mm; random per-class T1/FLAIR intensities, skull present or stripped, blur, "
-                "slice thickness, bias field, gamma, Rician noise")
+                "slice thickness, bias field, gamma, Rician noise"
+                + ("; random anatomy proportions (extra-cerebral CSF, sulcal width and depth, cortex, ventricles)"
+                   if args.data == "varied" else ""))
     else:
         data = f"brain phantom: {n} controls + {n} patients, {shape} at {args.spacing} mm"
     job = run_in_terminal(train_joint_model(registry, controls, patients, val, cfg, resume=resume, data=data,

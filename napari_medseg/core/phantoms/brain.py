@@ -76,8 +76,23 @@ def _lesion_count(lesions, rng) -> int:
     return int(rng.integers(lo, hi + 1))
 
 
-def _anatomy(shape, spacing, rng):
-    """Full-set tissue labels, skull/scalp classes, and fields the lesions need."""
+# the anatomy's proportions: the fixed phantom's, and the ranges ``vary=True`` draws from
+# (atrophy and age: wider extra-cerebral CSF, wider and deeper sulci, larger ventricles)
+FIXED_PROPORTIONS = {"csf_edge": 1.05, "cortex": 0.19, "sulcus_width": 0.22, "sulcus_depth": 0.75, "ventricles": 1.0}
+VARIED_PROPORTIONS = {"csf_edge": (1.02, 1.10), "cortex": (0.16, 0.22), "sulcus_width": (0.15, 0.35),
+                      "sulcus_depth": (0.6, 1.0), "ventricles": (0.8, 1.5)}
+
+
+def _proportions(rng, vary: bool) -> dict:
+    if not vary:
+        return dict(FIXED_PROPORTIONS)
+    return {k: float(rng.uniform(lo, hi)) for k, (lo, hi) in VARIED_PROPORTIONS.items()}
+
+
+def _anatomy(shape, spacing, rng, vary: bool = False):
+    """Full-set tissue labels, skull/scalp classes, and fields the lesions need.
+    ``vary``: draw the proportions (:data:`VARIED_PROPORTIONS`) instead of the fixed ones."""
+    k = _proportions(rng, vary)
     extent = np.asarray(shape, np.float32) * np.asarray(spacing, np.float32)
     brain_radii = extent * np.array([0.40, 0.42, 0.36], np.float32) * rng.uniform(0.95, 1.05, 3)
     axes = [((np.arange(n, dtype=np.float32) + 0.5) * s - e / 2) / b
@@ -95,14 +110,15 @@ def _anatomy(shape, spacing, rng):
     arch = 0.4 - 4.0 * np.maximum(np.abs(y - 0.05) - 0.35, 0.0) ** 2
     fissure = (np.abs(x) - 0.03) * 1.4 + 2.0 * np.maximum(arch - z, 0.0)
     depth = np.minimum(depth, fissure)
-    thickness = 0.19 + 0.03 * smooth_field(rng, shape, (5, 6, 5))
-    sulci = np.abs(smooth_field(rng, shape, (14, 17, 14))) < 0.22
+    thickness = k["cortex"] + 0.03 * smooth_field(rng, shape, (5, 6, 5))
+    sulci = np.abs(smooth_field(rng, shape, (14, 17, 14))) < k["sulcus_width"]
     labels = np.zeros(shape, np.uint8)
     cranial = np.minimum(rho, _ellipsoid(p, (0.0, -0.55, -0.5), (0.72, 0.45, 0.42)))
-    labels[cranial < 1.05] = CSF
-    labels[(cranial >= 1.05) & (cranial < 1.13)] = SKULL
-    labels[(cranial >= 1.13) & (cranial < 1.23)] = SCALP
-    labels[(depth > 0) & ~(sulci & (depth < 0.75 * thickness))] = GM
+    edge = k["csf_edge"]
+    labels[cranial < edge] = CSF
+    labels[(cranial >= edge) & (cranial < edge + 0.08)] = SKULL
+    labels[(cranial >= edge + 0.08) & (cranial < edge + 0.18)] = SCALP
+    labels[(depth > 0) & ~(sulci & (depth < k["sulcus_depth"] * thickness))] = GM
     labels[depth >= thickness] = WM
 
     # cerebellum: two posterior-inferior lobes with CSF folia, below the tentorium
@@ -124,8 +140,8 @@ def _anatomy(shape, spacing, rng):
     for side in (-1.0, 1.0):
         bend = (x - side * 0.1) / 0.07, y / 0.5, (z - 0.22 + 0.45 * y**2) / 0.09
         vent = np.minimum(vent, sum(b**2 for b in bend) ** 0.5)
-    labels[vent < 1] = CSF
-    return labels, vent
+    labels[vent < k["ventricles"]] = CSF
+    return labels, vent / k["ventricles"]
 
 
 def lesion_blob(rng, radius: float) -> np.ndarray:
@@ -186,10 +202,11 @@ def rician(rng, img: np.ndarray, noise: float) -> np.ndarray:
     return np.sqrt(real * real + imag * imag).astype(np.float32)
 
 
-def draw_anatomy(rng, shape, spacing, lesions):
+def draw_anatomy(rng, shape, spacing, lesions, vary: bool = False):
     """``(classes, tissue, lesion, lesion_flair)`` of one subject: phantom classes with skull
-    and scalp, the brain's tissue labels, the lesion mask and each lesion's FLAIR brightness."""
-    classes, vent = _anatomy(tuple(int(s) for s in shape), spacing, rng)
+    and scalp, the brain's tissue labels, the lesion mask and each lesion's FLAIR brightness.
+    ``vary``: the anatomy's proportions are drawn too (see :data:`VARIED_PROPORTIONS`)."""
+    classes, vent = _anatomy(tuple(int(s) for s in shape), spacing, rng, vary)
     tissue = np.where(classes >= SKULL, 0, classes).astype(np.uint8)
     lesion, lesion_flair = _lesions(rng, tissue, vent, _lesion_count(lesions, rng))
     return classes, tissue, lesion, lesion_flair

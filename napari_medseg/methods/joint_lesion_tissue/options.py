@@ -14,7 +14,9 @@ class TrainOptions:
     warmup: int | None = option(None, "iterations before the inter-modality term")
     data: str = option("randomised", "randomised: the phantom's label maps drawn with random contrast, bias, blur, "
                                      "noise and skull present or stripped (SynthSeg-style domain randomisation); "
-                                     "phantom: the fixed phantom", choices=["randomised", "phantom"])
+                                     "varied: the same, and the anatomy's proportions drawn too (extra-cerebral "
+                                     "CSF, sulcal width and depth, cortical thickness, ventricle size); "
+                                     "phantom: the fixed phantom", choices=["randomised", "varied", "phantom"])
     subjects: int | None = option(None, "controls and patients (each); default 48 randomised or 4 phantom subjects")
     shape: str = option("64,72,64", "phantom volume shape")
     spacing: float = option(2.5, "phantom voxel size in mm")

@@ -52,3 +52,21 @@ def test_training_data_is_preprocessed_and_task_specific():
     brain = val[0]["labels"] > 0
     assert abs(float(val[0]["T1"][brain].mean())) < 0.7  # z-normalised inside the head or brain
     assert controls[0]["tissue"].max() <= 3 and controls[0]["tissue"].any()
+
+
+def test_varied_anatomy_draws_the_proportions_and_the_fixed_one_does_not():
+    """``vary_anatomy``: extra-cerebral CSF, sulci, cortex and ventricles drawn per subject
+    (atrophy-like variation); without it the same label map proportions as the fixed phantom."""
+    from napari_medseg.core.phantoms.brain import FIXED_PROPORTIONS, _proportions
+
+    def csf_fraction(seed, vary):
+        t = randomised_subject(seed, SHAPE, (4.0, 4.0, 4.0), lesions=False, vary_anatomy=vary)["tissue"]
+        return float((t == 1).sum() / (t > 0).sum())
+
+    fixed = [csf_fraction(s, False) for s in range(6)]
+    varied = [csf_fraction(s, True) for s in range(6)]
+    assert np.ptp(varied) > 1.5 * np.ptp(fixed)  # CSF volume varies much more between subjects
+    a, b = (randomised_subject(7, SHAPE, vary_anatomy=True) for _ in range(2))
+    assert np.array_equal(a["labels"], b["labels"])  # still deterministic in the seed
+    rng = np.random.default_rng(0)
+    assert _proportions(rng, False) == FIXED_PROPORTIONS and rng.random() == np.random.default_rng(0).random()
