@@ -44,6 +44,12 @@ def test_every_manifest_widget_docks(viewer):
         assert _dock(viewer, name) is not None
     docked = set(viewer.window.dock_widgets)
     assert all(any(n in d for d in docked) for n in names), docked
+    # every dock fits napari's dock area: none forces it wider than 400 px (issue 19: the
+    # staining dock used to); long forms scroll instead
+    for key, widget in viewer.window.dock_widgets.items():
+        q = getattr(widget, "native", widget)
+        assert q.minimumSizeHint().width() <= 400, (key, q.minimumSizeHint().width())
+    assert len(viewer.window.dock_widgets) >= len(names)
 
 
 def test_segment_correct_retrain_roll_back(viewer, qtbot, errors):
