@@ -69,8 +69,10 @@ def demo_site_normalization(viewer, widgets, app, out: Path, steps: int) -> dict
     from ._sample_sites import sites_sample
 
     c = widgets["Normalize across sites"].controller
-    for layer in list(viewer.layers):  # the last step: the side-by-side grid shows this sample only
-        viewer.layers.remove(layer)
+    # the last step: the side-by-side grid shows this sample only. clear() is one batched
+    # update; removing layers one by one makes napari collect garbage after each (0.5 s
+    # apiece with torch loaded: 40 s of the demo)
+    viewer.layers.clear()
     added = _only(viewer, sites_sample())
     domains = []
     for site in ("infant", "adult"):  # each site's image layers and their "<image> labels" layers

@@ -9,6 +9,7 @@ training or whole-slide run can be followed with the dock closed.
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from collections.abc import Callable
 
@@ -63,6 +64,7 @@ class JobRunner(QWidget):
         self.activity = None  # the running job's entry in napari's Activity dock
         self._latest: Progress | None = None
         self._activity_pending = False
+        self._activity_described = -1e9  # when the Activity entry last got a new description
 
     @property
     def running(self) -> bool:
@@ -81,6 +83,7 @@ class JobRunner(QWidget):
         self._close_activity()
         self._activity_title = title or self._title()
         self.activity = activity_progress(total=0, desc=self._activity_title)
+        self._activity_described = -1e9
 
         def work():
             # every exception is caught here and handed back as a value: superqt treats a
@@ -127,7 +130,13 @@ class JobRunner(QWidget):
         bar, p = self.activity, self._latest
         if bar is None or p is None:
             return
-        updates = (lambda: bar.set_description(f"{self._activity_title} — {p.message}") if p.message else None,
+        # napari redraws the Activity dock on each new description (~0.1 s here): at most
+        # two a second; the bar's count follows every report
+        now = time.monotonic()
+        describe = bool(p.message) and now - self._activity_described >= 0.5
+        if describe:
+            self._activity_described = now
+        updates = (lambda: bar.set_description(f"{self._activity_title} — {p.message}") if describe else None,
                    lambda: setattr(bar, "total", max(0, p.total)) if bar.total != max(0, p.total) else None,
                    lambda: bar.update(p.step - bar.n) if p.step != bar.n else None)
         for update in updates:

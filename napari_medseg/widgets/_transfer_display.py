@@ -60,9 +60,10 @@ class TransferDisplay:
     def side_by_side(self, on: bool = True):
         """One grid cell per result (true labels first when the image is a target layer),
         each over a view of the image (sharing its data); ``on=False`` ends the grid."""
-        for view in self.views:
-            if view in self.viewer.layers:
-                self.viewer.layers.remove(view)
+        with self.viewer.layers.batched_update():  # one scene-graph update, not one per view
+            for view in self.views:
+                if view in self.viewer.layers:
+                    self.viewer.layers.remove(view)
         self.views = []
         if not on:
             self.viewer.canvas.grid.enabled = False

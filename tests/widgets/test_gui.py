@@ -249,22 +249,30 @@ def test_jobs_report_to_napari_activity_dock_and_close_there(viewer, qtbot):
     from napari_medseg.core.jobs import Progress
     from napari_medseg.widgets._runner import JobRunner
 
-    def job():
-        for i in range(3):
-            yield Progress(i + 1, 3, f"step {i + 1}")
-            time.sleep(0.3)  # a step of real work
+    def job(n, pause):
+        for i in range(n):
+            yield Progress(i + 1, n, f"step {i + 1}")
+            time.sleep(pause)  # a step of real work
         return "ok"
 
-    runner, done, events = JobRunner(), [], []
-    runner.start(job(), on_done=done.append, title="napari-medseg: test job")
-    bar = runner.activity  # what napari's Activity dock listens to
-    for kind in ("description", "value", "total"):
-        getattr(bar.events, kind).connect(lambda e, kind=kind: events.append((kind, e.value)))
-    qtbot.waitUntil(lambda: not runner.running, timeout=20_000)
-    assert done == ["ok"]
-    assert [v for k, v in events if k == "description"] == [f"napari-medseg: test job — step {i}" for i in (1, 2, 3)]
-    assert [v for k, v in events if k == "value"] == [1, 2, 3] and ("total", 3) in events
-    assert runner.activity is None and not any("test job" in str(p.desc) for p in progress._all_instances)
+    def run(n, pause):
+        runner, done, events = JobRunner(), [], []
+        runner.start(job(n, pause), on_done=done.append, title="napari-medseg: test job")
+        bar = runner.activity  # what napari's Activity dock listens to
+        for kind in ("description", "value", "total"):
+            getattr(bar.events, kind).connect(lambda e, kind=kind: events.append((kind, e.value)))
+        qtbot.waitUntil(lambda: not runner.running, timeout=20_000)
+        assert done == ["ok"]
+        assert runner.activity is None and not any("test job" in str(p.desc) for p in progress._all_instances)
+        return [v for k, v in events if k == "description"], [v for k, v in events if k == "value"], events
+
+    described, values, events = run(3, 0.6)  # slow steps: every message shows
+    assert described == [f"napari-medseg: test job — step {i}" for i in (1, 2, 3)]
+    assert values == [1, 2, 3] and ("total", 3) in events
+    # fast steps: the count follows every report, the description (a redraw of the Activity
+    # dock, ~0.1 s each) at most twice a second
+    described, values, _ = run(12, 0.05)
+    assert values[-1] == 12 and 1 <= len(described) <= 4 < len(values), (described, values)
 
 
 def test_training_plots_have_labelled_axes_and_a_shared_scale(viewer):
