@@ -307,12 +307,12 @@ def stain_job(fcm: str, rcm: str, target: str, model: str, version: int | None, 
     from .core.registry import Registry
     from .methods.staining.pipeline import StainingNet, stain_slide
 
+    from .methods.staining.gareau import check_pair
+
     fcm, rcm, target = Path(fcm), Path(rcm), Path(target)
     check_output_path(target, inputs=(fcm, rcm))
     a, b = _open_channel(fcm), _open_channel(rcm)
-    if tuple(a.shape) != tuple(b.shape) or len(a.shape) != 2:
-        raise InputError(f"{fcm.name} and {rcm.name} must be single-channel images of one shape, not "
-                         f"{tuple(a.shape)} and {tuple(b.shape)}.")
+    check_pair(a, b)  # before the models load
     reg = Registry()
     entry = reg.get(model, version)
     despeckler = entry.load(device)[0].eval()

@@ -179,7 +179,7 @@ def test_predict_staining_folders_on_two_workers_match_the_serial_run(tmp_path, 
     common = ["predict", "staining", "--fcm", str(fcm_dir), "--rcm", str(rcm_dir), "--tile", "128",
               "--stain", "gareau"]
     assert main([*common, "--out", str(serial)]) == 1
-    assert "odd: odd.tif and odd.tif must be single-channel images of one shape" in capsys.readouterr().err
+    assert "odd: FCM (64, 64) and RCM (64, 80) differ in shape" in capsys.readouterr().err
     assert main([*common, "--out", str(spread), "--scheduler", "local:2"]) == 1
     out = capsys.readouterr()
     assert "2 of 3 slides stained" in out.out and "odd" in out.err

@@ -188,7 +188,7 @@ def _two_passes(net: StainingNet, fcm, rcm, levels, cfg: TileConfig, pre: "Norma
 
     yield from _progress_offset(tiled_inference(first, rcm, despeckled, cfg_a, device=device, preprocess=scale,
                                                 out_channels=1), 0, n_a + n_b, "despeckling")
-    second = StainingNet(despeckler=None, generator=net.generator).to(next(net.buffers()).device).eval()
+    second = StainingNet(despeckler=None, generator=net.generator).eval()  # tiled_inference moves it
     second.h.copy_(net.h), second.e.copy_(net.e)
     pair = as_pair_source(fcm, da.from_zarr(despeckled)[0])
     return (yield from _progress_offset(
