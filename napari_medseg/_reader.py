@@ -68,4 +68,19 @@ def read_layers(path):
         kwargs.pop("channel_axis", None)
         kwargs.update(_label_table(meta))
         return [(data, kwargs, "labels")]
-    return [(data, kwargs, "image")]
+    return [(data, kwargs, "image"), *_image_label_layers(path)]
+
+
+def _image_label_layers(path) -> list:
+    """The label images kept in an OME-Zarr image's ``labels`` group, as Labels layers."""
+    from .core.io import is_zarr, read_image_labels
+
+    if not is_zarr(path):
+        return []
+    out = []
+    for name, levels, meta in read_image_labels(path):
+        kwargs = {"name": name, "metadata": {"medseg_io": meta}, **napari_placement(meta), **_label_table(meta)}
+        if len(levels) > 1:
+            kwargs["multiscale"] = True
+        out.append((levels if len(levels) > 1 else levels[0], kwargs, "labels"))
+    return out

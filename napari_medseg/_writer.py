@@ -1,4 +1,5 @@
-"""npe2 writer: a Labels layer to NIfTI (affine kept), OME-TIFF or OME-Zarr."""
+"""npe2 writer: a Labels layer to NIfTI (affine kept), OME-TIFF or OME-Zarr; saved onto an
+existing OME-Zarr image, it goes into the image's ``labels`` group under the layer's name."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ def write_labels_layer(path: str, data, attributes: dict) -> list[str]:
     if meta.get("units") is None and attributes.get("units") is not None:
         meta["units"] = [str(u) for u in attributes["units"]]
     meta.update(_label_table(data, attributes))
+    meta["layer_name"] = attributes.get("name")  # the name under an OME-Zarr image's "labels" group
     return [str(write_labels(path, data, meta))]
 
 

@@ -120,3 +120,31 @@ def test_ci_runs_the_readme_test_command_and_nothing_else():
     assert commands == ["make demo", "make test"]
     ci = [ln for ln in (ROOT / ".ci" / "run").read_text().splitlines() if ln.strip() and not ln.startswith("#")]
     assert ci[-1] == "make test" and all(c.startswith(("set ", "cd ")) for c in ci[:-1])
+
+
+def test_readme_shows_every_widget_and_its_links_and_images_exist():
+    """The README (the package index's and the napari hub's front page) has a row for every
+    widget in the manifest, and every file it links to or shows is in the repository."""
+    import re
+
+    import yaml
+
+    readme = (ROOT / "README.md").read_text()
+    manifest = yaml.safe_load((ROOT / "napari_medseg" / "napari.yaml").read_text())
+    widgets = [w["display_name"] for w in manifest["contributions"]["widgets"]]
+    rows = [ln.split("|")[1].strip() for ln in readme.splitlines() if ln.startswith("| ") and "](docs/widgets/" in ln]
+    assert sorted(rows) == sorted(widgets)
+    targets = re.findall(r"\]\(([^)#\s]+)", readme)
+    assert any(t.endswith(".png") for t in targets)  # a screenshot
+    missing = [t for t in targets if not t.startswith("http") and not (ROOT / t).exists()]
+    assert not missing, missing
+
+
+def test_metadata_tells_the_index_and_the_hub_what_the_package_is():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["authors"] and project["description"]
+    assert {"Framework :: napari", "License :: OSI Approved :: BSD License",
+            "Intended Audience :: Science/Research"} <= set(project["classifiers"])
+    assert "BSD" in (ROOT / "LICENSE").read_text().split("\n", 3)[0] + project["license"]["text"]

@@ -340,3 +340,57 @@ def test_a_labels_layer_saved_as_ome_zarr_keeps_units_names_and_colours(tmp_path
     assert kind == "labels" and list(again.features["class"]) == ["background", "nucleus", "gland"]
     assert [str(u) for u in again.units] == ["micrometer", "micrometer"] and tuple(again.scale) == (0.5, 0.25)
     np.testing.assert_allclose(again.colormap.map(np.array([1, 2])), layer.colormap.map(np.array([1, 2])), atol=0.003)
+
+
+def test_labels_saved_onto_an_ome_zarr_image_go_into_its_labels_group_and_keep_the_image(tmp_path):
+    """OME-NGFF keeps an image's segmentations in ``image/labels/NAME``: saving a Labels layer
+    onto an existing OME-Zarr image adds it there (ome-zarr-py finds it with the image, with
+    the image's scale and the layer's class names), never rewrites the image, never replaces
+    a label image of the same name, and our reader opens the labels with the image."""
+    import pandas as pd
+    import zarr
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Label, Reader
+
+    from napari_medseg._reader import napari_get_reader
+    from napari_medseg._writer import write_labels_layer
+
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 4000, (2, 96, 80), dtype=np.uint16)
+    image = write_ome_zarr(tmp_path / "cells.ome.zarr", img, axes="cyx", scale=[1.0, 0.5, 0.5], levels=2,
+                           units=[None, "micrometer", "micrometer"])
+    before = {p.relative_to(image): p.read_bytes() for p in image.rglob("*") if p.is_file()}
+    lab = np.zeros((96, 80), np.uint8)
+    lab[10:30, 20:50], lab[50:90, 5:25] = 1, 2
+    attrs = {"name": "nuclei", "scale": [0.5, 0.5], "translate": [0.0, 0.0], "metadata": {},
+             "features": pd.DataFrame({"index": [0, 1, 2], "class": ["background", "nucleus", "gland"]})}
+    [out] = write_labels_layer(str(image), lab, attrs)
+    assert Path(out) == image / "labels" / "nuclei"
+    [out2] = write_labels_layer(str(image), (lab > 0).astype(np.uint8), attrs)  # same name again: a new one
+    assert Path(out2) == image / "labels" / "nuclei-2"
+    after = {p.relative_to(image): p.read_bytes() for p in image.rglob("*") if p.is_file()}
+    assert {k: v for k, v in after.items() if k.parts[0] != "labels"} == before  # the image is untouched
+
+    nodes = list(Reader(parse_url(str(image)))())
+    label_nodes = [n for n in nodes if any(isinstance(s, Label) for s in n.specs)]
+    assert len(label_nodes) == 2
+    first = next(n for n in label_nodes if str(n.zarr.path).rstrip("/").endswith("nuclei"))
+    np.testing.assert_array_equal(np.asarray(first.data[0]).squeeze(), lab)
+    assert first.metadata["coordinateTransformations"][0][0]["scale"] == [1.0, 0.5, 0.5]
+    assert zarr.open_group(str(image / "labels"), mode="r").attrs["labels"] == ["nuclei", "nuclei-2"]
+    label_attrs = zarr.open_group(out, mode="r").attrs["image-label"]
+    assert label_attrs["source"] == {"image": "../../"}
+    assert [(p["label-value"], p["class"]) for p in label_attrs["properties"]] == [(1, "nucleus"), (2, "gland")]
+
+    layers = napari_get_reader(str(image))(str(image))
+    kinds = [(kw["name"], kind) for _, kw, kind in layers]
+    assert kinds == [("cells", "image"), ("nuclei", "labels"), ("nuclei-2", "labels")]
+    data, kwargs, _ = layers[1]
+    np.testing.assert_array_equal(np.asarray(data[0] if kwargs.get("multiscale") else data), lab)
+    assert list(kwargs["scale"]) == [0.5, 0.5]
+    assert kwargs["features"]["class"] == ["background", "nucleus", "gland"]
+
+    listed = sorted(p.name for p in (image / "labels").iterdir())
+    with pytest.raises(InputError, match="shape"):  # labels that do not cover the image: refused, nothing written
+        write_labels_layer(str(image), lab[:50], attrs)
+    assert sorted(p.name for p in (image / "labels").iterdir()) == listed

@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import InputError
 from .nifti import NIFTI_SUFFIXES, header_of, is_nifti, read_nifti, write_nifti
 from .omezarr import is_zarr, read_ome_zarr, write_ome_zarr
+from .image_labels import is_ome_image, read_image_labels, write_image_labels
 from .tiff import TIFF_SUFFIXES, is_tiff, read_tiff, write_ome_tiff, write_tiled_tiff
 from .pyramid import remove_cache_debris
 from .validate import as_labels, assert_finite, check_array, check_pixel_dtype
@@ -29,9 +30,11 @@ __all__ = [
     "check_array",
     "napari_placement",
     "read_image",
+    "read_image_labels",
     "read_nifti",
     "read_ome_zarr",
     "read_tiff",
+    "write_image_labels",
     "write_labels",
     "write_nifti",
     "write_ome_tiff",
@@ -109,7 +112,9 @@ def write_labels(path: str | os.PathLike, labels: Any, meta: dict | None = None)
     """Save ``labels`` next to/for the image described by ``meta``, format by suffix.
 
     NIfTI keeps ``meta["affine"]`` (and the source header's units and codes);
-    OME-TIFF and OME-Zarr keep the axes and physical scale. Writes are atomic.
+    OME-TIFF and OME-Zarr keep the axes and physical scale. Writes are atomic. An existing
+    OME-Zarr image at ``path`` is kept: the labels go into its ``labels`` group as
+    ``meta["layer_name"]`` (see :mod:`.image_labels`).
     Big 2-D label images get a pyramid (every second pixel, so no new label values).
     """
     path = Path(path)
@@ -138,6 +143,9 @@ def write_labels(path: str | os.PathLike, labels: Any, meta: dict | None = None)
             return write_ome_tiff(
                 path, data, axes=axes, pyramid_levels=levels, scale=scale, downsample="stride", name=LABELS_NAME
             )
+        if is_ome_image(path):  # an image's labels go into its "labels" group; the image is kept
+            return write_image_labels(path, data, name=meta.get("layer_name") or "labels",
+                                      label_names=meta.get("label_names"), label_colors=meta.get("label_colors"))
         return write_ome_zarr(
             path, data, axes=axes.lower(), scale=scale, levels=levels + 1, downsample="stride", labels=True,
             units=meta.get("units"), label_names=meta.get("label_names"), label_colors=meta.get("label_colors"),
