@@ -7,7 +7,13 @@ it without napari-medseg:
 - segmentation models (``io.input == "rgb_uint8"``, e.g. ``tissue``, ``glomeruli``):
   RGB values 0-255 in (float32, batch, channel, y, x), class probabilities out (the
   scaling and the softmax are inside the weights);
-- the CycleGAN staining generator: RGB in [-1, 1] in and out.
+- the CycleGAN staining generator: RGB in [-1, 1] in and out;
+- the despeckler: one reflectance channel scaled to [0, 1] in, the despeckled channel out
+  (batch norms folded into the convolutions);
+- the joint lesion + tissue networks: 3-D, one channel per modality (resampled and
+  z-normalised inside the brain, as the description says), class probabilities out.
+  The tracker is left out: it is a policy acting on a moving window, which the format
+  cannot describe.
 
 Tile sizes are multiples of the network's stride; the output is as large as the input,
 with a halo of the receptive-field margin the plugin's own tiling trusts. The package
@@ -21,15 +27,20 @@ from __future__ import annotations
 
 import json
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .errors import InputError
+from .nets import fuse_conv_bn
 
 #: the staining generator's architecture name (RGB in [-1, 1] in and out)
 GENERATOR_ARCH = "combalia2019.ResnetGenerator"
+#: architectures exported by name (core imports no method): what kind of package each makes
+_KINDS = {GENERATOR_ARCH: "rgb_generator", "combalia2019.DespeckleNet": "grey_restoration",
+          "dorent2019.HeteroModalNet": "brain_segmentation"}
 
 
 class _Segmenter(torch.nn.Module):
@@ -43,14 +54,87 @@ class _Segmenter(torch.nn.Module):
         return torch.softmax(self.net(x / 255.0), dim=1)
 
 
+class _Softmax(torch.nn.Module):
+    """Normalised volumes (every modality present) -> class probabilities."""
+
+    def __init__(self, net: torch.nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.net(x), dim=1)
+
+
 def kind_of(meta: dict) -> str:
     io = meta.get("io") or {}
     if io.get("input") == "rgb_uint8" and io.get("postprocess") == "softmax":
         return "segmentation"
-    if (meta.get("arch") or {}).get("name") == GENERATOR_ARCH:
-        return "rgb_generator"
+    arch = (meta.get("arch") or {}).get("name")
+    if arch in _KINDS:
+        return _KINDS[arch]
     raise InputError(f"{meta.get('name', 'This model')} cannot be exported to bioimage.io yet: only RGB "
-                     "segmentation models (tissue, glomeruli) and the staining generator can.")
+                     "segmentation models (tissue, glomeruli), the staining generator, the despeckler and the "
+                     "joint lesion + tissue networks can. (The axon tracker is a policy that acts step by step "
+                     "on a moving window, which the bioimage.io model format cannot describe.)")
+
+
+@dataclass
+class _Plan:
+    """What the package says about the model's tensors."""
+
+    wrapped: torch.nn.Module
+    x: np.ndarray
+    in_names: list
+    out_names: list
+    in_desc: str
+    out_desc: str
+    value_range: tuple | None
+    space: tuple
+    stride: int
+    halo: int
+    tags: list
+    notes: str = ""  # how to prepare the input, in the package's README (descriptions hold 128 characters)
+
+
+def _plan(model, meta: dict, kind: str, test_size: int | None) -> _Plan:
+    rng = np.random.default_rng(0)
+    if kind == "brain_segmentation":  # 3-D, one channel per modality
+        halo = int(model.receptive_radius)
+        stride = int(model.total_stride)
+        size = test_size or max(32, -(-(2 * halo + 8) // stride) * stride)
+        mods = list(model.modalities)
+        names = list((meta.get("label_set") or {}).get("names") or [f"class{i}" for i in range(5)])
+        spacing = " x ".join(f"{v:g}" for v in meta.get("spacing") or [1, 1, 1])
+        x = rng.standard_normal((1, len(mods), size, size, size)).astype(np.float32)
+        return _Plan(_Softmax(model).eval(), x, mods, names,
+                     f"{' + '.join(mods)}, RAS, {spacing} mm, z-normalised inside the brain (see README)",
+                     ("class probabilities: " + ", ".join(names))[:128], None, ("z", "y", "x"), stride, halo,
+                     ["napari-medseg", "brain", "mri", "3d"],
+                     f"Input: one channel per modality ({', '.join(mods)}, every one present), the volumes "
+                     f"reoriented to RAS and resampled to {spacing} mm; each modality clipped to its 1st-99th "
+                     "percentile inside the brain mask, then z-normalised there (zero mean, unit variance) and set "
+                     "to 0 outside it. napari-medseg does this itself, maps the result back onto the scan's grid "
+                     "and refines it at native resolution; the package holds the network alone.")
+    stride, halo = _geometry(model, meta, kind)
+    size = test_size or max(64, -(-(2 * halo + 32) // stride) * stride)
+    if kind == "segmentation":
+        classes = list(meta["io"].get("classes") or [f"class{i}" for i in range(2)])
+        return _Plan(_Segmenter(model).eval(), (rng.random((1, 3, size, size)) * 255).astype(np.float32),
+                     ["red", "green", "blue"], classes, "RGB image, values 0-255 (8-bit colour)",
+                     "class probabilities (softmax): " + ", ".join(classes), (0.0, 255.0), ("y", "x"), stride, halo,
+                     ["napari-medseg", "histology", "2d"])
+    if kind == "grey_restoration":
+        x = (rng.random((1, 1, size, size)) * rng.gamma(1.0 / 0.04, 0.04, (1, 1, size, size))).astype(np.float32)
+        return _Plan(fuse_conv_bn(model.eval()), x, ["reflectance"], ["reflectance"],
+                     "one reflectance (RCM) channel scaled to [0, 1] (see README)",
+                     "the despeckled channel on the same scale", None, ("y", "x"), stride, halo,
+                     ["napari-medseg", "confocal", "denoising", "2d"],
+                     "Input: one reflectance (RCM) channel scaled so that the background level (the median "
+                     "below the image's Otsu threshold) is 0 and the bright tissue level (the 99.5th percentile "
+                     "above it) is 1. Scale the output back the same way. napari-medseg does both itself.")
+    return _Plan(model, (rng.random((1, 3, size, size)) * 2 - 1).astype(np.float32), ["red", "green", "blue"],
+                 ["red", "green", "blue"], "Gareau digital stain, RGB scaled to [-1, 1]", "H&E-like RGB in [-1, 1]",
+                 (-1.0, 1.0), ("y", "x"), stride, halo, ["napari-medseg", "confocal", "2d"])
 
 
 def _geometry(model, meta: dict, kind: str) -> tuple[int, int]:
@@ -82,52 +166,39 @@ def export_model(entry, out_path, *, test_size: int | None = None) -> Path:
         raise InputError(f"{out_path} exists; napari-medseg never replaces a file. Choose another name.")
     model, meta = entry.load("cpu")
     model.eval()
-    kind = kind_of(meta)
-    stride, halo = _geometry(model, meta, kind)
-    size = test_size or max(64, -(-(2 * halo + 32) // stride) * stride)
-    rng = np.random.default_rng(0)
-    if kind == "segmentation":
-        wrapped = _Segmenter(model).eval()
-        x = (rng.random((1, 3, size, size)) * 255).astype(np.float32)
-        classes = list(meta["io"].get("classes") or [f"class{i}" for i in range(2)])
-        in_names, out_names = ["red", "green", "blue"], classes
-        in_desc = "RGB image, values 0-255 (8-bit colour)"
-        out_desc = "class probabilities (softmax): " + ", ".join(classes)
-        value_range = (0.0, 255.0)
-    else:
-        wrapped = model
-        x = (rng.random((1, 3, size, size)) * 2 - 1).astype(np.float32)
-        in_names, out_names = ["red", "green", "blue"], ["red", "green", "blue"]
-        in_desc = "Gareau digital stain, RGB scaled to [-1, 1]"
-        out_desc = "H&E-like RGB in [-1, 1]"
-        value_range = (-1.0, 1.0)
+    plan = _plan(model, meta, kind_of(meta), test_size)
+    x = plan.x
     with torch.no_grad():
-        y = wrapped(torch.from_numpy(x)).numpy().astype(np.float32)
+        y = plan.wrapped(torch.from_numpy(x)).numpy().astype(np.float32)
+    size = x.shape[-1]
 
     with tempfile.TemporaryDirectory(prefix="medseg-bioimageio-") as tmp:
         tmp = Path(tmp)
         np.save(tmp / "test_input.npy", x)
         np.save(tmp / "test_output.npy", y)
-        traced = torch.jit.trace(wrapped, torch.from_numpy(x))
+        traced = torch.jit.trace(plan.wrapped, torch.from_numpy(x))
         traced.save(str(tmp / "weights.torchscript.pt"))
         torch.save(model.state_dict(), tmp / "state_dict.pt")
         (tmp / "napari_medseg.json").write_text(json.dumps({**meta, "name": entry.name, "version": entry.version},
                                                            default=str, indent=2))
         card = entry.path.parent / "MODEL_CARD.md"
         doc = card.read_text() if card.is_file() else f"# {entry.name}\n\nA napari-medseg model ({meta.get('method')}).\n"
-        (tmp / "README.md").write_text(doc + "\n\nExported from napari-medseg " + _version() + ".\n")
+        notes = f"\n\n## Input\n\n{plan.notes}\n" if plan.notes else ""
+        (tmp / "README.md").write_text(doc + notes + "\n\nExported from napari-medseg " + _version() + ".\n")
 
         def axes(names, output: bool):
             batch = bio.BatchAxis()
-            channel = bio.ChannelAxis(channel_names=[bio.Identifier(n) for n in names])
+            channel = bio.ChannelAxis(channel_names=[bio.Identifier(n.replace(" ", "_")) for n in names])
             if not output:
-                space = [bio.SpaceInputAxis(id=bio.AxisId(a), size=bio.ParameterizedSize(min=size, step=stride))
-                         for a in ("y", "x")]
+                space = [bio.SpaceInputAxis(id=bio.AxisId(a), size=bio.ParameterizedSize(min=size, step=plan.stride))
+                         for a in plan.space]
             else:
-                space = [bio.SpaceOutputAxisWithHalo(id=bio.AxisId(a), halo=halo, size=bio.SizeReference(
-                    tensor_id=bio.TensorId("input"), axis_id=bio.AxisId(a))) for a in ("y", "x")]
+                space = [bio.SpaceOutputAxisWithHalo(id=bio.AxisId(a), halo=plan.halo, size=bio.SizeReference(
+                    tensor_id=bio.TensorId("input"), axis_id=bio.AxisId(a))) for a in plan.space]
             return [batch, channel, *space]
 
+        in_data = (bio.IntervalOrRatioDataDescr(type="float32", range=plan.value_range) if plan.value_range
+                   else bio.IntervalOrRatioDataDescr(type="float32"))
         descr = bio.ModelDescr(
             name=f"napari-medseg {entry.name} v{entry.version}",
             description=f"{entry.name}: {meta.get('method', '')} model exported from napari-medseg"[:1024],
@@ -135,19 +206,18 @@ def export_model(entry, out_path, *, test_size: int | None = None) -> Path:
             cite=[_citation(bio, meta)],
             license=bio.LicenseId("BSD-3-Clause"),
             documentation=bio.FileDescr(source=tmp / "README.md"),
-            tags=["napari-medseg", "histology" if kind == "segmentation" else "confocal", "2d"],
+            tags=plan.tags,
             inputs=[bio.InputTensorDescr(
-                id=bio.TensorId("input"), axes=axes(in_names, False), description=in_desc,
-                test_tensor=bio.FileDescr(source=tmp / "test_input.npy"),
-                data=bio.IntervalOrRatioDataDescr(type="float32", range=value_range))],
+                id=bio.TensorId("input"), axes=axes(plan.in_names, False), description=plan.in_desc,
+                test_tensor=bio.FileDescr(source=tmp / "test_input.npy"), data=in_data)],
             outputs=[bio.OutputTensorDescr(
-                id=bio.TensorId("output"), axes=axes(out_names, True), description=out_desc,
+                id=bio.TensorId("output"), axes=axes(plan.out_names, True), description=plan.out_desc,
                 test_tensor=bio.FileDescr(source=tmp / "test_output.npy"),
                 data=bio.IntervalOrRatioDataDescr(type="float32"))],
             weights=bio.WeightsDescr(torchscript=bio.TorchscriptWeightsDescr(
                 source=tmp / "weights.torchscript.pt", pytorch_version=bio.Version(torch.__version__.split("+")[0]))),
             attachments=[bio.FileDescr(source=tmp / "state_dict.pt"), bio.FileDescr(source=tmp / "napari_medseg.json")],
-            config={"napari_medseg": {"name": entry.name, "version": entry.version, "kind": kind}},
+            config={"napari_medseg": {"name": entry.name, "version": entry.version, "kind": kind_of(meta)}},
         )
         out_path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(out_path, suffix=".tmp.zip") as part:
@@ -160,6 +230,10 @@ def _citation(bio, meta: dict):
     if method.startswith("combalia2019"):
         return bio.CiteEntry(text="Combalia et al. 2019, Digitally stained confocal microscopy through deep "
                                   "learning (MIDL 2019)", url="https://proceedings.mlr.press/v102/combalia19a.html")
+    if method.startswith("dorent2019"):
+        return bio.CiteEntry(text="Dorent et al. 2019, Learning joint lesion and tissue segmentation from "
+                                  "task-specific hetero-modal datasets (MIDL 2019)",
+                             url="https://proceedings.mlr.press/v102/dorent19a.html")
     return bio.CiteEntry(text="Ronneberger et al. 2015, U-Net: convolutional networks for biomedical image "
                               "segmentation", doi=bio.Doi("10.1007/978-3-319-24574-4_28"))
 

@@ -25,7 +25,7 @@ def registry(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["tissue", "stain_cyclegan"])
+@pytest.mark.parametrize("name", ["tissue", "stain_cyclegan", "despeckle", "joint_lesion_tissue"])
 def test_exported_package_passes_bioimageio_test_and_imports_back(registry, tmp_path, name):
     entry = registry.get(name)
     path = export_model(entry, tmp_path / f"{name}.zip")
@@ -40,8 +40,11 @@ def test_exported_package_passes_bioimageio_test_and_imports_back(registry, tmp_
     model, meta = entry.load()
     with torch.no_grad():
         t = torch.from_numpy(x)
-        ours = torch.softmax(model(t / 255.0), 1) if name == "tissue" else model(t)
-    np.testing.assert_allclose(ours.numpy(), expected, atol=1e-5)
+        ours = {"tissue": lambda: torch.softmax(model(t / 255.0), 1),
+                "joint_lesion_tissue": lambda: torch.softmax(model(t), 1)}.get(name, lambda: model(t))()
+    assert x.ndim == (5 if name == "joint_lesion_tissue" else 4)
+    # (the despeckler's package has its batch norms folded into the convolutions: float rounding)
+    np.testing.assert_allclose(ours.numpy(), expected, atol=1e-4 if name == "despeckle" else 1e-5)
     back = import_model(registry, path, name=f"{name}_imported")
     again, again_meta = back.load()
     assert again_meta["arch"] == meta["arch"] and not back.made_current
