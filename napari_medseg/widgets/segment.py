@@ -170,7 +170,9 @@ class SegmentWidget(Container):
         entry = self.registry.get(info["model"])
         retrainer = RETRAINERS.get(entry.meta.get("method"))
         if retrainer is None:
-            raise InputError(f"Model {entry.name} has no retraining recipe.")
+            boxes = entry.meta.get("method") == "gupta2019-box-iterative"
+            where = " (retrain it in the Box-supervised training dock)" if boxes else ""
+            raise InputError(f"Model {entry.name} has no retraining recipe in this dock{where}.")
         if info["image_layer"] not in self.viewer.layers:
             raise InputError(f"The image layer {info['image_layer']!r} this result came from is gone.")
         image_layer = self.viewer.layers[info["image_layer"]]
