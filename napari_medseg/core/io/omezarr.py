@@ -118,7 +118,9 @@ def write_ome_zarr(
     label_names: dict | None = None,
     label_colors: dict | None = None,
 ) -> Path:
-    """Write ``data`` (numpy or dask) as OME-NGFF 0.4 multiscales, atomically.
+    """Write ``data`` (numpy or dask) as OME-NGFF 0.4 multiscales, atomically: the arrays
+    streamed by dask (flat memory), the multiscales metadata written and validated by
+    ome-zarr-py.
 
     ``labels``: the data is a label image; the group gets OME-NGFF's ``image-label``
     metadata, which readers (ours, ome-zarr-py) use to open it as labels, with
@@ -133,6 +135,8 @@ def write_ome_zarr(
     """
     import dask.array as da
     import zarr
+    from ome_zarr.format import FormatV04
+    from ome_zarr.writer import write_multiscales_metadata
 
     path = Path(path)
     axes = axes.lower()
@@ -185,19 +189,12 @@ def write_ome_zarr(
                 }
             )
             level = da.from_zarr(target)  # next level reads back from disk: shallow graph
-        group.attrs["multiscales"] = [
-            {
-                "version": "0.4",
-                "name": path.name.split(".")[0],
-                "axes": [_axis(ax, u) for ax, u in zip(axes, _units(units, len(axes)))],
-                "datasets": datasets,
-                "type": (
-                    "local_mean"
-                    if downsample == "mean" or (downsample == "auto" and uses_mean(data.dtype))
-                    else "nearest"
-                ),
-            }
-        ]
+        write_multiscales_metadata(group, datasets, fmt=FormatV04(), name=path.name.split(".")[0],
+                                   axes=[_axis(ax, u) for ax, u in zip(axes, _units(units, len(axes)))])
+        multiscales = group.attrs["multiscales"]  # + how the levels were made (ome-zarr-py drops extra keys)
+        mean = downsample == "mean" or (downsample == "auto" and uses_mean(data.dtype))
+        multiscales[0]["type"] = "local_mean" if mean else "nearest"
+        group.attrs["multiscales"] = multiscales
         if labels:
             group.attrs["image-label"] = _image_label(label_names, label_colors)
         if path.exists():
