@@ -38,6 +38,8 @@ def randomised_settings(rng: np.random.Generator) -> SyntheticSettings:
         n_distractors=int(rng.choice([0, 0, 1, 1, 2, 3])),  # crossings and branches
         distractor_intensity=float(rng.uniform(0.4, 1.2)),
         crossing_angle=(20.0, 90.0),
+        distractor_width=(0.7, 3.0),  # junctions with wider vessels (the traced fibre is often the thinner one)
+        branch_fraction=0.5,  # branches leaving the fibre, as well as crossings
     )
 
 

@@ -4,7 +4,9 @@
 through 2D space, and adding Gaussian noise to the background." Five settings by
 name — SI (standard), SI-RC (reduced contrast), SI-W (wide), SI-EN (extra noise),
 SI-SN (structured, Poisson noise) — plus ``crossing``: SI with distractor axons that
-cross the main one. Every parameter of :class:`SyntheticSettings` can be set.
+cross the main one. Distractors may also be wider than the axon and branch off it
+(``distractor_width``, ``branch_fraction``; the domain-randomised setting uses both: on
+real images a traced fibre meets wider vessels at junctions). Every parameter of :class:`SyntheticSettings` can be set.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ class SyntheticSettings:
     distractor_intensity: float = 1.0  # relative to axon_intensity
     distractor_length: tuple[float, float] = (80.0, 160.0)
     crossing_angle: tuple[float, float] = (35.0, 90.0)  # degrees from the main axon
+    distractor_width: tuple[float, float] = (1.0, 1.0)  # its cross-section std / axon_sigma, drawn uniformly
+    branch_fraction: float = 0.0  # share of distractors that leave the axon on one side only (a branch)
 
     def replace(self, **changes) -> "SyntheticSettings":
         return dataclasses.replace(self, **changes)
@@ -121,8 +125,14 @@ def _distractor(rng, s: SyntheticSettings, main: np.ndarray) -> np.ndarray:
         half = rng.uniform(*s.distractor_length) / 2
         walk_args = (s.image_shape, half, s.walk_step, s.turn_sd, s.heading_pull, 0.0, s.min_separation)
         fwd = constrained_random_walk(rng, *walk_args, start=main[i], heading=angle, stop_at_edge=True)
-        bwd = constrained_random_walk(rng, *walk_args, start=main[i], heading=angle + np.pi, stop_at_edge=True)
-        walk = np.concatenate([bwd[::-1], fwd[1:]])
+        branch = s.branch_fraction > 0 and rng.random() < s.branch_fraction  # (no draw unless asked for)
+        if branch:
+            walk = fwd
+        else:
+            bwd = constrained_random_walk(rng, *walk_args, start=main[i], heading=angle + np.pi, stop_at_edge=True)
+            walk = np.concatenate([bwd[::-1], fwd[1:]])
+        if len(walk) < 4:
+            continue
         line = fit_polynomial_spline(walk, s.spline_smoothing, s.centreline_spacing)
         d, _ = distance_to_polyline(main, s.image_shape, max_distance=4.0)
         near = ndi.map_coordinates(np.isfinite(d).astype(float), line.T, order=0, mode="constant")
@@ -161,8 +171,11 @@ def generate(setting: SyntheticSettings | str = "SI", seed: int | None = 0, **ov
     clean = np.zeros(s.image_shape)
     for k, line in enumerate([main] + distractors):
         scale = s.axon_intensity * (1.0 if k == 0 else s.distractor_intensity)
+        sigma = s.axon_sigma
+        if k and tuple(s.distractor_width) != (1.0, 1.0):  # (no draw unless asked for: fixed seeds stay)
+            sigma = min(4.0, s.axon_sigma * rng.uniform(*s.distractor_width))
         profile = _smooth_profile(rng, arc_length(line)[-1], s)
-        clean = np.maximum(clean, scale * gaussian_tube(line, s.image_shape, s.axon_sigma, profile))
+        clean = np.maximum(clean, scale * gaussian_tube(line, s.image_shape, sigma, profile))
     clean = np.clip(clean + _smooth_background(rng, s), 0.0, 1.0)
     if s.noise == "gaussian":
         noisy = clean + s.noise_std * rng.standard_normal(s.image_shape)

@@ -99,6 +99,27 @@ def test_crossing_setting_adds_distractors_that_cross_the_main_axon():
     assert (r.clean > 0.3).sum() > 1.5 * (generate("SI", seed=2).clean > 0.3).sum()
 
 
+def test_distractors_can_branch_off_and_be_wider_than_the_axon():
+    """Real junctions: a fibre meets a wider vessel, or a branch leaves it on one side."""
+    plain = generate("crossing", seed=2)
+    wide = generate("crossing", seed=2, distractor_width=(3.0, 3.0), branch_fraction=1.0)
+    np.testing.assert_array_equal(wide.centreline, plain.centreline)  # the axon's geometry is drawn first
+    for d in wide.distractors:  # a branch starts on the axon and leaves it
+        assert np.min(np.linalg.norm(d[0] - wide.centreline, axis=1)) < 1.5
+        assert np.min(np.linalg.norm(d[-1] - wide.centreline, axis=1)) > 10
+    for r, sigma in ((plain, 1.0), (wide, 3.0)):  # the distractor's cross-section, away from the axon
+        d = r.distractors[0]
+        far = np.linalg.norm(d[:, None] - r.centreline[None], axis=2).min(1) > 20
+        assert far.any()
+        i = int(np.flatnonzero(far)[far.sum() // 2])
+        t = d[min(i + 2, len(d) - 1)] - d[max(i - 2, 0)]
+        normal = np.array([-t[1], t[0]]) / np.linalg.norm(t)
+        across = d[i] + np.arange(-12, 13)[:, None] * normal  # 1-px samples across the distractor
+        profile = ndi.map_coordinates(r.clean.astype(float), across.T, order=1, mode="nearest")
+        width = (profile > profile.min() + 0.5 * (profile.max() - profile.min())).sum()
+        assert (width >= 5) == (sigma == 3.0), (sigma, width)
+
+
 def test_every_parameter_can_be_set_and_unknown_names_fail():
     r = generate("SI", seed=1, image_shape=(64, 96), axon_length=(50.0, 60.0), axon_sigma=1.5)
     assert r.image.shape == (64, 96) and r.settings.axon_sigma == 1.5
