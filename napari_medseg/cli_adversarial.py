@@ -41,6 +41,11 @@ def _count(args, slug: str, least: int) -> int:
     return n
 
 
+def model_name(args) -> str:
+    """The registry name ``train SLUG`` saves under (the segmentor; a SegAN critic ships with it)."""
+    return MODEL_NAMES[args.method]
+
+
 def train(args, registry):
     """Train ``args.method`` and return the saved registry entry (None when stopped first)."""
     from .core.device import select_device

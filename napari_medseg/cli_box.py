@@ -11,6 +11,13 @@ from __future__ import annotations
 import sys
 
 
+def model_name(args) -> str:
+    """The registry name ``train box_iterative`` saves under."""
+    from .methods.box_iterative.model import MODEL_NAME
+
+    return MODEL_NAME
+
+
 def train(args, registry):
     """The recipe: Stage 1 then Stage 2 on synthetic slides; returns the best round's entry."""
     from .core.device import select_device

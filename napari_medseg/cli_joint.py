@@ -18,6 +18,13 @@ def _shape(text: str) -> tuple[int, ...]:
     return shape
 
 
+def model_name(args) -> str:
+    """The registry name ``train joint_lesion_tissue`` saves under (one per training mode)."""
+    from .methods.joint_lesion_tissue.models import BASELINE_NAMES
+
+    return BASELINE_NAMES[args.mode]
+
+
 def train(args, registry):
     from .core.device import select_device
     from .core.jobs import run_in_terminal

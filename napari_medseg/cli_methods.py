@@ -1,9 +1,11 @@
 """``napari-medseg train METHOD`` and ``predict METHOD``, one subcommand per method.
 
 Each method declares its options once, as dataclasses in ``methods/<slug>/options.py``
-(``TrainOptions``, and what its prediction takes); the subcommands here are built from
-those fields (:mod:`napari_medseg.core.options`), so ``napari-medseg train tracking --help``
-lists the tracking options with their defaults and nothing else. The slugs are the
+(``TrainOptions``, and what its prediction takes), and its commands there too
+(``TRAIN_COMMANDS``, ``PREDICT_COMMANDS``: which module trains and predicts). The
+subcommands here are built from those fields (:mod:`napari_medseg.core.options`), so
+``napari-medseg train tracking --help`` lists the tracking options with their defaults
+and nothing else. The slugs are the
 method packages' names; ``joint``, ``despeckle`` and ``cyclegan`` stay as the names
 they were first shipped under.
 """
@@ -18,26 +20,24 @@ from pathlib import Path
 from .core.errors import MedsegError
 from .core.options import SegmentOptions, TrainRun, add_options
 
-# command name -> (options package, the trainer's method name, aliases, help)
-TRAIN = {
-    "tissue": ("tissue", "tissue", (), "the engine's reference model: tissue segmentation of synthetic slides"),
-    "tracking": ("tracking", "tracking", (), "the DRL axon tracker (Dai et al. 2019), PPO on synthetic images"),
-    "box_iterative": ("box_iterative", "box_iterative", (),
-                      "iterative training from bounding boxes (Gupta et al. 2019): Stage 1 then Stage 2"),
-    "staining": ("staining", None, (), "the confocal-to-H&E networks (Combalia et al. 2019): --network despeckle "
-                                       "or cyclegan"),
-    "despeckle": ("staining", "despeckle", (), "the despeckling CNN of the staining method (= staining --network "
-                                                "despeckle)"),
-    "cyclegan": ("staining", "cyclegan", (), "the staining CycleGAN (= staining --network cyclegan)"),
-    "joint_lesion_tissue": ("joint_lesion_tissue", "joint", ("joint",),
-                            "joint lesion + tissue segmentation from hetero-modal datasets (Dorent et al. 2019)"),
-    "adversarial_segmentation": ("adversarial_segmentation", "adversarial_segmentation", (),
-                                 "adversarial segmentation with weak domain transfer (Chen et al. 2019)"),
-    "modality_transfer": ("modality_transfer", "modality_transfer", (),
-                          "SegAN-style segmentation and modality transfer (Giacomello et al. 2020)"),
-    "site_normalization": ("site_normalization", "site_normalization", (),
-                           "adversarial normalization across sites (Delisle et al. 2019)"),
-}
+def _commands(kind: str) -> dict:
+    """Every method's ``TRAIN_COMMANDS`` or ``PREDICT_COMMANDS`` (declared in its ``options.py``),
+    keyed by command name, each with the method package first: a new method edits nothing here."""
+    from .methods import METHODS
+
+    out = {}
+    for spec in METHODS:
+        for name, row in getattr(importlib.import_module(f"napari_medseg.methods.{spec.slug}.options"), kind).items():
+            out[name] = (spec.slug, *row)
+    return out
+
+
+# command name -> (options package, the trainer's method name, aliases, help, trainer module)
+TRAIN = {"tissue": ("tissue", "tissue", (), "the engine's reference model: tissue segmentation of synthetic slides",
+                    None),
+         **_commands("TRAIN_COMMANDS")}
+# the trainer's method name -> (method package, trainer module)
+TRAINERS = {row[1]: (row[0], row[4]) for row in TRAIN.values() if row[1] is not None and row[4] is not None}
 
 STEPS_HELP = ("training steps (tissue: 400; box_iterative: 150 per round; despeckle: 2000; cyclegan: 2000 at 256 px; "
               "joint: 2000; the adversarial methods: 300)")
@@ -51,7 +51,7 @@ def add_train_parser(sub) -> None:
     s = sub.add_parser("train", help="train a method's model (a new version; never overwrites)",
                        description="Train a method's model; `napari-medseg train METHOD --help` lists its options.")
     targets = s.add_subparsers(dest="target", required=True, metavar="METHOD")
-    for name, (package, method, aliases, text) in TRAIN.items():
+    for name, (package, method, aliases, text, _trainer) in TRAIN.items():
         t = targets.add_parser(name, aliases=list(aliases), help=text, description=text)
         add_options(t, TrainRun)
         add_options(t, _options(package, "TrainOptions"), group=f"{package} options")
@@ -65,32 +65,16 @@ def add_train_parser(sub) -> None:
 
 
 def add_predict_parser(sub) -> None:
-    from . import cli_adversarial, cli_joint, cli_staining, cli_tracking
-    from .cli import _segment
-
     s = sub.add_parser("predict", help="run a method's model over images: one output per input, never over a file",
                        description="Run a method's model; `napari-medseg predict METHOD --help` lists its options.")
     targets = s.add_subparsers(dest="target", required=True, metavar="METHOD")
-    table = {
-        "tracking": ((_options("tracking", "TrackOptions"), _options("tracking", "ImageOptions")),
-                     cli_tracking.track_command, (), "trace fibres from start points (SWC out; = track)"),
-        "box_iterative": ((_options("box_iterative", "PredictOptions"),), _segment, (),
-                          "tiled glomeruli segmentation of a slide (zarr out; = segment --model glomeruli)"),
-        "staining": ((_options("staining", "StainOptions"),), cli_staining.predict_stain, (),
-                     "digital H&E of an FCM + RCM pair (RGB zarr pyramid out)"),
-        "despeckle": ((_options("staining", "DespeckleOptions"),), cli_staining.predict_despeckle, (),
-                      "despeckle single-channel images on their own (one file per input)"),
-        "joint_lesion_tissue": ((_options("joint_lesion_tissue", "PredictOptions"),), cli_joint.predict, ("joint",),
-                                "lesion + tissue labels per subject (NIfTI on the input grid) and a volumes CSV"),
-    }
-    for slug in cli_adversarial.SLUGS:
-        table[slug] = ((_options(slug, "PredictOptions"),), cli_adversarial.predict, (),
-                       f"{TRAIN[slug][3]}: one labels file per input")
-    for name, (classes, func, aliases, text) in table.items():
+    for name, (package, classes, target, aliases, text) in _commands("PREDICT_COMMANDS").items():
+        module, func = target.split(":")
         t = targets.add_parser(name, aliases=list(aliases), help=text, description=text)
         for cls in classes:
-            add_options(t, cls)
-        t.set_defaults(func=func, method="joint" if name == "joint_lesion_tissue" else name)
+            add_options(t, _options(package, cls))
+        t.set_defaults(func=getattr(importlib.import_module(module), func),
+                       method=TRAIN[name][1] if name in TRAIN and TRAIN[name][1] else name)
 
 
 def add_segment_parser(sub) -> None:
@@ -134,39 +118,12 @@ def _train_one(args) -> int:
         reg = Registry()
     if args.make_current:
         reg.make_current = True
-    if args.method == "joint":
-        from . import cli_joint
-        from .methods.joint_lesion_tissue.card import write_model_card
-        from .methods.joint_lesion_tissue.models import BASELINE_NAMES
-
-        MODEL_NAME = BASELINE_NAMES[args.mode]
-        entry = cli_joint.train(args, reg)
-    elif args.method in ("despeckle", "cyclegan"):
-        from . import cli_staining
-        from .methods.staining.card import MODEL_NAMES, write_model_card
-
-        MODEL_NAME = MODEL_NAMES[args.method]
-        entry = cli_staining.train(args, reg)
-    elif args.method == "box_iterative":
-        from . import cli_box
-        from .methods.box_iterative.card import write_model_card
-        from .methods.box_iterative.model import MODEL_NAME
-
-        entry = cli_box.train(args, reg)
-    elif args.method == "tracking":
-        from . import cli_tracking
-        from .methods.tracking.card import write_model_card
-        from .methods.tracking.model import MODEL_NAME
-
-        entry = cli_tracking.train(args, reg)
-    elif args.method in ("adversarial_segmentation", "modality_transfer", "site_normalization"):
-        import importlib
-
-        from . import cli_adversarial
-
-        write_model_card = importlib.import_module(f".methods.{args.method}.card", __package__).write_model_card
-        MODEL_NAME = cli_adversarial.MODEL_NAMES[args.method]
-        entry = cli_adversarial.train(args, reg)
+    if args.method in TRAINERS:  # a paper method: its trainer module trains, its card module writes the card
+        package, module = TRAINERS[args.method]
+        trainer = importlib.import_module(module)
+        write_model_card = importlib.import_module(f"napari_medseg.methods.{package}.card").write_model_card
+        MODEL_NAME = trainer.model_name(args)
+        entry = trainer.train(args, reg)
     else:
         from .methods.tissue import MODEL_NAME, train_tissue
         from .methods.tissue.card import write_model_card

@@ -40,6 +40,13 @@ def _data(args):
     return s.train, s.val, "bundled H&E: " + s.sources[0] + f", rows < {hne.CMU_VAL_ROWS} train, the rest val"
 
 
+def model_name(args) -> str:
+    """The registry name ``train despeckle`` / ``train cyclegan`` saves under."""
+    from .methods.staining.card import MODEL_NAMES
+
+    return MODEL_NAMES[args.method]
+
+
 def train(args, registry):
     """Train the despeckler or the CycleGAN; returns the new registry entry."""
     from .core.device import select_device

@@ -14,6 +14,13 @@ import numpy as np
 from .core.errors import InputError, MedsegError
 
 
+def model_name(args) -> str:
+    """The registry name ``train tracking`` saves under."""
+    from .methods.tracking.model import MODEL_NAME
+
+    return MODEL_NAME
+
+
 def train(args, registry):
     """Train from scratch on a synthetic setting; returns the new registry entry."""
     from .core.device import select_device

@@ -24,6 +24,7 @@ class MethodSpec:
     models: tuple[str, ...]  # shipped model folders under models/
     docs: tuple[str, ...]  # pages under docs/
     nets: tuple[str, ...] = ()  # its modules that register networks (core.nets.register), imported on first use
+    bench_module: str = ""  # module of `bench NAME` (default napari_medseg.bench.<bench>); <module>_real: --real
 
 
 METHODS = (
@@ -74,6 +75,7 @@ METHODS = (
         train=("joint_lesion_tissue", "joint"),
         predict=("predict joint_lesion_tissue", "predict joint"),
         bench="joint_lesion_tissue",
+        bench_module="napari_medseg.bench.joint",
         demo="joint_lesion_tissue",
         models=("joint_lesion_tissue", "joint_tissue_only", "joint_lesion_only"),
         docs=("widgets/joint_lesion_tissue.md", "methods/joint_lesion_tissue.md"),

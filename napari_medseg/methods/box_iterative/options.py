@@ -34,3 +34,13 @@ class PredictOptions(SegmentOptions):
     """``napari-medseg predict box_iterative``: ``segment`` with the glomeruli model."""
 
     model: str = option("glomeruli", "NAME or NAME:VERSION")
+
+
+#: ``napari-medseg train NAME``: (the trainer's method name, aliases, help, the module whose
+#: ``train(args, registry)`` and ``model_name(args)`` run it)
+TRAIN_COMMANDS = {"box_iterative": ("box_iterative", (), "iterative training from bounding boxes (Gupta et al. 2019): "
+                                    "Stage 1 then Stage 2", "napari_medseg.cli_box")}
+#: ``napari-medseg predict NAME``: (option classes here, "module:function", aliases, help)
+PREDICT_COMMANDS = {"box_iterative": (("PredictOptions",), "napari_medseg.cli:_segment", (),
+                                      "tiled glomeruli segmentation of a slide (zarr out; = segment --model "
+                                      "glomeruli)")}

@@ -39,3 +39,13 @@ class PredictOptions:
     device: str | None = option(None, "auto, cpu, cuda, cuda:1, mps")
     scheduler: str | None = option(None, "one subject per task on a dask.distributed cluster: a scheduler address, "
                                          "or local:N for N one-thread worker processes here (CPU)")
+
+
+#: ``napari-medseg train NAME``: (the trainer's method name, aliases, help, the module whose
+#: ``train(args, registry)`` and ``model_name(args)`` run it)
+TRAIN_COMMANDS = {"joint_lesion_tissue": ("joint", ("joint",), "joint lesion + tissue segmentation from hetero-modal "
+                                          "datasets (Dorent et al. 2019)", "napari_medseg.cli_joint")}
+#: ``napari-medseg predict NAME``: (option classes here, "module:function", aliases, help)
+PREDICT_COMMANDS = {"joint_lesion_tissue": (("PredictOptions",), "napari_medseg.cli_joint:predict", ("joint",),
+                                            "lesion + tissue labels per subject (NIfTI on the input grid) and a "
+                                            "volumes CSV")}

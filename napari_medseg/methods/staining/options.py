@@ -66,3 +66,21 @@ class StainOptions:
     scheduler: str | None = option(None, "folders only: one slide per task on a dask.distributed cluster: a scheduler "
                                          "address, or local:N for N one-thread worker processes on this machine "
                                          "(workers read their own files)")
+
+
+#: ``napari-medseg train NAME``: (the trainer's method name, aliases, help, the module whose
+#: ``train(args, registry)`` and ``model_name(args)`` run it); None: --network chooses
+TRAIN_COMMANDS = {
+    "staining": (None, (), "the confocal-to-H&E networks (Combalia et al. 2019): --network despeckle or cyclegan",
+                 "napari_medseg.cli_staining"),
+    "despeckle": ("despeckle", (), "the despeckling CNN of the staining method (= staining --network despeckle)",
+                  "napari_medseg.cli_staining"),
+    "cyclegan": ("cyclegan", (), "the staining CycleGAN (= staining --network cyclegan)", "napari_medseg.cli_staining"),
+}
+#: ``napari-medseg predict NAME``: (option classes here, "module:function", aliases, help)
+PREDICT_COMMANDS = {
+    "staining": (("StainOptions",), "napari_medseg.cli_staining:predict_stain", (),
+                 "digital H&E of an FCM + RCM pair (RGB zarr pyramid out)"),
+    "despeckle": (("DespeckleOptions",), "napari_medseg.cli_staining:predict_despeckle", (),
+                  "despeckle single-channel images on their own (one file per input)"),
+}

@@ -57,3 +57,12 @@ class FinetuneOptions:
     folds: int = option(0, "k-fold protocol of the paper: report, save nothing")
     seed: int = option(0, "random seed")
     json: str | None = option(None, "write the report here")
+
+
+#: ``napari-medseg train NAME``: (the trainer's method name, aliases, help, the module whose
+#: ``train(args, registry)`` and ``model_name(args)`` run it)
+TRAIN_COMMANDS = {"tracking": ("tracking", (), "the DRL axon tracker (Dai et al. 2019), PPO on synthetic images",
+                               "napari_medseg.cli_tracking")}
+#: ``napari-medseg predict NAME``: (option classes here, "module:function", aliases, help)
+PREDICT_COMMANDS = {"tracking": (("TrackOptions", "ImageOptions"), "napari_medseg.cli_tracking:track_command", (),
+                                 "trace fibres from start points (SWC out; = track)")}
