@@ -163,7 +163,7 @@ def wsi_child(tiff: str, checkpoint: str, out: str) -> dict:
 
 
 def wsi_study(sizes, checkpoint: str, workdir: Path) -> dict:
-    from ..methods.box_iterative.synthetic import write_kidney_pyramid
+    from ..methods.box_iterative.slides import write_kidney_pyramid
 
     rows = {}
     for size in sizes:

@@ -146,7 +146,7 @@ def remove_cache_debris(force: bool = False) -> list[Path]:
     if (root / "pyramids").is_dir():
         removed += _remove_stale(root / "pyramids")
     if (root / "nifti").is_dir():
-        from .nifti import remove_stale_temporaries
+        from .nifti_cache import remove_stale_temporaries
 
         removed += remove_stale_temporaries(root / "nifti")
     return removed

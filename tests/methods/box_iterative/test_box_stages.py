@@ -158,7 +158,7 @@ def test_lazy_pyramid_slide_trains_with_labels_on_disk(tmp_path, monkeypatch):
 
     from napari_medseg.core.io import read_image
     from napari_medseg.methods.box_iterative import rounds
-    from napari_medseg.methods.box_iterative.synthetic import write_kidney_pyramid
+    from napari_medseg.methods.box_iterative.slides import write_kidney_pyramid
 
     info = write_kidney_pyramid(tmp_path / "slide.tif", 1024, seed=5, block=512, tile=256)
     levels, _meta = read_image(tmp_path / "slide.tif")

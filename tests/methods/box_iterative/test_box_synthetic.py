@@ -8,7 +8,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from napari_medseg.core.errors import InputError
-from napari_medseg.methods.box_iterative import synthetic as syn
+from napari_medseg.methods.box_iterative import slides, synthetic as syn
 from napari_medseg.methods.box_iterative.boxes import boxes_from_instances
 
 
@@ -142,8 +142,8 @@ def test_pyramid_reads_back_and_matches_the_blocks(tmp_path, monkeypatch):
         made.append((kw["origin"], real(shape, *a, **kw)))
         return made[-1][1]
 
-    monkeypatch.setattr(syn, "synthetic_kidney", spy)
-    info = syn.write_kidney_pyramid(tmp_path / "kidney.tif", 3000, seed=3, tile=256, block=1024)
+    monkeypatch.setattr(slides, "synthetic_kidney", spy)
+    info = slides.write_kidney_pyramid(tmp_path / "kidney.tif", 3000, seed=3, tile=256, block=1024)
     monkeypatch.undo()
     assert len(made) == 9 and max(max(k.rgb.shape[:2]) for _, k in made) <= 1024  # one block at a time
     assert [p.name for p in tmp_path.iterdir()] == ["kidney.tif"]  # no temporary files left
@@ -165,7 +165,7 @@ def test_pyramid_reads_back_and_matches_the_blocks(tmp_path, monkeypatch):
     assert info["n_glomeruli"] == len(boxes) >= 40
 
     # regenerating a block gives the same pixels
-    blocks = syn.kidney_blocks(3000, 3, 1024)
+    blocks = slides.kidney_blocks(3000, 3, 1024)
     next(blocks)
     y0, x0, again = next(blocks)
     assert (y0, x0) == (0, 1024)
@@ -180,19 +180,19 @@ def test_pyramid_reads_back_and_matches_the_blocks(tmp_path, monkeypatch):
 def test_pyramid_small_non_square_and_bad_settings(tmp_path):
     from napari_medseg.core.io import read_image
 
-    info = syn.write_kidney_pyramid(tmp_path / "small.tif", (700, 900), seed=1, tile=256, block=512)
+    info = slides.write_kidney_pyramid(tmp_path / "small.tif", (700, 900), seed=1, tile=256, block=512)
     assert info["levels"] == [(700, 900, 3)]
     (lv,), _ = read_image(info["path"])
-    (_, _, first), *_ = syn.kidney_blocks((700, 900), 1, 512)
+    (_, _, first), *_ = slides.kidney_blocks((700, 900), 1, 512)
     np.testing.assert_array_equal(lv[:512, :512].compute(), first.rgb)
-    two = syn.write_kidney_pyramid(tmp_path / "two.tif", 600, seed=1, tile=128, block=256, levels=2,
+    two = slides.write_kidney_pyramid(tmp_path / "two.tif", 600, seed=1, tile=128, block=256, levels=2,
                                    compression=None, density=0)
     assert two["levels"] == [(600, 600, 3), (300, 300, 3)] and two["n_glomeruli"] == 0
     assert len(read_image(two["path"])[0]) == 2
     with pytest.raises(InputError, match="multiple of the tile"):
-        syn.write_kidney_pyramid(tmp_path / "bad.tif", 1000, tile=512, block=768)
+        slides.write_kidney_pyramid(tmp_path / "bad.tif", 1000, tile=512, block=768)
     with pytest.raises(InputError, match="multiple of 16"):
-        syn.write_kidney_pyramid(tmp_path / "bad.tif", 1000, tile=100, block=500)
+        slides.write_kidney_pyramid(tmp_path / "bad.tif", 1000, tile=100, block=500)
     assert not (tmp_path / "bad.tif").exists()
 
 
