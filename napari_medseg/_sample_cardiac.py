@@ -14,17 +14,11 @@ from __future__ import annotations
 
 import numpy as np
 
-# colours of the classes 1-3 (LV blood pool, LV myocardium, RV), shared with the widget
-CLASS_COLOURS = {0: "transparent", 1: "#ff4b4b", 2: "#46d646", 3: "#4b8bff", None: "transparent"}
+from .methods.adversarial_segmentation.labels import CLASS_COLOURS, class_features
+
 LONG_AXIS_MM = 100.0  # the phantom's base-to-apex span, in the layers' world units
 PIXEL_MM = 1.5  # in-plane pixel size given to the layers
 TRUTH_SUFFIX = "LGE truth (for checking only)"
-
-
-def class_features() -> dict:
-    from .methods.adversarial_segmentation.cardiac import LABEL_NAMES
-
-    return {"index": list(range(len(LABEL_NAMES))), "class": list(LABEL_NAMES)}
 
 
 def placement(positions, n: int) -> dict:

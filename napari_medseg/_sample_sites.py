@@ -15,15 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
-# colours of the tissue classes, shared with the widget's segmentation layers
-CLASS_COLOURS = {0: "transparent", 1: "#4b8bff", 2: "#a0a0a0", 3: "#ffe066", None: "transparent"}
+from .methods.site_normalization.labels import CLASS_COLOURS, class_features
+
 SPACING_MM = 3.0
-
-
-def class_features() -> dict:
-    from .methods.site_normalization.sites import TISSUE_NAMES
-
-    return {"index": list(range(len(TISSUE_NAMES))), "class": list(TISSUE_NAMES)}
 
 
 def sites_sample(n_per_site: int = 3, seed: int = 2019, shape=(48, 56, 48), spacing: float = SPACING_MM):

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from napari.layers import Image, Labels
 
-from .._sample_cardiac import CLASS_COLOURS, class_features
+from ..methods.adversarial_segmentation.labels import CLASS_COLOURS, class_features
 from ..core.device import select_device
 from ..core.errors import InputError
 from ..core.jobs import Progress

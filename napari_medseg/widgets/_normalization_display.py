@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from napari.layers import Image, Labels
 
-from .._sample_sites import CLASS_COLOURS, class_features
+from ..methods.site_normalization.labels import CLASS_COLOURS, class_features
 from ..core.errors import InputError
 from ..methods.site_normalization.sites import TISSUE_NAMES
 from ._common import layer_placement as _place
