@@ -14,11 +14,13 @@ from napari.layers import Image, Points, Shapes
 
 from ..core.device import select_device
 from ..core.errors import InputError, MedsegError, NotACheckpointError
+from ..core.options import defaults
 from ..core.jobs import Progress
 from ..core.registry import Registry
 from ..methods.tracking import prepare, swc
 from ..methods.tracking.heading import heading_from_point
 from ..methods.tracking.model import MODEL_NAME, policy_from_entry, train_tracking
+from ..methods.tracking.options import FinetuneOptions, TrackOptions, TrainOptions
 from ..methods.tracking.ppo import PPOConfig
 from ..methods.tracking.synthetic import SETTINGS
 from ..methods.tracking.track import TrackConfig, track_iter
@@ -33,6 +35,8 @@ DIRECTION_RADIUS = 6.0  # px: a direction line starting this close to a start gi
 CURRENT = "current"
 NO_CHANNEL = -1  # magicgui emits no change for a None choice
 CHANNELS = [("none (choose one)", NO_CHANNEL), ("0 red", 0), ("1 green", 1), ("2 blue", 2)]
+# the CLI's defaults (methods/tracking/options.py): one source for both
+_TRACK, _FINETUNE, _TRAIN = defaults(TrackOptions), defaults(FinetuneOptions), defaults(TrainOptions)
 
 
 @dataclass
@@ -48,17 +52,17 @@ class TrackSettings:
     channel: int | None = None  # RGB layers only
     project: bool = False  # max projection of a 3D layer
     invert: bool = False
-    scale: float = 1.0
-    max_steps: int = 200
+    scale: float = _TRACK["scale"]
+    max_steps: int = _TRACK["max_steps"]
     device: str = "auto"
     threshold: float = -3.0
     stop_uncertain: bool = False
-    entropy_steps: int = 5
+    entropy_steps: int = _TRACK["entropy_steps"]
     colormap: str = "viridis"
     limits: tuple = (-6.0, 0.0)
-    finetune_updates: int = 20
-    setting: str = "SI"
-    train_updates: int = 500
+    finetune_updates: int = _FINETUNE["updates"]
+    setting: str = _TRAIN["setting"]
+    train_updates: int = _TRAIN["updates"]
 
 
 class TrackingController(FinetuneRounds, Controller):
