@@ -56,7 +56,8 @@ FULL = {"size": 2048, "n_train1": 4, "n_train2": 4, "rounds1": 6, "rounds2": 3, 
 SEEDS = {True: (0, 1, 2), False: (0, 1)}
 
 
-def f1_study(quick: bool, workdir: Path, seed: int = 0, head: str = "binary") -> dict:
+def f1_study(quick: bool, workdir: Path, seed: int = 0, head: str = "binary", stage2_replay: bool = False,
+             stage0: bool = True) -> dict:
     from ..core.jobs import run_in_terminal
     from ..core.registry import Registry
     from ..methods.box_iterative.metrics import best_round
@@ -66,7 +67,8 @@ def f1_study(quick: bool, workdir: Path, seed: int = 0, head: str = "binary") ->
     c = QUICK if quick else FULL
     registry = Registry(shipped_root=workdir / "none", user_root=workdir / f"models-{seed}")
     recipe = Recipe(size=c["size"], n_train1=c["n_train1"], n_train2=c["n_train2"], rounds1=c["rounds1"],
-                    rounds2=c["rounds2"], stage0=True, config=StageConfig(steps=c["steps"], seed=int(seed), head=head))
+                    rounds2=c["rounds2"], stage0=stage0,
+                    config=StageConfig(steps=c["steps"], seed=int(seed), head=head, stage2_replay=stage2_replay))
     t0 = time.perf_counter()
     job = run_in_terminal(run_recipe(registry, recipe, workdir=workdir / f"work-{seed}"),
                           f"bench box_iterative: training (seed {seed})")

@@ -34,6 +34,7 @@ class StageConfig:
     device: str = "cpu"
     adversarial: float = 0.0  # > 0: adversarial mode, a mask discriminator's term with this weight
     head: str = "binary"  # a new model's output: "binary" (2 classes) or "boundary" (the instance head, 3 classes)
+    stage2_replay: bool = False  # Stage 2 also trains on the Stage-1 slides (best Stage-1 labels); the paper: False
 
     def patch_and_batch(self) -> tuple[int, int]:
         gpu = torch.device(self.device).type == "cuda"

@@ -180,9 +180,9 @@ class IterativeTraining:
         return MaskAdversary(image_channels=3, n_classes=len(self.io["classes"]), weight=self.config.adversarial,
                              device=self.config.device, ignore=UNKNOWN)
 
-    def _train(self, stage: int, steps: int, total: int, done: int, validate=None, keep=None):
+    def _train(self, stage: int, steps: int, total: int, done: int, validate=None, keep=None, slides=None):
         patch, batch = self.config.patch_and_batch()
-        sampler = PatchSampler(self.slides[stage], patch, object_ratio=self.config.object_ratio,
+        sampler = PatchSampler(slides or self.slides[stage], patch, object_ratio=self.config.object_ratio,
                                fixed_weight=self.config.fixed_weight,
                                seed=distributed.rank_seed(self.config.seed + 1000 * stage + done),
                                boundary=has_boundary(self.io))
@@ -343,7 +343,9 @@ class IterativeTraining:
                 rep = cues_mod.cues_stage2(pred, self._cues2, s.labels, outliers=self.config.outliers, fixed=s.fixed)
                 reports.append(rep.as_dict())
                 s.objects = rep.kept_boxes  # the kept instances: touching ones keep apart in the target
-            yield from self._train(2, steps, total, k * steps)
+            # replay: the Stage-1 slides keep their labels from the best Stage-1 model (Cues 1)
+            replay = self.slides[1] if self.config.stage2_replay else []
+            yield from self._train(2, steps, total, k * steps, slides=self.slides[2] + replay)
             yield from self._end_round(2, rnd, reports, total, (k + 1) * steps)
 
     def stage0(self, steps: int | None = None):

@@ -83,6 +83,32 @@ def test_stage2_uses_cues2_from_stage1_and_records_it(tmp_path, slides):
     assert meta["stage"] == 2 and rec.cues[0]["n_objects"] == rec.cues[0]["n_kept"] + rec.cues[0]["n_outliers"]
 
 
+def test_stage2_replay_also_trains_on_the_stage1_slides(tmp_path, slides, monkeypatch):
+    """With ``stage2_replay`` Stage 2's patches come from the unlabelled slides and from the
+    Stage-1 slides (with their labels from the best Stage-1 model); without, only the former."""
+    import napari_medseg.methods.box_iterative.stages as stages_mod
+
+    seen = []
+
+    class Spy(PatchSampler):
+        def __init__(self, slides_, *a, **kw):
+            seen.append([sl.name for sl in slides_])
+            super().__init__(slides_, *a, **kw)
+
+    monkeypatch.setattr(stages_mod, "PatchSampler", Spy)
+    a, b, c = slides
+    for replay in (False, True):
+        seen.clear()
+        s = _session(tmp_path / str(replay))
+        s.config = StageConfig(steps=3, patch=128, batch_size=2, tile=512, stage2_replay=replay)
+        s.set_stage1([a.rgb, b.rgb], [a.boxes, b.boxes], names=["A", "B"])
+        collect(s.stage1(1))
+        s.set_stage2([c.rgb], names=["C"])
+        collect(s.stage2(1))
+        assert seen[-1] == (["C", "A", "B"] if replay else ["C"])
+        assert all(np.asarray(sl.labels).max() == GLOMERULUS for sl in s.slides[1])  # labelled, not empty
+
+
 def test_stage0_trains_on_full_masks(tmp_path, slides):
     s = _session(tmp_path)
     a, _, val = slides
