@@ -53,7 +53,8 @@ def write_model_card(folder: Path, meta: dict, command: str) -> Path:
 def _data_text(setting) -> str:
     si = "one axon per 128×128 image, 100–180 px long, Gaussian noise"
     dr = ("domain-randomised: fibres 1–8 px wide, contrast, background, Gaussian/Poisson/speckle noise, blur, "
-          "uneven illumination, texture, clutter, crossings and branches, 25 % dark-on-bright; normalised as at "
+          "uneven illumination, texture, clutter, crossings and branches (up to 3x wider than the fibre), 25 % "
+          "dark-on-bright; normalised as at "
           "inference")
     return {"DR": dr, "SI+DR": f"alternately SI ({si}) and {dr}"}.get(str(setting), si)
 
