@@ -10,6 +10,16 @@ from ..core.device import available_devices
 SMALL_ENOUGH_TO_PAINT = 64_000_000  # pixels: below this a result is loaded into memory for painting
 
 
+#: the version picker's first choice: whatever version is current when the button is pressed
+CURRENT = "current"
+
+
+def version_choices(registry, name: str | None) -> list:
+    """A version picker's choices: "current", then every version of ``name`` as ``vN (source)``."""
+    entries = registry.list(name) if name else []
+    return [CURRENT] + [(f"v{e.version} ({e.source})", e.version) for e in entries]
+
+
 def layer_picker(viewer, layer_type, label: str, nullable: bool = False, exclude=()) -> ComboBox:
     """A ComboBox of the viewer's layers of one type (but not those named in
     ``exclude``, e.g. a widget's own output layers) that follows the layer list."""

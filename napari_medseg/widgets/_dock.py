@@ -8,10 +8,10 @@ from superqt.utils import ensure_main_thread
 
 from ..core import registry as registry_mod
 from ..core.errors import MedsegError
+from ._common import CURRENT
 from ._plot import section
 
 
-CURRENT = "current"  # the version picker's first choice: whatever version is current when the button is pressed
 
 
 class MethodDock(QWidget):

@@ -32,7 +32,6 @@ from ._tracking_rounds import FinetuneRounds
 
 BRANCH_RADIUS = 2.0  # px: a start this close to an existing trace continues it as a branch
 DIRECTION_RADIUS = 6.0  # px: a direction line starting this close to a start gives its heading
-CURRENT = "current"
 NO_CHANNEL = -1  # magicgui emits no change for a None choice
 CHANNELS = [("none (choose one)", NO_CHANNEL), ("0 red", 0), ("1 green", 1), ("2 blue", 2)]
 # the CLI's defaults (methods/tracking/options.py): one source for both

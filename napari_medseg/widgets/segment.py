@@ -24,12 +24,11 @@ from ..core.runstate import interrupted_note
 from ..core.segment import run_segmentation
 from ..core.tiling import open_pyramid_output
 from ..methods.tissue import retrain_tissue
-from ._common import SMALL_ENOUGH_TO_PAINT, device_picker, layer_level, layer_picker, layer_unit, level_scale, \
-    stored_labels
+from ._common import CURRENT, SMALL_ENOUGH_TO_PAINT, device_picker, layer_level, layer_picker, layer_unit, level_scale, \
+    stored_labels, version_choices
 from ._runner import JobRunner
 
 RETRAINERS = {"tissue": retrain_tissue}
-CURRENT = "current"
 DEFAULT_MODEL = "tissue"
 
 
@@ -75,10 +74,7 @@ class SegmentWidget(Container):
         return sorted({e.name for e in self.registry.list() if e.meta.get("io")})
 
     def _versions(self, _w=None):
-        name = self.model.value if hasattr(self, "model") else None
-        if not name:
-            return [CURRENT]
-        return [CURRENT] + [(f"v{e.version} ({e.source})", e.version) for e in self.registry.list(name)]
+        return version_choices(self.registry, self.model.value if hasattr(self, "model") else None)
 
     def entry(self):
         """The model version a run would use now: 'current' follows roll-backs at once."""

@@ -17,9 +17,9 @@ from ..core import registry as registry_mod
 from ..core.registry import Registry
 from ..methods.tracking.model import MODEL_NAME
 from ..methods.tracking.synthetic import SETTINGS
-from ._common import device_picker, layer_picker
+from ._common import CURRENT, device_picker, layer_picker, version_choices
 from ._runner import JobRunner
-from ._tracking_controller import CHANNELS, CURRENT, NO_CHANNEL, TrackingController, _is3d
+from ._tracking_controller import CHANNELS, NO_CHANNEL, TrackingController, _is3d
 from ._plot import LivePlot, section
 from ._tracking_plot import OVERLAY, TRACES, ColorBar
 
@@ -104,9 +104,7 @@ class TrackingWidget(QWidget):
         self.destroyed.connect(lambda *_: registry_mod.unsubscribe(token))
 
     def _versions(self, _w=None):
-        name = self.model.value if hasattr(self, "model") else MODEL_NAME
-        entries = self.controller.registry.list(name) if name else []
-        return [CURRENT] + [(f"v{e.version} ({e.source})", e.version) for e in entries]
+        return version_choices(self.controller.registry, self.model.value if hasattr(self, "model") else MODEL_NAME)
 
     def _push(self, **changes):
         if not self._syncing:
