@@ -43,26 +43,16 @@ _KINDS = {GENERATOR_ARCH: "rgb_generator", "combalia2019.DespeckleNet": "grey_re
           "dorent2019.HeteroModalNet": "brain_segmentation"}
 
 
-class _Segmenter(torch.nn.Module):
-    """0-255 RGB -> class probabilities: the plugin's preprocessing and softmax inside."""
-
-    def __init__(self, net: torch.nn.Module):
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.net(x / 255.0), dim=1)
-
-
 class _Softmax(torch.nn.Module):
-    """Normalised volumes (every modality present) -> class probabilities."""
+    """Class probabilities of ``net`` on ``x * scale``: the plugin's input scaling and softmax
+    inside the weights (0-255 RGB for the segmentation models, normalised volumes as they are)."""
 
-    def __init__(self, net: torch.nn.Module):
+    def __init__(self, net: torch.nn.Module, scale: float = 1.0):
         super().__init__()
-        self.net = net
+        self.net, self.scale = net, float(scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.net(x), dim=1)
+        return torch.softmax(self.net(x * self.scale), dim=1)
 
 
 def kind_of(meta: dict) -> str:
@@ -119,7 +109,7 @@ def _plan(model, meta: dict, kind: str, test_size: int | None) -> _Plan:
     size = test_size or max(64, -(-(2 * halo + 32) // stride) * stride)
     if kind == "segmentation":
         classes = list(meta["io"].get("classes") or [f"class{i}" for i in range(2)])
-        return _Plan(_Segmenter(model).eval(), (rng.random((1, 3, size, size)) * 255).astype(np.float32),
+        return _Plan(_Softmax(model, 1 / 255.0).eval(), (rng.random((1, 3, size, size)) * 255).astype(np.float32),
                      ["red", "green", "blue"], classes, "RGB image, values 0-255 (8-bit colour)",
                      "class probabilities (softmax): " + ", ".join(classes), (0.0, 255.0), ("y", "x"), stride, halo,
                      ["napari-medseg", "histology", "2d"])
@@ -166,7 +156,8 @@ def export_model(entry, out_path, *, test_size: int | None = None) -> Path:
         raise InputError(f"{out_path} exists; napari-medseg never replaces a file. Choose another name.")
     model, meta = entry.load("cpu")
     model.eval()
-    plan = _plan(model, meta, kind_of(meta), test_size)
+    kind = kind_of(meta)
+    plan = _plan(model, meta, kind, test_size)
     x = plan.x
     with torch.no_grad():
         y = plan.wrapped(torch.from_numpy(x)).numpy().astype(np.float32)
@@ -217,7 +208,7 @@ def export_model(entry, out_path, *, test_size: int | None = None) -> Path:
             weights=bio.WeightsDescr(torchscript=bio.TorchscriptWeightsDescr(
                 source=tmp / "weights.torchscript.pt", pytorch_version=bio.Version(torch.__version__.split("+")[0]))),
             attachments=[bio.FileDescr(source=tmp / "state_dict.pt"), bio.FileDescr(source=tmp / "napari_medseg.json")],
-            config={"napari_medseg": {"name": entry.name, "version": entry.version, "kind": kind_of(meta)}},
+            config={"napari_medseg": {"name": entry.name, "version": entry.version, "kind": kind}},
         )
         out_path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(out_path, suffix=".tmp.zip") as part:

@@ -7,6 +7,7 @@ editable install or a source checkout finds them at the repository top level.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import platformdirs
@@ -51,3 +52,9 @@ def cache_dir() -> Path:
     path = Path(env) / "cache" if env else Path(platformdirs.user_cache_dir("napari-medseg"))
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def safe_name(name, default: str) -> str:
+    """``name`` as a file or group name: runs of anything but letters, digits, ``_ . -``
+    become ``_``, no leading or trailing dots/underscores; ``default`` when nothing is left."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name or "")).strip("._") or default

@@ -7,7 +7,6 @@ napari console, or the engine's generators directly (see docs/widgets/segment.md
 from __future__ import annotations
 
 import datetime as _dt
-import re
 
 import numpy as np
 from magicgui.widgets import ComboBox, Container, Label, PushButton, SpinBox
@@ -33,7 +32,7 @@ DEFAULT_MODEL = "tissue"
 
 
 def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "image"
+    return paths.safe_name(name, "image")
 
 
 class SegmentWidget(Container):

@@ -12,13 +12,13 @@ an existing label image is never replaced: a taken name gets a numbered one.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import InputError
+from ..paths import safe_name
 from .claims import _ome
 from .omezarr import _multiscales, group_attrs, write_ome_zarr
 from .validate import as_labels
@@ -36,11 +36,6 @@ def label_names(image: str | os.PathLike) -> list[str]:
     attrs = group_attrs(Path(image) / "labels") or {}
     names = _ome(attrs).get("labels") or []
     return [str(n) for n in names if isinstance(n, str) and (Path(image) / "labels" / n).is_dir()]
-
-
-def _safe_name(name: str) -> str:
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name or "labels")).strip("._") or "labels"
-    return name
 
 
 def _free_name(labels_dir: Path, name: str) -> str:
@@ -95,7 +90,7 @@ def write_image_labels(
     if "c" in axes:
         data = data[tuple(None if ax == "c" else slice(None) for ax in axes)]
     labels_dir = image / "labels"
-    name = _free_name(labels_dir, _safe_name(name))
+    name = _free_name(labels_dir, safe_name(name, "labels"))
     group = zarr.open_group(str(labels_dir), mode="a", zarr_format=2)
     out = write_ome_zarr(
         labels_dir / name, data, axes="".join(axes), scale=scale, levels=len(first["datasets"]),
