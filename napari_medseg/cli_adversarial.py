@@ -46,13 +46,20 @@ def model_name(args) -> str:
     return MODEL_NAMES[args.method]
 
 
+def _defaults(slug: str) -> dict:
+    """The method's short-run defaults (``methods/<slug>/options.py: DEFAULTS``, shared with its dock)."""
+    import importlib
+
+    return importlib.import_module(f"napari_medseg.methods.{slug}.options").DEFAULTS
+
+
 def train(args, registry):
     """Train ``args.method`` and return the saved registry entry (None when stopped first)."""
     from .core.device import select_device
     from .core.jobs import run_in_terminal
 
     slug, device = args.method, str(select_device(args.device))
-    steps = int(args.steps or 300)
+    steps = int(args.steps or _defaults(slug)["source_steps" if slug == "modality_transfer" else "steps"])
     if slug == "adversarial_segmentation":
         gen, what = _train_chen(args, registry, steps, device)
     elif slug == "modality_transfer":
@@ -77,8 +84,9 @@ def _train_chen(args, registry, steps: int, device: str):
     n, size = _count(args, "adversarial_segmentation", 2), (96, 96)
     train = cardiac_cohort(n, seed=1000 + args.seed, size=size)
     val = cardiac_cohort(3, seed=2000 + args.seed, size=size, n_fully_labelled=3, n_unlabelled=0)
-    cfg = ChenConfig(method=_variant(args, "adversarial_segmentation"), steps=steps,
-                     pretrain_steps=max(1, steps // 3), batch_size=args.batch_size or 8, lr=args.lr or 2e-4,
+    short = _defaults("adversarial_segmentation")
+    cfg = ChenConfig(method=_variant(args, "adversarial_segmentation"), steps=steps, pretrain_steps=max(1, steps // 3),
+                     batch_size=args.batch_size or short["batch_size"], lr=args.lr or short["lr"],
                      size=size, seed=args.seed, device=device, val_every=max(1, steps // 10))
     what = f"{n} phantom patients (MS-CMR proportions), validated on the LGE of 3 more"
     return train_chen_model(registry, train, val, cfg, name=MODEL_NAMES["adversarial_segmentation"],
@@ -94,8 +102,10 @@ def _train_segan(args, registry, steps: int, device: str):
     n = _count(args, "modality_transfer", 3)
     n_val = max(1, n // 4)
     data = tumour_slices(n, seed=1000 + args.seed, modalities=(args.modality,), split=(n - n_val, n_val, 0))
+    short = _defaults("modality_transfer")
     cfg = SeganConfig(critic_input=_variant(args, "modality_transfer"), modality=args.modality, steps=steps,
-                      batch_size=args.batch_size or 8, optimizer="adam", lr=args.lr or 1e-3, seed=args.seed,
+                      batch_size=args.batch_size or short["batch_size"], optimizer=short["optimizer"],
+                      lr=args.lr or short["lr"], seed=args.seed,
                       device=device, val_every=max(1, steps // 10))
     what = f"{args.modality} slices of {n - n_val} phantom subjects, validated on {n_val} more"
     return train_segan_model(registry, data["train"], data["val"], cfg, name=MODEL_NAMES["modality_transfer"],
@@ -138,10 +148,11 @@ def _train_delisle(args, registry, steps: int, device: str):
         domains = [(site, [{"title": f"{site} {i + 1}", "raw": axial(img), "labels": axial(lab)} for i, (img, lab) in
                            enumerate(pairs)]) for site, pairs in sites.items()]
         what = f"phantom scans, {n} per site ({', '.join(sites)})"
-    rescaled = True
+    rescaled, short = True, _defaults("site_normalization")
     train, val, _notes = held_out_split(domains, 2, rescaled, 0)
     cfg = short_run_config(n_classes=n_classes_of(domains), spatial_dims=2, mode=mode, steps=steps,
-                           warmup_steps=max(1, steps // 5), batch_size=args.batch_size or 4, lr=args.lr or 2e-3,
+                           warmup_steps=max(1, steps // 5), batch_size=args.batch_size or short["batch_size"],
+                           lr=args.lr or short["lr"],
                            seed=args.seed, device=device)
     data = f"{what}; preprocessing " + '{"rescale": "brain percentile 1-99 -> [0, 1]", "slice_axis": 0}'
     return train_normalization_model(registry, train, val, cfg, name=MODEL_NAMES["site_normalization"],

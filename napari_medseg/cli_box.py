@@ -23,12 +23,13 @@ def train(args, registry):
     from .core.device import select_device
     from .core.jobs import run_in_terminal
     from .methods.box_iterative.model import MODEL_NAME
+    from .methods.box_iterative.options import DEFAULTS
     from .methods.box_iterative.recipe import Recipe, run_recipe
     from .methods.box_iterative.stages import StageConfig
 
     device = select_device(args.device)
-    config = StageConfig(steps=args.steps or 150, patch=args.patch, batch_size=args.batch_size, seed=args.seed,
-                         adversarial=args.adversarial, head=getattr(args, "head", "binary"),
+    config = StageConfig(steps=args.steps or DEFAULTS["steps"], patch=args.patch, batch_size=args.batch_size,
+                         seed=args.seed, adversarial=args.adversarial, head=getattr(args, "head", "binary"),
                          stage2_replay=bool(getattr(args, "stage2_replay", False)), device=str(device))
     if args.image or args.boxes:
         job = run_in_terminal(user_data_job(registry, args, config), "train box_iterative")

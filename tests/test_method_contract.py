@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,40 @@ def test_a_fresh_process_rebuilds_every_shipped_network_from_the_method_list():
     assert len(out.stdout.strip().split(",")) == len(names)
     source = (ROOT / "napari_medseg" / "core" / "nets.py").read_text()
     assert "napari_medseg.methods." not in source  # no method module named in core
+
+
+#: dock settings that are hyperparameters of a run (not layers, display or UI state)
+_HYPERPARAMETER = re.compile(r"(steps|updates|rounds|lr|batch_size|patch|warmup|seed|weight|features|threshold|"
+                             r"fraction|radius|optimizer|phantom_shape|preview_size)")
+
+
+@pytest.mark.parametrize("spec", METHODS, ids=lambda m: m.slug)
+def test_the_dock_and_the_command_line_share_one_set_of_defaults(spec):
+    """A dock's hyperparameter defaults are declared in its method package (options.DEFAULTS
+    or an options dataclass), and a setting that shares a name with a command-line option
+    starts at the option's default unless DEFAULTS says otherwise (issue 18: the defaults
+    of the dock and the CLI had drifted apart)."""
+    import dataclasses
+
+    from napari_medseg.core.options import defaults
+
+    options = importlib.import_module(f"napari_medseg.methods.{spec.slug}.options")
+    module, cls = spec.settings.split(":")
+    dock = defaults(getattr(importlib.import_module(module), cls))
+    declared = {}
+    for obj in vars(options).values():
+        if isinstance(obj, type) and dataclasses.is_dataclass(obj) and obj.__module__ == options.__name__:
+            prefix = obj.__name__.removesuffix("Options").lower()
+            for k, v in defaults(obj).items():
+                if v is not None:
+                    declared.setdefault(k, v)
+                    declared[f"{prefix}_{k}"] = v  # e.g. the dock's train_updates is TrainOptions.updates
+    short = options.DEFAULTS
+    assert set(short) <= set(dock), f"DEFAULTS names settings the dock does not have: {set(short) - set(dock)}"
+    for name, value in dock.items():
+        if name in short:
+            assert value == short[name], name
+        elif name in declared and not isinstance(value, list) and value is not None:
+            assert value == declared[name], f"{name}: the dock starts at {value!r}, the command line at {declared[name]!r}"
+        if name != "device" and _HYPERPARAMETER.search(name):
+            assert name in short or name in declared, f"the dock's {name} default is not declared in {options.__name__}"

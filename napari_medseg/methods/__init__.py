@@ -25,6 +25,7 @@ class MethodSpec:
     docs: tuple[str, ...]  # pages under docs/
     nets: tuple[str, ...] = ()  # its modules that register networks (core.nets.register), imported on first use
     bench_module: str = ""  # module of `bench NAME` (default napari_medseg.bench.<bench>); <module>_real: --real
+    settings: str = ""  # the dock's settings dataclass, "module:Class" (its defaults come from options.DEFAULTS)
 
 
 METHODS = (
@@ -40,6 +41,7 @@ METHODS = (
         models=("tracking",),
         docs=("widgets/tracking.md", "methods/tracking.md"),
         nets=("policy",),
+        settings="napari_medseg.widgets._tracking_controller:TrackSettings",
     ),
     MethodSpec(
         slug="box_iterative",
@@ -53,6 +55,7 @@ METHODS = (
         models=("glomeruli",),
         docs=("widgets/box_iterative.md", "methods/box_iterative.md"),
         nets=(),
+        settings="napari_medseg.widgets._box_controller:BoxSettings",
     ),
     MethodSpec(
         slug="staining",
@@ -66,6 +69,7 @@ METHODS = (
         models=("despeckle", "stain_cyclegan"),
         docs=("widgets/staining.md", "methods/staining.md"),
         nets=("despeckle", "cyclegan"),
+        settings="napari_medseg.widgets._staining_controller:StainingSettings",
     ),
     MethodSpec(
         slug="joint_lesion_tissue",
@@ -80,6 +84,7 @@ METHODS = (
         models=("joint_lesion_tissue", "joint_tissue_only", "joint_lesion_only"),
         docs=("widgets/joint_lesion_tissue.md", "methods/joint_lesion_tissue.md"),
         nets=("network",),
+        settings="napari_medseg.widgets._joint_controller:JointSettings",
     ),
     MethodSpec(
         slug="adversarial_segmentation",
@@ -93,6 +98,7 @@ METHODS = (
         models=("chen_cardiac",),
         docs=("widgets/adversarial_segmentation.md", "methods/adversarial_segmentation.md", "methods/adversarial.md"),
         nets=("networks",),
+        settings="napari_medseg.widgets._adversarial_controller:AdversarialSettings",
     ),
     MethodSpec(
         slug="modality_transfer",
@@ -106,6 +112,7 @@ METHODS = (
         models=("segan_tumour", "segan_tumour_critic"),
         docs=("widgets/modality_transfer.md", "methods/modality_transfer.md", "methods/adversarial.md"),
         nets=("networks",),
+        settings="napari_medseg.widgets._transfer_controller:TransferSettings",
     ),
     MethodSpec(
         slug="site_normalization",
@@ -119,6 +126,7 @@ METHODS = (
         models=("delisle_normalization",),
         docs=("widgets/site_normalization.md", "methods/site_normalization.md", "methods/adversarial.md"),
         nets=("networks",),
+        settings="napari_medseg.widgets._normalization_controller:NormalizationSettings",
     ),
 )
 

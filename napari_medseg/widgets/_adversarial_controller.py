@@ -30,6 +30,8 @@ from ..methods.adversarial_segmentation.chen import (METHODS, PAPER_NAMES, ChenC
                                                      predict_slices, train_chen_model)
 from ..methods.adversarial_segmentation.cohort import (SOURCES, TARGET, Patient, class_dice, class_labels,
                                                        pseudo_masks, training_cohort)
+from ..core.options import defaults
+from ..methods.adversarial_segmentation.options import DEFAULTS as _DEFAULTS, TrainOptions
 from ._common import check_on_image_grid, layer_placement
 from ._controller import Controller, said as _said
 
@@ -54,16 +56,16 @@ class AdversarialSettings:
     lge_labels: Labels | None = None  # ... and its labels, for validation Dice only (never trained on)
     slice_axis: str = "first"  # "first" (napari's order) or "last" (NIfTI short-axis stacks: H, W, slices)
     patients: list = field(default_factory=list)  # more patients: {setting name: layer} (Add patient)
-    phantoms: int = 0  # extra phantom patients (bSSFP + T2 labelled) added to the training set
-    phantom_seed: int = 7
-    size: int = 0  # common in-plane size (square) to centre-crop / pad slices to; 0: as they are
-    method: str = "adversarial_transfer"  # "unet", "adversarial" or "adversarial_transfer"
-    steps: int = 300  # all iterations (k), pre-training included
-    pretrain_steps: int = 100  # supervised iterations of G before the adversarial ones (j)
-    batch_size: int = 8
-    lr: float = 2e-4
+    phantoms: int = _DEFAULTS["phantoms"]  # extra phantom patients (bSSFP + T2 labelled) added to the training set
+    phantom_seed: int = _DEFAULTS["phantom_seed"]
+    size: int = _DEFAULTS["size"]  # common in-plane size (square) to centre-crop / pad slices to; 0: as they are
+    method: str = defaults(TrainOptions)["variant"]  # "unet", "adversarial" or "adversarial_transfer"
+    steps: int = _DEFAULTS["steps"]  # all iterations (k), pre-training included
+    pretrain_steps: int = _DEFAULTS["pretrain_steps"]  # supervised iterations of G before the adversarial ones (j)
+    batch_size: int = _DEFAULTS["batch_size"]
+    lr: float = _DEFAULTS["lr"]
     device: str = "auto"
-    seed: int = 0
+    seed: int = _DEFAULTS["seed"]
     predict_image: Image | None = None  # None: the mapped LGE image
     version: int | None = None  # for Predict: None = the current version
 

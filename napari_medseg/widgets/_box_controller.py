@@ -23,7 +23,7 @@ from ..core.tiling import open_pyramid_output
 from ..core.options import defaults
 from ..methods.box_iterative.boxes import boxes_from_shapes
 from ..methods.box_iterative.model import MODEL_NAME
-from ..methods.box_iterative.options import TrainOptions
+from ..methods.box_iterative.options import DEFAULTS as _DEFAULTS, TrainOptions
 from ..methods.box_iterative.stages import IterativeTraining, StageConfig
 from ._common import layer_level, stored_labels
 from ._controller import Controller
@@ -47,13 +47,13 @@ class BoxSettings:
     val_labels: Labels | None = None
     rounds1: int = _TRAIN["rounds1"]
     rounds2: int = _TRAIN["rounds2"]
-    steps: int = 150
-    patch: int = 0  # 0: by device (the paper's 492 -> 496 on a GPU, 256 on a CPU)
-    batch_size: int = 0  # 0: by device (5 on a GPU, 4 on a CPU)
+    steps: int = _DEFAULTS["steps"]
+    patch: int = _DEFAULTS["patch"]  # 0: by device (the paper's 492 -> 496 on a GPU, 256 on a CPU)
+    batch_size: int = _DEFAULTS["batch_size"]  # 0: by device (5 on a GPU, 4 on a CPU)
     clip_boxes: bool = _TRAIN["clip_boxes"]  # boxes partly outside the slide: clip them instead of refusing
     polarity: str = _TRAIN["polarity"]  # grey images with a dark background are inverted (auto), or keep / invert
     instances: bool = True  # Predict: split touching objects into instances (in-memory results)
-    object_radius: float = 0.0  # typical object radius in pixels; 0: from the Stage 1 boxes
+    object_radius: float = _DEFAULTS["object_radius"]  # typical object radius in pixels; 0: from the Stage 1 boxes
     device: str = "auto"
     adversarial: float = _TRAIN["adversarial"]  # > 0: adversarial mode (a mask discriminator's term with this weight)
     head: str = _TRAIN["head"]  # a new model's output: "binary", or "boundary" (the instance head)

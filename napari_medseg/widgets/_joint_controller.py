@@ -22,6 +22,7 @@ from ..methods.joint_lesion_tissue import inference
 from ..methods.joint_lesion_tissue.datasets import check_brain, resample_to
 from ..methods.joint_lesion_tissue.metrics import lesion_stats, volumes_ml
 from ..methods.joint_lesion_tissue.models import MODEL_NAME, label_set_of
+from ..methods.joint_lesion_tissue.options import DEFAULTS as _DEFAULTS
 from ._controller import Controller
 from ._joint_training import start_folder_training, start_retraining
 
@@ -43,14 +44,14 @@ class JointSettings:
     model: str = MODEL_NAME  # or a baseline: joint_tissue_only, joint_lesion_only, joint_supervised
     version: int | None = None  # None: the current version
     device: str = "auto"
-    retrain_steps: int = 60
+    retrain_steps: int = _DEFAULTS["retrain_steps"]
     controls: str = ""  # dataset descriptions (CSV/YAML) for training from folders
     patients: str = ""
     validation: str = ""
     mode: str = "joint"
-    steps: int = 500
-    warmup: int = 250
-    patch: int = 32
+    steps: int = _DEFAULTS["steps"]
+    warmup: int = _DEFAULTS["warmup"]
+    patch: int = _DEFAULTS["patch"]
     finetune: bool = True  # start from the current version rather than from scratch
 
 

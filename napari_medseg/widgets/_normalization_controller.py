@@ -32,6 +32,8 @@ from ..methods.site_normalization.data import (PERCENTILES, PREP_TAG, apply_to_g
                                                read_folder_domain)
 from ..methods.site_normalization.delisle import NormalizationConfig, train_normalization_model
 from ..methods.site_normalization.delisle_config import short_run_config
+from ..core.options import defaults
+from ..methods.site_normalization.options import DEFAULTS as _DEFAULTS, TrainOptions
 from ._common import check_on_image_grid
 from ._controller import Controller, said as _said
 from ._normalization_display import NormalizationDisplay
@@ -69,19 +71,19 @@ class NormalizationSettings:
     labels: list = field(default_factory=list)  # ... their labels layers (empty: by name "<image> labels") ...
     folder: str = ""  # ... or a folder of NIfTI/TIFF files instead of layers
     domains: list = field(default_factory=list)  # the added domains (Domain)
-    mode: str = "adversarial"  # "adversarial", "standardized" or "none"
+    mode: str = defaults(TrainOptions)["variant"]  # "adversarial", "standardized" or "none"
     dims: str = "2-D slices"  # or "3-D"
     slice_axis: int = 0  # 2-D: 3-D images are cut along this axis (0: napari's slider axis)
     rescale: bool = True  # brain 1st-99th percentile -> [0, 1], per image, before the generator
-    steps: int = 300
-    warmup_steps: int = 60  # the generator learns the identity (MSE) first
-    patch: int = 32  # side of the square / cubic patches; a multiple of 8
-    batch_size: int = 4  # patches per domain and step
-    adv_weight: float = 1.0
-    identity_weight: float = 0.0  # MSE(G(x), x) kept after the warm-up (the paper: 0)
-    lr: float = 2e-3  # Adam, all three networks (the paper's SGD rates learn little in short runs)
-    features: int = 8  # network width: features of the first level of G, S and D (doubled per level)
-    seed: int = 0
+    steps: int = _DEFAULTS["steps"]
+    warmup_steps: int = _DEFAULTS["warmup_steps"]  # the generator learns the identity (MSE) first
+    patch: int = _DEFAULTS["patch"]  # side of the square / cubic patches; a multiple of 8
+    batch_size: int = _DEFAULTS["batch_size"]  # patches per domain and step
+    adv_weight: float = _DEFAULTS["adv_weight"]
+    identity_weight: float = _DEFAULTS["identity_weight"]  # MSE(G(x), x) kept after the warm-up (the paper: 0)
+    lr: float = _DEFAULTS["lr"]  # Adam, all three networks (the paper's SGD rates learn little in short runs)
+    features: int = _DEFAULTS["features"]  # network width: features of the first level of G, S and D (doubled per level)
+    seed: int = _DEFAULTS["seed"]
     device: str = "auto"
     advanced: dict = field(default_factory=dict)  # any other NormalizationConfig field, e.g. identity_weight
     apply_to: list = field(default_factory=list)  # image layers for Normalize / Segment (empty: the domains')

@@ -20,6 +20,7 @@ from ..core.jobs import Progress
 from ..core.registry import Registry
 from ..methods.staining import pipeline
 from ..methods.staining.card import MODEL_NAMES
+from ..methods.staining.options import DEFAULTS as _DEFAULTS
 from ._common import layer_level
 from ._controller import Controller
 from ._runner import JobRunner
@@ -39,7 +40,7 @@ class StainingSettings:
     cyclegan: bool = True
     normalisation: str = "slide"  # or "tile"
     tile: int = 1024
-    preview_size: int = 768  # longest side of the previewed field of view, in full-resolution pixels
+    preview_size: int = _DEFAULTS["preview_size"]  # longest side of the previewed field of view, in full-resolution pixels
     device: str = "auto"
     cpu_bf16: bool = False  # whole slide / Despeckle on a CPU with bfloat16: about 2x faster, within ~2/255
     speckled: Image | None = None  # "Despeckle": any single-channel layer (RCM), on its own
@@ -48,8 +49,8 @@ class StainingSettings:
     he_layers: list = field(default_factory=list)  # RGB H&E Image layers to train on
     he_folder: str = ""  # ... or a folder of H&E images; neither: the bundled H&E
     finetune: bool = True  # start from the current version
-    steps: int = 200
-    steps_large: int = 100  # CycleGAN's 512-px stage
+    steps: int = _DEFAULTS["steps"]
+    steps_large: int = _DEFAULTS["steps_large"]  # CycleGAN's 512-px stage
     confocal_domain: bool = False  # CycleGAN: domain A from the picked FCM/RCM (else derived from H&E)
 
 

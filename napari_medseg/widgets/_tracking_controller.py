@@ -20,7 +20,7 @@ from ..core.registry import Registry
 from ..methods.tracking import prepare, swc
 from ..methods.tracking.heading import heading_from_point
 from ..methods.tracking.model import MODEL_NAME, policy_from_entry, train_tracking
-from ..methods.tracking.options import FinetuneOptions, TrackOptions, TrainOptions
+from ..methods.tracking.options import DEFAULTS as _DEFAULTS, FinetuneOptions, TrackOptions, TrainOptions
 from ..methods.tracking.ppo import PPOConfig
 from ..methods.tracking.synthetic import SETTINGS
 from ..methods.tracking.track import TrackConfig, track_iter
@@ -54,7 +54,7 @@ class TrackSettings:
     scale: float = _TRACK["scale"]
     max_steps: int = _TRACK["max_steps"]
     device: str = "auto"
-    threshold: float = -3.0
+    threshold: float = _DEFAULTS["threshold"]
     stop_uncertain: bool = False
     entropy_steps: int = _TRACK["entropy_steps"]
     colormap: str = "viridis"

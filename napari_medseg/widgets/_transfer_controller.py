@@ -28,6 +28,8 @@ from ..methods.modality_transfer.compare import MODES, ROW_NAMES, compare_transf
 from ..methods.modality_transfer.data import has_tumour, phantom_volumes, source_split, target_split
 from ..methods.modality_transfer.networks import CRITIC_MODES
 from ..methods.modality_transfer.tumour import MODALITIES
+from ..core.options import defaults
+from ..methods.modality_transfer.options import DEFAULTS as _DEFAULTS, TrainOptions
 from ._controller import Controller
 from ._transfer_data import _info, layer_stack, layer_volumes
 from ._transfer_display import TransferDisplay
@@ -54,10 +56,10 @@ class TransferSettings:
     source_images: list = field(default_factory=list)  # image layers of the source modality
     source_labels: list = field(default_factory=list)  # their tumour Labels layers
     phantom_subjects: int = 0  # extra source data: seeded phantom subjects
-    phantom_seed: int = 0
-    phantom_shape: tuple = (64, 72, 64)  # (x, y, axial) voxels of a phantom subject, 2.25 mm
-    critic_input: str = "concat"  # the paper's; "multiply" is the original SegAN
-    source_steps: int = 300
+    phantom_seed: int = _DEFAULTS["phantom_seed"]
+    phantom_shape: tuple = _DEFAULTS["phantom_shape"]  # (x, y, axial) voxels of a phantom subject, 2.25 mm
+    critic_input: str = defaults(TrainOptions)["variant"]  # the paper's; "multiply" is the original SegAN
+    source_steps: int = _DEFAULTS["source_steps"]
     source_name: str = SOURCE_NAME  # the model to transfer from
     source_version: int | None = None  # None: its current version
     # transfer
@@ -66,19 +68,19 @@ class TransferSettings:
     target_labels: list = field(default_factory=list)
     split: str = "layers"  # "layers": held_out layers are validation + test; "fraction": of each layer's slices
     held_out: list = field(default_factory=list)
-    fraction: float = 0.3
-    steps: int = 200  # per mode
+    fraction: float = _DEFAULTS["fraction"]
+    steps: int = _DEFAULTS["steps"]  # per mode
     scratch: bool = True  # Compare also trains from scratch
     show_on: Image | None = None  # the target image the result layers go on
     # both
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    batch_size: int = 8
+    optimizer: str = _DEFAULTS["optimizer"]
+    lr: float = _DEFAULTS["lr"]
+    batch_size: int = _DEFAULTS["batch_size"]
     val_every: int | None = None  # None: a tenth of the steps
-    seed: int = 0
+    seed: int = _DEFAULTS["seed"]
     device: str = "auto"
-    seg_features: tuple = (16, 32, 64, 128)
-    critic_features: tuple = (16, 32, 64)
+    seg_features: tuple = _DEFAULTS["seg_features"]
+    critic_features: tuple = _DEFAULTS["critic_features"]
     # predict
     predict_image: Image | None = None
     predict_name: str = TRANSFER_NAME

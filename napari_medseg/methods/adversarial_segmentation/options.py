@@ -27,3 +27,18 @@ TRAIN_COMMANDS = {"adversarial_segmentation": ("adversarial_segmentation", (), H
 #: ``napari-medseg predict NAME``: (option classes here, "module:function", aliases, help)
 PREDICT_COMMANDS = {"adversarial_segmentation": (("PredictOptions",), "napari_medseg.cli_adversarial:predict", (),
                                HELP + ": one labels file per input")}
+
+
+#: Hyperparameter defaults of the dock's short runs, declared once here (the widget's
+#: settings read them); ``napari-medseg train adversarial_segmentation`` uses the same values
+#: where its option is left at None.
+DEFAULTS = {
+    "steps": 300,  # k: all iterations, pre-training included (the paper: 3000, ChenConfig)
+    "pretrain_steps": 100,  # j: supervised iterations of G first (the dock; train: a third of the steps)
+    "batch_size": 8,  # slices per step (the paper: 16)
+    "lr": 2e-4,  # Adam, the paper's
+    "seed": 0,
+    "phantoms": 0,  # the dock: extra phantom patients beside the user's (train: phantoms only, --phantoms)
+    "phantom_seed": 7,  # ... and their seed
+    "size": 0,  # common in-plane size; 0: the slices as they are
+}

@@ -46,3 +46,14 @@ TRAIN_COMMANDS = {"box_iterative": ("box_iterative", (), "iterative training fro
 PREDICT_COMMANDS = {"box_iterative": (("PredictOptions",), "napari_medseg.cli:_segment", (),
                                       "tiled glomeruli segmentation of a slide (zarr out; = segment --model "
                                       "glomeruli)")}
+
+
+#: Hyperparameter defaults of the dock's short runs, declared once here (the widget's
+#: settings read them); ``napari-medseg train box_iterative`` uses the same steps when --steps
+#: is not given.
+DEFAULTS = {
+    "steps": 150,  # training steps per round
+    "patch": 0,  # 0: by device (the paper's 492 -> 496 on a GPU, 256 on a CPU)
+    "batch_size": 0,  # 0: by device (5 on a GPU, 4 on a CPU)
+    "object_radius": 0.0,  # typical object radius in pixels; 0: from the Stage 1 boxes
+}

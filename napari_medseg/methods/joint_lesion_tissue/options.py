@@ -49,3 +49,14 @@ TRAIN_COMMANDS = {"joint_lesion_tissue": ("joint", ("joint",), "joint lesion + t
 PREDICT_COMMANDS = {"joint_lesion_tissue": (("PredictOptions",), "napari_medseg.cli_joint:predict", ("joint",),
                                             "lesion + tissue labels per subject (NIfTI on the input grid) and a "
                                             "volumes CSV")}
+
+
+#: Hyperparameter defaults of the dock's short runs, declared once here (the widget's
+#: settings read them); ``napari-medseg train joint_lesion_tissue`` runs longer by default
+#: (2000 steps, patch 48).
+DEFAULTS = {
+    "steps": 500,
+    "warmup": 250,  # iterations before the inter-modality term (the paper: 5000 of 20000)
+    "patch": 32,  # sub-volume side (the paper: 120x120x40)
+    "retrain_steps": 60,  # the dock's Retrain on corrected scans
+}

@@ -28,3 +28,21 @@ TRAIN_COMMANDS = {"modality_transfer": ("modality_transfer", (), HELP, "napari_m
 #: ``napari-medseg predict NAME``: (option classes here, "module:function", aliases, help)
 PREDICT_COMMANDS = {"modality_transfer": (("PredictOptions",), "napari_medseg.cli_adversarial:predict", (),
                                HELP + ": one labels file per input")}
+
+
+#: Hyperparameter defaults of the dock's short runs, declared once here (the widget's
+#: settings read them); ``napari-medseg train modality_transfer`` uses the same values where
+#: its option is left at None.
+DEFAULTS = {
+    "steps": 200,  # per transfer mode (the dock's Compare; the source model: source_steps)
+    "source_steps": 300,
+    "optimizer": "adam",  # as SegAN's code (the paper: RMSprop at 2e-5, SeganConfig)
+    "lr": 1e-3,
+    "batch_size": 8,
+    "seed": 0,
+    "phantom_seed": 0,
+    "phantom_shape": (64, 72, 64),  # (x, y, axial) voxels of a phantom subject, 2.25 mm
+    "fraction": 0.3,  # held-out fraction of the target slices (split by fraction)
+    "seg_features": (16, 32, 64, 128),
+    "critic_features": (16, 32, 64),
+}

@@ -30,3 +30,19 @@ TRAIN_COMMANDS = {"site_normalization": ("site_normalization", (), HELP, "napari
 #: ``napari-medseg predict NAME``: (option classes here, "module:function", aliases, help)
 PREDICT_COMMANDS = {"site_normalization": (("PredictOptions",), "napari_medseg.cli_adversarial:predict", (),
                                HELP + ": one labels file per input")}
+
+
+#: Hyperparameter defaults of the dock's short runs, declared once here (the widget's
+#: settings read them); ``napari-medseg train site_normalization`` uses the same values where
+#: its option is left at None.
+DEFAULTS = {
+    "steps": 300,  # warm-up included (the paper: 3000, NormalizationConfig)
+    "warmup_steps": 60,  # G learns the identity first (the dock; train: a fifth of the steps)
+    "patch": 32,  # side of the square / cubic patches, a multiple of 8
+    "batch_size": 4,  # patches per domain and step
+    "adv_weight": 1.0,
+    "identity_weight": 0.0,  # MSE(G(x), x) after the warm-up (the paper: 0)
+    "lr": 2e-3,  # Adam, all three networks (the paper's SGD rates learn little in short runs)
+    "features": 8,  # features of the first level of G, S and D
+    "seed": 0,
+}

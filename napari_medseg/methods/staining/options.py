@@ -84,3 +84,13 @@ PREDICT_COMMANDS = {
     "despeckle": (("DespeckleOptions",), "napari_medseg.cli_staining:predict_despeckle", (),
                   "despeckle single-channel images on their own (one file per input)"),
 }
+
+
+#: Hyperparameter defaults of the dock's short runs, declared once here (the widget's
+#: settings read them); ``napari-medseg train staining`` runs longer by default (2000 steps,
+#: 1000 at 512 px).
+DEFAULTS = {
+    "steps": 200,  # the dock's fine-tuning run
+    "steps_large": 100,  # CycleGAN's 512-px stage
+    "preview_size": 768,  # longest side of the previewed field of view, in full-resolution pixels
+}

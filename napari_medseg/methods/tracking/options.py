@@ -66,3 +66,10 @@ TRAIN_COMMANDS = {"tracking": ("tracking", (), "the DRL axon tracker (Dai et al.
 #: ``napari-medseg predict NAME``: (option classes here, "module:function", aliases, help)
 PREDICT_COMMANDS = {"tracking": (("TrackOptions", "ImageOptions"), "napari_medseg.cli_tracking:track_command", (),
                                  "trace fibres from start points (SWC out; = track)")}
+
+
+#: Hyperparameter defaults of the dock's short runs, declared once here (the widget's
+#: settings read them).
+DEFAULTS = {
+    "threshold": -3.0,  # the dock's entropy threshold (log): steps above it count as unsure
+}
