@@ -171,7 +171,9 @@ def _norm_train(p: dict, seed: int, mode: str, train: dict, val: dict, batch_siz
                               lr_segmenter=p["lr"], lr_discriminator=p["lr"], val_every=p["val_every"],
                               plateau_patience=None, mode=mode, seed=seed, amp=False,
                               segmenter_features=p["segmenter_features"], generator_features=p["generator_features"],
-                              discriminator_features=p["discriminator_features"])
+                              discriminator_features=p["discriminator_features"],
+                              generator_upsample=p.get("generator_upsample", "resize"),
+                              adv_weight=p.get("adv_weight", 1.0))
     torch.manual_seed(seed)
     model, _, disc = build_networks(cfg, max(2, len(train)))
     gen, seg = (model.generator, model.segmenter) if mode == "adversarial" else (None, model)

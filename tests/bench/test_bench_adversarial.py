@@ -22,7 +22,8 @@ SCALARS = ["segan_dice_multiply", "segan_dice_concat", "transfer_dice_full", "tr
            "transfer_dice_scratch", "transfer_dice_source_only", "transfer_source_dice"]
 JSD = ["norm_jsd_before", "norm_jsd_after", "norm_jsd_standardized"]
 FLAGS = {"goal_cardiac_met": "cardiac_dice_adv_transfer", "goal_segan_met": "segan_dice_concat",
-         "goal_norm_jsd_met": "norm_jsd_after", "goal_norm_dice_met": "norm_dice_adversarial"}
+         "goal_norm_jsd_met": "norm_jsd_after", "goal_norm_dice_met": "norm_dice_adversarial",
+         "goal_norm_checkerboard_met": "norm_checkerboard_ratio"}
 
 
 def _dice_ok(v) -> bool:
@@ -97,7 +98,7 @@ def test_json_equals_the_result(result):
     assert json.loads(out.read_text()) == r
 
 
-def _fake(card, concat, multiply, jsd, norm):
+def _fake(card, concat, multiply, jsd, norm, checkerboard=1.0):
     def cls(names, v):
         return {**{n: v for n in names[:-1]}, "mean": v}
 
@@ -106,17 +107,18 @@ def _fake(card, concat, multiply, jsd, norm):
             "segan_dice_multiply": multiply, "norm_jsd_before": jsd[0], "norm_jsd_after": jsd[1],
             "norm_jsd_standardized": 0.1, "norm_dice_cross_site_no_adaptation": cls(TISSUES, norm[0]),
             "norm_dice_standardized": cls(TISSUES, norm[1]), "norm_dice_adversarial": cls(TISSUES, norm[2]),
+            "norm_checkerboard_ratio": checkerboard,
             **{f"transfer_dice_{k}": 0.5 for k in ("full", "frozen_critic", "scratch", "source_only")}}
 
 
 def test_goals_directions():
     from napari_medseg.bench.adversarial import goals
 
-    good = _fake((0.6, 0.6), 0.8, 0.8, (0.5, 0.2), (0.3, 0.6, 0.7))  # ties count for the ≥ goals
+    good = _fake((0.6, 0.6), 0.8, 0.8, (0.5, 0.2), (0.3, 0.6, 0.7), 1.2)  # ties count for the ≥ goals
     texts, flags = goals(good, [good])
     assert all(flags.values()) and not any("NOT met" in t for t in texts.values())
     assert "held in 1 of 1 seed(s)" in texts["segan_dice_concat"]
-    bad = _fake((0.6, 0.59), 0.7, 0.8, (0.5, 0.5), (0.3, 0.7, 0.7))  # adversarial only ties standardized
+    bad = _fake((0.6, 0.59), 0.7, 0.8, (0.5, 0.5), (0.3, 0.7, 0.7), 1.3)  # adversarial only ties standardized
     texts, flags = goals(bad, [good, bad])
     assert not any(flags.values())
     assert all("NOT met" in texts[g] for g in FLAGS.values()) and "held in 1 of 2 seed(s)" in texts["norm_jsd_after"]

@@ -206,7 +206,8 @@ def build_networks(config: NormalizationConfig, n_domains: int):
     if cfg.mode != "adversarial":
         return kaiming_init(nets.build(seg)), seg, None
     model = NormalizeAndSegment(generator={"spatial_dims": cfg.spatial_dims, "channels": 1,
-                                           "features": list(cfg.generator_features)}, segmenter=seg)
+                                           "features": list(cfg.generator_features),
+                                           "upsample": cfg.generator_upsample}, segmenter=seg)
     kaiming_init(model.segmenter)
     return model, model.arch(), DomainDiscriminator(cfg.spatial_dims, 1, n_domains, cfg.discriminator_features)
 

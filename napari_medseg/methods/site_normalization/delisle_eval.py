@@ -24,6 +24,34 @@ def standardize(image) -> np.ndarray:
     return ((img - vals.mean()) / max(float(vals.std()), 1e-6)).astype(np.float32)
 
 
+def nyquist_fraction(image) -> float:
+    """The share of an image's spectral power (mean removed, per plane of its last two axes)
+    at the 2-px period: the rows and columns of the Nyquist frequency, where a stride-2
+    transposed convolution leaves its checkerboard."""
+    img = np.asarray(image, np.float64)
+    planes = img.reshape(-1, *img.shape[-2:])
+    total = at = 0.0
+    for plane in planes:
+        power = np.abs(np.fft.fft2(plane - plane.mean())) ** 2
+        h, w = plane.shape
+        total += power.sum()
+        nyq = np.zeros_like(power, dtype=bool)
+        if h % 2 == 0:
+            nyq[h // 2, :] = True
+        if w % 2 == 0:
+            nyq[:, w // 2] = True
+        at += power[nyq].sum()
+    return float(at / total) if total > 0 else 0.0
+
+
+def checkerboard_ratio(outputs, inputs) -> float:
+    """Mean Nyquist share of the outputs over that of their inputs: about 1 (or below, a
+    smoother output) when G adds no 2-px pattern; well above 1 with a checkerboard."""
+    out = np.mean([nyquist_fraction(o) for o in outputs])
+    ref = np.mean([nyquist_fraction(i) for i in inputs])
+    return float(out / max(ref, 1e-12))
+
+
 def _input(image, mode: str) -> np.ndarray:
     return standardize(image) if mode == "standardized" else np.asarray(image, np.float32)
 
@@ -137,6 +165,9 @@ def evaluate_sites(generator, segmenter, test_domains: Mapping, mode: str = "adv
     else:
         seen = {s: [_input(im, mode) for im in ims] for s, ims in raw.items()}
     out.update(jsd_before=_mean_pairwise_jsd(raw, masks), jsd_after=_mean_pairwise_jsd(seen, masks))
+    if mode == "adversarial":
+        out["checkerboard_ratio"] = checkerboard_ratio([g for ims in seen.values() for g in ims],
+                                                       [x for ims in raw.values() for x in ims])
     return out
 
 

@@ -16,11 +16,47 @@ from ...core.adversarial.networks import _LEAKY, _Registered, _check_dims, kaimi
 from ...core.errors import InputError
 
 
-def _unet(sd: int, c_in: int, c_out: int, channels: Sequence[int], norm: str, num_res_units: int) -> nn.Module:
+#: the generator's up-sampling: MONAI's transposed convolutions (the models shipped before
+#: issue 20), or nearest-neighbour resizing followed by a convolution (Odena et al. 2016): a
+#: stride-2 transposed 3x3 convolution overlaps unevenly and prints a 2-px checkerboard
+UPSAMPLING = ("transposed", "resize")
+
+
+def _unet(sd: int, c_in: int, c_out: int, channels: Sequence[int], norm: str, num_res_units: int,
+          upsample: str = "transposed") -> nn.Module:
     from monai.networks.nets import UNet
 
-    return UNet(sd, c_in, c_out, channels=tuple(channels), strides=(2,) * (len(channels) - 1),
-                num_res_units=num_res_units, norm=norm)
+    if upsample not in UPSAMPLING:
+        raise InputError(f"upsample is one of {UPSAMPLING}, not {upsample!r}.")
+    cls = UNet if upsample == "transposed" else _ResizeUNet
+    return cls(sd, c_in, c_out, channels=tuple(channels), strides=(2,) * (len(channels) - 1),
+               num_res_units=num_res_units, norm=norm)
+
+
+def _resize_unet_class():
+    from monai.networks.nets import UNet
+
+    class ResizeUNet(UNet):
+        """MONAI's U-Net with each up layer's transposed convolution replaced by a nearest
+        resize and a stride-1 convolution of the same kernel, norm and activation."""
+
+        def _get_up_layer(self, in_channels: int, out_channels: int, strides: int, is_top: bool) -> nn.Module:
+            conv = Convolution(self.dimensions, in_channels, out_channels, strides=1, kernel_size=self.up_kernel_size,
+                               act=self.act, norm=self.norm, dropout=self.dropout, bias=self.bias,
+                               conv_only=is_top and self.num_res_units == 0, adn_ordering=self.adn_ordering)
+            up = nn.Sequential(nn.Upsample(scale_factor=strides, mode="nearest"), conv)
+            if self.num_res_units > 0:
+                return nn.Sequential(up, ResidualUnit(self.dimensions, out_channels, out_channels, strides=1,
+                                                      kernel_size=self.kernel_size, subunits=1, act=self.act,
+                                                      norm=self.norm, dropout=self.dropout, bias=self.bias,
+                                                      last_conv_only=is_top, adn_ordering=self.adn_ordering))
+            return up
+
+    return ResizeUNet
+
+
+def _ResizeUNet(*args, **kwargs) -> nn.Module:  # noqa: N802 - a class, built on first use (MONAI import)
+    return _resize_unet_class()(*args, **kwargs)
 
 
 @nets.register("delisle2019.NormalizationGenerator")
@@ -31,12 +67,16 @@ class NormalizationGenerator(_Registered):
     ARCH_NAME = "delisle2019.NormalizationGenerator"
 
     def __init__(self, spatial_dims: int = 3, channels: int = 1, features: Sequence[int] = (16, 32, 64),
-                 norm: str = "batch", num_res_units: int = 1):
+                 norm: str = "batch", num_res_units: int = 1, upsample: str = "transposed"):
         super().__init__()
-        self._keep(spatial_dims=spatial_dims, channels=channels, features=tuple(features), norm=norm,
-                   num_res_units=num_res_units)
+        kept = dict(spatial_dims=spatial_dims, channels=channels, features=tuple(features), norm=norm,
+                    num_res_units=num_res_units)
+        if upsample != "transposed":  # older checkpoints have no key: they rebuild as before
+            kept["upsample"] = upsample
+        self._keep(**kept)
         self.total_stride = 2 ** (len(features) - 1)
-        self.unet = kaiming_init(_unet(_check_dims(spatial_dims), channels, channels, features, norm, num_res_units))
+        self.unet = kaiming_init(_unet(_check_dims(spatial_dims), channels, channels, features, norm, num_res_units,
+                                       upsample))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.unet(x)
