@@ -87,6 +87,7 @@ def _train_chen(args, registry, steps: int, device: str):
     short = _defaults("adversarial_segmentation")
     cfg = ChenConfig(method=_variant(args, "adversarial_segmentation"), steps=steps, pretrain_steps=max(1, steps // 3),
                      batch_size=args.batch_size or short["batch_size"], lr=args.lr or short["lr"],
+                     adv_weight=short["adv_weight"],
                      size=size, seed=args.seed, device=device, val_every=max(1, steps // 10))
     what = f"{n} phantom patients (MS-CMR proportions), validated on the LGE of 3 more"
     return train_chen_model(registry, train, val, cfg, name=MODEL_NAMES["adversarial_segmentation"],

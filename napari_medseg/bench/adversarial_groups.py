@@ -76,7 +76,8 @@ def cardiac_group(p: dict, seed: int, data: dict) -> dict:
     out = {}
     for method in METHODS:
         cfg = ChenConfig(method=method, steps=p["steps"], pretrain_steps=p["pretrain_steps"],
-                         batch_size=p["batch_size"], lr=p["lr"], seed=seed, val_every=p["val_every"], amp=False)
+                         batch_size=p["batch_size"], lr=p["lr"], seed=seed, val_every=p["val_every"], amp=False,
+                         adv_weight=p.get("adv_weight", 1.0))
         train, val = chen_training_data(data["train"], cfg), chen_validation_data(data["val"], cfg)
         torch.manual_seed(seed)  # G's initial weights: the same in all three methods
         model = DilatedResUNet(2, 1, cfg.n_classes, features=p["features"], dilations=p["dilations"])

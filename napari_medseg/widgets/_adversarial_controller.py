@@ -64,6 +64,7 @@ class AdversarialSettings:
     pretrain_steps: int = _DEFAULTS["pretrain_steps"]  # supervised iterations of G before the adversarial ones (j)
     batch_size: int = _DEFAULTS["batch_size"]
     lr: float = _DEFAULTS["lr"]
+    adv_weight: float = _DEFAULTS["adv_weight"]  # weight of G's adversarial term (the paper: 1)
     device: str = "auto"
     seed: int = _DEFAULTS["seed"]
     predict_image: Image | None = None  # None: the mapped LGE image
@@ -218,7 +219,8 @@ class AdversarialController(Controller):
         size = None if not s.size else (tuple(int(v) for v in s.size) if np.ndim(s.size) else (int(s.size),) * 2)
         steps = int(s.steps)
         cfg = ChenConfig(method=s.method, steps=steps, pretrain_steps=int(s.pretrain_steps),
-                         batch_size=int(s.batch_size), lr=float(s.lr), size=size, seed=int(s.seed),
+                         batch_size=int(s.batch_size), lr=float(s.lr), adv_weight=float(s.adv_weight), size=size,
+                         seed=int(s.seed),
                          device=str(self.device()), val_every=max(1, steps // 10))
         check_config(cfg)
         return cfg

@@ -24,7 +24,7 @@ from ._dock import MethodDock
 from ._plot import LivePlot
 
 BOUND = ("bssfp", "bssfp_labels", "t2", "t2_labels", "lge", "lge_labels", "slice_axis", "phantoms", "size",
-         "method", "steps", "pretrain_steps", "batch_size", "lr", "device", "predict_image")
+         "method", "steps", "pretrain_steps", "batch_size", "lr", "adv_weight", "device", "predict_image")
 
 
 def caption(text: str):
@@ -63,6 +63,7 @@ class AdversarialSegmentationWidget(MethodDock):
         self.pretrain_steps = SpinBox(label="pre-training steps", min=0, max=1_000_000)
         self.batch_size = SpinBox(label="batch size", min=1, max=256)
         self.lr = FloatSpinBox(label="learning rate", min=1e-5, max=0.1, step=1e-5)
+        self.adv_weight = FloatSpinBox(label="adversarial weight", min=0.0, max=10.0, step=0.01)
         self.device = device_picker()
         self.predict_image = layer_picker(v, Image, "segment (empty: the LGE)", nullable=True)
         self.version = ComboBox(label="version", choices=self._versions)
@@ -87,7 +88,8 @@ class AdversarialSegmentationWidget(MethodDock):
                                                self.lge, self.lge_labels, self.slice_axis, self.pseudo_button,
                                                self.add_button, self.clear_button, self.patients]),
             ("Training set", [self.phantoms, self.size]),
-            ("Train", [self.method, self.steps, self.pretrain_steps, self.batch_size, self.lr, self.device,
+            ("Train", [self.method, self.steps, self.pretrain_steps, self.batch_size, self.lr, self.adv_weight,
+                       self.device,
                        self.train_button, self.runner, caption("G: loss_g = λ·L_ID + (1−λ)·L_DT + adversarial"),
                        self.g_plot, caption("D: loss_d, and loss_adv, the adversarial term of G"), self.d_plot,
                        caption("validation Dice on the LGE labels"), self.dice_plot]),

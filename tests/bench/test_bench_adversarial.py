@@ -102,7 +102,8 @@ def _fake(card, concat, multiply, jsd, norm, checkerboard=1.0):
     def cls(names, v):
         return {**{n: v for n in names[:-1]}, "mean": v}
 
-    return {"cardiac_dice_unet": cls(CARDIAC_CLASSES, card[0]), "cardiac_dice_adv": cls(CARDIAC_CLASSES, 0.5),
+    adv = card[2] if len(card) > 2 else card[0]  # U+A+D: between the two unless given
+    return {"cardiac_dice_unet": cls(CARDIAC_CLASSES, card[0]), "cardiac_dice_adv": cls(CARDIAC_CLASSES, adv),
             "cardiac_dice_adv_transfer": cls(CARDIAC_CLASSES, card[1]), "segan_dice_concat": concat,
             "segan_dice_multiply": multiply, "norm_jsd_before": jsd[0], "norm_jsd_after": jsd[1],
             "norm_jsd_standardized": 0.1, "norm_dice_cross_site_no_adaptation": cls(TISSUES, norm[0]),
@@ -122,6 +123,8 @@ def test_goals_directions():
     texts, flags = goals(bad, [good, bad])
     assert not any(flags.values())
     assert all("NOT met" in texts[g] for g in FLAGS.values()) and "held in 1 of 2 seed(s)" in texts["norm_jsd_after"]
+    below_unet = _fake((0.6, 0.7, 0.5), 0.8, 0.8, (0.5, 0.2), (0.3, 0.6, 0.7))  # U+A+D below the U-Net
+    assert not goals(below_unet)[1]["goal_cardiac_met"]
     missing = _fake((0.6, 0.6), None, 0.8, (0.5, 0.2), (0.3, 0.6, 0.7))
     assert not goals(missing)[1]["goal_segan_met"]  # a missing value never meets a goal
 

@@ -37,6 +37,7 @@ DEFAULTS = {
     "pretrain_steps": 100,  # j: supervised iterations of G first (the dock; train: a third of the steps)
     "batch_size": 8,  # slices per step (the paper: 16)
     "lr": 2e-4,  # Adam, the paper's
+    "adv_weight": 0.01,  # the adversarial term's weight (Eq. 6: 1), chosen on validation Dice (issue 20)
     "seed": 0,
     "phantoms": 0,  # the dock: extra phantom patients beside the user's (train: phantoms only, --phantoms)
     "phantom_seed": 7,  # ... and their seed
