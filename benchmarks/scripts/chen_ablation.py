@@ -5,8 +5,13 @@ printed beside it.
 
     python benchmarks/scripts/chen_ablation.py unet,uadt,uadt_adv0.1 [OUT.json]
 """
-import dataclasses, json, sys, time
-import numpy as np, torch
+import dataclasses
+import sys
+
+import _ablation
+import numpy as np
+import torch
+
 torch.set_num_threads(1)  # as the bench
 from napari_medseg.bench import adversarial_groups as groups
 from napari_medseg.bench.adversarial import CARDIAC as p
@@ -28,35 +33,24 @@ VARIANTS = {
     "uad_adv0.01": {"method": "adversarial", "adv_weight": 0.01},
 }
 data = groups.cardiac_data(p)
-names = sys.argv[1].split(",") if len(sys.argv) > 1 else list(VARIANTS)
-out = {}
-for name in names:
-    rows = []
-    for seed in (0, 1, 2):
-        t = time.perf_counter()
-        cfg = ChenConfig(method="adversarial_transfer", steps=p["steps"], pretrain_steps=p["pretrain_steps"],
-                         batch_size=p["batch_size"], lr=p["lr"], seed=seed, val_every=p["val_every"], amp=False)
-        cfg = dataclasses.replace(cfg, **VARIANTS[name])
-        train, val = chen_training_data(data["train"], cfg), chen_validation_data(data["val"], cfg)
-        torch.manual_seed(seed)
-        model = DilatedResUNet(2, 1, cfg.n_classes, features=p["features"], dilations=p["dilations"])
-        disc = None if cfg.method == "unet" else ConditionalMaskDiscriminator(2, 1, cfg.n_classes, features=p["d_features"])
-        best = {}
-        gen = train_chen(model, disc, train, val, cfg, keep=lambda state, metrics, step: best.update(state=state))
-        try:
-            while True:
-                next(gen)
-        except StopIteration as e:
-            res = e.value
-        model.load_state_dict(best["state"])
-        test = evaluate_target(model, data["test"], "cpu", cfg.target)["dice"]
-        row = {"val": res["best_metrics"].get("val_dice", res["best_metrics"].get("dice")),
-               "test": float(np.mean([v for v in test.values() if v is not None])),
-               "test_by_class": test, "best_step": res["best_step"], "s": round(time.perf_counter() - t, 1)}
-        rows.append(row)
-        print(name, seed, json.dumps(row, default=float), flush=True)
-    out[name] = rows
-    print(f"== {name}: val {np.mean([r['val'] for r in rows]):.3f} test {np.mean([r['test'] for r in rows]):.3f}",
-          flush=True)
-if len(sys.argv) > 2:
-    json.dump(out, open(sys.argv[2], "w"), indent=1, default=float)
+
+
+def run_one(overrides: dict, seed: int) -> dict:
+    cfg = ChenConfig(method="adversarial_transfer", steps=p["steps"], pretrain_steps=p["pretrain_steps"],
+                     batch_size=p["batch_size"], lr=p["lr"], seed=seed, val_every=p["val_every"], amp=False)
+    cfg = dataclasses.replace(cfg, **overrides)
+    train, val = chen_training_data(data["train"], cfg), chen_validation_data(data["val"], cfg)
+    torch.manual_seed(seed)
+    model = DilatedResUNet(2, 1, cfg.n_classes, features=p["features"], dilations=p["dilations"])
+    disc = None if cfg.method == "unet" else ConditionalMaskDiscriminator(2, 1, cfg.n_classes, features=p["d_features"])
+    best = {}
+    res = groups._drain(train_chen(model, disc, train, val, cfg,
+                                   keep=lambda state, metrics, step: best.update(state=state)))
+    model.load_state_dict(best["state"])
+    test = evaluate_target(model, data["test"], "cpu", cfg.target)["dice"]
+    return {"val": res["best_metrics"].get("val_dice", res["best_metrics"].get("dice")),
+            "test": float(np.mean([v for v in test.values() if v is not None])), "test_by_class": test,
+            "best_step": res["best_step"]}
+
+
+_ablation.run(VARIANTS, run_one, sys.argv)

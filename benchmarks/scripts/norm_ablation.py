@@ -6,8 +6,12 @@ at weight 1 with the resize-convolution generator; each variant changes what it 
     python benchmarks/scripts/norm_ablation.py resize,resize_adv0.01 [OUT.json]
 
 Results of 2026-12-05: benchmarks/adversarial-norm-ablation.json."""
-import dataclasses, json, sys, time
-import numpy as np, torch
+import dataclasses
+import sys
+
+import _ablation
+import torch
+
 torch.set_num_threads(2)
 from napari_medseg.bench import adversarial_groups as groups
 from napari_medseg.bench.adversarial import NORM, _per_class_mean
@@ -31,38 +35,26 @@ VARIANTS = {
   "resize_adv0.01": {"adv_weight": 0.01},
   "resize_adv0.03_steps900": {"adv_weight": 0.03, "steps": 900, "val_every": 60},
 }
-names = sys.argv[1].split(",") if len(sys.argv) > 1 else list(VARIANTS)
-out = {}
-for name in names:
-    rows = []
-    for seed in (0, 1, 2):
-        t = time.perf_counter()
-        cfg = NormalizationConfig(spatial_dims=2, patch_size=(p["patch"],) * 2, batch_size=p["batch_size"], steps=p["steps"],
-                                  warmup_steps=p["warmup_steps"], optimizer="adam", lr_generator=p["lr"],
-                                  lr_segmenter=p["lr"], lr_discriminator=p["lr"], val_every=p["val_every"],
-                                  plateau_patience=None, mode="adversarial", seed=seed, amp=False,
-                                  segmenter_features=p["segmenter_features"], generator_features=p["generator_features"],
-                                  discriminator_features=p["discriminator_features"], generator_upsample="resize",
-                                  adv_weight=1.0)
-        cfg = dataclasses.replace(cfg, **VARIANTS[name])
-        torch.manual_seed(seed)
-        model, _, disc = build_networks(cfg, 2)
-        best = {}
-        gen = train_normalization(model.generator, model.segmenter, disc, data["train"], data["val"], cfg,
-                                  keep=lambda state, metrics, step: best.update(state=state))
-        try:
-            while True: next(gen)
-        except StopIteration as e:
-            res = e.value
-        model.load_state_dict(best["state"])
-        ev = evaluate_sites(model.generator, model.segmenter, data["test"], "adversarial")
-        row = {"val": res["best_metrics"]["dice"], "test": _per_class_mean(list(ev["dice"].values()))["mean"],
-               "jsd_after": ev["jsd_after"], "checkerboard": ev["checkerboard_ratio"], "best_step": res["best_step"],
-               "s": round(time.perf_counter() - t, 1)}
-        rows.append(row)
-        print(name, seed, json.dumps(row, default=float), flush=True)
-    out[name] = rows
-    print(f"== {name}: val {np.mean([r['val'] for r in rows]):.3f} test {np.mean([r['test'] for r in rows]):.3f} "
-          f"jsd {np.mean([r['jsd_after'] for r in rows]):.3f} cb {np.mean([r['checkerboard'] for r in rows]):.2f}", flush=True)
-if len(sys.argv) > 2:
-    json.dump(out, open(sys.argv[2], "w"), indent=1, default=float)
+
+
+def run_one(overrides: dict, seed: int) -> dict:
+    cfg = NormalizationConfig(spatial_dims=2, patch_size=(p["patch"],) * 2, batch_size=p["batch_size"], steps=p["steps"],
+                              warmup_steps=p["warmup_steps"], optimizer="adam", lr_generator=p["lr"],
+                              lr_segmenter=p["lr"], lr_discriminator=p["lr"], val_every=p["val_every"],
+                              plateau_patience=None, mode="adversarial", seed=seed, amp=False,
+                              segmenter_features=p["segmenter_features"], generator_features=p["generator_features"],
+                              discriminator_features=p["discriminator_features"], generator_upsample="resize",
+                              adv_weight=1.0)
+    cfg = dataclasses.replace(cfg, **overrides)
+    torch.manual_seed(seed)
+    model, _, disc = build_networks(cfg, 2)
+    best = {}
+    res = groups._drain(train_normalization(model.generator, model.segmenter, disc, data["train"], data["val"], cfg,
+                                            keep=lambda state, metrics, step: best.update(state=state)))
+    model.load_state_dict(best["state"])
+    ev = evaluate_sites(model.generator, model.segmenter, data["test"], "adversarial")
+    return {"val": res["best_metrics"]["dice"], "test": _per_class_mean(list(ev["dice"].values()))["mean"],
+            "jsd_after": ev["jsd_after"], "checkerboard": ev["checkerboard_ratio"], "best_step": res["best_step"]}
+
+
+_ablation.run(VARIANTS, run_one, sys.argv, keys=("val", "test", "jsd_after", "checkerboard"))
