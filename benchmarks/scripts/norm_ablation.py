@@ -34,6 +34,8 @@ VARIANTS = {
   "resize_adv0.3": {"adv_weight": 0.3},
   "resize_adv0.01": {"adv_weight": 0.01},
   "resize_adv0.03_steps900": {"adv_weight": 0.03, "steps": 900, "val_every": 60},
+  "resize_adv0.01_identity0.1": {"adv_weight": 0.01, "identity_weight": 0.1},
+  "resize_adv0.01_identity1": {"adv_weight": 0.01, "identity_weight": 1.0},
 }
 
 
@@ -53,8 +55,10 @@ def run_one(overrides: dict, seed: int) -> dict:
                                             keep=lambda state, metrics, step: best.update(state=state)))
     model.load_state_dict(best["state"])
     ev = evaluate_sites(model.generator, model.segmenter, data["test"], "adversarial")
+    ev_val = evaluate_sites(model.generator, model.segmenter, data["val"], "adversarial")
     return {"val": res["best_metrics"]["dice"], "test": _per_class_mean(list(ev["dice"].values()))["mean"],
-            "jsd_after": ev["jsd_after"], "checkerboard": ev["checkerboard_ratio"], "best_step": res["best_step"]}
+            "jsd_after": ev["jsd_after"], "checkerboard": ev["checkerboard_ratio"],
+            "checkerboard_val": ev_val["checkerboard_ratio"], "best_step": res["best_step"]}
 
 
-_ablation.run(VARIANTS, run_one, sys.argv, keys=("val", "test", "jsd_after", "checkerboard"))
+_ablation.run(VARIANTS, run_one, sys.argv, keys=("val", "test", "jsd_after", "checkerboard", "checkerboard_val"))
