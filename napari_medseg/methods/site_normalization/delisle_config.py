@@ -13,6 +13,7 @@ import torch
 
 from ...core.errors import InputError
 from .delisle_eval import MODES, _check_labelled, _input
+from .options import DEFAULTS as _SHORT  # the dock's short-run defaults, declared once
 from .sites import check_domains
 
 
@@ -52,19 +53,18 @@ class NormalizationConfig:
 
 
 
-def short_run_config(*, n_classes: int, spatial_dims: int, mode: str = "adversarial", steps: int = 300,
-                     warmup_steps: int = 60, patch: int = 32, batch_size: int = 4, adv_weight: float | None = None,
-                     identity_weight: float = 0.0, lr: float = 2e-3, features: int = 8, seed: int = 0,
-                     device: str = "cpu", advanced: dict | None = None) -> NormalizationConfig:
+def short_run_config(*, n_classes: int, spatial_dims: int, mode: str = "adversarial", steps: int = _SHORT["steps"],
+                     warmup_steps: int = _SHORT["warmup_steps"], patch: int = _SHORT["patch"],
+                     batch_size: int = _SHORT["batch_size"], adv_weight: float = _SHORT["adv_weight"],
+                     identity_weight: float = _SHORT["identity_weight"], lr: float = _SHORT["lr"],
+                     features: int = _SHORT["features"], seed: int = _SHORT["seed"], device: str = "cpu",
+                     advanced: dict | None = None) -> NormalizationConfig:
     """A configuration for short runs on a user's own domains (the dock's defaults): Adam at one
     rate for G, S and D, no plateau schedule, validation ten times per run, every network
     ``features`` wide at its first level (doubled per level). ``advanced``: any other
     :class:`NormalizationConfig` field, by name."""
-    from .options import DEFAULTS
-
     if mode not in MODES:
         raise InputError(f"Unknown mode {mode!r}; choose one of {list(MODES)}.")
-    adv_weight = DEFAULTS["adv_weight"] if adv_weight is None else adv_weight
     w, steps = int(features), int(steps)
     cfg = NormalizationConfig(
         spatial_dims=spatial_dims, patch_size=(int(patch),) * spatial_dims, batch_size=int(batch_size), steps=steps,

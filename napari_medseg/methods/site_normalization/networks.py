@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import torch
 from monai.networks.blocks import Convolution, ResidualUnit
 from monai.networks.layers import Pool
+from monai.networks.nets import UNet
 from torch import nn
 
 from ...core import nets
@@ -22,41 +23,30 @@ from ...core.errors import InputError
 UPSAMPLING = ("transposed", "resize")
 
 
+class ResizeUNet(UNet):
+    """MONAI's U-Net with each up layer's transposed convolution replaced by a nearest resize
+    and a stride-1 convolution of the same kernel, norm and activation."""
+
+    def _get_up_layer(self, in_channels: int, out_channels: int, strides: int, is_top: bool) -> nn.Module:
+        conv = Convolution(self.dimensions, in_channels, out_channels, strides=1, kernel_size=self.up_kernel_size,
+                           act=self.act, norm=self.norm, dropout=self.dropout, bias=self.bias,
+                           conv_only=is_top and self.num_res_units == 0, adn_ordering=self.adn_ordering)
+        up = nn.Sequential(nn.Upsample(scale_factor=strides, mode="nearest"), conv)
+        if self.num_res_units > 0:
+            return nn.Sequential(up, ResidualUnit(self.dimensions, out_channels, out_channels, strides=1,
+                                                  kernel_size=self.kernel_size, subunits=1, act=self.act,
+                                                  norm=self.norm, dropout=self.dropout, bias=self.bias,
+                                                  last_conv_only=is_top, adn_ordering=self.adn_ordering))
+        return up
+
+
 def _unet(sd: int, c_in: int, c_out: int, channels: Sequence[int], norm: str, num_res_units: int,
           upsample: str = "transposed") -> nn.Module:
-    from monai.networks.nets import UNet
-
     if upsample not in UPSAMPLING:
         raise InputError(f"upsample is one of {UPSAMPLING}, not {upsample!r}.")
-    cls = UNet if upsample == "transposed" else _ResizeUNet
+    cls = UNet if upsample == "transposed" else ResizeUNet
     return cls(sd, c_in, c_out, channels=tuple(channels), strides=(2,) * (len(channels) - 1),
                num_res_units=num_res_units, norm=norm)
-
-
-def _resize_unet_class():
-    from monai.networks.nets import UNet
-
-    class ResizeUNet(UNet):
-        """MONAI's U-Net with each up layer's transposed convolution replaced by a nearest
-        resize and a stride-1 convolution of the same kernel, norm and activation."""
-
-        def _get_up_layer(self, in_channels: int, out_channels: int, strides: int, is_top: bool) -> nn.Module:
-            conv = Convolution(self.dimensions, in_channels, out_channels, strides=1, kernel_size=self.up_kernel_size,
-                               act=self.act, norm=self.norm, dropout=self.dropout, bias=self.bias,
-                               conv_only=is_top and self.num_res_units == 0, adn_ordering=self.adn_ordering)
-            up = nn.Sequential(nn.Upsample(scale_factor=strides, mode="nearest"), conv)
-            if self.num_res_units > 0:
-                return nn.Sequential(up, ResidualUnit(self.dimensions, out_channels, out_channels, strides=1,
-                                                      kernel_size=self.kernel_size, subunits=1, act=self.act,
-                                                      norm=self.norm, dropout=self.dropout, bias=self.bias,
-                                                      last_conv_only=is_top, adn_ordering=self.adn_ordering))
-            return up
-
-    return ResizeUNet
-
-
-def _ResizeUNet(*args, **kwargs) -> nn.Module:  # noqa: N802 - a class, built on first use (MONAI import)
-    return _resize_unet_class()(*args, **kwargs)
 
 
 @nets.register("delisle2019.NormalizationGenerator")
