@@ -28,3 +28,14 @@ def test_real_bench_keys_and_protocol(tmp_path, monkeypatch, one_thread):
     assert r["n_nuclei_right"] == len(np.unique(mask[:, right])) - 1
     assert ("NOT met" in r["goals"]["real_vs_otsu_ws"]) != r["goal_real_vs_otsu_ws_met"]
     assert "inverted" in r["input_note"] and json.loads(out.read_text()) == r
+
+
+def test_the_full_real_bench_runs_the_methods_own_defaults(monkeypatch):
+    """What the bench reports is what a user gets from `train box_iterative` and the dock."""
+    from napari_medseg.bench import box_iterative_real as b
+    from napari_medseg.methods.box_iterative import options
+
+    monkeypatch.setitem(options.DEFAULTS, "steps", 7)
+    full = b._full_size()
+    assert full["steps"] == 7 and full["rounds"] == options.TrainOptions().rounds1
+    assert len(full["seeds"]) >= 3 and b.SIZES[False] is None
