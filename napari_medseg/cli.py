@@ -279,12 +279,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="box_iterative: the models' output (default binary; boundary: the instance head)")
     s.set_defaults(func=_bench)
 
-    from . import cli_methods, cli_tracking
+    from . import cli_methods
+    from .methods.tracking import cli as tracking_cli
 
     cli_methods.add_train_parser(sub)
     cli_methods.add_predict_parser(sub)
     cli_methods.add_segment_parser(sub)
-    cli_tracking.add_parsers(sub)
+    tracking_cli.add_parsers(sub)
 
     s = sub.add_parser("models", help="list models, or restore an earlier version")
     s.add_argument("action", choices=["list", "restore"])

@@ -104,7 +104,7 @@ def demo_tissue(viewer, widgets, app, out: Path, steps: int) -> dict:
     slide, truth = viewer.layers["synthetic slide"], viewer.layers["tissue ground truth"]
     gt = np.asarray(truth.data[0] if truth.multiscale else truth.data)
     seg.image.value = slide
-    if "tissue" not in seg._model_names():
+    if "tissue" not in seg.controller.model_names():
         raise RuntimeError("No shipped tissue model found in models/.")
     seg.model.value = "tissue"
     seg.version.value = "current"

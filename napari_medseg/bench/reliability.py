@@ -85,7 +85,7 @@ def _read(path: str) -> int:
 def _warm_imports() -> None:
     """Import what the probes use once, so each forked child starts in milliseconds."""
     import napari_medseg.cli  # noqa: F401
-    import napari_medseg.cli_tracking  # noqa: F401
+    import napari_medseg.methods.tracking.cli  # noqa: F401
     import napari_medseg.core.io  # noqa: F401
     import napari_medseg.core.registry  # noqa: F401
     import napari_medseg.core.segment  # noqa: F401

@@ -153,7 +153,7 @@ def predict_throughput(src: Path, out: Path, workers: int) -> float:
     """Images per second of ``predict despeckle SRC --scheduler local:N`` (cluster start included)."""
     from argparse import Namespace
 
-    from ..cli_staining import predict_despeckle
+    from ..methods.staining.cli import predict_despeckle
 
     n = len(list(src.iterdir()))
     args = Namespace(images=str(src), out=str(out), tile=512, model=None, device="cpu", format="tif", bf16=False,

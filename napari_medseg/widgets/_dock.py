@@ -18,14 +18,18 @@ class MethodDock(QWidget):
     """Subclasses build their controls, then call :meth:`_lay_out` with their sections.
 
     Controls that mirror the controller's settings are named like the settings and listed
-    in ``BOUND`` (multi-selects also in ``LISTS``, file and folder pickers in ``PATHS``);
-    a ``version`` picker lists the versions of ``MODEL_NAME``.
+    in ``BOUND`` (multi-selects also in ``LISTS``, file and folder pickers in ``PATHS``,
+    version pickers in ``VERSION_FIELDS``); a ``version`` picker lists the versions of
+    ``MODEL_NAME``, or of the model the setting ``VERSIONS_OF`` names.
     """
 
     BOUND: tuple = ()
     LISTS: tuple = ()
     PATHS: tuple = ()
+    VERSION_FIELDS: tuple = ("version",)
     MODEL_NAME: str | None = None
+    VERSIONS_OF: str | None = None  # a settings field naming the model, where the dock lets one pick it
+    CURRENT_CHOICE = True  # the picker starts with "current" (else it is nullable: None = current)
 
     def __init__(self, napari_viewer, controller_cls, registry=None):
         super().__init__()
@@ -71,9 +75,22 @@ class MethodDock(QWidget):
         finally:
             self._syncing = False
 
-    def _versions(self, _w=None):
-        """Choices of the version picker: "current", then every version of ``MODEL_NAME``."""
-        return [CURRENT] + [e.version for e in self.controller.registry.list(self.MODEL_NAME)]
+    def _versions(self, _w=None, name: str | None = None):
+        """Choices of a version picker: "current" (unless ``CURRENT_CHOICE`` is off), then every
+        version of ``name`` (default: the model the dock shows) as ``(label, number)``."""
+        if name is None:
+            controller = getattr(self, "controller", None)
+            name = getattr(controller.settings, self.VERSIONS_OF) if self.VERSIONS_OF and controller else \
+                self.MODEL_NAME
+        entries = self.controller.registry.list(name) if name and hasattr(self, "controller") else []
+        return ([CURRENT] if self.CURRENT_CHOICE else []) + [(self._version_label(e), e.version) for e in entries]
+
+    def _version_label(self, entry) -> str:
+        return f"v{entry.version} ({entry.source})"
+
+    def _version_choice(self, version):
+        """The picker's value for a settings version (None: "current")."""
+        return CURRENT if version is None and self.CURRENT_CHOICE else version
 
     def _to_settings(self):
         """Every bound control's value into the controller's settings (a picked version as a
@@ -86,8 +103,10 @@ class MethodDock(QWidget):
         for name in self.PATHS:
             text = str(getattr(self, name).value or "")
             values[name] = "" if text in ("", ".") else text
-        if self.MODEL_NAME is not None and hasattr(self, "version"):
-            values["version"] = None if self.version.value in (CURRENT, None) else int(self.version.value)
+        for name in self.VERSION_FIELDS:
+            if hasattr(self, name):
+                value = getattr(self, name).value
+                values[name] = None if value in (CURRENT, None) else int(value)
         self.controller.set(**values)
 
     def _press(self, action):

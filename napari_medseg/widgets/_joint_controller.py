@@ -18,13 +18,12 @@ from ..core.device import select_device
 from ..core.errors import InputError
 from ..core.jobs import Progress
 from ..core.registry import Registry
-from ..methods.joint_lesion_tissue import inference
+from ..methods.joint_lesion_tissue import inference, jobs
 from ..methods.joint_lesion_tissue.datasets import check_brain, resample_to
 from ..methods.joint_lesion_tissue.metrics import lesion_stats, volumes_ml
 from ..methods.joint_lesion_tissue.models import MODEL_NAME, label_set_of
 from ..methods.joint_lesion_tissue.options import DEFAULTS as _DEFAULTS
 from ._controller import Controller
-from ._joint_training import start_folder_training, start_retraining
 
 MODALITY_SETTINGS = {"T1": "t1", "FLAIR": "flair", "T2": "t2", "T1c": "t1c"}
 
@@ -252,12 +251,44 @@ class JointController(Controller):
         return self.corrected[-1]
 
     def retrain(self, block: bool = False):
-        """Button **Retrain from corrections**: autosave, then fine-tune a new version."""
-        return self._run(lambda: start_retraining(self), block)
+        """Button **Retrain from corrections**: autosave, then fine-tune a new version on every
+        scan corrected so far."""
+        return self._run(self._start_retraining, block)
 
     def train(self, block: bool = False):
         """Button **Train**: from the control and patient dataset descriptions."""
-        return self._run(lambda: start_folder_training(self), block)
+        return self._run(self._start_folder_training, block)
+
+    def _start_retraining(self):
+        self._check_idle()
+        self.add_correction()
+        gen, what = jobs.retrain_from_corrections(self.registry, self.scan["entry"], self.corrected,
+                                                  int(self.settings.retrain_steps), str(self.device()))
+        self._say(f"Corrections autosaved ({self.corrected[-1]['saved']}); {what}.")
+        return self._start_training(gen, "Retrained")
+
+    def _start_folder_training(self):
+        self._check_idle()
+        s = self.settings
+        gen, what = jobs.train_from_folders(self.registry, s.mode, s.controls, s.patients, s.validation, steps=s.steps,
+                                            warmup=s.warmup, patch=s.patch, finetune=s.finetune,
+                                            device=str(self.device()))
+        self._say(what)
+        return self._start_training(gen, f"Trained {jobs.BASELINE_NAMES[s.mode]}")
+
+    def _start_training(self, gen, what: str):
+        def on_done(result):
+            entry = (result or {}).get("entry")
+            self._result = entry
+            if entry is None:
+                self._say(f"{what} saved nothing (stopped before the first validation).")
+                return
+            dice = (result.get("best_metrics") or {}).get("dice")
+            score = f", validation mean Dice {dice:.3f}" if isinstance(dice, float) else ""
+            self._say(f"{what}: saved {entry.label}{score}. Segment again to see it; Roll back undoes it.")
+
+        return self.runner.start(gen, on_done=on_done,
+                                 on_progress=lambda p: self._emit("progress", {"step": p.step, **p.metrics}))
 
     def rollback(self, version: int | None = None):
         """Button **Roll back**: make an earlier version of the picked model current."""

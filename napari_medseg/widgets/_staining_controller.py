@@ -18,7 +18,7 @@ from ..core.device import select_device
 from ..core.errors import InputError
 from ..core.jobs import Progress
 from ..core.registry import Registry
-from ..methods.staining import pipeline
+from ..methods.staining import jobs, pipeline
 from ..methods.staining.card import MODEL_NAMES
 from ..methods.staining.options import DEFAULTS as _DEFAULTS
 from ._common import layer_level
@@ -26,6 +26,7 @@ from ._controller import Controller
 from ._runner import JobRunner
 
 PREVIEW_LAYER, TRAINING_PREVIEW_LAYER = "staining preview", "training preview"
+MAX_LAYER_PIXELS = 64_000_000  # an H&E layer is read whole for training
 RANGE_PIXELS = 2_000_000  # a coarse level this small (or a subsample) gives the per-slide range
 
 
@@ -272,9 +273,57 @@ class StainingController(Controller):
     def train(self, block: bool = False):
         """Button **Train**: train or fine-tune the picked model on the picked H&E images;
         each new best shows in the layer 'training preview'."""
-        from ._staining_training import start_training
+        return self._run(self._start_training, block)
 
-        return self._run(lambda: start_training(self), block)
+    def _he_arrays(self):
+        """(RGB arrays, description) of the picked H&E layers, each read whole."""
+        images = []
+        for layer in self.settings.he_layers:
+            data, _ = layer_level(layer, 0)
+            if not getattr(layer, "rgb", False):
+                raise InputError(f"'{layer.name}' is not an RGB layer; pick H&E images.")
+            if np.prod(data.shape[:2]) > MAX_LAYER_PIXELS:
+                raise InputError(f"'{layer.name}' is {data.shape[0]}x{data.shape[1]} px; crop a region of at most "
+                                 f"{MAX_LAYER_PIXELS // 1_000_000} megapixels to train on.")
+            images.append(np.asarray(data)[..., :3])
+        return images, "layers " + ", ".join(lay.name for lay in self.settings.he_layers)
+
+    def _start_training(self):
+        self._check_idle()
+        s = self.settings
+        images, what = self._he_arrays()
+        train, val, what = jobs.he_training_images(images, s.he_folder, what)
+        device, name = self._device(), MODEL_NAMES[s.train_model]
+
+        def on_preview(rgb):
+            self._pending = rgb  # shown on the main thread by the next progress report
+
+        if s.train_model == "despeckle":
+            gen = jobs.despeckle_job(self.registry, train, val, steps=s.steps, device=device, finetune=s.finetune,
+                                     data=what, on_preview=on_preview)
+        else:
+            a_images = None
+            if s.confocal_domain:
+                fcm, rcm, _ = self.channels()
+                if np.prod(fcm.shape) > MAX_LAYER_PIXELS:
+                    raise InputError("The confocal pair is too large to train on whole; crop a region first.")
+                a_images = [jobs.stained_confocal(self.registry, fcm, rcm, device)]
+            gen = jobs.cyclegan_job(self.registry, train, val, steps=s.steps, steps_large=s.steps_large, device=device,
+                                    finetune=s.finetune, a_images=a_images, data=what, on_preview=on_preview)
+
+        def on_done(result):
+            entry = (result or {}).get("entry") if result else None
+            if entry is None and self.runner.job is not None and self.runner.job.stopped and self.registry.list(name):
+                entry = self.registry.get(name)
+            self._result = entry
+            if entry is not None:
+                m = entry.meta.get("metrics", {})
+                score = (f"validation PSNR {m['psnr']:.2f} dB" if "psnr" in m else
+                         f"validation colour distance {m.get('color_distance', float('nan')):.2f}")
+                self._say(f"Saved {entry.label}: {score}. It is the current {name} model now.")
+                self._emit("trained", entry)
+
+        return self.runner.start(gen, on_done=on_done, on_progress=self._on_train_progress)
 
     def _on_train_progress(self, _p):
         if self._pending is not None:

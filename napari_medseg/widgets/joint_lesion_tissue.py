@@ -17,11 +17,11 @@ from qtpy.QtWidgets import QTableWidget, QTableWidgetItem
 from superqt.utils import ensure_main_thread
 
 from ..core.registry import Registry
+from ..methods.joint_lesion_tissue.jobs import LOSSES
 from ..methods.joint_lesion_tissue.models import BASELINE_NAMES
 from ._common import device_picker, layer_picker
 from ._dock import MethodDock
 from ._joint_controller import JointController
-from ._joint_training import LOSSES
 from ._plot import LivePlot
 
 DICE = ("val_dice", "val_dice_grey_matter", "val_dice_white_matter", "val_dice_lesion")
@@ -32,6 +32,8 @@ FILES = ("controls", "patients", "validation")
 
 class JointWidget(MethodDock):
     """The dock: controls mirror ``controller.settings``; buttons call the controller."""
+
+    BOUND, PATHS, VERSIONS_OF, CURRENT_CHOICE = BOUND, FILES, "model", False  # no pick: the current version
 
     def __init__(self, napari_viewer, registry: Registry | None = None):
         super().__init__(napari_viewer, JointController, registry)
@@ -89,19 +91,8 @@ class JointWidget(MethodDock):
         self._on_registry(c.settings.model)
         self._to_settings()
 
-    def _versions(self, _w=None):
-        name = self.controller.settings.model if hasattr(self, "controller") else BASELINE_NAMES["joint"]
-        return [(e.label, e.version) for e in self.controller.registry.list(name)]
-
-    def _to_settings(self):
-        if self._syncing:
-            return
-        values = {name: getattr(self, name).value for name in BOUND}
-        for name in FILES:
-            text = str(getattr(self, name).value or "")
-            values[name] = "" if text in ("", ".") else text
-        values["version"] = self.version.value
-        self.controller.set(**values)
+    def _version_label(self, entry) -> str:
+        return entry.label
 
     def _export(self):
         path = str(self.export_path.value or "")

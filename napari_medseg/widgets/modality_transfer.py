@@ -48,6 +48,8 @@ def _views(layer) -> bool:
 class ModalityTransferWidget(MethodDock):
     """The dock: controls mirror ``controller.settings``; buttons call the controller."""
 
+    BOUND, VERSION_FIELDS, CURRENT_CHOICE = BOUND, tuple(VERSIONS), False  # no pick: the current version
+
     def __init__(self, napari_viewer, registry: Registry | None = None):
         super().__init__(napari_viewer, TransferController, registry)
         c, v = self.controller, napari_viewer
@@ -72,7 +74,7 @@ class ModalityTransferWidget(MethodDock):
         self.critic_input = ComboBox(label="critic input", choices=list(CRITIC_MODES))
         self.source_steps = SpinBox(label="steps", min=1, max=1_000_000)
         self.source_name = ComboBox(label="source model", choices=list(MODEL_NAMES))
-        self.source_version = ComboBox(label="version", choices=lambda _w=None: self._versions("source_name"),
+        self.source_version = ComboBox(label="version", choices=lambda _w=None: self._versions_of("source_name"),
                                        nullable=True)
         self.source_info = Label(value="")
         self.source_info.native.setWordWrap(True)
@@ -90,7 +92,7 @@ class ModalityTransferWidget(MethodDock):
         # predict
         self.predict_image = layer_picker(v, Image, "image", nullable=True)
         self.predict_name = ComboBox(label="model", choices=list(MODEL_NAMES))
-        self.predict_version = ComboBox(label="version", choices=lambda _w=None: self._versions("predict_name"),
+        self.predict_version = ComboBox(label="version", choices=lambda _w=None: self._versions_of("predict_name"),
                                         nullable=True)
         buttons = {"train_source_button": ("Train source model", c.train_source),
                    "full_button": ("Fine-tune (full)", c.fine_tune_full),
@@ -133,19 +135,12 @@ class ModalityTransferWidget(MethodDock):
         self._on_registry(None)
         self._to_settings()
 
-    def _versions(self, which: str):
-        if not hasattr(self, "controller"):
-            return []
-        name = getattr(self.controller.settings, which)
-        return [(f"v{e.version} · " + self.controller.describe(name, e.version).split(" · ", 1)[-1], e.version)
-                for e in self.controller.registry.list(name)]
+    def _versions_of(self, which: str):
+        """Versions of the model the setting ``which`` names (source or predict model)."""
+        return self._versions(name=getattr(self.controller.settings, which))
 
-    def _to_settings(self):
-        if self._syncing:
-            return
-        values = {name: getattr(self, name).value for name in BOUND}
-        values.update({name: getattr(self, name).value for name in VERSIONS})
-        self.controller.set(**values)
+    def _version_label(self, entry) -> str:
+        return f"v{entry.version} · " + self.controller.describe(entry.name, entry.version).split(" · ", 1)[-1]
 
     def _show_versions(self):
         """The version pickers follow the controller (e.g. a freshly trained source)."""

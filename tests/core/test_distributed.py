@@ -131,7 +131,7 @@ def test_predict_box_iterative_folder_on_two_workers_matches_the_serial_run(tmp_
 
 
 def test_staining_pairs_are_matched_by_name_and_a_lonely_file_is_named(tmp_path):
-    from napari_medseg.cli_staining import stain_pairs
+    from napari_medseg.methods.staining.cli import stain_pairs
     from napari_medseg.core.errors import InputError
 
     one = tmp_path / "one"  # one folder: NAME_fcm / NAME_rcm

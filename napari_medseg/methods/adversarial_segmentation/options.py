@@ -23,9 +23,9 @@ PredictOptions = slice_predict_options("chen_cardiac")
 HELP = "adversarial segmentation with weak domain transfer (Chen et al. 2019)"
 #: ``napari-medseg train NAME``: (the trainer's method name, aliases, help, the module whose
 #: ``train(args, registry)`` and ``model_name(args)`` run it)
-TRAIN_COMMANDS = {"adversarial_segmentation": ("adversarial_segmentation", (), HELP, "napari_medseg.cli_adversarial")}
+TRAIN_COMMANDS = {"adversarial_segmentation": ("adversarial_segmentation", (), HELP, "napari_medseg.methods.adversarial_segmentation.cli")}
 #: ``napari-medseg predict NAME``: (option classes here, "module:function", aliases, help)
-PREDICT_COMMANDS = {"adversarial_segmentation": (("PredictOptions",), "napari_medseg.cli_adversarial:predict", (),
+PREDICT_COMMANDS = {"adversarial_segmentation": (("PredictOptions",), "napari_medseg.methods.adversarial_segmentation.cli:predict", (),
                                HELP + ": one labels file per input")}
 
 

@@ -13,19 +13,19 @@ import sys
 
 def model_name(args) -> str:
     """The registry name ``train box_iterative`` saves under."""
-    from .methods.box_iterative.model import MODEL_NAME
+    from .model import MODEL_NAME
 
     return MODEL_NAME
 
 
 def train(args, registry):
     """The recipe: Stage 1 then Stage 2 on synthetic slides; returns the best round's entry."""
-    from .core.device import select_device
-    from .core.jobs import run_in_terminal
-    from .methods.box_iterative.model import MODEL_NAME
-    from .methods.box_iterative.options import DEFAULTS
-    from .methods.box_iterative.recipe import Recipe, run_recipe
-    from .methods.box_iterative.stages import StageConfig
+    from ...core.device import select_device
+    from ...core.jobs import run_in_terminal
+    from .model import MODEL_NAME
+    from .options import DEFAULTS
+    from .recipe import Recipe, run_recipe
+    from .stages import StageConfig
 
     device = select_device(args.device)
     config = StageConfig(steps=args.steps or DEFAULTS["steps"], patch=args.patch, batch_size=args.batch_size,
@@ -37,7 +37,7 @@ def train(args, registry):
         recipe = Recipe(size=args.size, rounds1=args.rounds1, rounds2=args.rounds2, config=config)
         job = run_in_terminal(run_recipe(registry, recipe), "train box_iterative")
     session = job.result
-    from .core import distributed
+    from ...core import distributed
 
     if session is not None and distributed.is_main():
         for r in session.history:
@@ -52,7 +52,7 @@ _IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".zarr", ".svs", ".
 
 
 def _level0(path: str):
-    from .core.io import read_image
+    from ...core.io import read_image
 
     levels, _ = read_image(path)
     return levels[0]
@@ -65,11 +65,11 @@ def user_data_job(registry, args, config):
 
     import numpy as np
 
-    from .core.errors import InputError
-    from .methods.box_iterative.boxfiles import read_boxes
-    from .core import distributed
-    from .methods.box_iterative.recipe import best_version
-    from .methods.box_iterative.stages import IterativeTraining
+    from ...core.errors import InputError
+    from .boxfiles import read_boxes
+    from ...core import distributed
+    from .recipe import best_version
+    from .stages import IterativeTraining
 
     if len(args.image) != len(args.boxes):
         raise InputError(f"{len(args.image)} --image but {len(args.boxes)} --boxes; give one box file per image.")

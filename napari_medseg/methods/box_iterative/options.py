@@ -41,7 +41,7 @@ class PredictOptions(SegmentOptions):
 #: ``napari-medseg train NAME``: (the trainer's method name, aliases, help, the module whose
 #: ``train(args, registry)`` and ``model_name(args)`` run it)
 TRAIN_COMMANDS = {"box_iterative": ("box_iterative", (), "iterative training from bounding boxes (Gupta et al. 2019): "
-                                    "Stage 1 then Stage 2", "napari_medseg.cli_box")}
+                                    "Stage 1 then Stage 2", "napari_medseg.methods.box_iterative.cli")}
 #: ``napari-medseg predict NAME``: (option classes here, "module:function", aliases, help)
 PREDICT_COMMANDS = {"box_iterative": (("PredictOptions",), "napari_medseg.cli:_segment", (),
                                       "tiled glomeruli segmentation of a slide (zarr out; = segment --model "

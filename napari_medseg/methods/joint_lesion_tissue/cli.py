@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from .core.errors import InputError
+from ...core.errors import InputError
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -20,17 +20,17 @@ def _shape(text: str) -> tuple[int, ...]:
 
 def model_name(args) -> str:
     """The registry name ``train joint_lesion_tissue`` saves under (one per training mode)."""
-    from .methods.joint_lesion_tissue.models import BASELINE_NAMES
+    from .models import BASELINE_NAMES
 
     return BASELINE_NAMES[args.mode]
 
 
 def train(args, registry):
-    from .core.device import select_device
-    from .core.jobs import run_in_terminal
-    from .methods.joint_lesion_tissue.labels import LABEL_SETS
-    from .methods.joint_lesion_tissue.models import BASELINE_NAMES, phantom_training_data, train_joint_model
-    from .methods.joint_lesion_tissue.training import JointConfig
+    from ...core.device import select_device
+    from ...core.jobs import run_in_terminal
+    from .labels import LABEL_SETS
+    from .models import BASELINE_NAMES, phantom_training_data, train_joint_model
+    from .training import JointConfig
 
     device = select_device(args.device)
     shape, spacing = _shape(args.shape), (args.spacing,) * 3
@@ -39,7 +39,7 @@ def train(args, registry):
     if n < 1:
         raise InputError(f"--subjects must be at least 1, not {n}.")
     if randomised:
-        from .methods.joint_lesion_tissue.synth import randomised_training_data
+        from .synth import randomised_training_data
 
         controls, patients, val = randomised_training_data(n, n, 2, seed=args.seed, shape=shape, spacing=spacing,
                                                            label_set=args.label_set,
@@ -87,11 +87,11 @@ def predict(args) -> int:
         raise InputError("predict joint needs --t1 (a T1 file or a folder of them).")
     args.model = args.model or "joint_lesion_tissue"
 
-    from .core.device import select_device
-    from .core.jobs import run_in_terminal
-    from .core.registry import Registry
-    from .methods.joint_lesion_tissue.batch import plan, predict_subjects
-    from .methods.joint_lesion_tissue.models import label_set_of
+    from ...core.device import select_device
+    from ...core.jobs import run_in_terminal
+    from ...core.registry import Registry
+    from .batch import plan, predict_subjects
+    from .models import label_set_of
 
     name, _, version = args.model.partition(":")
     if version and not version.isdigit():
@@ -107,7 +107,7 @@ def predict(args) -> int:
     scheduler = getattr(args, "scheduler", None)
     client = None
     if scheduler:
-        from .core.batch import open_cluster
+        from ...core.batch import open_cluster
 
         client = open_cluster(scheduler)
     try:
@@ -117,7 +117,7 @@ def predict(args) -> int:
                               f"predict {entry.label}")
     finally:
         if client is not None:
-            from .core.batch import close_cluster
+            from ...core.batch import close_cluster
 
             close_cluster(client, scheduler)
     table = job.result or []

@@ -44,9 +44,9 @@ class PredictOptions:
 #: ``napari-medseg train NAME``: (the trainer's method name, aliases, help, the module whose
 #: ``train(args, registry)`` and ``model_name(args)`` run it)
 TRAIN_COMMANDS = {"joint_lesion_tissue": ("joint", ("joint",), "joint lesion + tissue segmentation from hetero-modal "
-                                          "datasets (Dorent et al. 2019)", "napari_medseg.cli_joint")}
+                                          "datasets (Dorent et al. 2019)", "napari_medseg.methods.joint_lesion_tissue.cli")}
 #: ``napari-medseg predict NAME``: (option classes here, "module:function", aliases, help)
-PREDICT_COMMANDS = {"joint_lesion_tissue": (("PredictOptions",), "napari_medseg.cli_joint:predict", ("joint",),
+PREDICT_COMMANDS = {"joint_lesion_tissue": (("PredictOptions",), "napari_medseg.methods.joint_lesion_tissue.cli:predict", ("joint",),
                                             "lesion + tissue labels per subject (NIfTI on the input grid) and a "
                                             "volumes CSV")}
 

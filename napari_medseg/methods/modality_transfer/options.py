@@ -24,9 +24,9 @@ PredictOptions = slice_predict_options("segan_tumour")
 HELP = "SegAN-style segmentation and modality transfer (Giacomello et al. 2020)"
 #: ``napari-medseg train NAME``: (the trainer's method name, aliases, help, the module whose
 #: ``train(args, registry)`` and ``model_name(args)`` run it)
-TRAIN_COMMANDS = {"modality_transfer": ("modality_transfer", (), HELP, "napari_medseg.cli_adversarial")}
+TRAIN_COMMANDS = {"modality_transfer": ("modality_transfer", (), HELP, "napari_medseg.methods.modality_transfer.cli")}
 #: ``napari-medseg predict NAME``: (option classes here, "module:function", aliases, help)
-PREDICT_COMMANDS = {"modality_transfer": (("PredictOptions",), "napari_medseg.cli_adversarial:predict", (),
+PREDICT_COMMANDS = {"modality_transfer": (("PredictOptions",), "napari_medseg.methods.modality_transfer.cli:predict", (),
                                HELP + ": one labels file per input")}
 
 

@@ -26,9 +26,9 @@ PredictOptions = slice_predict_options("delisle_normalization")
 HELP = "adversarial normalization across sites (Delisle et al. 2019)"
 #: ``napari-medseg train NAME``: (the trainer's method name, aliases, help, the module whose
 #: ``train(args, registry)`` and ``model_name(args)`` run it)
-TRAIN_COMMANDS = {"site_normalization": ("site_normalization", (), HELP, "napari_medseg.cli_adversarial")}
+TRAIN_COMMANDS = {"site_normalization": ("site_normalization", (), HELP, "napari_medseg.methods.site_normalization.cli")}
 #: ``napari-medseg predict NAME``: (option classes here, "module:function", aliases, help)
-PREDICT_COMMANDS = {"site_normalization": (("PredictOptions",), "napari_medseg.cli_adversarial:predict", (),
+PREDICT_COMMANDS = {"site_normalization": (("PredictOptions",), "napari_medseg.methods.site_normalization.cli:predict", (),
                                HELP + ": one labels file per input")}
 
 

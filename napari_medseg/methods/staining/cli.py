@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .core.errors import InputError
-from .methods.staining.hne import IMAGE_SUFFIXES, read_images
+from ...core.errors import InputError
+from .hne import IMAGE_SUFFIXES, read_images
 
 
 
 def _std(text):
-    from .methods.staining.models import BLIND_STD
+    from .models import BLIND_STD
 
     if text is None:
         return BLIND_STD
@@ -27,7 +27,7 @@ def _std(text):
 
 
 def _data(args):
-    from .methods.staining import hne
+    from . import hne
 
     if args.method == "despeckle" and args.recipe == "real" and not args.images:
         d = hne.despeckle_split()
@@ -42,22 +42,22 @@ def _data(args):
 
 def model_name(args) -> str:
     """The registry name ``train despeckle`` / ``train cyclegan`` saves under."""
-    from .methods.staining.card import MODEL_NAMES
+    from .card import MODEL_NAMES
 
     return MODEL_NAMES[args.method]
 
 
 def train(args, registry):
     """Train the despeckler or the CycleGAN; returns the new registry entry."""
-    from .core.device import select_device
-    from .core.jobs import run_in_terminal
+    from ...core.device import select_device
+    from ...core.jobs import run_in_terminal
 
     device = select_device(args.device)
     train_rgb, val_rgb, data = _data(args)
     resume = None
     if args.method == "despeckle":
-        from .methods.staining.models import REAL_VAL_STDS, train_despeckle_model
-        from .methods.staining.training import MODEL_NAME
+        from .models import REAL_VAL_STDS, train_despeckle_model
+        from .training import MODEL_NAME
 
         if args.resume:
             model, meta = registry.get(MODEL_NAME).load()
@@ -72,7 +72,7 @@ def train(args, registry):
                                     val_crop=128 if real else None, cosine=real, lr=args.lr or (3e-4 if real else 5e-4),
                                     val_data=val_data, median="gated" if real else None)
     else:
-        from .methods.staining.models import train_cyclegan_model
+        from .models import train_cyclegan_model
 
         gen = train_cyclegan_model(registry, train_rgb, val_rgb, steps_small=args.steps or 2000,
                                    steps_large=args.steps_large if args.steps_large is not None else 1000,
@@ -81,7 +81,7 @@ def train(args, registry):
                                    preview_every=args.preview_every)
     job = run_in_terminal(gen, f"train {args.method}")
     if job.stopped:  # the job saved its best state as it closed
-        from .methods.staining.card import MODEL_NAMES
+        from .card import MODEL_NAMES
 
         print("stopped; the best model so far was saved", file=sys.stderr)
         return registry.get(MODEL_NAMES[args.method]) if registry.list(MODEL_NAMES[args.method]) else None
@@ -94,7 +94,7 @@ DESPECKLE_SUFFIX = "_despeckled"
 
 def _open_channel(path: Path):
     """Level 0 of a single-channel image: TIFF/OME-Zarr lazily, PNG/JPEG in memory."""
-    from .core.io import SUFFIXES, read_image
+    from ...core.io import SUFFIXES, read_image
 
     if path.suffix.lower() in (".png", ".jpg", ".jpeg"):
         from skimage import io
@@ -127,7 +127,7 @@ def write_tiff_from(levels, path: Path) -> None:
     one band of tiles at a time (memory stays flat)."""
     import tifffile
 
-    from .core.atomic import atomic_path
+    from ...core.atomic import atomic_path
 
     arr = levels[0]
     h, w = arr.shape[1:]
@@ -154,9 +154,9 @@ def despeckle_job(src: str, target: str, model: str, version: int, *, tile: int,
     (:func:`despeckle_file`). Returns the target's name; :class:`InputError` for a bad input."""
     import tempfile
 
-    from .core.outputs import check_output_path
-    from .core.registry import Registry
-    from .methods.staining.despeckling import despeckle_slide
+    from ...core.outputs import check_output_path
+    from ...core.registry import Registry
+    from .despeckling import despeckle_slide
 
     f, target = Path(src), Path(target)
     check_output_path(target, inputs=(f,))
@@ -176,7 +176,7 @@ def despeckle_job(src: str, target: str, model: str, version: int, *, tile: int,
 def despeckle_file(src: str, target: str, model: str, version: int, **kwargs) -> str:
     """:func:`despeckle_job` run to the end: the task ``predict despeckle --scheduler`` sends
     to a worker, one per image (see :func:`napari_medseg.core.batch.run_files`)."""
-    from .core.jobs import collect
+    from ...core.jobs import collect
 
     return collect(despeckle_job(src, target, model, version, **kwargs))[1]
 
@@ -193,9 +193,9 @@ def predict_despeckle(args) -> int:
     ``NAME_despeckled.tif`` (or ``.zarr``), never replacing a file; one line per failure.
     ``--scheduler ADDR|local:N`` runs one image per task on a dask.distributed cluster."""
 
-    from .core.device import select_device
-    from .core.jobs import run_in_terminal
-    from .core.registry import Registry
+    from ...core.device import select_device
+    from ...core.jobs import run_in_terminal
+    from ...core.registry import Registry
 
     if args.images is None:
         raise InputError("predict despeckle needs an image file or a folder of them.")
@@ -216,7 +216,7 @@ def predict_despeckle(args) -> int:
     done, failed = 0, []
     scheduler = getattr(args, "scheduler", None)
     if scheduler:
-        from .core.batch import close_cluster, open_cluster, run_files
+        from ...core.batch import close_cluster, open_cluster, run_files
 
         client = open_cluster(scheduler)
         tasks = [(f.name, (str(f), str(t), kwargs["model"], kwargs["version"])) for f, t in jobs]
@@ -310,11 +310,11 @@ def stain_job(fcm: str, rcm: str, target: str, model: str, version: int | None, 
     zarr pyramid ``target``, never over an existing path. Loads the models and opens the
     files itself, so a dask worker can run it (:func:`stain_file`). Returns a line that
     says what was written."""
-    from .core.outputs import check_output_path
-    from .core.registry import Registry
-    from .methods.staining.pipeline import StainingNet, stain_slide
+    from ...core.outputs import check_output_path
+    from ...core.registry import Registry
+    from .pipeline import StainingNet, stain_slide
 
-    from .methods.staining.gareau import check_pair
+    from .gareau import check_pair
 
     fcm, rcm, target = Path(fcm), Path(rcm), Path(target)
     check_output_path(target, inputs=(fcm, rcm))
@@ -339,7 +339,7 @@ def stain_job(fcm: str, rcm: str, target: str, model: str, version: int | None, 
 def stain_file(fcm: str, rcm: str, target: str, model: str, version: int | None, **kwargs) -> str:
     """:func:`stain_job` run to the end: the task ``predict staining --scheduler`` sends to
     a worker, one per slide."""
-    from .core.jobs import collect
+    from ...core.jobs import collect
 
     return collect(stain_job(fcm, rcm, target, model, version, **kwargs))[1]
 
@@ -352,10 +352,10 @@ def predict_stain(args) -> int:
     ADDR|local:N`` runs one slide per task on a dask.distributed cluster."""
     import functools
 
-    from .core.batch import print_failures, run_in_terminal_on
-    from .core.device import select_device
-    from .core.jobs import run_in_terminal
-    from .core.registry import Registry
+    from ...core.batch import print_failures, run_in_terminal_on
+    from ...core.device import select_device
+    from ...core.jobs import run_in_terminal
+    from ...core.registry import Registry
 
     if args.tile < 64:
         raise InputError(f"--tile must be 64 px or more, not {args.tile}.")

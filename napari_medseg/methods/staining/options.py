@@ -72,16 +72,16 @@ class StainOptions:
 #: ``train(args, registry)`` and ``model_name(args)`` run it); None: --network chooses
 TRAIN_COMMANDS = {
     "staining": (None, (), "the confocal-to-H&E networks (Combalia et al. 2019): --network despeckle or cyclegan",
-                 "napari_medseg.cli_staining"),
+                 "napari_medseg.methods.staining.cli"),
     "despeckle": ("despeckle", (), "the despeckling CNN of the staining method (= staining --network despeckle)",
-                  "napari_medseg.cli_staining"),
-    "cyclegan": ("cyclegan", (), "the staining CycleGAN (= staining --network cyclegan)", "napari_medseg.cli_staining"),
+                  "napari_medseg.methods.staining.cli"),
+    "cyclegan": ("cyclegan", (), "the staining CycleGAN (= staining --network cyclegan)", "napari_medseg.methods.staining.cli"),
 }
 #: ``napari-medseg predict NAME``: (option classes here, "module:function", aliases, help)
 PREDICT_COMMANDS = {
-    "staining": (("StainOptions",), "napari_medseg.cli_staining:predict_stain", (),
+    "staining": (("StainOptions",), "napari_medseg.methods.staining.cli:predict_stain", (),
                  "digital H&E of an FCM + RCM pair (RGB zarr pyramid out)"),
-    "despeckle": (("DespeckleOptions",), "napari_medseg.cli_staining:predict_despeckle", (),
+    "despeckle": (("DespeckleOptions",), "napari_medseg.methods.staining.cli:predict_despeckle", (),
                   "despeckle single-channel images on their own (one file per input)"),
 }
 

@@ -11,3 +11,9 @@ from ...core.options import option
 class TrainOptions:
     adversarial: float = option(0.0, "adversarial mode: a mask discriminator's term with this weight",
                                 metavar="WEIGHT")
+
+
+#: Hyperparameter defaults of the Segment dock's retraining rounds, declared once here.
+DEFAULTS = {
+    "steps": 60,  # training steps per "Retrain from corrections" round (8 patches a step)
+}

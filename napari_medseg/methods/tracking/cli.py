@@ -11,22 +11,22 @@ from pathlib import Path
 
 import numpy as np
 
-from .core.errors import InputError, MedsegError
+from ...core.errors import InputError, MedsegError
 
 
 def model_name(args) -> str:
     """The registry name ``train tracking`` saves under."""
-    from .methods.tracking.model import MODEL_NAME
+    from .model import MODEL_NAME
 
     return MODEL_NAME
 
 
 def train(args, registry):
     """Train from scratch on a synthetic setting; returns the new registry entry."""
-    from .core.device import select_device
-    from .core.jobs import run_in_terminal
-    from .methods.tracking.model import MODEL_NAME, train_tracking
-    from .methods.tracking.ppo import PPOConfig
+    from ...core.device import select_device
+    from ...core.jobs import run_in_terminal
+    from .model import MODEL_NAME, train_tracking
+    from .ppo import PPOConfig
 
     device = select_device(args.device)
     config = PPOConfig(seed=args.seed, updates=args.updates, num_minibatches=args.minibatches,
@@ -34,10 +34,10 @@ def train(args, registry):
                        **({"learning_rate": args.lr} if args.lr else {}))
     policy = None
     if args.init == "current":  # fine-tune the current agent (e.g. on the domain-randomised setting)
-        from .methods.tracking.model import load_tracker
+        from .model import load_tracker
 
         policy, _ = load_tracker()
-    from .methods.tracking.env import EnvConfig
+    from .env import EnvConfig
 
     # the stub behind each start that inference draws (tracking.heading) is drawn in training too
     env_config = EnvConfig(max_steps=config.max_steps, start_stub=args.start_stub)
@@ -71,7 +71,7 @@ def _points(text: str | None, what: str) -> np.ndarray | None:
 def _starts(text: str) -> tuple[np.ndarray, np.ndarray | None]:
     """``"y,x:y2,x2;y,x"``: start points, each optionally with a point it heads towards
     (``:``); returns ``(starts, directions)``, a NaN direction row meaning "auto"."""
-    from .methods.tracking.heading import heading_from_point
+    from .heading import heading_from_point
 
     if ":" not in text:
         return _points(text, "starts"), None
@@ -86,8 +86,8 @@ def _starts(text: str) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def _image(args) -> np.ndarray:
-    from .core.io import read_image
-    from .methods.tracking.prepare import prepare_image
+    from ...core.io import read_image
+    from .prepare import prepare_image
 
     levels, meta = read_image(args.image)
     data = np.asarray(levels[0])
@@ -96,8 +96,8 @@ def _image(args) -> np.ndarray:
 
 
 def _policy(spec: str):
-    from .core.registry import Registry
-    from .methods.tracking.model import policy_from_entry
+    from ...core.registry import Registry
+    from .model import policy_from_entry
 
     name, _, version = spec.partition(":")
     if version and not version.isdigit():
@@ -106,10 +106,10 @@ def _policy(spec: str):
 
 
 def track_command(args) -> int:
-    from .methods.tracking.swc import write_swc
-    from .methods.tracking.track import TrackConfig, track
+    from .swc import write_swc
+    from .track import TrackConfig, track
 
-    from .core.outputs import check_file_output
+    from ...core.outputs import check_file_output
 
     check_file_output(args.out, inputs=[args.image], overwrite=args.overwrite, what="SWC output")
     image = _image(args)
@@ -137,11 +137,11 @@ def track_command(args) -> int:
 
 
 def finetune_command(args) -> int:
-    from .core.jobs import run_in_terminal
-    from .core.registry import Registry
-    from .methods.tracking.finetune import finetune_config, kfold_finetune
-    from .methods.tracking.model import MODEL_NAME
-    from .methods.tracking.swc import read_swc
+    from ...core.jobs import run_in_terminal
+    from ...core.registry import Registry
+    from .finetune import finetune_config, kfold_finetune
+    from .model import MODEL_NAME
+    from .swc import read_swc
 
     if len(args.image) != len(args.swc):
         raise InputError(f"{len(args.image)} images but {len(args.swc)} SWC files: give one SWC per image.")
@@ -164,12 +164,12 @@ def finetune_command(args) -> int:
                   f"error {b['error_px']:.2f} -> {a['error_px']:.2f} px ({row['n_test']} test traces)")
         print(f"mean: coverage {out['before']['coverage_pct']:.1f} -> {out['after']['coverage_pct']:.1f} %")
         if args.json:
-            from .core.atomic import atomic_write_json
+            from ...core.atomic import atomic_write_json
 
             atomic_write_json(args.json, out, default=float)
         return 0
-    from .methods.tracking.finetune_round import finetune_round
-    from .methods.tracking.track import TrackConfig
+    from .finetune_round import finetune_round
+    from .track import TrackConfig
 
     policy, _ = _policy(args.model)
     registry = Registry()
@@ -190,8 +190,8 @@ def finetune_command(args) -> int:
 
 
 def add_parsers(sub) -> None:
-    from .core.options import add_options
-    from .methods.tracking.options import FinetuneOptions, ImageOptions, TrackOptions
+    from ...core.options import add_options
+    from .options import FinetuneOptions, ImageOptions, TrackOptions
 
     s = sub.add_parser("track", help="trace structures from start points with the tracking agent (SWC out)")
     add_options(s, TrackOptions)

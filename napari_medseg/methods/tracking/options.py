@@ -62,9 +62,9 @@ class FinetuneOptions:
 #: ``napari-medseg train NAME``: (the trainer's method name, aliases, help, the module whose
 #: ``train(args, registry)`` and ``model_name(args)`` run it)
 TRAIN_COMMANDS = {"tracking": ("tracking", (), "the DRL axon tracker (Dai et al. 2019), PPO on synthetic images",
-                               "napari_medseg.cli_tracking")}
+                               "napari_medseg.methods.tracking.cli")}
 #: ``napari-medseg predict NAME``: (option classes here, "module:function", aliases, help)
-PREDICT_COMMANDS = {"tracking": (("TrackOptions", "ImageOptions"), "napari_medseg.cli_tracking:track_command", (),
+PREDICT_COMMANDS = {"tracking": (("TrackOptions", "ImageOptions"), "napari_medseg.methods.tracking.cli:track_command", (),
                                  "trace fibres from start points (SWC out; = track)")}
 
 
