@@ -41,7 +41,7 @@ METHODS = (
         models=("tracking",),
         docs=("widgets/tracking.md", "methods/tracking.md"),
         nets=("policy",),
-        settings="napari_medseg.widgets._tracking_controller:TrackSettings",
+        settings="napari_medseg.widgets.tracking.controller:TrackSettings",
     ),
     MethodSpec(
         slug="box_iterative",
@@ -55,7 +55,7 @@ METHODS = (
         models=("glomeruli",),
         docs=("widgets/box_iterative.md", "methods/box_iterative.md"),
         nets=(),
-        settings="napari_medseg.widgets._box_controller:BoxSettings",
+        settings="napari_medseg.widgets.box_iterative.controller:BoxSettings",
     ),
     MethodSpec(
         slug="staining",
@@ -69,7 +69,7 @@ METHODS = (
         models=("despeckle", "stain_cyclegan"),
         docs=("widgets/staining.md", "methods/staining.md"),
         nets=("despeckle", "cyclegan"),
-        settings="napari_medseg.widgets._staining_controller:StainingSettings",
+        settings="napari_medseg.widgets.staining.controller:StainingSettings",
     ),
     MethodSpec(
         slug="joint_lesion_tissue",
@@ -84,7 +84,7 @@ METHODS = (
         models=("joint_lesion_tissue", "joint_tissue_only", "joint_lesion_only"),
         docs=("widgets/joint_lesion_tissue.md", "methods/joint_lesion_tissue.md"),
         nets=("network",),
-        settings="napari_medseg.widgets._joint_controller:JointSettings",
+        settings="napari_medseg.widgets.joint_lesion_tissue.controller:JointSettings",
     ),
     MethodSpec(
         slug="adversarial_segmentation",
@@ -98,7 +98,7 @@ METHODS = (
         models=("chen_cardiac",),
         docs=("widgets/adversarial_segmentation.md", "methods/adversarial_segmentation.md", "methods/adversarial.md"),
         nets=("networks",),
-        settings="napari_medseg.widgets._adversarial_controller:AdversarialSettings",
+        settings="napari_medseg.widgets.adversarial_segmentation.controller:AdversarialSettings",
     ),
     MethodSpec(
         slug="modality_transfer",
@@ -112,7 +112,7 @@ METHODS = (
         models=("segan_tumour", "segan_tumour_critic"),
         docs=("widgets/modality_transfer.md", "methods/modality_transfer.md", "methods/adversarial.md"),
         nets=("networks",),
-        settings="napari_medseg.widgets._transfer_controller:TransferSettings",
+        settings="napari_medseg.widgets.modality_transfer.controller:TransferSettings",
     ),
     MethodSpec(
         slug="site_normalization",
@@ -126,7 +126,7 @@ METHODS = (
         models=("delisle_normalization",),
         docs=("widgets/site_normalization.md", "methods/site_normalization.md", "methods/adversarial.md"),
         nets=("networks",),
-        settings="napari_medseg.widgets._normalization_controller:NormalizationSettings",
+        settings="napari_medseg.widgets.site_normalization.controller:NormalizationSettings",
     ),
 )
 

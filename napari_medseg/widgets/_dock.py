@@ -77,16 +77,19 @@ class MethodDock(QWidget):
 
     def _versions(self, _w=None, name: str | None = None):
         """Choices of a version picker: "current" (unless ``CURRENT_CHOICE`` is off), then every
-        version of ``name`` (default: the model the dock shows) as ``(label, number)``."""
+        version of ``name`` (default: the model the dock shows), labelled by ``_version_label``."""
         if name is None:
             controller = getattr(self, "controller", None)
             name = getattr(controller.settings, self.VERSIONS_OF) if self.VERSIONS_OF and controller else \
                 self.MODEL_NAME
         entries = self.controller.registry.list(name) if name and hasattr(self, "controller") else []
-        return ([CURRENT] if self.CURRENT_CHOICE else []) + [(self._version_label(e), e.version) for e in entries]
+        labels = [self._version_label(e) for e in entries]
+        return ([CURRENT] if self.CURRENT_CHOICE else []) + [e.version if label is None else (label, e.version)
+                                                             for e, label in zip(entries, labels)]
 
-    def _version_label(self, entry) -> str:
-        return f"v{entry.version} ({entry.source})"
+    def _version_label(self, entry) -> str | None:
+        """How a version is listed; None: as its number."""
+        return None
 
     def _version_choice(self, version):
         """The picker's value for a settings version (None: "current")."""

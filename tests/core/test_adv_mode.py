@@ -91,7 +91,7 @@ def test_box_training_switches_adversarial_mode_on_from_the_controller(tmp_path)
     from napari_medseg.core.adversarial.mode import MaskAdversary
     from napari_medseg.methods.box_iterative.labels import UNKNOWN
     from napari_medseg.methods.box_iterative.stages import IterativeTraining
-    from napari_medseg.widgets._box_controller import BoxController
+    from napari_medseg.widgets.box_iterative.controller import BoxController
 
     c = BoxController(None, None, Registry(shipped_root=tmp_path / "none", user_root=tmp_path / "user"))
     assert c._config().adversarial == 0 and IterativeTraining(c.registry, c._config())._adversary() is None

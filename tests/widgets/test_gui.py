@@ -203,7 +203,7 @@ def test_reader_refuses_files_it_does_not_own(tmp_path):
 def test_big_results_show_as_a_pyramid_while_filling(viewer, qtbot, errors, monkeypatch):
     """Past the paintable size a result is a multiscale layer napari never reads whole."""
     import napari_medseg.widgets._common as common_mod
-    import napari_medseg.widgets._segment_controller as seg_mod
+    import napari_medseg.widgets.segment.controller as seg_mod
     from napari_medseg.core import tilestore
 
     for mod in (seg_mod, common_mod):  # the layer's data and the retraining check

@@ -11,7 +11,7 @@ from napari.utils._proxies import PublicOnlyProxy
 from napari_medseg import _sample_sites
 from napari_medseg.core.registry import Registry
 from napari_medseg.methods.site_normalization.data import preprocessing_of
-from napari_medseg.widgets._normalization_controller import MODEL_NAME
+from napari_medseg.widgets.site_normalization.controller import MODEL_NAME
 
 TINY = dict(steps=4, warmup_steps=2, patch=32, batch_size=2, features=4, device="cpu")
 

@@ -13,12 +13,12 @@ from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, Label, PushButton
 from napari.layers import Image, Labels, Shapes
 from superqt.utils import ensure_main_thread
 
-from ..core.registry import Registry
-from ..methods.box_iterative.model import MODEL_NAME
-from ._box_controller import METRICS, BoxController
-from ._common import device_picker, layer_picker
-from ._dock import MethodDock
-from ._plot import LivePlot
+from ...core.registry import Registry
+from ...methods.box_iterative.model import MODEL_NAME
+from .controller import METRICS, BoxController
+from .._common import device_picker, layer_picker
+from .._dock import MethodDock
+from .._plot import LivePlot
 
 BOUND = ("image", "boxes", "val_image", "val_labels", "rounds1", "rounds2", "steps", "patch", "batch_size",
          "clip_boxes", "polarity", "device", "predict_image", "instances", "object_radius")

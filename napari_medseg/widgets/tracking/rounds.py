@@ -1,19 +1,19 @@
 """The Axon tracking controller's fine-tuning rounds: fine-tune on the traces, keep or
 gate the new version, roll back, and autosave the corrections (a mixin of
-:class:`~._tracking_controller.TrackingController`; no Qt widgets)."""
+:class:`~.controller.TrackingController`; no Qt widgets)."""
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
 
-from ..core.corrections import corrections_dir
-from ..core.errors import InputError, MedsegError
-from ..methods.tracking import finetune, finetune_round
-from ..methods.tracking.curves import arc_length
-from ..methods.tracking.env import EnvConfig
-from ..methods.tracking.model import MODEL_NAME, policy_from_entry
-from ..methods.tracking.track import TrackConfig
+from ...core.corrections import corrections_dir
+from ...core.errors import InputError, MedsegError
+from ...methods.tracking import finetune, finetune_round
+from ...methods.tracking.curves import arc_length
+from ...methods.tracking.env import EnvConfig
+from ...methods.tracking.model import MODEL_NAME, policy_from_entry
+from ...methods.tracking.track import TrackConfig
 
 
 class FinetuneRounds:

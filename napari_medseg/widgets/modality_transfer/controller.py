@@ -18,21 +18,21 @@ from dataclasses import dataclass, field
 
 from napari.layers import Image, Labels
 
-from ..core.device import select_device
-from ..core.errors import InputError
-from ..core.intensity import percentile_scale
-from ..core.jobs import Progress
-from ..core.registry import Registry
-from ..methods.modality_transfer import segan
-from ..methods.modality_transfer.compare import MODES, ROW_NAMES, compare_transfer
-from ..methods.modality_transfer.data import has_tumour, phantom_volumes, source_split, target_split
-from ..methods.modality_transfer.networks import CRITIC_MODES
-from ..methods.modality_transfer.tumour import MODALITIES
-from ..core.options import defaults
-from ..methods.modality_transfer.options import DEFAULTS as _DEFAULTS, TrainOptions
-from ._controller import Controller
-from ._transfer_data import _info, layer_stack, layer_volumes
-from ._transfer_display import TransferDisplay
+from ...core.device import select_device
+from ...core.errors import InputError
+from ...core.intensity import percentile_scale
+from ...core.jobs import Progress
+from ...core.registry import Registry
+from ...methods.modality_transfer import segan
+from ...methods.modality_transfer.compare import MODES, ROW_NAMES, compare_transfer
+from ...methods.modality_transfer.data import has_tumour, phantom_volumes, source_split, target_split
+from ...methods.modality_transfer.networks import CRITIC_MODES
+from ...methods.modality_transfer.tumour import MODALITIES
+from ...core.options import defaults
+from ...methods.modality_transfer.options import DEFAULTS as _DEFAULTS, TrainOptions
+from .._controller import Controller
+from .layers import _info, layer_stack, layer_volumes
+from .display import TransferDisplay
 
 SOURCE_NAME = segan.MODEL_NAME  # "segan_tumour": source models (one modality each)
 TRANSFER_NAME = segan.MODEL_NAME + "_transfer"  # fine-tuned and from-scratch target models

@@ -22,7 +22,7 @@ from qtpy.QtCore import QPointF, QRectF, Qt
 from qtpy.QtGui import QColor, QLinearGradient, QPainter, QPen
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
-from ._common import layer_unit
+from .._common import layer_unit
 
 HIGHLIGHT = np.array([1.0, 0.1, 0.1, 1.0])  # border of overlay points above the threshold
 
@@ -161,7 +161,7 @@ class TraceLayers:
     def nearest(self, point, items, radius: float):
         """(record id, nearest point index, points) of the trace within ``radius`` px of
         ``point`` (distance to the polyline), or None."""
-        from ..methods.tracking.metrics import distance_to_centreline
+        from ...methods.tracking.metrics import distance_to_centreline
 
         best = (math.inf, None)
         for tid, pts in items:
@@ -188,7 +188,7 @@ class TraceLayers:
 
     def write_swc(self, path, items):
         """Write ``items`` ((id, points) as from :meth:`current`) as one SWC forest."""
-        from ..methods.tracking import swc
+        from ...methods.tracking import swc
 
         traces, parents = self.forest(items)
         img = self.style.image
@@ -209,7 +209,7 @@ class TraceLayers:
     def summary(self, ids) -> str:
         """One line per trace: how it ended, its steps and length, what it branches from,
         the heading it left its start with (and why) and whether it reached its end point."""
-        from ..methods.tracking.curves import arc_length
+        from ...methods.tracking.curves import arc_length
 
         lines = []
         for t in ids:

@@ -13,17 +13,17 @@ from dataclasses import dataclass, field
 import numpy as np
 from napari.layers import Image
 
-from ..core import paths
-from ..core.device import select_device
-from ..core.errors import InputError
-from ..core.jobs import Progress
-from ..core.registry import Registry
-from ..methods.staining import jobs, pipeline
-from ..methods.staining.card import MODEL_NAMES
-from ..methods.staining.options import DEFAULTS as _DEFAULTS
-from ._common import layer_level
-from ._controller import Controller
-from ._runner import JobRunner
+from ...core import paths
+from ...core.device import select_device
+from ...core.errors import InputError
+from ...core.jobs import Progress
+from ...core.registry import Registry
+from ...methods.staining import jobs, pipeline
+from ...methods.staining.card import MODEL_NAMES
+from ...methods.staining.options import DEFAULTS as _DEFAULTS
+from .._common import layer_level
+from .._controller import Controller
+from .._runner import JobRunner
 
 PREVIEW_LAYER, TRAINING_PREVIEW_LAYER = "staining preview", "training preview"
 MAX_LAYER_PIXELS = 64_000_000  # an H&E layer is read whole for training
@@ -220,8 +220,8 @@ class StainingController(Controller):
         return self._run(self._start_despeckle, block)
 
     def _start_despeckle(self):
-        from ..methods.staining.despeckling import despeckle_slide, image_range
-        from ..methods.staining.training import MODEL_NAME
+        from ...methods.staining.despeckling import despeckle_slide, image_range
+        from ...methods.staining.training import MODEL_NAME
 
         self._check_idle()
         layer = self.settings.speckled

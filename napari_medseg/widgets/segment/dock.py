@@ -11,11 +11,11 @@ from magicgui.widgets import ComboBox, Label, PushButton, SpinBox
 from napari.layers import Image, Labels
 from superqt.utils import ensure_main_thread
 
-from ..core.registry import Registry
-from ..core.runstate import interrupted_note
-from ._common import device_picker, layer_picker
-from ._dock import MethodDock
-from ._segment_controller import SegmentController
+from ...core.registry import Registry
+from ...core.runstate import interrupted_note
+from .._common import device_picker, layer_picker
+from .._dock import MethodDock
+from .controller import SegmentController
 
 BOUND = ("image", "model", "level", "tile", "batch_size", "device", "labels", "steps")
 
@@ -74,6 +74,9 @@ class SegmentWidget(MethodDock):
 
     def retrain(self, block: bool = False):
         return self.controller.retrain(block)
+
+    def _version_label(self, entry) -> str:
+        return f"v{entry.version} ({entry.source})"
 
     def _show_resumable(self):
         self.resumable.value = interrupted_note(self.model.value) if self.model.value else ""

@@ -13,17 +13,17 @@ from dataclasses import dataclass
 import numpy as np
 from napari.layers import Image, Labels, Layer
 
-from ..core.corrections import autosave_corrections, corrections_dir
-from ..core.device import select_device
-from ..core.errors import InputError
-from ..core.jobs import Progress
-from ..core.registry import Registry
-from ..methods.joint_lesion_tissue import inference, jobs
-from ..methods.joint_lesion_tissue.datasets import check_brain, resample_to
-from ..methods.joint_lesion_tissue.metrics import lesion_stats, volumes_ml
-from ..methods.joint_lesion_tissue.models import MODEL_NAME, label_set_of
-from ..methods.joint_lesion_tissue.options import DEFAULTS as _DEFAULTS
-from ._controller import Controller
+from ...core.corrections import autosave_corrections, corrections_dir
+from ...core.device import select_device
+from ...core.errors import InputError
+from ...core.jobs import Progress
+from ...core.registry import Registry
+from ...methods.joint_lesion_tissue import inference, jobs
+from ...methods.joint_lesion_tissue.datasets import check_brain, resample_to
+from ...methods.joint_lesion_tissue.metrics import lesion_stats, volumes_ml
+from ...methods.joint_lesion_tissue.models import MODEL_NAME, label_set_of
+from ...methods.joint_lesion_tissue.options import DEFAULTS as _DEFAULTS
+from .._controller import Controller
 
 MODALITY_SETTINGS = {"T1": "t1", "FLAIR": "flair", "T2": "t2", "T1c": "t1c"}
 
@@ -203,7 +203,7 @@ class JointController(Controller):
 
     def export(self, path) -> str:
         """Button **Export**: the labels as NIfTI (or OME-TIFF/Zarr), keeping the scan's affine."""
-        from ..core.io import write_labels
+        from ...core.io import write_labels
 
         if self.labels_layer is None:
             raise InputError("Segment a scan first; there are no labels to export.")
@@ -216,7 +216,7 @@ class JointController(Controller):
     def export_volumes(self, path) -> str:
         """Button **Export volumes (CSV)**: the volume table as it is now (corrections
         included), one row with the columns ``predict joint_lesion_tissue`` writes."""
-        from ..core.outputs import write_csv
+        from ...core.outputs import write_csv
 
         rows = self.volume_table()
         if not rows:

@@ -21,19 +21,19 @@ from dataclasses import dataclass, field
 import numpy as np
 from napari.layers import Image, Labels
 
-from ..methods.adversarial_segmentation.labels import CLASS_COLOURS, class_features
-from ..core.device import select_device
-from ..core.errors import InputError
-from ..core.jobs import Progress
-from ..core.registry import Registry
-from ..methods.adversarial_segmentation.chen import (METHODS, PAPER_NAMES, ChenConfig, check_config,
+from ...methods.adversarial_segmentation.labels import CLASS_COLOURS, class_features
+from ...core.device import select_device
+from ...core.errors import InputError
+from ...core.jobs import Progress
+from ...core.registry import Registry
+from ...methods.adversarial_segmentation.chen import (METHODS, PAPER_NAMES, ChenConfig, check_config,
                                                      predict_slices, train_chen_model)
-from ..methods.adversarial_segmentation.cohort import (SOURCES, TARGET, Patient, class_dice, class_labels,
+from ...methods.adversarial_segmentation.cohort import (SOURCES, TARGET, Patient, class_dice, class_labels,
                                                        pseudo_masks, training_cohort)
-from ..core.options import defaults
-from ..methods.adversarial_segmentation.options import DEFAULTS as _DEFAULTS, TrainOptions
-from ._common import check_on_image_grid, layer_placement
-from ._controller import Controller, said as _said
+from ...core.options import defaults
+from ...methods.adversarial_segmentation.options import DEFAULTS as _DEFAULTS, TrainOptions
+from .._common import check_on_image_grid, layer_placement
+from .._controller import Controller, said as _said
 
 MODEL_NAME = "chen_cardiac"
 SEQ_SETTINGS = {"bSSFP": ("bssfp", "bssfp_labels"), "T2": ("t2", "t2_labels"), "LGE": ("lge", "lge_labels")}

@@ -12,23 +12,23 @@ from dataclasses import dataclass
 import numpy as np
 from napari.layers import Image, Points, Shapes
 
-from ..core.device import select_device
-from ..core.errors import InputError, MedsegError, NotACheckpointError
-from ..core.options import defaults
-from ..core.jobs import Progress
-from ..core.registry import Registry
-from ..methods.tracking import prepare, swc
-from ..methods.tracking.heading import heading_from_point
-from ..methods.tracking.model import MODEL_NAME, policy_from_entry, train_tracking
-from ..methods.tracking.options import DEFAULTS as _DEFAULTS, FinetuneOptions, TrackOptions, TrainOptions
-from ..methods.tracking.ppo import PPOConfig
-from ..methods.tracking.synthetic import SETTINGS
-from ..methods.tracking.track import TrackConfig, track_iter
-from ._common import SMALL_ENOUGH_TO_PAINT
-from ._controller import Controller
-from ._runner import JobRunner
-from ._tracking_plot import TraceLayers
-from ._tracking_rounds import FinetuneRounds
+from ...core.device import select_device
+from ...core.errors import InputError, MedsegError, NotACheckpointError
+from ...core.options import defaults
+from ...core.jobs import Progress
+from ...core.registry import Registry
+from ...methods.tracking import prepare, swc
+from ...methods.tracking.heading import heading_from_point
+from ...methods.tracking.model import MODEL_NAME, policy_from_entry, train_tracking
+from ...methods.tracking.options import DEFAULTS as _DEFAULTS, FinetuneOptions, TrackOptions, TrainOptions
+from ...methods.tracking.ppo import PPOConfig
+from ...methods.tracking.synthetic import SETTINGS
+from ...methods.tracking.track import TrackConfig, track_iter
+from .._common import SMALL_ENOUGH_TO_PAINT
+from .._controller import Controller
+from .._runner import JobRunner
+from .plot import TraceLayers
+from .rounds import FinetuneRounds
 
 BRANCH_RADIUS = 2.0  # px: a start this close to an existing trace continues it as a branch
 DIRECTION_RADIUS = 6.0  # px: a direction line starting this close to a start gives its heading

@@ -14,19 +14,19 @@ from dataclasses import dataclass
 import numpy as np
 from napari.layers import Image, Labels
 
-from ..core import paths
-from ..core.corrections import autosave_corrections, corrections_dir
-from ..core.device import select_device
-from ..core.errors import InputError
-from ..core.options import SegmentOptions, defaults
-from ..core.registry import Registry
-from ..core.segment import run_segmentation
-from ..core.tiling import open_pyramid_output
-from ..methods.tissue import retrain_tissue
-from ..methods.tissue.options import DEFAULTS as _TISSUE
-from ._common import SMALL_ENOUGH_TO_PAINT, layer_level, layer_unit, level_scale, stored_labels
-from ._controller import Controller
-from ._runner import JobRunner
+from ...core import paths
+from ...core.corrections import autosave_corrections, corrections_dir
+from ...core.device import select_device
+from ...core.errors import InputError
+from ...core.options import SegmentOptions, defaults
+from ...core.registry import Registry
+from ...core.segment import run_segmentation
+from ...core.tiling import open_pyramid_output
+from ...methods.tissue import retrain_tissue
+from ...methods.tissue.options import DEFAULTS as _TISSUE
+from .._common import SMALL_ENOUGH_TO_PAINT, layer_level, layer_unit, level_scale, stored_labels
+from .._controller import Controller
+from .._runner import JobRunner
 
 RETRAINERS = {"tissue": retrain_tissue}  # meta["method"] -> the recipe that fine-tunes it on corrections
 DEFAULT_MODEL = "tissue"

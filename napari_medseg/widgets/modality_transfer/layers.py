@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 from napari.layers import Image, Labels
 
-from ..core.errors import InputError
-from ..methods.modality_transfer.data import volume_from_stack
+from ...core.errors import InputError
+from ...methods.modality_transfer.data import volume_from_stack
 
 
 def _info(layer) -> dict:

@@ -15,11 +15,11 @@ from magicgui.widgets import CheckBox, ComboBox, FileEdit, Label, PushButton, Se
 from napari.layers import Image
 from superqt.utils import ensure_main_thread
 
-from ..core.registry import Registry
-from ..methods.staining.card import MODEL_NAMES
-from ._common import device_picker, layer_picker
-from ._dock import MethodDock
-from ._staining_controller import PREVIEW_LAYER, TRAINING_PREVIEW_LAYER, StainingController
+from ...core.registry import Registry
+from ...methods.staining.card import MODEL_NAMES
+from .._common import device_picker, layer_picker
+from .._dock import MethodDock
+from .controller import PREVIEW_LAYER, TRAINING_PREVIEW_LAYER, StainingController
 
 OWN = (PREVIEW_LAYER, TRAINING_PREVIEW_LAYER)
 BOUND = ("fcm", "rcm", "pair", "speckled", "despeckle", "cyclegan", "normalisation", "tile", "preview_size", "device",

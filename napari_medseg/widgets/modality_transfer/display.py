@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core.errors import InputError
-from ..methods.modality_transfer.compare import MODES, ROW_NAMES
-from ._transfer_data import pair_labels
+from ...core.errors import InputError
+from ...methods.modality_transfer.compare import MODES, ROW_NAMES
+from .layers import pair_labels
 
 LAYER_TAGS = {"source_only": "source only", "full": "full", "frozen_critic": "critic frozen", "scratch": "scratch"}
 

@@ -14,20 +14,20 @@ from dataclasses import dataclass, field
 import numpy as np
 from napari.layers import Image, Labels, Shapes
 
-from ..core import paths
-from ..core.corrections import autosave_corrections, corrections_dir
-from ..core.device import select_device
-from ..core.errors import InputError, MedsegError
-from ..core.registry import Registry
-from ..core.tiling import open_pyramid_output
-from ..core.options import defaults
-from ..methods.box_iterative.boxes import boxes_from_shapes
-from ..methods.box_iterative.model import MODEL_NAME
-from ..methods.box_iterative.options import DEFAULTS as _DEFAULTS, TrainOptions
-from ..methods.box_iterative.stages import IterativeTraining, StageConfig
-from ._common import layer_level, stored_labels
-from ._controller import Controller
-from ._runner import JobRunner
+from ...core import paths
+from ...core.corrections import autosave_corrections, corrections_dir
+from ...core.device import select_device
+from ...core.errors import InputError, MedsegError
+from ...core.registry import Registry
+from ...core.tiling import open_pyramid_output
+from ...core.options import defaults
+from ...methods.box_iterative.boxes import boxes_from_shapes
+from ...methods.box_iterative.model import MODEL_NAME
+from ...methods.box_iterative.options import DEFAULTS as _DEFAULTS, TrainOptions
+from ...methods.box_iterative.stages import IterativeTraining, StageConfig
+from .._common import layer_level, stored_labels
+from .._controller import Controller
+from .._runner import JobRunner
 
 METRICS = ("object_precision", "object_recall", "object_f1")
 
@@ -254,7 +254,7 @@ class BoxController(Controller):
     def _instances(self, binary: np.ndarray):
         """(instance labels, note): touching objects split by the boundary class (the instance
         head) or, for an older two-class model, by a seeded distance watershed."""
-        from ..methods.box_iterative.instances import BOUNDARY, instances_from_classes, split_instances
+        from ...methods.box_iterative.instances import BOUNDARY, instances_from_classes, split_instances
 
         radius = float(self.settings.object_radius or 0.0)
         if radius <= 0 and self.session is not None:

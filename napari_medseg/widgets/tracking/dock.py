@@ -13,15 +13,15 @@ from napari.layers import Image, Points, Shapes
 from qtpy.QtWidgets import QFileDialog, QLabel, QScrollArea, QVBoxLayout, QWidget
 from superqt.utils import ensure_main_thread
 
-from ..core import registry as registry_mod
-from ..core.registry import Registry
-from ..methods.tracking.model import MODEL_NAME
-from ..methods.tracking.synthetic import SETTINGS
-from ._common import CURRENT, device_picker, layer_picker, version_choices
-from ._runner import JobRunner
-from ._tracking_controller import CHANNELS, NO_CHANNEL, TrackingController, _is3d
-from ._plot import LivePlot, section
-from ._tracking_plot import OVERLAY, TRACES, ColorBar
+from ...core import registry as registry_mod
+from ...core.registry import Registry
+from ...methods.tracking.model import MODEL_NAME
+from ...methods.tracking.synthetic import SETTINGS
+from .._common import CURRENT, device_picker, layer_picker, version_choices
+from .._runner import JobRunner
+from .controller import CHANNELS, NO_CHANNEL, TrackingController, _is3d
+from .._plot import LivePlot, section
+from .plot import OVERLAY, TRACES, ColorBar
 
 BOUND = ("image", "starts", "ends", "directions", "model", "project", "invert", "scale", "max_steps", "device",
          "threshold", "stop_uncertain", "entropy_steps", "finetune_updates", "setting", "train_updates")

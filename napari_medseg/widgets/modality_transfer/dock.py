@@ -20,13 +20,13 @@ from napari.layers import Image, Labels
 from qtpy.QtWidgets import QTableWidget, QTableWidgetItem
 from superqt.utils import ensure_main_thread
 
-from ..core.registry import Registry
-from ..methods.modality_transfer.networks import CRITIC_MODES
-from ..methods.modality_transfer.tumour import MODALITIES
-from ._common import device_picker, layer_picker
-from ._dock import MethodDock
-from ._plot import LivePlot
-from ._transfer_controller import MODEL_NAMES, MODES, TransferController
+from ...core.registry import Registry
+from ...methods.modality_transfer.networks import CRITIC_MODES
+from ...methods.modality_transfer.tumour import MODALITIES
+from .._common import device_picker, layer_picker
+from .._dock import MethodDock
+from .._plot import LivePlot
+from .controller import MODEL_NAMES, MODES, TransferController
 
 LOSSES = ("loss_s", "loss_c", "l1")
 BOUND = ("device", "optimizer", "lr", "batch_size", "source_modality", "source_images", "source_labels",

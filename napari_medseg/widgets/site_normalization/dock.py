@@ -19,12 +19,12 @@ from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import QLayout, QSizePolicy, QWidget
 from superqt.utils import ensure_main_thread
 
-from ..core.registry import Registry
-from ..methods.site_normalization.delisle import MODES
-from ._common import device_picker
-from ._dock import MethodDock
-from ._normalization_controller import DIMS, LOSSES, MODEL_NAME, NormalizationController
-from ._plot import SERIES_COLOURS, LivePlot
+from ...core.registry import Registry
+from ...methods.site_normalization.delisle import MODES
+from .._common import device_picker
+from .._dock import MethodDock
+from .controller import DIMS, LOSSES, MODEL_NAME, NormalizationController
+from .._plot import SERIES_COLOURS, LivePlot
 
 BOUND = ("name", "images", "labels", "mode", "dims", "slice_axis", "rescale", "steps", "warmup_steps", "patch",
          "batch_size", "adv_weight", "identity_weight", "lr", "features", "device", "apply_to", "side_by_side")

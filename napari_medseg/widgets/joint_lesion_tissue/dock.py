@@ -16,13 +16,13 @@ from napari.layers import Image, Labels
 from qtpy.QtWidgets import QTableWidget, QTableWidgetItem
 from superqt.utils import ensure_main_thread
 
-from ..core.registry import Registry
-from ..methods.joint_lesion_tissue.jobs import LOSSES
-from ..methods.joint_lesion_tissue.models import BASELINE_NAMES
-from ._common import device_picker, layer_picker
-from ._dock import MethodDock
-from ._joint_controller import JointController
-from ._plot import LivePlot
+from ...core.registry import Registry
+from ...methods.joint_lesion_tissue.jobs import LOSSES
+from ...methods.joint_lesion_tissue.models import BASELINE_NAMES
+from .._common import device_picker, layer_picker
+from .._dock import MethodDock
+from .controller import JointController
+from .._plot import LivePlot
 
 DICE = ("val_dice", "val_dice_grey_matter", "val_dice_white_matter", "val_dice_lesion")
 BOUND = ("t1", "flair", "t2", "t1c", "mask", "resample", "refine", "min_lesion_ml", "model", "device", "retrain_steps", "mode", "steps", "warmup",

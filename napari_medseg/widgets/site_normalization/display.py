@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from napari.layers import Image, Labels
 
-from ..methods.site_normalization.labels import CLASS_COLOURS, class_features
-from ..core.errors import InputError
-from ..methods.site_normalization.sites import TISSUE_NAMES
-from ._common import layer_placement as _place
-from ._controller import said as _said
+from ...methods.site_normalization.labels import CLASS_COLOURS, class_features
+from ...core.errors import InputError
+from ...methods.site_normalization.sites import TISSUE_NAMES
+from .._common import layer_placement as _place
+from .._controller import said as _said
 
 
 class NormalizationDisplay:
@@ -19,7 +19,7 @@ class NormalizationDisplay:
     def _show(self, res: dict, entry, what: str) -> list:
         """Main thread: add (or update) one layer per image next to its raw layer; folder images
         get their raw layer too (the first of each folder). Then the histograms."""
-        from ..core.io import napari_placement
+        from ...core.io import napari_placement
 
         out, pairs = [], []
         for name, items in res["groups"]:

@@ -23,20 +23,20 @@ from pathlib import Path
 import numpy as np
 from napari.layers import Image, Labels
 
-from ..core.device import select_device
-from ..core.errors import InputError
-from ..core.jobs import Progress
-from ..core.registry import Registry
-from ..methods.site_normalization.data import (PERCENTILES, PREP_TAG, apply_to_groups, check_domain_items,
+from ...core.device import select_device
+from ...core.errors import InputError
+from ...core.jobs import Progress
+from ...core.registry import Registry
+from ...methods.site_normalization.data import (PERCENTILES, PREP_TAG, apply_to_groups, check_domain_items,
                                                folder_files, held_out_split, mean_class_dice, n_classes_of,
                                                read_folder_domain)
-from ..methods.site_normalization.delisle import NormalizationConfig, train_normalization_model
-from ..methods.site_normalization.delisle_config import short_run_config
-from ..core.options import defaults
-from ..methods.site_normalization.options import DEFAULTS as _DEFAULTS, TrainOptions
-from ._common import check_on_image_grid
-from ._controller import Controller, said as _said
-from ._normalization_display import NormalizationDisplay
+from ...methods.site_normalization.delisle import NormalizationConfig, train_normalization_model
+from ...methods.site_normalization.delisle_config import short_run_config
+from ...core.options import defaults
+from ...methods.site_normalization.options import DEFAULTS as _DEFAULTS, TrainOptions
+from .._common import check_on_image_grid
+from .._controller import Controller, said as _said
+from .display import NormalizationDisplay
 
 MODEL_NAME = "delisle_normalization"
 LOSSES = ("loss_seg", "loss_identity", "loss_adv", "loss_d")

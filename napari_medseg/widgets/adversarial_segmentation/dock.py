@@ -17,11 +17,11 @@ from napari.layers import Image, Labels
 from qtpy.QtWidgets import QComboBox
 from superqt.utils import ensure_main_thread
 
-from ..core.registry import Registry
-from ._adversarial_controller import D_LOSSES, DICE, G_LOSSES, METHOD_LABELS, MODEL_NAME, AdversarialController
-from ._common import device_picker, layer_picker
-from ._dock import MethodDock
-from ._plot import LivePlot
+from ...core.registry import Registry
+from .controller import D_LOSSES, DICE, G_LOSSES, METHOD_LABELS, MODEL_NAME, AdversarialController
+from .._common import device_picker, layer_picker
+from .._dock import MethodDock
+from .._plot import LivePlot
 
 BOUND = ("bssfp", "bssfp_labels", "t2", "t2_labels", "lge", "lge_labels", "slice_axis", "phantoms", "size",
          "method", "steps", "pretrain_steps", "batch_size", "lr", "adv_weight", "device", "predict_image")
