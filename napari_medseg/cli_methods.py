@@ -127,11 +127,12 @@ def _train_one(args) -> int:
     else:
         from .methods.tissue import MODEL_NAME, train_tissue
         from .methods.tissue.card import write_model_card
+        from .methods.tissue.options import TRAIN_DEFAULTS
 
         from .core.runstate import find_interrupted_runs
         from .methods.tissue.model import resume_settings
 
-        resume, kwargs = None, {"steps": args.steps or 400, "seed": args.seed, "adversarial": args.adversarial}
+        resume, kwargs = None, {"steps": args.steps or TRAIN_DEFAULTS["steps"], "seed": args.seed, "adversarial": args.adversarial}
         interrupted = [r for r in find_interrupted_runs(MODEL_NAME) if r["settings"].get("resumable")]
         if args.resume and interrupted:
             run = interrupted[0]

@@ -21,7 +21,7 @@ def _layers(func, *args):
 
 
 def _tracking(tmp_path):
-    from napari_medseg._sample_data import synthetic_axon_sample
+    from napari_medseg.methods.tracking.sample import synthetic_axon_sample
     from napari_medseg.methods.tracking.swc import read_swc
 
     layers = _layers(synthetic_axon_sample)
@@ -38,7 +38,7 @@ def _tracking(tmp_path):
 
 
 def _box_iterative(tmp_path):
-    from napari_medseg._sample_data import kidney_sample
+    from napari_medseg.methods.box_iterative.sample import kidney_sample
     from napari_medseg.core.io import read_image
 
     layers = _layers(kidney_sample, 512)
@@ -51,7 +51,7 @@ def _box_iterative(tmp_path):
 
 
 def _crop(seed=2019):
-    from napari_medseg._sample_data import confocal_sample
+    from napari_medseg.methods.staining.sample import confocal_sample
 
     layers = _layers(confocal_sample, seed)
     sl = (slice(320, 704), slice(320, 704))
@@ -88,7 +88,7 @@ def _despeckle(tmp_path):
 def _joint(tmp_path):
     import nibabel as nib
 
-    from napari_medseg._sample_data import brain_phantom_sample
+    from napari_medseg.methods.joint_lesion_tissue.sample import brain_phantom_sample
 
     data = {meta["name"]: (d, meta) for d, meta, _k in brain_phantom_sample()}
     affine = np.asarray(data["T1"][1]["metadata"]["medseg_io"]["affine"])
@@ -117,21 +117,21 @@ def _slices(tmp_path, image, truth, slug):
 
 
 def _adversarial_segmentation(tmp_path):
-    from napari_medseg._sample_cardiac import cardiac_sample
+    from napari_medseg.methods.adversarial_segmentation.sample import cardiac_sample
 
     layers = _layers(cardiac_sample)
     return _slices(tmp_path, layers["P1 LGE"], layers["P1 LGE truth (for checking only)"], "adversarial_segmentation")
 
 
 def _modality_transfer(tmp_path):
-    from napari_medseg._sample_tumour import tumour_sample
+    from napari_medseg.methods.modality_transfer.sample import tumour_sample
 
     layers = _layers(tumour_sample)
     return _slices(tmp_path, layers["sub-01 FLAIR"], layers["sub-01 tumour"], "modality_transfer")
 
 
 def _site_normalization(tmp_path):
-    from napari_medseg._sample_sites import sites_sample
+    from napari_medseg.methods.site_normalization.sample import sites_sample
 
     layers = _layers(sites_sample)
     return _slices(tmp_path, layers["adult 1"], layers["adult 1 labels"], "site_normalization")

@@ -43,8 +43,14 @@ def test_every_entry_point_of_a_method_exists(spec):
     assert spec.widget in commands and spec.widget in docked
     module, attr = commands[spec.widget]["python_name"].split(":")
     assert hasattr(importlib.import_module(module), attr)
-    samples = {s["key"] for s in MANIFEST["contributions"]["sample_data"]}
-    assert set(spec.samples) <= samples
+    samples = {s["key"]: s["command"] for s in MANIFEST["contributions"]["sample_data"]}
+    assert set(spec.samples) <= set(samples)
+    # one folder, one name: the dock and the samples live in the method's own packages
+    assert module == f"napari_medseg.widgets.{spec.slug}"
+    for key in spec.samples:
+        sample_module, sample_func = commands[samples[key]]["python_name"].split(":")
+        assert sample_module == f"napari_medseg.methods.{spec.slug}.sample", key
+        assert callable(getattr(importlib.import_module(sample_module), sample_func))
     assert set(spec.train) <= set(_choices("train"))
     subs = _subcommands()
     for p in spec.predict:

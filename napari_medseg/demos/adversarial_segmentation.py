@@ -11,7 +11,7 @@ from ._view import _show_slice
 def run(viewer, widgets, app, out: Path, steps: int) -> dict:
     """Adversarial segmentation (Chen et al. 2019): the cardiac sample's patient P1 mapped by
     name, its LGE segmented by the shipped model, Dice against the sample's LGE labels."""
-    from .._sample_cardiac import cardiac_sample
+    from ..methods.adversarial_segmentation.sample import cardiac_sample
 
     c = widgets["Adversarial segmentation"].controller
     _only(viewer, cardiac_sample())

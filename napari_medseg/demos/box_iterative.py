@@ -12,7 +12,7 @@ def run(viewer, widgets, app, out: Path, steps: int) -> dict:
     """Box-supervised training: the kidney sample's boxes, two Stage-1 rounds, a correction
     of round 2 (the true outlines painted in, as a researcher would), one more round; then
     the model segments the unlabelled slide."""
-    from .._sample_data import kidney_sample
+    from ..methods.box_iterative.sample import kidney_sample
 
     w = widgets["Box-supervised training"]
     c = w.controller

@@ -13,7 +13,7 @@ def run(viewer, widgets, app, out: Path, steps: int) -> dict:
     short retraining into a new version, and the export of the labels as NIfTI."""
     import numpy as np
 
-    from .._sample_data import brain_phantom_sample
+    from ..methods.joint_lesion_tissue.sample import brain_phantom_sample
     from ..methods.joint_lesion_tissue.labels import REDUCED
     from ..methods.joint_lesion_tissue.metrics import dice_per_class
 

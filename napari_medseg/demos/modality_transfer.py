@@ -13,7 +13,7 @@ def run(viewer, widgets, app, out: Path, steps: int) -> dict:
     shipped SegAN source model; Dice against the sample's whole-tumour labels."""
     import numpy as np
 
-    from .._sample_tumour import tumour_sample
+    from ..methods.modality_transfer.sample import tumour_sample
     from ..core import metrics
 
     c = widgets["Modality transfer"].controller

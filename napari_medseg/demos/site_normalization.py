@@ -12,7 +12,7 @@ def run(viewer, widgets, app, out: Path, steps: int) -> dict:
     """Normalize across sites (Delisle et al. 2019): the two-site sample's domains added
     (image layers with their labels), normalised by the shipped model (histograms and JSD before and after), then
     segmented."""
-    from .._sample_sites import sites_sample
+    from ..methods.site_normalization.sample import sites_sample
 
     c = widgets["Normalize across sites"].controller
     # the last step: the side-by-side grid shows this sample only. clear() is one batched

@@ -14,7 +14,7 @@ def run(viewer, widgets, app, out: Path, steps: int) -> dict:
     distance of the result to the H&E the pair came from, against Gareau's stain alone."""
     import numpy as np
 
-    from .._sample_data import confocal_sample
+    from ..methods.staining.sample import confocal_sample
     from ..methods.staining.metrics import color_distance
 
     w = widgets["Confocal digital staining"]

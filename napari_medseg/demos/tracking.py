@@ -21,7 +21,7 @@ def run(viewer, widgets, app, out: Path, steps: int) -> dict:
     shipped agent never saw), correct its traces (here: with the ground truth, as a
     researcher dragging vertices would), fine-tune, track again, and score both rounds
     on a held-out SI-W image."""
-    from .._sample_data import synthetic_axon_sample
+    from ..methods.tracking.sample import synthetic_axon_sample
     from ..methods.tracking.synthetic import generate
 
     w = widgets["Axon tracking"]

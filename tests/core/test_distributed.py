@@ -75,7 +75,7 @@ def test_predict_despeckle_folder_on_two_workers_matches_the_serial_run(tmp_path
 def test_predict_slices_folder_on_two_workers_matches_the_serial_run(slug, tmp_path, monkeypatch, capsys):
     """``predict SLUG DIR --scheduler local:2`` for the slice methods: the same labels files
     as the serial run, and a bad image fails alone."""
-    from napari_medseg._sample_tumour import tumour_sample
+    from napari_medseg.methods.modality_transfer.sample import tumour_sample
     from napari_medseg.cli import main
 
     monkeypatch.setenv("NAPARI_MEDSEG_HOME", str(tmp_path / "home"))
@@ -162,7 +162,7 @@ def test_predict_staining_folders_on_two_workers_match_the_serial_run(tmp_path, 
     differ fails alone; results are never replaced (issue 21)."""
     import zarr
 
-    from napari_medseg._sample_data import confocal_sample
+    from napari_medseg.methods.staining.sample import confocal_sample
     from napari_medseg.cli import main
 
     monkeypatch.setenv("NAPARI_MEDSEG_HOME", str(tmp_path / "home"))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_medseg._sample_cardiac import TRUTH_SUFFIX, cardiac_sample
+from napari_medseg.methods.adversarial_segmentation.sample import TRUTH_SUFFIX, cardiac_sample
 from napari_medseg.core.registry import Registry
 from napari_medseg.methods.adversarial_segmentation.cardiac import LABEL_NAMES, map_slices
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_medseg import _sample_data
+from napari_medseg.methods.joint_lesion_tissue import sample as _sample_data
 from napari_medseg.core import paths
 from napari_medseg.core.errors import MedsegError
 from napari_medseg.core.registry import Registry

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from napari.utils._proxies import PublicOnlyProxy
 
-from napari_medseg import _sample_sites
+from napari_medseg.methods.site_normalization import sample as _sample_sites
 from napari_medseg.core.registry import Registry
 from napari_medseg.methods.site_normalization.data import preprocessing_of
 from napari_medseg.widgets.site_normalization.controller import MODEL_NAME

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_medseg import _sample_data
+from napari_medseg.methods.staining import sample as _sample_data
 from napari_medseg.core import paths
 from napari_medseg.core.registry import Registry
 from napari_medseg.methods.staining.metrics import color_distance

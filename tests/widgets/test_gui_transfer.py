@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_medseg._sample_tumour import tumour_sample
+from napari_medseg.methods.modality_transfer.sample import tumour_sample
 from napari_medseg.core.jobs import collect
 from napari_medseg.core.registry import Registry
 from napari_medseg.methods.modality_transfer import segan

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 
 from ...core.errors import InputError
+from .options import TRAIN_DEFAULTS
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -53,9 +54,9 @@ def train(args, registry):
     else:
         controls, patients, val = phantom_training_data(n, n, 1, seed=args.seed, shape=shape,
                                                         spacing=spacing, label_set=args.label_set)
-    steps = args.steps or 2000
-    patch = args.patch or min(48, *shape)
-    cfg = JointConfig(patch_size=(patch,) * 3, steps=steps, lr=args.lr or 0.005, warmup=args.warmup if args.warmup is not None else steps // 2,
+    steps = args.steps or TRAIN_DEFAULTS["steps"]
+    patch = args.patch or min(TRAIN_DEFAULTS["patch"], *shape)
+    cfg = JointConfig(patch_size=(patch,) * 3, steps=steps, lr=args.lr or TRAIN_DEFAULTS["lr"], warmup=args.warmup if args.warmup is not None else steps // 2,
                       val_every=max(1, steps // 10), seed=args.seed, device=str(device),
                       label_set=LABEL_SETS[args.label_set], mode=args.mode, roi_size=shape)
     name = BASELINE_NAMES[args.mode]

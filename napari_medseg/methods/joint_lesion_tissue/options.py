@@ -51,9 +51,16 @@ PREDICT_COMMANDS = {"joint_lesion_tissue": (("PredictOptions",), "napari_medseg.
                                             "volumes CSV")}
 
 
+#: What ``napari-medseg train joint_lesion_tissue`` runs when an option is not given: longer
+#: than the dock's short runs below (the warm-up is half the steps unless --warmup says).
+TRAIN_DEFAULTS = {
+    "steps": 2000,
+    "lr": 0.005,
+    "patch": 48,  # capped by the volume's shape
+}
+
 #: Hyperparameter defaults of the dock's short runs, declared once here (the widget's
-#: settings read them); ``napari-medseg train joint_lesion_tissue`` runs longer by default
-#: (2000 steps, patch 48).
+#: settings read them).
 DEFAULTS = {
     "steps": 500,
     "warmup": 250,  # iterations before the inter-modality term (the paper: 5000 of 20000)

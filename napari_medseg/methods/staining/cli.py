@@ -9,6 +9,7 @@ import numpy as np
 
 from ...core.errors import InputError
 from .hne import IMAGE_SUFFIXES, read_images
+from .options import TRAIN_DEFAULTS
 
 
 
@@ -65,7 +66,7 @@ def train(args, registry):
         real = args.recipe == "real"
         val_data = (args.val_images or "the training images") if args.images else (
             "bundled: slideflow norm_tile.jpg (luma and eosin density)" if real else "CMU-1 rows 1500-1900")
-        gen = train_despeckle_model(registry, train_rgb, val_rgb, steps=args.steps or 2000,
+        gen = train_despeckle_model(registry, train_rgb, val_rgb, steps=args.steps or TRAIN_DEFAULTS["steps"],
                                     batch_size=args.batch_size or 8, crop=args.patch or (64 if real else 256),
                                     std=_std(args.std), seed=args.seed, device=device, resume=resume, data=data,
                                     augment=real, val_stds=REAL_VAL_STDS if real else None,
@@ -74,8 +75,9 @@ def train(args, registry):
     else:
         from .models import train_cyclegan_model
 
-        gen = train_cyclegan_model(registry, train_rgb, val_rgb, steps_small=args.steps or 2000,
-                                   steps_large=args.steps_large if args.steps_large is not None else 1000,
+        gen = train_cyclegan_model(registry, train_rgb, val_rgb, steps_small=args.steps or TRAIN_DEFAULTS["steps"],
+                                   steps_large=(TRAIN_DEFAULTS["steps_large"] if args.steps_large is None
+                                                else args.steps_large),
                                    batch_size=args.batch_size or 1, seed=args.seed, device=device,
                                    resume=args.resume, data=data, upsample=args.upsample,
                                    preview_every=args.preview_every)

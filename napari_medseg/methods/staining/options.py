@@ -86,9 +86,15 @@ PREDICT_COMMANDS = {
 }
 
 
+#: What ``napari-medseg train staining|despeckle|cyclegan`` runs when an option is not given:
+#: longer than the dock's short runs below.
+TRAIN_DEFAULTS = {
+    "steps": 2000,  # the despeckler's steps, or the CycleGAN's 256-px stage
+    "steps_large": 1000,  # CycleGAN's 512-px stage
+}
+
 #: Hyperparameter defaults of the dock's short runs, declared once here (the widget's
-#: settings read them); ``napari-medseg train staining`` runs longer by default (2000 steps,
-#: 1000 at 512 px).
+#: settings read them).
 DEFAULTS = {
     "steps": 200,  # the dock's fine-tuning run
     "steps_large": 100,  # CycleGAN's 512-px stage

@@ -13,6 +13,9 @@ class TrainOptions:
                                 metavar="WEIGHT")
 
 
+#: What ``napari-medseg train tissue`` runs when --steps is not given.
+TRAIN_DEFAULTS = {"steps": 400}
+
 #: Hyperparameter defaults of the Segment dock's retraining rounds, declared once here.
 DEFAULTS = {
     "steps": 60,  # training steps per "Retrain from corrections" round (8 patches a step)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .methods.site_normalization.labels import CLASS_COLOURS, class_features
+from .labels import CLASS_COLOURS, class_features
 
 SPACING_MM = 3.0
 
@@ -24,7 +24,7 @@ def sites_sample(n_per_site: int = 3, seed: int = 2019, shape=(48, 56, 48), spac
     """Layer tuples: ``n_per_site`` volumes per site (infant, adult) with their labels; the
     labels start hidden. Images are float32 in each site's own units, labels uint8 0-3.
     ``spacing`` (mm): keep ``shape * spacing`` about 150 mm so that the whole brain fits."""
-    from .methods.site_normalization.sites import multi_site
+    from .sites import multi_site
 
     data = multi_site(int(n_per_site), sites=("infant", "adult"), seed=int(seed), shape=tuple(shape),
                       spacing=(float(spacing),) * 3)

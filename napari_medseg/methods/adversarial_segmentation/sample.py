@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .methods.adversarial_segmentation.labels import CLASS_COLOURS, class_features
+from .labels import CLASS_COLOURS, class_features
 
 LONG_AXIS_MM = 100.0  # the phantom's base-to-apex span, in the layers' world units
 PIXEL_MM = 1.5  # in-plane pixel size given to the layers
@@ -32,7 +32,7 @@ def placement(positions, n: int) -> dict:
 def cardiac_sample(n_patients: int = 2, seed: int = 2019, size=(96, 96)):
     """Layer tuples for ``n_patients`` phantom patients (see the module); only the first
     patient's LGE is visible."""
-    from .methods.adversarial_segmentation.cardiac import SEQUENCES, cardiac_patient
+    from .cardiac import SEQUENCES, cardiac_patient
 
     layers = []
     for i in range(int(n_patients)):

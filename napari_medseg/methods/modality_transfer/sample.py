@@ -21,8 +21,8 @@ def tumour_sample(n_subjects: int = 4, shape=(64, 72, 64), spacing=(2.25, 2.25, 
     layers and its whole-tumour Labels layer (the last subject is low grade). Only the
     first subject's FLAIR and tumour are visible. Metadata ``{"tumour": {"modality",
     "subject", "grade", "seed"}}`` name each layer's modality and subject."""
-    from .methods.modality_transfer.data import phantom_subject
-    from .methods.modality_transfer.tumour import MODALITIES
+    from .data import phantom_subject
+    from .tumour import MODALITIES
 
     out = []
     for i in range(int(n_subjects)):
