@@ -38,6 +38,7 @@ def main(steps: int = 60) -> None:
     c.retrain(block=True)
     second = c.run(block=True)
     first.visible = False
+    viewer.reset_view()
     print(c.rounds_text(), "|", c.message)
     shot(viewer, OUT / "segment-widget.png")
     viewer.close()
