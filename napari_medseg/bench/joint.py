@@ -141,8 +141,10 @@ def phantom_study(models, ls, n: int, shape=SHAPE, spacing=SPACING) -> dict:
 
 
 def _binary_dice(a, b) -> float | None:
-    s = int(a.sum()) + int(b.sum())
-    return 2.0 * float(np.logical_and(a, b).sum()) / s if s else None
+    """Dice of two masks; None when both are empty."""
+    from ..core.metrics import dice
+
+    return dice(a, b, True) if (np.any(a) or np.any(b)) else None
 
 
 def _crop(shape, t1, target=SPEED_SHAPE):

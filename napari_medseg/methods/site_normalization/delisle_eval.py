@@ -115,12 +115,10 @@ def segment(model_or_pair, image, device="cpu", mode: str = "adversarial", retur
 
 
 def _class_dice(pred: np.ndarray, truth: np.ndarray, n_classes: int) -> dict[int, float]:
-    out = {}
-    for c in range(1, n_classes):
-        a, b = pred == c, truth == c
-        if a.any() or b.any():
-            out[c] = float(2.0 * np.logical_and(a, b).sum() / (a.sum() + b.sum()))
-    return out
+    """Dice of each foreground class present in either map."""
+    from ...core.metrics import dice
+
+    return {c: dice(pred, truth, c) for c in range(1, n_classes) if (pred == c).any() or (truth == c).any()}
 
 
 def _class_name(c: int, n_classes: int) -> str:
