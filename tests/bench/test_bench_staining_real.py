@@ -4,6 +4,7 @@ the colour check per stain and the checkerboard ratio."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from napari_medseg.bench import staining_real as sr
@@ -42,6 +43,7 @@ def test_real_tables_identity_equals_noisy_and_margins_are_per_crop():
     assert r["real_worst_crop_margin_db"] == min(min(v) for v in r["real_crop_margins_db_by_std"].values()) < 0
     goals = sr.goals_met({**r, "cyclegan_color_distance": {"eosin": 1.0}, "gareau_color_distance": {"eosin": 2.0},
                           "cyclegan_ssim": 0.5, "gareau_ssim": 0.5, "cyclegan_checkerboard_ratio": 1.0,
+                          "cyclegan_checkerboard_added": 1.0,
                           "slide_mp_per_s": 3.0, "slide_mp_per_s_before": 1.0, "real_psnr_bf16_minus_fp32_db": 0.0})
     assert not goals["goal_real_psnr_met"] and not goals["goal_real_worst_crop_met"]
     assert goals["goal_cyclegan_color_met"] and goals["goal_slide_speed_met"]
@@ -63,3 +65,33 @@ def test_stain_masks_split_tissue_and_lab_distance_is_zero_on_itself():
     assert h.any() and e.any() and not (h & e).any()
     assert sr.lab_distance(he.astype(np.float32) / 255.0, he, h) < 1e-3
     assert sr.lab_distance(np.full(he.shape, 0.5, np.float32), he, e) > 5.0
+
+
+class _Despeckler(Identity):
+    receptive_radius = 0
+
+
+class _Generator(torch.nn.Module):
+    """A stand-in stain generator: the identity, or the identity plus a 2-px checkerboard."""
+
+    receptive_radius = 0
+
+    def __init__(self, board: float = 0.0):
+        super().__init__()
+        self.board = board
+
+    def forward(self, x):
+        yy, xx = torch.meshgrid(torch.arange(x.shape[-2]), torch.arange(x.shape[-1]), indexing="ij")
+        return x + self.board * (((yy + xx) % 2) * 2 - 1).to(x.dtype)
+
+
+def test_the_generators_own_checkerboard_is_measured_against_its_input():
+    """A generator that changes nothing adds nothing (1.0 on every crop), whatever texture its
+    input has; one that adds a 2-px pattern is caught."""
+    clean = sr.cyclegan_real(_Despeckler(), _Generator(0.0), 64)
+    assert len(clean["cyclegan_checkerboard_added_by_crop"]) == clean["n_staining_crops_real"] == 4
+    assert np.allclose(clean["cyclegan_checkerboard_added_by_crop"], 1.0, atol=1e-3)
+    assert clean["cyclegan_checkerboard_added"] == pytest.approx(max(clean["cyclegan_checkerboard_added_by_crop"]),
+                                                                 abs=1e-4)
+    patterned = sr.cyclegan_real(_Despeckler(), _Generator(0.1), 64)
+    assert patterned["cyclegan_checkerboard_added"] > 1.2
