@@ -14,10 +14,15 @@ SMALL_ENOUGH_TO_PAINT = 64_000_000  # pixels: below this a result is loaded into
 CURRENT = "current"
 
 
+def version_label(entry) -> str:
+    """How a version picker lists a registry entry: ``vN (source)``."""
+    return f"v{entry.version} ({entry.source})"
+
+
 def version_choices(registry, name: str | None) -> list:
     """A version picker's choices: "current", then every version of ``name`` as ``vN (source)``."""
     entries = registry.list(name) if name else []
-    return [CURRENT] + [(f"v{e.version} ({e.source})", e.version) for e in entries]
+    return [CURRENT] + [(version_label(e), e.version) for e in entries]
 
 
 def layer_picker(viewer, layer_type, label: str, nullable: bool = False, exclude=()) -> ComboBox:

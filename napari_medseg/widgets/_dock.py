@@ -79,10 +79,8 @@ class MethodDock(QWidget):
         """Choices of a version picker: "current" (unless ``CURRENT_CHOICE`` is off), then every
         version of ``name`` (default: the model the dock shows), labelled by ``_version_label``."""
         if name is None:
-            controller = getattr(self, "controller", None)
-            name = getattr(controller.settings, self.VERSIONS_OF) if self.VERSIONS_OF and controller else \
-                self.MODEL_NAME
-        entries = self.controller.registry.list(name) if name and hasattr(self, "controller") else []
+            name = getattr(self.controller.settings, self.VERSIONS_OF) if self.VERSIONS_OF else self.MODEL_NAME
+        entries = self.controller.registry.list(name) if name else []
         labels = [self._version_label(e) for e in entries]
         return ([CURRENT] if self.CURRENT_CHOICE else []) + [e.version if label is None else (label, e.version)
                                                              for e, label in zip(entries, labels)]
@@ -90,10 +88,6 @@ class MethodDock(QWidget):
     def _version_label(self, entry) -> str | None:
         """How a version is listed; None: as its number."""
         return None
-
-    def _version_choice(self, version):
-        """The picker's value for a settings version (None: "current")."""
-        return CURRENT if version is None and self.CURRENT_CHOICE else version
 
     def _to_settings(self):
         """Every bound control's value into the controller's settings (a picked version as a

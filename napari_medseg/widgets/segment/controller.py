@@ -56,10 +56,9 @@ class SegmentController(Controller):
         self.viewer, self.runner = viewer, runner
         self.registry = registry or Registry()
         self.settings = SegmentSettings()
-        if DEFAULT_MODEL in self.model_names():  # the reference model first, whatever else is installed
-            self.settings.model = DEFAULT_MODEL
-        elif self.model_names():
-            self.settings.model = self.model_names()[0]
+        names = self.model_names()
+        if names:  # the reference model first, whatever else is installed
+            self.settings.model = DEFAULT_MODEL if DEFAULT_MODEL in names else names[0]
         self.history: list[dict] = []  # one record per retraining round finished here
         self._lines: list[str] = []  # what the dock shows under its Retrain button
         self.last_result = None  # the Labels layer of the last run

@@ -13,7 +13,7 @@ from superqt.utils import ensure_main_thread
 
 from ...core.registry import Registry
 from ...core.runstate import interrupted_note
-from .._common import device_picker, layer_picker
+from .._common import CURRENT, device_picker, layer_picker, version_label
 from .._dock import MethodDock
 from .controller import SegmentController
 
@@ -76,7 +76,7 @@ class SegmentWidget(MethodDock):
         return self.controller.retrain(block)
 
     def _version_label(self, entry) -> str:
-        return f"v{entry.version} ({entry.source})"
+        return version_label(entry)
 
     def _show_resumable(self):
         self.resumable.value = interrupted_note(self.model.value) if self.model.value else ""
@@ -95,7 +95,8 @@ class SegmentWidget(MethodDock):
         self._syncing = True
         try:
             self.version.reset_choices()
-            self.version.value = self._version_choice(self.controller.settings.version)
+            version = self.controller.settings.version
+            self.version.value = CURRENT if version is None else version
         finally:
             self._syncing = False
 
