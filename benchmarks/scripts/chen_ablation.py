@@ -31,6 +31,10 @@ VARIANTS = {
     "uadt_adv0.03": {"adv_weight": 0.03},
     "uad": {"method": "adversarial"},
     "uad_adv0.01": {"method": "adversarial", "adv_weight": 0.01},
+    "uad_adv0.01_dwarm": {"method": "adversarial", "adv_weight": 0.01, "d_warmup": True},
+    "uad_adv0.1_dwarm": {"method": "adversarial", "adv_weight": 0.1, "d_warmup": True},
+    "uad_adv0.03_dwarm": {"method": "adversarial", "adv_weight": 0.03, "d_warmup": True},
+    "uadt_adv0.01_dwarm": {"adv_weight": 0.01, "d_warmup": True},
 }
 data = groups.cardiac_data(p)
 

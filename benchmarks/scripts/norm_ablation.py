@@ -36,6 +36,13 @@ VARIANTS = {
   "resize_adv0.03_steps900": {"adv_weight": 0.03, "steps": 900, "val_every": 60},
   "resize_adv0.01_identity0.1": {"adv_weight": 0.01, "identity_weight": 0.1},
   "resize_adv0.01_identity1": {"adv_weight": 0.01, "identity_weight": 1.0},
+  "linear_adv0.01": {"adv_weight": 0.01, "generator_upsample": "linear"},
+  "linear_adv0.1": {"adv_weight": 0.1, "generator_upsample": "linear"},
+  "linear": {"generator_upsample": "linear"},
+  "linear_adv0.03": {"adv_weight": 0.03, "generator_upsample": "linear"},
+  "linear_adv0.01_identity0.1": {"adv_weight": 0.01, "identity_weight": 0.1, "generator_upsample": "linear"},
+  "linear_adv0.01_warmup30": {"adv_weight": 0.01, "warmup_steps": 30, "generator_upsample": "linear"},
+  "linear_adv0": {"adv_weight": 0.0, "generator_upsample": "linear"},
 }
 
 

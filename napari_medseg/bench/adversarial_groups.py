@@ -77,7 +77,7 @@ def cardiac_group(p: dict, seed: int, data: dict) -> dict:
     for method in METHODS:
         cfg = ChenConfig(method=method, steps=p["steps"], pretrain_steps=p["pretrain_steps"],
                          batch_size=p["batch_size"], lr=p["lr"], seed=seed, val_every=p["val_every"], amp=False,
-                         adv_weight=p.get("adv_weight", 1.0))
+                         adv_weight=p.get("adv_weight", 1.0), d_warmup=p.get("d_warmup", False))
         train, val = chen_training_data(data["train"], cfg), chen_validation_data(data["val"], cfg)
         torch.manual_seed(seed)  # G's initial weights: the same in all three methods
         model = DilatedResUNet(2, 1, cfg.n_classes, features=p["features"], dilations=p["dilations"])
@@ -173,7 +173,7 @@ def _norm_train(p: dict, seed: int, mode: str, train: dict, val: dict, batch_siz
                               plateau_patience=None, mode=mode, seed=seed, amp=False,
                               segmenter_features=p["segmenter_features"], generator_features=p["generator_features"],
                               discriminator_features=p["discriminator_features"],
-                              generator_upsample=p.get("generator_upsample", "resize"),
+                              generator_upsample=p.get("generator_upsample", "linear"),
                               adv_weight=p.get("adv_weight", 1.0))
     torch.manual_seed(seed)
     model, _, disc = build_networks(cfg, max(2, len(train)))

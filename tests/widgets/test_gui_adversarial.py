@@ -72,7 +72,8 @@ def test_map_pseudo_masks_train_predict(setup, qtbot):
     assert entry.meta["config"]["data"] == "2 patient(s) from layers + 1 phantom(s) in napari"
     assert "Saved chen_cardiac v1" in c.message and "best validation Dice" in c.message
     assert [len(w.g_plot.series[k]) for k in ("loss_g", "loss_id", "loss_dt")] == [4, 4, 4]
-    assert [len(w.d_plot.series[k]) for k in ("loss_d", "loss_adv")] == [2, 2]  # after 2 pre-training steps
+    # D warms up during the 2 pre-training steps (d_warmup); G's adversarial term follows them
+    assert [len(w.d_plot.series[k]) for k in ("loss_d", "loss_adv")] == [4, 2]
     assert len(w.dice_plot.series["val_dice"]) == 4 and all(0 <= y <= 1 for _, y in w.dice_plot.series["val_dice"])
     assert w.version.choices == ("current", 1) and "chen_cardiac v1" in w.models.value
 

@@ -12,7 +12,10 @@ Three methods, the paper's Table 1 rows:
 Algorithm 1: G is first trained alone for ``pretrain_steps`` (j) iterations on its
 segmentation loss (L_ID, plus L_DT when transferring), then each of the remaining
 iterations up to ``steps`` (k) updates D on a mini-batch with G fixed, then G with D
-frozen (:class:`~.gan.AdversarialTrainer`). ``steps`` counts all k iterations.
+frozen (:class:`~.gan.AdversarialTrainer`). ``steps`` counts all k iterations. With
+``d_warmup`` (not in Algorithm 1; issue 20) D also learns during the pre-training, on the
+masks G has just made, so that the adversarial phase starts against an informed D; G's
+pre-training is the same either way.
 
 What D sees (Eq. 5): each image x concatenated with a mask; real = the one-hot expert
 labels of S, fake = G's softmax on the same images. With weak transfer D also sees the
@@ -63,6 +66,7 @@ class ChenConfig:
     lam: float = 0.9  # λ: L_ID weight; the weak transfer gets 1 − λ
     adv_weight: float = 1.0  # Eq. 6 adds L_D and L_G with equal weight
     pretrain_steps: int = 500  # j: supervised iterations of G before the adversarial ones
+    d_warmup: bool = False  # D also learns during G's pre-training (on G's detached masks; G unchanged)
     steps: int = 3000  # k: all iterations, pre-training included
     batch_size: int = 16
     lr: float = 2e-4
@@ -212,9 +216,12 @@ def train_chen(model, discriminator, train_data: ChenData, val_data: SliceSet | 
         y = _pad(torch.from_numpy(ys).to(device), stride)
         return x, y
 
+    seen = {}  # the pre-training step's logits, for D's warm-up
+
     def g_loss(x, y, with_adv):
         def fn():
             logits = model(x)
+            seen["logits"] = logits
             n = cfg.batch_size
             l_id = losses.segmentation_loss(logits[:n], y[:n], cfg.beta)
             l_dt = losses.segmentation_loss(logits[n:], y[n:], cfg.beta) if transfer else None
@@ -223,10 +230,10 @@ def train_chen(model, discriminator, train_data: ChenData, val_data: SliceSet | 
             return losses.generator_loss(l_id, l_dt, adv, cfg.lam, cfg.adv_weight), logs
         return fn
 
-    def d_loss(x, y):
+    def d_loss(x, y, logits=None):
         def fn():
             with torch.no_grad():
-                fake = probabilities(model(x)).float()
+                fake = probabilities(model(x) if logits is None else logits.detach()).float()
             return losses.discriminator_loss(d_net(x, _one_hot(y, cfg.n_classes)), d_net(x, fake))
         return fn
 
@@ -248,10 +255,13 @@ def train_chen(model, discriminator, train_data: ChenData, val_data: SliceSet | 
             trainer.step_count = step - 1
             if step <= cfg.pretrain_steps or not adversarial:
                 logs = trainer.g_step(g_loss(x, y, False))
+                if adversarial and cfg.d_warmup:  # D on the masks G just made, before they change
+                    logs.update(trainer.d_step(d_loss(x, y, seen["logits"])))
                 phase = "pre-training G" if adversarial else PAPER_NAMES[cfg.method]
             else:
                 logs = trainer.step(d_loss(x, y), g_loss(x, y, True))
                 phase = "adversarial"
+            seen.clear()
             for k in ("g", "d") if phase == "adversarial" else ("g",):
                 decay[k].step()
             metrics = dict(logs)

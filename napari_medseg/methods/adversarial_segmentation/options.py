@@ -38,6 +38,7 @@ DEFAULTS = {
     "batch_size": 8,  # slices per step (the paper: 16)
     "lr": 2e-4,  # Adam, the paper's
     "adv_weight": 0.01,  # the adversarial term's weight (Eq. 6: 1), chosen on validation Dice (issue 20)
+    "d_warmup": True,  # D also learns during G's pre-training, on G's masks (issue 20: chosen on validation Dice)
     "seed": 0,
     "phantoms": 0,  # the dock: extra phantom patients beside the user's (train: phantoms only, --phantoms)
     "phantom_seed": 7,  # ... and their seed

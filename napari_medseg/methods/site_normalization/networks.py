@@ -9,7 +9,9 @@ from collections.abc import Sequence
 import torch
 from monai.networks.blocks import Convolution, ResidualUnit
 from monai.networks.layers import Pool
+from monai.networks.layers import Conv
 from monai.networks.nets import UNet
+from monai.networks.nets.basic_unet import Down, TwoConv, UpCat
 from torch import nn
 
 from ...core import nets
@@ -19,8 +21,11 @@ from ...core.errors import InputError
 
 #: the generator's up-sampling: MONAI's transposed convolutions (the models shipped before
 #: issue 20), or nearest-neighbour resizing followed by a convolution (Odena et al. 2016): a
-#: stride-2 transposed 3x3 convolution overlaps unevenly and prints a 2-px checkerboard
-UPSAMPLING = ("transposed", "resize")
+#: stride-2 transposed 3x3 convolution overlaps unevenly and prints a 2-px checkerboard.
+#: Both build MONAI's ``UNet``, whose first layer already down-samples, so every output voxel
+#: is computed from half-resolution features. "linear" builds :class:`FullResolutionUNet`
+#: instead, the 3-D U-Net of Cicek et al. that the paper names.
+UPSAMPLING = ("transposed", "resize", "linear")
 
 
 class ResizeUNet(UNet):
@@ -40,10 +45,39 @@ class ResizeUNet(UNet):
         return up
 
 
+class FullResolutionUNet(nn.Module):
+    """Cicek et al.'s U-Net with one level per width in ``features``, from MONAI's BasicUNet
+    blocks: two convolutions at every level, the input's resolution included, max-pooling
+    down, linear interpolation and a convolution up, each level's features concatenated
+    back, and a 1x1 convolution out. (BasicUNet itself always has five levels: its receptive
+    field outgrows 32-px training patches, and on whole slices it painted the borders.)"""
+
+    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, features: Sequence[int],
+                 norm: str = "batch"):
+        super().__init__()
+        f, sd, act = [int(c) for c in features], spatial_dims, ("LeakyReLU", {"negative_slope": 0.1, "inplace": True})
+        self.first = TwoConv(sd, in_channels, f[0], act, norm, True, 0.0)
+        self.down = nn.ModuleList(Down(sd, a, b, act, norm, True, 0.0) for a, b in zip(f[:-1], f[1:]))
+        self.up = nn.ModuleList(UpCat(sd, b, a, a, act, norm, True, 0.0, upsample="nontrainable")
+                                for a, b in reversed(list(zip(f[:-1], f[1:]))))
+        self.out = Conv["conv", sd](f[0], out_channels, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = [self.first(x)]
+        for down in self.down:
+            skips.append(down(skips[-1]))
+        x = skips.pop()
+        for up in self.up:
+            x = up(x, skips.pop())
+        return self.out(x)
+
+
 def _unet(sd: int, c_in: int, c_out: int, channels: Sequence[int], norm: str, num_res_units: int,
           upsample: str = "transposed") -> nn.Module:
     if upsample not in UPSAMPLING:
         raise InputError(f"upsample is one of {UPSAMPLING}, not {upsample!r}.")
+    if upsample == "linear":
+        return FullResolutionUNet(sd, c_in, c_out, channels, norm)
     cls = UNet if upsample == "transposed" else ResizeUNet
     return cls(sd, c_in, c_out, channels=tuple(channels), strides=(2,) * (len(channels) - 1),
                num_res_units=num_res_units, norm=norm)

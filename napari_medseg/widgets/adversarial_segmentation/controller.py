@@ -65,6 +65,7 @@ class AdversarialSettings:
     batch_size: int = _DEFAULTS["batch_size"]
     lr: float = _DEFAULTS["lr"]
     adv_weight: float = _DEFAULTS["adv_weight"]  # weight of G's adversarial term (the paper: 1)
+    d_warmup: bool = _DEFAULTS["d_warmup"]  # D also learns during G's pre-training (not in Algorithm 1)
     device: str = "auto"
     seed: int = _DEFAULTS["seed"]
     predict_image: Image | None = None  # None: the mapped LGE image
@@ -220,7 +221,7 @@ class AdversarialController(Controller):
         steps = int(s.steps)
         cfg = ChenConfig(method=s.method, steps=steps, pretrain_steps=int(s.pretrain_steps),
                          batch_size=int(s.batch_size), lr=float(s.lr), adv_weight=float(s.adv_weight), size=size,
-                         seed=int(s.seed),
+                         seed=int(s.seed), d_warmup=bool(s.d_warmup),
                          device=str(self.device()), val_every=max(1, steps // 10))
         check_config(cfg)
         return cfg

@@ -130,6 +130,23 @@ def test_pretraining_leaves_d_alone(train_cohort):
     assert all(torch.equal(v, before[k]) for k, v in d.state_dict().items())
 
 
+def test_d_warmup_trains_d_during_pretraining_and_leaves_g_as_without_it(train_cohort):
+    """Issue 20: with ``d_warmup`` D learns on G's masks during the pre-training; G's
+    pre-training (weights and losses) is exactly what it is without it."""
+    out = {}
+    for warm in (False, True):
+        config = cfg(method="adversarial", steps=3, pretrain_steps=3, d_warmup=warm)
+        g, d = nets()
+        before = {k: v.clone() for k, v in d.state_dict().items()}
+        reports, _ = run(train_chen(g, d, chen_training_data(train_cohort, config), None, config))
+        changed = any(not torch.equal(v, before[k]) for k, v in d.state_dict().items() if k.endswith("weight"))
+        out[warm] = (g.state_dict(), [r.metrics["loss_g"] for r in reports], changed,
+                     all("loss_d" in r.metrics for r in reports))
+    assert out[True][2] and out[True][3] and not out[False][2]
+    assert out[True][1] == out[False][1]
+    assert all(torch.equal(v, out[False][0][k]) for k, v in out[True][0].items())
+
+
 def test_short_training_improves_validation_dice(train_cohort, val_cohort):
     config = cfg(method="unet", steps=80, pretrain_steps=0, batch_size=8, val_every=20)
     g, _ = nets()

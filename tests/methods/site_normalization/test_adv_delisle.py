@@ -65,9 +65,10 @@ def test_tiny_runs_give_finite_losses(sd, slices, volumes):
     assert len(result["history"]) == 4
 
 
-def test_warmup_brings_the_generator_towards_identity(slices):
+@pytest.mark.parametrize("upsample", ["linear", "resize"])
+def test_warmup_brings_the_generator_towards_identity(slices, upsample):
     train, val = slices
-    cfg = tiny(2, steps=30, warmup_steps=30, val_every=100, lr_generator=1e-2)
+    cfg = tiny(2, steps=30, warmup_steps=30, val_every=100, lr_generator=1e-2, generator_upsample=upsample)
     torch.manual_seed(0)
     model, _, d = build_networks(cfg, 2)
     img = val["adult"][0][0]
@@ -77,7 +78,10 @@ def test_warmup_brings_the_generator_towards_identity(slices):
     first, last = reports[0].metrics["loss_identity"], np.mean([r.metrics["loss_identity"] for r in reports[-3:]])
     assert last < 0.2 * first, (first, last)  # seen: 1.21 -> 0.07
     after = float(np.mean((normalize_volume(model.generator, img) - img) ** 2))
-    assert after < 0.1 * before and after < img.var(), (before, after)  # seen: 1.96 -> 0.023 (var 0.056)
+    # seen: resize 1.24 -> 0.033; linear 0.199 -> 0.021 (its full-resolution level starts it
+    # nearer the input, so it has less to gain, and it ends nearer too); var 0.056
+    assert after < {"resize": 0.1, "linear": 0.2}[upsample] * before, (before, after)
+    assert after < {"resize": 1.0, "linear": 0.5}[upsample] * img.var(), (before, after)
 
 
 class RecordingDiscriminator(DomainDiscriminator):

@@ -44,3 +44,44 @@ def test_old_checkpoints_rebuild_with_transposed_convolutions_and_new_ones_recor
     assert rebuilt.state_dict().keys() == _generator("resize").state_dict().keys()
     with pytest.raises(InputError, match="upsample"):
         NormalizationGenerator(2, 1, (8, 16), upsample="bilinear-ish")
+
+
+def test_the_full_resolution_generator_learns_the_identity_warm_up_that_the_resize_one_cannot():
+    """Issue 20: MONAI's UNet down-samples in its first layer, so the resize generator rebuilds
+    every pixel from half-resolution features and loses the input's finest detail; the
+    "linear" generator (BasicUNet) keeps a full-resolution level and learns the identity."""
+    from scipy.ndimage import gaussian_filter
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+
+    def batch(n=8):
+        x = [gaussian_filter(rng.normal(size=(32, 32)), 2) * 3 + 0.3 * rng.normal(size=(32, 32)) for _ in range(n)]
+        return torch.from_numpy(np.stack(x).astype(np.float32))[:, None]
+
+    test = batch(4)
+    err, kept = {}, {}
+    for upsample in ("linear", "resize"):
+        g = _generator(upsample).train()
+        opt = torch.optim.Adam(g.parameters(), 2e-3)
+        for _ in range(150):
+            x = batch()
+            loss = ((g(x) - x) ** 2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            out = g.eval()(test)
+        err[upsample] = float(((out - test) ** 2).mean() / (test ** 2).mean())
+        kept[upsample] = checkerboard_ratio(list(out[:, 0].numpy()), list(test[:, 0].numpy()))
+    assert err["linear"] < 0.5 * err["resize"]
+    assert 0.5 < kept["linear"] < 1.2  # the input's 2-px detail kept, no pattern added
+    assert kept["resize"] < 0.5  # the half-resolution generator smooths it away
+
+
+def test_linear_generators_record_their_upsampling_and_rebuild():
+    g = _generator("linear")
+    assert g.arch()["kwargs"]["upsample"] == "linear" and g.total_stride == 2
+    rebuilt = NormalizationGenerator(**g.arch()["kwargs"])
+    assert rebuilt.state_dict().keys() == g.state_dict().keys()
+    assert tuple(rebuilt(torch.zeros(1, 1, 37, 45)).shape) == (1, 1, 37, 45)  # any size, no padding needed
