@@ -35,6 +35,10 @@ VARIANTS = {
     "uad_adv0.1_dwarm": {"method": "adversarial", "adv_weight": 0.1, "d_warmup": True},
     "uad_adv0.03_dwarm": {"method": "adversarial", "adv_weight": 0.03, "d_warmup": True},
     "uadt_adv0.01_dwarm": {"adv_weight": 0.01, "d_warmup": True},
+    "unet_steps900": {"method": "unet", "steps": 900, "pretrain_steps": 300},
+    "uad_adv0.01_dwarm_steps900": {"method": "adversarial", "adv_weight": 0.01, "d_warmup": True, "steps": 900,
+                                   "pretrain_steps": 300},
+    "uadt_adv0.01_dwarm_steps900": {"adv_weight": 0.01, "d_warmup": True, "steps": 900, "pretrain_steps": 300},
 }
 data = groups.cardiac_data(p)
 
