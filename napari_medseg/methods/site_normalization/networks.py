@@ -8,8 +8,7 @@ from collections.abc import Sequence
 
 import torch
 from monai.networks.blocks import Convolution, ResidualUnit
-from monai.networks.layers import Pool
-from monai.networks.layers import Conv
+from monai.networks.layers import Conv, Pool
 from monai.networks.nets import UNet
 from monai.networks.nets.basic_unet import Down, TwoConv, UpCat
 from torch import nn
@@ -49,8 +48,10 @@ class FullResolutionUNet(nn.Module):
     """Cicek et al.'s U-Net with one level per width in ``features``, from MONAI's BasicUNet
     blocks: two convolutions at every level, the input's resolution included, max-pooling
     down, linear interpolation and a convolution up, each level's features concatenated
-    back, and a 1x1 convolution out. (BasicUNet itself always has five levels: its receptive
-    field outgrows 32-px training patches, and on whole slices it painted the borders.)"""
+    back, and a 1x1 convolution out; no residual units (the generator's ``num_res_units``
+    applies to the MONAI ``UNet`` variants only). BasicUNet itself always has five levels:
+    its receptive field outgrew 32-px training patches, and on whole slices it painted the
+    borders."""
 
     def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, features: Sequence[int],
                  norm: str = "batch"):
