@@ -33,14 +33,14 @@ from .memory import peak_rss_mb
 
 CARDIAC = dict(size=48, n_train=12, n_val=2, n_test=4, steps=300, pretrain_steps=100, batch_size=8, lr=2e-3,
                val_every=20, features=(8, 16, 32), dilations=(2, 4), d_features=(8, 16, 32, 32),
-               adv_weight=0.01, d_warmup=True)  # issue 20: chosen on validation Dice (benchmarks/adversarial-chen-ablation.json)
+               adv_weight=0.01, d_warmup=True)  # issue 20: chosen on validation Dice (adversarial-chen-ablation.json)
 SEGAN = dict(size=48, spacing=3.0, n_train=8, n_val=2, n_test=4, steps=200, source_steps=200, batch_size=8,
              optimizer="adam", lr=2e-3, val_every=20, seg_features=(8, 16, 32), critic_features=(8, 16, 32),
              source="FLAIR", target="T2")
 NORM = dict(size=48, spacing=3.0, n_train=2, n_val=1, n_test=2, slice_step=3, patch=32, steps=300,
             warmup_steps=60, batch_size=4, lr=2e-3, val_every=20, segmenter_features=(8, 16, 32),
             generator_features=(8, 16), discriminator_features=(8, 16, 32), generator_upsample="linear",
-            adv_weight=0.01)  # issue 20: the weight chosen on validation Dice; the full-resolution U-Net (no checkerboard)
+            adv_weight=0.01)  # issue 20: weight chosen on validation Dice; full-resolution U-Net (no checkerboard)
 SIZES = {
     True: {"seeds": (0,), "cardiac": dict(CARDIAC, steps=60, pretrain_steps=20, val_every=10, n_train=10, n_test=3),
            "segan": dict(SEGAN, steps=50, source_steps=60, val_every=10, n_train=6),

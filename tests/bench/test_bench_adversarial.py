@@ -120,7 +120,8 @@ def test_goals_directions():
     texts, flags = goals(good, [good])
     assert all(flags.values()) and not any("NOT met" in t for t in texts.values())
     assert "held in 1 of 1 seed(s)" in texts["segan_dice_concat"]
-    bad = _fake((0.6, 0.59), 0.7, 0.8, (0.5, 0.5), (0.3, 0.7, 0.7), 1.3, (0.49, 0.5, 0.4))  # adversarial only ties standardized
+    # adversarial only ties standardized; the frozen critic below full fine-tuning
+    bad = _fake((0.6, 0.59), 0.7, 0.8, (0.5, 0.5), (0.3, 0.7, 0.7), 1.3, (0.49, 0.5, 0.4))
     texts, flags = goals(bad, [good, bad])
     assert not any(flags.values())
     assert all("NOT met" in texts[g] for g in FLAGS.values()) and "held in 1 of 2 seed(s)" in texts["norm_jsd_after"]

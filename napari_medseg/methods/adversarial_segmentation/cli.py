@@ -32,8 +32,8 @@ def train(args, registry):
     val = cardiac_cohort(3, seed=2000 + args.seed, size=size, n_fully_labelled=3, n_unlabelled=0)
     cfg = ChenConfig(method=slice_commands.variant(args, SLUG, VARIANTS), steps=steps,
                      pretrain_steps=max(1, steps // 3), batch_size=args.batch_size or DEFAULTS["batch_size"],
-                     lr=args.lr or DEFAULTS["lr"], adv_weight=DEFAULTS["adv_weight"], d_warmup=DEFAULTS["d_warmup"], size=size, seed=args.seed,
-                     device=device, val_every=max(1, steps // 10))
+                     lr=args.lr or DEFAULTS["lr"], adv_weight=DEFAULTS["adv_weight"], d_warmup=DEFAULTS["d_warmup"],
+                     size=size, seed=args.seed, device=device, val_every=max(1, steps // 10))
     what = f"{n} phantom patients (MS-CMR proportions), validated on the LGE of 3 more"
     gen = train_chen_model(registry, train_set, val, cfg, name=MODEL_NAME, data=what)
     return slice_commands.run_training(registry, gen, SLUG, MODEL_NAME, what, steps, device)

@@ -42,7 +42,7 @@ class NormalizationConfig:
     val_every: int = 100
     amp: bool = True
     generator_features: tuple[int, ...] = (16, 32, 64)
-    # "linear": MONAI's BasicUNet, the paper's 3-D U-Net with a full-resolution level (issue 20);
+    # "linear": FullResolutionUNet, the paper's 3-D U-Net with a full-resolution level (issue 20);
     # "resize" (nearest + convolution) and "transposed" build MONAI's UNet, as models saved before it
     generator_upsample: str = "linear"
     segmenter_features: tuple[int, ...] = (16, 32, 64, 128)
