@@ -49,6 +49,25 @@ def test_real_tables_identity_equals_noisy_and_margins_are_per_crop():
     assert goals["goal_cyclegan_color_met"] and goals["goal_slide_speed_met"]
 
 
+class Halve(torch.nn.Module):  # a despeckler much worse than doing nothing
+    def forward(self, x):
+        return x * 0.5
+
+
+def test_speed_goal_needs_the_psnr_of_the_despeckler_it_replaced():
+    """3x faster only counts at v1's PSNR (within 0.1 dB): a worse 'current' fails it."""
+    r = sr.despeckle_real({"current": Halve(), "v1": Identity()}, n_tia=1)
+    diff = r["real_psnr_despeckled_minus_v1_db_by_std"]
+    assert list(diff) == ["0.1", "0.2", "0.35", "0.5"] and all(v < -0.1 for v in diff.values())
+    assert r["real_psnr_v1_by_std"] == r["real_psnr_noisy_by_std"]
+    rest = {"cyclegan_color_distance": {"eosin": 1.0}, "gareau_color_distance": {"eosin": 2.0},
+            "cyclegan_ssim": 0.5, "gareau_ssim": 0.5, "cyclegan_checkerboard_added": 1.0,
+            "slide_mp_per_s": 3.0, "slide_mp_per_s_before": 1.0, "real_psnr_bf16_minus_fp32_db": 0.0}
+    assert not sr.goals_met({**r, **rest})["goal_slide_speed_met"]
+    same = {**r, "real_psnr_despeckled_minus_v1_db_by_std": {k: 0.0 for k in diff}}
+    assert sr.goals_met({**same, **rest})["goal_slide_speed_met"]
+
+
 def test_checkerboard_ratio_sees_a_period_two_pattern():
     he = hne.despeckle_split().held_out["tiatoolbox"][:128, :128]
     ref = he.astype(np.float32) / 255.0

@@ -29,6 +29,9 @@ def write_model_card(folder: Path, meta: dict, command: str) -> Path:
                      "spatially correlated; loss weighted by 1/std" if aug else
                      "the inverted Y channel (YUV) of the images")
         fine = f", fine-tuning v{c['resumed_from']}" if c.get("resumed_from") else ""
+        if c.get("distilled_from"):
+            fine = (f", distilled from v{c['distilled_from']} (it starts from v{c['distilled_from']}'s strongest "
+                    f"channels, and its estimates are a second target beside the clean image)")
         stds = c.get("val_stds")
         val_text = (f"mean over std {', '.join(f'{v:g}' for v in stds)} on {c.get('val_data', 'the validation images')}"
                     if stds else "std 0.2, validation rows of the same slide")
@@ -53,10 +56,11 @@ def write_model_card(folder: Path, meta: dict, command: str) -> Path:
 - **Reproduce**: `{command}`{fine} (created {meta['created']}, torch {meta.get('torch')}).
 """
     else:
-        resize = (meta.get("arch") or {}).get("kwargs", {}).get("upsample") == "resize"
+        mode = (meta.get("arch") or {}).get("kwargs", {}).get("upsample", "transposed")
         fine = f"; fine-tuned from v{c['resumed_from']} (fresh G_BA and discriminators)" if c.get("resumed_from") else ""
-        upsampling = ("resize-convolution up-sampling (nearest ×2, then a 3×3 convolution: no checkerboard, "
-                      "Odena et al. 2016)" if resize else "transposed-convolution up-sampling (CycleGAN's)")
+        upsampling = (f"resize-convolution up-sampling ({'bilinear' if mode == 'bilinear' else 'nearest'} ×2, then "
+                      "a 3×3 convolution: no checkerboard, Odena et al. 2016)" if mode != "transposed"
+                      else "transposed-convolution up-sampling (CycleGAN's)")
         kept = (c.get("selection") or "smallest validation colour distance")
         text = f"""# stain_cyclegan v{meta['version']}: Gareau-stained confocal → H&E generator (CycleGAN)
 

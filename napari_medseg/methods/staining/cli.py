@@ -60,10 +60,26 @@ def train(args, registry):
         from .models import REAL_VAL_STDS, train_despeckle_model
         from .training import MODEL_NAME
 
+        teacher, init_state, arch = None, None, None
+        if args.resume and args.distill:
+            raise InputError("--distill trains a new, narrower network from the current version; it does not "
+                             "resume it.")
+        if args.filters is not None and not args.distill:
+            raise InputError("--filters goes with --distill (a narrower network trained from the current version).")
         if args.resume:
             model, meta = registry.get(MODEL_NAME).load()
             resume = (model.state_dict(), meta)
+        if args.distill:
+            from .despeckle import DISTILL_FILTERS, narrowed_from
+
+            teacher = registry.get(MODEL_NAME).load()
+            width = args.filters or DISTILL_FILTERS
+            student = narrowed_from(teacher[0], width)
+            init_state, arch = student.state_dict(), {**teacher[1]["arch"], "kwargs": {
+                **teacher[1]["arch"].get("kwargs", {}), "filters": width}}
         real = args.recipe == "real"
+        if args.distill and not real:
+            raise InputError("--distill uses the real-image recipe (--recipe real).")
         val_data = (args.val_images or "the training images") if args.images else (
             "bundled: slideflow norm_tile.jpg (luma and eosin density)" if real else "CMU-1 rows 1500-1900")
         gen = train_despeckle_model(registry, train_rgb, val_rgb, steps=args.steps or TRAIN_DEFAULTS["steps"],
@@ -71,7 +87,8 @@ def train(args, registry):
                                     std=_std(args.std), seed=args.seed, device=device, resume=resume, data=data,
                                     augment=real, val_stds=REAL_VAL_STDS if real else None,
                                     val_crop=128 if real else None, cosine=real, lr=args.lr or (3e-4 if real else 5e-4),
-                                    val_data=val_data, median="gated" if real else None)
+                                    val_data=val_data, median="gated" if real else None, teacher=teacher,
+                                    init_state=init_state, arch=arch)
     else:
         from .models import train_cyclegan_model
 

@@ -26,7 +26,9 @@ ARCH_NAME = "combalia2019.ResnetGenerator"
 STRIDE = 4
 
 
-UPSAMPLING = ("transposed", "resize")
+#: "resize": nearest x2 then a 3x3 convolution (Odena et al. 2016); "bilinear": the same with
+#: bilinear x2, whose smooth interpolation leaves no 2-px texture for the convolution to keep
+UPSAMPLING = ("transposed", "resize", "bilinear")
 
 
 def receptive_radius(n_blocks: int, upsample: str = "transposed") -> int:
@@ -36,12 +38,13 @@ def receptive_radius(n_blocks: int, upsample: str = "transposed") -> int:
     7x7 conv (3), down convs at spacing 1 and 2 (1 + 2), two 3x3 convs per residual
     block at spacing 4 (8 each), transposed convs back to spacing 2 and 1 (2 + 1), 7x7
     conv (3). Reflection padding mirrors inside this radius and so never widens it.
-    Resize-convolution (nearest x2, then a 3x3 conv) reaches as far as the transposed
-    convolution, plus the nearest up-sampling's offset of up to one coarse pixel at each of
-    the two stages (2 + 1): measured in the tests.
+    Resize-convolution (nearest or bilinear x2, then a 3x3 conv) reaches as far as the
+    transposed convolution, plus the resizing's reach at each of the two stages: half a
+    coarse pixel for nearest (2 + 1), three quarters for bilinear (3 + 1.5, rounded up to
+    5). Measured in the tests.
     """
     base = 3 + 1 + 2 + 8 * int(n_blocks) + 2 + 1 + 3
-    return base + (3 if upsample == "resize" else 0)
+    return base + {"transposed": 0, "resize": 3, "bilinear": 5}[upsample]
 
 
 class ResidualBlock(nn.Module):
@@ -80,8 +83,10 @@ class ResnetGenerator(nn.Module):
                        *norm_relu(ngf * mult * 2)]
         layers += [ResidualBlock(4 * ngf) for _ in range(n_blocks)]
         for mult in (4, 2):  # up: 4 ngf -> 2 ngf -> ngf
-            if upsample == "resize":  # Odena et al. 2016: no uneven overlap, so no checkerboard
-                layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.ReflectionPad2d(1),
+            if upsample != "transposed":  # Odena et al. 2016: no uneven overlap, so no checkerboard
+                resize = nn.Upsample(scale_factor=2, mode="nearest") if upsample == "resize" else nn.Upsample(
+                    scale_factor=2, mode="bilinear", align_corners=False)
+                layers += [resize, nn.ReflectionPad2d(1),
                            nn.Conv2d(ngf * mult, ngf * mult // 2, 3, bias=False), *norm_relu(ngf * mult // 2)]
             else:
                 layers += [nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, 3, stride=2, padding=1, output_padding=1,
@@ -105,17 +110,21 @@ class ResnetGenerator(nn.Module):
         return self.model(x)
 
 
-def resize_from(generator: ResnetGenerator) -> ResnetGenerator:
+def resize_from(generator: ResnetGenerator, upsample: str = "resize") -> ResnetGenerator:
     """A resize-convolution copy of ``generator`` to fine-tune from (no checkerboard).
 
     Every convolution and batch norm is copied in order; each transposed convolution
-    becomes nearest up-sampling and a convolution whose kernel is the transposed one's,
-    flipped and with its channel axes swapped (what a stride-2 transposed convolution
-    applies to its zero-interleaved input). The batch norm that follows absorbs the
-    change of gain, so the copy starts near the original rather than from noise.
+    becomes nearest (``upsample="resize"``) or bilinear (``"bilinear"``) up-sampling and a
+    convolution whose kernel is the transposed one's, flipped and with its channel axes
+    swapped (what a stride-2 transposed convolution applies to its zero-interleaved input).
+    The batch norm that follows absorbs the change of gain, so the copy starts near the
+    original rather than from noise. A resize-convolution generator is copied as it is,
+    with the new up-sampling (the two modes have the same weights).
     """
+    if upsample == "transposed":
+        raise ValueError("resize_from makes a resize-convolution copy: upsample is 'resize' or 'bilinear'.")
     cfg = dict(generator.config)
-    cfg["upsample"] = "resize"
+    cfg["upsample"] = upsample
     new = ResnetGenerator(**cfg)
     kinds = (nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm2d)
     old_layers = [m for m in generator.modules() if isinstance(m, kinds)]

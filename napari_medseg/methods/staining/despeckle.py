@@ -27,6 +27,8 @@ from ...core import nets
 
 ARCH_NAME = "combalia2019.DespeckleNet"
 LAYERS, FILTERS = 7, 64
+#: the distilled despeckler's width (``train despeckle --distill``): about half the paper's work per pixel
+DISTILL_FILTERS = 40
 GATE_INIT = 4.0  # sigmoid(4) = 0.982: a new gate starts as the paper's median
 
 
@@ -81,6 +83,55 @@ class DespeckleNet(nn.Module):
             return m * self.median(x) + (1.0 - m) * x
         x = y * self.inverse_speckle(y)  # the multiplicative residual connection
         return self.median(x) if self.median is not None else x
+
+
+def narrowed_from(net: DespeckleNet, filters: int) -> DespeckleNet:
+    """A copy of ``net`` with ``filters`` channels per layer, to distil into (a cheaper
+    despeckler that starts near the wide one rather than from noise).
+
+    Each layer keeps the channels the next layer leans on most: the norm of the next
+    convolution's weights that read the channel (for the last body layer, the output and
+    gate convolutions'), times the channel's batch-norm scale where it has one. Every
+    weight, bias, batch-norm statistic and PReLU slope of a kept channel is copied.
+    """
+    filters = int(filters)
+    width = net.last.in_channels
+    if not 1 <= filters <= width:
+        raise ValueError(f"filters must be between 1 and {width}; got {filters}.")
+    new = DespeckleNet(layers=net.layers, filters=filters,
+                       median="gated" if net.gate is not None else net.median is not None, dilations=net.dilations)
+    old_convs = [m for m in net.body if isinstance(m, nn.Conv2d)]
+    old_bns = [None] + [m for m in net.body if isinstance(m, nn.BatchNorm2d)]
+    old_prelus = [m for m in net.body if isinstance(m, nn.PReLU)]
+    readers = old_convs[1:] + [None]
+    keep = []
+    with torch.no_grad():
+        for reader, bn in zip(readers, old_bns):
+            if reader is None:
+                fan_out = net.last.weight[0].flatten(1).norm(dim=1)
+                if net.gate is not None:
+                    fan_out = fan_out + net.gate.weight[0].flatten(1).norm(dim=1)
+            else:
+                fan_out = reader.weight.transpose(0, 1).flatten(1).norm(dim=1)
+            score = fan_out * (bn.weight.abs() if bn is not None else 1.0)
+            keep.append(torch.sort(torch.topk(score, filters).indices).values)
+        new_convs = [m for m in new.body if isinstance(m, nn.Conv2d)]
+        new_bns = [None] + [m for m in new.body if isinstance(m, nn.BatchNorm2d)]
+        new_prelus = [m for m in new.body if isinstance(m, nn.PReLU)]
+        previous = torch.arange(1)
+        for i, idx in enumerate(keep):
+            new_convs[i].weight.copy_(old_convs[i].weight[idx][:, previous])
+            new_convs[i].bias.copy_(old_convs[i].bias[idx])
+            new_prelus[i].weight.copy_(old_prelus[i].weight[idx])
+            if old_bns[i] is not None:
+                for name in ("weight", "bias", "running_mean", "running_var"):
+                    getattr(new_bns[i], name).copy_(getattr(old_bns[i], name)[idx])
+            previous = idx
+        for old, fresh in ((net.last, new.last), (net.gate, new.gate)):
+            if old is not None:
+                fresh.weight.copy_(old.weight[:, previous])
+                fresh.bias.copy_(old.bias)
+    return new
 
 
 #: receptive-field radius in pixels of the paper's network: 8 convolutions of 3x3 and the 3x3 median

@@ -41,7 +41,7 @@ def train_despeckle_model(registry, train_rgb, val_rgb, *, steps: int = 2000, ba
                           lr: float = 5e-4, std=PAPER_STD, seed: int = 0, device="cpu", resume=None,
                           data: str = "user images", on_best=None, arch: dict | None = None, augment: bool = False,
                           val_stds=None, val_crop: int | None = None, cosine: bool = False, val_data: str = "",
-                          median: bool | str | None = None):
+                          median: bool | str | None = None, teacher=None, init_state=None):
     """Generator: train (or fine-tune ``resume=(state, meta)``) the despeckler; save the best
     validation PSNR as a new ``despeckle`` version. Returns ``{"entry", ...summary}``.
 
@@ -49,7 +49,9 @@ def train_despeckle_model(registry, train_rgb, val_rgb, *, steps: int = 2000, ba
     the resumed version's); ``median``: keep (True) or drop (False) the final 3x3 median
     whatever the architecture says; ``augment``, ``val_stds``, ``val_crop``, ``cosine``: see
     :func:`.training.train_despeckler`. ``on_best(model, metrics, step)``: called with the
-    model at each new best (previews)."""
+    model at each new best (previews). ``teacher=(model, meta)``: distil that version into
+    ``arch`` (see :func:`.training.distill_mse`), starting from ``init_state`` (e.g.
+    :func:`.despeckle.narrowed_from` the teacher)."""
     train_rgb, val_rgb = as_rgb_list(train_rgb, "Training"), as_rgb_list(val_rgb, "Validation")
     if resume is not None:
         arch = resume[1].get("arch") or arch
@@ -57,6 +59,8 @@ def train_despeckle_model(registry, train_rgb, val_rgb, *, steps: int = 2000, ba
     if median is not None:  # the median has no weights: a version with or without it loads the same state
         arch = {**arch, "kwargs": {**arch.get("kwargs", {}), "median": median}}
     model = nets.build(arch)
+    if init_state is not None:
+        model.load_state_dict(init_state)
     if resume is not None:
         missing, unexpected = model.load_state_dict(resume[0], strict=False)
         if unexpected or any(not k.startswith("gate.") for k in missing):
@@ -73,7 +77,8 @@ def train_despeckle_model(registry, train_rgb, val_rgb, *, steps: int = 2000, ba
               "speckle_std": list(std) if not np.isscalar(std) else float(std), "data": data,
               "image_shapes": [list(im.shape) for im in train_rgb], "augment": bool(augment), "cosine": bool(cosine),
               "val_stds": list(val_stds) if val_stds else None, "val_crop": val_crop, "val_data": val_data or None,
-              "resumed_from": None if resume is None else resume[1].get("version")}
+              "resumed_from": None if resume is None else resume[1].get("version"),
+              "distilled_from": None if teacher is None else teacher[1].get("version")}
 
     def save(b):
         return registry.save_new_version(MODEL_NAME, b["state"], method=METHOD, arch=arch, config=config,
@@ -83,7 +88,8 @@ def train_despeckle_model(registry, train_rgb, val_rgb, *, steps: int = 2000, ba
     result = yield from save_best_on_exit(
         train_despeckler(model, train_rgb, val_rgb, steps=steps, batch_size=batch_size, crop=crop, lr=lr, std=std,
                          seed=seed, device=device, keep=keep, augment=augment, val_stds=val_stds, val_crop=val_crop,
-                         cosine=cosine), best, save, name=MODEL_NAME)
+                         cosine=cosine, teacher=None if teacher is None else teacher[0]), best, save,
+        name=MODEL_NAME)
     return {**(result or {}), "entry": best.get("entry")}
 
 
@@ -151,10 +157,11 @@ def train_cyclegan_model(registry, he_train, he_val, *, a_images=None, steps_sma
     domain B; None derives both domains from ``he_train`` (:func:`unpaired_halves`).
     Validation derives confocal pairs from ``he_val`` and compares the stained output
     with the H&E it came from (colour distance, SSIM): see :func:`better_checkpoint`.
-    ``upsample``: the generators' up-sampling ("resize", no checkerboard; "transposed",
-    CycleGAN's). None: "resize" for a new model, the current version's for a fine-tune;
-    a fine-tune of a transposed version with "resize" starts from
-    :func:`~.cyclegan.resize_from` (its weights, resize-convolution up-sampling).
+    ``upsample``: the generators' up-sampling ("resize" or "bilinear", no checkerboard;
+    "transposed", CycleGAN's). None: "resize" for a new model, the current version's for a
+    fine-tune; a fine-tune that moves a transposed version to "resize" or "bilinear", or a
+    "resize" one to "bilinear", starts from :func:`~.cyclegan.resize_from` (its weights,
+    the new up-sampling).
     """
     from .confocal import confocal_pair
     from .cyclegan import ResnetGenerator, resize_from
@@ -183,12 +190,15 @@ def train_cyclegan_model(registry, he_train, he_val, *, a_images=None, steps_sma
         g_ab, meta = registry.get(CYCLEGAN_NAME).load(device)
         ngf, n_blocks = g_ab.arch["kwargs"]["ngf"], g_ab.arch["kwargs"]["n_blocks"]
         current = g_ab.arch["kwargs"].get("upsample", "transposed")
-        if upsample == "resize" and current == "transposed":
-            g_ab = resize_from(g_ab.cpu()).to(device)
+        if upsample in ("resize", "bilinear") and upsample != current:
+            if upsample == "resize" and current == "bilinear":
+                raise InputError("The current version up-samples bilinearly; a fine-tune cannot switch it back "
+                                 "to nearest resizing.")
+            g_ab = resize_from(g_ab.cpu(), upsample).to(device)
         elif upsample not in (None, current):
             raise InputError(f"The current version up-samples by {current} convolution; a fine-tune cannot "
                              f"switch it to {upsample}.")
-        upsample = "resize" if upsample == "resize" else current
+        upsample = upsample or current
         generators, resumed_from = (g_ab, None), meta.get("version")
     upsample = upsample or "resize"
     probe = ResnetGenerator(ngf=ngf, n_blocks=n_blocks, upsample=upsample).to(device)

@@ -21,9 +21,14 @@ class TrainOptions:
     steps_large: int | None = option(None, "cyclegan: steps of the 512-px stage with learning-rate decay (the 256-px "
                                            "stage takes --steps)")
     upsample: str | None = option(None, "cyclegan: the generators' up-sampling (default: resize-convolution for a new "
-                                        "model, the current version's with --resume; '--resume --upsample resize' "
-                                        "converts a transposed version and fine-tunes it)",
-                                  choices=["resize", "transposed"])
+                                        "model, the current version's with --resume; 'resize' resizes by nearest, "
+                                        "'bilinear' bilinearly, before a 3x3 convolution; '--resume --upsample "
+                                        "bilinear' converts the current version and fine-tunes it)",
+                                  choices=["resize", "bilinear", "transposed"])
+    distill: bool = option(False, "despeckle: train a narrower network (--filters) from the current version (its "
+                                  "estimates are a second target; it starts from the current version's strongest "
+                                  "channels): a faster despeckler")
+    filters: int | None = option(None, "despeckle: filters per layer of the distilled network (the paper's: 64)")
     preview_every: int = option(250, "cyclegan: steps between validation checkpoints (the kept model is the best of "
                                      "these)")
     lr: float | None = option(None, "Adam learning rate (despeckle: 3e-4 real recipe, 5e-4 paper)")

@@ -59,6 +59,14 @@ def weighted_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return ((pred - target[:, :1]) ** 2 * target[:, 1:]).mean()
 
 
+def distill_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Weighted MSE to the clean image plus the same to the teacher's estimate: ``target``
+    is (clean, weight, teacher) on the channel axis (knowledge distillation, Hinton et al.
+    2015, with the ground truth kept in the loss)."""
+    w = target[:, 1:2]
+    return (((pred - target[:, :1]) ** 2 + (pred - target[:, 2:3]) ** 2) * w).mean()
+
+
 def psnr(clean: np.ndarray, estimate: np.ndarray) -> float:
     from skimage.metrics import peak_signal_noise_ratio
 
@@ -68,7 +76,8 @@ def psnr(clean: np.ndarray, estimate: np.ndarray) -> float:
 def train_despeckler(model: torch.nn.Module, rgb_images, val_rgb_images, *, steps: int = 2000, batch_size: int = 8,
                      crop: int = 256, lr: float = 5e-4, std=PAPER_STD, seed: int = 0, device="cpu",
                      keep=None, augment: bool = False, val_stds=None, val_crop: int | None = None,
-                     pool_size: int = 24, refresh: int = 100, cosine: bool = False, val_every: int | None = None):
+                     pool_size: int = 24, refresh: int = 100, cosine: bool = False, val_every: int | None = None,
+                     teacher: torch.nn.Module | None = None):
     """Generator (progress): train ``model`` in place; ``keep(state, metrics, step)`` gets each
     new best by validation PSNR. ``std``: the paper's single level (0.2), or a (low, high)
     range drawn per crop, for one model that serves several noise levels.
@@ -79,6 +88,8 @@ def train_despeckler(model: torch.nn.Module, rgb_images, val_rgb_images, *, step
     noise level counts about alike in dB.
     ``val_stds``: validate at each of these levels and monitor their mean PSNR (default:
     0.2 when the range holds it); ``cosine``: the learning rate decays over the run.
+    ``teacher`` (with ``augment``): a trained despeckler whose estimate of each noisy crop
+    is a second target (:func:`distill_mse`), to train a narrower network from it.
     Returns train_supervised's summary."""
     from . import augment as aug
 
@@ -123,7 +134,11 @@ def train_despeckler(model: torch.nn.Module, rgb_images, val_rgb_images, *, step
         # each crop's squared error over its std: a denoiser's error grows about linearly
         # with the std (v1: 5.3x from 0.1 to 0.5), so every level counts about alike in dB
         weight = np.broadcast_to(PAPER_STD / stds, clean.shape).astype(np.float32)
-        return noisy, torch.from_numpy(np.concatenate([clean, weight], axis=1))
+        parts = [clean, weight]
+        if teacher is not None:
+            with torch.no_grad():
+                parts.append(teacher(noisy.to(device)).float().cpu().numpy())
+        return noisy, torch.from_numpy(np.concatenate(parts, axis=1))
 
     val_noisy = {v: add_speckle(val_clean, v, np.random.default_rng(seed + 2 + k)) for k, v in enumerate(val_stds)}
 
@@ -139,7 +154,12 @@ def train_despeckler(model: torch.nn.Module, rgb_images, val_rgb_images, *, step
         out["psnr_noisy"] = float(np.mean([out[f"psnr_noisy_std{v:g}"] for v in val_stds]))
         return out
 
-    return (yield from train_supervised(model, next_batch, weighted_mse if augment else torch.nn.functional.mse_loss,
+    if teacher is not None and not augment:
+        raise InputError("Distillation from a teacher uses the real-image recipe (augment=True).")
+    if teacher is not None:
+        teacher = teacher.to(device).eval()
+    loss = distill_mse if teacher is not None else weighted_mse if augment else torch.nn.functional.mse_loss
+    return (yield from train_supervised(model, next_batch, loss,
                                         steps=steps, device=device,
                                         lr=lr, validate=validate, val_every=val_every or max(1, steps // 10),
                                         monitor="psnr", save_best=keep, cpu_bf16=False, cosine=cosine))

@@ -50,16 +50,16 @@ def test_generator_layout_shapes_and_range():
     assert torch.allclose(y, torch.ones_like(y))
 
 
-@pytest.mark.parametrize("upsample", ["transposed", "resize"])
+@pytest.mark.parametrize("upsample", ["transposed", "resize", "bilinear"])
 def test_generator_receptive_radius_is_an_exact_bound(upsample):
     torch.manual_seed(0)
     g = randomize_batchnorm(ResnetGenerator(ngf=4, n_blocks=2, upsample=upsample))
     radius = receptive_radius(2, upsample)
-    assert radius == (28 if upsample == "transposed" else 31) and g.receptive_radius == radius
+    assert radius == {"transposed": 28, "resize": 31, "bilinear": 33}[upsample] and g.receptive_radius == radius
     assert receptive_radius(6) == 60
-    if upsample == "resize":  # resize-convolution: no transposed convolution, and it rebuilds from its arch
+    if upsample != "transposed":  # resize-convolution: no transposed convolution, and it rebuilds from its arch
         assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in g.modules())
-        assert nets.build(g.arch).config["upsample"] == "resize"
+        assert nets.build(g.arch).config["upsample"] == upsample
     x = torch.rand(4, 3, 160, 160) * 2 - 1
     perturbed = x.clone()
     pixels = [(80, 80), (81, 82), (82, 81), (83, 3)]  # every phase of the stride, and one at a border
@@ -262,3 +262,17 @@ def test_resize_copy_keeps_the_weights_and_loses_the_checkerboard():
     spread = lambda y: float(y.flatten(1).std(1).max())  # noqa: E731 - per channel, over the pixels
     assert spread(before) > 1e-3  # the transposed version: a pattern on a flat input
     assert spread(after) < 1e-5
+
+
+def test_bilinear_copy_of_a_resize_generator_keeps_every_weight():
+    torch.manual_seed(0)
+    g = randomize_batchnorm(ResnetGenerator(ngf=4, n_blocks=1, upsample="resize")).eval()
+    b = resize_from(g, "bilinear").eval()
+    assert b.config["upsample"] == "bilinear" and g.config["upsample"] == "resize"
+    assert all(torch.equal(x, y) for x, y in zip(g.state_dict().values(), b.state_dict().values()))
+    assert [m.mode for m in b.modules() if isinstance(m, torch.nn.Upsample)] == ["bilinear", "bilinear"]
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        assert not torch.allclose(g(x), b(x))  # the resizing is what differs
+    with pytest.raises(ValueError, match="resize-convolution copy"):
+        resize_from(g, "transposed")

@@ -137,3 +137,52 @@ def test_real_recipe_data_and_multi_level_validation():
     assert {"psnr_std0.1", "psnr_std0.5", "psnr_noisy_std0.1", "psnr_noisy_std0.5"} <= set(best)
     assert best["psnr"] == pytest.approx((best["psnr_std0.1"] + best["psnr_std0.5"]) / 2)
     assert best["psnr_noisy_std0.1"] > best["psnr_noisy_std0.5"] + 5  # the levels really differ
+
+
+def _randomised(net: DespeckleNet) -> DespeckleNet:
+    """Batch-norm statistics and PReLU slopes away from their defaults, so a copy that
+    mixes up channels cannot match by accident."""
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            if isinstance(m, torch.nn.PReLU):
+                m.weight.copy_(torch.rand(m.weight.shape, generator=g) * 0.5)
+        torch.nn.init.normal_(net.last.weight, std=0.05, generator=g)
+        torch.nn.init.normal_(net.gate.weight, std=0.05, generator=g)
+    return net.eval()
+
+
+def test_narrowed_copy_keeps_the_channels_the_network_uses():
+    """A 16-filter network in which only 5 channels per layer carry anything (the rest
+    have no batch-norm scale and nothing reads them): its 5-filter copy must keep exactly
+    those channels and give the same output; a copy at full width is the network itself."""
+    from napari_medseg.methods.staining.despeckle import narrowed_from
+
+    torch.manual_seed(0)
+    net = _randomised(DespeckleNet(layers=4, filters=16, median="gated"))
+    live = [torch.tensor(sorted(torch.randperm(16)[:5].tolist())) for _ in range(4)]
+    convs = [m for m in net.body if isinstance(m, torch.nn.Conv2d)]
+    bns = [m for m in net.body if isinstance(m, torch.nn.BatchNorm2d)]
+    with torch.no_grad():
+        for i, idx in enumerate(live):
+            dead = torch.ones(16, dtype=torch.bool)
+            dead[idx] = False
+            readers = [convs[i + 1]] if i + 1 < len(convs) else [net.last, net.gate]
+            for r in readers:
+                r.weight[:, dead] = 0  # nothing reads a dead channel
+            if i > 0:
+                bns[i - 1].weight[dead] = 0
+    x = torch.rand(2, 1, 40, 40) * 0.6 + 0.2
+    with torch.no_grad():
+        ref = net(x)
+        narrow = narrowed_from(net, 5).eval()
+        assert narrow.last.in_channels == 5 and narrow.gate is not None and narrow.dilations == net.dilations
+        assert torch.allclose(narrow(x), ref, atol=1e-5)
+        assert torch.equal(narrowed_from(net, 16).eval()(x), ref)
+        assert not torch.allclose(narrowed_from(net, 4).eval()(x), ref, atol=1e-3)  # one live channel lost
+    with pytest.raises(ValueError, match="between 1 and 16"):
+        narrowed_from(net, 17)

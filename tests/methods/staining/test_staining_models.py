@@ -74,6 +74,16 @@ def test_cyclegan_fine_tune_converts_a_transposed_version_to_resize_convolution(
     assert entry.meta["arch"]["kwargs"]["upsample"] == "resize" and entry.meta["config"]["resumed_from"] == 2
     model, _ = registry.get("stain_cyclegan").load()
     assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in model.modules())
+    # nearest -> bilinear: a fine-tune of the same weights with the other resizing
+    _, smooth = collect(train_cyclegan_model(registry, train, val, steps_small=1, steps_large=0, crop_small=32,
+                                             preview_every=1, resume=True, upsample="bilinear"))
+    assert smooth["entry"].meta["arch"]["kwargs"]["upsample"] == "bilinear"
+    assert smooth["entry"].meta["config"]["upsample"] == "bilinear"
+    bilinear, _ = registry.get("stain_cyclegan").load()
+    assert [m.mode for m in bilinear.modules() if isinstance(m, torch.nn.Upsample)] == ["bilinear", "bilinear"]
+    with pytest.raises(InputError, match="cannot switch it back"):
+        collect(train_cyclegan_model(registry, train, val, steps_small=1, steps_large=0, crop_small=32,
+                                     resume=True, upsample="resize"))
 
 
 def test_train_despeckle_cli_from_a_folder_ships_nothing_by_default(tmp_path, he, monkeypatch, capsys):
@@ -102,3 +112,33 @@ def test_despeckle_job_resumes_and_keeps_the_best(registry, he):
     _, r2 = collect(train_despeckle_model(registry, [he[:256]], [he[600:700]], steps=1, batch_size=2, crop=64,
                                           resume=(model.state_dict(), meta)))
     assert r2["entry"].version == 2 and r2["entry"].meta["config"]["resumed_from"] == 1
+
+
+def test_train_despeckle_distill_makes_a_narrower_version_from_the_current_one(tmp_path, he, monkeypatch, capsys):
+    monkeypatch.setenv("NAPARI_MEDSEG_HOME", str(tmp_path / "home"))
+    torch.set_num_threads(2)
+    (tmp_path / "imgs").mkdir()
+    io.imsave(tmp_path / "imgs" / "a.png", he[:300, :300], check_contrast=False)
+    teacher = Registry().get("despeckle")
+    assert teacher.meta["arch"]["kwargs"].get("filters", 64) == 64
+    code = cli.main(["train", "despeckle", "--distill", "--filters", "8", "--images", str(tmp_path / "imgs"),
+                     "--steps", "2", "--patch", "32", "--batch-size", "2"])
+    assert code == 0
+    entry = Registry().get("despeckle")
+    assert entry.version > teacher.version and entry.meta["config"]["distilled_from"] == teacher.version
+    assert entry.meta["arch"]["kwargs"] == {**teacher.meta["arch"]["kwargs"], "filters": 8}
+    model, _ = entry.load()
+    assert model.last.in_channels == 8 and model.gate is not None
+    assert cli.main(["train", "despeckle", "--filters", "8", "--steps", "1"]) == 2  # --filters needs --distill
+    assert cli.main(["train", "despeckle", "--distill", "--resume", "--steps", "1"]) == 2
+    assert "--distill" in capsys.readouterr().err
+
+
+def test_distill_loss_pulls_towards_clean_and_teacher():
+    from napari_medseg.methods.staining.training import distill_mse
+
+    clean, teacher = torch.zeros(1, 1, 4, 4), torch.ones(1, 1, 4, 4)
+    weight = torch.full((1, 1, 4, 4), 2.0)
+    target = torch.cat([clean, weight, teacher], 1)
+    assert float(distill_mse(clean, target)) == pytest.approx(2.0)  # all of the teacher's part
+    assert float(distill_mse(torch.full((1, 1, 4, 4), 0.5), target)) == pytest.approx(1.0)  # the minimum
