@@ -29,6 +29,8 @@ def write_model_card(folder: Path, meta: dict, command: str) -> Path:
                      "spatially correlated; loss weighted by 1/std" if aug else
                      "the inverted Y channel (YUV) of the images")
         fine = f", fine-tuning v{c['resumed_from']}" if c.get("resumed_from") else ""
+        loss_text = (f"MSE to the clean image plus MSE to v{c['distilled_from']}'s estimate (distillation)"
+                     if c.get("distilled_from") else "MSE")
         if c.get("distilled_from"):
             fine = (f", distilled from v{c['distilled_from']} (it starts from v{c['distilled_from']}'s strongest "
                     f"channels, and its estimates are a second target beside the clean image)")
@@ -46,7 +48,7 @@ def write_model_card(folder: Path, meta: dict, command: str) -> Path:
 - **Training data**: {c.get('data')}; {data_text}; speckle
   std {c.get('speckle_std')} (drawn per crop when a range; the paper trains at 0.2), random flips,
   {c.get('crop')} px crops. Data fingerprint `{meta.get('data_fingerprint', '')[:16]}…`.
-- **Training**: MSE, Adam lr {c.get('lr')}, {c.get('steps')} steps of batch {c.get('batch_size')},
+- **Training**: {loss_text}, Adam lr {c.get('lr')}, {c.get('steps')} steps of batch {c.get('batch_size')},
   seed {c.get('seed')}{', cosine decay' if c.get('cosine') else ''}.
 - **Validation** ({val_text}): PSNR {_fmt(m.get('psnr_noisy'))} dB noisy
   → {_fmt(m.get('psnr'))} dB despeckled, best at step {m.get('best_step')}. Held-out figures:

@@ -119,8 +119,8 @@ def test_train_despeckle_distill_makes_a_narrower_version_from_the_current_one(t
     torch.set_num_threads(2)
     (tmp_path / "imgs").mkdir()
     io.imsave(tmp_path / "imgs" / "a.png", he[:300, :300], check_contrast=False)
-    teacher = Registry().get("despeckle")
-    assert teacher.meta["arch"]["kwargs"].get("filters", 64) == 64
+    teacher = Registry().get("despeckle")  # the current shipped version
+    assert teacher.meta["arch"]["kwargs"].get("filters", 64) > 8
     code = cli.main(["train", "despeckle", "--distill", "--filters", "8", "--images", str(tmp_path / "imgs"),
                      "--steps", "2", "--patch", "32", "--batch-size", "2"])
     assert code == 0
