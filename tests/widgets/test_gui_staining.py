@@ -80,8 +80,10 @@ def test_bad_input_one_message_nothing_added(setup, monkeypatch):
     assert c.channels()[0].shape == viewer.layers["pair"].data.shape[1:]  # the 2-channel layer wins
 
 
-def test_train_despeckler_on_a_layer_shows_previews_and_saves_a_version(setup):
+def test_train_despeckler_on_a_layer_shows_previews_and_saves_a_version(setup, monkeypatch):
     viewer, w = setup
+    said = []
+    monkeypatch.setattr("napari_medseg.widgets._controller.show_error", lambda m: said.append(m))
     c = w.controller
     he = viewer.layers["H&E (the truth the pair was derived from)"]
     shipped = c.registry.get("despeckle").version
@@ -98,6 +100,15 @@ def test_train_despeckler_on_a_layer_shows_previews_and_saves_a_version(setup):
     noisy, out, clean = (prev.data[:, k * third:(k + 1) * third, 0] for k in range(3))  # side by side
     assert np.abs(out - clean).mean() < 0.8 * np.abs(noisy - clean).mean()  # the despeckled panel is cleaner
     assert "despeckle: despeckle v" in w.models.value and f"v{entry.version}" in w.models.value
+    # distil the (now current) version into a narrower, faster one, from the dock
+    teacher_width = c.registry.get("despeckle").meta["arch"]["kwargs"].get("filters", 64)
+    w.distill.value, w.filters.value, w.steps.value = True, 6, 1
+    small = c.train(block=True)
+    assert small.version == entry.version + 1 and small.meta["config"]["distilled_from"] == entry.version
+    assert small.meta["arch"]["kwargs"]["filters"] == 6 < teacher_width
+    w.filters.value = teacher_width  # not fewer: one clear message, nothing saved
+    assert c.train(block=True) is None and len(said) == 1 and "fewer" in said[0]
+    assert c.registry.get("despeckle").version == small.version
 
 
 def test_a_two_channel_tiff_stains_like_the_two_layers(setup, tmp_path):

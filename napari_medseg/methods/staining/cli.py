@@ -70,13 +70,10 @@ def train(args, registry):
             model, meta = registry.get(MODEL_NAME).load()
             resume = (model.state_dict(), meta)
         if args.distill:
-            from .despeckle import DISTILL_FILTERS, narrowed_from
+            from .despeckle import DISTILL_FILTERS
+            from .models import distillation_start
 
-            teacher = registry.get(MODEL_NAME).load()
-            width = args.filters or DISTILL_FILTERS
-            student = narrowed_from(teacher[0], width)
-            init_state, arch = student.state_dict(), {**teacher[1]["arch"], "kwargs": {
-                **teacher[1]["arch"].get("kwargs", {}), "filters": width}}
+            teacher, init_state, arch = distillation_start(registry, args.filters or DISTILL_FILTERS, device)
         real = args.recipe == "real"
         if args.distill and not real:
             raise InputError("--distill uses the real-image recipe (--recipe real).")

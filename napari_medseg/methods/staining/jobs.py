@@ -42,14 +42,19 @@ def _smallest(images) -> int:
 
 
 def despeckle_job(registry, train, val, *, steps: int, device, finetune: bool = True, data: str = "",
-                  on_preview=None):
+                  on_preview=None, distill_filters: int = 0):
     """Train (or fine-tune the current) despeckler with the real-image recipe that
-    ``napari-medseg train despeckle`` uses; the preview is noisy | despeckled | clean."""
+    ``napari-medseg train despeckle`` uses; the preview is noisy | despeckled | clean.
+    ``distill_filters`` > 0: distil the current version into that many filters per layer
+    instead (``train despeckle --distill --filters N``; a faster despeckler)."""
     from . import models
     from .speckle import PAPER_STD, add_speckle, inverted_luma
 
     name, state = MODEL_NAMES["despeckle"], None
-    if finetune and registry.list(name):
+    teacher = init_state = arch = None
+    if distill_filters:
+        teacher, init_state, arch = models.distillation_start(registry, distill_filters, device)
+    elif finetune and registry.list(name):
         model, meta = registry.get(name).load(device)
         state = (model.state_dict(), meta)
     clean = inverted_luma(val[0])[:256, :256]
@@ -71,7 +76,8 @@ def despeckle_job(registry, train, val, *, steps: int, device, finetune: bool = 
     return models.train_despeckle_model(registry, train, val, steps=steps, crop=min(128, _smallest(train)),
                                         batch_size=8, device=device, resume=state, data=data, on_best=on_best,
                                         std=models.BLIND_STD, augment=True, val_stds=models.REAL_VAL_STDS,
-                                        val_crop=min(128, _smallest(val)), median="gated", lr=3e-4)
+                                        val_crop=min(128, _smallest(val)), median="gated", lr=3e-4,
+                                        teacher=teacher, init_state=init_state, arch=arch)
 
 
 def cyclegan_job(registry, train, val, *, steps: int, steps_large: int, device, finetune: bool = True,

@@ -93,6 +93,24 @@ def train_despeckle_model(registry, train_rgb, val_rgb, *, steps: int = 2000, ba
     return {**(result or {}), "entry": best.get("entry")}
 
 
+def distillation_start(registry, filters: int, device="cpu"):
+    """``(teacher, init_state, arch)`` to distil the current despeckler into ``filters``
+    channels per layer: the current version and its meta, the narrowed copy's weights
+    (:func:`.despeckle.narrowed_from`) and its architecture."""
+    from .despeckle import narrowed_from
+
+    if not registry.list(MODEL_NAME):
+        raise InputError("There is no despeckle model to distil from: train one first.")
+    teacher = registry.get(MODEL_NAME).load(device)
+    width = teacher[0].last.in_channels
+    if not 1 <= int(filters) < width:
+        raise InputError(f"The current despeckler has {width} filters per layer; distil it into fewer "
+                         f"(1 to {width - 1}), not {filters}.")
+    student = narrowed_from(teacher[0].cpu(), int(filters))
+    arch = {**teacher[1]["arch"], "kwargs": {**teacher[1]["arch"].get("kwargs", {}), "filters": int(filters)}}
+    return teacher, student.state_dict(), arch
+
+
 # ------------------------------------------------------------------------- CycleGAN
 CYCLEGAN_NAME = "stain_cyclegan"
 

@@ -20,6 +20,7 @@ from ...core.jobs import Progress
 from ...core.registry import Registry
 from ...methods.staining import jobs, pipeline
 from ...methods.staining.card import MODEL_NAMES
+from ...methods.staining.despeckle import DISTILL_FILTERS
 from ...methods.staining.options import DEFAULTS as _DEFAULTS
 from .._common import layer_level
 from .._controller import Controller
@@ -53,6 +54,8 @@ class StainingSettings:
     steps: int = _DEFAULTS["steps"]
     steps_large: int = _DEFAULTS["steps_large"]  # CycleGAN's 512-px stage
     confocal_domain: bool = False  # CycleGAN: domain A from the picked FCM/RCM (else derived from H&E)
+    distill: bool = False  # despeckle: distil the current version into `filters` per layer (faster)
+    filters: int = DISTILL_FILTERS
 
 
 def _split_pair(layer: Image):
@@ -300,7 +303,7 @@ class StainingController(Controller):
 
         if s.train_model == "despeckle":
             gen = jobs.despeckle_job(self.registry, train, val, steps=s.steps, device=device, finetune=s.finetune,
-                                     data=what, on_preview=on_preview)
+                                     data=what, on_preview=on_preview, distill_filters=s.filters if s.distill else 0)
         else:
             a_images = None
             if s.confocal_domain:
