@@ -69,14 +69,14 @@ def train(args, registry):
         if args.resume:
             model, meta = registry.get(MODEL_NAME).load()
             resume = (model.state_dict(), meta)
+        real = args.recipe == "real"
+        if args.distill and not real:
+            raise InputError("--distill uses the real-image recipe (--recipe real).")
         if args.distill:
             from .despeckle import DISTILL_FILTERS
             from .models import distillation_start
 
             teacher, init_state, arch = distillation_start(registry, args.filters or DISTILL_FILTERS, device)
-        real = args.recipe == "real"
-        if args.distill and not real:
-            raise InputError("--distill uses the real-image recipe (--recipe real).")
         val_data = (args.val_images or "the training images") if args.images else (
             "bundled: slideflow norm_tile.jpg (luma and eosin density)" if real else "CMU-1 rows 1500-1900")
         gen = train_despeckle_model(registry, train_rgb, val_rgb, steps=args.steps or TRAIN_DEFAULTS["steps"],
