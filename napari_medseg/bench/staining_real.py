@@ -233,12 +233,11 @@ def goals_met(r: dict) -> dict:
 
 
 def run(quick: bool = False, json_path: str | None = None) -> dict:
+    from ..core.registry import Registry
     from .staining_slide import shipped_entry
 
     cfg = SIZES[bool(quick)]
     t0 = time.perf_counter()
-    from ..core.registry import Registry
-
     current = shipped_entry("despeckle")
     models = {"current": current.load("cpu")[0].eval()}
     for e in Registry().list("despeckle"):  # every earlier shipped version beside it (v1: the paper's)

@@ -57,10 +57,10 @@ def train(args, registry):
     train_rgb, val_rgb, data = _data(args)
     resume = None
     if args.method == "despeckle":
+        from .despeckle import DISTILL_FILTERS
         from .models import REAL_VAL_STDS, train_despeckle_model
         from .training import MODEL_NAME
 
-        teacher, init_state, arch = None, None, None
         if args.resume and args.distill:
             raise InputError("--distill trains a new, narrower network from the current version; it does not "
                              "resume it.")
@@ -72,11 +72,6 @@ def train(args, registry):
         real = args.recipe == "real"
         if args.distill and not real:
             raise InputError("--distill uses the real-image recipe (--recipe real).")
-        if args.distill:
-            from .despeckle import DISTILL_FILTERS
-            from .models import distillation_start
-
-            teacher, init_state, arch = distillation_start(registry, args.filters or DISTILL_FILTERS, device)
         val_data = (args.val_images or "the training images") if args.images else (
             "bundled: slideflow norm_tile.jpg (luma and eosin density)" if real else "CMU-1 rows 1500-1900")
         gen = train_despeckle_model(registry, train_rgb, val_rgb, steps=args.steps or TRAIN_DEFAULTS["steps"],
@@ -84,8 +79,8 @@ def train(args, registry):
                                     std=_std(args.std), seed=args.seed, device=device, resume=resume, data=data,
                                     augment=real, val_stds=REAL_VAL_STDS if real else None,
                                     val_crop=128 if real else None, cosine=real, lr=args.lr or (3e-4 if real else 5e-4),
-                                    val_data=val_data, median="gated" if real else None, teacher=teacher,
-                                    init_state=init_state, arch=arch)
+                                    val_data=val_data, median="gated" if real else None,
+                                    distill_filters=(args.filters or DISTILL_FILTERS) if args.distill else 0)
     else:
         from .models import train_cyclegan_model
 

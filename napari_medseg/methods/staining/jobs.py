@@ -51,10 +51,7 @@ def despeckle_job(registry, train, val, *, steps: int, device, finetune: bool = 
     from .speckle import PAPER_STD, add_speckle, inverted_luma
 
     name, state = MODEL_NAMES["despeckle"], None
-    teacher = init_state = arch = None
-    if distill_filters:
-        teacher, init_state, arch = models.distillation_start(registry, distill_filters, device)
-    elif finetune and registry.list(name):
+    if finetune and not distill_filters and registry.list(name):
         model, meta = registry.get(name).load(device)
         state = (model.state_dict(), meta)
     clean = inverted_luma(val[0])[:256, :256]
@@ -77,7 +74,7 @@ def despeckle_job(registry, train, val, *, steps: int, device, finetune: bool = 
                                         batch_size=8, device=device, resume=state, data=data, on_best=on_best,
                                         std=models.BLIND_STD, augment=True, val_stds=models.REAL_VAL_STDS,
                                         val_crop=min(128, _smallest(val)), median="gated", lr=3e-4,
-                                        teacher=teacher, init_state=init_state, arch=arch)
+                                        distill_filters=distill_filters)
 
 
 def cyclegan_job(registry, train, val, *, steps: int, steps_large: int, device, finetune: bool = True,

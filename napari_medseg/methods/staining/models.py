@@ -41,18 +41,25 @@ def train_despeckle_model(registry, train_rgb, val_rgb, *, steps: int = 2000, ba
                           lr: float = 5e-4, std=PAPER_STD, seed: int = 0, device="cpu", resume=None,
                           data: str = "user images", on_best=None, arch: dict | None = None, augment: bool = False,
                           val_stds=None, val_crop: int | None = None, cosine: bool = False, val_data: str = "",
-                          median: bool | str | None = None, teacher=None, init_state=None):
-    """Generator: train (or fine-tune ``resume=(state, meta)``) the despeckler; save the best
-    validation PSNR as a new ``despeckle`` version. Returns ``{"entry", ...summary}``.
+                          median: bool | str | None = None, distill_filters: int = 0):
+    """A job (generator): train (or fine-tune ``resume=(state, meta)``) the despeckler; save
+    the best validation PSNR as a new ``despeckle`` version. The job returns ``{"entry",
+    ...summary}``; inputs are checked when this is called, before the job starts.
 
     ``arch``: the network (default: the paper's, :data:`.training.ARCH`; a fine-tune keeps
     the resumed version's); ``median``: keep (True) or drop (False) the final 3x3 median
     whatever the architecture says; ``augment``, ``val_stds``, ``val_crop``, ``cosine``: see
     :func:`.training.train_despeckler`. ``on_best(model, metrics, step)``: called with the
-    model at each new best (previews). ``teacher=(model, meta)``: distil that version into
-    ``arch`` (see :func:`.training.distill_mse`), starting from ``init_state`` (e.g.
-    :func:`.despeckle.narrowed_from` the teacher)."""
+    model at each new best (previews). ``distill_filters`` > 0: distil the current version
+    into that many filters per layer instead (:func:`distillation_start`,
+    :func:`.training.distill_mse`); it cannot be combined with ``resume``."""
     train_rgb, val_rgb = as_rgb_list(train_rgb, "Training"), as_rgb_list(val_rgb, "Validation")
+    teacher = init_state = None
+    if distill_filters:
+        if resume is not None:
+            raise InputError("Distillation trains a new, narrower network from the current version; it does not "
+                             "resume one.")
+        teacher, init_state, arch = distillation_start(registry, distill_filters, device)
     if resume is not None:
         arch = resume[1].get("arch") or arch
     arch = arch or ARCH
@@ -85,12 +92,15 @@ def train_despeckle_model(registry, train_rgb, val_rgb, *, steps: int = 2000, ba
                                          metrics={**b["metrics"], "best_step": b["step"]},
                                          data_fingerprint=data_fingerprint(*train_rgb))
 
-    result = yield from save_best_on_exit(
-        train_despeckler(model, train_rgb, val_rgb, steps=steps, batch_size=batch_size, crop=crop, lr=lr, std=std,
-                         seed=seed, device=device, keep=keep, augment=augment, val_stds=val_stds, val_crop=val_crop,
-                         cosine=cosine, teacher=None if teacher is None else teacher[0]), best, save,
-        name=MODEL_NAME)
-    return {**(result or {}), "entry": best.get("entry")}
+    def job():
+        result = yield from save_best_on_exit(
+            train_despeckler(model, train_rgb, val_rgb, steps=steps, batch_size=batch_size, crop=crop, lr=lr,
+                             std=std, seed=seed, device=device, keep=keep, augment=augment, val_stds=val_stds,
+                             val_crop=val_crop, cosine=cosine, teacher=None if teacher is None else teacher[0]),
+            best, save, name=MODEL_NAME)
+        return {**(result or {}), "entry": best.get("entry")}
+
+    return job()  # everything above ran now: bad input is refused before the job starts
 
 
 def distillation_start(registry, filters: int, device="cpu"):
