@@ -34,7 +34,7 @@ def evaluate(policy, images, max_steps: int = 200, batch: int = 32) -> dict:
     from ..methods.tracking.metrics import mean_metrics, trace_metrics
     from ..methods.tracking.track import TrackConfig, track
 
-    config = TrackConfig(max_steps=max_steps, check_starts=False)
+    config = TrackConfig(max_steps=max_steps, check_starts=False, both_ways=False)  # the paper's protocol: one way
     rows = []
     for i in range(0, len(images), batch):
         part = images[i : i + batch]

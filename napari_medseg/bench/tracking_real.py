@@ -293,7 +293,10 @@ def run(quick: bool = False, json_path: str | None = None, model_version: int | 
     from ..methods.tracking.greedy import greedy_follow, ridge_map
     from ..methods.tracking.metrics import distance_to_centreline
     from ..methods.tracking.model import load_tracker
-    from ..methods.tracking.track import TrackConfig, track
+    from dataclasses import replace
+
+    from ..methods.tracking.heading import directions_of
+    from ..methods.tracking.track import TrackConfig, track, traces_meet
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     images = real_images()
@@ -317,6 +320,7 @@ def run(quick: bool = False, json_path: str | None = None, model_version: int | 
         free = track(img, starts, None, policy=policy, config=cfg, directions=heads)
         ms_free = 1000 * (time.perf_counter() - t0) / n
         ended = track(img, starts, ends, policy=policy, config=cfg, directions=heads)
+        one_way = track(img, starts, ends, policy=policy, config=replace(cfg, both_ways=False), directions=heads)
         auto = track(img, starts, None, policy=policy, config=cfg)  # auto heading, no end
         t0 = time.perf_counter()
         ridge = ridge_map(img)
@@ -326,9 +330,13 @@ def run(quick: bool = False, json_path: str | None = None, model_version: int | 
         ms_cost = 1000 * (time.perf_counter() - t0) / n
         for k in range(n):
             ref, start, end = refs[k], starts[k], ends[k]
+            with_end = _score(ended[k].points, ref)
             rows["ours"].append({**_score(free[k].points, ref), "ms": ms_free,
                                  "reached": bool(ended[k].meta["reached_end"]),
-                                 "overshoot": _overshoot(ended[k].points, end)})
+                                 "overshoot": _overshoot(ended[k].points, end),
+                                 "reached_one_way": bool(one_way[k].meta["reached_end"]),
+                                 "joined": bool(ended[k].meta["joined"]),
+                                 "end_coverage": with_end["coverage"], "end_wrong": with_end["wrong"]})
             auto_rows.append({**_score(auto[k].points, ref),
                               "heading_ok": float(np.dot(auto[k].meta["heading"], heads[k])) > 0})
             d = distance_to_centreline(free[k].points[:-1], ref)
@@ -339,8 +347,12 @@ def run(quick: bool = False, json_path: str | None = None, model_version: int | 
             g_free = greedy_follow(ridge, start, heads[k], None, max_steps=n_max)
             ms_g = ms_ridge + 1000 * (time.perf_counter() - t0)
             g_end = greedy_follow(ridge, start, heads[k], end, max_steps=n_max)
+            g_back = greedy_follow(ridge, end, directions_of(img, end[None], start[None], None)[0]["heading"], start,
+                                   max_steps=n_max)
             rows["greedy"].append({**_score(g_free["points"], ref), "ms": ms_g,
-                                   "reached": g_end["reached_end"], "overshoot": _overshoot(g_end["points"], end)})
+                                   "reached": g_end["reached_end"], "overshoot": _overshoot(g_end["points"], end),
+                                   "reached_both_ways": bool(g_end["reached_end"] or g_back["reached_end"]
+                                                             or traces_meet(g_end["points"], g_back["points"]))})
             t0 = time.perf_counter()
             mp = minimal_path(None, start, end, cost=cost)
             rows["minpath"].append({**_score(mp, ref), "ms": ms_cost + 1000 * (time.perf_counter() - t0),
@@ -349,6 +361,13 @@ def run(quick: bool = False, json_path: str | None = None, model_version: int | 
                  "model": f"tracking v{meta.get('version')}"}
     for who, prefix in (("ours", ""), ("greedy", "greedy_"), ("minpath", "minpath_")):
         out.update(_summarise(rows[who], prefix))
+    # with the end given: one way only (before the trace from the end), and the joined traces' own quality
+    ours = rows["ours"]
+    out["real_reached_end_rate_one_way"] = float(np.mean([x["reached_one_way"] for x in ours]))
+    out["real_joined_rate"] = float(np.mean([x["joined"] for x in ours]))
+    out["real_end_coverage_pct"] = float(np.mean([x["end_coverage"] for x in ours]))
+    out["real_end_wrong_branches_per_10"] = 10.0 * float(np.mean([x["end_wrong"] for x in ours]))
+    out["greedy_real_reached_end_rate_both_ways"] = float(np.mean([x["reached_both_ways"] for x in rows["greedy"]]))
     out["real_entropy_within"] = float(np.nanmean(ent_in)) if ent_in else float("nan")
     out["real_entropy_outside"] = float(np.nanmean(ent_out)) if ent_out else float("nan")
     # start point only: the heading chosen by the tracker (no direction, no end)
@@ -363,11 +382,17 @@ def run(quick: bool = False, json_path: str | None = None, model_version: int | 
                          for who, r in rows.items()},
         "wrong_branch": {who: [bool(x["wrong"]) for x in r] for who, r in rows.items()},
         "auto_coverage": [round(x["coverage"], 1) for x in auto_rows],
+        "joined": [bool(x["joined"]) for x in rows["ours"]],
+        "end_coverage": [round(x["end_coverage"], 1) for x in rows["ours"]],
     }
     out["definitions"] = {
         "coverage": "reference points with a trace point within 3 px (%), start + given direction, no end",
         "error": "mean distance (px) of the covered reference points to the trace",
-        "reached_end": "with the end given: the trace's path passed within the end radius (3 px)",
+        "reached_end": "with the end given: the trace's path passed within the end radius (3 px); ours traces "
+                       "from both ends and joins the two where they meet (*_one_way: from the start only); "
+                       "greedy_*_both_ways: the greedy follower run from both ends, reached when either reaches "
+                       "the other end or the two paths meet (the same rule as ours)",
+        "end_coverage": "coverage and wrong branches of our trace with the end given (joined where it was)",
         "overshoot": f"with the end given: trace length (px) after its closest approach to the end, over the "
                      f"traces that came within {END_NEAR_PX:g} px of it (their number: *_overshoot_n)",
         "wrong_branch": f"the trace runs > {WRONG_OFF_PX:g} px from the reference for >= {WRONG_RUN_PX:g} px of its "

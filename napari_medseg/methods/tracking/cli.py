@@ -117,20 +117,22 @@ def track_command(args) -> int:
     ends = _points(args.ends, "ends")
     policy, meta = _policy(args.model)
     config = TrackConfig(max_steps=args.max_steps, scale=args.scale, entropy_threshold=args.threshold,
-                         entropy_steps=args.entropy_steps)
+                         entropy_steps=args.entropy_steps, both_ways=not args.one_way)
     traces = track(image, starts, ends, policy=policy, config=config, directions=directions)
     lines = [f"napari-medseg track {args.image} ({args.model})"]
     for i, t in enumerate(traces):
         hy, hx = t.meta["heading"]
         lines.append(f"trace {i}: heading ({hy:+.2f}, {hx:+.2f}) {t.meta['heading_chosen']}; "
-                     f"stop: {t.stop_reason}; reached end: {'yes' if t.meta['reached_end'] else 'no'}")
+                     f"stop: {t.stop_reason}; reached end: {'yes' if t.meta['reached_end'] else 'no'}"
+                     f"{' (met the trace from its end)' if t.meta['joined'] else ''}")
     write_swc(args.out, [t.points for t in traces], header=lines, scale=args.pixel_size,
               unit=args.unit if args.pixel_size else None)
     for i, t in enumerate(traces):
         hy, hx = t.meta["heading"]
         print(f"trace {i}: {len(t.points)} points, {t.length_px:.1f} px, heading ({hy:+.2f}, {hx:+.2f}) "
               f"{t.meta['heading_chosen']}, stop: {t.stop_reason}"
-              f"{', reached end' if t.meta['reached_end'] else ''}, "
+              f"{', reached end' if t.meta['reached_end'] else ''}"
+              f"{' (met the trace from its end)' if t.meta['joined'] else ''}, "
               f"mean entropy {np.nanmean(t.entropy) if len(t.entropy) else float('nan'):.3f}")
     print(f"wrote {args.out}")
     return 0

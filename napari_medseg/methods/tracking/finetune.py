@@ -10,6 +10,8 @@ the rest (k-fold); :func:`kfold_finetune` does the same over the traces given.
 
 from __future__ import annotations
 
+import dataclasses
+
 from collections.abc import Sequence
 
 import numpy as np
@@ -108,7 +110,8 @@ def evaluate_traces(policy: BetaPolicy, image: np.ndarray, truths: Sequence[np.n
     starts = np.stack([t[0] for t in truths])
     ends = np.stack([t[-1] for t in truths])
     config = config or TrackConfig(check_starts=False, max_steps=max(200, int(max(arc_length(t)[-1] for t in truths))))
-    found = track(image, starts, ends, policy=policy, config=config)
+    # the agent alone, one way from each start (no trace from the end to join): this scores a model
+    found = track(image, starts, ends, policy=policy, config=dataclasses.replace(config, both_ways=False))
     return mean_metrics([trace_metrics(f.points, t, f.entropy) for f, t in zip(found, truths)])
 
 
@@ -167,7 +170,7 @@ def gate_score(policy: BetaPolicy, image: np.ndarray, held: Sequence[np.ndarray]
     real = evaluate_traces(policy, image, held, config)
     syn = generate_many("SI", GATE_SYNTHETIC_N, seed=GATE_SYNTHETIC_SEED)
     found = track(np.stack([r.image for r in syn]), np.stack([r.start for r in syn]), np.stack([r.end for r in syn]),
-                  policy=policy, config=TrackConfig(check_starts=False))
+                  policy=policy, config=TrackConfig(check_starts=False, both_ways=False))
     synth = mean_metrics([trace_metrics(f.points, r.centreline) for f, r in zip(found, syn)])
     return {"heldout_coverage_pct": real["coverage_pct"], "heldout_error_px": real["error_px"],
             "synthetic_coverage_pct": synth["coverage_pct"], "synthetic_error_px": synth["error_px"],

@@ -39,7 +39,9 @@ class TrackOptions:
     starts: str = option(None, "'y,x;y,x' or a CSV of y,x rows; 'y,x:y2,x2' heads from y,x towards y2,x2 "
                                "(otherwise the heading follows the ridge, towards the end when --ends gives one)",
                          required=True)
-    ends: str | None = option(None, "optional end points, one per start")
+    ends: str | None = option(None, "optional end points, one per start: each fibre is then also traced from "
+                                     "its end, and the two traces are joined where they meet")
+    one_way: bool = option(False, "with --ends, trace from the starts only (the paper's protocol)")
     out: str = option(None, "output .swc (a new file; see --overwrite)", required=True)
     overwrite: bool = option(False, "replace an existing --out (atomically)")
     scale: float = option(1.0, "window scale (1.5 on the paper's microscopy)")

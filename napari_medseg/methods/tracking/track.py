@@ -14,6 +14,14 @@ the batched environment. Each trace stops at the first of:
 - ``revisit``: it came back within ``revisit_radius`` px of its own path (older than
   ``revisit_lag`` steps), i.e. it turned back or started to loop.
 
+With an end point given (and ``TrackConfig.both_ways``, the default), the fibre is also
+traced from its end towards its start, in the same batch. When the two traces meet
+(a new point of one comes within ``end_radius`` of the other's path, the two moving in
+opposite directions there), both stop and the trace is the start's path up to the
+meeting followed by the end's path reversed: it reaches the end (``meta["joined"]``).
+A trace that takes the wrong branch at a junction is met by the one coming from the
+end, which has only that junction's other branch to follow back.
+
 A trace can start on an existing trace to follow a branch: the existing trace is
 drawn into the historical-path view first, so the agent moves away from it.
 :func:`track_iter` yields the traces after every step (the widget draws them live).
@@ -52,6 +60,8 @@ class TrackConfig:
     check_starts: bool = True  # refuse starts outside the image or on blank background
     stub_length: float = 6.0  # px of "visited" path drawn behind each start, opposite its heading
     end_slack: float | None = None  # px; None: 2 * end_radius + the largest step (see _stop_at_end)
+    both_ways: bool = True  # with an end given, also trace from the end and join where the two meet
+    meet_cos: float = -0.5  # the two traces meet only where their steps point opposite ways (cos below this)
 
 
 @dataclass
@@ -156,23 +166,33 @@ def track_iter(policy: BetaPolicy, image: np.ndarray, starts, ends=None, config:
         if len(directions) != len(starts):
             raise InputError(f"{len(starts)} start points but {len(directions)} directions: give one per start.")
     branches = list(branches_of or []) + [None] * (len(starts) - len(branches_of or []))
-    heads = [directions_of(image[i] if image.ndim == 3 else image, starts[i : i + 1], ends[i : i + 1],
-                           None if directions is None else directions[i : i + 1])[0] for i in range(len(starts))]
-    env.reset(image, starts=starts, ends=ends, initial_directions=np.stack([h["heading"] for h in heads]))
-    for i, existing in enumerate(branches):
+    n = len(starts)
+    img_of = (lambda i: image[i]) if image.ndim == 3 else (lambda i: image)
+    heads = [directions_of(img_of(i), starts[i : i + 1], ends[i : i + 1],
+                           None if directions is None else directions[i : i + 1])[0] for i in range(n)]
+    # episodes n.. trace from the ends back towards the starts (see the module docstring)
+    back = [i for i in range(n) if config.both_ways and np.isfinite(ends[i]).all()
+            and np.linalg.norm(ends[i] - starts[i]) > config.end_radius]
+    heads += [directions_of(img_of(i), ends[i : i + 1], starts[i : i + 1], None)[0] for i in back]
+    ep_image = image if image.ndim == 2 else np.concatenate([image, image[back]])
+    ep_starts, ep_ends = np.concatenate([starts, ends[back]]), np.concatenate([ends, starts[back]])
+    env.reset(ep_image, starts=ep_starts, ends=ep_ends, initial_directions=np.stack([h["heading"] for h in heads]))
+    for i in range(len(ep_starts)):
+        existing = branches[i] if i < n else None
         if existing is not None and len(existing) > 1:
             env.mark_visited(i, torch.as_tensor(np.asarray(existing, np.float32), device=env.device))
         elif config.stub_length > 0:
-            stub = stub_behind(starts[i], heads[i]["heading"], config.stub_length)
+            stub = stub_behind(ep_starts[i], heads[i]["heading"], config.stub_length)
             env.mark_visited(i, torch.as_tensor(stub.astype(np.float32), device=env.device))
     obs = env.refresh_observation()
     last = env.positions.clone()
-    nearest_end = torch.full((len(starts),), float("inf"), device=env.device)
+    total = len(ep_starts)
+    nearest_end = torch.full((total,), float("inf"), device=env.device)
     start_dist = (env.positions - env.ends).norm(dim=1)
     slack = config.end_slack if config.end_slack is not None else 2 * config.end_radius + env_config.max_displacement
-    n = len(starts)
-    entropies = torch.full((n, config.max_steps), float("nan"), device=env.device)
-    over = torch.zeros(n, dtype=torch.long, device=env.device)
+    entropies = torch.full((total, config.max_steps), float("nan"), device=env.device)
+    over = torch.zeros(total, dtype=torch.long, device=env.device)
+    met = {}  # start index -> (point index on its own trace, point index on the trace from its end)
 
     def traces() -> list[Trace]:
         pts = env.traces()
@@ -180,13 +200,22 @@ def track_iter(policy: BetaPolicy, image: np.ndarray, starts, ends=None, config:
         reasons = env.stop_reason.cpu().numpy()
         closest_end = torch.minimum(nearest_end, (env.positions - env.ends).norm(dim=1)).cpu().numpy()
         out = []
-        for i, p in enumerate(pts):
+        for i in range(n):
+            p, e, reason = pts[i], ent[i, : len(pts[i]) - 1].copy(), REASONS[int(reasons[i])]
             h = heads[i]
             meta = {"heading": [float(v) for v in h["heading"]], "heading_chosen": h["why"],
                     "width_px": h["width_px"], "has_end": bool(np.isfinite(ends[i]).all()),
-                    "reached_end": int(reasons[i]) == END_REACHED,
+                    "reached_end": int(reasons[i]) == END_REACHED, "joined": i in met,
                     "end_distance_px": float(closest_end[i]) if np.isfinite(ends[i]).all() else float("nan")}
-            out.append(Trace(p, ent[i, : len(p) - 1].copy(), REASONS[int(reasons[i])], meta=meta))
+            if i in met:
+                (a, b), k = met[i], n + back.index(i)
+                p = np.concatenate([p[: a + 1], pts[k][: b + 1][::-1]])
+                eb = ent[k, :b][::-1]
+                join = e[a - 1] if a > 0 else (eb[0] if len(eb) else 0.0)
+                e = np.concatenate([e[:a], [join], eb])
+                meta.update(reached_end=True, end_distance_px=0.0, from_end_steps=int(b))
+                reason = REASONS[END_REACHED]
+            out.append(Trace(p, e, reason, meta=meta))
         return out
 
     step = 0
@@ -200,18 +229,85 @@ def track_iter(policy: BetaPolicy, image: np.ndarray, starts, ends=None, config:
                 result = env.step(out.displacement)
                 obs, step = result.observation, step + 1
                 _stop_at_end(env, last, active, nearest_end, slack, start_dist)
+                _meet_from_ends(env, last, active, n, back, met, heads, config)
                 last = env.positions.clone()
                 still = env.stop_reason == RUNNING
                 over = _entropy_run(over, out.entropy.float(), config.entropy_threshold, active)
                 if config.entropy_threshold is not None:
                     env.stop_reason[still & (over >= config.entropy_steps)] = UNCERTAIN
                 env.stop_reason[_revisited(env, config, still & (env.stop_reason == RUNNING))] = REVISIT
-                done = int(env.done.sum())
+                done = int(env.done[:n].sum())
                 yield Progress(step, config.max_steps, f"step {step}: {done}/{n} traces finished",
                                {"traces": traces()} if live else {})
     finally:
         env.stop_reason[env.stop_reason == RUNNING] = STOPPED
     return traces()
+
+
+def _tangents(points: np.ndarray) -> np.ndarray:
+    """Central differences along a polyline (N, 2) (one-sided at its ends)."""
+    idx = np.arange(len(points))
+    return points[np.minimum(idx + 1, len(points) - 1)] - points[np.maximum(idx - 1, 0)]
+
+
+def traces_meet(a, b, radius: float = 3.0, cos_limit: float = -0.5) -> bool:
+    """Whether two traces of one fibre, run from its two ends, meet: a point of one within
+    ``radius`` px of a point of the other, the two moving opposite ways there (the rule
+    :func:`track_iter` joins its traces by; also used to give a baseline the same rule)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if len(a) < 2 or len(b) < 2:
+        return False
+    d = np.linalg.norm(a[:, None] - b[None], axis=2)
+    ta, tb = _tangents(a), _tangents(b)
+    cos = (ta @ tb.T) / np.maximum(np.linalg.norm(ta, axis=1)[:, None] * np.linalg.norm(tb, axis=1)[None], 1e-9)
+    return bool(((d <= radius) & (cos < cos_limit)).any())
+
+
+def _meet_from_ends(env: TrackingEnv, last: torch.Tensor, active: torch.Tensor, n: int, back: list[int],
+                    met: dict, heads: list[dict], config: TrackConfig) -> None:
+    """Join each start's trace with the trace from its end where the two meet: a new point of
+    one within ``end_radius`` of the other's path, their steps pointing opposite ways there
+    (cos < ``meet_cos``; a crossing fibre is not a meeting). A trace from the end that
+    reaches the start has met it too; a start's trace that reached its end needs no
+    partner. ``met[i]`` = (point index on trace i, point index on the trace from its end).
+    A trace from the end that reaches the start the same way the start's trace leaves
+    (the two ends of a U close together) has not met it."""
+    traj, steps, reason = env.trajectory, env.steps, env.stop_reason
+    for j, i in enumerate(back):
+        k = n + j
+        if i in met:
+            continue
+        if int(reason[i]) == END_REACHED:  # reached on its own
+            reason[k] = torch.where(reason[k] == RUNNING, torch.full_like(reason[k], STOPPED), reason[k])
+            continue
+        if int(reason[k]) == END_REACHED and bool(active[k]):  # the trace from the end came to the start
+            v = env.positions[k] - last[k]
+            own = traj[i, 1] - traj[i, 0] if int(steps[i]) >= 1 else torch.as_tensor(
+                np.asarray(heads[i]["heading"], np.float32), device=v.device)
+            if float((v @ own) / (v.norm() * own.norm()).clamp_min(1e-9)) < config.meet_cos:
+                met[i] = (0, int(steps[k]))
+        for mover, other in ((i, k), (k, i)):
+            if i in met or not bool(active[mover]):
+                continue
+            v = env.positions[mover] - last[mover]
+            if float(v.norm()) < 1e-6:
+                continue
+            q = traj[other, : int(steps[other]) + 1]
+            d = (q - env.positions[mover]).norm(dim=1)
+            if len(q) > 1:
+                lo, hi = torch.arange(len(q)).sub(1).clamp(min=0), torch.arange(len(q)).add(1).clamp(max=len(q) - 1)
+                tangent = q[hi] - q[lo]
+            else:
+                tangent = torch.as_tensor(np.asarray(heads[other]["heading"], np.float32), device=q.device)[None]
+            cos = (tangent @ v) / (tangent.norm(dim=1) * v.norm()).clamp_min(1e-9)
+            ok = (d <= config.end_radius) & (cos < config.meet_cos)
+            if bool(ok.any()):
+                m = int(torch.where(ok, d, torch.full_like(d, float("inf"))).argmin())
+                own = int(steps[mover])
+                met[i] = (own, m) if mover == i else (m, own)
+        if i in met:
+            reason[i] = END_REACHED
+            reason[k] = END_REACHED
 
 
 def track(image, starts, ends=None, policy: BetaPolicy | None = None, config: TrackConfig | None = None,

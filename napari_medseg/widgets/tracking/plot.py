@@ -222,6 +222,8 @@ class TraceLayers:
             end = ""
             if r.meta.get("has_end"):
                 end = ", reached its end" if r.meta.get("reached_end") else ", did not reach its end"
+                if r.meta.get("joined"):
+                    end += f" (met the trace from its end, {r.meta.get('from_end_steps', 0)} steps from it)"
             lines.append(f"#{t}: {r.stop_reason}, {len(r.entropy)} steps, {arc_length(r.tracked)[-1]:.0f} px"
                          f"{branch}{head}{end}")
         return "\n".join(lines)

@@ -193,3 +193,59 @@ def test_an_end_close_behind_the_start_does_not_stop_the_trace_before_it_comes_b
                  config=TrackConfig(check_starts=False), directions=[[0.0, 1.0]])
     assert t.stop_reason == "image edge" and not t.meta["reached_end"]
     assert t.meta["end_distance_px"] == pytest.approx(8.0, abs=1e-3)
+
+
+@pytest.mark.parametrize("angle", [30, 60])
+def test_an_end_beyond_a_junction_is_reached_by_tracing_from_both_ends(policy, angle):
+    """The fibre runs along a wide vessel and turns off into a thinner branch, where its
+    end is. From the start alone the agent stays on the wide vessel and never reaches the
+    end; traced from both ends, the trace from the end follows the branch back, meets the
+    first one, and the joined trace runs start -> junction -> end."""
+    from napari_medseg.methods.tracking.metrics import trace_metrics
+
+    parent = _dense([[64, 4], [64, 124]])
+    a = np.deg2rad(angle)
+    branch = _dense([[64, 64], np.minimum([64 + 60 * np.sin(a), 64 + 60 * np.cos(a)], 122)])
+    img = _render([parent, branch], [2.0, 1.2], [1.0, 0.7])
+    ref = np.concatenate([parent[parent[:, 1] < 64], branch])
+    start, end = ref[4:5], branch[-1:]
+    (one,) = track(img, start, end, policy=policy, config=TrackConfig(check_starts=False, both_ways=False),
+                   directions=[[0.0, 1.0]])
+    assert not one.meta["reached_end"] and not one.meta["joined"]
+    (t,) = track(img, start, end, policy=policy, config=TrackConfig(check_starts=False), directions=[[0.0, 1.0]])
+    assert t.meta["reached_end"] and t.meta["joined"] and t.stop_reason == "end reached"
+    assert np.linalg.norm(t.points[0] - start[0]) < 1e-6 and np.linalg.norm(t.points[-1] - end[0]) < 1e-3
+    assert trace_metrics(t.points, ref[4:])["coverage_pct"] >= 90
+    assert len(t.entropy) == len(t.points) - 1 and np.isfinite(t.entropy).all()
+    assert np.max(np.linalg.norm(np.diff(t.points, axis=0), axis=1)) <= 3.0 + 4 * np.sqrt(2)  # no jump at the join
+
+
+def test_two_traces_meet_only_where_they_run_opposite_ways():
+    from napari_medseg.methods.tracking.track import traces_meet
+
+    line = _dense([[10, 10], [10, 100]])
+    forward, backward = line[:60], line[40:][::-1]
+    assert traces_meet(forward, backward)
+    assert not traces_meet(forward, line[40:])  # the same way along the fibre: not a meeting
+    across = _dense([[0, 50], [60, 50]])
+    assert not traces_meet(forward, across) and not traces_meet(forward, across[::-1])  # a crossing
+    assert not traces_meet(forward, backward + [5.0, 0.0])  # 5 px beside it
+
+
+def test_cli_track_with_ends_joins_the_traces_from_both_ends_and_one_way_does_not(tmp_path, capsys):
+    import tifffile
+
+    from napari_medseg.cli import main
+    from napari_medseg.methods.tracking.swc import read_swc
+
+    parent = _dense([[64, 4], [64, 124]])
+    branch = _dense([[64, 64], [116, 94]])
+    tif = tmp_path / "junction.tif"
+    tifffile.imwrite(tif, _render([parent, branch], [2.0, 1.2], [1.0, 0.7]))
+    args = ["track", str(tif), "--starts", "64,8:64,14", "--ends", f"{branch[-1][0]},{branch[-1][1]}"]
+    assert main(args + ["--out", str(tmp_path / "both.swc")]) == 0
+    assert "reached end (met the trace from its end)" in capsys.readouterr().out
+    (both,) = read_swc(tmp_path / "both.swc").traces
+    assert np.linalg.norm(both[-1] - branch[-1]) < 0.1
+    assert main(args + ["--one-way", "--out", str(tmp_path / "one.swc")]) == 0
+    assert "reached end" not in capsys.readouterr().out
