@@ -57,6 +57,27 @@ def main() -> None:
     viewer.reset_view()
     wait(300)
     viewer.screenshot(str(OUT / "tracking_retina.png"), canvas_only=True)
+    # the benchmark's half-size retina, fibres through junctions, each with its end: traced from both ends
+    from napari_medseg.bench.tracking_real import load_references, real_images
+
+    for layer in viewer.layers:
+        layer.visible = False
+    viewer.layers.remove(retina)  # (its extent would keep the view at full size)
+    viewer.layers.remove(pts)
+    viewer.layers["traces"].data = []
+    half = viewer.add_image(real_images()["retina"], name="retina, half size, prepared (bench tracking --real)",
+                            colormap="gray")
+    viewer.layers.move(viewer.layers.index(half), 0)
+    junction = [f for f in load_references() if f["image"] == "retina" and f.get("through_junction")]
+    s_pts = viewer.add_points([f["start"] for f in junction], name="junction starts", face_color="cyan", size=8)
+    e_pts = viewer.add_points([f["end"] for f in junction], name="junction ends", face_color="magenta", size=8)
+    c.set(image=half, starts=s_pts, ends=e_pts)
+    c.track(block=True)
+    for name in ("traces", "trace entropy"):
+        viewer.layers[name].visible = True
+    viewer.reset_view()
+    wait(300)
+    viewer.screenshot(str(OUT / "tracking_retina_ends.png"), canvas_only=True)
     for layer in viewer.layers:
         layer.visible = layer.name in ("synthetic axon (SI)", "ground-truth centreline", "traces", "trace entropy")
     viewer.layers["traces"].data = []

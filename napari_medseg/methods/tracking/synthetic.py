@@ -61,6 +61,10 @@ class SyntheticSettings:
     crossing_angle: tuple[float, float] = (35.0, 90.0)  # degrees from the main axon
     distractor_width: tuple[float, float] = (1.0, 1.0)  # its cross-section std / axon_sigma, drawn uniformly
     branch_fraction: float = 0.0  # share of distractors that leave the axon on one side only (a branch)
+    # share of images whose axon starts on a wider, brighter vessel that crosses it there: the
+    # branch a user clicks where it leaves its parent (drawn after the distractors)
+    start_parent_fraction: float = 0.0
+    start_parent_width: tuple[float, float] = (1.5, 3.0)  # its cross-section std / axon_sigma
 
     def replace(self, **changes) -> "SyntheticSettings":
         return dataclasses.replace(self, **changes)
@@ -114,18 +118,22 @@ def _main_axon(rng, s: SyntheticSettings) -> np.ndarray:
     raise InputError(f"setting {s.name!r}: no axon fits the image; lower axon_length or margin")
 
 
-def _distractor(rng, s: SyntheticSettings, main: np.ndarray) -> np.ndarray:
-    """A second axon through a point of the main one, at an angle to it."""
+def _distractor(rng, s: SyntheticSettings, main: np.ndarray, at_start: bool = False) -> np.ndarray:
+    """A second axon through a point of the main one, at an angle to it; ``at_start``:
+    through the main axon's first point, crossing it fully (a parent vessel)."""
     s_main = arc_length(main)
     for _ in range(50):
-        i = int(np.searchsorted(s_main, rng.uniform(0.2, 0.8) * s_main[-1]))
-        i = int(np.clip(i, 2, len(main) - 3))
-        t = main[i + 2] - main[i - 2]
+        if at_start:
+            i, t = 0, main[min(4, len(main) - 1)] - main[0]
+        else:
+            i = int(np.searchsorted(s_main, rng.uniform(0.2, 0.8) * s_main[-1]))
+            i = int(np.clip(i, 2, len(main) - 3))
+            t = main[i + 2] - main[i - 2]
         angle = np.arctan2(t[0], t[1]) + rng.choice([-1, 1]) * np.deg2rad(rng.uniform(*s.crossing_angle))
         half = rng.uniform(*s.distractor_length) / 2
         walk_args = (s.image_shape, half, s.walk_step, s.turn_sd, s.heading_pull, 0.0, s.min_separation)
         fwd = constrained_random_walk(rng, *walk_args, start=main[i], heading=angle, stop_at_edge=True)
-        branch = s.branch_fraction > 0 and rng.random() < s.branch_fraction  # (no draw unless asked for)
+        branch = not at_start and s.branch_fraction > 0 and rng.random() < s.branch_fraction  # (no draw unless asked for)
         if branch:
             walk = fwd
         else:
@@ -168,11 +176,20 @@ def generate(setting: SyntheticSettings | str = "SI", seed: int | None = 0, **ov
     rng = np.random.default_rng(seed)
     main = _main_axon(rng, s)
     distractors = [_distractor(rng, s, main) for _ in range(s.n_distractors)]
+    parent = s.start_parent_fraction > 0 and rng.random() < s.start_parent_fraction  # (no draw unless asked for)
+    if parent:
+        try:
+            distractors.append(_distractor(rng, s, main, at_start=True))
+        except InputError:
+            parent = False
     clean = np.zeros(s.image_shape)
     for k, line in enumerate([main] + distractors):
         scale = s.axon_intensity * (1.0 if k == 0 else s.distractor_intensity)
         sigma = s.axon_sigma
-        if k and tuple(s.distractor_width) != (1.0, 1.0):  # (no draw unless asked for: fixed seeds stay)
+        if parent and k == len(distractors):  # the parent vessel at the start: wider and at least as bright
+            scale = s.axon_intensity * max(1.0, s.distractor_intensity)
+            sigma = min(4.0, s.axon_sigma * rng.uniform(*s.start_parent_width))
+        elif k and tuple(s.distractor_width) != (1.0, 1.0):  # (no draw unless asked for: fixed seeds stay)
             sigma = min(4.0, s.axon_sigma * rng.uniform(*s.distractor_width))
         profile = _smooth_profile(rng, arc_length(line)[-1], s)
         clean = np.maximum(clean, scale * gaussian_tube(line, s.image_shape, sigma, profile))
