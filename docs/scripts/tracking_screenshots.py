@@ -24,6 +24,17 @@ RETINA_STARTS = np.array([(700, 710), (631, 937), (506, 564), (895, 776), (787, 
 FAST = {"episodes_per_batch": 8, "eval_every": 1, "update_epochs": 4}
 
 
+def _track_and_shoot(viewer, c, name: str, **layers) -> None:
+    """Track from the given layers, show the traces with their entropy, save the canvas."""
+    c.set(**layers)
+    c.track(block=True)
+    for layer in ("traces", "trace entropy"):
+        viewer.layers[layer].visible = True
+    viewer.reset_view()
+    wait(300)
+    viewer.screenshot(str(OUT / name), canvas_only=True)
+
+
 def main() -> None:
     viewer = napari.Viewer(show=True)
     viewer.window._qt_window.resize(1500, 950)
@@ -50,13 +61,7 @@ def main() -> None:
     retina = viewer.layers["retina (fundus, RGB)"]
     viewer.layers.move(viewer.layers.index(retina), 0)  # under the traces
     pts = viewer.add_points(RETINA_STARTS, name="retina starts", face_color="cyan", size=12)
-    c.set(image=retina, starts=pts, ends=None)
-    c.track(block=True)
-    for name in ("traces", "trace entropy"):
-        viewer.layers[name].visible = True
-    viewer.reset_view()
-    wait(300)
-    viewer.screenshot(str(OUT / "tracking_retina.png"), canvas_only=True)
+    _track_and_shoot(viewer, c, "tracking_retina.png", image=retina, starts=pts, ends=None)
     # the benchmark's half-size retina, fibres through junctions, each with its end: traced from both ends
     from napari_medseg.bench.tracking_real import load_references, real_images
 
@@ -71,13 +76,7 @@ def main() -> None:
     junction = [f for f in load_references() if f["image"] == "retina" and f.get("through_junction")]
     s_pts = viewer.add_points([f["start"] for f in junction], name="junction starts", face_color="cyan", size=8)
     e_pts = viewer.add_points([f["end"] for f in junction], name="junction ends", face_color="magenta", size=8)
-    c.set(image=half, starts=s_pts, ends=e_pts)
-    c.track(block=True)
-    for name in ("traces", "trace entropy"):
-        viewer.layers[name].visible = True
-    viewer.reset_view()
-    wait(300)
-    viewer.screenshot(str(OUT / "tracking_retina_ends.png"), canvas_only=True)
+    _track_and_shoot(viewer, c, "tracking_retina_ends.png", image=half, starts=s_pts, ends=e_pts)
     for layer in viewer.layers:
         layer.visible = layer.name in ("synthetic axon (SI)", "ground-truth centreline", "traces", "trace entropy")
     viewer.layers["traces"].data = []
