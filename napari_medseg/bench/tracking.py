@@ -27,14 +27,15 @@ def _images(setting: str, n: int):
     return generate_many(setting, n, seed=VALIDATION_SEED)
 
 
-def evaluate(policy, images, max_steps: int = 200, batch: int = 32) -> dict:
+def evaluate(policy, images, max_steps: int = 200, batch: int = 32, both_ways: bool = False) -> dict:
     """Track every image from its centreline start towards its end (``batch`` images
     stepping together, each with the rules of :func:`~..methods.tracking.track.track`);
-    mean metrics."""
+    mean metrics. One way by default, the paper's protocol; ``both_ways``: also from the
+    end, joined where the two meet (what the dock does when given ends)."""
     from ..methods.tracking.metrics import mean_metrics, trace_metrics
     from ..methods.tracking.track import TrackConfig, track
 
-    config = TrackConfig(max_steps=max_steps, check_starts=False, both_ways=False)  # the paper's protocol: one way
+    config = TrackConfig(max_steps=max_steps, check_starts=False, both_ways=both_ways)
     rows = []
     for i in range(0, len(images), batch):
         part = images[i : i + batch]
@@ -102,6 +103,9 @@ def run(quick: bool = False, json_path: str | None = None, n: int | None = None,
     crossing = _images("crossing", max(min(n, 20), n // 4))
     cross = evaluate(policy, crossing)
     cross_base = evaluate_baseline(crossing)
+    cross_both = evaluate(policy, crossing, both_ways=True)  # given both ends, like the minimal path
+    results.update(coverage_pct_crossing_both_ways=cross_both["coverage_pct"],
+                   error_px_crossing_both_ways=cross_both["error_px"])
     results.update(coverage_pct_crossing=cross["coverage_pct"], error_px_crossing=cross["error_px"],
                    baseline_coverage_pct_crossing=cross_base["coverage_pct"],
                    baseline_error_px_crossing=cross_base["error_px"], n_images_crossing=len(crossing))

@@ -295,8 +295,8 @@ def run(quick: bool = False, json_path: str | None = None, model_version: int | 
     from ..methods.tracking.model import load_tracker
     from dataclasses import replace
 
-    from ..methods.tracking.heading import directions_of
-    from ..methods.tracking.track import TrackConfig, track, traces_meet
+    from ..methods.tracking.heading import choose_heading
+    from ..methods.tracking.track import TIP_RATIO, TrackConfig, track, traces_meet
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     images = real_images()
@@ -347,8 +347,8 @@ def run(quick: bool = False, json_path: str | None = None, model_version: int | 
             g_free = greedy_follow(ridge, start, heads[k], None, max_steps=n_max)
             ms_g = ms_ridge + 1000 * (time.perf_counter() - t0)
             g_end = greedy_follow(ridge, start, heads[k], end, max_steps=n_max)
-            g_back = greedy_follow(ridge, end, directions_of(img, end[None], start[None], None)[0]["heading"], start,
-                                   max_steps=n_max)
+            g_back = greedy_follow(ridge, end, choose_heading(img, end, start, tip_ratio=TIP_RATIO)[0], start,
+                                   max_steps=n_max)  # the heading rule ours uses from an end
             rows["greedy"].append({**_score(g_free["points"], ref), "ms": ms_g,
                                    "reached": g_end["reached_end"], "overshoot": _overshoot(g_end["points"], end),
                                    "reached_both_ways": bool(g_end["reached_end"] or g_back["reached_end"]

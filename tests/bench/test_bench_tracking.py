@@ -17,7 +17,8 @@ def test_bench_tracking_reports_ours_and_the_baseline_side_by_side(tmp_path):
     out = tmp_path / "bench.json"
     r = run(json_path=str(out), n=3, seconds=0.5)
     assert json.loads(out.read_text())["n_images"] == 3
-    for key in ("coverage_pct", "baseline_coverage_pct", "coverage_pct_crossing", "baseline_coverage_pct_crossing"):
+    for key in ("coverage_pct", "baseline_coverage_pct", "coverage_pct_crossing", "baseline_coverage_pct_crossing",
+                "coverage_pct_crossing_both_ways"):
         assert 0.0 <= r[key] <= 100.0
     # the minimal path is given both ends of a clean synthetic axon: it finds it
     assert r["baseline_coverage_pct"] > 90.0 and r["baseline_error_px"] < 1.0

@@ -40,4 +40,9 @@ def test_quick_real_bench_reports_every_key_for_ours_and_both_baselines(tmp_path
     assert set(out["goals_met"]) == set(out["goals"]) and all(isinstance(v, bool) for v in out["goals_met"].values())
     assert out["minpath_real_overshoot_n"] == out["fibres"] and out["greedy_real_overshoot_n"] <= out["fibres"]
     assert len(out["per_fibre"]["fibre"]) == out["fibres"]
+    # with ends: from both sides never reaches fewer ends than one way (the join is only a fallback)
+    assert out["real_reached_end_rate"] >= out["real_reached_end_rate_one_way"]
+    assert out["greedy_real_reached_end_rate_both_ways"] >= out["greedy_real_reached_end_rate"]
+    assert 0 <= out["real_joined_rate"] <= out["real_reached_end_rate"]
+    assert 0 <= out["real_end_coverage_pct"] <= 100
     assert json.loads((tmp_path / "r.json").read_text())["fibres"] == out["fibres"]

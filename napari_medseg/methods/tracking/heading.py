@@ -70,14 +70,22 @@ def fibre_width(image: np.ndarray, start, direction: np.ndarray) -> float:
     return float(max(1.0, (hi - lo + 1) * 0.5))
 
 
-def choose_heading(image: np.ndarray, start, end=None) -> tuple[np.ndarray, str, float]:
-    """``(unit heading, why, fibre width px)`` for a start with no given direction."""
+def choose_heading(image: np.ndarray, start, end=None, tip_ratio: float | None = None) -> tuple[np.ndarray, str, float]:
+    """``(unit heading, why, fibre width px)`` for a start with no given direction.
+    ``tip_ratio``: with an end given, first look whether the start is a fibre's tip (the
+    ridge continues at least this many times more strongly one way than the other) and
+    if so leave the way it continues, even if that turns away from the end (a fibre that
+    curls round); otherwise head towards the end."""
     v = ridge_orientation(image, start, sigma=1.5)
     width = fibre_width(image, start, v)
     sigma = float(np.clip(width / 2.355, 1.0, 4.0))
     if abs(sigma - 1.5) > 0.25:  # re-estimate at the fibre's own scale
         v = ridge_orientation(image, start, sigma=sigma)
     start = np.asarray(start, np.float64)
+    if end is not None and np.isfinite(end).all() and tip_ratio is not None:
+        ahead, behind = continuation(image, start, v, sigma), continuation(image, start, -v, sigma)
+        if max(ahead, behind) >= tip_ratio * max(min(ahead, behind), 1e-12):
+            return (1.0 if ahead >= behind else -1.0) * v, "along the ridge, the way it continues", width
     if end is not None and np.isfinite(end).all():
         to_end = np.asarray(end, np.float64) - start
         sign = 1.0 if float(v @ to_end) >= 0 else -1.0

@@ -15,10 +15,12 @@ the batched environment. Each trace stops at the first of:
   ``revisit_lag`` steps), i.e. it turned back or started to loop.
 
 With an end point given (and ``TrackConfig.both_ways``, the default), the fibre is also
-traced from its end towards its start, in the same batch. When the two traces meet
-(a new point of one comes within ``end_radius`` of the other's path, the two moving in
-opposite directions there), both stop and the trace is the start's path up to the
-meeting followed by the end's path reversed: it reaches the end (``meta["joined"]``).
+traced from its end towards its start, in the same batch (leaving the end the way the
+fibre goes when the end is a fibre's tip, else towards the start). When the two traces
+meet (a new point of one comes within ``end_radius`` of the other's path, the two moving
+in opposite directions there), the trace from the end stops. If the start's trace then
+does not reach its end by itself, the result is the start's path up to the meeting
+followed by the end's path reversed: it reaches the end (``meta["joined"]``).
 A trace that takes the wrong branch at a junction is met by the one coming from the
 end, which has only that junction's other branch to follow back.
 
@@ -39,11 +41,12 @@ from napari_medseg.core.errors import InputError
 from napari_medseg.core.jobs import Progress, collect
 
 from .env import END_REACHED, RUNNING, STOP_REASONS, EnvConfig, TrackingEnv
-from .heading import directions_of, stub_behind
+from .heading import choose_heading, directions_of, stub_behind
 from .policy import BetaPolicy
 from .prepare import check_starts
 
 UNCERTAIN, REVISIT, STOPPED, PASSED_END = 4, 5, 6, 8
+TIP_RATIO = 2.0  # a trace from an end at a fibre's tip leaves the way the ridge continues (heading.choose_heading)
 REASONS = {**STOP_REASONS, UNCERTAIN: "uncertain", REVISIT: "revisit", STOPPED: "stopped",
            PASSED_END: "passed the end"}
 
@@ -140,7 +143,9 @@ def track_iter(policy: BetaPolicy, image: np.ndarray, starts, ends=None, config:
     start (not for branch starts), so the agent never starts by walking backwards.
     Every trace's ``meta`` holds its ``heading``, ``heading_chosen`` (why),
     ``width_px``, ``has_end``, ``reached_end`` (its path passed within ``end_radius`` of
-    the end) and ``end_distance_px`` (its closest approach; NaN without an end).
+    the end, or it was joined), ``joined`` (it is the join with the trace from its end),
+    ``met_trace_from_end`` and ``end_distance_px`` (its closest approach; NaN without an
+    end).
     Closing the generator (Stop) keeps every trace as it is, with reason ``stopped``.
     """
     config = config or TrackConfig()
@@ -173,7 +178,9 @@ def track_iter(policy: BetaPolicy, image: np.ndarray, starts, ends=None, config:
     # episodes n.. trace from the ends back towards the starts (see the module docstring)
     back = [i for i in range(n) if config.both_ways and np.isfinite(ends[i]).all()
             and np.linalg.norm(ends[i] - starts[i]) > config.end_radius]
-    heads += [directions_of(img_of(i), ends[i : i + 1], starts[i : i + 1], None)[0] for i in back]
+    for i in back:  # from a fibre's tip the way the fibre goes, else towards the start
+        v, why, width = choose_heading(img_of(i), ends[i], starts[i], tip_ratio=TIP_RATIO)
+        heads.append({"heading": v, "why": why, "width_px": width})
     ep_image = image if image.ndim == 2 else np.concatenate([image, image[back]])
     ep_starts, ep_ends = np.concatenate([starts, ends[back]]), np.concatenate([ends, starts[back]])
     env.reset(ep_image, starts=ep_starts, ends=ep_ends, initial_directions=np.stack([h["heading"] for h in heads]))
@@ -205,15 +212,15 @@ def track_iter(policy: BetaPolicy, image: np.ndarray, starts, ends=None, config:
             h = heads[i]
             meta = {"heading": [float(v) for v in h["heading"]], "heading_chosen": h["why"],
                     "width_px": h["width_px"], "has_end": bool(np.isfinite(ends[i]).all()),
-                    "reached_end": int(reasons[i]) == END_REACHED, "joined": i in met,
+                    "reached_end": int(reasons[i]) == END_REACHED, "joined": False, "met_trace_from_end": i in met,
                     "end_distance_px": float(closest_end[i]) if np.isfinite(ends[i]).all() else float("nan")}
-            if i in met:
+            if i in met and int(reasons[i]) not in (RUNNING, END_REACHED):  # it did not get there on its own
                 (a, b), k = met[i], n + back.index(i)
                 p = np.concatenate([p[: a + 1], pts[k][: b + 1][::-1]])
                 eb = ent[k, :b][::-1]
                 join = e[a - 1] if a > 0 else (eb[0] if len(eb) else 0.0)
                 e = np.concatenate([e[:a], [join], eb])
-                meta.update(reached_end=True, end_distance_px=0.0, from_end_steps=int(b))
+                meta.update(reached_end=True, joined=True, end_distance_px=0.0, from_end_steps=int(b))
                 reason = REASONS[END_REACHED]
             out.append(Trace(p, e, reason, meta=meta))
         return out
@@ -270,6 +277,8 @@ def _meet_from_ends(env: TrackingEnv, last: torch.Tensor, active: torch.Tensor, 
     (cos < ``meet_cos``; a crossing fibre is not a meeting). A trace from the end that
     reaches the start has met it too; a start's trace that reached its end needs no
     partner. ``met[i]`` = (point index on trace i, point index on the trace from its end).
+    At a meeting only the trace from the end stops: the start's trace goes on, and the
+    join is used only if it does not reach its end by itself.
     A trace from the end that reaches the start the same way the start's trace leaves
     (the two ends of a U close together) has not met it."""
     traj, steps, reason = env.trajectory, env.steps, env.stop_reason
@@ -305,9 +314,8 @@ def _meet_from_ends(env: TrackingEnv, last: torch.Tensor, active: torch.Tensor, 
                 m = int(torch.where(ok, d, torch.full_like(d, float("inf"))).argmin())
                 own = int(steps[mover])
                 met[i] = (own, m) if mover == i else (m, own)
-        if i in met:
-            reason[i] = END_REACHED
-            reason[k] = END_REACHED
+        if i in met:  # the trace from the end stops; the start's trace goes on, and is kept alone if it
+            reason[k] = END_REACHED  # reaches its end by itself (the join is the fallback)
 
 
 def track(image, starts, ends=None, policy: BetaPolicy | None = None, config: TrackConfig | None = None,

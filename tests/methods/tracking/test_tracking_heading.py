@@ -249,3 +249,34 @@ def test_cli_track_with_ends_joins_the_traces_from_both_ends_and_one_way_does_no
     assert np.linalg.norm(both[-1] - branch[-1]) < 0.1
     assert main(args + ["--one-way", "--out", str(tmp_path / "one.swc")]) == 0
     assert "reached end" not in capsys.readouterr().out
+
+
+def test_from_a_fibre_tip_the_heading_follows_the_fibre_even_away_from_the_other_end():
+    """A hooked fibre: from its end it first runs away from the start. Towards-the-start
+    would head into background; at a tip (the ridge goes on one way only) the tip rule
+    takes the fibre's way. Mid-fibre (it goes on both ways) it heads towards the start."""
+    hook = _dense([[64, 10], [64, 100], [52, 112], [40, 100], [40, 70]])
+    img = _render([hook], [1.2], [1.0])
+    start, end = hook[0], hook[-1]
+    v, why, _ = choose_heading(img, end, start, tip_ratio=2.0)
+    assert v @ heading_from_point(end, hook[-6]) > 0.9 and why == "along the ridge, the way it continues"
+    assert choose_heading(img, end, start)[0] @ np.array([0.0, -1.0]) > 0.9  # without the tip rule: towards the start
+    mid = hook[40]
+    v, why, _ = choose_heading(img, mid, start, tip_ratio=2.0)
+    assert v @ np.array([0.0, -1.0]) > 0.9 and why == "along the ridge, towards the end point"
+
+
+def test_a_trace_that_reaches_its_end_by_itself_is_kept_whole_not_joined(policy):
+    """Both directions run; the one from the end may meet the start's trace early (here it
+    cuts across to the start), but the start's own trace reaches the end, so it is kept."""
+    from napari_medseg.methods.tracking.metrics import trace_metrics
+    from napari_medseg.methods.tracking.synthetic import generate_many
+
+    r = generate_many("SI", 72, seed=90210)[71]  # bench tracking's image 71
+    (one,) = track(r.image, r.start[None], r.end[None], policy=policy,
+                   config=TrackConfig(check_starts=False, both_ways=False))
+    (t,) = track(r.image, r.start[None], r.end[None], policy=policy, config=TrackConfig(check_starts=False))
+    assert one.meta["reached_end"] and t.meta["reached_end"] and not t.meta["joined"]
+    assert t.meta["met_trace_from_end"]  # the two did meet on the way: the join was there, and not used
+    np.testing.assert_allclose(t.points, one.points, atol=1e-4)  # (batched with the other: float rounding)
+    assert trace_metrics(t.points, r.centreline)["coverage_pct"] > 95
