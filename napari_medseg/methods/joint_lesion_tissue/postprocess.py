@@ -9,7 +9,12 @@ Three steps, each optional and each reported in the result:
    2005): one Gaussian per class and modality, fitted on the scan itself with the
    network's probabilities as initial responsibilities, and a few EM steps of
    ``posterior ∝ prior^τ × likelihood``. The network decides *where* a class can be;
-   the scan's own intensities place the boundary at full resolution.
+   the scan's own intensities place the boundary at full resolution. This decides the
+   tissue classes only. Lesions are the network's own one-versus-all call (lesion
+   probability ≥ 0.5, the decision its lesion loss trains and the lesion-only model W
+   uses); the lesion class still takes part in the EM, so lesion voxels do not pull the
+   white-matter Gaussian. (Taking the lesion from the refined arg-max cost 0.05 lesion
+   Dice on validation phantoms: 0.880 against 0.929, W 0.923.)
 2. **Brain mask.** With a mask, nothing outside it is labelled and nothing inside it is
    background (a skull-stripped scan has no skull to tell the network where the brain ends).
 3. **Lesion calls that the images support.** A lesion component is kept only if FLAIR
@@ -166,11 +171,11 @@ def finish(probs: np.ndarray, volumes: dict, used, ls: LabelSet, spacing, *, mod
     if refine_native and region.sum() > 10 * len(keep):
         post = refine(post, _features(volumes, used, region), power=PRIOR_POWER if power is None else power)
         posterior = post
-    labels[region] = keep[np.argmax(post, 0)]
+    tissue = keep != ls.lesion
+    labels[region] = keep[tissue][np.argmax(post[tissue], 0)]  # tissue: the refined arg-max
     rejected = 0
     if mode != "tissue_only":
-        tissue = keep != ls.lesion
-        fallback = np.zeros(region.shape, np.uint8)
-        fallback[region] = keep[tissue][np.argmax(post[tissue], 0)]
+        fallback = labels.copy()
+        labels[region & (probs[ls.lesion] >= 0.5)] = ls.lesion  # lesion: the network's one-vs-all call
         rejected = lesion_support(labels, volumes, ls, spacing, min_lesion_ml, fallback)
     return Refined(labels, posterior, rejected)

@@ -110,3 +110,26 @@ def test_bad_masks_are_refused():
     with pytest.raises(InputError, match="NaN"):
         check_mask(np.full((4, 4, 4), np.nan), (4, 4, 4))
     assert check_mask(np.full((4, 4, 4), 7), (4, 4, 4)).all()
+
+
+def test_joint_lesions_are_the_networks_one_vs_all_call_and_tissue_the_refined_argmax():
+    """Lesion where the lesion probability is at least 0.5 (what the lesion loss trains and
+    W uses), not where it merely tops the refined arg-max; tissue from the refinement."""
+    lab, t1, flair = _scene()
+    probs = np.zeros((REDUCED.n_classes, *lab.shape), np.float32)
+    probs[2], probs[3] = (lab == 2) * 0.9 + 0.05, (lab == 3) * 0.9 + 0.05
+    big = (lab == REDUCED.lesion) & (np.indices(lab.shape)[0] < 14)
+    probs[REDUCED.lesion][big] = 0.6  # the 125-voxel lesion: p 0.6 (a call)
+    probs[2][big], probs[3][big] = 0.1, 0.3
+    weak = np.zeros(lab.shape, bool)
+    weak[3:6, 12:15, 12:15] = True  # in WM, bright on FLAIR, lesion the largest class but p 0.4 < 0.5
+    probs[REDUCED.lesion][weak], probs[2][weak], probs[3][weak] = 0.4, 0.3, 0.3
+    flair = flair.copy()
+    flair[weak] = 1.2
+    mask = lab > 0
+    for refine_native in (True, False):
+        out = finish(probs, {"T1": t1, "FLAIR": flair}, ["T1", "FLAIR"], REDUCED, (1.0, 1.0, 1.0), mask=mask,
+                     refine_native=refine_native)
+        assert (out.labels[big] == REDUCED.lesion).all()
+        assert not (out.labels[weak] == REDUCED.lesion).any() and (out.labels[weak] != 0).all()
+        assert ((out.labels == REDUCED.lesion) & ~big).sum() == 0
