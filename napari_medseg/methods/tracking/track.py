@@ -251,10 +251,10 @@ def track_iter(policy: BetaPolicy, image: np.ndarray, starts, ends=None, config:
     return traces()
 
 
-def _tangents(points: np.ndarray) -> np.ndarray:
-    """Central differences along a polyline (N, 2) (one-sided at its ends)."""
-    idx = np.arange(len(points))
-    return points[np.minimum(idx + 1, len(points) - 1)] - points[np.maximum(idx - 1, 0)]
+def _tangents(points):
+    """Central differences along a polyline (N, 2), numpy or torch (one-sided at its ends)."""
+    n = len(points)
+    return points[[min(i + 1, n - 1) for i in range(n)]] - points[[max(i - 1, 0) for i in range(n)]]
 
 
 def traces_meet(a, b, radius: float = 3.0, cos_limit: float = -0.5) -> bool:
@@ -304,8 +304,7 @@ def _meet_from_ends(env: TrackingEnv, last: torch.Tensor, active: torch.Tensor, 
             q = traj[other, : int(steps[other]) + 1]
             d = (q - env.positions[mover]).norm(dim=1)
             if len(q) > 1:
-                lo, hi = torch.arange(len(q)).sub(1).clamp(min=0), torch.arange(len(q)).add(1).clamp(max=len(q) - 1)
-                tangent = q[hi] - q[lo]
+                tangent = _tangents(q)
             else:
                 tangent = torch.as_tensor(np.asarray(heads[other]["heading"], np.float32), device=q.device)[None]
             cos = (tangent @ v) / (tangent.norm(dim=1) * v.norm()).clamp_min(1e-9)
