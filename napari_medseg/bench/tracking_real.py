@@ -331,7 +331,9 @@ def run(quick: bool = False, json_path: str | None = None, model_version: int | 
         for k in range(n):
             ref, start, end = refs[k], starts[k], ends[k]
             with_end = _score(ended[k].points, ref)
+            raw = _score(free[k].raw_points, ref)  # the agent's own points, before the ridge fitting
             rows["ours"].append({**_score(free[k].points, ref), "ms": ms_free,
+                                 "coverage_unfitted": raw["coverage"], "error_unfitted": raw["error"],
                                  "reached": bool(ended[k].meta["reached_end"]),
                                  "overshoot": _overshoot(ended[k].points, end),
                                  "reached_one_way": bool(one_way[k].meta["reached_end"]),
@@ -339,7 +341,7 @@ def run(quick: bool = False, json_path: str | None = None, model_version: int | 
                                  "end_coverage": with_end["coverage"], "end_wrong": with_end["wrong"]})
             auto_rows.append({**_score(auto[k].points, ref),
                               "heading_ok": float(np.dot(auto[k].meta["heading"], heads[k])) > 0})
-            d = distance_to_centreline(free[k].points[:-1], ref)
+            d = distance_to_centreline(free[k].raw_points[:-1], ref)  # where the agent stood
             ent_in += list(free[k].entropy[d <= 3.0])
             ent_out += list(free[k].entropy[d > 3.0])
             n_max = int(3 * len(ref))
@@ -365,6 +367,8 @@ def run(quick: bool = False, json_path: str | None = None, model_version: int | 
     ours = rows["ours"]
     out["real_reached_end_rate_one_way"] = float(np.mean([x["reached_one_way"] for x in ours]))
     out["real_joined_rate"] = float(np.mean([x["joined"] for x in ours]))
+    out["real_coverage_pct_unfitted"] = float(np.mean([x["coverage_unfitted"] for x in ours]))
+    out["real_error_px_unfitted"] = float(np.nanmean([x["error_unfitted"] for x in ours]))
     out["real_end_coverage_pct"] = float(np.mean([x["end_coverage"] for x in ours]))
     out["real_end_wrong_branches_per_10"] = 10.0 * float(np.mean([x["end_wrong"] for x in ours]))
     out["greedy_real_reached_end_rate_both_ways"] = float(np.mean([x["reached_both_ways"] for x in rows["greedy"]]))

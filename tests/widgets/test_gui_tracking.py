@@ -141,10 +141,16 @@ def test_track_draws_live_with_entropy_threshold_and_branches(viewer, axon, mess
     np.testing.assert_allclose(np.asarray(overlay.border_color)[high], [[1.0, 0.1, 0.1, 1.0]] * int(high.sum()))
     w.threshold.value = float(rec.entropy.min()) - 1.0
     assert c.layers.highlighted().all() and w.colorbar.threshold == w.threshold.value
+    # finished traces are fitted onto the ridge by default; the check box turns that off
+    assert w.fit_ridge.value and "fit_shift_px" in rec.meta
+    w.fit_ridge.value = False
+    assert c.settings.fit_ridge is False
     # with "stop when uncertain", an agent above the threshold for k steps stops
     w.stop_uncertain.value, w.entropy_steps.value = True, 3
     [stopped] = c.track(block=True)
     assert stopped.stop_reason == "uncertain" and len(stopped.entropy) == 3
+    assert "fit_shift_px" not in stopped.meta
+    w.fit_ridge.value = True
     assert len(overlay.data) == len(rec.entropy) + 3
     traces.selected_data = {1}
     traces.remove_selected()  # deleting a trace takes its entropy points along

@@ -117,7 +117,8 @@ def track_command(args) -> int:
     ends = _points(args.ends, "ends")
     policy, meta = _policy(args.model)
     config = TrackConfig(max_steps=args.max_steps, scale=args.scale, entropy_threshold=args.threshold,
-                         entropy_steps=args.entropy_steps, both_ways=not args.one_way)
+                         entropy_steps=args.entropy_steps, both_ways=not args.one_way,
+                         fit_ridge=not args.no_fit)
     traces = track(image, starts, ends, policy=policy, config=config, directions=directions)
     lines = [f"napari-medseg track {args.image} ({args.model})"]
     for i, t in enumerate(traces):

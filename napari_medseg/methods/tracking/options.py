@@ -42,6 +42,7 @@ class TrackOptions:
     ends: str | None = option(None, "optional end points, one per start: each fibre is then also traced from "
                                      "its end, and the two traces are joined where they meet")
     one_way: bool = option(False, "with --ends, trace from the starts only (the paper's protocol)")
+    no_fit: bool = option(False, "keep the agent's own points (no fitting of the finished traces onto the ridge)")
     out: str = option(None, "output .swc (a new file; see --overwrite)", required=True)
     overwrite: bool = option(False, "replace an existing --out (atomically)")
     scale: float = option(1.0, "window scale (1.5 on the paper's microscopy)")

@@ -65,6 +65,7 @@ class TrackConfig:
     end_slack: float | None = None  # px; None: 2 * end_radius + the largest step (see _stop_at_end)
     both_ways: bool = True  # with an end given, also trace from the end and join where the two meet
     meet_cos: float = -0.5  # the two traces meet only where their steps point opposite ways (cos below this)
+    fit_ridge: bool = True  # once finished, move each point across the fibre onto its ridge (.fitting)
 
 
 @dataclass
@@ -76,6 +77,7 @@ class Trace:
     stop_reason: str = "running"
     parent: tuple[int, int] | None = None  # (trace index, point index) it branches from
     meta: dict = field(default_factory=dict)
+    raw_points: np.ndarray | None = None  # the agent's own points, before ridge fitting (None: not fitted)
 
     @property
     def length_px(self) -> float:
@@ -248,7 +250,24 @@ def track_iter(policy: BetaPolicy, image: np.ndarray, starts, ends=None, config:
                                {"traces": traces()} if live else {})
     finally:
         env.stop_reason[env.stop_reason == RUNNING] = STOPPED
-    return traces()
+    final = traces()
+    return _fit_traces(final, image) if config.fit_ridge else final
+
+
+def _fit_traces(traces: list[Trace], image: np.ndarray) -> list[Trace]:
+    """Each finished trace fitted onto its ridge (:mod:`.fitting`), the start (and a joined
+    trace's end) kept where it was placed; the agent's own points stay in ``raw_points`` and ``meta["fit_shift_px"]`` is the
+    mean distance a point moved."""
+    from .fitting import RidgeFitter
+
+    fitters = [RidgeFitter(im) for im in image] if image.ndim == 3 else [RidgeFitter(image)]
+    for i, t in enumerate(traces):
+        fitted = fitters[i if image.ndim == 3 else 0](t.points, t.meta.get("width_px", 1.0),
+                                                      keep_last=bool(t.meta.get("joined")))
+        t.raw_points, t.points = t.points, fitted
+        moved = np.linalg.norm(fitted - t.raw_points, axis=1) if len(fitted) else np.zeros(0)
+        t.meta["fit_shift_px"] = float(moved.mean()) if len(moved) else 0.0
+    return traces
 
 
 def _tangents(points):

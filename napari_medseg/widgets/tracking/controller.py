@@ -57,6 +57,7 @@ class TrackSettings:
     threshold: float = _DEFAULTS["threshold"]
     stop_uncertain: bool = False
     entropy_steps: int = _TRACK["entropy_steps"]
+    fit_ridge: bool = True  # move finished traces across the fibre onto its ridge (methods/tracking/fitting.py)
     colormap: str = "viridis"
     limits: tuple = (-6.0, 0.0)
     finetune_updates: int = _FINETUNE["updates"]
@@ -216,7 +217,8 @@ class TrackingController(FinetuneRounds, Controller):
             branches.append(None if hit is None else hit[2])
             ids.append(self.layers.new(st[None], parent=None if hit is None else hit[:2]).id)
         config = TrackConfig(max_steps=s.max_steps, entropy_threshold=s.threshold if s.stop_uncertain else None,
-                             entropy_steps=s.entropy_steps, scale=s.scale, check_starts=False)
+                             entropy_steps=s.entropy_steps, scale=s.scale, check_starts=False,
+                             fit_ridge=s.fit_ridge)
         gen = self._track_job(track_iter(policy, image, starts, ends, config, branches, self.device(),
                                          directions=directions))
         self.last_batch = ids

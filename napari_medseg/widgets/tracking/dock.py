@@ -24,7 +24,7 @@ from .._plot import LivePlot, section
 from .plot import OVERLAY, TRACES, ColorBar
 
 BOUND = ("image", "starts", "ends", "directions", "model", "project", "invert", "scale", "max_steps", "device",
-         "threshold", "stop_uncertain", "entropy_steps", "finetune_updates", "setting", "train_updates")
+         "threshold", "stop_uncertain", "entropy_steps", "fit_ridge", "finetune_updates", "setting", "train_updates")
 
 
 class TrackingWidget(QWidget):
@@ -53,6 +53,7 @@ class TrackingWidget(QWidget):
         self.threshold = FloatSpinBox(label="entropy threshold", min=-100.0, max=100.0, step=0.1)
         self.stop_uncertain = CheckBox(text="stop a trace when uncertain")
         self.entropy_steps = SpinBox(label="for k steps", min=1, max=1000)
+        self.fit_ridge = CheckBox(text="fit finished traces onto the ridge centre")
         self.finetune_updates = SpinBox(label="fine-tune updates", min=1, max=100_000)
         self.setting = ComboBox(label="setting", choices=list(SETTINGS))
         self.train_updates = SpinBox(label="updates", min=1, max=1_000_000)
@@ -72,7 +73,8 @@ class TrackingWidget(QWidget):
             ("Input", [self.image, self.starts, self.ends, self.directions, self.model, self.version, self.channel, self.project,
                        self.invert, self.scale, self.max_steps, self.device]),
             ("Track and read the entropy", [self.colorbar, self.lo, self.hi, self.fit_button, self.threshold,
-                                            self.stop_uncertain, self.entropy_steps, self.track_button,
+                                            self.stop_uncertain, self.entropy_steps, self.fit_ridge,
+                                            self.track_button,
                                             self.trace_info]),
             ("Correct and fine-tune", [self.finetune_updates, self.finetune_button, self.rollback_button,
                                        self.rounds]),
