@@ -10,30 +10,18 @@ Run from the repository root: python benchmarks/scripts/joint_lesion_rule_val.py
 import sys
 
 import numpy as np
-import torch
 
-from napari_medseg.bench.joint import SHAPE, SPACING, _label_set, current_models
+from _joint import ls, probs_of
+from napari_medseg.bench.joint import SHAPE, SPACING
 from napari_medseg.core.phantoms.brain import brain_phantom
 from napari_medseg.methods.joint_lesion_tissue import postprocess as P
-from napari_medseg.methods.joint_lesion_tissue.datasets import preprocess
-from napari_medseg.methods.joint_lesion_tissue.inference import model_mode, model_spacing, spacing_of, usable_modalities
+from napari_medseg.methods.joint_lesion_tissue.inference import spacing_of
 from napari_medseg.methods.joint_lesion_tissue.labels import REDUCED
 from napari_medseg.methods.joint_lesion_tissue.metrics import dice_per_class
-from napari_medseg.methods.joint_lesion_tissue.training import predict_volume
 
-torch.set_num_threads(2)
-models = current_models()
-ls = _label_set(models)
 seed0 = int(sys.argv[1]) if len(sys.argv) > 1 else 800000
 n = int(sys.argv[2]) if len(sys.argv) > 2 else 6
 
-
-def probs_of(mode, vols, ph, mask):
-    model, meta, _ = models[mode]
-    used, _ = usable_modalities(model.modalities, vols)
-    prep = preprocess({m: vols[m] for m in used}, ph.affine, spacing=model_spacing(meta, ph.affine), mask=mask)
-    _, pr = predict_volume(model, prep.images, used, ls, "cpu", roi_size=(64, 64, 64), mode=model_mode(meta))
-    return P.to_scan_grid(pr, prep.affine, ph.affine, vols["T1"].shape), used
 
 
 rows = {"W": [], "joint, refined arg-max": [], "joint, one-vs-all": []}
@@ -41,8 +29,8 @@ for i in range(n):
     ph = brain_phantom(SHAPE, seed0 + i, "reduced" if ls.names == REDUCED.names else "full", lesions=True,
                        spacing=SPACING)
     vols, mask, sp = {"T1": ph.t1, "FLAIR": ph.flair}, ph.labels > 0, spacing_of(ph.affine)
-    pw, uw = probs_of("lesion_only", vols, ph, mask)
-    pj, uj = probs_of("joint", vols, ph, mask)
+    pw, uw = probs_of("lesion_only", vols, ph.affine, mask)
+    pj, uj = probs_of("joint", vols, ph.affine, mask)
     new = P.finish(pj, vols, uj, ls, sp, mode="joint", mask=mask)
     keep = np.arange(1, pj.shape[0])
     old = np.zeros(mask.shape, np.uint8)

@@ -89,10 +89,15 @@ def _proportions(rng, vary: bool) -> dict:
     return {k: float(rng.uniform(lo, hi)) for k, (lo, hi) in VARIED_PROPORTIONS.items()}
 
 
-def _anatomy(shape, spacing, rng, vary: bool = False):
+def _anatomy(shape, spacing, rng, vary: bool = False, detail=None):
     """Full-set tissue labels, skull/scalp classes, and fields the lesions need.
-    ``vary``: draw the proportions (:data:`VARIED_PROPORTIONS`) instead of the fixed ones."""
-    k = _proportions(rng, vary)
+    ``vary``: draw the proportions (:data:`VARIED_PROPORTIONS`) instead of the fixed ones.
+    ``detail``: a second generator for the proportions (cortical thickness, sulcal width
+    and depth, extra-cerebral CSF, ventricles) while ``rng`` draws the brain's size, shape
+    and folding pattern: subjects that share ``rng``'s seed share them, as brains registered
+    to a template roughly do; None: ``rng`` draws all."""
+    detail = rng if detail is None else detail
+    k = _proportions(detail, vary)
     extent = np.asarray(shape, np.float32) * np.asarray(spacing, np.float32)
     brain_radii = extent * np.array([0.40, 0.42, 0.36], np.float32) * rng.uniform(0.95, 1.05, 3)
     axes = [((np.arange(n, dtype=np.float32) + 0.5) * s - e / 2) / b
@@ -202,11 +207,12 @@ def rician(rng, img: np.ndarray, noise: float) -> np.ndarray:
     return np.sqrt(real * real + imag * imag).astype(np.float32)
 
 
-def draw_anatomy(rng, shape, spacing, lesions, vary: bool = False):
+def draw_anatomy(rng, shape, spacing, lesions, vary: bool = False, detail=None):
     """``(classes, tissue, lesion, lesion_flair)`` of one subject: phantom classes with skull
     and scalp, the brain's tissue labels, the lesion mask and each lesion's FLAIR brightness.
-    ``vary``: the anatomy's proportions are drawn too (see :data:`VARIED_PROPORTIONS`)."""
-    classes, vent = _anatomy(tuple(int(s) for s in shape), spacing, rng, vary)
+    ``vary``: the anatomy's proportions are drawn too (see :data:`VARIED_PROPORTIONS`);
+    ``detail``: see :func:`_anatomy`."""
+    classes, vent = _anatomy(tuple(int(s) for s in shape), spacing, rng, vary, detail)
     tissue = np.where(classes >= SKULL, 0, classes).astype(np.uint8)
     lesion, lesion_flair = _lesions(rng, tissue, vent, _lesion_count(lesions, rng))
     return classes, tissue, lesion, lesion_flair

@@ -84,6 +84,17 @@ def check_mask(mask, shape) -> np.ndarray:
     return mask
 
 
+def scan_probabilities(model, meta: dict, label_set: LabelSet, volumes: dict, affine, used, device="cpu",
+                       roi_size=(64, 64, 64), *, mask=None) -> np.ndarray:
+    """(C, *scan shape) class probabilities of the ``used`` modalities, on the scan's own grid:
+    reoriented and resampled to the model's spacing, the network, and back."""
+    from .postprocess import to_scan_grid
+
+    prep = preprocess({m: volumes[m] for m in used}, affine, spacing=model_spacing(meta, affine), mask=mask)
+    _, probs = predict_volume(model, prep.images, used, label_set, device, roi_size=roi_size, mode=model_mode(meta))
+    return to_scan_grid(probs, prep.affine, affine, np.shape(volumes[used[0]]))
+
+
 def segment_scan(model, meta: dict, label_set: LabelSet, volumes: dict, affine, device="cpu",
                  roi_size=(64, 64, 64), *, mask=None, refine: bool = True, min_lesion_ml: float = 0.01) -> ScanResult:
     """Segment one scan (``volumes``: modality -> 3-D array on one grid) with a loaded model.
@@ -93,7 +104,7 @@ def segment_scan(model, meta: dict, label_set: LabelSet, volumes: dict, affine, 
     refinement (see :mod:`.postprocess`). ``min_lesion_ml``: smaller lesions are removed.
     """
     from .datasets import check_brain
-    from .postprocess import finish, to_scan_grid
+    from .postprocess import finish
 
     used, ignored = usable_modalities(model.modalities, volumes)
     if "T1" not in volumes:
@@ -115,9 +126,7 @@ def segment_scan(model, meta: dict, label_set: LabelSet, volumes: dict, affine, 
     if mask is not None:
         mask = check_mask(mask, shape)
     vols = {m: np.asarray(volumes[m], np.float32) for m in used}
-    prep = preprocess(vols, affine, spacing=model_spacing(meta, affine), mask=mask)
-    _, probs = predict_volume(model, prep.images, used, label_set, device, roi_size=roi_size, mode=model_mode(meta))
-    probs = to_scan_grid(probs, prep.affine, affine, shape)
+    probs = scan_probabilities(model, meta, label_set, vols, affine, used, device, roi_size, mask=mask)
     spacing = spacing_of(affine)
     out = finish(probs, vols, used, label_set, spacing, mode=model_mode(meta), mask=mask, refine_native=refine,
                  min_lesion_ml=min_lesion_ml)

@@ -135,3 +135,44 @@ def randomised_training_data(n_controls: int, n_patients: int, n_val: int = 2, s
     patients = [make("patient", i, True, True) for i in range(int(n_patients))]
     val = [make("val", i, True, True) for i in range(int(n_val))]
     return controls, patients, val
+
+
+JITTER_VOXELS = 1
+
+
+def template_like_subject(seed: int, n_subjects: int = 12, shape=(128, 144, 128), spacing=(1.25, 1.25, 1.25)) -> dict:
+    """A synthetic *population template*, made the way MNI152 is: the average of many
+    subjects' T1 scans after registration, with tissue maps averaged the same way.
+
+    Every subject shares the brain's size, shape and folding pattern (one generator,
+    ``seed``) and has its own proportions: cortical thickness, sulcal width and depth,
+    extra-cerebral CSF and ventricles (varied anatomy; a generator of its own), and is
+    shifted by up to ``JITTER_VOXELS`` per axis, what a registration leaves. All are T1-like with one set of
+    class means (the template's contrast), skull-stripped, each with its own noise,
+    blur, bias and gamma. The reference is the arg-max of the averaged CSF / grey / white
+    matter maps inside the mask (where most subjects have brain), as the MNI reference is.
+    Returns ``T1``, ``reference`` (reduced labels), ``mask``, ``affine``, ``spacing``.
+    Validation data for choices the real template must not make (never a real scan).
+    """
+    if n_subjects < 2:
+        raise InputError(f"A template averages subjects: give at least 2, not {n_subjects}.")
+    spacing = tuple(float(s) for s in spacing)
+    means = t1_means(np.random.default_rng([int(seed), 1]))
+    t1 = np.zeros(shape, np.float64)
+    maps = np.zeros((4, *shape), np.float32)  # background, CSF, GM, WM (reduced)
+    for i in range(int(n_subjects)):
+        shared = np.random.default_rng([int(seed), 0])  # the same shape for every subject
+        detail = np.random.default_rng([int(seed), 2, i])
+        classes, tissue, _, _ = draw_anatomy(shared, shape, spacing, lesions=False, vary=True, detail=detail)
+        offset = detail.integers(-JITTER_VOXELS, JITTER_VOXELS + 1, 3)  # what registration leaves
+        classes, tissue = (np.roll(a, offset, axis=(0, 1, 2)) for a in (classes, tissue))
+        t1 += render(detail, classes, means, stripped=True)
+        reduced = _TO_REDUCED[tissue]
+        for c in range(4):
+            maps[c] += reduced == c
+    maps /= n_subjects
+    mask = maps[0] < 0.5
+    reference = np.where(mask, 1 + np.argmax(maps[1:], 0), 0).astype(np.uint8)
+    t1 = np.where(mask, t1 / n_subjects, 0.0).astype(np.float32)
+    return {"T1": t1, "reference": reference, "mask": mask, "affine": centred_affine(shape, spacing),
+            "spacing": spacing}

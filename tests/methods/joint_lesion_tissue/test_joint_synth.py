@@ -1,6 +1,7 @@
 """Domain-randomised training scans (issue 16): random contrast in the right order, skull or none."""
 
 import numpy as np
+import pytest
 
 from napari_medseg.methods.joint_lesion_tissue.labels import REDUCED
 from napari_medseg.methods.joint_lesion_tissue.synth import (flair_means, randomised_subject,
@@ -70,3 +71,26 @@ def test_varied_anatomy_draws_the_proportions_and_the_fixed_one_does_not():
     assert np.array_equal(a["labels"], b["labels"])  # still deterministic in the seed
     rng = np.random.default_rng(0)
     assert _proportions(rng, False) == FIXED_PROPORTIONS and rng.random() == np.random.default_rng(0).random()
+
+
+def test_template_like_subject_averages_registered_subjects_into_a_t1_template():
+    from napari_medseg.core.errors import InputError
+    from napari_medseg.core.phantoms.brain import draw_anatomy
+    from napari_medseg.methods.joint_lesion_tissue.synth import template_like_subject
+
+    shape, spacing = (40, 44, 40), (4.0, 4.0, 4.0)
+    a = template_like_subject(5, n_subjects=3, shape=shape, spacing=spacing)
+    b = template_like_subject(5, n_subjects=3, shape=shape, spacing=spacing)
+    np.testing.assert_array_equal(a["T1"], b["T1"])
+    np.testing.assert_array_equal(a["reference"] > 0, a["mask"])
+    assert set(np.unique(a["reference"])) == {0, 1, 2, 3} and (a["T1"][~a["mask"]] == 0).all()
+    mean = [float(a["T1"][a["reference"] == c].mean()) for c in (1, 2, 3)]
+    assert mean[0] < mean[1] < mean[2]  # T1-like: CSF < grey < white matter
+    # subjects sharing the shape generator share the brain's outline; the detail one changes proportions
+    rng = lambda *s: np.random.default_rng(list(s))  # noqa: E731
+    one = draw_anatomy(rng(5, 0), shape, spacing, False, vary=True, detail=rng(5, 2, 0))[1]
+    two = draw_anatomy(rng(5, 0), shape, spacing, False, vary=True, detail=rng(5, 2, 1))[1]
+    brain_overlap = ((one > 0) & (two > 0)).sum() / max((one > 0).sum(), 1)
+    assert brain_overlap > 0.9 and (one != two).any()
+    with pytest.raises(InputError, match="at least 2"):
+        template_like_subject(5, n_subjects=1, shape=shape, spacing=spacing)

@@ -1,0 +1,17 @@
+"""What the joint-model validation scripts share: the current models (joint, N, W), their
+label set, and one model's probabilities on a scan's own grid."""
+import torch
+
+from napari_medseg.bench.joint import _label_set, current_models
+from napari_medseg.methods.joint_lesion_tissue.inference import scan_probabilities, usable_modalities
+
+torch.set_num_threads(2)
+models = current_models()
+ls = _label_set(models)
+
+
+def probs_of(mode, vols, affine, mask):
+    """(probabilities on the scan grid, modalities used) of model ``mode`` on ``vols``."""
+    model, meta, _ = models[mode]
+    used, _ = usable_modalities(model.modalities, vols)
+    return scan_probabilities(model, meta, ls, vols, affine, used, mask=mask), used
