@@ -89,9 +89,44 @@ def _proportions(rng, vary: bool) -> dict:
     return {k: float(rng.uniform(lo, hi)) for k, (lo, hi) in VARIED_PROPORTIONS.items()}
 
 
-def _anatomy(shape, spacing, rng, vary: bool = False, detail=None):
+# the folded cortex (``_folded_cortex``), in mm, from anatomy textbooks (adult cortex 2-3.5 mm
+# thick; sulci 1-2 cm deep with 1-3 mm of CSF between their banks; a gyrus about 1 cm
+# across; 1-3 mm of CSF over the crowns), not from any scan we score on
+FOLDED = {"thickness_mm": (2.2, 3.4), "sulcal_depth_mm": (10.0, 20.0), "gyral_period_mm": (10.0, 15.0),
+          "sulcal_gap_mm": (0.8, 3.0), "rim_mm": (0.5, 2.0)}
+FOLDED_CSF_EDGE = 1.02  # the skull's inner table 2 % of the brain's radius (~1.3 mm) beyond the hull
+
+
+def _folded_cortex(rng, depth, shape, spacing, radius_mm: float):
+    """(white matter, grey matter) masks of a gyrified cortex inside the pial hull ``depth > 0``
+    (``depth`` in units of the brain's radius, ``radius_mm``).
+
+    Sulci lie along the zero level of a smooth random field about a gyral period across.
+    Near a sulcus, white matter is cut back down to the sulcal depth; elsewhere it comes up
+    to the cortical thickness below the surface. The rest of the hull is grey matter,
+    except for the sulcus itself, a narrow gap of CSF between its two banks, and a thin rim
+    of CSF over the crowns.
+    """
+    from scipy.ndimage import distance_transform_edt
+
+    d = {k: float(rng.uniform(lo, hi)) for k, (lo, hi) in FOLDED.items()}
+    extent = np.asarray(shape, np.float32) * np.asarray(spacing, np.float32)
+    cells = tuple(int(max(3, round(e / (0.5 * d["gyral_period_mm"])))) for e in extent)
+    field = smooth_field(rng, shape, cells) > 0
+    to_sulcus = np.where(field, distance_transform_edt(field, sampling=spacing),
+                         distance_transform_edt(~field, sampling=spacing))  # mm to the field's zero level
+    near = to_sulcus < d["thickness_mm"] + 0.5 * d["sulcal_gap_mm"]
+    crown = (d["rim_mm"] + d["thickness_mm"]) / radius_mm
+    white = depth > np.where(near, crown + d["sulcal_depth_mm"] / radius_mm, crown)
+    grey = (depth > d["rim_mm"] / radius_mm) & ~white & (to_sulcus >= 0.5 * d["sulcal_gap_mm"])
+    return white, grey
+
+
+def _anatomy(shape, spacing, rng, vary: bool = False, detail=None, folded: bool = False):
     """Full-set tissue labels, skull/scalp classes, and fields the lesions need.
     ``vary``: draw the proportions (:data:`VARIED_PROPORTIONS`) instead of the fixed ones.
+    ``folded``: a gyrified cortex of real thickness (:func:`_folded_cortex`) in place of the
+    thick ribbon with notched sulci.
     ``detail``: a second generator for the proportions (cortical thickness, sulcal width
     and depth, extra-cerebral CSF, ventricles) while ``rng`` draws the brain's size, shape
     and folding pattern: subjects that share ``rng``'s seed share them, as brains registered
@@ -119,12 +154,18 @@ def _anatomy(shape, spacing, rng, vary: bool = False, detail=None):
     sulci = np.abs(smooth_field(rng, shape, (14, 17, 14))) < k["sulcus_width"]
     labels = np.zeros(shape, np.uint8)
     cranial = np.minimum(rho, _ellipsoid(p, (0.0, -0.55, -0.5), (0.72, 0.45, 0.42)))
-    edge = k["csf_edge"]
+    edge = FOLDED_CSF_EDGE if folded else k["csf_edge"]
     labels[cranial < edge] = CSF
     labels[(cranial >= edge) & (cranial < edge + 0.08)] = SKULL
     labels[(cranial >= edge + 0.08) & (cranial < edge + 0.18)] = SCALP
-    labels[(depth > 0) & ~(sulci & (depth < k["sulcus_depth"] * thickness))] = GM
-    labels[depth >= thickness] = WM
+    if folded:
+        white, grey = _folded_cortex(rng, depth, shape, spacing, float(np.mean(brain_radii)))
+        labels[(depth > 0) & ~white & ~grey] = CSF
+        labels[grey] = GM
+        labels[white] = WM
+    else:
+        labels[(depth > 0) & ~(sulci & (depth < k["sulcus_depth"] * thickness))] = GM
+        labels[depth >= thickness] = WM
 
     # cerebellum: two posterior-inferior lobes with CSF folia, below the tentorium
     cb = np.minimum(_ellipsoid(p, (-0.3, -0.55, -0.55), (0.34, 0.36, 0.3)),
@@ -207,12 +248,12 @@ def rician(rng, img: np.ndarray, noise: float) -> np.ndarray:
     return np.sqrt(real * real + imag * imag).astype(np.float32)
 
 
-def draw_anatomy(rng, shape, spacing, lesions, vary: bool = False, detail=None):
+def draw_anatomy(rng, shape, spacing, lesions, vary: bool = False, detail=None, folded: bool = False):
     """``(classes, tissue, lesion, lesion_flair)`` of one subject: phantom classes with skull
     and scalp, the brain's tissue labels, the lesion mask and each lesion's FLAIR brightness.
     ``vary``: the anatomy's proportions are drawn too (see :data:`VARIED_PROPORTIONS`);
-    ``detail``: see :func:`_anatomy`."""
-    classes, vent = _anatomy(tuple(int(s) for s in shape), spacing, rng, vary, detail)
+    ``detail``, ``folded``: see :func:`_anatomy`."""
+    classes, vent = _anatomy(tuple(int(s) for s in shape), spacing, rng, vary, detail, folded)
     tissue = np.where(classes >= SKULL, 0, classes).astype(np.uint8)
     lesion, lesion_flair = _lesions(rng, tissue, vent, _lesion_count(lesions, rng))
     return classes, tissue, lesion, lesion_flair

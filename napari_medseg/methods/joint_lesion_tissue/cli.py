@@ -8,6 +8,7 @@ import sys
 from ...core.errors import InputError
 from .options import TRAIN_DEFAULTS
 
+FOLDED_SHARE = 0.5  # --data folded: the share of subjects with the gyrified cortex (the rest as randomised)
 
 def _shape(text: str) -> tuple[int, ...]:
     try:
@@ -35,7 +36,7 @@ def train(args, registry):
 
     device = select_device(args.device)
     shape, spacing = _shape(args.shape), (args.spacing,) * 3
-    randomised = args.data in ("randomised", "varied")
+    randomised = args.data in ("randomised", "varied", "folded")
     n = args.subjects or (48 if randomised else 4)
     if n < 1:
         raise InputError(f"--subjects must be at least 1, not {n}.")
@@ -44,7 +45,8 @@ def train(args, registry):
 
         controls, patients, val = randomised_training_data(n, n, 2, seed=args.seed, shape=shape, spacing=spacing,
                                                            label_set=args.label_set,
-                                                           vary_anatomy=args.data == "varied")
+                                                           vary_anatomy=args.data == "varied",
+                                                           p_folded=FOLDED_SHARE if args.data == "folded" else 0.0)
         if args.mode == "supervised":  # fully labelled randomised patients
             controls, patients = [], [{**p, "labels": p["labels"]} for p in patients]
     elif args.mode == "supervised":  # model M: fully labelled scans (only a phantom has them for free)
@@ -69,7 +71,9 @@ def train(args, registry):
                 f"{args.spacing} mm; random per-class T1/FLAIR intensities, skull present or stripped, blur, "
                 "slice thickness, bias field, gamma, Rician noise"
                 + ("; random anatomy proportions (extra-cerebral CSF, sulcal width and depth, cortex, ventricles)"
-                   if args.data == "varied" else ""))
+                   if args.data == "varied" else "")
+                + (f"; {FOLDED_SHARE:.0%} of the subjects with a gyrified cortex of real thickness"
+                   if args.data == "folded" else ""))
     else:
         data = f"brain phantom: {n} controls + {n} patients, {shape} at {args.spacing} mm"
     job = run_in_terminal(train_joint_model(registry, controls, patients, val, cfg, resume=resume, data=data,

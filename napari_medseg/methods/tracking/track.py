@@ -147,7 +147,9 @@ def track_iter(policy: BetaPolicy, image: np.ndarray, starts, ends=None, config:
     ``width_px``, ``has_end``, ``reached_end`` (its path passed within ``end_radius`` of
     the end, or it was joined), ``joined`` (it is the join with the trace from its end),
     ``met_trace_from_end`` and ``end_distance_px`` (its closest approach; NaN without an
-    end).
+    end). With ``config.fit_ridge`` the finished traces are fitted onto the ridge
+    (:mod:`.fitting`; ``Trace.raw_points`` keeps the agent's own points and
+    ``meta["fit_shift_px"]`` the mean move); the traces yielded while tracking are not.
     Closing the generator (Stop) keeps every trace as it is, with reason ``stopped``.
     """
     config = config or TrackConfig()

@@ -94,3 +94,26 @@ def test_template_like_subject_averages_registered_subjects_into_a_t1_template()
     assert brain_overlap > 0.9 and (one != two).any()
     with pytest.raises(InputError, match="at least 2"):
         template_like_subject(5, n_subjects=1, shape=shape, spacing=spacing)
+
+
+def test_folded_cortex_is_thin_and_gyrified_and_p_folded_zero_changes_nothing():
+    from scipy.ndimage import distance_transform_edt
+
+    from napari_medseg.core.phantoms.brain import draw_anatomy
+
+    shape, spacing = (64, 72, 64), (2.0, 2.0, 2.0)
+
+    def grey_depth(folded):  # how far cortical grey matter lies from white matter (mm), and the fractions
+        _, tissue, _, _ = draw_anatomy(np.random.default_rng(1), shape, spacing, False, folded=folded)
+        d = distance_transform_edt(tissue != WM, sampling=spacing)[tissue == GM]
+        n = (tissue > 0).sum()
+        return np.median(d), [(tissue == c).sum() / n for c in (CSF, GM, WM)]
+
+    shell, _ = grey_depth(False)
+    folded, (csf, gm, wm) = grey_depth(True)
+    assert folded <= 3.5 < shell  # a cortex of real thickness (2-3.5 mm) against the phantom's thick ribbon
+    assert 0.1 < csf < 0.3 and 0.2 < gm < 0.55 and 0.3 < wm < 0.6  # adult proportions, roughly
+    a = randomised_subject(3, SHAPE, p_folded=1.0)
+    assert a["folded"] and not randomised_subject(3, SHAPE)["folded"]
+    np.testing.assert_array_equal(randomised_subject(3, SHAPE, p_folded=0.0)["T1"], randomised_subject(3, SHAPE)["T1"])
+    assert [randomised_subject(s, SHAPE, p_folded=0.5)["folded"] for s in range(12)].count(True) in range(2, 11)

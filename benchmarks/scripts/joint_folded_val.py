@@ -1,0 +1,48 @@
+"""Issue 16: does training on gyrified cortex (``train joint --data folded``) help?
+
+Scores the current joint model and N (refined, as segment_scan does) and the GMM on
+held-out single randomised subjects at 1.25 mm, T1 alone, the same brain mask for all:
+with the gyrified cortex of real thickness (seeds 8_200_000+) and with the phantom's
+thick cortical ribbon (seeds 8_100_000+). No training uses these seeds; never a real scan.
+Run from the repository root: python benchmarks/scripts/joint_folded_val.py [N] [OUT.json]."""
+import json
+import sys
+
+import numpy as np
+
+from _joint import ls, models, probs_of
+from napari_medseg.bench.joint import _lesion_as_wm
+from napari_medseg.methods.joint_lesion_tissue import postprocess as P
+from napari_medseg.methods.joint_lesion_tissue.baseline_gmm import gmm_tissue_segmentation
+from napari_medseg.methods.joint_lesion_tissue.inference import model_mode, spacing_of
+from napari_medseg.methods.joint_lesion_tissue.metrics import dice_per_class
+from napari_medseg.methods.joint_lesion_tissue.synth import randomised_subject
+
+SHAPE, SPACING = (128, 144, 128), (1.25, 1.25, 1.25)
+n = int(sys.argv[1]) if len(sys.argv) > 1 else 4
+versions = {mode: models[mode][1].get("version") for mode in models}
+
+
+def dice(labels, ref):
+    d = dice_per_class(_lesion_as_wm(labels, ls), ref, ls, ls.tissues)
+    return [float(d[c]) for c in ("CSF", "grey matter", "white matter")]
+
+
+out = {"versions": versions}
+for kind, base, p_folded in (("folded", 8_200_000, 1.0), ("ribbon", 8_100_000, 0.0)):
+    rows = {"gmm": [], "joint": [], "N": []}
+    for i in range(n):
+        s = randomised_subject(base + i, SHAPE, SPACING, lesions=False, flair=False, p_stripped=1.0,
+                               p_folded=p_folded)
+        t1, ref, mask, affine = s["T1"], s["tissue"], s["brain"], s["affine"]
+        rows["gmm"].append(dice(gmm_tissue_segmentation(t1, ls, mask=mask), ref))
+        for mode, key in (("joint", "joint"), ("tissue_only", "N")):
+            pr, used = probs_of(mode, {"T1": t1}, affine, mask)
+            fin = P.finish(pr, {"T1": t1}, used, ls, spacing_of(affine), mode=model_mode(models[mode][1]), mask=mask)
+            rows[key].append(dice(fin.labels, ref))
+        print(kind, base + i, {k: np.round(v[-1], 3).tolist() for k, v in rows.items()}, flush=True)
+    out[kind] = {k: np.round(np.mean(v, 0), 4).tolist() for k, v in rows.items()}
+    print(kind, "mean CSF / GM / WM", out[kind], flush=True)
+if len(sys.argv) > 2:
+    with open(sys.argv[2], "w") as f:
+        json.dump(out, f, indent=1)
