@@ -68,6 +68,21 @@ def shutdown(wait_for_peers: bool = True) -> None:
         dist.destroy_process_group()
 
 
+def exit_process(code: int) -> None:
+    """End a torchrun rank now, after :func:`shutdown`: flush the streams and leave without
+    the interpreter's teardown. That teardown can abort a rank whose run succeeded (gloo's
+    threads: "terminate called without an active exception", SIGABRT), and torchrun then
+    reports the whole run as failed. Everything the run writes is written (atomically) before."""
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(int(code or 0))
+
+
 @contextmanager
 def leaving_group_after():
     """Run the block, then :func:`shutdown` (with the barrier only when the block succeeded)."""
