@@ -96,7 +96,7 @@ def _train(args) -> int:
         args.device = str(distributed.init_from_env(select_device(args.device)))
         with distributed.leaving_group_after():
             code = _train_one(args)
-        distributed.exit_process(code)  # skips the teardown that can abort a finished rank
+        distributed.exit_process(code)  # never returns: skips the teardown that can abort a finished rank
     return _train_one(args)
 
 

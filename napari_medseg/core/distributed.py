@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -68,7 +69,7 @@ def shutdown(wait_for_peers: bool = True) -> None:
         dist.destroy_process_group()
 
 
-def exit_process(code: int) -> None:
+def exit_process(code: int) -> NoReturn:
     """End a torchrun rank now, after :func:`shutdown`: flush the streams and leave without
     the interpreter's teardown. That teardown can abort a rank whose run succeeded (gloo's
     threads: "terminate called without an active exception", SIGABRT), and torchrun then

@@ -10,6 +10,7 @@ from .options import TRAIN_DEFAULTS
 
 FOLDED_SHARE = 0.5  # --data folded: the share of subjects with the gyrified cortex (the rest as randomised)
 
+
 def _shape(text: str) -> tuple[int, ...]:
     try:
         shape = tuple(int(v) for v in text.split(","))
