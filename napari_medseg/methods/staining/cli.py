@@ -66,6 +66,16 @@ def train(args, registry):
                              "resume it.")
         if args.filters is not None and not args.distill:
             raise InputError("--filters goes with --distill (a narrower network trained from the current version).")
+        if args.teacher is not None and not args.distill:
+            raise InputError("--teacher goes with --distill (the version to distil from).")
+        dilations = None
+        if args.dilations is not None:
+            if not args.distill:
+                raise InputError("--dilations goes with --distill (the distilled network's dilations).")
+            try:
+                dilations = [int(v) for v in args.dilations.split(",")]
+            except ValueError:
+                raise InputError(f"--dilations takes integers separated by commas, not {args.dilations!r}.") from None
         if args.resume:
             model, meta = registry.get(MODEL_NAME).load()
             resume = (model.state_dict(), meta)
@@ -80,7 +90,8 @@ def train(args, registry):
                                     augment=real, val_stds=REAL_VAL_STDS if real else None,
                                     val_crop=128 if real else None, cosine=real, lr=args.lr or (3e-4 if real else 5e-4),
                                     val_data=val_data, median="gated" if real else None,
-                                    distill_filters=(args.filters or DISTILL_FILTERS) if args.distill else 0)
+                                    distill_filters=(args.filters or DISTILL_FILTERS) if args.distill else 0,
+                                    distill_dilations=dilations, distill_teacher=args.teacher)
     else:
         from .models import train_cyclegan_model
 

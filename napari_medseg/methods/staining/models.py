@@ -41,7 +41,8 @@ def train_despeckle_model(registry, train_rgb, val_rgb, *, steps: int = 2000, ba
                           lr: float = 5e-4, std=PAPER_STD, seed: int = 0, device="cpu", resume=None,
                           data: str = "user images", on_best=None, arch: dict | None = None, augment: bool = False,
                           val_stds=None, val_crop: int | None = None, cosine: bool = False, val_data: str = "",
-                          median: bool | str | None = None, distill_filters: int = 0):
+                          median: bool | str | None = None, distill_filters: int = 0,
+                          distill_dilations=None, distill_teacher: int | None = None):
     """A job (generator): train (or fine-tune ``resume=(state, meta)``) the despeckler; save
     the best validation PSNR as a new ``despeckle`` version. The job returns ``{"entry",
     ...summary}``; inputs are checked when this is called, before the job starts.
@@ -52,14 +53,16 @@ def train_despeckle_model(registry, train_rgb, val_rgb, *, steps: int = 2000, ba
     :func:`.training.train_despeckler`. ``on_best(model, metrics, step)``: called with the
     model at each new best (previews). ``distill_filters`` > 0: distil the current version
     into that many filters per layer instead (:func:`distillation_start`,
-    :func:`.training.distill_mse`); it cannot be combined with ``resume``."""
+    :func:`.training.distill_mse`), with ``distill_dilations`` if given, from version
+    ``distill_teacher`` (default: the current one); it cannot be combined with ``resume``."""
     train_rgb, val_rgb = as_rgb_list(train_rgb, "Training"), as_rgb_list(val_rgb, "Validation")
     teacher = init_state = None
     if distill_filters:
         if resume is not None:
             raise InputError("Distillation trains a new, narrower network from the current version; it does not "
                              "resume one.")
-        teacher, init_state, arch = distillation_start(registry, distill_filters, device)
+        teacher, init_state, arch = distillation_start(registry, distill_filters, device, distill_dilations,
+                                                         distill_teacher)
     if resume is not None:
         arch = resume[1].get("arch") or arch
     arch = arch or ARCH
@@ -103,22 +106,31 @@ def train_despeckle_model(registry, train_rgb, val_rgb, *, steps: int = 2000, ba
     return job()  # everything above ran now: bad input is refused before the job starts
 
 
-def distillation_start(registry, filters: int, device="cpu"):
+def distillation_start(registry, filters: int, device="cpu", dilations=None, version: int | None = None):
     """``(teacher, init_state, arch)`` to distil the current despeckler into ``filters``
     channels per layer: the current version and its meta, the narrowed copy's weights
-    (:func:`.despeckle.narrowed_from`) and its architecture."""
-    from .despeckle import narrowed_from
+    (:func:`.despeckle.narrowed_from`) and its architecture. ``dilations`` (one per body
+    convolution): the student's, if not the teacher's; the weights have the same shapes
+    either way, so the student still starts from the teacher's strongest channels.
+    ``version``: the teacher, if not the current version."""
+    from .despeckle import DespeckleNet, narrowed_from
 
     if not registry.list(MODEL_NAME):
         raise InputError("There is no despeckle model to distil from: train one first.")
-    teacher = registry.get(MODEL_NAME).load(device)
+    teacher = registry.get(MODEL_NAME, version).load(device)
     width = teacher[0].last.in_channels
     if not 1 <= int(filters) < width:
         raise InputError(f"The current despeckler has {width} filters per layer; distil it into fewer "
                          f"(1 to {width - 1}), not {filters}.")
     student = narrowed_from(teacher[0].cpu(), int(filters))
-    arch = {**teacher[1]["arch"], "kwargs": {**teacher[1]["arch"].get("kwargs", {}), "filters": int(filters)}}
-    return teacher, student.state_dict(), arch
+    kwargs = {**teacher[1]["arch"].get("kwargs", {}), "filters": int(filters)}
+    if dilations is not None:
+        try:
+            DespeckleNet(layers=student.layers, filters=int(filters), dilations=dilations)
+        except ValueError as exc:
+            raise InputError(f"--dilations: {exc}") from None
+        kwargs["dilations"] = [int(d) for d in dilations]
+    return teacher, student.state_dict(), {**teacher[1]["arch"], "kwargs": kwargs}
 
 
 # ------------------------------------------------------------------------- CycleGAN

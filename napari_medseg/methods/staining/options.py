@@ -29,6 +29,11 @@ class TrainOptions:
                                   "estimates are a second target; it starts from the current version's strongest "
                                   "channels): a faster despeckler")
     filters: int | None = option(None, "despeckle: filters per layer of the distilled network (the paper's: 64)")
+    dilations: str | None = option(None, "despeckle, with --distill: the distilled network's dilation per body "
+                                         "convolution, e.g. 1,2,4,8,4,2,1 (a wider receptive field at the same cost; "
+                                         "default: the current version's)")
+    teacher: int | None = option(None, "despeckle, with --distill: the version to distil from (default: the current "
+                                       "one)")
     preview_every: int = option(250, "cyclegan: steps between validation checkpoints (the kept model is the best of "
                                      "these)")
     lr: float | None = option(None, "Adam learning rate (despeckle: 3e-4 real recipe, 5e-4 paper)")

@@ -134,6 +134,33 @@ def test_train_despeckle_distill_makes_a_narrower_version_from_the_current_one(t
     assert "--distill" in capsys.readouterr().err
 
 
+def test_distill_takes_a_teacher_version_and_the_students_dilations(tmp_path, he, monkeypatch, capsys):
+    monkeypatch.setenv("NAPARI_MEDSEG_HOME", str(tmp_path / "home"))
+    torch.set_num_threads(2)
+    (tmp_path / "imgs").mkdir()
+    io.imsave(tmp_path / "imgs" / "a.png", he[:300, :300], check_contrast=False)
+    wide = max((e for e in Registry().list("despeckle") if e.meta["arch"]["kwargs"].get("filters", 64) > 8),
+               key=lambda e: e.version)
+    common = ["--images", str(tmp_path / "imgs"), "--steps", "2", "--patch", "32", "--batch-size", "2"]
+    code = cli.main(["train", "despeckle", "--distill", "--teacher", str(wide.version), "--filters", "8",
+                     "--dilations", "1,2,4,8,4,2,1", *common])
+    assert code == 0
+    entry = Registry().get("despeckle")
+    assert entry.meta["config"]["distilled_from"] == wide.version
+    assert entry.meta["arch"]["kwargs"]["dilations"] == [1, 2, 4, 8, 4, 2, 1]
+    model, _ = entry.load()
+    assert model.dilations == (1, 2, 4, 8, 4, 2, 1) and model.receptive_radius == 22 + 2
+    dilated = [m.dilation[0] for m in model.body if isinstance(m, torch.nn.Conv2d)]
+    assert dilated == [1, 2, 4, 8, 4, 2, 1]
+    # one clear error each: the wrong count of dilations, dilations without --distill, a version that is not there
+    assert cli.main(["train", "despeckle", "--distill", "--teacher", str(wide.version), "--filters", "8",
+                     "--dilations", "1,2", *common]) == 2
+    assert "dilations" in capsys.readouterr().err
+    assert cli.main(["train", "despeckle", "--dilations", "1,2,4,8,4,2,1", "--steps", "1"]) == 2
+    assert cli.main(["train", "despeckle", "--distill", "--teacher", "99", "--filters", "8", *common]) == 2
+    assert "no version 99" in capsys.readouterr().err
+
+
 def test_distill_loss_pulls_towards_clean_and_teacher():
     from napari_medseg.methods.staining.training import distill_mse
 
