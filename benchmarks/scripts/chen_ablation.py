@@ -39,18 +39,40 @@ VARIANTS = {
     "uad_adv0.01_dwarm_steps900": {"method": "adversarial", "adv_weight": 0.01, "d_warmup": True, "steps": 900,
                                    "pretrain_steps": 300},
     "uadt_adv0.01_dwarm_steps900": {"adv_weight": 0.01, "d_warmup": True, "steps": 900, "pretrain_steps": 300},
+    # 2026-12-06: a discriminator without batch norm (real and fake batches pass it apart), with spectral
+    # normalisation of every weight (Miyato et al. 2018), at three adversarial weights
+    "uad_adv0.01_dwarm_sn": {"method": "adversarial", "adv_weight": 0.01, "d_warmup": True, "d_sn": True},
+    "uad_adv0.1_dwarm_sn": {"method": "adversarial", "adv_weight": 0.1, "d_warmup": True, "d_sn": True},
+    "uad_adv1_dwarm_sn": {"method": "adversarial", "adv_weight": 1.0, "d_warmup": True, "d_sn": True},
+    "uadt_adv0.01_dwarm_sn": {"adv_weight": 0.01, "d_warmup": True, "d_sn": True},
+    "uadt_adv0.1_dwarm_sn": {"adv_weight": 0.1, "d_warmup": True, "d_sn": True},
 }
+
+
+def spectral_d(disc):
+    """The discriminator with spectral normalisation on every convolution and linear layer."""
+    from torch.nn.utils.parametrizations import spectral_norm
+
+    for name, mod in list(disc.named_modules()):
+        if isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear)):
+            spectral_norm(mod)
+    return disc
 data = groups.cardiac_data(p)
 
 
 def run_one(overrides: dict, seed: int) -> dict:
     cfg = ChenConfig(method="adversarial_transfer", steps=p["steps"], pretrain_steps=p["pretrain_steps"],
                      batch_size=p["batch_size"], lr=p["lr"], seed=seed, val_every=p["val_every"], amp=False)
+    overrides = dict(overrides)
+    sn = overrides.pop("d_sn", False)
     cfg = dataclasses.replace(cfg, **overrides)
     train, val = chen_training_data(data["train"], cfg), chen_validation_data(data["val"], cfg)
     torch.manual_seed(seed)
     model = DilatedResUNet(2, 1, cfg.n_classes, features=p["features"], dilations=p["dilations"])
-    disc = None if cfg.method == "unet" else ConditionalMaskDiscriminator(2, 1, cfg.n_classes, features=p["d_features"])
+    disc = None if cfg.method == "unet" else ConditionalMaskDiscriminator(2, 1, cfg.n_classes, features=p["d_features"],
+                                                                          norm=None if sn else "batch")
+    if sn and disc is not None:
+        disc = spectral_d(disc)
     best = {}
     res = groups._drain(train_chen(model, disc, train, val, cfg,
                                    keep=lambda state, metrics, step: best.update(state=state)))
