@@ -8,7 +8,6 @@ import sys
 from ...core.errors import InputError
 from .options import TRAIN_DEFAULTS
 
-FOLDED_SHARE = 0.5  # --data folded: the share of subjects with the gyrified cortex (the rest as randomised)
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -41,13 +40,16 @@ def train(args, registry):
     n = args.subjects or (48 if randomised else 4)
     if n < 1:
         raise InputError(f"--subjects must be at least 1, not {n}.")
+    share = float(args.folded_share)
+    if not 0.0 <= share <= 1.0:
+        raise InputError(f"--folded-share is a share of the subjects, from 0 to 1; not {share:g}.")
     if randomised:
         from .synth import randomised_training_data
 
         controls, patients, val = randomised_training_data(n, n, 2, seed=args.seed, shape=shape, spacing=spacing,
                                                            label_set=args.label_set,
                                                            vary_anatomy=args.data == "varied",
-                                                           p_folded=FOLDED_SHARE if args.data == "folded" else 0.0)
+                                                           p_folded=share if args.data == "folded" else 0.0)
         if args.mode == "supervised":  # fully labelled randomised patients
             controls, patients = [], [{**p, "labels": p["labels"]} for p in patients]
     elif args.mode == "supervised":  # model M: fully labelled scans (only a phantom has them for free)
@@ -73,7 +75,7 @@ def train(args, registry):
                 "slice thickness, bias field, gamma, Rician noise"
                 + ("; random anatomy proportions (extra-cerebral CSF, sulcal width and depth, cortex, ventricles)"
                    if args.data == "varied" else "")
-                + (f"; {FOLDED_SHARE:.0%} of the subjects with a gyrified cortex of real thickness"
+                + (f"; {share:.0%} of the subjects with a gyrified cortex of real thickness"
                    if args.data == "folded" else ""))
     else:
         data = f"brain phantom: {n} controls + {n} patients, {shape} at {args.spacing} mm"

@@ -16,10 +16,11 @@ class TrainOptions:
                                      "noise and skull present or stripped (SynthSeg-style domain randomisation); "
                                      "varied: the same, and the anatomy's proportions drawn too (extra-cerebral "
                                      "CSF, sulcal width and depth, cortical thickness, ventricle size); "
-                                     "folded: randomised, half of the subjects with a gyrified cortex of real "
-                                     "thickness (2-3.5 mm) and deep, narrow sulci; "
+                                     "folded: randomised, a share of the subjects (--folded-share, default half) "
+                                     "with a gyrified cortex of real thickness (2-3.5 mm) and deep, narrow sulci; "
                                      "phantom: the fixed phantom",
                        choices=["randomised", "varied", "folded", "phantom"])
+    folded_share: float = option(0.5, "--data folded: the share of subjects with the gyrified cortex (0 to 1)")
     subjects: int | None = option(None, "controls and patients (each); default 48 randomised or 4 phantom subjects")
     shape: str = option("64,72,64", "phantom volume shape")
     spacing: float = option(2.5, "phantom voxel size in mm")

@@ -58,6 +58,8 @@ def test_train_joint_cli_on_the_phantom(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out  # the next version after the shipped ones, in the user's folder
     assert code == 0 and "saved joint_lesion_only v" in out and "(user)" in out
     assert cli.main(["train", "joint", "--shape", "8,8"]) == 2
+    assert cli.main(["train", "joint", "--data", "folded", "--folded-share", "1.5", "--steps", "1"]) == 2
+    assert "--folded-share" in capsys.readouterr().err
     # --ship writes the next shipped version and its model card (here into a scratch models/)
     from napari_medseg.core import paths
 
@@ -69,3 +71,8 @@ def test_train_joint_cli_on_the_phantom(tmp_path, monkeypatch, capsys):
     card = (shipped / "joint_supervised" / "MODEL_CARD.md").read_text()
     assert (shipped / "joint_supervised" / "v0001.pt").is_file() and "baseline M" in card
     assert "Inputs: T1, FLAIR" in card and "1 iterations" in card
+    code = cli.main(["train", "joint", "--steps", "1", "--shape", "32,36,32", "--spacing", "5", "--subjects", "1",
+                     "--patch", "16", "--mode", "tissue_only", "--data", "folded", "--folded-share", "1", "--ship"])
+    assert code == 0, capsys.readouterr().err
+    card = (shipped / "joint_tissue_only" / "MODEL_CARD.md").read_text()
+    assert "100% of the subjects with a gyrified cortex" in card
