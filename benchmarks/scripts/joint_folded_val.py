@@ -3,8 +3,10 @@
 Scores the current joint model and N (refined, as segment_scan does) and the GMM on
 held-out single randomised subjects at 1.25 mm, T1 alone, the same brain mask for all:
 with the gyrified cortex of real thickness (seeds 8_200_000+) and with the phantom's
-thick cortical ribbon (seeds 8_100_000+). No training uses these seeds; never a real scan.
-Run from the repository root: python benchmarks/scripts/joint_folded_val.py [N] [OUT.json]."""
+thick cortical ribbon (seeds 8_100_000+), and with fsaverage5's cerebrum (``--data surface``,
+seeds 8_300_000+). No training uses these seeds; never a real scan.
+Run from the repository root: python benchmarks/scripts/joint_folded_val.py [N] [OUT.json] [KINDS],
+KINDS a comma-separated subset of folded,ribbon,surface (default all three)."""
 import json
 import sys
 
@@ -29,11 +31,14 @@ def dice(labels, ref):
 
 
 out = {"versions": versions}
-for kind, base, p_folded in (("folded", 8_200_000, 1.0), ("ribbon", 8_100_000, 0.0)):
+KINDS = {"folded": (8_200_000, 1.0, 0.0), "ribbon": (8_100_000, 0.0, 0.0), "surface": (8_300_000, 0.0, 1.0)}
+kinds = sys.argv[3].split(",") if len(sys.argv) > 3 else list(KINDS)
+for kind in kinds:
+    base, p_folded, p_surface = KINDS[kind]
     rows = {"gmm": [], "joint": [], "N": []}
     for i in range(n):
         s = randomised_subject(base + i, SHAPE, SPACING, lesions=False, flair=False, p_stripped=1.0,
-                               p_folded=p_folded)
+                               p_folded=p_folded, p_surface=p_surface)
         t1, ref, mask, affine = s["T1"], s["tissue"], s["brain"], s["affine"]
         rows["gmm"].append(dice(gmm_tissue_segmentation(t1, ls, mask=mask), ref))
         for mode, key in (("joint", "joint"), ("tissue_only", "N")):

@@ -122,11 +122,14 @@ def _folded_cortex(rng, depth, shape, spacing, radius_mm: float):
     return white, grey
 
 
-def _anatomy(shape, spacing, rng, vary: bool = False, detail=None, folded: bool = False):
+def _anatomy(shape, spacing, rng, vary: bool = False, detail=None, folded: bool = False, surface: bool = False):
     """Full-set tissue labels, skull/scalp classes, and fields the lesions need.
     ``vary``: draw the proportions (:data:`VARIED_PROPORTIONS`) instead of the fixed ones.
     ``folded``: a gyrified cortex of real thickness (:func:`_folded_cortex`) in place of the
     thick ribbon with notched sulci.
+    ``surface``: the cerebrum of a real brain, FreeSurfer's fsaverage5 white and pial
+    surfaces (:mod:`.surface`), at the subject's warped coordinates (randomly mirrored,
+    with a random cortical thickness offset), in place of the ellipsoid and its cortex.
     ``detail``: a second generator for the proportions (cortical thickness, sulcal width
     and depth, extra-cerebral CSF, ventricles) while ``rng`` draws the brain's size, shape
     and folding pattern: subjects that share ``rng``'s seed share them, as brains registered
@@ -153,6 +156,8 @@ def _anatomy(shape, spacing, rng, vary: bool = False, detail=None, folded: bool 
     thickness = k["cortex"] + 0.03 * smooth_field(rng, shape, (5, 6, 5))
     sulci = np.abs(smooth_field(rng, shape, (14, 17, 14))) < k["sulcus_width"]
     labels = np.zeros(shape, np.uint8)
+    if surface:
+        return _surface_anatomy(rng, p, fissure, folds, shape, spacing, k)
     cranial = np.minimum(rho, _ellipsoid(p, (0.0, -0.55, -0.5), (0.72, 0.45, 0.42)))
     edge = FOLDED_CSF_EDGE if folded else k["csf_edge"]
     labels[cranial < edge] = CSF
@@ -167,11 +172,23 @@ def _anatomy(shape, spacing, rng, vary: bool = False, detail=None, folded: bool 
         labels[(depth > 0) & ~(sulci & (depth < k["sulcus_depth"] * thickness))] = GM
         labels[depth >= thickness] = WM
 
+    return _deep_structures(labels, p, folds, rho > 0.86, k)
+
+
+def _cerebellum(p) -> np.ndarray:
+    """Ellipsoidal radius of the two cerebellar lobes (< 1 inside)."""
+    return np.minimum(_ellipsoid(p, (-0.3, -0.55, -0.55), (0.34, 0.36, 0.3)),
+                      _ellipsoid(p, (0.3, -0.55, -0.55), (0.34, 0.36, 0.3)))
+
+
+def _deep_structures(labels, p, folds, below_cerebrum, k):
+    """Cerebellum (where ``below_cerebrum``), brainstem, deep grey matter and ventricles drawn
+    over ``labels``; returns ``(labels, distance to the ventricles)``."""
+    x, y, z = p
     # cerebellum: two posterior-inferior lobes with CSF folia, below the tentorium
-    cb = np.minimum(_ellipsoid(p, (-0.3, -0.55, -0.55), (0.34, 0.36, 0.3)),
-                    _ellipsoid(p, (0.3, -0.55, -0.55), (0.34, 0.36, 0.3)))
-    labels[(cb < 1.0) & (rho > 0.86)] = CB
-    labels[(cb < 0.95) & (np.sin(40.0 * cb + 3.0 * folds) > 0.85) & (rho > 0.86)] = CSF
+    cb = _cerebellum(p)
+    labels[(cb < 1.0) & below_cerebrum] = CB
+    labels[(cb < 0.95) & (np.sin(40.0 * cb + 3.0 * folds) > 0.85) & below_cerebrum] = CSF
     # brainstem: an inferior cylinder, slightly tilted, up to the thalami
     stem = (((x / 0.15) ** 2 + ((y + 0.25 + 0.25 * z) / 0.17) ** 2) < 1) & (z < -0.05)
     labels[stem] = BS
@@ -188,6 +205,41 @@ def _anatomy(shape, spacing, rng, vary: bool = False, detail=None, folded: bool 
         vent = np.minimum(vent, sum(b**2 for b in bend) ** 0.5)
     labels[vent < k["ventricles"]] = CSF
     return labels, vent / k["ventricles"]
+
+
+# the surface cerebrum (``surface=True``): a cortical thickness offset (mm, added to the pial
+# surface's and taken from the white surface's), CSF over the brain's hull (mm; 1-4 mm
+# under the inner table in adults), skull and scalp thickness (mm); anatomy ranges, not fitted
+SURFACE = {"thickness_offset_mm": (-0.6, 0.4), "rim_mm": (1.0, 4.0), "skull_mm": (4.0, 8.0), "scalp_mm": (4.0, 9.0)}
+_CEREBRUM_CENTRE, _CEREBRUM_RADII = np.array([0.0, 0.05, 0.2]), np.array([1.0, 1.0, 0.95])
+
+
+def _surface_anatomy(rng, p, fissure, folds, shape, spacing, k):
+    """The phantom with fsaverage5's cerebrum (see ``_anatomy``'s ``surface``)."""
+    from scipy.ndimage import distance_transform_edt
+
+    from . import surface as fs
+
+    white, pial, origin, step = fs.cortex_distances()
+    centre, half = fs.cerebrum_box()
+    d = {key: float(rng.uniform(lo, hi)) for key, (lo, hi) in SURFACE.items()}
+    mirror = -1.0 if rng.random() < 0.5 else 1.0  # the other hemisphere's folding on each side
+    mm = [c + (q - c0) / r0 * h * (mirror if i == 0 else 1.0)
+          for i, (q, c, h, c0, r0) in enumerate(zip(p, centre, half, _CEREBRUM_CENTRE, _CEREBRUM_RADII))]
+    to_white = fs.sample(white, mm, origin, step) + 0.5 * d["thickness_offset_mm"]
+    to_pial = fs.sample(pial, mm, origin, step) - 0.5 * d["thickness_offset_mm"]
+    to_hull = fs.sample(fs.pial_hull_distance(), mm, origin, step)
+    labels = np.zeros(shape, np.uint8)
+    fossa = _ellipsoid(p, (0.0, -0.55, -0.5), (0.72, 0.45, 0.42)) < 1.0  # cerebellum and brainstem
+    cavity = (to_hull < d["rim_mm"]) | fossa
+    outside = distance_transform_edt(~cavity, sampling=spacing)
+    labels[cavity] = CSF
+    labels[(outside > 0) & (outside <= d["skull_mm"])] = SKULL
+    labels[(outside > d["skull_mm"]) & (outside <= d["skull_mm"] + d["scalp_mm"])] = SCALP
+    labels[to_pial <= 0] = GM
+    labels[(fissure < 0) & (to_white > 0)] = CSF  # the falx between the hemispheres
+    labels[to_white <= 0] = WM
+    return _deep_structures(labels, p, folds, to_pial > 0, k)
 
 
 def lesion_blob(rng, radius: float) -> np.ndarray:
@@ -248,12 +300,13 @@ def rician(rng, img: np.ndarray, noise: float) -> np.ndarray:
     return np.sqrt(real * real + imag * imag).astype(np.float32)
 
 
-def draw_anatomy(rng, shape, spacing, lesions, vary: bool = False, detail=None, folded: bool = False):
+def draw_anatomy(rng, shape, spacing, lesions, vary: bool = False, detail=None, folded: bool = False,
+                 surface: bool = False):
     """``(classes, tissue, lesion, lesion_flair)`` of one subject: phantom classes with skull
     and scalp, the brain's tissue labels, the lesion mask and each lesion's FLAIR brightness.
     ``vary``: the anatomy's proportions are drawn too (see :data:`VARIED_PROPORTIONS`);
-    ``detail``, ``folded``: see :func:`_anatomy`."""
-    classes, vent = _anatomy(tuple(int(s) for s in shape), spacing, rng, vary, detail, folded)
+    ``detail``, ``folded``, ``surface``: see :func:`_anatomy`."""
+    classes, vent = _anatomy(tuple(int(s) for s in shape), spacing, rng, vary, detail, folded, surface)
     tissue = np.where(classes >= SKULL, 0, classes).astype(np.uint8)
     lesion, lesion_flair = _lesions(rng, tissue, vent, _lesion_count(lesions, rng))
     return classes, tissue, lesion, lesion_flair

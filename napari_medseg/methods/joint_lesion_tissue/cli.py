@@ -36,20 +36,27 @@ def train(args, registry):
 
     device = select_device(args.device)
     shape, spacing = _shape(args.shape), (args.spacing,) * 3
-    randomised = args.data in ("randomised", "varied", "folded")
+    randomised = args.data in ("randomised", "varied", "folded", "surface")
     n = args.subjects or (48 if randomised else 4)
     if n < 1:
         raise InputError(f"--subjects must be at least 1, not {n}.")
-    share = float(args.folded_share)
-    if not 0.0 <= share <= 1.0:
-        raise InputError(f"--folded-share is a share of the subjects, from 0 to 1; not {share:g}.")
+    share, surface_share = float(args.folded_share), float(getattr(args, "surface_share", 0.5))
+    for flag, value in (("--folded-share", share), ("--surface-share", surface_share)):
+        if not 0.0 <= value <= 1.0:
+            raise InputError(f"{flag} is a share of the subjects, from 0 to 1; not {value:g}.")
+    if args.data == "surface":
+        from ...core.phantoms.surface import cortex_distances
+
+        cortex_distances()  # one clear error up front if the surfaces are not installed
     if randomised:
         from .synth import randomised_training_data
 
         controls, patients, val = randomised_training_data(n, n, 2, seed=args.seed, shape=shape, spacing=spacing,
                                                            label_set=args.label_set,
                                                            vary_anatomy=args.data == "varied",
-                                                           p_folded=share if args.data == "folded" else 0.0)
+                                                           p_folded=share if args.data in ("folded", "surface")
+                                                           else 0.0,
+                                                           p_surface=surface_share if args.data == "surface" else 0.0)
         if args.mode == "supervised":  # fully labelled randomised patients
             controls, patients = [], [{**p, "labels": p["labels"]} for p in patients]
     elif args.mode == "supervised":  # model M: fully labelled scans (only a phantom has them for free)
@@ -75,8 +82,10 @@ def train(args, registry):
                 "slice thickness, bias field, gamma, Rician noise"
                 + ("; random anatomy proportions (extra-cerebral CSF, sulcal width and depth, cortex, ventricles)"
                    if args.data == "varied" else "")
-                + (f"; {share:.0%} of the subjects with a gyrified cortex of real thickness"
-                   if args.data == "folded" else ""))
+                + (f"; {surface_share:.0%} of the subjects with the cerebrum of a real brain (fsaverage5's white "
+                   "and pial surfaces, randomly warped and mirrored)" if args.data == "surface" else "")
+                + (f"; {share:.0%} of the {'other ' if args.data == 'surface' else ''}subjects with a gyrified "
+                   "cortex of real thickness" if args.data in ("folded", "surface") else ""))
     else:
         data = f"brain phantom: {n} controls + {n} patients, {shape} at {args.spacing} mm"
     job = run_in_terminal(train_joint_model(registry, controls, patients, val, cfg, resume=resume, data=data,

@@ -18,9 +18,14 @@ class TrainOptions:
                                      "CSF, sulcal width and depth, cortical thickness, ventricle size); "
                                      "folded: randomised, a share of the subjects (--folded-share, default half) "
                                      "with a gyrified cortex of real thickness (2-3.5 mm) and deep, narrow sulci; "
+                                     "surface: a share of the subjects (--surface-share) with the cerebrum of a real "
+                                     "brain (FreeSurfer's fsaverage5 white and pial surfaces, bundled with nilearn, "
+                                     "randomly warped and mirrored), the rest as with folded; "
                                      "phantom: the fixed phantom",
-                       choices=["randomised", "varied", "folded", "phantom"])
-    folded_share: float = option(0.5, "--data folded: the share of subjects with the gyrified cortex (0 to 1)")
+                       choices=["randomised", "varied", "folded", "surface", "phantom"])
+    folded_share: float = option(0.5, "--data folded or surface: the share of (other) subjects with the gyrified "
+                                      "cortex (0 to 1)")
+    surface_share: float = option(0.5, "--data surface: the share of subjects with fsaverage5's cerebrum (0 to 1)")
     subjects: int | None = option(None, "controls and patients (each); default 48 randomised or 4 phantom subjects")
     shape: str = option("64,72,64", "phantom volume shape")
     spacing: float = option(2.5, "phantom voxel size in mm")

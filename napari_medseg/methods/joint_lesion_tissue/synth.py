@@ -86,19 +86,24 @@ def render(rng, classes: np.ndarray, means: np.ndarray, stripped: bool) -> np.nd
 
 def randomised_subject(seed: int, shape=(64, 72, 64), spacing=(2.5, 2.5, 2.5), lesions=True,
                        flair: bool = True, label_set: str = "reduced", p_stripped: float = 0.5,
-                       vary_anatomy: bool = False, p_folded: float = 0.0) -> dict:
+                       vary_anatomy: bool = False, p_folded: float = 0.0, p_surface: float = 0.0) -> dict:
     """One domain-randomised subject: ``T1`` (and ``FLAIR``), ``tissue``, ``lesion``, ``labels``,
-    ``affine``, ``spacing``, ``stripped``, ``folded``. Deterministic in ``seed``.
+    ``affine``, ``spacing``, ``stripped``, ``folded``, ``surface``. Deterministic in ``seed``.
     ``vary_anatomy``: the label map's proportions are drawn too (extra-cerebral CSF, sulci,
     ventricles; see :data:`~napari_medseg.core.phantoms.brain.VARIED_PROPORTIONS`).
     ``p_folded``: the chance that the cortex is gyrified, of real thickness (see
-    :data:`~napari_medseg.core.phantoms.brain.FOLDED`), instead of the phantom's thick ribbon."""
+    :data:`~napari_medseg.core.phantoms.brain.FOLDED`), instead of the phantom's thick ribbon.
+    ``p_surface``: the chance that the cerebrum is a real one, fsaverage5's white and pial
+    surfaces under a random warp (see :mod:`~napari_medseg.core.phantoms.surface`); drawn
+    first, the folded cortex's chance applies to the rest."""
     if label_set not in ("reduced", "full"):
         raise InputError(f"Unknown label set {label_set!r}; use 'reduced' or 'full'.")
     rng = np.random.default_rng(seed)
     spacing = tuple(float(s) for s in spacing)
-    folded = bool(p_folded > 0 and rng.random() < p_folded)  # no draw at 0: earlier seeds stay as they were
-    classes, tissue, lesion, _ = draw_anatomy(rng, shape, spacing, lesions, vary=vary_anatomy, folded=folded)
+    surface = bool(p_surface > 0 and rng.random() < p_surface)  # no draw at 0: earlier seeds stay as they were
+    folded = bool(not surface and p_folded > 0 and rng.random() < p_folded)
+    classes, tissue, lesion, _ = draw_anatomy(rng, shape, spacing, lesions, vary=vary_anatomy, folded=folded,
+                                              surface=surface)
     drawn = np.where(lesion, LESION, classes).astype(np.uint8)
     stripped = bool(rng.random() < p_stripped)
     out = {"T1": render(rng, drawn, t1_means(rng), stripped)}
@@ -109,7 +114,8 @@ def randomised_subject(seed: int, shape=(64, 72, 64), spacing=(2.5, 2.5, 2.5), l
         tissue, joint = _TO_REDUCED[tissue], _TO_REDUCED[joint]
     out.update(tissue=tissue, lesion=lesion.astype(np.uint8), labels=joint, affine=centred_affine(shape, spacing),
                spacing=spacing,
-               stripped=stripped, brain=tissue > 0, seed=int(seed), classes=label_set, folded=folded)
+               stripped=stripped, brain=tissue > 0, seed=int(seed), classes=label_set, folded=folded,
+               surface=surface)
     return out
 
 
@@ -119,7 +125,7 @@ _BASE = {"control": 5_000_000, "patient": 6_000_000, "val": 7_000_000}
 
 def randomised_training_data(n_controls: int, n_patients: int, n_val: int = 2, seed: int = 0,
                              shape=(64, 72, 64), spacing=(2.5, 2.5, 2.5), label_set: str = "reduced",
-                             vary_anatomy: bool = False, p_folded: float = 0.0):
+                             vary_anatomy: bool = False, p_folded: float = 0.0, p_surface: float = 0.0):
     """(controls, patients, validation), preprocessed like user scans (see models._prepared).
 
     Controls: T1 + tissue, no lesions; patients: T1 + FLAIR + lesion mask; validation:
@@ -130,7 +136,8 @@ def randomised_training_data(n_controls: int, n_patients: int, n_val: int = 2, s
 
     def make(which, i, lesions, flair):
         s = randomised_subject(_BASE[which] + 10_000 * int(seed) + i, shape, spacing, lesions=lesions,
-                               flair=flair, label_set=label_set, vary_anatomy=vary_anatomy, p_folded=p_folded)
+                               flair=flair, label_set=label_set, vary_anatomy=vary_anatomy, p_folded=p_folded,
+                               p_surface=p_surface)
         mods = ("T1", "FLAIR") if flair else ("T1",)
         return _prepared(s, mods, spacing, mask=s["brain"] if s["stripped"] else None)
 

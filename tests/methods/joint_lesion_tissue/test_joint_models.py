@@ -60,6 +60,8 @@ def test_train_joint_cli_on_the_phantom(tmp_path, monkeypatch, capsys):
     assert cli.main(["train", "joint", "--shape", "8,8"]) == 2
     assert cli.main(["train", "joint", "--data", "folded", "--folded-share", "1.5", "--steps", "1"]) == 2
     assert "--folded-share" in capsys.readouterr().err
+    assert cli.main(["train", "joint", "--data", "surface", "--surface-share", "-0.1", "--steps", "1"]) == 2
+    assert "--surface-share" in capsys.readouterr().err
     # --ship writes the next shipped version and its model card (here into a scratch models/)
     from napari_medseg.core import paths
 
@@ -76,3 +78,8 @@ def test_train_joint_cli_on_the_phantom(tmp_path, monkeypatch, capsys):
     assert code == 0, capsys.readouterr().err
     card = (shipped / "joint_tissue_only" / "MODEL_CARD.md").read_text()
     assert "100% of the subjects with a gyrified cortex" in card
+    code = cli.main(["train", "joint", "--steps", "1", "--shape", "32,36,32", "--spacing", "5", "--subjects", "1",
+                     "--patch", "16", "--mode", "tissue_only", "--data", "surface", "--surface-share", "1", "--ship"])
+    assert code == 0, capsys.readouterr().err
+    card = (shipped / "joint_tissue_only" / "MODEL_CARD.md").read_text()
+    assert "100% of the subjects with the cerebrum of a real brain (fsaverage5" in card

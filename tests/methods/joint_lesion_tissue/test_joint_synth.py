@@ -117,3 +117,43 @@ def test_folded_cortex_is_thin_and_gyrified_and_p_folded_zero_changes_nothing():
     assert a["folded"] and not randomised_subject(3, SHAPE)["folded"]
     np.testing.assert_array_equal(randomised_subject(3, SHAPE, p_folded=0.0)["T1"], randomised_subject(3, SHAPE)["T1"])
     assert [randomised_subject(s, SHAPE, p_folded=0.5)["folded"] for s in range(12)].count(True) in range(2, 11)
+
+
+def test_surface_cerebrum_is_a_closed_real_cortex_of_real_thickness():
+    """fsaverage5's white and pial surfaces, voxelised: closed, nested, about 2-4 mm apart."""
+    from napari_medseg.core.phantoms import surface
+
+    white, pial, origin, step = surface.cortex_distances()
+    inside_white, inside_pial = white <= 0, pial <= 0
+    assert (inside_white & inside_pial).sum() >= 0.99 * inside_white.sum()  # white matter lies under the cortex
+    for volume_ml, (lo, hi) in ((inside_white.sum() * step**3 / 1000, (500, 1000)),
+                                (inside_pial.sum() * step**3 / 1000, (900, 1400))):
+        assert lo < volume_ml < hi  # an adult cerebrum (a leak would fill the box, a hole empty it)
+    vertices, _ = surface.read_mesh("white_left")
+    thickness = -surface.sample(pial, vertices.T, origin, step)  # how deep each white-surface vertex lies under the pial
+    assert 2.0 < np.median(thickness) < 4.5
+    assert surface.sample(pial, [np.array([500.0])] * 3, origin, step)[0] > 0  # far away is outside
+
+
+def test_surface_subjects_fold_like_a_brain_and_p_surface_zero_changes_nothing():
+    a = randomised_subject(11, (64, 72, 64), (2.5, 2.5, 2.5), p_surface=1.0, lesions=False)
+    b = randomised_subject(11, (64, 72, 64), (2.5, 2.5, 2.5), p_surface=1.0, lesions=False)
+    assert a["surface"] and not a["folded"]
+    np.testing.assert_array_equal(a["tissue"], b["tissue"])  # deterministic in the seed
+    tissue = a["tissue"]
+    n = (tissue > 0).sum()
+    csf, gm, wm = ((tissue == c).sum() / n for c in (CSF, GM, WM))
+    assert 0.1 < csf < 0.4 and 0.2 < gm < 0.5 and 0.3 < wm < 0.6
+    # gyri: the cortex's outer boundary is far more folded than a smooth hull's
+    from scipy import ndimage
+
+    brain = ndimage.binary_fill_holes((tissue == GM) | (tissue == WM))
+    hull = ndimage.binary_closing(np.pad(brain, 4), iterations=4)[4:-4, 4:-4, 4:-4]
+    assert (hull & ~brain).sum() > 0.05 * brain.sum()
+    other = randomised_subject(12, (64, 72, 64), (2.5, 2.5, 2.5), p_surface=1.0, lesions=False)["tissue"]
+    assert (other != tissue).mean() > 0.05  # another warp, size, mirror and thickness
+    assert not randomised_subject(3, SHAPE)["surface"]
+    np.testing.assert_array_equal(randomised_subject(3, SHAPE, p_surface=0.0)["T1"], randomised_subject(3, SHAPE)["T1"])
+    draws = [randomised_subject(s, SHAPE, p_surface=0.5, p_folded=1.0) for s in range(10)]
+    assert all(d["surface"] != d["folded"] for d in draws)  # the rest are gyrified with folded share 1
+    assert [d["surface"] for d in draws].count(True) in range(2, 9)
