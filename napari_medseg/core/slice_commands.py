@@ -128,7 +128,9 @@ def predict_file(segmenter: str, src: str, target: str, name: str, version: int,
         raise InputError(f"{f.name} has NaN or infinite values.")
     nifti = f.name.lower().endswith((".nii", ".nii.gz"))
     last = stack.ndim == 3 and (slice_axis or ("last" if nifti else "first")) == "last"
-    slices = np.moveaxis(stack, -1, 0) if last else stack
+    # contiguous slices: the same image gives the same labels from a TIFF or a NIfTI file
+    # (torch's CPU kernels may sum in another order on a strided view)
+    slices = np.ascontiguousarray(np.moveaxis(stack, -1, 0) if last else stack)
     labels = _SEGMENTERS[key](slices).reshape(slices.shape).astype(np.uint8)
     write_labels(t, np.moveaxis(labels, 0, -1) if last else labels, {**meta, "source_path": str(f)})
     return t.name
