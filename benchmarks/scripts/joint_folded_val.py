@@ -21,8 +21,7 @@ from napari_medseg.methods.joint_lesion_tissue.metrics import dice_per_class
 from napari_medseg.methods.joint_lesion_tissue.synth import randomised_subject
 
 SHAPE, SPACING = (128, 144, 128), (1.25, 1.25, 1.25)
-n = int(sys.argv[1]) if len(sys.argv) > 1 else 4
-versions = {mode: models[mode][1].get("version") for mode in models}
+KINDS = {"folded": (8_200_000, 1.0, 0.0), "ribbon": (8_100_000, 0.0, 0.0), "surface": (8_300_000, 0.0, 1.0)}
 
 
 def dice(labels, ref):
@@ -30,24 +29,34 @@ def dice(labels, ref):
     return [float(d[c]) for c in ("CSF", "grey matter", "white matter")]
 
 
-out = {"versions": versions}
-KINDS = {"folded": (8_200_000, 1.0, 0.0), "ribbon": (8_100_000, 0.0, 0.0), "surface": (8_300_000, 0.0, 1.0)}
-kinds = sys.argv[3].split(",") if len(sys.argv) > 3 else list(KINDS)
-for kind in kinds:
+def subject(kind: str, i: int) -> dict:
+    """Held-out subject ``i`` of one kind: T1 alone, skull-stripped, no lesions."""
     base, p_folded, p_surface = KINDS[kind]
-    rows = {"gmm": [], "joint": [], "N": []}
-    for i in range(n):
-        s = randomised_subject(base + i, SHAPE, SPACING, lesions=False, flair=False, p_stripped=1.0,
-                               p_folded=p_folded, p_surface=p_surface)
-        t1, ref, mask, affine = s["T1"], s["tissue"], s["brain"], s["affine"]
-        rows["gmm"].append(dice(gmm_tissue_segmentation(t1, ls, mask=mask), ref))
-        for mode, key in (("joint", "joint"), ("tissue_only", "N")):
-            pr, used = probs_of(mode, {"T1": t1}, affine, mask)
-            fin = P.finish(pr, {"T1": t1}, used, ls, spacing_of(affine), mode=model_mode(models[mode][1]), mask=mask)
-            rows[key].append(dice(fin.labels, ref))
-        print(kind, base + i, {k: np.round(v[-1], 3).tolist() for k, v in rows.items()}, flush=True)
-    out[kind] = {k: np.round(np.mean(v, 0), 4).tolist() for k, v in rows.items()}
-    print(kind, "mean CSF / GM / WM", out[kind], flush=True)
-if len(sys.argv) > 2:
-    with open(sys.argv[2], "w") as f:
-        json.dump(out, f, indent=1)
+    return randomised_subject(base + i, SHAPE, SPACING, lesions=False, flair=False, p_stripped=1.0,
+                              p_folded=p_folded, p_surface=p_surface)
+
+
+def main(argv):
+    n = int(argv[1]) if len(argv) > 1 else 4
+    out = {"versions": {mode: models[mode][1].get("version") for mode in models}}
+    for kind in (argv[3].split(",") if len(argv) > 3 else list(KINDS)):
+        rows = {"gmm": [], "joint": [], "N": []}
+        for i in range(n):
+            s = subject(kind, i)
+            t1, ref, mask, affine = s["T1"], s["tissue"], s["brain"], s["affine"]
+            rows["gmm"].append(dice(gmm_tissue_segmentation(t1, ls, mask=mask), ref))
+            for mode, key in (("joint", "joint"), ("tissue_only", "N")):
+                pr, used = probs_of(mode, {"T1": t1}, affine, mask)
+                fin = P.finish(pr, {"T1": t1}, used, ls, spacing_of(affine), mode=model_mode(models[mode][1]),
+                               mask=mask)
+                rows[key].append(dice(fin.labels, ref))
+            print(kind, i, {k: np.round(v[-1], 3).tolist() for k, v in rows.items()}, flush=True)
+        out[kind] = {k: np.round(np.mean(v, 0), 4).tolist() for k, v in rows.items()}
+        print(kind, "mean CSF / GM / WM", out[kind], flush=True)
+    if len(argv) > 2:
+        with open(argv[2], "w") as f:
+            json.dump(out, f, indent=1)
+
+
+if __name__ == "__main__":
+    main(sys.argv)
