@@ -40,6 +40,9 @@ def train(args, registry):
     n = args.subjects or (48 if randomised else 4)
     if n < 1:
         raise InputError(f"--subjects must be at least 1, not {n}.")
+    n_val = int(getattr(args, "val_subjects", 2))
+    if n_val < 1:
+        raise InputError(f"--val-subjects must be at least 1, not {n_val}.")
     share, surface_share = float(args.folded_share), float(getattr(args, "surface_share", 0.5))
     for flag, value in (("--folded-share", share), ("--surface-share", surface_share)):
         if not 0.0 <= value <= 1.0:
@@ -51,7 +54,7 @@ def train(args, registry):
     if randomised:
         from .synth import randomised_training_data
 
-        controls, patients, val = randomised_training_data(n, n, 2, seed=args.seed, shape=shape, spacing=spacing,
+        controls, patients, val = randomised_training_data(n, n, n_val, seed=args.seed, shape=shape, spacing=spacing,
                                                            label_set=args.label_set,
                                                            vary_anatomy=args.data == "varied",
                                                            p_folded=share if args.data in ("folded", "surface")
@@ -77,7 +80,7 @@ def train(args, registry):
         model, meta = registry.get(name).load()
         resume = (model.state_dict(), meta)
     if randomised:
-        data = (f"domain-randomised brain phantom: {n} controls + {n} patients (2 validation), {shape} at "
+        data = (f"domain-randomised brain phantom: {n} controls + {n} patients ({n_val} validation), {shape} at "
                 f"{args.spacing} mm; random per-class T1/FLAIR intensities, skull present or stripped, blur, "
                 "slice thickness, bias field, gamma, Rician noise"
                 + ("; random anatomy proportions (extra-cerebral CSF, sulcal width and depth, cortex, ventricles)"

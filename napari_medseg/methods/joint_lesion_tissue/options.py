@@ -27,6 +27,8 @@ class TrainOptions:
                                       "cortex (0 to 1)")
     surface_share: float = option(0.5, "--data surface: the share of subjects with fsaverage5's cerebrum (0 to 1)")
     subjects: int | None = option(None, "controls and patients (each); default 48 randomised or 4 phantom subjects")
+    val_subjects: int = option(2, "randomised data: fully labelled validation subjects (drawn like the training "
+                                  "ones) that pick the checkpoint")
     shape: str = option("64,72,64", "phantom volume shape")
     spacing: float = option(2.5, "phantom voxel size in mm")
     label_set: str = option("reduced", "tissue classes", choices=["reduced", "full"])
