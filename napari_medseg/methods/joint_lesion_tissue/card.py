@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 _WHAT = {
@@ -25,9 +26,12 @@ def write_model_card(folder: Path, meta: dict, command: str) -> Path:
     dice = ", ".join(f"{k[5:].replace('_', ' ')} {_fmt(v)}" for k, v in sorted(m.items())
                      if k.startswith("dice_")) or "n/a"
     randomised = "randomised" in str(c.get("data", ""))
-    val_what = ("two fully labelled domain-randomised phantom subjects, synthetic; the network alone at "
-                "2.5 mm, no mask, no refinement, so a skull-on head's scalp counts against it" if randomised
-                else "one fully labelled phantom subject")
+    n_val = re.search(r"\((\d+) validation\)", str(c.get("data", "")))
+    n_val = int(n_val.group(1)) if n_val else 2
+    count = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}.get(n_val, str(n_val))
+    val_what = (f"{count} fully labelled domain-randomised phantom subject{'s' if n_val > 1 else ''}, synthetic; "
+                "the network alone at 2.5 mm, no mask, no refinement, so a skull-on head's scalp counts against it"
+                if randomised else "one fully labelled phantom subject")
     start = f"fine-tuned from v{c['resumed_from']}" if c.get("resumed_from") else "trained from scratch"
     limits = ("trained only on synthetic scans (the phantom's anatomy drawn with random contrast, skull or none, "
               "blur, bias, noise), at coarse resolution, with a small network on a CPU; its real-data test is "

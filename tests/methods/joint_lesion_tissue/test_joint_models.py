@@ -86,4 +86,4 @@ def test_train_joint_cli_on_the_phantom(tmp_path, monkeypatch, capsys):
     assert code == 0, capsys.readouterr().err
     card = (shipped / "joint_tissue_only" / "MODEL_CARD.md").read_text()
     assert "100% of the subjects with the cerebrum of a real brain (fsaverage5" in card
-    assert "(3 validation)" in card
+    assert "(3 validation)" in card and "three fully labelled domain-randomised" in card

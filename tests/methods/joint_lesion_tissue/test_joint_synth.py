@@ -157,3 +157,14 @@ def test_surface_subjects_fold_like_a_brain_and_p_surface_zero_changes_nothing()
     draws = [randomised_subject(s, SHAPE, p_surface=0.5, p_folded=1.0) for s in range(10)]
     assert all(d["surface"] != d["folded"] for d in draws)  # the rest are gyrified with folded share 1
     assert [d["surface"] for d in draws].count(True) in range(2, 9)
+
+
+def test_surface_cerebrum_without_nilearn_is_one_clear_error(monkeypatch):
+    import importlib.util
+
+    from napari_medseg.core.errors import InputError
+    from napari_medseg.core.phantoms import surface
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    with pytest.raises(InputError, match="nilearn"):
+        surface.read_mesh("pial_left")
