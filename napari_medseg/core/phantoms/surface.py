@@ -29,15 +29,22 @@ STEP_MM = 1.0  # grid of the signed-distance volumes
 MARGIN_MM = 8.0
 
 
-def surface_folder() -> Path:
-    """nilearn's bundled fsaverage5 folder, found without importing nilearn."""
+def nilearn_data_folder(what: str) -> Path:
+    """nilearn's bundled data folder (no download: the files are part of the package), found
+    without importing nilearn, which would cost seconds for a folder name. ``what`` names
+    the data in the one error a missing nilearn gives."""
     from importlib.util import find_spec
 
     spec = find_spec("nilearn")
     if spec is None or not spec.submodule_search_locations:
-        raise InputError("The cortical surfaces come with nilearn, which is not installed: "
+        raise InputError(f"nilearn, which provides {what}, is not installed: "
                          "pip install 'napari-medseg[samples]' (or pip install nilearn).")
-    return Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "fsaverage5"
+    return Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data"
+
+
+def surface_folder() -> Path:
+    """nilearn's bundled fsaverage5 folder."""
+    return nilearn_data_folder("the fsaverage5 cortical surfaces") / "fsaverage5"
 
 
 def read_mesh(name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -114,6 +121,7 @@ def pial_hull_distance(step: float = STEP_MM) -> np.ndarray:
     return (d * step).astype(np.float32)
 
 
+@lru_cache(maxsize=2)
 def cerebrum_box(step: float = STEP_MM) -> tuple[np.ndarray, np.ndarray]:
     """``(centre, half extent)`` in mm of the pial surfaces' bounding box."""
     _, pial, origin, step = cortex_distances(step)

@@ -25,17 +25,10 @@ FLAIR_CSF, FLAIR_GM, FLAIR_WM, FLAIR_LESION = 0.15, 0.65, 0.5, 1.2
 
 
 def mni_folder() -> Path:
-    """nilearn's bundled data folder (no download: the files are part of the package).
+    """nilearn's bundled data folder, where the MNI152 files are."""
+    from ...core.phantoms.surface import nilearn_data_folder
 
-    Found without importing nilearn, which would cost seconds for a folder name.
-    """
-    from importlib.util import find_spec
-
-    spec = find_spec("nilearn")
-    if spec is None or not spec.submodule_search_locations:
-        raise InputError("The MNI152 template comes with nilearn, which is not installed: "
-                         "pip install 'napari-medseg[samples]' (or pip install nilearn).")
-    return Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data"
+    return nilearn_data_folder("the MNI152 template")
 
 
 def mni152(spacing=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
