@@ -321,6 +321,16 @@ class IterativeTraining:
             return rec[best_round([r.metrics for r in rec])].version
         return rec[-1].version  # without validation: the last round
 
+    def restart_stage2(self) -> None:
+        """Start Stage 2 again from the best Stage-1 round: its rounds leave the history (their
+        registry versions stay), the Cues 2 are recomputed, and its files go to a new folder.
+        Lets Stage 2 run a second time with other settings (e.g. ``stage2_replay``) from the
+        same Stage-1 model."""
+        self.history = [r for r in self.history if r.stage != 2]
+        self._cues2 = None
+        self._predicted.pop(2, None)
+        self.workdir = Path(tempfile.mkdtemp(prefix="stage2-again-", dir=self.workdir))
+
     def stage2(self, rounds: int):
         """Generator: ``rounds`` Stage-2 rounds on the unlabelled slides, from the best Stage-1 model."""
         if not self.slides[2]:
