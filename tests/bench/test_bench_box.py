@@ -45,6 +45,9 @@ def test_results_over_seeds_keep_each_seed_and_the_verdicts():
     assert r["f1_iou75_by_round"] == [0.25, 0.4, 0.55] and r["quick"] is True
     assert verdicts(a) == {"stage1_vs_supervised": True, "stage2_vs_stage1": True, "iou75_rises": True}
     assert verdicts(b) == {"stage1_vs_supervised": False, "stage2_vs_stage1": False, "iou75_rises": False}
+    # the other Stage 2 (run from the same Stage-1 round) gets its own verdict
+    c = {**b, "f1_stage2_replay": 0.9}
+    assert verdicts(c)["stage2_replay_vs_stage1"] is True and verdicts(c)["stage2_vs_stage1"] is False
 
 
 def test_foreground_first_decision_keeps_objects_whole():

@@ -109,6 +109,33 @@ def test_stage2_replay_also_trains_on_the_stage1_slides(tmp_path, slides, monkey
         assert all(np.asarray(sl.labels).max() == GLOMERULUS for sl in s.slides[1])  # labelled, not empty
 
 
+def test_restart_stage2_runs_stage2_again_from_the_best_stage1_round(tmp_path, slides):
+    """A second Stage 2 (here with replay) starts from the best Stage-1 weights, not from the
+    first Stage 2's; the first one's versions stay in the registry."""
+    a, b, c = slides
+    s = _session(tmp_path)
+    s.set_stage1([a.rgb, b.rgb], [a.boxes, b.boxes], names=["A", "B"])
+    collect(s.stage1(1))
+    stage1 = s.history[-1].version
+    s.set_stage2([c.rgb], names=["C"])
+    collect(s.stage2(1))
+    first = s.history[-1]
+    old_dir = s.workdir
+    loaded = []
+    real_use = s.use_version
+    s.use_version = lambda v=None: (loaded.append(v), real_use(v))[1]
+    s.restart_stage2()
+    assert [r.stage for r in s.history] == [1] and s.workdir != old_dir and s.workdir.is_dir()
+    s.config.stage2_replay = True
+    collect(s.stage2(1))
+    second = s.history[-1]
+    assert loaded == [stage1]  # back to the Stage-1 model before training again
+    assert (second.stage, second.round) == (2, 1) and second.version > first.version
+    assert [r.stage for r in s.history] == [1, 2]
+    assert {first.version, second.version} <= {e.version for e in s.registry.list("glomeruli")}
+    assert all(str(s.workdir) in p for p in second.predictions)
+
+
 def test_stage0_trains_on_full_masks(tmp_path, slides):
     s = _session(tmp_path)
     a, _, val = slides
