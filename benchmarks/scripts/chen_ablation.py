@@ -46,6 +46,12 @@ VARIANTS = {
     "uad_adv1_dwarm_sn": {"method": "adversarial", "adv_weight": 1.0, "d_warmup": True, "d_sn": True},
     "uadt_adv0.01_dwarm_sn": {"adv_weight": 0.01, "d_warmup": True, "d_sn": True},
     "uadt_adv0.1_dwarm_sn": {"adv_weight": 0.1, "d_warmup": True, "d_sn": True},
+    # 2026-12-06 (later): D's real masks scaled towards G's (Luc et al. 2016), so that softness alone
+    # does not tell them apart; the one setting is chosen for both adversarial methods on validation
+    "uad_adv0.01_dwarm_scale0.9": {"method": "adversarial", "adv_weight": 0.01, "d_warmup": True, "real_scaling": 0.9},
+    "uadt_adv0.01_dwarm_scale0.9": {"adv_weight": 0.01, "d_warmup": True, "real_scaling": 0.9},
+    "uad_adv0.1_dwarm_scale0.9": {"method": "adversarial", "adv_weight": 0.1, "d_warmup": True, "real_scaling": 0.9},
+    "uadt_adv0.1_dwarm_scale0.9": {"adv_weight": 0.1, "d_warmup": True, "real_scaling": 0.9},
 }
 
 

@@ -173,6 +173,27 @@ def test_adversarial_losses_on_known_logits():
         losses.adversarial_loss(zero, "wasserstein")
 
 
+def test_scaled_real_masks_keep_the_true_class_above_tau_and_sum_to_one():
+    """Luc et al.'s scaling: the true class gets max(tau, its predicted probability), the others
+    keep the segmentor's proportions; a confident correct prediction changes nothing."""
+    y = torch.tensor([[0, 1], [2, 1]])
+    one_hot = torch.nn.functional.one_hot(y, 3).permute(2, 0, 1)[None].float()
+    fake = torch.softmax(torch.randn(1, 3, 2, 2, generator=torch.Generator().manual_seed(0)), 1)
+    real = losses.scaled_real_masks(one_hot, fake, 0.9)
+    assert torch.allclose(real.sum(1), torch.ones(1, 2, 2))
+    s_true = (fake * one_hot).sum(1)
+    assert torch.allclose((real * one_hot).sum(1), torch.clamp(s_true, min=0.9))
+    others = real * (1 - one_hot)
+    ratio = others / fake  # the segmentor's proportions among the wrong classes, scaled per pixel
+    for c1, c2 in ((0, 1), (1, 2), (0, 2)):
+        both = (one_hot[:, c1] == 0) & (one_hot[:, c2] == 0)
+        assert torch.allclose(ratio[:, c1][both], ratio[:, c2][both])
+    assert torch.allclose(losses.scaled_real_masks(one_hot, one_hot, 0.9), one_hot)
+    assert not torch.allclose(real, one_hot)
+    with pytest.raises(InputError, match="tau"):
+        losses.scaled_real_masks(one_hot, fake, 0.0)
+
+
 def test_multiscale_l1():
     feats = [torch.randn(2, 3, 8, 8), torch.randn(2, 4, 4, 4), torch.randn(2, 8, 2, 2)]
     assert losses.multiscale_l1(feats, [f.clone() for f in feats]) == 0

@@ -104,6 +104,20 @@ def discriminator_loss(d_real: torch.Tensor, d_fake: torch.Tensor, criterion: st
     return _adv_criterion(d_real, True, criterion, True) + _adv_criterion(d_fake, False, criterion, True)
 
 
+def scaled_real_masks(one_hot: torch.Tensor, fake: torch.Tensor, tau: float) -> torch.Tensor:
+    """Real masks that a discriminator cannot tell from the segmentor's by softness alone: the
+    "scaling" of Luc et al. (2016, Semantic segmentation using adversarial networks, §3.2).
+    Per pixel the true class gets max(τ, s_true) of the segmentor's probabilities ``fake``,
+    the other classes share the rest in the segmentor's proportions; sums stay 1, and a
+    one-hot ``fake`` gives the one-hot mask back. (B, C, *S) both."""
+    if not 0.0 < tau <= 1.0:
+        raise InputError(f"The scaling threshold tau must be in (0, 1]; got {tau}.")
+    s_true = (fake * one_hot).sum(1, keepdim=True)
+    y_true = torch.clamp(s_true, min=tau)
+    rest = (1.0 - y_true) / (1.0 - s_true).clamp_min(1e-6)
+    return one_hot * y_true + (1.0 - one_hot) * fake * rest
+
+
 def adversarial_loss(d_fake: torch.Tensor, criterion: str = "bce") -> torch.Tensor:
     """The segmentor's adversarial term: make D call its masks real (the non-saturating
     form of minimising log(1 − D(G(x)|x)))."""

@@ -15,7 +15,9 @@ iterations up to ``steps`` (k) updates D on a mini-batch with G fixed, then G wi
 frozen (:class:`~.gan.AdversarialTrainer`). ``steps`` counts all k iterations. With
 ``d_warmup`` (not in Algorithm 1; issue 20) D also learns during the pre-training, on the
 masks G has just made, so that the adversarial phase starts against an informed D; G's
-pre-training is the same either way.
+pre-training is the same either way. With ``real_scaling`` = τ (not in the paper; issue 20)
+D's real masks are not one-hot but scaled towards G's own probabilities (the true class
+gets at least τ; Luc et al. 2016), so that D cannot tell real from fake by softness alone.
 
 What D sees (Eq. 5): each image x concatenated with a mask; real = the one-hot expert
 labels of S, fake = G's softmax on the same images. With weak transfer D also sees the
@@ -67,6 +69,7 @@ class ChenConfig:
     adv_weight: float = 1.0  # Eq. 6 adds L_D and L_G with equal weight
     pretrain_steps: int = 500  # j: supervised iterations of G before the adversarial ones
     d_warmup: bool = False  # D also learns during G's pre-training (on G's detached masks; G unchanged)
+    real_scaling: float = 0.0  # τ > 0: D's real masks are scaled towards G's (Luc et al. 2016); 0: one-hot, the paper
     steps: int = 3000  # k: all iterations, pre-training included
     batch_size: int = 16
     lr: float = 2e-4
@@ -92,6 +95,8 @@ def check_config(cfg: ChenConfig, model=None, discriminator=None) -> None:
     if not (0 <= cfg.beta <= 1 and 0 <= cfg.lam <= 1 and cfg.lr > 0 and cfg.adv_weight >= 0):
         raise InputError(f"beta and lam must lie in [0, 1], lr > 0 and adv_weight >= 0; got {cfg.beta}, "
                          f"{cfg.lam}, {cfg.lr}, {cfg.adv_weight}.")
+    if not 0 <= cfg.real_scaling <= 1:
+        raise InputError(f"real_scaling must lie in [0, 1] (0: one-hot real masks); got {cfg.real_scaling}.")
     if cfg.target in cfg.sources or not cfg.sources:
         raise InputError(f"The sources {list(cfg.sources)} must be non-empty and exclude the target {cfg.target!r}.")
     if model is None:  # the config alone
@@ -234,7 +239,10 @@ def train_chen(model, discriminator, train_data: ChenData, val_data: SliceSet | 
         def fn():
             with torch.no_grad():
                 fake = probabilities(model(x) if logits is None else logits.detach()).float()
-            return losses.discriminator_loss(d_net(x, _one_hot(y, cfg.n_classes)), d_net(x, fake))
+            real = _one_hot(y, cfg.n_classes)
+            if cfg.real_scaling > 0:
+                real = losses.scaled_real_masks(real, fake, cfg.real_scaling)
+            return losses.discriminator_loss(d_net(x, real), d_net(x, fake))
         return fn
 
     def validate(at_step: int) -> dict:

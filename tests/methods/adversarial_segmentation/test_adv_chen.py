@@ -147,6 +147,21 @@ def test_d_warmup_trains_d_during_pretraining_and_leaves_g_as_without_it(train_c
     assert all(torch.equal(v, out[False][0][k]) for k, v in out[True][0].items())
 
 
+def test_real_scaling_changes_what_d_learns_from_and_is_checked(train_cohort):
+    """Issue 20: with ``real_scaling`` D's real masks are scaled towards G's; the same seeds
+    then give another D (and the paper's one-hot masks are the default)."""
+    assert cfg().real_scaling == 0
+    ds = {}
+    for tau in (0.0, 0.9):
+        config = cfg(method="adversarial", steps=2, pretrain_steps=1, real_scaling=tau)
+        g, d = nets()
+        run(train_chen(g, d, chen_training_data(train_cohort, config), None, config))
+        ds[tau] = d.state_dict()
+    assert any(not torch.equal(v, ds[0.9][k]) for k, v in ds[0.0].items() if k.endswith("weight"))
+    with pytest.raises(InputError, match="real_scaling"):
+        chen.check_config(cfg(real_scaling=1.5))
+
+
 def test_short_training_improves_validation_dice(train_cohort, val_cohort):
     config = cfg(method="unet", steps=80, pretrain_steps=0, batch_size=8, val_every=20)
     g, _ = nets()
