@@ -15,8 +15,9 @@ class TrainOptions:
                        choices=["binary", "boundary"])
     rounds1: int = option(6, "Stage 1 rounds (the paper peaks at round 6 of 10)")
     rounds2: int = option(3, "Stage 2 rounds")
-    stage2_replay: bool = option(False, "Stage 2 also trains on the Stage-1 slides (their labels from the best Stage-1 "
-                                        "model); off: the paper's Stage 2")
+    stage2: str = option("replay", "Stage 2's training slides: replay = the unlabelled slides and the Stage-1 slides "
+                                   "(labels from the best Stage-1 model), chosen on validation; paper = the unlabelled "
+                                   "slides only", choices=["replay", "paper"])
     size: int = option(2048, "side of the synthetic training slides")
     patch: int | None = option(None, "patch side (default: 496 on a GPU, 256 on a CPU)")
     batch_size: int | None = option(None, "default: 5 on a GPU, 4 on a CPU")

@@ -34,7 +34,9 @@ class StageConfig:
     device: str = "cpu"
     adversarial: float = 0.0  # > 0: adversarial mode, a mask discriminator's term with this weight
     head: str = "binary"  # a new model's output: "binary" (2 classes) or "boundary" (the instance head, 3 classes)
-    stage2_replay: bool = False  # Stage 2 also trains on the Stage-1 slides (best Stage-1 labels); the paper: False
+    #: Stage 2 also trains on the Stage-1 slides (their labels from the best Stage-1 model); False: the paper's
+    #: Stage 2 (unlabelled slides only). True since 2026-12-06: chosen on validation (docs/benchmarks.md)
+    stage2_replay: bool = True
 
     def patch_and_batch(self) -> tuple[int, int]:
         gpu = torch.device(self.device).type == "cuda"

@@ -87,3 +87,26 @@ def test_segment_cli_takes_a_16_bit_grey_image_for_an_rgb_model(tmp_path, monkey
     code = cli.main(["segment", str(tmp_path / "grey.tif"), "--model", "glomeruli", "--out", str(tmp_path / "o2.zarr"),
                      "--scheduler", "tcp://127.0.0.1:1"])
     assert code == 2 and "convert it first" in capsys.readouterr().err
+
+
+def test_train_stage2_defaults_to_replay_and_takes_the_papers(tmp_path, monkeypatch):
+    """``--stage2`` picks Stage 2's training slides: replay (the default, chosen on validation)
+    or the paper's (unlabelled slides only)."""
+    from napari_medseg import cli
+    from napari_medseg.methods.box_iterative import cli as box_cli
+
+    monkeypatch.setenv("NAPARI_MEDSEG_HOME", str(tmp_path / "home"))
+    seen = []
+
+    def fake_job(registry, args, config):
+        seen.append(config.stage2_replay)
+        return None
+        yield
+
+    monkeypatch.setattr(box_cli, "user_data_job", fake_job)
+    tifffile.imwrite(tmp_path / "slide.tif", np.zeros((64, 64), np.uint16))
+    (tmp_path / "boxes.csv").write_text("y0,x0,y1,x1\n10,10,30,30\n")
+    base = ["train", "box_iterative", "--image", str(tmp_path / "slide.tif"), "--boxes", str(tmp_path / "boxes.csv")]
+    cli.main(base)
+    cli.main(base + ["--stage2", "paper"])
+    assert seen == [True, False]
