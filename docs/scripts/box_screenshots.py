@@ -63,7 +63,7 @@ def main(steps: int = 150, only_predicted: bool = False) -> None:
 
 def predicted(viewer, c) -> None:
     layers = viewer.layers
-    # the shipped model (v2: 6 + 3 rounds on four hard slides) on the unlabelled slide, as instances
+    # the current shipped model (6 + 3 rounds on four hard slides) on the unlabelled slide, as instances
     from skimage.measure import regionprops
 
     from napari_medseg.methods.box_iterative.boxes import boxes_from_shapes
@@ -71,7 +71,9 @@ def predicted(viewer, c) -> None:
 
     lay = layers["kidney A boxes"]  # the object radius, as from the Stage-1 boxes
     radius = expected_radius(boxes_from_shapes(lay.data, lay.shape_type, layers["kidney A"].data.shape[:2]).boxes)
-    c.set(predict_image=layers["kidney B (unlabelled)"], version=2, object_radius=radius)
+    shipped = c.registry.get("glomeruli").version  # a throwaway home: the newest shipped version
+    print("glomeruli version:", shipped)
+    c.set(predict_image=layers["kidney B (unlabelled)"], version=shipped, object_radius=radius)
     pred = c.predict(block=True)
     pred.contour, pred.opacity = 0, 0.45  # filled: one colour per instance
     for lay in layers:

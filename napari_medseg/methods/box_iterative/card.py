@@ -19,6 +19,14 @@ def write_model_card(folder: Path, meta: dict, command: str) -> Path:
         v = m.get(key)
         return "n/a" if v is None else f"{v:.3f}"
 
+    replay = bool(c.get("stage2_replay"))
+    stage2 = (f"Stage 2 on IS-train2 (seeds {_seeds('train2')}, no labels) and, replayed, on IS-train1 with the "
+              "best Stage-1 model's labels (not in the paper: on the unlabelled slides alone, the glomeruli "
+              "Stage 1 missed there are taught as background)" if replay else
+              f"Stage 2 on IS-train2 (seeds {_seeds('train2')}, no labels; the paper's Stage 2)")
+    n_val = m.get("n_true_objects")
+    val = (f"{len(SEEDS['val'])} hard synthetic slides, seeds {_seeds('val')}"
+           + (f", {int(n_val)} glomeruli" if n_val else ""))
     text = f"""# glomeruli v{meta['version']}: glomerulus segmenter trained from boxes (Gupta et al. 2019)
 
 - **What it does**: labels each pixel of an RGB (PAS-like) kidney slide as background (0) or
@@ -34,12 +42,11 @@ def write_model_card(folder: Path, meta: dict, command: str) -> Path:
   `napari_medseg.methods.box_iterative.synthetic`, the hard variant (`HARD`: glomeruli that touch
   or overlap, faint and sclerotic ones, stain colour and focus blur varying per slide),
   {c.get('size', 2048)} px square: Stage 1 on
-  IS-train1 (seeds {_seeds('train1')}, boxes only), Stage 2 on IS-train2 (seeds {_seeds('train2')},
-  no labels). {c.get('steps')} steps per round, patch {c.get('patch') or 'auto'} (256 on CPU), batch
+  IS-train1 (seeds {_seeds('train1')}, boxes only), {stage2}. {c.get('steps')} steps per round, patch {c.get('patch') or 'auto'} (256 on CPU), batch
   {c.get('batch_size') or 'auto'} (4 on CPU), Adam lr {c.get('lr')} with cosine decay in each round,
   2:1 object/random patches, flips, 90-degree rotations, colour jitter, seed {c.get('seed')}.
   Data fingerprint `{meta['data_fingerprint'][:16]}`.
-- **Validation** (one hard synthetic slide, seed 301, never trained on; objects are the
+- **Validation** ({val}, never trained on; objects are the
   instances a user gets, touching glomeruli scored apart): object precision
   {f('object_precision')}, recall {f('object_recall')}, F1 {f('object_f1')}; pixel F1 {f('pixel_f1')}.
   Held-out test figures are in docs/benchmarks.md (`napari-medseg bench box_iterative`).

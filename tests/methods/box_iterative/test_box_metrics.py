@@ -135,3 +135,19 @@ def test_best_round_breaks_object_f1_ties_by_pixel_f1():
                {"object_f1": 0.9, "pixel_f1": 0.95}, {"object_f1": 1.0, "pixel_f1": 0.90}]
     assert metrics.best_round(history) == 1  # level on both: the earliest
     assert metrics.best_round(history, tie=None) == 0
+
+
+def test_model_card_says_which_stage_2_and_which_validation_slides(tmp_path):
+    import json
+
+    from napari_medseg.core import paths
+    from napari_medseg.methods.box_iterative.card import write_model_card
+    from napari_medseg.methods.box_iterative.recipe import SEEDS
+
+    meta = json.loads((paths.models_dir() / "glomeruli" / "v0003.json").read_text())
+    for replay in (True, False):
+        meta["config"]["stage2_replay"] = replay
+        text = write_model_card(tmp_path, meta, "napari-medseg train box_iterative --ship").read_text()
+        assert ("replayed, on IS-train1" in text) is replay and ("the paper's Stage 2" in text) is not replay
+        assert f"{len(SEEDS['val'])} hard synthetic slides, seeds {', '.join(map(str, SEEDS['val']))}" in text
+        assert f"{int(meta['metrics']['n_true_objects'])} glomeruli" in text and "Stage 2 round 3" in text
