@@ -19,6 +19,16 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """A test that sets torch's thread count (some ask for two) leaves it as it found it, so
+    that it does not carry over to the tests after it in the same worker."""
+    before = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != before:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
 def medseg_home(tmp_path, monkeypatch):
     """Every test gets its own user data dir: no test touches the real one."""
     home = tmp_path / "medseg-home"
