@@ -62,8 +62,6 @@ def rng():
 
 @pytest.fixture
 def one_thread():
-    """Tiny convolutions are overhead-bound: one thread is ~1.6x faster than two here."""
-    before = torch.get_num_threads()
+    """Tiny convolutions are overhead-bound: one thread is ~1.6x faster than two here
+    (``_torch_threads_restored`` puts the count back after the test)."""
     torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
