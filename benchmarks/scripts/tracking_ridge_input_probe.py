@@ -1,0 +1,66 @@
+"""Issue 15: does the agent follow fibres better on a ridge map than on the raw intensities?
+
+Each synthetic image is given to the shipped agent three ways: as it is ("raw"), as the
+Sato ridge map the greedy follower uses, mapped to the training intensities ("ridge"), and
+the mean of the two ("blend"). Start + the true heading, no end, one way. Sets: 100 SI and
+100 crossing images (seed 4242), 48 domain-randomised images (seed 555) with and without a
+wider parent vessel at the start (``start_parent_fraction`` 0 / 1). None of these seeds is a
+bench's or a training run's. No real image is read.
+Run from the repository root: python benchmarks/scripts/tracking_ridge_input_probe.py [--json PATH]."""
+import json
+import sys
+import time
+
+import numpy as np
+import torch
+
+from napari_medseg.methods.tracking import randomised as R
+from napari_medseg.methods.tracking.greedy import ridge_map
+from napari_medseg.methods.tracking.metrics import trace_metrics
+from napari_medseg.methods.tracking.model import load_tracker
+from napari_medseg.methods.tracking.prepare import normalise_like_training
+from napari_medseg.methods.tracking.synthetic import generate_many
+from napari_medseg.methods.tracking.track import TrackConfig, track
+
+torch.set_num_threads(2)
+
+
+def variants(image):
+    ridge = normalise_like_training(ridge_map(image))
+    return {"raw": image, "ridge": ridge, "blend": (0.5 * (image + ridge)).astype(np.float32)}
+
+
+def dr_images(parent: float, n: int = 48):
+    draw = R.randomised_settings
+    R.randomised_settings = lambda rng: draw(rng).replace(start_parent_fraction=parent)
+    try:
+        return generate_many("DR", n, seed=555)
+    finally:
+        R.randomised_settings = draw
+
+
+policy, meta = load_tracker()
+sets = {"SI": generate_many("SI", 100, seed=4242), "crossing": generate_many("crossing", 100, seed=4242),
+        "DR": dr_images(0.0), "DR parent at start": dr_images(1.0)}
+out = {"model": f"tracking v{meta.get('version')}", "results": {}}
+for name, imgs in sets.items():
+    heads = np.stack([r.centreline[min(5, len(r.centreline) - 1)] - r.start for r in imgs])
+    prepared = [variants(r.image) for r in imgs]
+    for v in ("raw", "ridge", "blend"):
+        t0 = time.perf_counter()
+        found = []
+        for i in range(0, len(imgs), 25):
+            part = slice(i, i + 25)
+            found += track(np.stack([p[v] for p in prepared[part]]), np.stack([r.start for r in imgs[part]]), None,
+                           policy=policy, config=TrackConfig(check_starts=False, both_ways=False),
+                           directions=heads[part])
+        m = [trace_metrics(t.points, r.centreline) for t, r in zip(found, imgs)]
+        cov = float(np.mean([x["coverage_pct"] for x in m]))
+        err = float(np.nanmean([x["error_px"] for x in m]))
+        lost = int(sum(x["coverage_pct"] < 10 for x in m))
+        out["results"].setdefault(name, {})[v] = {"coverage_pct": cov, "error_px": err, "lost_at_start": lost}
+        print(f"{name:>20} {v:>5}: coverage {cov:5.1f} %  error {err:.3f} px  lost {lost}/{len(imgs)}  "
+              f"({time.perf_counter() - t0:.0f} s)", flush=True)
+if "--json" in sys.argv:
+    with open(sys.argv[sys.argv.index("--json") + 1], "w") as f:
+        json.dump(out, f, indent=2)
