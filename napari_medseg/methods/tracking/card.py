@@ -56,7 +56,12 @@ def _data_text(setting) -> str:
           "uneven illumination, texture, clutter, crossings and branches (up to 3x wider than the fibre), 25 % "
           "dark-on-bright; normalised as at "
           "inference")
-    return {"DR": dr, "SI+DR": f"alternately SI ({si}) and {dr}"}.get(str(setting), si)
+    cross = "SI with two distractor axons crossing the traced one at 35–90°"
+    text = {"SI": si, "DR": dr, "crossing": cross}
+    parts = str(setting).split("+")
+    if len(parts) > 1 and all(p in text for p in parts):
+        return "in turn " + "; ".join(f"{p} ({text[p]})" for p in parts)
+    return text.get(str(setting), si)
 
 
 def _init_text(meta: dict) -> str:

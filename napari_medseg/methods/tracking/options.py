@@ -11,7 +11,7 @@ from ...core.options import option
 class TrainOptions:
     updates: int = option(120, "PPO updates (32 episodes each)")
     setting: str = option("SI", "synthetic setting: SI, SI-RC, SI-W, SI-EN, SI-SN, crossing, DR (domain-randomised), "
-                                "SI+DR")
+                                "or several joined by '+' taken in turn (SI+DR, SI+DR+crossing)")
     start_stub: float = option(6.0, "px of visited path drawn behind each training start (0: the paper's empty path)")
     lr: float | None = option(None, "Adam learning rate (default: the paper's 5e-4)")
     init: str = option("scratch", "start from random weights, or fine-tune the current tracking version",

@@ -212,13 +212,21 @@ def generate(setting: SyntheticSettings | str = "SI", seed: int | None = 0, **ov
 
 def generate_many(setting: SyntheticSettings | str = "SI", n: int = 32, seed: int = 0, **overrides):
     """``n`` images with independent seeds spawned from ``seed``. Setting ``"DR"``: domain-
-    randomised images (:mod:`.randomised`); ``"SI+DR"``: alternately SI and DR."""
+    randomised images (:mod:`.randomised`); names joined by ``+`` (``"SI+DR"``,
+    ``"SI+DR+crossing"``): the image ``i`` is of the ``i % k``-th of the ``k`` settings."""
     children = np.random.SeedSequence(seed).spawn(n)
     seeds = [int(c.generate_state(1)[0]) for c in children]
-    if setting in ("DR", "SI+DR"):
-        from .randomised import generate_randomised
+    parts = setting.split("+") if isinstance(setting, str) else [setting]
+    for part in parts:
+        if isinstance(part, str) and part != "DR" and part not in SETTINGS:
+            raise InputError(f"Unknown synthetic setting {part!r}: choose from {', '.join([*SETTINGS, 'DR'])}, "
+                             "or several joined by '+'.")
 
-        mixed = setting == "SI+DR"
-        return [generate("SI", sd, **overrides) if mixed and i % 2 == 0 else generate_randomised(sd)
-                for i, sd in enumerate(seeds)]
-    return [generate(setting, sd, **overrides) for sd in seeds]
+    def one(part, sd):
+        if part == "DR":
+            from .randomised import generate_randomised
+
+            return generate_randomised(sd)
+        return generate(part, sd, **overrides)
+
+    return [one(parts[i % len(parts)], sd) for i, sd in enumerate(seeds)]
