@@ -6,7 +6,10 @@ the mean of the two ("blend"). Start + the true heading, no end, one way. Sets: 
 100 crossing images (seed 4242), 48 domain-randomised images (seed 555) with and without a
 wider parent vessel at the start (``start_parent_fraction`` 0 / 1). None of these seeds is a
 bench's or a training run's. No real image is read.
-Run from the repository root: python benchmarks/scripts/tracking_ridge_input_probe.py [--json PATH]."""
+Run from the repository root:
+python benchmarks/scripts/tracking_ridge_input_probe.py [--versions V ...] [--variants raw ...] [--json PATH]
+(default: the current version, all three variants; ``--versions 5 6 --variants raw`` compares two
+versions on the images as they are, as the v6 rule does)."""
 import json
 import sys
 import time
@@ -39,28 +42,47 @@ def dr_images(parent: float, n: int = 48):
         R.randomised_settings = draw
 
 
-policy, meta = load_tracker()
+def _arg(name, default):
+    if name not in sys.argv:
+        return default
+    i = sys.argv.index(name) + 1
+    vals = []
+    while i < len(sys.argv) and not sys.argv[i].startswith("--"):
+        vals.append(sys.argv[i])
+        i += 1
+    return vals
+
+
+versions = [int(v) for v in _arg("--versions", [])] or [None]
+chosen = _arg("--variants", ["raw", "ridge", "blend"])
 sets = {"SI": generate_many("SI", 100, seed=4242), "crossing": generate_many("crossing", 100, seed=4242),
         "DR": dr_images(0.0), "DR parent at start": dr_images(1.0)}
-out = {"model": f"tracking v{meta.get('version')}", "results": {}}
-for name, imgs in sets.items():
-    heads = np.stack([r.centreline[min(5, len(r.centreline) - 1)] - r.start for r in imgs])
-    prepared = [variants(r.image) for r in imgs]
-    for v in ("raw", "ridge", "blend"):
-        t0 = time.perf_counter()
-        found = []
-        for i in range(0, len(imgs), 25):
-            part = slice(i, i + 25)
-            found += track(np.stack([p[v] for p in prepared[part]]), np.stack([r.start for r in imgs[part]]), None,
-                           policy=policy, config=TrackConfig(check_starts=False, both_ways=False),
-                           directions=heads[part])
-        m = [trace_metrics(t.points, r.centreline) for t, r in zip(found, imgs)]
-        cov = float(np.mean([x["coverage_pct"] for x in m]))
-        err = float(np.nanmean([x["error_px"] for x in m]))
-        lost = int(sum(x["coverage_pct"] < 10 for x in m))
-        out["results"].setdefault(name, {})[v] = {"coverage_pct": cov, "error_px": err, "lost_at_start": lost}
-        print(f"{name:>20} {v:>5}: coverage {cov:5.1f} %  error {err:.3f} px  lost {lost}/{len(imgs)}  "
-              f"({time.perf_counter() - t0:.0f} s)", flush=True)
+out = {"results": {}}
+for version in versions:
+    policy, meta = load_tracker(version)
+    tag = f"tracking v{meta.get('version')}"
+    out.setdefault("models", []).append(tag)
+    for name, imgs in sets.items():
+        heads = np.stack([r.centreline[min(5, len(r.centreline) - 1)] - r.start for r in imgs])
+        prepared = [variants(r.image) if chosen != ["raw"] else {"raw": r.image} for r in imgs]
+        for v in chosen:
+            t0 = time.perf_counter()
+            found = []
+            for i in range(0, len(imgs), 25):
+                part = slice(i, i + 25)
+                found += track(np.stack([p[v] for p in prepared[part]]), np.stack([r.start for r in imgs[part]]),
+                               None, policy=policy, config=TrackConfig(check_starts=False, both_ways=False),
+                               directions=heads[part])
+            m = [trace_metrics(t.points, r.centreline) for t, r in zip(found, imgs)]
+            cov = float(np.mean([x["coverage_pct"] for x in m]))
+            err = float(np.nanmean([x["error_px"] for x in m]))
+            lost = int(sum(x["coverage_pct"] < 10 for x in m))
+            key = v if len(versions) == 1 else f"{tag} {v}"
+            out["results"].setdefault(name, {})[key] = {"coverage_pct": cov, "error_px": err, "lost_at_start": lost}
+            print(f"{tag} {name:>20} {v:>5}: coverage {cov:5.1f} %  error {err:.3f} px  lost {lost}/{len(imgs)}  "
+                  f"({time.perf_counter() - t0:.0f} s)", flush=True)
+if len(versions) == 1:
+    out["model"] = out.pop("models")[0]
 if "--json" in sys.argv:
     with open(sys.argv[sys.argv.index("--json") + 1], "w") as f:
         json.dump(out, f, indent=2)

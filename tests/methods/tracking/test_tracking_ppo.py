@@ -202,3 +202,21 @@ def test_best_model_selection_is_coverage_first_then_error():
     # 99.4 % at 0.62 px beats 99.6 % at 0.85 px; 97 % is too far below the top; 100 % at
     # 0.9 px does not beat 99.4 % at 0.62 px (within a point), so the 0.62-px model stays
     assert picked == [(51.0, 2.2), (96.0, 1.1), (99.6, 0.85), (99.4, 0.62)]
+
+
+def test_mixed_settings_take_turns_with_the_same_seeds_as_each_alone():
+    from napari_medseg.core.errors import InputError
+    from napari_medseg.methods.tracking.randomised import generate_randomised
+    from napari_medseg.methods.tracking.synthetic import generate
+
+    mixed = generate_many("SI+DR+crossing", 6, seed=11)
+    seeds = [int(c.generate_state(1)[0]) for c in np.random.SeedSequence(11).spawn(6)]
+    for i, (img, sd) in enumerate(zip(mixed, seeds)):
+        alone = [generate("SI", sd), generate_randomised(sd), generate("crossing", sd)][i % 3]
+        np.testing.assert_array_equal(img.image, alone.image)
+    assert [len(r.distractors) for r in mixed[2::3]] == [2, 2]  # the crossing setting's two distractors
+    pair = generate_many("SI+DR", 4, seed=11)  # the shipped runs' mix: SI on even, DR on odd images
+    np.testing.assert_array_equal(pair[1].image, mixed[1].image)
+    np.testing.assert_array_equal(pair[2].image, generate("SI", seeds[2]).image)
+    with pytest.raises(InputError, match="Unknown synthetic setting 'XY'"):
+        generate_many("SI+XY", 2)
