@@ -338,11 +338,12 @@ def test_train_from_scratch_plots_reward_and_coverage(viewer, messages, monkeypa
     assert c.track(block=True) is None and "Open or pick an image layer" in messages["error"][-1]
     viewer.open_sample("napari-medseg", "synthetic_axon")
     assert c.track(block=True) is None and "No model called 'tracking'" in messages["error"][-1]
-    w.setting.value, w.train_updates.value = "SI-W", 2
+    assert c.train(setting="SI+XY", block=True) is None and "Unknown synthetic setting 'SI+XY'" in messages["error"][-1]
+    w.setting.value, w.train_updates.value = "SI+DR+crossing", 2  # the shipped agents' training mixes are offered too
     c.train(block=True, val_episodes=4, **FAST)
     assert [e.version for e in Registry().list("tracking")] == [1]
     entry = Registry().current("tracking")
-    assert entry.meta["config"]["setting"] == "SI-W" and entry.meta["config"]["updates"] == 2
+    assert entry.meta["config"]["setting"] == "SI+DR+crossing" and entry.meta["config"]["updates"] == 2
     assert [h["update"] for h in c.train_history] == [1, 2]
     assert len(w.plot.series["mean_reward"]) == 2 and len(w.plot.series["coverage_pct"]) == 2
     assert [v for _, v in w.plot.series["coverage_pct"]] == [h["coverage_pct"] for h in c.train_history]

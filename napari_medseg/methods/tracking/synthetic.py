@@ -80,6 +80,12 @@ SETTINGS: dict[str, SyntheticSettings] = {
 }
 
 
+#: What the shipped agents were trained on: domain-randomised images (:mod:`.randomised`)
+#: and mixes taken in turn (:func:`generate_many`); offered for training beside ``SETTINGS``.
+TRAINING_MIXES = ("DR", "SI+DR", "SI+DR+crossing")
+TRAINING_CHOICES = (*SETTINGS, *TRAINING_MIXES)
+
+
 def settings(name: str = "SI", **overrides) -> SyntheticSettings:
     """The named setting, with any parameter overridden."""
     if name not in SETTINGS:

@@ -16,7 +16,7 @@ from superqt.utils import ensure_main_thread
 from ...core import registry as registry_mod
 from ...core.registry import Registry
 from ...methods.tracking.model import MODEL_NAME
-from ...methods.tracking.synthetic import SETTINGS
+from ...methods.tracking.synthetic import TRAINING_CHOICES
 from .._common import CURRENT, device_picker, layer_picker, version_choices
 from .._runner import JobRunner
 from .controller import CHANNELS, NO_CHANNEL, TrackingController, _is3d
@@ -55,7 +55,7 @@ class TrackingWidget(QWidget):
         self.entropy_steps = SpinBox(label="for k steps", min=1, max=1000)
         self.fit_ridge = CheckBox(text="fit finished traces onto the ridge centre")
         self.finetune_updates = SpinBox(label="fine-tune updates", min=1, max=100_000)
-        self.setting = ComboBox(label="setting", choices=list(SETTINGS))
+        self.setting = ComboBox(label="setting", choices=list(TRAINING_CHOICES))
         self.train_updates = SpinBox(label="updates", min=1, max=1_000_000)
         buttons = {"track_button": ("Track", c.track), "fit_button": ("Fit colours to traces", c.fit_colours),
                    "finetune_button": ("Fine-tune on corrected traces", c.finetune),
