@@ -180,8 +180,14 @@ def generate(setting: SyntheticSettings | str = "SI", seed: int | None = 0, **ov
     """
     s = settings(setting, **overrides) if isinstance(setting, str) else setting.replace(**overrides)
     rng = np.random.default_rng(seed)
-    main = _main_axon(rng, s)
-    distractors = [_distractor(rng, s, main) for _ in range(s.n_distractors)]
+    for attempt in range(20):  # a main axon that leaves no room for its distractors is drawn again
+        main = _main_axon(rng, s)
+        try:
+            distractors = [_distractor(rng, s, main) for _ in range(s.n_distractors)]
+            break
+        except InputError:
+            if attempt == 19:
+                raise
     parent = s.start_parent_fraction > 0 and rng.random() < s.start_parent_fraction  # (no draw unless asked for)
     if parent:
         try:

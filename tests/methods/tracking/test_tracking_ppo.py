@@ -220,3 +220,12 @@ def test_mixed_settings_take_turns_with_the_same_seeds_as_each_alone():
     np.testing.assert_array_equal(pair[2].image, generate("SI", seeds[2]).image)
     with pytest.raises(InputError, match="Unknown synthetic setting 'XY'"):
         generate_many("SI+XY", 2)
+
+
+def test_a_crossing_image_whose_first_axon_leaves_no_room_draws_another():
+    from napari_medseg.methods.tracking.synthetic import generate
+
+    # this seed's first main axon has no place for a crossing distractor (it stopped a training run)
+    img = generate("crossing", 767480271)
+    assert len(img.distractors) == 2 and img.image.shape == (128, 128)
+    np.testing.assert_array_equal(img.image, generate("crossing", 767480271).image)  # still one image per seed
