@@ -54,6 +54,19 @@ def test_despeckle_net_is_a_multiplicative_residual_with_median():
     assert Median3x3()(x).abs().max() == 0
 
 
+def test_median3x3_is_exactly_the_3x3_median_with_edges_replicated():
+    from scipy.ndimage import median_filter
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 37, 41, generator=g)
+    x[0, 0, :10, :10] = 0.5  # ties
+    x[1, 2] = torch.randint(0, 4, (37, 41), generator=g).float()  # many ties
+    expected = median_filter(x.numpy(), size=(1, 1, 3, 3), mode="nearest")
+    np.testing.assert_array_equal(Median3x3()(x).numpy(), expected)
+    cl = x.contiguous(memory_format=torch.channels_last)  # the layout tiled inference uses
+    np.testing.assert_array_equal(Median3x3()(cl).numpy(), expected)
+
+
 def test_despeckle_net_tiles_exactly_with_its_receptive_radius():
     import zarr
 
