@@ -86,6 +86,14 @@ TRAINING_MIXES = ("DR", "SI+DR", "SI+DR+crossing")
 TRAINING_CHOICES = (*SETTINGS, *TRAINING_MIXES)
 
 
+def check_setting(name: str) -> None:
+    """One clear message for a training setting :func:`generate_many` cannot draw: each
+    name joined by ``+`` must be one of ``SETTINGS`` or ``"DR"``."""
+    if any(part != "DR" and part not in SETTINGS for part in str(name).split("+")):
+        raise InputError(f"Unknown synthetic setting {name!r}: choose from {', '.join([*SETTINGS, 'DR'])}, "
+                         "or several joined by '+' (e.g. SI+DR+crossing).")
+
+
 def settings(name: str = "SI", **overrides) -> SyntheticSettings:
     """The named setting, with any parameter overridden."""
     if name not in SETTINGS:
@@ -228,11 +236,9 @@ def generate_many(setting: SyntheticSettings | str = "SI", n: int = 32, seed: in
     ``"SI+DR+crossing"``): the image ``i`` is of the ``i % k``-th of the ``k`` settings."""
     children = np.random.SeedSequence(seed).spawn(n)
     seeds = [int(c.generate_state(1)[0]) for c in children]
+    if isinstance(setting, str):
+        check_setting(setting)
     parts = setting.split("+") if isinstance(setting, str) else [setting]
-    for part in parts:
-        if isinstance(part, str) and part != "DR" and part not in SETTINGS:
-            raise InputError(f"Unknown synthetic setting {part!r}: choose from {', '.join([*SETTINGS, 'DR'])}, "
-                             "or several joined by '+'.")
 
     def one(part, sd):
         if part == "DR":

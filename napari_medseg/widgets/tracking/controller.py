@@ -22,7 +22,7 @@ from ...methods.tracking.heading import heading_from_point
 from ...methods.tracking.model import MODEL_NAME, policy_from_entry, train_tracking
 from ...methods.tracking.options import DEFAULTS as _DEFAULTS, FinetuneOptions, TrackOptions, TrainOptions
 from ...methods.tracking.ppo import PPOConfig
-from ...methods.tracking.synthetic import TRAINING_CHOICES
+from ...methods.tracking.synthetic import check_setting
 from ...methods.tracking.track import TrackConfig, track_iter
 from .._common import SMALL_ENOUGH_TO_PAINT
 from .._controller import Controller
@@ -302,8 +302,7 @@ class TrackingController(FinetuneRounds, Controller):
         def start():
             self._check_idle()
             name = setting or self.settings.setting
-            if name not in TRAINING_CHOICES:
-                raise InputError(f"Unknown synthetic setting {name!r}; choose one of {', '.join(TRAINING_CHOICES)}.")
+            check_setting(name)  # the same rule generate_many draws by, refused before the job starts
             cfg = PPOConfig(updates=updates or self.settings.train_updates, device=str(self.device())).replace(**ppo)
             self.train_history = []
             self._emit("train_start")
