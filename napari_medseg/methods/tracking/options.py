@@ -20,6 +20,9 @@ class TrainOptions:
     minibatches: int = option(4, "PPO minibatches per update")
     eval_every: int = option(5, "updates between validations")
     val_episodes: int = option(32, "validation episodes")
+    imitation: int = option(0, "first imitate the centreline for this many updates (DAgger, not in the paper), "
+                               "then PPO")
+    imitation_steps: int = option(25, "actor minibatches (256 states) per imitation update")
 
 
 @dataclass

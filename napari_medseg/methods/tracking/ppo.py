@@ -27,6 +27,7 @@ from napari_medseg.core.errors import TrainingError
 from napari_medseg.core.jobs import Progress
 
 from .env import END_REACHED, MAX_STEPS, EnvConfig, TrackingEnv
+from .imitation import LabelBuffer, imitation_update
 from .metrics import mean_metrics, trace_metrics
 from .policy import BetaPolicy
 from .synthetic import generate_many
@@ -55,6 +56,17 @@ class PPOConfig:
     val_episodes: int = 32
     device: str = "cpu"
     precision: str = "auto"  # "bf16": policy convs/linears in bfloat16 (auto: where the hardware has it)
+    # not in the paper: the first ``imitation_updates`` updates imitate the centreline (DAgger,
+    # tracking.imitation) instead of PPO; the expert acts with a probability that starts at
+    # ``imitation_expert_start`` and decays by ``imitation_expert_decay`` per update
+    imitation_updates: int = 0
+    imitation_steps: int = 25  # actor minibatches per imitation update
+    imitation_batch: int = 256
+    imitation_buffer: int = 200_000  # labelled states kept (the newest)
+    imitation_lookahead: float = 4.0  # px along the centreline the expert steps to
+    imitation_expert_start: float = 0.5
+    imitation_expert_decay: float = 0.97
+    imitation_mean_weight: float = 50.0
 
     def replace(self, **changes) -> "PPOConfig":
         return dataclasses.replace(self, **changes)
@@ -268,6 +280,7 @@ def train_tracker(config: PPOConfig | None = None, setting="SI", *, env_config: 
     history: list[dict] = []
     update = 0
     record = {} if record is None else record
+    buffer = LabelBuffer(config.imitation_buffer)
 
     def result() -> dict:
         record.update(state_dict=copy.deepcopy(policy.state_dict()), best_state_dict=best["state"],
@@ -290,10 +303,18 @@ def train_tracker(config: PPOConfig | None = None, setting="SI", *, env_config: 
         for update in range(1, config.updates + 1):
             # batch b's episodes on one process; under torchrun rank r takes batch b * world + r
             images, lines = episodes((update - 1) * world + rank, config.episodes_per_batch)
-            rollout = collect_rollout(policy, env, images, lines, precision=policy_precision(config))
-            metrics = rollout_metrics(rollout, lines)
-            metrics.update(ppo_update(policy, optimizer, rollout_transitions(rollout, config), config))
-            metrics["transitions"] = float(rollout.valid.sum())
+            if update <= config.imitation_updates:
+                metrics = imitation_update(
+                    policy, optimizer, env, images, lines, buffer, steps=config.imitation_steps,
+                    expert_fraction=config.imitation_expert_start * config.imitation_expert_decay ** (update - 1),
+                    batch=config.imitation_batch, lookahead=config.imitation_lookahead,
+                    mean_weight=config.imitation_mean_weight, max_grad_norm=config.max_grad_norm,
+                    precision=policy_precision(config))
+            else:
+                rollout = collect_rollout(policy, env, images, lines, precision=policy_precision(config))
+                metrics = rollout_metrics(rollout, lines)
+                metrics.update(ppo_update(policy, optimizer, rollout_transitions(rollout, config), config))
+                metrics["transitions"] = float(rollout.valid.sum())
             metrics = distributed.mean_metrics(metrics)  # validation below is the same on every rank
             metrics["updates_per_min"] = 60.0 * update / (time.perf_counter() - t0)
             if val_images is not None and (update % config.eval_every == 0 or update == config.updates):
