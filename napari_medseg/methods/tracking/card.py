@@ -27,7 +27,7 @@ def write_model_card(folder: Path, meta: dict, command: str) -> Path:
   distributions (softplus + 1), mapped to displacements in ±{k['max_displacement']:g} px.
 - **Training data**: synthetic setting `{c.get('setting')}` ({_data_text(c.get('setting'))}), fresh seeded
   images every batch (seed {c.get('seed')}){_init_text(meta)}.
-- **Training**: {_imitation_text(c)}PPO, γ {c.get('gamma')}, clip {c.get('clip_coef')}, GAE λ {c.get('gae_lambda')},
+- **Training**: {_imitation_text(c, ran)}PPO, γ {c.get('gamma')}, clip {c.get('clip_coef')}, GAE λ {c.get('gae_lambda')},
   {c.get('episodes_per_batch')} episodes a batch, {c.get('update_epochs')} epochs in
   {c.get('num_minibatches')} minibatches, Adam {c.get('learning_rate')} (weight decay
   {c.get('weight_decay')}), policy in {c.get('precision')} precision. {ran} updates run (of {c.get('updates')} planned) in
@@ -64,17 +64,20 @@ def _data_text(setting) -> str:
     return text.get(str(setting), si)
 
 
-def _imitation_text(c: dict) -> str:
+def _imitation_text(c: dict, ran=None) -> str:
     n = c.get("imitation_updates") or 0
     if not n:
         return ""
-    ppo = max(0, int(c.get("updates") or 0) - n)
-    return (f"the first {n} updates imitate the centreline (DAgger, not in the paper: the expert steps "
-            f"{c.get('imitation_lookahead')} px further along it; it acts with probability "
-            f"{c.get('imitation_expert_start')} × {c.get('imitation_expert_decay')}^update, every visited state is "
-            f"labelled with its action, {c.get('imitation_steps')} actor minibatches of {c.get('imitation_batch')} "
-            f"states per update, Beta log-likelihood + {c.get('imitation_mean_weight')} × squared error of the means)"
-            f"{f', then {ppo} updates of ' if ppo else '. No PPO update was planned after it; the settings a PPO fine-tune would use: '}")
+    ran = int(ran if ran is not None else c.get("updates") or 0)
+    how = (f"DAgger, not in the paper: the expert steps {c.get('imitation_lookahead')} px further along it and "
+           f"acts with probability {c.get('imitation_expert_start')} × {c.get('imitation_expert_decay')}^update; "
+           f"every visited state is labelled with its action; {c.get('imitation_steps')} actor minibatches of "
+           f"{c.get('imitation_batch')} states per update, Beta log-likelihood + {c.get('imitation_mean_weight')} × "
+           "squared error of the means; critic untouched")
+    if ran <= n:
+        return (f"every update imitated the centreline ({how}); no PPO update ran. "
+                "The settings a PPO fine-tune would use: ")
+    return f"the first {n} updates imitated the centreline ({how}), then {ran - n} updates of "
 
 
 def _init_text(meta: dict) -> str:

@@ -30,8 +30,8 @@ from .policy import SAMPLE_EPS, BetaPolicy
 class CentrelineExpert:
     """The expert of B episodes: at a position, the displacement to the centreline point
     ``lookahead`` px beyond the nearest one (the far end at most), clamped to the action
-    range. The nearest point is searched near the expert's last projection (``window``
-    px back and ahead along the line), so a fibre passing close to itself, or a crossing
+    range. After the first call, the nearest point is searched near the expert's last
+    projection (``window`` px back and ahead along the line), so a fibre passing close to itself, or a crossing
     distractor, does not make it jump along the line."""
 
     def __init__(self, centrelines, lookahead: float = 4.0, max_displacement: float = 4.0,
@@ -40,7 +40,7 @@ class CentrelineExpert:
             raise ValueError(f"lookahead must be > 0 px, got {lookahead}")
         self.lines = [np.asarray(line, np.float64) for line in centrelines]
         self.arcs = [arc_length(line) for line in self.lines]
-        self.progress = np.zeros(len(self.lines))
+        self.progress = np.full(len(self.lines), np.nan)  # NaN: not yet projected, search the whole line
         self.lookahead, self.max_displacement, self.window = float(lookahead), float(max_displacement), window
 
     def _project(self, i: int, p: np.ndarray) -> float:
@@ -50,8 +50,9 @@ class CentrelineExpert:
         length2 = np.maximum((ab**2).sum(1), 1e-12)
         t = np.clip(((p - a) * ab).sum(1) / length2, 0.0, 1.0)
         dist = np.linalg.norm(a + t[:, None] * ab - p, axis=1)
-        near = (s[1:] >= self.progress[i] - self.window[0]) & (s[:-1] <= self.progress[i] + self.window[1])
-        dist = np.where(near, dist, np.inf)
+        if np.isfinite(self.progress[i]):
+            near = (s[1:] >= self.progress[i] - self.window[0]) & (s[:-1] <= self.progress[i] + self.window[1])
+            dist = np.where(near, dist, np.inf)
         j = int(np.argmin(dist))
         return float(s[j] + t[j] * (s[j + 1] - s[j]))
 
