@@ -58,7 +58,9 @@ def test_scales_grow_with_the_width_and_have_floors():
 def tracked():
     from napari_medseg.methods.tracking.model import load_tracker
 
-    policy, _ = load_tracker()
+    # v5, the agent whose points lay ~0.5 px off the centre (the fitting's reason); v6 and later
+    # land much closer by themselves, which would leave the fitting little to show
+    policy, _ = load_tracker(5)
     images = generate_many("SI", 12, seed=31337)  # a seed no bench uses
     args = (np.stack([r.image for r in images]), np.stack([r.start for r in images]),
             np.stack([r.end for r in images]))
