@@ -120,6 +120,7 @@ def dagger_rollout(policy: BetaPolicy, env: TrackingEnv, images, centrelines, ex
     obs = env.reset(images, centrelines)
     expert = CentrelineExpert(centrelines, lookahead, env.config.max_displacement)
     xs, us = [], []
+    returns = torch.zeros(env.batch_size, device=env.device)
     while not bool(env.done.all()):
         running = ~env.done
         target = torch.as_tensor(expert.displacement(env.positions), dtype=torch.float32, device=env.device)
@@ -128,8 +129,9 @@ def dagger_rollout(policy: BetaPolicy, env: TrackingEnv, images, centrelines, ex
         take = torch.rand(env.batch_size, generator=generator).to(env.device) < expert_fraction
         xs.append(obs.actor[running])
         us.append(displacement_to_sample(target[running], env.config.max_displacement))
-        obs = env.step(torch.where(take[:, None], target, agent)).observation
-    return torch.cat(xs), torch.cat(us), env.traces()
+        out = env.step(torch.where(take[:, None], target, agent))
+        obs, returns = out.observation, returns + out.reward
+    return torch.cat(xs), torch.cat(us), env.traces(), returns
 
 
 def imitation_loss(policy: BetaPolicy, obs: torch.Tensor, labels: torch.Tensor, mean_weight: float = 50.0):
@@ -147,8 +149,8 @@ def imitation_update(policy: BetaPolicy, optimizer, env: TrackingEnv, images, ce
                      mean_weight: float = 50.0, max_grad_norm: float = 0.5, generator=None, precision=None) -> dict:
     """One DAgger iteration: a rollout labelled by the expert into ``buffer``, then
     ``steps`` minibatches of the actor's imitation loss on the aggregate."""
-    obs, labels, traces = dagger_rollout(policy, env, images, centrelines, expert_fraction, lookahead,
-                                         generator, precision)
+    obs, labels, traces, returns = dagger_rollout(policy, env, images, centrelines, expert_fraction, lookahead,
+                                                  generator, precision)
     buffer.add(obs, labels)
     stats: dict = {}
     for _ in range(steps):
@@ -162,5 +164,6 @@ def imitation_update(policy: BetaPolicy, optimizer, env: TrackingEnv, images, ce
         optimizer.step()
     rows = [trace_metrics(t, c) for t, c in zip(traces, centrelines)]
     m = mean_metrics(rows)
-    return {"coverage_pct": m["coverage_pct"], "error_px": m["error_px"], "transitions": float(obs.shape[0]),
+    return {"mean_reward": float(returns.mean()), "coverage_pct": m["coverage_pct"], "error_px": m["error_px"],
+            "transitions": float(obs.shape[0]),
             "expert_fraction": float(expert_fraction), "buffer": float(len(buffer)), **stats}

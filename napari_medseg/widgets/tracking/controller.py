@@ -63,6 +63,7 @@ class TrackSettings:
     finetune_updates: int = _FINETUNE["updates"]
     setting: str = _TRAIN["setting"]
     train_updates: int = _TRAIN["updates"]
+    train_imitation: int = _TRAIN["imitation"]  # of the updates, the first this many imitate the centreline
 
 
 class TrackingController(FinetuneRounds, Controller):
@@ -297,13 +298,16 @@ class TrackingController(FinetuneRounds, Controller):
 
     # ---------------------------------------------------------------- train
     def train(self, setting: str | None = None, updates: int | None = None, block: bool = False, **ppo):
-        """Train a new agent on synthetic images (button **Train from scratch**)."""
+        """Train a new agent on synthetic images (button **Train from scratch**): PPO, after
+        ``settings.train_imitation`` updates of imitating the centreline (DAgger) if that is > 0."""
 
         def start():
             self._check_idle()
             name = setting or self.settings.setting
             check_setting(name)  # the same rule generate_many draws by, refused before the job starts
-            cfg = PPOConfig(updates=updates or self.settings.train_updates, device=str(self.device())).replace(**ppo)
+            cfg = PPOConfig(updates=updates or self.settings.train_updates, device=str(self.device()),
+                            imitation_updates=self.settings.train_imitation,
+                            imitation_steps=_TRAIN["imitation_steps"]).replace(**ppo)
             self.train_history = []
             self._emit("train_start")
             return self.runner.start(train_tracking(self.registry, cfg, setting=name), on_progress=self._train_progress,

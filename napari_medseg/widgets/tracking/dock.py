@@ -24,7 +24,8 @@ from .._plot import LivePlot, section
 from .plot import OVERLAY, TRACES, ColorBar
 
 BOUND = ("image", "starts", "ends", "directions", "model", "project", "invert", "scale", "max_steps", "device",
-         "threshold", "stop_uncertain", "entropy_steps", "fit_ridge", "finetune_updates", "setting", "train_updates")
+         "threshold", "stop_uncertain", "entropy_steps", "fit_ridge", "finetune_updates", "setting", "train_updates",
+         "train_imitation")
 
 
 class TrackingWidget(QWidget):
@@ -57,6 +58,9 @@ class TrackingWidget(QWidget):
         self.finetune_updates = SpinBox(label="fine-tune updates", min=1, max=100_000)
         self.setting = ComboBox(label="setting", choices=list(TRAINING_CHOICES))
         self.train_updates = SpinBox(label="updates", min=1, max=1_000_000)
+        self.train_imitation = SpinBox(label="of which imitation", min=0, max=1_000_000,
+                                       tooltip="the first updates imitate the centreline (DAgger, not in the paper), "
+                                               "the rest are PPO")
         buttons = {"track_button": ("Track", c.track), "fit_button": ("Fit colours to traces", c.fit_colours),
                    "finetune_button": ("Fine-tune on corrected traces", c.finetune),
                    "rollback_button": ("Roll back", c.rollback), "train_button": ("Train from scratch", c.train),
@@ -78,7 +82,8 @@ class TrackingWidget(QWidget):
                                             self.trace_info]),
             ("Correct and fine-tune", [self.finetune_updates, self.finetune_button, self.rollback_button,
                                        self.rounds]),
-            ("Train from scratch (synthetic)", [self.setting, self.train_updates, self.train_button, self.plot]),
+            ("Train from scratch (synthetic)", [self.setting, self.train_updates, self.train_imitation, self.train_button,
+                                                self.plot]),
             ("SWC files", [self.import_button, self.export_button])]:
             lay.addWidget(section(title, items))
         lay.addStretch()

@@ -73,8 +73,9 @@ def test_dagger_labels_every_state_visited_with_the_expert_action():
     imgs = generate_many("SI", 3, seed=5)
     env = TrackingEnv(EnvConfig(max_steps=12))
     policy = BetaPolicy()
-    obs, labels, traces = dagger_rollout(policy, env, np.stack([r.image for r in imgs]),
-                                         [r.centreline for r in imgs], expert_fraction=1.0)
+    obs, labels, traces, returns = dagger_rollout(policy, env, np.stack([r.image for r in imgs]),
+                                                  [r.centreline for r in imgs], expert_fraction=1.0)
+    assert returns.shape == (3,) and bool((returns > 0).all())  # along the centreline: paid every step
     assert obs.shape[0] == labels.shape[0] == sum(len(t) - 1 for t in traces)
     # with the expert acting always, each trace follows the centreline: every step 4 px ahead
     steps = np.concatenate([np.linalg.norm(np.diff(t, axis=0), axis=1) for t in traces])
@@ -90,7 +91,7 @@ def test_imitation_fits_the_actor_to_the_expert_and_leaves_the_critic():
     env = TrackingEnv(EnvConfig(max_steps=20))
     policy = BetaPolicy()
     critic_before = [p.detach().clone() for p in policy.critic.parameters()]
-    held_obs, held_labels, _ = dagger_rollout(policy, env, images, lines, expert_fraction=1.0)
+    held_obs, held_labels, _, _ = dagger_rollout(policy, env, images, lines, expert_fraction=1.0)
     with torch.no_grad():
         before = imitation_loss(policy, held_obs, held_labels)[1]["imitation_mse_px2"]
     opt = torch.optim.Adam(policy.parameters(), lr=1e-3)
