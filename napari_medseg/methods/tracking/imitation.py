@@ -56,12 +56,14 @@ class CentrelineExpert:
         j = int(np.argmin(dist))
         return float(s[j] + t[j] * (s[j + 1] - s[j]))
 
-    def displacement(self, positions) -> np.ndarray:
-        """(B, 2) expert displacements (dy, dx) px for positions (B, 2)."""
+    def displacement(self, positions, which=None) -> np.ndarray:
+        """(B, 2) expert displacements (dy, dx) px for positions (B, 2); rows outside the
+        optional mask ``which`` (B,) (ended episodes) are left 0 and not projected."""
         pos = positions.detach().cpu().numpy() if torch.is_tensor(positions) else np.asarray(positions)
+        which = np.ones(len(self.lines), bool) if which is None else np.asarray(which, bool)
         out = np.zeros((len(self.lines), 2))
         for i, p in enumerate(pos.astype(np.float64)):
-            if not np.all(np.isfinite(p)):
+            if not which[i] or not np.all(np.isfinite(p)):
                 continue
             s_here = self._project(i, p)
             self.progress[i] = s_here
@@ -115,7 +117,8 @@ def dagger_rollout(policy: BetaPolicy, env: TrackingEnv, images, centrelines, ex
                    lookahead: float = 4.0, generator=None, precision=None):
     """Run a batch of episodes, each step the expert's action with probability
     ``expert_fraction``, else the agent's deterministic one; every state visited gets the
-    expert's action as its label. Returns ``(obs (N, C, S, S), labels (N, 2) in (0, 1), traces)``."""
+    expert's action as its label. Returns ``(obs (N, C, S, S), labels (N, 2) in (0, 1), traces,
+    returns (B,))``, the last the episodes' summed rewards (of the actions taken)."""
     precision = precision or contextlib.nullcontext()
     obs = env.reset(images, centrelines)
     expert = CentrelineExpert(centrelines, lookahead, env.config.max_displacement)
@@ -123,7 +126,8 @@ def dagger_rollout(policy: BetaPolicy, env: TrackingEnv, images, centrelines, ex
     returns = torch.zeros(env.batch_size, device=env.device)
     while not bool(env.done.all()):
         running = ~env.done
-        target = torch.as_tensor(expert.displacement(env.positions), dtype=torch.float32, device=env.device)
+        target = torch.as_tensor(expert.displacement(env.positions, running.cpu().numpy()), dtype=torch.float32,
+                                 device=env.device)
         with precision:
             agent = policy.act(obs.actor, deterministic=True).displacement
         take = torch.rand(env.batch_size, generator=generator).to(env.device) < expert_fraction

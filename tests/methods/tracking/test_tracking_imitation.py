@@ -33,6 +33,8 @@ def test_expert_steps_lookahead_along_the_line_and_back_onto_it():
     assert np.allclose(d[0], [0.0, 4.0])  # on the line: 4 px ahead
     assert np.allclose(d[1], [-2.0, 4.0])  # 2 px off: back to the line, 4 px ahead
     assert np.allclose(d[2], [0.0, 1.5])  # near the far end: to the end, not beyond
+    skipped = CentrelineExpert([line, line], lookahead=4.0).displacement(np.array([[10.0, 20.0]] * 2), [True, False])
+    assert np.allclose(skipped, [[0.0, 4.0], [0.0, 0.0]])  # an ended episode is not projected
     far = CentrelineExpert([line], lookahead=4.0).displacement(np.array([[20.0, 20.0]]))
     assert np.allclose(far, [[-4.0, 4.0]])  # clamped to the action range
 
