@@ -57,7 +57,9 @@ def _data_text(setting) -> str:
           "dark-on-bright; normalised as at "
           "inference")
     cross = "SI with two distractor axons crossing the traced one at 35–90°"
-    text = {"SI": si, "DR": dr, "crossing": cross}
+    text = {"SI": si, "DR": dr, "crossing": cross,
+            "DRp": "the same domain-randomised draws, each fibre starting where it leaves a 1.5–3x wider, at least as "
+                   "bright vessel"}
     parts = str(setting).split("+")
     if len(parts) > 1 and all(p in text for p in parts):
         return "in turn " + "; ".join(f"{p} ({text[p]})" for p in parts)

@@ -59,21 +59,25 @@ def _clutter(rng, shape, amplitude: float) -> np.ndarray:
     return out
 
 
-def generate_randomised(seed: int | None = 0) -> SyntheticAxonImage:
-    """One domain-randomised image (normalised as at inference) with its centreline."""
+def generate_randomised(seed: int | None = 0, start_parent: bool = False) -> SyntheticAxonImage:
+    """One domain-randomised image (normalised as at inference) with its centreline.
+    ``start_parent``: the fibre starts where it leaves a wider, at least as bright vessel
+    (setting ``"DRp"``; otherwise the same draws as without)."""
     rng = np.random.default_rng(seed)
     for _ in range(20):  # a draw without contrast left (e.g. clipped, then inverted): draw again
         try:
-            return _one(rng, seed)
+            return _one(rng, seed, start_parent)
         except InputError:
             continue
-    return _one(np.random.default_rng(0), seed)  # pragma: no cover
+    return _one(np.random.default_rng(0), seed, start_parent)  # pragma: no cover
 
 
-def _one(rng: np.random.Generator, seed) -> SyntheticAxonImage:
+def _one(rng: np.random.Generator, seed, start_parent: bool = False) -> SyntheticAxonImage:
     from .prepare import normalise_like_training
 
     s = randomised_settings(rng)
+    if start_parent:
+        s = s.replace(start_parent_fraction=1.0)
     for attempt in range(8):  # a walk or a shallow crossing that did not fit: draw the geometry again
         try:
             r = generate(s if attempt < 4 else s.replace(n_distractors=0), seed=int(rng.integers(2**31)))

@@ -82,15 +82,18 @@ SETTINGS: dict[str, SyntheticSettings] = {
 
 #: What the shipped agents were trained on: domain-randomised images (:mod:`.randomised`)
 #: and mixes taken in turn (:func:`generate_many`); offered for training beside ``SETTINGS``.
-TRAINING_MIXES = ("DR", "SI+DR", "SI+DR+crossing")
+TRAINING_MIXES = ("DR", "SI+DR", "SI+DR+crossing", "SI+DR+DRp+crossing")
+#: Drawn by :mod:`.randomised`: "DR" domain-randomised; "DRp" the same with each fibre starting
+#: where it leaves a wider, at least as bright vessel (a branch taken from its parent).
+RANDOMISED = ("DR", "DRp")
 TRAINING_CHOICES = (*SETTINGS, *TRAINING_MIXES)
 
 
 def check_setting(name: str) -> None:
     """One clear message for a training setting :func:`generate_many` cannot draw: each
-    name joined by ``+`` must be one of ``SETTINGS`` or ``"DR"``."""
-    if any(part != "DR" and part not in SETTINGS for part in str(name).split("+")):
-        raise InputError(f"Unknown synthetic setting {name!r}: choose from {', '.join([*SETTINGS, 'DR'])}, "
+    name joined by ``+`` must be one of ``SETTINGS`` or ``RANDOMISED``."""
+    if any(part not in RANDOMISED and part not in SETTINGS for part in str(name).split("+")):
+        raise InputError(f"Unknown synthetic setting {name!r}: choose from {', '.join([*SETTINGS, *RANDOMISED])}, "
                          "or several joined by '+' (e.g. SI+DR+crossing).")
 
 
@@ -231,8 +234,9 @@ def generate(setting: SyntheticSettings | str = "SI", seed: int | None = 0, **ov
 
 
 def generate_many(setting: SyntheticSettings | str = "SI", n: int = 32, seed: int = 0, **overrides):
-    """``n`` images with independent seeds spawned from ``seed``. Setting ``"DR"``: domain-
-    randomised images (:mod:`.randomised`); names joined by ``+`` (``"SI+DR"``,
+    """``n`` images with independent seeds spawned from ``seed``. Settings ``"DR"`` and
+    ``"DRp"``: domain-randomised images (:mod:`.randomised`; ``"DRp"`` with a wider parent
+    vessel at each start); names joined by ``+`` (``"SI+DR"``,
     ``"SI+DR+crossing"``): the image ``i`` is of the ``i % k``-th of the ``k`` settings."""
     children = np.random.SeedSequence(seed).spawn(n)
     seeds = [int(c.generate_state(1)[0]) for c in children]
@@ -241,10 +245,10 @@ def generate_many(setting: SyntheticSettings | str = "SI", n: int = 32, seed: in
     parts = setting.split("+") if isinstance(setting, str) else [setting]
 
     def one(part, sd):
-        if part == "DR":
+        if part in RANDOMISED:
             from .randomised import generate_randomised
 
-            return generate_randomised(sd)
+            return generate_randomised(sd, start_parent=part == "DRp")
         return generate(part, sd, **overrides)
 
     return [one(parts[i % len(parts)], sd) for i, sd in enumerate(seeds)]

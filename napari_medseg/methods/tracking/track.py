@@ -118,6 +118,21 @@ def _stop_at_end(env: TrackingEnv, last: torch.Tensor, active: torch.Tensor, nea
     nearest.copy_(torch.where(has_end & active, torch.minimum(nearest, closest), nearest))
 
 
+def _act_running(policy: BetaPolicy, actor_obs: torch.Tensor, active: torch.Tensor):
+    """The deterministic actions (B, 2) and entropies (B,) of the running episodes only
+    (the actor is half the time of a step; finished rows get 0 and are not moved)."""
+    b = actor_obs.shape[0]
+    displacement = torch.zeros((b, 2), device=actor_obs.device)
+    entropy = torch.zeros(b, device=actor_obs.device)
+    if bool(active.all()):
+        out = policy.act(actor_obs, deterministic=True)
+        return out.displacement.float(), out.entropy.float()
+    out = policy.act(actor_obs[active], deterministic=True)
+    displacement[active] = out.displacement.float()
+    entropy[active] = out.entropy.float()
+    return displacement, entropy
+
+
 def _revisited(env: TrackingEnv, config: TrackConfig, active: torch.Tensor) -> torch.Tensor:
     """Running episodes now within ``revisit_radius`` of their own older path."""
     traj, steps = env.trajectory, env.steps
@@ -234,16 +249,16 @@ def track_iter(policy: BetaPolicy, image: np.ndarray, starts, ends=None, config:
         with torch.no_grad():
             while not bool(env.done.all()):
                 active = ~env.done
-                out = policy.act(obs.actor, deterministic=True)
+                displacement, entropy = _act_running(policy, obs.actor, active)
                 k = env.steps.clamp(max=config.max_steps - 1)
-                entropies[active, k[active]] = out.entropy[active].float()
-                result = env.step(out.displacement)
+                entropies[active, k[active]] = entropy[active]
+                result = env.step(displacement)
                 obs, step = result.observation, step + 1
                 _stop_at_end(env, last, active, nearest_end, slack, start_dist)
                 _meet_from_ends(env, last, active, n, back, met, heads, config)
                 last = env.positions.clone()
                 still = env.stop_reason == RUNNING
-                over = _entropy_run(over, out.entropy.float(), config.entropy_threshold, active)
+                over = _entropy_run(over, entropy, config.entropy_threshold, active)
                 if config.entropy_threshold is not None:
                     env.stop_reason[still & (over >= config.entropy_steps)] = UNCERTAIN
                 env.stop_reason[_revisited(env, config, still & (env.stop_reason == RUNNING))] = REVISIT

@@ -222,6 +222,18 @@ def test_mixed_settings_take_turns_with_the_same_seeds_as_each_alone():
         generate_many("SI+XY", 2)
 
 
+def test_the_parent_setting_adds_a_wider_vessel_at_each_start_to_the_same_draws():
+    plain, parent = generate_many("DR", 6, seed=21), generate_many("DRp", 6, seed=21)
+    for a, b in zip(plain, parent):
+        assert b.settings.replace(start_parent_fraction=0.0) == a.settings  # the same appearance draw
+        assert b.settings.start_parent_fraction == 1.0 and a.settings.start_parent_fraction == 0.0
+        assert len(b.distractors) >= 1
+        vessel = b.distractors[-1]  # the parent, drawn last
+        assert np.linalg.norm(vessel - b.centreline[0], axis=1).min() < 3.0  # it passes the fibre's start
+    mixed = generate_many("SI+DR+DRp+crossing", 8, seed=21)
+    assert [m.settings.start_parent_fraction for m in mixed[:4]] == [0.0, 0.0, 1.0, 0.0]
+
+
 def test_a_crossing_image_whose_first_axon_leaves_no_room_draws_another():
     from napari_medseg.methods.tracking.synthetic import generate
 
