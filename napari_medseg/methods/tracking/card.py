@@ -38,8 +38,7 @@ def write_model_card(folder: Path, meta: dict, command: str) -> Path:
   error {_f(m.get('val_error_px'), '.2f')} px, far end reached {_f(m.get('val_end_reached_pct'), '.0f')} %;
   mean entropy {_f(m.get('val_entropy_within'))} within 3 px of the centreline and
   {_f(m.get('val_entropy_outside'))} beyond (suggested stop threshold {_f(m.get('entropy_threshold'))}).
-  Validation coverage first reached 90 % after {_f(m.get('train_minutes_to_90pct'), '.1f')} minutes
-  ({meta.get('torch_threads')} CPU threads). `napari-medseg bench tracking` measures it on ≥ 50 further images.
+  {_to_90_text(m, meta)}. `napari-medseg bench tracking` measures it on ≥ 50 further images.
 - **Limits**: trained on synthetic images only; on real data choose the channel, invert dark
   structures, set the window scale (1.5 in the paper) and fine-tune on corrected traces.
   Research use, not a clinical tool.
@@ -48,6 +47,13 @@ def write_model_card(folder: Path, meta: dict, command: str) -> Path:
     path = folder / "MODEL_CARD.md"
     path.write_text(text)
     return path
+
+
+def _to_90_text(m: dict, meta: dict) -> str:
+    minutes = m.get("train_minutes_to_90pct")
+    if minutes is None:
+        return f"Validation coverage did not reach 90 % in this run ({meta.get('torch_threads')} CPU threads)"
+    return f"Validation coverage first reached 90 % after {minutes:.1f} minutes ({meta.get('torch_threads')} CPU threads)"
 
 
 def _data_text(setting) -> str:
