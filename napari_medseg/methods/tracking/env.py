@@ -22,7 +22,7 @@ from napari_medseg.core.errors import InputError
 
 from .curves import arc_length, distance_to_polyline
 from .reward import step_reward
-from .views import egocentric_view, sample_points, window_offsets
+from .views import egocentric_views, offset_grid, sample_points, window_offsets
 
 RUNNING, END_REACHED, IMAGE_EDGE, MAX_STEPS, OFF_TRACK = 0, 1, 2, 3, 7
 STOP_REASONS = {RUNNING: "running", END_REACHED: "end reached", IMAGE_EDGE: "image edge", MAX_STEPS: "max steps",
@@ -104,6 +104,7 @@ class TrackingEnv:
             "path": window_offsets(c.path_window, c.view_size, c.scale, d),
             "centreline": window_offsets(c.centreline_window, c.view_size, c.scale, d),
         }
+        self._grids = {k: offset_grid(v) for k, v in self.offsets.items()}
         # points per step marked on the path raster: spacing <= 0.5 px
         self._path_points = 2 * math.ceil(c.max_displacement * math.sqrt(2)) + 1
 
@@ -255,14 +256,11 @@ class TrackingEnv:
 
     def _frame(self) -> torch.Tensor:
         """The views of one timestep: (B, C, S, S), C = 3, or 4 with the centreline."""
-        p, o = self.positions, self.offsets
-        views = [
-            egocentric_view(self.images, p, o["window"]),
-            egocentric_view(self.images, p, o["coarse"]),
-            egocentric_view(self.path, p, o["path"]),
-        ]
+        p, g = self.positions, self._grids
+        views = [*egocentric_views(self.images, p, [g["window"], g["coarse"]]),  # one sampling call for both
+                 *egocentric_views(self.path, p, [g["path"]])]
         if self.centreline_images is not None:
-            views.append(egocentric_view(self.centreline_images, p, o["centreline"]))
+            views += egocentric_views(self.centreline_images, p, [g["centreline"]])
         return torch.cat(views, 1)
 
     def observation(self) -> Observation:

@@ -215,6 +215,7 @@ def track_iter(policy: BetaPolicy, image: np.ndarray, starts, ends=None, config:
     total = len(ep_starts)
     nearest_end = torch.full((total,), float("inf"), device=env.device)
     start_dist = (env.positions - env.ends).norm(dim=1)
+    any_end = bool(torch.isfinite(env.ends).all(1).any())  # without ends there is nothing to stop at
     slack = config.end_slack if config.end_slack is not None else 2 * config.end_radius + env_config.max_displacement
     entropies = torch.full((total, config.max_steps), float("nan"), device=env.device)
     over = torch.zeros(total, dtype=torch.long, device=env.device)
@@ -254,7 +255,8 @@ def track_iter(policy: BetaPolicy, image: np.ndarray, starts, ends=None, config:
                 entropies[active, k[active]] = entropy[active]
                 result = env.step(displacement)
                 obs, step = result.observation, step + 1
-                _stop_at_end(env, last, active, nearest_end, slack, start_dist)
+                if any_end:
+                    _stop_at_end(env, last, active, nearest_end, slack, start_dist)
                 _meet_from_ends(env, last, active, n, back, met, heads, config)
                 last = env.positions.clone()
                 still = env.stop_reason == RUNNING

@@ -43,12 +43,18 @@ def sample_points(maps: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(maps, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
 
 
-def egocentric_view(maps: torch.Tensor, positions: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-    """Views of ``maps`` (M, C, H, W) centred at subpixel ``positions`` (B, 2):
-    (B, C, S, S) with S = len(offsets), rows along y, columns along x."""
+def offset_grid(offsets: torch.Tensor) -> torch.Tensor:
+    """The (S, S, 2) (y, x) offsets of a square view, rows along y, columns along x."""
     oy, ox = torch.meshgrid(offsets, offsets, indexing="ij")
-    grid = positions[:, None, None, :] + torch.stack([oy, ox], -1)[None]
-    return sample_points(maps, grid)
+    return torch.stack([oy, ox], -1)
+
+
+def egocentric_views(maps: torch.Tensor, positions: torch.Tensor, grids: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Several square views of the same ``maps`` at ``positions`` in one sampling call:
+    ``grids`` are :func:`offset_grid` outputs (S, S, 2); returns one (B, C, S, S) each."""
+    s = grids[0].shape[0]
+    grid = positions[:, None, None, :] + torch.cat(grids, 0)[None]  # (B, k*S, S, 2)
+    return list(sample_points(maps, grid).split(s, dim=2))
 
 
 def sample_segments(maps: torch.Tensor, p0: torch.Tensor, p1: torch.Tensor, n: int) -> torch.Tensor:
