@@ -159,3 +159,23 @@ def test_inverting_a_fundus_photograph_does_not_turn_its_black_frame_into_struct
     assert float(np.percentile(img[600:800, 600:800], 99)) > med + 0.1  # vessels are bright
     naive = prepare_image(rgb[..., 1].max() - rgb[..., 1], normalise=True)
     assert naive[5, 5] > 0.5  # what the fill avoids: an inverted frame is the brightest thing
+
+
+def test_finished_traces_leave_the_actor_and_the_others_trace_as_alone():
+    policy = steering_policy()  # +2.85 px along x a step
+    img = np.full((64, 200), 0.1, np.float32)
+    img[18:23, :] = 0.9  # a bright band along x
+    cfg = TrackConfig(check_starts=False, max_steps=25, fit_ridge=False)
+    sizes = []
+    hook = policy.actor.register_forward_hook(lambda m, args, out: sizes.append(args[0].shape[0]))
+    try:
+        short, long_ = track(img, [[20.0, 10.0], [20.0, 100.0]], [[20.0, 16.0], [np.nan, np.nan]], policy=policy,
+                             config=cfg, directions=[[0.0, 1.0], [0.0, 1.0]])
+    finally:
+        hook.remove()
+    assert short.stop_reason == "end reached" and len(short.points) <= 4 and long_.stop_reason == "max steps"
+    # one row per running trace (the trace from the short one's end joins the batch and stops with it)
+    assert sizes[0] >= 2 and sizes[-1] == 1 and sizes == sorted(sizes, reverse=True)
+    (alone,) = track(img, [[20.0, 100.0]], policy=policy, config=cfg, directions=[[0.0, 1.0]])
+    np.testing.assert_allclose(long_.points, alone.points, atol=1e-5)
+    np.testing.assert_allclose(long_.entropy, alone.entropy, atol=1e-5)
