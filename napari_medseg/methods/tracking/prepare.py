@@ -69,40 +69,72 @@ def prepare_image(data, *, channel: int | None = None, project: str | None = Non
     a = a.astype(np.float32)
     if not np.isfinite(a).all():
         raise InputError("The image contains NaN or infinite values; fix or mask them before tracking.")
+    inside = None
     if invert:
-        a = _fill_dark_surround(a)
+        a, inside = _fill_dark_surround(a)
         a = a.max() - a
     if not normalise:
         return a
-    return normalise_like_training(a)
+    return normalise_like_training(a, inside)
 
 
-def normalise_like_training(a: np.ndarray) -> np.ndarray:
+def normalise_like_training(a: np.ndarray, inside: np.ndarray | None = None) -> np.ndarray:
     """Map the background median and bright tail onto those of the SI training images; the
-    same mapping is applied to every domain-randomised training image (setting "DR")."""
-    med, hi = float(np.median(a)), float(np.percentile(a, BRIGHT_QUANTILE))
+    same mapping is applied to every domain-randomised training image (setting "DR").
+    ``inside``: where the image shows the specimen (a photograph's field of view); the two
+    quantiles are taken there only, so a frame around it does not change the mapping."""
+    q = a if inside is None or not inside.any() else a[inside]
+    med, hi = float(np.median(q)), float(np.percentile(q, BRIGHT_QUANTILE))
     if hi - med <= 1e-12 * max(1.0, abs(hi)):
         raise InputError("The image is blank (no contrast): nothing to trace.")
     t_med, t_hi = training_quantiles()
     return np.clip((a - med) / (hi - med) * (t_hi - t_med) + t_med, 0.0, 1.0).astype(np.float32)
 
 
-def _fill_dark_surround(a: np.ndarray) -> np.ndarray:
+FRAME_EDGE_MAX_PX = 4  # how deep the soft edge of a field of view may reach (px)
+FRAME_EDGE_LEVEL = 0.95  # a ring of it darker than this x the inside is edge, not image
+
+
+def _fill_dark_surround(a: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     """A black frame around the field of view (fundus photographs, stitched mosaics)
     would turn into the brightest structure once inverted: fill it with the median of
     the field of view. The frame is what is darker than a tenth of the 75th percentile
-    and touches the image border."""
+    and touches the image border, with the soft edge of the field of view next to it
+    (:func:`_soft_edge`): those pixels mix frame and image (anti-aliasing, the
+    photograph's own soft edge), are darker than the image, and once inverted would ring
+    the field of view with a thin bright line that a tracker follows as if it were a
+    fibre. Returns the filled image and where it was not filled (None: no frame)."""
     dark = a < 0.1 * np.percentile(a, 75)
     if not dark.any():
-        return a
+        return a, None
     labels, _n = ndi.label(dark)
     edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
     frame = np.isin(labels, edge[edge > 0])
     if not frame.any() or frame.all():
-        return a
+        return a, None
+    filled = frame | _soft_edge(a, frame)
     out = a.copy()
-    out[frame] = np.median(a[~frame])
-    return out
+    out[filled] = np.median(a[~frame])
+    return out, ~filled
+
+
+def _soft_edge(a: np.ndarray, frame: np.ndarray) -> np.ndarray:
+    """The field of view's outer pixels that are still darker than its inside: the rings
+    (1 px wide, up to ``FRAME_EDGE_MAX_PX``) next to the frame whose lower quartile is
+    below ``FRAME_EDGE_LEVEL`` x the median of the next ``FRAME_EDGE_MAX_PX`` px inwards
+    (a quartile, not the median: a ring of pixels straddles two distances from the edge)."""
+    depth = ndi.distance_transform_edt(~frame)
+    inner = a[(depth > FRAME_EDGE_MAX_PX) & (depth <= 2 * FRAME_EDGE_MAX_PX)]
+    if inner.size == 0:
+        return np.zeros_like(frame)
+    level = FRAME_EDGE_LEVEL * float(np.median(inner))
+    width = 0
+    for k in range(1, FRAME_EDGE_MAX_PX + 1):
+        ring = a[(depth > k - 1) & (depth <= k)]
+        if ring.size == 0 or float(np.percentile(ring, 25)) >= level:
+            break
+        width = k
+    return (depth > 0) & (depth <= width)
 
 
 def _noise_sigma(image: np.ndarray, smoothed: np.ndarray, sigma: float) -> float:

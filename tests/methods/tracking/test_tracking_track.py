@@ -161,6 +161,36 @@ def test_inverting_a_fundus_photograph_does_not_turn_its_black_frame_into_struct
     assert naive[5, 5] > 0.5  # what the fill avoids: an inverted frame is the brightest thing
 
 
+def _fundus_like(size: int = 200, radius: int = 80) -> np.ndarray:
+    from scipy import ndimage as ndi
+
+    yy, xx = np.mgrid[:size, :size]
+    c = size // 2
+    disk = ((yy - c) ** 2 + (xx - c) ** 2 <= radius**2).astype(np.float32)
+    photo = ndi.gaussian_filter(disk, 0.8) * 150.0  # a bright field of view whose edge is anti-aliased
+    photo += np.random.default_rng(0).normal(0, 2.0, photo.shape).astype(np.float32) * disk
+    photo[c, c - 60 : c + 60] -= 60.0  # one dark vessel across it
+    return np.clip(photo, 0, None)
+
+
+def test_the_soft_edge_of_a_field_of_view_does_not_become_a_bright_ring():
+    img = prepare_image(_fundus_like(), invert=True)
+    yy, xx = np.mgrid[:200, :200]
+    r = np.hypot(yy - 100, xx - 100)
+    rim, vessel = img[(r > 77) & (r < 81)], img[100, 60:140]
+    inside = img[(r < 70) & (np.abs(yy - 100) > 5)]
+    assert rim.max() < np.percentile(inside, 99.9) + 0.02  # the edge is no brighter than the background
+    assert vessel.min() > np.percentile(inside, 99.9)  # while the vessel stays the bright structure
+
+
+def test_a_wider_frame_does_not_change_the_prepared_field_of_view():
+    small = _fundus_like()
+    big = np.zeros((240, 240), np.float32)
+    big[20:220, 20:220] = small  # the same photograph with a wider frame (1.7x the frame's pixels)
+    a, b = prepare_image(small, invert=True), prepare_image(big, invert=True)[20:220, 20:220]
+    np.testing.assert_allclose(a, b, atol=1e-5)  # quantiles are taken over the field of view only
+
+
 def test_finished_traces_leave_the_actor_and_the_others_trace_as_alone():
     policy = steering_policy()  # +2.85 px along x a step
     img = np.full((64, 200), 0.1, np.float32)
