@@ -19,7 +19,7 @@ from napari_medseg.methods.tracking.synthetic import generate_many
 from napari_medseg.methods.tracking.track import TrackConfig, track
 
 torch.set_num_threads(2)
-CANVAS, RADIUS, OFFSET, EDGE_MAX, EDGE_LEVEL = 184, 88, 28, 4, 0.95
+CANVAS, RADIUS, OFFSET = 184, 88, 28
 
 
 def photograph(image: np.ndarray) -> np.ndarray:
@@ -30,30 +30,11 @@ def photograph(image: np.ndarray) -> np.ndarray:
     return c * ndi.gaussian_filter(disk, 0.8)
 
 
-def frame_of(a):
-    dark = a < 0.1 * np.percentile(a, 75)
-    labels, _ = ndi.label(dark)
-    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    return np.isin(labels, edge[edge > 0])
-
-
-def soft_edge(a, frame):
-    depth = ndi.distance_transform_edt(~frame)
-    level = EDGE_LEVEL * float(np.median(a[(depth > EDGE_MAX) & (depth <= 2 * EDGE_MAX)]))
-    width = 0
-    for k in range(1, EDGE_MAX + 1):
-        ring = a[(depth > k - 1) & (depth <= k)]
-        if ring.size == 0 or float(np.percentile(ring, 25)) >= level:
-            break
-        width = k
-    return (depth > 0) & (depth <= width)
-
-
 def prepared(photo: np.ndarray, variant: str) -> np.ndarray:
     if variant == "prepare_image now":  # what was adopted: the third variant
         return P.prepare_image(photo, invert=True)
-    frame = frame_of(photo)
-    filled = frame | (soft_edge(photo, frame) if variant != "today" else False)
+    frame = P._frame(photo)
+    filled = frame | (P._soft_edge(photo, frame) if variant != "today" else False)
     a = photo.copy()
     a[filled] = np.median(photo[~frame])
     a = a.max() - a

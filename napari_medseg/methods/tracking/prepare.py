@@ -104,18 +104,23 @@ def _fill_dark_surround(a: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     photograph's own soft edge), are darker than the image, and once inverted would ring
     the field of view with a thin bright line that a tracker follows as if it were a
     fibre. Returns the filled image and where it was not filled (None: no frame)."""
-    dark = a < 0.1 * np.percentile(a, 75)
-    if not dark.any():
-        return a, None
-    labels, _n = ndi.label(dark)
-    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    frame = np.isin(labels, edge[edge > 0])
+    frame = _frame(a)
     if not frame.any() or frame.all():
         return a, None
     filled = frame | _soft_edge(a, frame)
     out = a.copy()
     out[filled] = np.median(a[~frame])
     return out, ~filled
+
+
+def _frame(a: np.ndarray) -> np.ndarray:
+    """What is darker than a tenth of the 75th percentile and touches the image border."""
+    dark = a < 0.1 * np.percentile(a, 75)
+    if not dark.any():
+        return dark
+    labels, _n = ndi.label(dark)
+    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    return np.isin(labels, edge[edge > 0])
 
 
 def _soft_edge(a: np.ndarray, frame: np.ndarray) -> np.ndarray:
