@@ -199,15 +199,9 @@ class Registry:
             m = _LOCK.match(f.name)
             if not m:
                 continue
-            try:
-                pid = int(f.read_text().strip() or "0")
-                age = time.time() - f.stat().st_mtime
-            except (OSError, ValueError):
-                pid, age = 0, 0.0  # gone meanwhile, or not written yet: treat as in progress
-            # an empty lock was just created and its pid is about to be written: in progress
-            if (pid and _pid_alive(pid)) or (not pid and age < 60):
+            if _lock_in_progress(f):
                 live.add(int(m.group(1)))
-            else:
+            elif f.exists():  # (not a save that finished meanwhile)
                 f.unlink(missing_ok=True)
                 done.append(f"removed stale {f.name}")
         for f in folder.iterdir():
@@ -215,7 +209,10 @@ class Registry:
             if not m:
                 continue
             v = re.match(r"v(\d+)", m.group(1))
-            busy = int(v.group(1)) in live if v else (bool(live) or time.time() - f.stat().st_mtime < 60)
+            # a writer takes its lock before it makes its temp files, so a version whose lock
+            # is in progress *now* is busy, even if it was reserved after the scan above
+            busy = (int(v.group(1)) in live or _lock_in_progress(folder / f"v{int(v.group(1)):04d}.lock")) if v \
+                else (bool(live) or time.time() - f.stat().st_mtime < 60)
             if not busy:
                 f.unlink(missing_ok=True)
                 done.append(f"removed {f.name}")
@@ -318,6 +315,19 @@ def _pid_alive(pid: int) -> bool:
     import psutil
 
     return psutil.pid_exists(pid)
+
+
+def _lock_in_progress(lock: Path) -> bool:
+    """Whether a version lock belongs to a save still running: its writer's pid is alive, or
+    it is still empty and younger than a minute (just created; the pid is about to be written)."""
+    try:
+        pid = int(lock.read_text().strip() or "0")
+        age = time.time() - lock.stat().st_mtime
+    except FileNotFoundError:
+        return False  # the save finished (or the lock was cleared) meanwhile
+    except (OSError, ValueError):
+        pid, age = 0, 0.0  # not readable yet: treat as in progress
+    return bool((pid and _pid_alive(pid)) or (not pid and age < 60))
 
 
 def model_card_path(entry: ModelEntry) -> Path | None:

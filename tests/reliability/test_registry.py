@@ -32,6 +32,33 @@ def test_two_writers_times_40_saves_give_80_versions_with_matching_sidecars(tmp_
     assert sorted(versions) == list(range(1, 81))
 
 
+def test_clean_spares_the_temp_file_of_a_save_that_began_after_its_scan_of_locks(tmp_path, monkeypatch):
+    """Another writer reserves v0002 and starts writing its sidecar between clean()'s scan of
+    the locks and its sweep of temp files (the interleaving that lost saves in the
+    two-writer probe): its temp file is in progress, not debris."""
+    from pathlib import Path
+
+    reg = Registry()
+    reg.save_new_version("m", _state(), arch=ARCH)
+    folder = reg.user_root / "m"
+    stale = folder / ".v0009.json.dead.tmp"  # a killed save's debris: no lock at all
+    stale.write_text("{}")
+    real_iterdir, calls = Path.iterdir, []
+
+    def iterdir(self):
+        if self == folder:
+            calls.append(1)
+            if len(calls) == 2:  # after the lock scan, before the temp sweep
+                (folder / "v0002.lock").write_text(str(os.getpid()))
+                (folder / ".v0002.json.abc123.tmp").write_text("{}")
+        return real_iterdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    done = reg.clean("m")
+    assert (folder / ".v0002.json.abc123.tmp").exists()  # the running save keeps its temp file
+    assert not stale.exists() and any(".v0009.json.dead.tmp" in d for d in done)  # debris still goes
+
+
 def test_flipped_bytes_are_refused_by_their_checksum():
     reg = Registry()
     e = reg.save_new_version("m", _state(), arch=ARCH)
