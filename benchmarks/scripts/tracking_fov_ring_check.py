@@ -40,9 +40,7 @@ def prepared(photo: np.ndarray, variant: str) -> np.ndarray:
     a = a.max() - a
     if variant in ("today", "edge filled"):  # "today": the preparation before the check
         return P.normalise_like_training(a)
-    med, hi = float(np.median(a[~filled])), float(np.percentile(a[~filled], P.BRIGHT_QUANTILE))
-    t_med, t_hi = P.training_quantiles()
-    return np.clip((a - med) / (hi - med) * (t_hi - t_med) + t_med, 0.0, 1.0).astype(np.float32)
+    return P.normalise_like_training(a, ~filled)  # quantiles over the field of view
 
 
 policy, meta = load_tracker()

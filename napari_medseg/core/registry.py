@@ -209,10 +209,11 @@ class Registry:
             if not m:
                 continue
             v = re.match(r"v(\d+)", m.group(1))
-            # a writer takes its lock before it makes its temp files, so a version whose lock
-            # is in progress *now* is busy, even if it was reserved after the scan above
-            busy = (int(v.group(1)) in live or _lock_in_progress(folder / f"v{int(v.group(1)):04d}.lock")) if v \
-                else (bool(live) or time.time() - f.stat().st_mtime < 60)
+            if v:  # a writer takes its lock before it makes its temp files, so a version whose lock
+                version = int(v.group(1))  # is in progress *now* is busy, even if reserved after the scan above
+                busy = version in live or _lock_in_progress(folder / f"v{version:04d}.lock")
+            else:
+                busy = bool(live) or time.time() - f.stat().st_mtime < 60
             if not busy:
                 f.unlink(missing_ok=True)
                 done.append(f"removed {f.name}")

@@ -121,12 +121,12 @@ def _stop_at_end(env: TrackingEnv, last: torch.Tensor, active: torch.Tensor, nea
 def _act_running(policy: BetaPolicy, actor_obs: torch.Tensor, active: torch.Tensor):
     """The deterministic actions (B, 2) and entropies (B,) of the running episodes only
     (the actor is half the time of a step; finished rows get 0 and are not moved)."""
-    b = actor_obs.shape[0]
-    displacement = torch.zeros((b, 2), device=actor_obs.device)
-    entropy = torch.zeros(b, device=actor_obs.device)
     if bool(active.all()):
         out = policy.act(actor_obs, deterministic=True)
         return out.displacement.float(), out.entropy.float()
+    b = actor_obs.shape[0]
+    displacement = torch.zeros((b, 2), device=actor_obs.device)
+    entropy = torch.zeros(b, device=actor_obs.device)
     out = policy.act(actor_obs[active], deterministic=True)
     displacement[active] = out.displacement.float()
     entropy[active] = out.entropy.float()
