@@ -122,14 +122,14 @@ def _act_running(policy: BetaPolicy, actor_obs: torch.Tensor, active: torch.Tens
     """The deterministic actions (B, 2) and entropies (B,) of the running episodes only
     (the actor is half the time of a step; finished rows get 0 and are not moved)."""
     if bool(active.all()):
-        out = policy.act(actor_obs, deterministic=True)
-        return out.displacement.float(), out.entropy.float()
+        displacement, entropy = policy.steer(actor_obs)
+        return displacement.float(), entropy.float()
     b = actor_obs.shape[0]
     displacement = torch.zeros((b, 2), device=actor_obs.device)
     entropy = torch.zeros(b, device=actor_obs.device)
-    out = policy.act(actor_obs[active], deterministic=True)
-    displacement[active] = out.displacement.float()
-    entropy[active] = out.entropy.float()
+    d, e = policy.steer(actor_obs[active])
+    displacement[active] = d.float()
+    entropy[active] = e.float()
     return displacement, entropy
 
 

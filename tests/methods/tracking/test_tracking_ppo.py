@@ -60,6 +60,19 @@ def test_deterministic_action_is_the_beta_mean_in_pixels():
     torch.testing.assert_close(pol.act(a, deterministic=True).displacement, step.displacement)
 
 
+def test_steer_is_the_deterministic_action_and_its_entropy_bit_for_bit():
+    pol = _policy()
+    a, _ = _obs()
+    with torch.no_grad():
+        # trained-like weights: move the Betas off their near-uniform start so the means differ per row
+        pol.actor.head.weight.normal_(0, 0.5)
+        step = pol.act(a, deterministic=True)
+        displacement, entropy = pol.steer(a)
+    assert float(step.displacement.std()) > 0.01
+    assert torch.equal(displacement, step.displacement)
+    assert torch.equal(entropy, step.entropy)
+
+
 def test_stored_sample_is_unscaled_and_log_prob_is_finite_at_the_support_ends():
     pol = _policy()
     a, _ = _obs(4)
