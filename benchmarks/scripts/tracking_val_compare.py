@@ -19,7 +19,7 @@ for seed in seeds:
     imgs, lines = synthetic_episodes("SI+DR", seed)(-1, 32)
     for v in versions:
         policy, _ = reg.get("tracking", v).load("cpu")
-        env = TrackingEnv(EnvConfig(max_steps=200, start_stub=6.0), "cpu")
+        env = TrackingEnv(EnvConfig(max_steps=200, start_stub=6.0, agent_input=policy.agent_input), "cpu")
         m = rollout_metrics(collect_rollout(policy.eval(), env, imgs, lines, deterministic=True), lines)
         print(f"validation seed {seed}: tracking v{v} coverage {m['coverage_pct']:.2f} % error {m['error_px']:.3f} px",
               flush=True)

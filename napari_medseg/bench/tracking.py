@@ -68,7 +68,7 @@ def env_throughput(policy, images, batch: int, seconds: float) -> float:
     from ..methods.tracking.curves import centreline_image
     from ..methods.tracking.env import EnvConfig, TrackingEnv
 
-    env = TrackingEnv(EnvConfig(off_track=None), "cpu")
+    env = TrackingEnv(EnvConfig(off_track=None, agent_input=policy.agent_input), "cpu")
     imgs = np.stack([r.image for r in images])
     lines = [r.centreline for r in images]
     maps = np.stack([centreline_image(ln, r.image.shape) for ln, r in zip(lines, images)])

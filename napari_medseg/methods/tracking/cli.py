@@ -38,10 +38,13 @@ def train(args, registry):
         from .model import load_tracker
 
         policy, _ = load_tracker()
+        if args.agent_input is not None:  # the weights carry over; the views change (prepare.agent_input)
+            policy.set_agent_input(args.agent_input)
     from .env import EnvConfig
 
     # the stub behind each start that inference draws (tracking.heading) is drawn in training too
-    env_config = EnvConfig(max_steps=config.max_steps, start_stub=args.start_stub)
+    env_config = EnvConfig(max_steps=config.max_steps, start_stub=args.start_stub,
+                           agent_input=args.agent_input or "image")
     gen = train_tracking(registry, config, setting=args.setting, minutes=args.minutes, policy=policy,
                          env_config=env_config,
                          extra_meta={"initialised_from": "current tracking version" if policy is not None else None})

@@ -52,6 +52,9 @@ class EnvConfig:
     # not in the paper: px of "visited" path drawn behind each start, opposite its initial
     # direction, as inference does (tracking.heading); 0 leaves the path empty at the start
     start_stub: float = 0.0
+    # not in the paper: what the views are sampled from, "image" or "image+ridge"
+    # (prepare.agent_input); a policy's own choice, BetaPolicy.agent_input
+    agent_input: str = "image"
 
 
 class Observation(NamedTuple):
@@ -91,6 +94,14 @@ def _start_direction(line: np.ndarray, length: float) -> np.ndarray:
     return v / n if n > 0 else np.zeros(2)
 
 
+def check_agent_input(policy, env: "TrackingEnv") -> None:
+    """An agent (:class:`~.policy.BetaPolicy`) runs only on the input it learned on
+    (:func:`~.prepare.agent_input`)."""
+    if env.config.agent_input != policy.agent_input:
+        raise ValueError(f"this agent learned on '{policy.agent_input}' views, the environment gives "
+                         f"'{env.config.agent_input}': build the EnvConfig with agent_input=policy.agent_input")
+
+
 class TrackingEnv:
     """Batched axon-tracking episodes on one device."""
 
@@ -119,6 +130,10 @@ class TrackingEnv:
         ``starts``/``ends`` (B, 2); an end of NaN never ends the episode.
         """
         c, dev = self.config, self.device
+        if c.agent_input != "image":
+            from .prepare import agent_input
+
+            images = agent_input(images.cpu().numpy() if torch.is_tensor(images) else images, c.agent_input)
         self.images = _as_maps(images, dev)
         h, w = self.shape = tuple(self.images.shape[-2:])
         if centrelines is not None:

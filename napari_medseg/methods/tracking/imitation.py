@@ -22,7 +22,7 @@ import torch
 from napari_medseg.core import distributed
 
 from .curves import arc_length
-from .env import TrackingEnv
+from .env import TrackingEnv, check_agent_input
 from .metrics import mean_metrics, trace_metrics
 from .policy import SAMPLE_EPS, BetaPolicy
 
@@ -120,6 +120,7 @@ def dagger_rollout(policy: BetaPolicy, env: TrackingEnv, images, centrelines, ex
     expert's action as its label. Returns ``(obs (N, C, S, S), labels (N, 2) in (0, 1), traces,
     returns (B,))``, the last the episodes' summed rewards (of the actions taken)."""
     precision = precision or contextlib.nullcontext()
+    check_agent_input(policy, env)
     obs = env.reset(images, centrelines)
     expert = CentrelineExpert(centrelines, lookahead, env.config.max_displacement)
     xs, us = [], []

@@ -65,7 +65,8 @@ def train_tracking(registry: Registry, config: PPOConfig | None = None, setting:
     config = config or PPOConfig()
     env_config = env_config or EnvConfig(max_steps=config.max_steps)
     h = env_config.history
-    arch = (policy or BetaPolicy(3 * h, 4 * h, env_config.view_size, env_config.max_displacement)).arch
+    arch = (policy or BetaPolicy(3 * h, 4 * h, env_config.view_size, env_config.max_displacement,
+                                 env_config.agent_input)).arch
     t0, c0 = time.perf_counter(), time.process_time()
     record: dict = {}
     gen = train_tracker(config, setting, policy=policy, episodes=episodes, env_config=env_config, record=record)

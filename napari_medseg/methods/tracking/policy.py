@@ -78,7 +78,7 @@ class BetaPolicy(nn.Module):
     """Actor + critic. ``act`` samples (training) or takes the Beta means (test time)."""
 
     def __init__(self, actor_channels: int = 12, critic_channels: int = 16, view_size: int = 11,
-                 max_displacement: float = 4.0):
+                 max_displacement: float = 4.0, agent_input: str = "image"):
         super().__init__()
         self.actor = ActorNetwork(actor_channels, view_size)
         self.critic = CriticNetwork(critic_channels, view_size)
@@ -92,6 +92,24 @@ class BetaPolicy(nn.Module):
                 "max_displacement": float(max_displacement),
             },
         }
+        self.set_agent_input(agent_input)
+
+    @property
+    def agent_input(self) -> str:
+        """What its views are sampled from (:func:`~.prepare.agent_input`); travels with the
+        checkpoint's architecture, so a version is always tracked with the input it learned on."""
+        return self.arch["kwargs"].get("agent_input", "image")
+
+    def set_agent_input(self, mode: str) -> None:
+        """Train (or fine-tune) this agent on another input; "image" keeps the paper's arch record."""
+        from .prepare import AGENT_INPUTS
+
+        if mode not in AGENT_INPUTS:
+            raise ValueError(f"agent_input must be one of {AGENT_INPUTS}, got {mode!r}")
+        if mode == "image":
+            self.arch["kwargs"].pop("agent_input", None)
+        else:
+            self.arch["kwargs"]["agent_input"] = mode
 
     def distribution(self, actor_obs: torch.Tensor) -> Beta:
         """Independent Beta distributions, batch shape (B, 2) (axes y, x)."""

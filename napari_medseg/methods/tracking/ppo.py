@@ -26,7 +26,7 @@ from napari_medseg.core.device import bf16_supported
 from napari_medseg.core.errors import TrainingError
 from napari_medseg.core.jobs import Progress
 
-from .env import END_REACHED, MAX_STEPS, EnvConfig, TrackingEnv
+from .env import END_REACHED, MAX_STEPS, EnvConfig, TrackingEnv, check_agent_input
 from .imitation import LabelBuffer, imitation_update
 from .metrics import mean_metrics, trace_metrics
 from .policy import BetaPolicy
@@ -119,6 +119,7 @@ def collect_rollout(policy: BetaPolicy, env: TrackingEnv, images, centrelines, d
     """Run every episode of the batch to its end, all episodes stepping together.
     ``precision``: the autocast context of the policy's forward passes (default fp32)."""
     precision = precision or contextlib.nullcontext()
+    check_agent_input(policy, env)
     obs = env.reset(images, centrelines)
     keys = ("actor_obs", "critic_obs", "samples", "log_probs", "entropy", "rewards", "valid", "terminated", "ended")
     buf: dict[str, list] = {k: [] for k in keys}
@@ -263,7 +264,9 @@ def train_tracker(config: PPOConfig | None = None, setting="SI", *, env_config: 
     torch.manual_seed(config.seed)
     env_config = env_config or EnvConfig(max_steps=config.max_steps)
     h = env_config.history
-    policy = policy or BetaPolicy(3 * h, 4 * h, env_config.view_size, env_config.max_displacement)
+    policy = policy or BetaPolicy(3 * h, 4 * h, env_config.view_size, env_config.max_displacement,
+                                  env_config.agent_input)
+    env_config = dataclasses.replace(env_config, agent_input=policy.agent_input)  # it learns on its own input
     policy.to(device).train()
     # under torchrun: rank 0's weights everywhere, each rank its own actions and episodes
     rank, world = distributed.rank(), distributed.world_size()

@@ -91,6 +91,40 @@ def normalise_like_training(a: np.ndarray, inside: np.ndarray | None = None) -> 
     return np.clip((a - med) / (hi - med) * (t_hi - t_med) + t_med, 0.0, 1.0).astype(np.float32)
 
 
+AGENT_INPUTS = ("image", "image+ridge")
+
+
+def agent_input(images: np.ndarray, mode: str = "image") -> np.ndarray:
+    """What the agent's views are sampled from, per image of (H, W) or (B, H, W).
+
+    ``"image"`` (the paper's, and every version up to v7): the prepared image itself.
+    ``"image+ridge"`` (not in the paper; issue 15): the mean of the prepared image and its
+    Sato ridge map (:func:`~.greedy.ridge_map`, σ 1–3 px, the greedy follower's) mapped to
+    the training intensities by :func:`normalise_like_training`. The ridge half is flat
+    where the background only changes slowly (uneven illumination), weaker on round blobs
+    than on lines of the same contrast, and shows a wide vessel narrower than the image
+    does; it keeps the line-like structure the agent follows and drops much of what
+    misleads it. The image half keeps what the ridge map loses (brightness, crossings of
+    equal width). The same
+    function runs at training (:class:`~.env.TrackingEnv` applies it to every episode's
+    image) and at inference, so the agent always sees what it learned on."""
+    if mode not in AGENT_INPUTS:
+        raise InputError(f"Unknown agent input {mode!r}; choose one of {', '.join(AGENT_INPUTS)}.")
+    a = np.asarray(images, np.float32)
+    if mode == "image":
+        return a
+    if a.ndim == 3:
+        return np.stack([agent_input(x, mode) for x in a])
+    from .greedy import ridge_map
+
+    ridge = ridge_map(a)
+    try:
+        ridge = normalise_like_training(ridge)
+    except InputError:  # no ridge anywhere (a flat image): the ridge half is the training background
+        ridge = np.full_like(a, training_quantiles()[0])
+    return (0.5 * (a + ridge)).astype(np.float32)
+
+
 FRAME_EDGE_MAX_PX = 4  # how deep the soft edge of a field of view may reach (px)
 FRAME_EDGE_LEVEL = 0.95  # a ring of it darker than this x the inside is edge, not image
 

@@ -182,7 +182,8 @@ def track_iter(policy: BetaPolicy, image: np.ndarray, starts, ends=None, config:
             check_starts(img, starts[i : i + 1] if image.ndim == 3 else starts)
     policy_cfg = policy.arch["kwargs"]
     env_config = EnvConfig(max_steps=config.max_steps, end_radius=config.end_radius, scale=config.scale,
-                           max_displacement=policy_cfg["max_displacement"], view_size=policy_cfg["view_size"])
+                           max_displacement=policy_cfg["max_displacement"], view_size=policy_cfg["view_size"],
+                           agent_input=policy.agent_input)
     env = TrackingEnv(env_config, device)
     policy = policy.to(device).eval()
     if directions is not None:

@@ -48,7 +48,7 @@ class FinetuneRounds:
         def job():
             out = yield from finetune_round.finetune_round(
                 self.registry, policy, [image], [traces], cfg, ev, name=entry.name,
-                env_config=EnvConfig(max_steps=cfg.max_steps, scale=s.scale),
+                env_config=EnvConfig(max_steps=cfg.max_steps, scale=s.scale, agent_input=policy.agent_input),
                 extra_meta={"finetuned_from": entry.version, "corrections": str(saved)}, report=info)
             info.update(after=out["after"], gate_after=out["gate_after"], made_current=out["made_current"],
                         held_out=out["held_out"],
