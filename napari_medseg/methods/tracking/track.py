@@ -248,8 +248,8 @@ def track_iter(policy: BetaPolicy, image: np.ndarray, starts, ends=None, config:
 
     step = 0
     try:
-        with torch.no_grad():
-            while not bool(env.done.all()):
+        while not bool(env.done.all()):
+            with torch.no_grad():  # per step, not across the yield: the caller's grad mode stays its own
                 active = ~env.done
                 displacement, entropy = _act_running(policy, obs.actor, active)
                 k = env.steps.clamp(max=config.max_steps - 1)
@@ -266,8 +266,8 @@ def track_iter(policy: BetaPolicy, image: np.ndarray, starts, ends=None, config:
                     env.stop_reason[still & (over >= config.entropy_steps)] = UNCERTAIN
                 env.stop_reason[_revisited(env, config, still & (env.stop_reason == RUNNING))] = REVISIT
                 done = int(env.done[:n].sum())
-                yield Progress(step, config.max_steps, f"step {step}: {done}/{n} traces finished",
-                               {"traces": traces()} if live else {})
+            yield Progress(step, config.max_steps, f"step {step}: {done}/{n} traces finished",
+                           {"traces": traces()} if live else {})
     finally:
         env.stop_reason[env.stop_reason == RUNNING] = STOPPED
     final = traces()

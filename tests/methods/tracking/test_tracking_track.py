@@ -71,6 +71,19 @@ def test_stop_keeps_partial_traces(axon):
     assert len(t.points) == 4 and t.stop_reason == "running"
 
 
+def test_the_callers_grad_mode_is_its_own_between_live_steps():
+    gen = track_iter(steering_policy(), np.full((64, 128), 0.1, np.float32), [[30.0, 5.0]],
+                     config=TrackConfig(check_starts=False))
+    assert torch.is_grad_enabled()
+    next(gen)
+    assert torch.is_grad_enabled()  # a paused trace does not switch autograd off for the caller
+    x = torch.ones(2, requires_grad=True)
+    assert (x * 2).sum().requires_grad
+    next(gen)
+    gen.close()
+    assert torch.is_grad_enabled()
+
+
 def test_branch_start_sees_the_existing_trace_in_its_path_view(axon):
     env = TrackingEnv(EnvConfig())
     env.reset(axon.image, starts=[axon.centreline[40]])
