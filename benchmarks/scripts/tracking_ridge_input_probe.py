@@ -7,7 +7,7 @@ the mean of the two ("blend"). Start + the true heading, no end, one way. Sets: 
 wider parent vessel at the start (``start_parent_fraction`` 0 / 1). None of these seeds is a
 bench's or a training run's. No real image is read.
 Run from the repository root:
-python benchmarks/scripts/tracking_ridge_input_probe.py [--versions V ...] [--variants raw ...] [--json PATH]
+python benchmarks/scripts/tracking_ridge_input_probe.py [--versions V ...] [--variants raw ...] [--seeds SI DR] [--json PATH]
 (default: the current version, all three variants; ``--versions 5 6 --variants raw`` compares two
 versions on the images as they are, as the v6 rule does)."""
 import json
@@ -33,11 +33,11 @@ def variants(image):
     return {"raw": image, "ridge": ridge, "blend": (0.5 * (image + ridge)).astype(np.float32)}
 
 
-def dr_images(parent: float, n: int = 48):
+def dr_images(parent: float, n: int = 48, seed: int = 555):
     draw = R.randomised_settings
     R.randomised_settings = lambda rng: draw(rng).replace(start_parent_fraction=parent)
     try:
-        return generate_many("DR", n, seed=555)
+        return generate_many("DR", n, seed=seed)
     finally:
         R.randomised_settings = draw
 
@@ -55,9 +55,10 @@ def _arg(name, default):
 
 versions = [int(v) for v in _arg("--versions", [])] or [None]
 chosen = _arg("--variants", ["raw", "ridge", "blend"])
-sets = {"SI": generate_many("SI", 100, seed=4242), "crossing": generate_many("crossing", 100, seed=4242),
-        "DR": dr_images(0.0), "DR parent at start": dr_images(1.0)}
-out = {"results": {}}
+seed_sc, seed_dr = (int(v) for v in _arg("--seeds", [4242, 555]))  # SI + crossing, DR + DR parent
+sets = {"SI": generate_many("SI", 100, seed=seed_sc), "crossing": generate_many("crossing", 100, seed=seed_sc),
+        "DR": dr_images(0.0, seed=seed_dr), "DR parent at start": dr_images(1.0, seed=seed_dr)}
+out = {"results": {}, "seeds": {"SI, crossing": seed_sc, "DR, DR parent at start": seed_dr}}
 for version in versions:
     policy, meta = load_tracker(version)
     tag = f"tracking v{meta.get('version')}"
