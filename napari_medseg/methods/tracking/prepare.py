@@ -148,8 +148,14 @@ def _fill_dark_surround(a: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def _frame(a: np.ndarray) -> np.ndarray:
-    """What is darker than a tenth of the 75th percentile and touches the image border."""
-    dark = a < 0.1 * np.percentile(a, 75)
+    """What is darker than a tenth of the field of view's level and touches the image border.
+    The level is the image's 75th percentile, or, where that is itself near black (a small
+    field of view: the frame is over three quarters of the image), the 75th percentile of
+    the pixels brighter than a tenth of the maximum."""
+    level = float(np.percentile(a, 75))
+    if level <= 0.1 * float(a.max()):
+        level = float(np.percentile(a[a > 0.1 * a.max()], 75))
+    dark = a < 0.1 * level
     if not dark.any():
         return dark
     labels, _n = ndi.label(dark)

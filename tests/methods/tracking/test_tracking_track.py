@@ -196,6 +196,15 @@ def test_the_soft_edge_of_a_field_of_view_does_not_become_a_bright_ring():
     assert vessel.min() > np.percentile(inside, 99.9)  # while the vessel stays the bright structure
 
 
+def test_a_small_field_of_view_in_a_large_frame_is_found_too():
+    photo = np.zeros((400, 400), np.float32)
+    photo[100:300, 100:300] = _fundus_like()  # the field of view covers 13 % of the image
+    img = prepare_image(photo, invert=True)
+    med, _hi = training_quantiles()
+    assert abs(float(img[5, 5]) - med) < 0.05  # the frame sits at the background level, not as the brightest thing
+    assert float(img[200, 170:230].min()) > float(np.percentile(img, 99))  # the vessel is the bright structure
+
+
 def test_a_wider_frame_does_not_change_the_prepared_field_of_view():
     small = _fundus_like()
     big = np.zeros((240, 240), np.float32)
