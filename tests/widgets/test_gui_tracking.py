@@ -91,14 +91,15 @@ def same_layers(a, b):
 
 
 def slow_agent(monkeypatch, seconds):
-    """Each step takes at least ``seconds``: long enough to watch (or stop) a trace grow."""
-    act = BetaPolicy.act
+    """Each step takes at least ``seconds``: long enough to watch (or stop) a trace grow.
+    Tracking steps the agent with ``BetaPolicy.steer`` (training with ``act``)."""
+    steer = BetaPolicy.steer
 
-    def slow_act(self, *args, **kwargs):
+    def slow_steer(self, *args, **kwargs):
         time.sleep(seconds)
-        return act(self, *args, **kwargs)
+        return steer(self, *args, **kwargs)
 
-    monkeypatch.setattr(BetaPolicy, "act", slow_act)
+    monkeypatch.setattr(BetaPolicy, "steer", slow_steer)
 
 
 def test_track_draws_live_with_entropy_threshold_and_branches(viewer, axon, messages, monkeypatch):
