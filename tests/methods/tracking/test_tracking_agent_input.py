@@ -92,3 +92,17 @@ def test_the_input_travels_with_the_saved_version_and_tracking_uses_it():
     on_image = track(r.image, r.start[None], policy=same, config=cfg, directions=head)[0]
     k = min(len(ours.points), len(on_image.points))
     assert k > 2 and np.abs(ours.points[:k] - on_image.points[:k]).max() > 1e-3
+
+
+def test_cli_trains_on_the_input_asked_for_and_fine_tunes_onto_it():
+    from napari_medseg.cli import main
+
+    torch.manual_seed(0)
+    saved = Registry().save_new_version(MODEL_NAME, BetaPolicy().state_dict(), method="dai2019-tracking",
+                                        arch=BetaPolicy().arch, make_current=True)  # an image agent is current
+    args = ["train", "tracking", "--updates", "1", "--eval-every", "1", "--val-episodes", "2", "--minibatches", "1"]
+    assert main([*args, "--init", "current", "--agent-input", "image+ridge"]) == 0
+    tuned, meta = load_tracker()
+    assert tuned.agent_input == "image+ridge" and meta["version"] == saved.version + 1
+    assert main([*args, "--init", "current"]) == 0  # without the option it keeps the agent's own input
+    assert load_tracker()[0].agent_input == "image+ridge"
