@@ -21,7 +21,6 @@ import numpy as np
 import torch
 from scipy import ndimage as ndi
 
-from napari_medseg.methods.tracking import randomised as R
 from napari_medseg.methods.tracking.metrics import distance_to_centreline, trace_metrics
 from napari_medseg.methods.tracking.model import load_tracker
 from napari_medseg.methods.tracking.synthetic import generate_many
@@ -31,15 +30,6 @@ torch.set_num_threads(2)
 args = [a for a in sys.argv[1:]]
 out_path = args[args.index("--json") + 1] if "--json" in args else None
 version = int(args[0]) if args and not args[0].startswith("--") else None
-
-
-def images(parent: float, n: int = 96, seed: int = 8642):
-    draw = R.randomised_settings
-    R.randomised_settings = lambda rng: draw(rng).replace(start_parent_fraction=parent)
-    try:
-        return generate_many("DR", n, seed=seed)
-    finally:
-        R.randomised_settings = draw
 
 
 def local_snr(r, q, half: int = 10) -> float:
@@ -61,8 +51,8 @@ def local_snr(r, q, half: int = 10) -> float:
 
 policy, meta = load_tracker(version)
 result = {"model": f"tracking v{meta.get('version')}", "seed": 8642, "sets": {}}
-for name, parent in (("DR", 0.0), ("DR, wider vessel at the start", 1.0)):
-    imgs = images(parent)
+for name, setting in (("DR", "DR"), ("DR, wider vessel at the start", "DRp")):
+    imgs = generate_many(setting, 96, seed=8642)
     heads = np.stack([r.centreline[min(5, len(r.centreline) - 1)] - r.start for r in imgs])
     traces = []
     for i in range(0, len(imgs), 24):
