@@ -152,9 +152,9 @@ def _frame(a: np.ndarray) -> np.ndarray:
     The level is the image's 75th percentile, or, where that is itself near black (a small
     field of view: the frame is over three quarters of the image), the 75th percentile of
     the pixels brighter than a tenth of the maximum."""
-    level = float(np.percentile(a, 75))
-    if level <= 0.1 * float(a.max()):
-        level = float(np.percentile(a[a > 0.1 * a.max()], 75))
+    level, bright = float(np.percentile(a, 75)), a > 0.1 * float(a.max())
+    if level <= 0.1 * float(a.max()) and bright.any():
+        level = float(np.percentile(a[bright], 75))
     dark = a < 0.1 * level
     if not dark.any():
         return dark

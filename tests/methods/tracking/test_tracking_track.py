@@ -203,6 +203,9 @@ def test_a_small_field_of_view_in_a_large_frame_is_found_too():
     med, _hi = training_quantiles()
     assert abs(float(img[5, 5]) - med) < 0.05  # the frame sits at the background level, not as the brightest thing
     assert float(img[200, 170:230].min()) > float(np.percentile(img, 99))  # the vessel is the bright structure
+    for blank in (np.zeros((40, 40), np.float32), np.full((40, 40), -1.0, np.float32)):
+        with pytest.raises(InputError, match="blank"):  # nothing to find a frame in: one clear message
+            prepare_image(blank, invert=True)
 
 
 def test_a_wider_frame_does_not_change_the_prepared_field_of_view():
