@@ -264,6 +264,27 @@ class TrackingEnv:
         ok = (pts[:, 0] >= 0) & (pts[:, 0] < h) & (pts[:, 1] >= 0) & (pts[:, 1] < w)
         self.path[index, 0, pts[ok, 0], pts[ok, 1]] = 1.0
 
+    def fork(self, index: int, copies: int) -> "TrackingEnv":
+        """A new environment of ``copies`` episodes, each a copy of episode ``index`` as it
+        is now (position, path raster, stacked views, history), with no end and no
+        centreline: for trying several next steps from one state (tracking's lookahead)."""
+        c, k = self.config, int(copies)
+        out = TrackingEnv.__new__(TrackingEnv)
+        out.config, out.device, out.offsets, out._grids = c, self.device, self.offsets, self._grids
+        out._path_points, out.shape = self._path_points, self.shape
+        out.images = self.images if self.images.shape[0] == 1 else self.images[index : index + 1]
+        out.centreline_images = out.distance_maps = None
+
+        def rep(t):
+            return t[index : index + 1].repeat(k, *([1] * (t.ndim - 1)))
+
+        out.positions, out.previous_action = rep(self.positions), rep(self.previous_action)
+        out.reversals, out.steps, out.trajectory = rep(self.reversals), rep(self.steps), rep(self.trajectory)
+        out.path, out.frames = rep(self.path), rep(self.frames)
+        out.ends = torch.full((k, 2), float("nan"), device=self.device)
+        out.stop_reason = torch.full((k,), RUNNING, dtype=torch.long, device=self.device)
+        return out
+
     def refresh_observation(self) -> Observation:
         """Rebuild the stacked views from the current state (after :meth:`mark_visited`)."""
         self.frames = self._frame()[:, None].repeat(1, self.config.history, 1, 1, 1)

@@ -42,6 +42,7 @@ from napari_medseg.core.jobs import Progress, collect
 
 from .env import END_REACHED, RUNNING, STOP_REASONS, EnvConfig, TrackingEnv
 from .heading import choose_heading, directions_of, stub_behind
+from .lookahead import Lookahead, Reconsider
 from .policy import BetaPolicy
 from .prepare import check_starts
 
@@ -66,6 +67,7 @@ class TrackConfig:
     both_ways: bool = True  # with an end given, also trace from the end and join where the two meet
     meet_cos: float = -0.5  # the two traces meet only where their steps point opposite ways (cos below this)
     fit_ridge: bool = True  # once finished, move each point across the fibre onto its ridge (.fitting)
+    lookahead: Lookahead | None = None  # where the agent is unsure, try alternatives first (.lookahead)
 
 
 @dataclass
@@ -221,6 +223,7 @@ def track_iter(policy: BetaPolicy, image: np.ndarray, starts, ends=None, config:
     entropies = torch.full((total, config.max_steps), float("nan"), device=env.device)
     over = torch.zeros(total, dtype=torch.long, device=env.device)
     met = {}  # start index -> (point index on its own trace, point index on the trace from its end)
+    second_thoughts = Reconsider(config.lookahead, total) if config.lookahead is not None else None
 
     def traces() -> list[Trace]:
         pts = env.traces()
@@ -254,6 +257,8 @@ def track_iter(policy: BetaPolicy, image: np.ndarray, starts, ends=None, config:
                 displacement, entropy = _act_running(policy, obs.actor, active)
                 k = env.steps.clamp(max=config.max_steps - 1)
                 entropies[active, k[active]] = entropy[active]
+                if second_thoughts is not None:
+                    displacement = second_thoughts(policy, env, displacement, entropy, active)
                 result = env.step(displacement)
                 obs, step = result.observation, step + 1
                 if any_end:
