@@ -34,6 +34,7 @@ class Lookahead:
     entropy: float = -2.0  # check a step whose entropy is above this (nats)
     steps: int = 16  # length of each trial continuation, and the pause before the next check
     margin: float = 0.3  # an alternative must be surer than the agent's own step by this much
+    sure: float | None = None  # and its continuation's mean entropy below this (None: no such bound)
     angles: tuple = (-60.0, -45.0, -30.0, -15.0, 0.0, 15.0, 30.0, 45.0, 60.0)  # degrees from the last movement
     max_switches: int = 20  # per trace
 
@@ -83,6 +84,8 @@ def reconsider(policy: BetaPolicy, env: TrackingEnv, index: int, own: torch.Tens
     score = torch.where(lost, torch.full_like(score, REVISIT_LOSS), score)
     best = int(torch.argmin(score))
     if best == 0 or float(score[best]) > float(score[0]) - look.margin:
+        return own, False
+    if look.sure is not None and float(score[best]) > look.sure:
         return own, False
     return trial[best], True
 
