@@ -5,7 +5,7 @@ ridge-input probe runs), and again with the end given (one way, stopping there, 
 ``bench tracking`` runs; its error is not inflated by wandering past the fibre's end): SI and crossing images (seed SI), domain-randomised images with
 and without a wider parent vessel at the start (seed DR). No real image is read.
 Run from the repository root:
-python benchmarks/scripts/tracking_lookahead_check.py --seeds SI DR [--n SC NDR] [--max-angle DEG] [--sure NATS] [--json PATH]"""
+python benchmarks/scripts/tracking_lookahead_check.py --seeds SI DR [--n SC NDR] [--max-angle DEG] [--json PATH]"""
 import json
 import sys
 import time
@@ -41,7 +41,7 @@ def _arg(name, default):
 
 seed_sc, seed_dr = _arg("--seeds", [4242, 555])
 n_sc, n_dr = _arg("--n", [100, 48])
-_kw = {"sure": float(sys.argv[sys.argv.index("--sure") + 1])} if "--sure" in sys.argv else {}
+_kw = {}
 if "--max-angle" in sys.argv:
     _a = float(sys.argv[sys.argv.index("--max-angle") + 1])
     _kw["angles"] = tuple(float(a) for a in np.arange(-_a, _a + 1e-6, 15.0))

@@ -111,6 +111,7 @@ def _policy(spec: str):
 
 def track_command(args) -> int:
     from .swc import write_swc
+    from .lookahead import Lookahead
     from .track import TrackConfig, track
 
     from ...core.outputs import check_file_output
@@ -122,7 +123,7 @@ def track_command(args) -> int:
     policy, meta = _policy(args.model)
     config = TrackConfig(max_steps=args.max_steps, scale=args.scale, entropy_threshold=args.threshold,
                          entropy_steps=args.entropy_steps, both_ways=not args.one_way,
-                         fit_ridge=not args.no_fit)
+                         fit_ridge=not args.no_fit, lookahead=Lookahead() if args.lookahead else None)
     traces = track(image, starts, ends, policy=policy, config=config, directions=directions)
     lines = [f"napari-medseg track {args.image} ({args.model})"]
     for i, t in enumerate(traces):

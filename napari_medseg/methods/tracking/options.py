@@ -49,6 +49,8 @@ class TrackOptions:
                                      "its end, and the two traces are joined where they meet")
     one_way: bool = option(False, "with --ends, trace from the starts only (the paper's protocol)")
     no_fit: bool = option(False, "keep the agent's own points (no fitting of the finished traces onto the ridge)")
+    lookahead: bool = option(False, "where the agent is unsure (step entropy above -2), try turns of up to 45 "
+                                    "degrees for 16 steps each and take the one it is surest of (slower)")
     out: str = option(None, "output .swc (a new file; see --overwrite)", required=True)
     overwrite: bool = option(False, "replace an existing --out (atomically)")
     scale: float = option(1.0, "window scale (1.5 on the paper's microscopy)")
