@@ -4,9 +4,10 @@ Scores the current joint model and N (refined, as segment_scan does) and the GMM
 held-out single randomised subjects at 1.25 mm, T1 alone, the same brain mask for all:
 with the gyrified cortex of real thickness (seeds 8_200_000+) and with the phantom's
 thick cortical ribbon (seeds 8_100_000+), and with fsaverage5's cerebrum (``--data surface``,
-seeds 8_300_000+). No training uses these seeds; never a real scan.
+seeds 8_300_000+), and drawn as population-average templates (``--average-share``, seeds
+8_400_000+). No training uses these seeds; never a real scan.
 Run from the repository root: python benchmarks/scripts/joint_folded_val.py [N] [OUT.json] [KINDS],
-KINDS a comma-separated subset of folded,ribbon,surface (default all three)."""
+KINDS a comma-separated subset of folded,ribbon,surface,average (default all four)."""
 import json
 import sys
 
@@ -21,7 +22,8 @@ from napari_medseg.methods.joint_lesion_tissue.metrics import dice_per_class
 from napari_medseg.methods.joint_lesion_tissue.synth import randomised_subject
 
 SHAPE, SPACING = (128, 144, 128), (1.25, 1.25, 1.25)
-KINDS = {"folded": (8_200_000, 1.0, 0.0), "ribbon": (8_100_000, 0.0, 0.0), "surface": (8_300_000, 0.0, 1.0)}
+KINDS = {"folded": (8_200_000, 1.0, 0.0), "ribbon": (8_100_000, 0.0, 0.0), "surface": (8_300_000, 0.0, 1.0),
+         "average": (8_400_000, 0.5, 0.0, 1.0)}  # population-average templates of gyrified or ribbon subjects
 
 
 def dice(labels, ref):
@@ -31,9 +33,9 @@ def dice(labels, ref):
 
 def subject(kind: str, i: int) -> dict:
     """Held-out subject ``i`` of one kind: T1 alone, skull-stripped, no lesions."""
-    base, p_folded, p_surface = KINDS[kind]
+    base, p_folded, p_surface, p_average = (*KINDS[kind], 0.0)[:4]
     return randomised_subject(base + i, SHAPE, SPACING, lesions=False, flair=False, p_stripped=1.0,
-                              p_folded=p_folded, p_surface=p_surface)
+                              p_folded=p_folded, p_surface=p_surface, p_average=p_average)
 
 
 def main(argv):

@@ -44,7 +44,11 @@ def train(args, registry):
     if n_val < 1:
         raise InputError(f"--val-subjects must be at least 1, not {n_val}.")
     share, surface_share = float(args.folded_share), float(getattr(args, "surface_share", 0.5))
-    for flag, value in (("--folded-share", share), ("--surface-share", surface_share)):
+    average_share = float(getattr(args, "average_share", 0.0))
+    if average_share > 0 and not randomised:
+        raise InputError("--average-share applies to randomised data (--data randomised, varied, folded or surface).")
+    for flag, value in (("--folded-share", share), ("--surface-share", surface_share),
+                        ("--average-share", average_share)):
         if not 0.0 <= value <= 1.0:
             raise InputError(f"{flag} is a share of the subjects, from 0 to 1; not {value:g}.")
     if args.data == "surface":
@@ -59,7 +63,8 @@ def train(args, registry):
                                                            vary_anatomy=args.data == "varied",
                                                            p_folded=share if args.data in ("folded", "surface")
                                                            else 0.0,
-                                                           p_surface=surface_share if args.data == "surface" else 0.0)
+                                                           p_surface=surface_share if args.data == "surface" else 0.0,
+                                                           p_average=average_share)
         if args.mode == "supervised":  # fully labelled randomised patients
             controls, patients = [], [{**p, "labels": p["labels"]} for p in patients]
     elif args.mode == "supervised":  # model M: fully labelled scans (only a phantom has them for free)
@@ -88,7 +93,10 @@ def train(args, registry):
                 + (f"; {surface_share:.0%} of the subjects with the cerebrum of a real brain (fsaverage5's white "
                    "and pial surfaces, randomly warped and mirrored)" if args.data == "surface" else "")
                 + (f"; {share:.0%} of the {'other ' if args.data == 'surface' else ''}subjects with a gyrified "
-                   "cortex of real thickness" if args.data in ("folded", "surface") else ""))
+                   "cortex of real thickness" if args.data in ("folded", "surface") else "")
+                + (f"; {average_share:.0%} of all subjects drawn as population-average templates (class maps "
+                   "smoothed by 0.5-2.5 mm, images their probability-weighted intensities, labels their arg-max)"
+                   if average_share > 0 else ""))
     else:
         data = f"brain phantom: {n} controls + {n} patients, {shape} at {args.spacing} mm"
     job = run_in_terminal(train_joint_model(registry, controls, patients, val, cfg, resume=resume, data=data,

@@ -26,6 +26,9 @@ class TrainOptions:
     folded_share: float = option(0.5, "--data folded or surface: the share of (other) subjects with the gyrified "
                                       "cortex (0 to 1)")
     surface_share: float = option(0.5, "--data surface: the share of subjects with fsaverage5's cerebrum (0 to 1)")
+    average_share: float = option(0.0, "randomised data: the share of subjects drawn as population-average "
+                                       "templates (class maps smoothed into probabilities, images their "
+                                       "probability-weighted intensities, labels their arg-max), 0 to 1")
     subjects: int | None = option(None, "controls and patients (each); default 48 randomised or 4 phantom subjects")
     val_subjects: int = option(2, "randomised data: fully labelled validation subjects (drawn like the training "
                                   "ones) that pick the checkpoint")

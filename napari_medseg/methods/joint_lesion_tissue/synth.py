@@ -84,9 +84,40 @@ def render(rng, classes: np.ndarray, means: np.ndarray, stripped: bool) -> np.nd
     return out.astype(np.float32)
 
 
+def averaged(rng, classes: np.ndarray, spacing) -> np.ndarray:
+    """(N_CLASSES, *shape) class probabilities of a population average: each class's
+    indicator smoothed by a Gaussian of σ 0.5–2.5 mm (what is left of the subjects'
+    differences after registration), summing to 1."""
+    sigma_mm = rng.uniform(0.5, 2.5)
+    sig = [sigma_mm / float(sp) for sp in spacing]
+    probs = np.stack([ndimage.gaussian_filter((classes == k).astype(np.float32), sig) for k in range(N_CLASSES)])
+    return probs / np.maximum(probs.sum(0, keepdims=True), 1e-6)
+
+
+def render_average(rng, probs: np.ndarray, means: np.ndarray, outside: np.ndarray | None) -> np.ndarray:
+    """One image of a population-average template: every voxel the probability-weighted
+    mean of the class intensities (averaging mixes intensities linearly), a little
+    texture, a weak bias field, gamma and little noise (averaging removes most of it);
+    zero at ``outside`` (a skull-stripped template). Scaled to 0..1."""
+    shape = probs.shape[1:]
+    img = np.tensordot(means, probs, axes=1).astype(np.float32)
+    img *= 1.0 + 0.02 * smooth_field(rng, shape, (10, 12, 10))
+    img = ndimage.gaussian_filter(img, rng.uniform(0.0, 0.5, 3))
+    img *= np.exp(rng.uniform(0.0, 0.1) * smooth_field(rng, shape, (3, 3, 3)))
+    if outside is not None:
+        img = np.where(outside, 0.0, img)
+    img = np.clip(img / max(float(np.percentile(img, 99.5)), 1e-6), 0.0, None)
+    img = img ** float(np.exp(rng.normal(0.0, 0.2)))
+    out = rician(rng, img, rng.uniform(0.0, 0.02))
+    if outside is not None:
+        out = np.where(outside, 0.0, out)
+    return out.astype(np.float32)
+
+
 def randomised_subject(seed: int, shape=(64, 72, 64), spacing=(2.5, 2.5, 2.5), lesions=True,
                        flair: bool = True, label_set: str = "reduced", p_stripped: float = 0.5,
-                       vary_anatomy: bool = False, p_folded: float = 0.0, p_surface: float = 0.0) -> dict:
+                       vary_anatomy: bool = False, p_folded: float = 0.0, p_surface: float = 0.0,
+                       p_average: float = 0.0) -> dict:
     """One domain-randomised subject: ``T1`` (and ``FLAIR``), ``tissue``, ``lesion``, ``labels``,
     ``affine``, ``spacing``, ``stripped``, ``folded``, ``surface``. Deterministic in ``seed``.
     ``vary_anatomy``: the label map's proportions are drawn too (extra-cerebral CSF, sulci,
@@ -95,27 +126,44 @@ def randomised_subject(seed: int, shape=(64, 72, 64), spacing=(2.5, 2.5, 2.5), l
     :data:`~napari_medseg.core.phantoms.brain.FOLDED`), instead of the phantom's thick ribbon.
     ``p_surface``: the chance that the cerebrum is a real one, fsaverage5's white and pial
     surfaces under a random warp (see :mod:`~napari_medseg.core.phantoms.surface`); drawn
-    first, the folded cortex's chance applies to the rest."""
+    first, the folded cortex's chance applies to the rest.
+    ``p_average``: the chance that the subject is drawn as a population-average template
+    (as MNI152 is): the label map's classes are smoothed into probabilities
+    (:func:`averaged`), the images are their probability-weighted intensities
+    (:func:`render_average`) and the labels their arg-max, the way a template's tissue
+    maps and reference come about; drawn after the anatomy's kind."""
     if label_set not in ("reduced", "full"):
         raise InputError(f"Unknown label set {label_set!r}; use 'reduced' or 'full'.")
     rng = np.random.default_rng(seed)
     spacing = tuple(float(s) for s in spacing)
     surface = bool(p_surface > 0 and rng.random() < p_surface)  # no draw at 0: earlier seeds stay as they were
     folded = bool(not surface and p_folded > 0 and rng.random() < p_folded)
+    average = bool(p_average > 0 and rng.random() < p_average)
     classes, tissue, lesion, _ = draw_anatomy(rng, shape, spacing, lesions, vary=vary_anatomy, folded=folded,
                                               surface=surface)
     drawn = np.where(lesion, LESION, classes).astype(np.uint8)
     stripped = bool(rng.random() < p_stripped)
-    out = {"T1": render(rng, drawn, t1_means(rng), stripped)}
-    if flair:
-        out["FLAIR"] = render(rng, drawn, flair_means(rng), stripped)
+    if average:
+        probs = averaged(rng, drawn, spacing)
+        drawn = np.argmax(probs, 0).astype(np.uint8)
+        lesion = drawn == LESION
+        classes = np.where(lesion, WM, drawn)  # (lesion voxels' tissue, as draw_anatomy gives it)
+        tissue = np.where(classes >= SKULL, 0, classes).astype(np.uint8)
+        outside = ((drawn == BG) | (drawn >= SKULL)) if stripped else None
+        out = {"T1": render_average(rng, probs, t1_means(rng), outside)}
+        if flair:
+            out["FLAIR"] = render_average(rng, probs, flair_means(rng), outside)
+    else:
+        out = {"T1": render(rng, drawn, t1_means(rng), stripped)}
+        if flair:
+            out["FLAIR"] = render(rng, drawn, flair_means(rng), stripped)
     joint = np.where(lesion, LESION, tissue).astype(np.uint8)
     if label_set == "reduced":
         tissue, joint = _TO_REDUCED[tissue], _TO_REDUCED[joint]
     out.update(tissue=tissue, lesion=lesion.astype(np.uint8), labels=joint, affine=centred_affine(shape, spacing),
                spacing=spacing,
                stripped=stripped, brain=tissue > 0, seed=int(seed), classes=label_set, folded=folded,
-               surface=surface)
+               surface=surface, average=average)
     return out
 
 
@@ -125,7 +173,8 @@ _BASE = {"control": 5_000_000, "patient": 6_000_000, "val": 7_000_000}
 
 def randomised_training_data(n_controls: int, n_patients: int, n_val: int = 2, seed: int = 0,
                              shape=(64, 72, 64), spacing=(2.5, 2.5, 2.5), label_set: str = "reduced",
-                             vary_anatomy: bool = False, p_folded: float = 0.0, p_surface: float = 0.0):
+                             vary_anatomy: bool = False, p_folded: float = 0.0, p_surface: float = 0.0,
+                             p_average: float = 0.0):
     """(controls, patients, validation), preprocessed like user scans (see models._prepared).
 
     Controls: T1 + tissue, no lesions; patients: T1 + FLAIR + lesion mask; validation:
@@ -137,7 +186,7 @@ def randomised_training_data(n_controls: int, n_patients: int, n_val: int = 2, s
     def make(which, i, lesions, flair):
         s = randomised_subject(_BASE[which] + 10_000 * int(seed) + i, shape, spacing, lesions=lesions,
                                flair=flair, label_set=label_set, vary_anatomy=vary_anatomy, p_folded=p_folded,
-                               p_surface=p_surface)
+                               p_surface=p_surface, p_average=p_average)
         mods = ("T1", "FLAIR") if flair else ("T1",)
         return _prepared(s, mods, spacing, mask=s["brain"] if s["stripped"] else None)
 
