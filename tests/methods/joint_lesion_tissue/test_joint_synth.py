@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from napari_medseg.methods.joint_lesion_tissue.labels import REDUCED
-from napari_medseg.methods.joint_lesion_tissue.synth import (flair_means, randomised_subject,
-                                                            randomised_training_data, t1_means)
+from napari_medseg.methods.joint_lesion_tissue.synth import (averaged, flair_means, randomised_subject,
+                                                            randomised_training_data, render_average, t1_means)
 from napari_medseg.core.phantoms.brain import CSF, GM, LESION, WM
 
 SHAPE = (40, 44, 40)
@@ -168,3 +168,48 @@ def test_surface_cerebrum_without_nilearn_is_one_clear_error(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
     with pytest.raises(InputError, match="nilearn"):
         surface.read_mesh("pial_left")
+
+
+def test_an_average_loses_thin_structures_and_keeps_thick_ones():
+    """Smoothing the class indicators (σ 0.5-2.5 mm; at 0.5 mm voxels 1-5 voxels): a sheet one
+    voxel thick is gone from the arg-max, a slab 12 voxels thick is still there."""
+    classes = np.full((40, 30, 30), WM, np.uint8)
+    classes[10] = CSF  # a thin sheet
+    classes[24:36] = GM  # a thick slab
+    for seed in range(4):
+        p = averaged(np.random.default_rng(seed), classes, (0.5, 0.5, 0.5))
+        assert p.shape[1:] == classes.shape and np.allclose(p.sum(0), 1.0, atol=1e-5) and p.min() >= 0
+        top = np.argmax(p, 0)
+        assert not (top[8:13] == CSF).any() and (top[27:33] == GM).all() and (top[0:6] == WM).all()
+        assert 0.0 < p[CSF, 10].mean() < 0.5  # the sheet is still in the probabilities, diluted
+
+
+def test_an_average_mixes_the_class_intensities_linearly():
+    rng = np.random.default_rng(5)
+    means = t1_means(rng)
+    probs = np.zeros((len(means), 3, 24, 24), np.float32)
+    probs[CSF, 0], probs[WM, 2] = 1.0, 1.0
+    probs[CSF, 1], probs[WM, 1] = 0.5, 0.5  # a partial-volume plane between the two
+    img = render_average(np.random.default_rng(6), probs, means, None)
+    csf, mix, wm = (float(np.median(img[k])) for k in range(3))
+    assert csf < mix < wm and abs(mix - 0.5 * (csf + wm)) < 0.15 * (wm - csf)
+    outside = np.zeros((3, 24, 24), bool)
+    outside[:, :4] = True
+    assert (render_average(np.random.default_rng(6), probs, means, outside)[outside] == 0).all()
+
+
+def test_average_subjects_are_an_option_that_leaves_other_seeds_alone():
+    a = randomised_subject(21, SHAPE, lesions=False, flair=False, p_average=1.0)
+    assert a["average"] and a["T1"].dtype == np.float32
+    plain = randomised_subject(21, SHAPE, lesions=False, flair=False)
+    assert not plain["average"]
+    np.testing.assert_array_equal(randomised_subject(21, SHAPE, lesions=False, flair=False, p_average=0.0)["T1"],
+                                  plain["T1"])
+    lab, t1 = a["tissue"], a["T1"]
+    med = [float(np.median(t1[lab == k])) for k in (1, 2, 3)]
+    assert med[0] < med[1] < med[2]
+    # the image follows the (smoothed) labels closely: little noise, unlike a plain subject
+    for s in (a, plain):
+        inside = s["tissue"] == 3
+        s["spread"] = float(np.std(s["T1"][inside]) / np.median(s["T1"][inside]))
+    assert a["spread"] < plain["spread"]
