@@ -13,7 +13,7 @@ import time
 import numpy as np
 import torch
 
-from napari_medseg.methods.tracking import randomised as R
+from _tracking_sets import dr_images
 from napari_medseg.methods.tracking.lookahead import Lookahead
 from napari_medseg.methods.tracking.metrics import trace_metrics
 from napari_medseg.methods.tracking.model import load_tracker
@@ -23,13 +23,6 @@ from napari_medseg.methods.tracking.track import TrackConfig, track
 torch.set_num_threads(2)
 
 
-def dr_images(parent: float, n: int, seed: int):
-    draw = R.randomised_settings
-    R.randomised_settings = lambda rng: draw(rng).replace(start_parent_fraction=parent)
-    try:
-        return generate_many("DR", n, seed=seed)
-    finally:
-        R.randomised_settings = draw
 
 
 def _arg(name, default):

@@ -17,7 +17,7 @@ import time
 import numpy as np
 import torch
 
-from napari_medseg.methods.tracking import randomised as R
+from _tracking_sets import dr_images
 from napari_medseg.methods.tracking.greedy import ridge_map
 from napari_medseg.methods.tracking.metrics import trace_metrics
 from napari_medseg.methods.tracking.model import load_tracker
@@ -33,13 +33,6 @@ def variants(image):
     return {"raw": image, "ridge": ridge, "blend": (0.5 * (image + ridge)).astype(np.float32)}
 
 
-def dr_images(parent: float, n: int = 48, seed: int = 555):
-    draw = R.randomised_settings
-    R.randomised_settings = lambda rng: draw(rng).replace(start_parent_fraction=parent)
-    try:
-        return generate_many("DR", n, seed=seed)
-    finally:
-        R.randomised_settings = draw
 
 
 def _arg(name, default):
