@@ -119,7 +119,7 @@ def randomised_subject(seed: int, shape=(64, 72, 64), spacing=(2.5, 2.5, 2.5), l
                        vary_anatomy: bool = False, p_folded: float = 0.0, p_surface: float = 0.0,
                        p_average: float = 0.0) -> dict:
     """One domain-randomised subject: ``T1`` (and ``FLAIR``), ``tissue``, ``lesion``, ``labels``,
-    ``affine``, ``spacing``, ``stripped``, ``folded``, ``surface``. Deterministic in ``seed``.
+    ``affine``, ``spacing``, ``stripped``, ``folded``, ``surface``, ``average``. Deterministic in ``seed``.
     ``vary_anatomy``: the label map's proportions are drawn too (extra-cerebral CSF, sulci,
     ventricles; see :data:`~napari_medseg.core.phantoms.brain.VARIED_PROPORTIONS`).
     ``p_folded``: the chance that the cortex is gyrified, of real thickness (see
