@@ -5,9 +5,10 @@ held-out single randomised subjects at 1.25 mm, T1 alone, the same brain mask fo
 with the gyrified cortex of real thickness (seeds 8_200_000+) and with the phantom's
 thick cortical ribbon (seeds 8_100_000+), and with fsaverage5's cerebrum (``--data surface``,
 seeds 8_300_000+), and drawn as population-average templates (``--average-share``, seeds
-8_400_000+). No training uses these seeds; never a real scan.
+8_400_000+), and with the skull-stripped mask cut closer to the brain (``--tight-share``, seeds
+8_500_000+). No training uses these seeds; never a real scan.
 Run from the repository root: python benchmarks/scripts/joint_folded_val.py [N] [OUT.json] [KINDS],
-KINDS a comma-separated subset of folded,ribbon,surface,average (default all four)."""
+KINDS a comma-separated subset of folded,ribbon,surface,average,tight (default all five)."""
 import json
 import sys
 
@@ -23,7 +24,8 @@ from napari_medseg.methods.joint_lesion_tissue.synth import randomised_subject
 
 SHAPE, SPACING = (128, 144, 128), (1.25, 1.25, 1.25)
 KINDS = {"folded": (8_200_000, 1.0, 0.0), "ribbon": (8_100_000, 0.0, 0.0), "surface": (8_300_000, 0.0, 1.0),
-         "average": (8_400_000, 0.5, 0.0, 1.0)}  # population-average templates of gyrified or ribbon subjects
+         "average": (8_400_000, 0.5, 0.0, 1.0),  # population-average templates of gyrified or ribbon subjects
+         "tight": (8_500_000, 0.5, 0.0, 0.0, 1.0)}  # gyrified or ribbon, the mask cut closer (0-4 mm of CSF off)
 
 
 def dice(labels, ref):
@@ -33,9 +35,9 @@ def dice(labels, ref):
 
 def subject(kind: str, i: int) -> dict:
     """Held-out subject ``i`` of one kind: T1 alone, skull-stripped, no lesions."""
-    base, p_folded, p_surface, p_average = (*KINDS[kind], 0.0)[:4]
+    base, p_folded, p_surface, p_average, p_tight = (*KINDS[kind], 0.0, 0.0)[:5]
     return randomised_subject(base + i, SHAPE, SPACING, lesions=False, flair=False, p_stripped=1.0,
-                              p_folded=p_folded, p_surface=p_surface, p_average=p_average)
+                              p_folded=p_folded, p_surface=p_surface, p_average=p_average, p_tight=p_tight)
 
 
 def main(argv):

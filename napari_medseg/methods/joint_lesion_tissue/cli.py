@@ -45,10 +45,12 @@ def train(args, registry):
         raise InputError(f"--val-subjects must be at least 1, not {n_val}.")
     share, surface_share = float(args.folded_share), float(getattr(args, "surface_share", 0.5))
     average_share = float(getattr(args, "average_share", 0.0))
-    if average_share > 0 and not randomised:
-        raise InputError("--average-share applies to randomised data (--data randomised, varied, folded or surface).")
+    tight_share = float(getattr(args, "tight_share", 0.0))
+    for flag, value in (("--average-share", average_share), ("--tight-share", tight_share)):
+        if value > 0 and not randomised:
+            raise InputError(f"{flag} applies to randomised data (--data randomised, varied, folded or surface).")
     for flag, value in (("--folded-share", share), ("--surface-share", surface_share),
-                        ("--average-share", average_share)):
+                        ("--average-share", average_share), ("--tight-share", tight_share)):
         if not 0.0 <= value <= 1.0:
             raise InputError(f"{flag} is a share of the subjects, from 0 to 1; not {value:g}.")
     if args.data == "surface":
@@ -64,7 +66,7 @@ def train(args, registry):
                                                            p_folded=share if args.data in ("folded", "surface")
                                                            else 0.0,
                                                            p_surface=surface_share if args.data == "surface" else 0.0,
-                                                           p_average=average_share)
+                                                           p_average=average_share, p_tight=tight_share)
         if args.mode == "supervised":  # fully labelled randomised patients
             controls, patients = [], [{**p, "labels": p["labels"]} for p in patients]
     elif args.mode == "supervised":  # model M: fully labelled scans (only a phantom has them for free)
@@ -96,7 +98,9 @@ def train(args, registry):
                    "cortex of real thickness" if args.data in ("folded", "surface") else "")
                 + (f"; {average_share:.0%} of all subjects drawn as population-average templates (class maps "
                    "smoothed by 0.5-2.5 mm, images their probability-weighted intensities, labels their arg-max)"
-                   if average_share > 0 else ""))
+                   if average_share > 0 else "")
+                + (f"; {tight_share:.0%} of the skull-stripped subjects with the mask cut closer to the brain "
+                   "(extra-cerebral CSF within 0-4 mm of its edge removed)" if tight_share > 0 else ""))
     else:
         data = f"brain phantom: {n} controls + {n} patients, {shape} at {args.spacing} mm"
     job = run_in_terminal(train_joint_model(registry, controls, patients, val, cfg, resume=resume, data=data,

@@ -29,6 +29,9 @@ class TrainOptions:
     average_share: float = option(0.0, "randomised data: the share of subjects drawn as population-average "
                                        "templates (class maps smoothed into probabilities, images their "
                                        "probability-weighted intensities, labels their arg-max), 0 to 1")
+    tight_share: float = option(0.0, "randomised data: the share of skull-stripped subjects whose mask was cut "
+                                     "closer to the brain (the extra-cerebral CSF within 0-4 mm of its edge "
+                                     "removed, as some stripping tools do), 0 to 1")
     subjects: int | None = option(None, "controls and patients (each); default 48 randomised or 4 phantom subjects")
     val_subjects: int = option(2, "randomised data: fully labelled validation subjects (drawn like the training "
                                   "ones) that pick the checkpoint")

@@ -114,10 +114,21 @@ def render_average(rng, probs: np.ndarray, means: np.ndarray, outside: np.ndarra
     return out.astype(np.float32)
 
 
+def cut_outer_csf(rng, drawn: np.ndarray, spacing, max_mm: float = 4.0) -> np.ndarray:
+    """Where a skull-stripping tool cut closer to the brain: the CSF within a random depth
+    (0 to ``max_mm``) of the brain mask's edge becomes background. Grey and white matter,
+    and CSF deeper in (sulci, ventricles), are kept. Returns the new class map."""
+    depth_mm = rng.uniform(0.0, max_mm)
+    brain = (drawn != BG) & (drawn < SKULL)
+    depth = ndimage.distance_transform_edt(brain, sampling=spacing)
+    cut = brain & (drawn == CSF) & (depth <= depth_mm)
+    return np.where(cut, BG, drawn).astype(drawn.dtype)
+
+
 def randomised_subject(seed: int, shape=(64, 72, 64), spacing=(2.5, 2.5, 2.5), lesions=True,
                        flair: bool = True, label_set: str = "reduced", p_stripped: float = 0.5,
                        vary_anatomy: bool = False, p_folded: float = 0.0, p_surface: float = 0.0,
-                       p_average: float = 0.0) -> dict:
+                       p_average: float = 0.0, p_tight: float = 0.0) -> dict:
     """One domain-randomised subject: ``T1`` (and ``FLAIR``), ``tissue``, ``lesion``, ``labels``,
     ``affine``, ``spacing``, ``stripped``, ``folded``, ``surface``, ``average``. Deterministic in ``seed``.
     ``vary_anatomy``: the label map's proportions are drawn too (extra-cerebral CSF, sulci,
@@ -131,7 +142,9 @@ def randomised_subject(seed: int, shape=(64, 72, 64), spacing=(2.5, 2.5, 2.5), l
     (as MNI152 is): the label map's classes are smoothed into probabilities
     (:func:`averaged`), the images are their probability-weighted intensities
     (:func:`render_average`) and the labels their arg-max, the way a template's tissue
-    maps and reference come about; drawn after the anatomy's kind."""
+    maps and reference come about; drawn after the anatomy's kind.
+    ``p_tight``: the chance that a skull-stripped subject's mask was cut closer to the brain
+    (:func:`cut_outer_csf`: the extra-cerebral CSF within 0-4 mm of its edge removed)."""
     if label_set not in ("reduced", "full"):
         raise InputError(f"Unknown label set {label_set!r}; use 'reduced' or 'full'.")
     rng = np.random.default_rng(seed)
@@ -143,6 +156,10 @@ def randomised_subject(seed: int, shape=(64, 72, 64), spacing=(2.5, 2.5, 2.5), l
                                               surface=surface)
     drawn = np.where(lesion, LESION, classes).astype(np.uint8)
     stripped = bool(rng.random() < p_stripped)
+    if stripped and p_tight > 0 and rng.random() < p_tight:  # (no draw at 0)
+        drawn = cut_outer_csf(rng, drawn, spacing)
+        classes = np.where(drawn == BG, BG, classes)
+        tissue = np.where(drawn == BG, 0, tissue).astype(np.uint8)
     if average:
         probs = averaged(rng, drawn, spacing)
         drawn = np.argmax(probs, 0).astype(np.uint8)
@@ -174,7 +191,7 @@ _BASE = {"control": 5_000_000, "patient": 6_000_000, "val": 7_000_000}
 def randomised_training_data(n_controls: int, n_patients: int, n_val: int = 2, seed: int = 0,
                              shape=(64, 72, 64), spacing=(2.5, 2.5, 2.5), label_set: str = "reduced",
                              vary_anatomy: bool = False, p_folded: float = 0.0, p_surface: float = 0.0,
-                             p_average: float = 0.0):
+                             p_average: float = 0.0, p_tight: float = 0.0):
     """(controls, patients, validation), preprocessed like user scans (see models._prepared).
 
     Controls: T1 + tissue, no lesions; patients: T1 + FLAIR + lesion mask; validation:
@@ -186,7 +203,7 @@ def randomised_training_data(n_controls: int, n_patients: int, n_val: int = 2, s
     def make(which, i, lesions, flair):
         s = randomised_subject(_BASE[which] + 10_000 * int(seed) + i, shape, spacing, lesions=lesions,
                                flair=flair, label_set=label_set, vary_anatomy=vary_anatomy, p_folded=p_folded,
-                               p_surface=p_surface, p_average=p_average)
+                               p_surface=p_surface, p_average=p_average, p_tight=p_tight)
         mods = ("T1", "FLAIR") if flair else ("T1",)
         return _prepared(s, mods, spacing, mask=s["brain"] if s["stripped"] else None)
 
