@@ -68,6 +68,8 @@ def test_train_joint_cli_on_the_phantom(tmp_path, monkeypatch, capsys):
     assert "--average-share" in capsys.readouterr().err
     assert cli.main(["train", "joint", "--data", "phantom", "--average-share", "0.5", "--steps", "1"]) == 2
     assert "randomised data" in capsys.readouterr().err
+    assert cli.main(["train", "joint", "--tight-share", "-1", "--steps", "1"]) == 2
+    assert "--tight-share" in capsys.readouterr().err
     # --ship writes the next shipped version and its model card (here into a scratch models/)
     from napari_medseg.core import paths
 
@@ -85,10 +87,12 @@ def test_train_joint_cli_on_the_phantom(tmp_path, monkeypatch, capsys):
     card = (shipped / "joint_tissue_only" / "MODEL_CARD.md").read_text()
     assert "100% of the subjects with a gyrified cortex" in card
     code = cli.main(["train", "joint", "--steps", "1", "--shape", "32,36,32", "--spacing", "5", "--subjects", "1",
-                     "--patch", "16", "--mode", "tissue_only", "--average-share", "1", "--ship"])
+                     "--patch", "16", "--mode", "tissue_only", "--average-share", "1", "--tight-share", "0.5",
+                     "--ship"])
     assert code == 0, capsys.readouterr().err
     card = (shipped / "joint_tissue_only" / "MODEL_CARD.md").read_text()
     assert "100% of all subjects drawn as population-average templates" in card
+    assert "50% of the skull-stripped subjects with the mask cut closer to the brain" in card
     code = cli.main(["train", "joint", "--steps", "1", "--shape", "32,36,32", "--spacing", "5", "--subjects", "1",
                      "--patch", "16", "--mode", "tissue_only", "--data", "surface", "--surface-share", "1",
                      "--val-subjects", "3", "--ship"])

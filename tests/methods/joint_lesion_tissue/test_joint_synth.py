@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from napari_medseg.methods.joint_lesion_tissue.labels import REDUCED
-from napari_medseg.methods.joint_lesion_tissue.synth import (averaged, flair_means, randomised_subject,
-                                                            randomised_training_data, render_average, t1_means)
+from napari_medseg.methods.joint_lesion_tissue.synth import (averaged, cut_outer_csf, flair_means,
+                                                            randomised_subject, randomised_training_data,
+                                                            render_average, t1_means)
 from napari_medseg.core.phantoms.brain import CSF, GM, LESION, WM
 
 SHAPE = (40, 44, 40)
@@ -213,3 +214,34 @@ def test_average_subjects_are_an_option_that_leaves_other_seeds_alone():
         inside = s["tissue"] == 3
         s["spread"] = float(np.std(s["T1"][inside]) / np.median(s["T1"][inside]))
     assert a["spread"] < plain["spread"]
+
+
+def test_a_closer_cut_removes_only_outer_csf():
+    z, y, x = np.mgrid[:48, :48, :48] - 23.5
+    r = np.sqrt(z * z + y * y + x * x)
+    drawn = np.full(r.shape, 0, np.uint8)
+    drawn[r < 20] = CSF
+    drawn[r < 16] = GM
+    drawn[r < 12] = WM
+    drawn[r < 3] = CSF  # a ventricle, deep inside
+    removed_any = False
+    for seed in range(6):
+        cut = cut_outer_csf(np.random.default_rng(seed), drawn, (1.0, 1.0, 1.0))
+        gone = (drawn != 0) & (cut == 0)
+        assert (drawn[gone] == CSF).all() and (r[gone] > 15.0).all()  # only the outer CSF, within 4 mm (+1 voxel)
+        assert (cut[drawn != CSF] == drawn[drawn != CSF]).all() and (cut[r < 3] == CSF).all()
+        removed_any |= bool(gone.any())
+    assert removed_any
+
+
+def test_tight_masks_apply_to_stripped_subjects_only_and_leave_other_seeds_alone():
+    for seed in range(6):
+        plain = randomised_subject(seed, SHAPE, lesions=False, flair=False)
+        tight = randomised_subject(seed, SHAPE, lesions=False, flair=False, p_tight=1.0)
+        if not plain["stripped"]:  # nothing drawn, nothing changed
+            np.testing.assert_array_equal(tight["T1"], plain["T1"])
+            continue
+        assert (tight["T1"][~tight["brain"]] == 0).all()
+        assert tight["brain"].sum() <= plain["brain"].sum()
+        assert ((plain["tissue"] != tight["tissue"]) <= (plain["tissue"] == 1)).all()  # only CSF was taken off
+    np.testing.assert_array_equal(randomised_subject(3, SHAPE, p_tight=0.0)["T1"], randomised_subject(3, SHAPE)["T1"])
