@@ -20,7 +20,6 @@ from napari_medseg.methods.tracking.model import load_tracker
 from napari_medseg.methods.tracking.synthetic import generate_many
 from napari_medseg.methods.tracking.track import TrackConfig, track
 
-from _tracking_sets import dr_images
 
 torch.set_num_threads(2)
 
@@ -61,7 +60,7 @@ def main():
     seed_sc, seed_dr = _arg("--seeds", [4242, 555])
     n_sc, n_dr = _arg("--n", [100, 48])
     sets = {"SI": generate_many("SI", n_sc, seed=seed_sc), "crossing": generate_many("crossing", n_sc, seed=seed_sc),
-            "DR": dr_images(0.0, n_dr, seed_dr), "DR parent at start": dr_images(1.0, n_dr, seed_dr)}
+            "DR": generate_many("DR", n_dr, seed=seed_dr), "DR parent at start": generate_many("DRp", n_dr, seed=seed_dr)}
     policy, meta = load_tracker()
     out = {"model": f"tracking v{meta.get('version')}", "seeds": {"SI, crossing": seed_sc, "DR, DR parent": seed_dr},
            "actor_ms_16_traces": {"fp32": actor_ms(policy), "int8": actor_ms(with_int8_linear(policy))},

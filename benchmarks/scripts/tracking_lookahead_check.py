@@ -13,7 +13,6 @@ import time
 import numpy as np
 import torch
 
-from _tracking_sets import dr_images
 from napari_medseg.methods.tracking.lookahead import Lookahead
 from napari_medseg.methods.tracking.metrics import trace_metrics
 from napari_medseg.methods.tracking.model import load_tracker
@@ -40,7 +39,7 @@ if "--max-angle" in sys.argv:
     _kw["angles"] = tuple(float(a) for a in np.arange(-_a, _a + 1e-6, 15.0))
 LOOK = Lookahead(**_kw)
 sets = {"SI": generate_many("SI", n_sc, seed=seed_sc), "crossing": generate_many("crossing", n_sc, seed=seed_sc),
-        "DR": dr_images(0.0, n_dr, seed_dr), "DR parent at start": dr_images(1.0, n_dr, seed_dr)}
+        "DR": generate_many("DR", n_dr, seed=seed_dr), "DR parent at start": generate_many("DRp", n_dr, seed=seed_dr)}
 policy, meta = load_tracker()
 out = {"model": f"tracking v{meta.get('version')}", "seeds": {"SI, crossing": seed_sc, "DR, DR parent": seed_dr},
        "lookahead": LOOK.__dict__, "results": {}}

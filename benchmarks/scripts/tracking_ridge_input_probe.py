@@ -17,7 +17,6 @@ import time
 import numpy as np
 import torch
 
-from _tracking_sets import dr_images
 from napari_medseg.methods.tracking.greedy import ridge_map
 from napari_medseg.methods.tracking.metrics import trace_metrics
 from napari_medseg.methods.tracking.model import load_tracker
@@ -50,7 +49,7 @@ versions = [int(v) for v in _arg("--versions", [])] or [None]
 chosen = _arg("--variants", ["raw", "ridge", "blend"])
 seed_sc, seed_dr = (int(v) for v in _arg("--seeds", [4242, 555]))  # SI + crossing, DR + DR parent
 sets = {"SI": generate_many("SI", 100, seed=seed_sc), "crossing": generate_many("crossing", 100, seed=seed_sc),
-        "DR": dr_images(0.0, seed=seed_dr), "DR parent at start": dr_images(1.0, seed=seed_dr)}
+        "DR": generate_many("DR", 48, seed=seed_dr), "DR parent at start": generate_many("DRp", 48, seed=seed_dr)}
 out = {"results": {}, "seeds": {"SI, crossing": seed_sc, "DR, DR parent at start": seed_dr}}
 for version in versions:
     policy, meta = load_tracker(version)

@@ -264,6 +264,16 @@ class TrackingEnv:
         ok = (pts[:, 0] >= 0) & (pts[:, 0] < h) & (pts[:, 1] >= 0) & (pts[:, 1] < w)
         self.path[index, 0, pts[ok, 0], pts[ok, 1]] = 1.0
 
+    def revisited(self, active: torch.Tensor, lag: int = 4, radius: float = 1.0) -> torch.Tensor:
+        """(B,) bool: ``active`` episodes now within ``radius`` px of their own path older
+        than ``lag`` steps (turning back, looping, standing still)."""
+        traj, steps = self.trajectory, self.steps
+        idx = torch.arange(traj.shape[1], device=traj.device)
+        old = idx[None, :] < (steps - lag)[:, None]  # (B, T)
+        d = (traj - self.positions[:, None]).norm(dim=2)
+        d = torch.where(old & torch.isfinite(d), d, torch.full_like(d, float("inf")))
+        return active & (d.min(1).values <= radius)
+
     def fork(self, index: int, copies: int) -> "TrackingEnv":
         """A new environment of ``copies`` episodes, each a copy of episode ``index`` as it
         is now (position, path raster, stacked views, history), with no end and no

@@ -44,15 +44,6 @@ class Lookahead:
     max_switches: int = 20  # per trace
 
 
-def _revisited(env: TrackingEnv, alive: torch.Tensor, lag: int = 4, radius: float = 1.0) -> torch.Tensor:
-    traj, steps = env.trajectory, env.steps
-    idx = torch.arange(traj.shape[1], device=traj.device)
-    old = idx[None, :] < (steps - lag)[:, None]
-    d = (traj - env.positions[:, None]).norm(dim=2)
-    d = torch.where(old & torch.isfinite(d), d, torch.full_like(d, float("inf")))
-    return alive & (d.min(1).values <= radius)
-
-
 def candidates(own: torch.Tensor, last_move: torch.Tensor, angles) -> torch.Tensor:
     """(1 + len(angles), 2): the agent's own step first, then steps of its length (at least
     2 px) at each angle from the last movement."""
@@ -81,7 +72,7 @@ def reconsider(policy: BetaPolicy, env: TrackingEnv, index: int, own: torch.Tens
         total += torch.where(alive, e.float(), torch.zeros_like(total))
         count += alive.float()
         obs = fork.step(torch.where(alive[:, None], d.float(), torch.zeros_like(d, dtype=torch.float32))).observation
-        back = _revisited(fork, alive & (fork.stop_reason == RUNNING))
+        back = fork.revisited(alive & (fork.stop_reason == RUNNING))
         lost |= back
         alive = alive & ~fork.done & ~back
     score = total / count.clamp_min(1.0)

@@ -135,16 +135,6 @@ def _act_running(policy: BetaPolicy, actor_obs: torch.Tensor, active: torch.Tens
     return displacement, entropy
 
 
-def _revisited(env: TrackingEnv, config: TrackConfig, active: torch.Tensor) -> torch.Tensor:
-    """Running episodes now within ``revisit_radius`` of their own older path."""
-    traj, steps = env.trajectory, env.steps
-    idx = torch.arange(traj.shape[1], device=traj.device)
-    old = idx[None, :] < (steps - config.revisit_lag)[:, None]  # (B, T)
-    d = (traj - env.positions[:, None]).norm(dim=2)
-    d = torch.where(old & torch.isfinite(d), d, torch.full_like(d, float("inf")))
-    return active & (d.min(1).values <= config.revisit_radius)
-
-
 def track_iter(policy: BetaPolicy, image: np.ndarray, starts, ends=None, config: TrackConfig | None = None,
                branches_of: Sequence[np.ndarray | None] | None = None, device="cpu",
                live: bool = True, directions=None) -> Iterator[Progress]:
@@ -269,7 +259,8 @@ def track_iter(policy: BetaPolicy, image: np.ndarray, starts, ends=None, config:
                 over = _entropy_run(over, entropy, config.entropy_threshold, active)
                 if config.entropy_threshold is not None:
                     env.stop_reason[still & (over >= config.entropy_steps)] = UNCERTAIN
-                env.stop_reason[_revisited(env, config, still & (env.stop_reason == RUNNING))] = REVISIT
+                env.stop_reason[env.revisited(still & (env.stop_reason == RUNNING), config.revisit_lag,
+                                              config.revisit_radius)] = REVISIT
                 done = int(env.done[:n].sum())
             yield Progress(step, config.max_steps, f"step {step}: {done}/{n} traces finished",
                            {"traces": traces()} if live else {})
