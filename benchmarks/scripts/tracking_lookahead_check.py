@@ -5,7 +5,7 @@ ridge-input probe runs), and again with the end given (one way, stopping there, 
 ``bench tracking`` runs; its error is not inflated by wandering past the fibre's end): SI and crossing images (seed SI), domain-randomised images with
 and without a wider parent vessel at the start (seed DR). No real image is read.
 Run from the repository root:
-python benchmarks/scripts/tracking_lookahead_check.py --seeds SI DR [--n SC NDR] [--max-angle DEG] [--first-steps N] [--json PATH]"""
+python benchmarks/scripts/tracking_lookahead_check.py --seeds SI DR [--n SC NDR] [--max-angle DEG] [--json PATH]"""
 import json
 import sys
 import time
@@ -22,6 +22,8 @@ from napari_medseg.methods.tracking.track import TrackConfig, track
 torch.set_num_threads(2)
 
 
+
+
 def _arg(name, default):
     if name not in sys.argv:
         return default
@@ -35,8 +37,6 @@ _kw = {}
 if "--max-angle" in sys.argv:
     _a = float(sys.argv[sys.argv.index("--max-angle") + 1])
     _kw["angles"] = tuple(float(a) for a in np.arange(-_a, _a + 1e-6, 15.0))
-if "--first-steps" in sys.argv:
-    _kw["first_steps"] = int(sys.argv[sys.argv.index("--first-steps") + 1])
 LOOK = Lookahead(**_kw)
 sets = {"SI": generate_many("SI", n_sc, seed=seed_sc), "crossing": generate_many("crossing", n_sc, seed=seed_sc),
         "DR": generate_many("DR", n_dr, seed=seed_dr), "DR parent at start": generate_many("DRp", n_dr, seed=seed_dr)}

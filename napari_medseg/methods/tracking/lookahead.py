@@ -12,10 +12,7 @@ step's length along ``angles`` around the trace's last movement (up to ±45°), 
 was surest of (lowest mean entropy), if it beats the agent's own by more than
 ``margin`` nats. A continuation that comes back onto its own path loses; one that
 leaves the image within ``steps`` counts as no better than chance. After a check
-the trace is not checked again for ``steps`` steps. With ``first_steps`` set, only a
-trace's first steps are checked: where a fibre starts beside a wider vessel, the agent
-leaves it within its first few steps, and that check costs far less than checking
-everywhere. Only the agent and its entropy
+the trace is not checked again for ``steps`` steps. Only the agent and its entropy
 decide: no ridge filter, no centreline. The entropies recorded for the trace stay the
 agent's own at each state, so the overlay still shows where it was unsure.
 
@@ -45,7 +42,6 @@ class Lookahead:
     margin: float = 0.3  # an alternative must be surer than the agent's own step by this much
     angles: tuple = (-45.0, -30.0, -15.0, 0.0, 15.0, 30.0, 45.0)  # degrees from the last movement
     max_switches: int = 20  # per trace
-    first_steps: int | None = None  # check only the first this many steps of a trace (None: all)
 
 
 def candidates(own: torch.Tensor, last_move: torch.Tensor, angles) -> torch.Tensor:
@@ -104,8 +100,6 @@ class Reconsider:
         out = displacement
         for i in np.flatnonzero(unsure):
             if steps[i] < self.quiet_until[i] or self.switches[i] >= look.max_switches:
-                continue
-            if look.first_steps is not None and steps[i] >= look.first_steps:
                 continue
             step, switched = reconsider(policy, env, int(i), displacement[i], look)
             if switched:

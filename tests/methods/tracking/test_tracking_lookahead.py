@@ -104,24 +104,6 @@ def test_checks_only_unsure_running_steps_and_pauses_after_each(monkeypatch):
     assert calls[-1] == (0, 14) and len(calls) == 4
 
 
-def test_first_steps_limits_the_checks_to_the_start_of_a_trace(monkeypatch):
-    calls = []
-
-    def fake(policy, env, index, own, look):
-        calls.append((index, int(env.steps[index])))
-        return own, False
-
-    monkeypatch.setattr(LA, "reconsider", fake)
-    r = generate_many("SI", 1, seed=79)[0]
-    env = _started(r.image, r.start, np.array([0.0, 1.0]), n=2)
-    second = Reconsider(Lookahead(steps=2, first_steps=4), 2)
-    unsure, active, d = torch.tensor([-1.0, -1.0]), torch.tensor([True, True]), torch.zeros(2, 2)
-    for _ in range(9):
-        second(None, env, d, unsure, active)
-        env.step(torch.zeros(2, 2))
-    assert calls == [(0, 0), (1, 0), (0, 3), (1, 3)]  # steps 0 and 3 (after a pause of 2); none from step 4 on
-
-
 def test_track_with_the_lookahead_follows_a_fibre_the_agent_would_leave():
     """A fibre that starts beside a wider, brighter vessel (DRp): the lookahead keeps more
     of it on average (32 images; +6 to +10 points on 48-96 in docs/benchmarks.md)."""
