@@ -40,7 +40,7 @@ from .nets import fuse_conv_bn
 GENERATOR_ARCH = "combalia2019.ResnetGenerator"
 #: architectures exported by name (core imports no method): what kind of package each makes
 _KINDS = {GENERATOR_ARCH: "rgb_generator", "combalia2019.DespeckleNet": "grey_restoration",
-          "dorent2019.HeteroModalNet": "brain_segmentation"}
+          "combalia2019.UDespeckleNet": "grey_restoration", "dorent2019.HeteroModalNet": "brain_segmentation"}
 
 
 class _Softmax(torch.nn.Module):
@@ -134,7 +134,7 @@ def _geometry(model, meta: dict, kind: str) -> tuple[int, int]:
         return int(io.get("stride", 8)), int(io.get("margin", 32))
     # the total stride of the generator's stride-2 convolutions (core imports no method)
     stride = 2 ** sum(1 for m in model.modules() if isinstance(m, torch.nn.Conv2d) and tuple(m.stride) == (2, 2))
-    return int(stride), int(model.receptive_radius)
+    return int(getattr(model, "stride", stride)), int(model.receptive_radius)  # a pooling network names its own
 
 
 def export_model(entry, out_path, *, test_size: int | None = None) -> Path:

@@ -68,7 +68,7 @@ METHODS = (
         demo="staining",
         models=("despeckle", "stain_cyclegan"),
         docs=("widgets/staining.md", "methods/staining.md"),
-        nets=("despeckle", "cyclegan"),
+        nets=("despeckle", "despeckle_unet", "cyclegan"),
         settings="napari_medseg.widgets.staining.controller:StainingSettings",
     ),
     MethodSpec(

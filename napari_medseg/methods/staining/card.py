@@ -15,7 +15,8 @@ def write_model_card(folder: Path, meta: dict, command: str) -> Path:
     c, m = meta.get("config", {}), meta.get("metrics", {})
     size_mb = sum(p.stat().st_size for p in folder.glob(f"v{meta['version']:04d}.pt")) / 2**20
     if meta["method"].endswith("despeckle"):
-        kw = meta.get("arch", {}).get("kwargs", {})
+        arch = meta.get("arch", {})
+        kw = arch.get("kwargs", {})
         layers, filters = kw.get("layers", 7), kw.get("filters", 64)
         dil = kw.get("dilations") or [1] * layers
         median = kw.get("median", True)
@@ -23,6 +24,16 @@ def write_model_card(folder: Path, meta: dict, command: str) -> Path:
         dil_text = "" if set(dil) == {1} else f" dilated {tuple(dil)},"
         median_text = {True: " and a 3x3 median filter", False: " (no final median)"}.get(
             median, " and a gated 3x3 median (a learnt per-pixel blend of the median and the unfiltered estimate)")
+        body_text = (f"{layers} convolutions of {filters} 3x3 filters,{dil_text} with PReLU (batch norm on the\n"
+                     f"  inner ones)")
+        arch_name = arch.get("name", "combalia2019.DespeckleNet")
+        if arch_name.endswith("UDespeckleNet"):
+            from .despeckle_unet import FEATURES, UDespeckleNet
+
+            f = tuple(kw.get("features") or FEATURES)
+            radius = UDespeckleNet(f, median).receptive_radius
+            body_text = (f"a three-level U-shaped body ({f[0]} / {f[1]} / {f[2]} filters at full, half and a\n"
+                         f"  quarter resolution; PReLU, batch norm; not the paper's seven convolutions)")
         aug = c.get("augment")
         data_text = ("random windows redrawn with stain (H/E/DAB) jitter, zoom 0.6-1.4 and gamma, as the "
                      "inverted luma (half) or the eosin/haematoxylin density (half); half of the speckle "
@@ -41,10 +52,9 @@ def write_model_card(folder: Path, meta: dict, command: str) -> Path:
 
 - **What it does**: removes multiplicative speckle (Y = X(1+F)) from an RCM image scaled to
   [0, 1] (Combalia et al. 2019, section 2.1).
-- **Network**: {layers} convolutions of {filters} 3x3 filters,{dil_text} with PReLU (batch norm on the
-  inner ones), a last convolution with one filter and tanh read as 1 + tanh = 1/F, a
+- **Network**: {body_text}, a last convolution with one filter and tanh read as 1 + tanh = 1/F, a
   multiplicative residual connection{median_text}
-  (`combalia2019.DespeckleNet`, receptive radius {radius} px; tiles exactly). {size_mb:.1f} MB.
+  (`{arch_name}`, receptive radius {radius} px; tiles exactly). {size_mb:.1f} MB.
 - **Training data**: {c.get('data')}; {data_text}; speckle
   std {c.get('speckle_std')} (drawn per crop when a range; the paper trains at 0.2), random flips,
   {c.get('crop')} px crops. Data fingerprint `{meta.get('data_fingerprint', '')[:16]}…`.

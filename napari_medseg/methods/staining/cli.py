@@ -76,6 +76,14 @@ def train(args, registry):
                 dilations = [int(v) for v in args.dilations.split(",")]
             except ValueError:
                 raise InputError(f"--dilations takes integers separated by commas, not {args.dilations!r}.") from None
+        arch = None
+        if args.body == "unet":
+            from .despeckle_unet import ARCH_NAME, FEATURES
+
+            if args.resume or args.distill:
+                raise InputError("--body unet trains a new U-shaped network from scratch; it does not go with "
+                                 "--resume or --distill (a fine-tune keeps the resumed version's body).")
+            arch = {"name": ARCH_NAME, "kwargs": {"features": list(FEATURES)}}
         if args.resume:
             model, meta = registry.get(MODEL_NAME).load()
             resume = (model.state_dict(), meta)
@@ -91,7 +99,7 @@ def train(args, registry):
                                     val_crop=128 if real else None, cosine=real, lr=args.lr or (3e-4 if real else 5e-4),
                                     val_data=val_data, median="gated" if real else None,
                                     distill_filters=(args.filters or DISTILL_FILTERS) if args.distill else 0,
-                                    distill_dilations=dilations, distill_teacher=args.teacher)
+                                    distill_dilations=dilations, distill_teacher=args.teacher, arch=arch)
     else:
         from .models import train_cyclegan_model
 

@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from ...core.errors import InputError
-from ...core.tileplan import TileConfig
-from .pipeline import BLEND, check_channel_dtype, slide_range
+from ...core.tileplan import TileConfig, _round_up
+from .pipeline import BLEND, check_channel_dtype, despeckler_stride, slide_range
 
 
 class ScaledDespeckler(nn.Module):
@@ -34,6 +34,7 @@ class ScaledDespeckler(nn.Module):
             raise InputError(f"The intensity range ({lo}, {hi}) is empty; the image has no contrast to despeckle.")
         self.net, self.lo, self.span = fuse_conv_bn(net.eval()), lo, hi - lo  # batch norms folded: faster
         self.receptive_radius = int(net.receptive_radius)
+        self.stride = despeckler_stride(net)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.net((x.float() - self.lo) / self.span)
@@ -63,8 +64,9 @@ def image_range(image, name: str = "image") -> tuple[float, float]:
 
 
 def tile_config(model: ScaledDespeckler, tile: int = 1024, batch_size: int = 1, cpu_bf16: bool = False) -> TileConfig:
-    return TileConfig(tile=tile, stride=1, margin=max(1, model.receptive_radius), blend=BLEND, batch_size=batch_size,
-                      output="probabilities", cpu_bf16=cpu_bf16)
+    stride = model.stride
+    return TileConfig(tile=tile, stride=stride, margin=_round_up(max(1, model.receptive_radius), stride), blend=BLEND,
+                      batch_size=batch_size, output="probabilities", cpu_bf16=cpu_bf16)
 
 
 def despeckle_array(net: nn.Module, image, *, value_range=None, device="cpu") -> np.ndarray:

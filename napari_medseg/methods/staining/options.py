@@ -25,6 +25,9 @@ class TrainOptions:
                                         "'bilinear' bilinearly, before a 3x3 convolution; '--resume --upsample "
                                         "bilinear' converts the current version and fine-tunes it)",
                                   choices=["resize", "bilinear", "transposed"])
+    body: str = option("conv", "despeckle: the network's body, 'conv' (the paper's seven full-resolution "
+                               "convolutions) or 'unet' (three levels, 16/32/64 filters: a view of ~30 px for half "
+                               "the 32-filter network's work per pixel; trained from scratch)", choices=["conv", "unet"])
     distill: bool = option(False, "despeckle: train a narrower network (--filters) from the current version (its "
                                   "estimates are a second target; it starts from the current version's strongest "
                                   "channels): a faster despeckler")

@@ -12,6 +12,7 @@ visible tile borders where the drift is strong.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,11 +55,17 @@ def geometry(net: StainingNet) -> tuple[int, int]:
     from .cyclegan import STRIDE
 
     radius = net.despeckler.receptive_radius if net.despeckler is not None else 0
-    stride = 1
+    stride = despeckler_stride(net.despeckler)
     if net.generator is not None:
         radius += net.generator.receptive_radius
-        stride = STRIDE
+        stride = math.lcm(stride, STRIDE)
     return stride, radius
+
+
+def despeckler_stride(despeckler: nn.Module | None) -> int:
+    """The despeckler's total stride (1 for the paper's network, 4 for the U-shaped one):
+    its tiles start on multiples of it."""
+    return int(getattr(despeckler, "stride", 1)) if despeckler is not None else 1
 
 
 def tile_config(net: StainingNet, tile: int = 1024, batch_size: int = 1, amp: bool = True,
@@ -143,6 +150,7 @@ class _ScaledRCMDespeckler(nn.Module):
         super().__init__()
         self.despeckler = despeckler
         self.receptive_radius = int(despeckler.receptive_radius)
+        self.stride = despeckler_stride(despeckler)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.clamp(self.despeckler(x).float(), 0.0, 1.0)
@@ -177,8 +185,9 @@ def _two_passes(net: StainingNet, fcm, rcm, levels, cfg: TileConfig, pre: "Norma
 
     lo, hi = pre.rcm_range
     first = _ScaledRCMDespeckler(net.despeckler)
-    cfg_a = TileConfig(tile=cfg.tile, stride=1, margin=max(1, first.receptive_radius), blend=BLEND,
-                       batch_size=cfg.batch_size, output="probabilities", amp=cfg.amp, cpu_bf16=cfg.cpu_bf16)
+    cfg_a = TileConfig(tile=cfg.tile, stride=first.stride, margin=_round_up(max(1, first.receptive_radius), first.stride),
+                       blend=BLEND, batch_size=cfg.batch_size, output="probabilities", amp=cfg.amp,
+                       cpu_bf16=cfg.cpu_bf16)
     shape = tuple(rcm.shape)
     n_a, n_b = cfg_a.plan(shape).n_tiles, cfg.plan(shape).n_tiles
     despeckled = create_output(scratch, shape, 1, cfg_a)
