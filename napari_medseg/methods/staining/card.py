@@ -33,7 +33,7 @@ def write_model_card(folder: Path, meta: dict, command: str) -> Path:
             f = tuple(kw.get("features") or FEATURES)
             radius = UDespeckleNet(f, median).receptive_radius
             body_text = (f"a three-level U-shaped body ({f[0]} / {f[1]} / {f[2]} filters at full, half and a\n"
-                         f"  quarter resolution; PReLU, batch norm; not the paper's seven convolutions)")
+                         f"  quarter resolution; PReLU, batch norm), not the paper's seven convolutions")
         aug = c.get("augment")
         data_text = ("random windows redrawn with stain (H/E/DAB) jitter, zoom 0.6-1.4 and gamma, as the "
                      "inverted luma (half) or the eosin/haematoxylin density (half); half of the speckle "
@@ -52,7 +52,8 @@ def write_model_card(folder: Path, meta: dict, command: str) -> Path:
 
 - **What it does**: removes multiplicative speckle (Y = X(1+F)) from an RCM image scaled to
   [0, 1] (Combalia et al. 2019, section 2.1).
-- **Network**: {body_text}, a last convolution with one filter and tanh read as 1 + tanh = 1/F, a
+- **Network**: {body_text},
+  a last convolution with one filter and tanh read as 1 + tanh = 1/F, a
   multiplicative residual connection{median_text}
   (`{arch_name}`, receptive radius {radius} px; tiles exactly). {size_mb:.1f} MB.
 - **Training data**: {c.get('data')}; {data_text}; speckle

@@ -73,9 +73,11 @@ def despeckle_array(net: nn.Module, image, *, value_range=None, device="cpu") ->
     """The despeckled image (float32, the input's units) in one pass: small images and previews."""
     rng = value_range or image_range(image)
     model = ScaledDespeckler(net.eval(), rng).to(device).eval()
-    x = torch.from_numpy(np.asarray(image, np.float32))[None, None].to(device)
+    x = np.asarray(image, np.float32)
+    h, w = x.shape
+    x = np.pad(x, ((0, -h % model.stride), (0, -w % model.stride)))  # zeros past the far border, as tiles read them
     with torch.inference_mode():
-        return model(x)[0, 0].cpu().numpy()
+        return model(torch.from_numpy(x)[None, None].to(device))[0, 0, :h, :w].cpu().numpy()
 
 
 def despeckle_slide(net: nn.Module, image, out_path, *, value_range=None, tile: int = 1024, batch_size: int = 1,

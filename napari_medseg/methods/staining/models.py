@@ -112,12 +112,23 @@ def distillation_start(registry, filters: int, device="cpu", dilations=None, ver
     (:func:`.despeckle.narrowed_from`) and its architecture. ``dilations`` (one per body
     convolution): the student's, if not the teacher's; the weights have the same shapes
     either way, so the student still starts from the teacher's strongest channels.
-    ``version``: the teacher, if not the current version."""
+    ``version``: the teacher, if not the current version (or, when the current version has
+    another body, the newest version of the paper's network)."""
     from .despeckle import DespeckleNet, narrowed_from
+
+    from .despeckle import ARCH_NAME
 
     if not registry.list(MODEL_NAME):
         raise InputError("There is no despeckle model to distil from: train one first.")
+    if version is None and registry.get(MODEL_NAME).meta.get("arch", {}).get("name") != ARCH_NAME:
+        # the current version has another body: the newest version of the paper's network teaches
+        papers = [e for e in registry.list(MODEL_NAME) if e.meta.get("arch", {}).get("name") == ARCH_NAME]
+        version = papers[-1].version if papers else None
     teacher = registry.get(MODEL_NAME, version).load(device)
+    if not isinstance(teacher[0], DespeckleNet):
+        raise InputError(f"Distillation narrows the paper's network; despeckle v{teacher[1].get('version')} has a "
+                         f"{teacher[1]['arch'].get('name')} body. Name a version of the paper's network with "
+                         "--teacher.")
     width = teacher[0].last.in_channels
     if not 1 <= int(filters) < width:
         raise InputError(f"The current despeckler has {width} filters per layer; distil it into fewer "
