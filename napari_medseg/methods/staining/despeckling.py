@@ -65,7 +65,9 @@ def image_range(image, name: str = "image") -> tuple[float, float]:
 
 def tile_config(model: ScaledDespeckler, tile: int = 1024, batch_size: int = 1, cpu_bf16: bool = False) -> TileConfig:
     stride = model.stride
-    return TileConfig(tile=tile, stride=stride, margin=_round_up(max(1, model.receptive_radius), stride), blend=BLEND,
+    margin = _round_up(max(1, model.receptive_radius), stride)
+    # a tile must hold the receptive field on both sides and still advance: small tiles grow to 4 margins
+    return TileConfig(tile=max(int(tile), 4 * margin), stride=stride, margin=margin, blend=BLEND,
                       batch_size=batch_size, output="probabilities", cpu_bf16=cpu_bf16)
 
 

@@ -185,9 +185,9 @@ def _two_passes(net: StainingNet, fcm, rcm, levels, cfg: TileConfig, pre: "Norma
 
     lo, hi = pre.rcm_range
     first = _ScaledRCMDespeckler(net.despeckler)
-    cfg_a = TileConfig(tile=cfg.tile, stride=first.stride, margin=_round_up(max(1, first.receptive_radius), first.stride),
-                       blend=BLEND, batch_size=cfg.batch_size, output="probabilities", amp=cfg.amp,
-                       cpu_bf16=cfg.cpu_bf16)
+    margin = _round_up(max(1, first.receptive_radius), first.stride)
+    cfg_a = TileConfig(tile=max(cfg.tile, 4 * margin), stride=first.stride, margin=margin, blend=BLEND,
+                       batch_size=cfg.batch_size, output="probabilities", amp=cfg.amp, cpu_bf16=cfg.cpu_bf16)
     shape = tuple(rcm.shape)
     n_a, n_b = cfg_a.plan(shape).n_tiles, cfg.plan(shape).n_tiles
     despeckled = create_output(scratch, shape, 1, cfg_a)

@@ -13,7 +13,7 @@ from napari_medseg.core.jobs import collect
 from napari_medseg.methods.staining.cyclegan import ResnetGenerator
 from napari_medseg.methods.staining.despeckle import DespeckleNet
 from napari_medseg.methods.staining.despeckle_unet import UDespeckleNet
-from napari_medseg.methods.staining.despeckling import despeckle_array, despeckle_slide
+from napari_medseg.methods.staining.despeckling import ScaledDespeckler, despeckle_array, despeckle_slide, tile_config
 from napari_medseg.methods.staining.pipeline import StainingNet, geometry, stain_array, stain_slide
 
 
@@ -71,6 +71,11 @@ def test_standalone_despeckling_tiles_exactly(tmp_path):
     tiled = np.asarray(levels[0])[0]
     assert tiled.shape == img.shape
     assert np.abs(tiled - whole).max() <= 1e-5 * np.abs(whole).max()
+    # a tile too small for the receptive field on both sides grows to four margins, and still tiles exactly
+    model = ScaledDespeckler(net, (0.0, 1000.0))
+    assert tile_config(model, tile=48).tile == 4 * net.receptive_radius == 128
+    _, levels = collect(despeckle_slide(net, img, tmp_path / "small.zarr", tile=48))
+    assert np.abs(np.asarray(levels[0])[0] - whole).max() <= 1e-5 * np.abs(whole).max()
 
 
 def test_pipeline_tiles_exactly_with_a_unet_despeckler(tmp_path):

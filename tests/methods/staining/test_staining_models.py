@@ -140,8 +140,8 @@ def test_distill_takes_a_teacher_version_and_the_students_dilations(tmp_path, he
     torch.set_num_threads(2)
     (tmp_path / "imgs").mkdir()
     io.imsave(tmp_path / "imgs" / "a.png", he[:300, :300], check_contrast=False)
-    wide = max((e for e in Registry().list("despeckle") if e.meta["arch"]["kwargs"].get("filters", 64) > 8),
-               key=lambda e: e.version)
+    wide = max((e for e in Registry().list("despeckle") if e.meta["arch"]["name"] == "combalia2019.DespeckleNet"
+                and e.meta["arch"]["kwargs"].get("filters", 64) > 8), key=lambda e: e.version)
     common = ["--images", str(tmp_path / "imgs"), "--steps", "2", "--patch", "32", "--batch-size", "2"]
     code = cli.main(["train", "despeckle", "--distill", "--teacher", str(wide.version), "--filters", "8",
                      "--dilations", "1,2,4,8,4,2,1", *common])
@@ -160,6 +160,12 @@ def test_distill_takes_a_teacher_version_and_the_students_dilations(tmp_path, he
     assert cli.main(["train", "despeckle", "--dilations", "1,2,4,8,4,2,1", "--steps", "1"]) == 2
     assert cli.main(["train", "despeckle", "--distill", "--teacher", "99", "--filters", "8", *common]) == 2
     assert "no version 99" in capsys.readouterr().err
+    # the shipped U-shaped version (v4) cannot be narrowed: one clear message
+    unet = [e for e in Registry().list("despeckle") if e.meta["arch"]["name"] == "combalia2019.UDespeckleNet"]
+    assert unet
+    assert cli.main(["train", "despeckle", "--distill", "--teacher", str(unet[-1].version), "--filters", "8",
+                     *common]) == 2
+    assert "paper's network" in capsys.readouterr().err
 
 
 def test_distill_loss_pulls_towards_clean_and_teacher():
