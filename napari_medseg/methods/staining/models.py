@@ -114,9 +114,7 @@ def distillation_start(registry, filters: int, device="cpu", dilations=None, ver
     either way, so the student still starts from the teacher's strongest channels.
     ``version``: the teacher, if not the current version (or, when the current version has
     another body, the newest version of the paper's network)."""
-    from .despeckle import DespeckleNet, narrowed_from
-
-    from .despeckle import ARCH_NAME
+    from .despeckle import ARCH_NAME, DespeckleNet, narrowed_from
 
     if not registry.list(MODEL_NAME):
         raise InputError("There is no despeckle model to distil from: train one first.")
@@ -131,8 +129,8 @@ def distillation_start(registry, filters: int, device="cpu", dilations=None, ver
                          "--teacher.")
     width = teacher[0].last.in_channels
     if not 1 <= int(filters) < width:
-        raise InputError(f"The current despeckler has {width} filters per layer; distil it into fewer "
-                         f"(1 to {width - 1}), not {filters}.")
+        raise InputError(f"The teacher (despeckle v{teacher[1].get('version')}) has {width} filters per layer; "
+                         f"distil it into fewer (1 to {width - 1}), not {filters}.")
     student = narrowed_from(teacher[0].cpu(), int(filters))
     kwargs = {**teacher[1]["arch"].get("kwargs", {}), "filters": int(filters)}
     if dilations is not None:
