@@ -50,7 +50,7 @@ class DespeckleOptions:
                          positional=True, required=True)
     out: str = option(None, "output folder (files in it are never replaced)", required=True)
     model: str = option("despeckle", "NAME or NAME:VERSION")
-    tile: int = option(1024, "tile size in pixels (at least 4 receptive radii, 128 px for the shipped v4; a smaller "
+    tile: int = option(1024, "tile size in pixels (at least 4 receptive radii, 128 px for the shipped v5; a smaller "
                               "tile grows to that)")
     format: str = option("tif", "NAME_despeckled.tif (float32, tiled) or NAME_despeckled.zarr (pyramid)",
                          choices=["tif", "zarr"])
