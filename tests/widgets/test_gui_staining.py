@@ -114,6 +114,23 @@ def test_train_despeckler_on_a_layer_shows_previews_and_saves_a_version(setup, m
     assert c.registry.get("despeckle").version == small.version
 
 
+def test_a_new_despeckler_takes_the_chosen_body(setup):
+    """Fine-tune off: the dock trains a new network with the body picked (the console sets the
+    same setting); a fine-tune keeps the current version's body."""
+    viewer, w = setup
+    c = w.controller
+    w.he_layers.value = [viewer.layers["H&E (the truth the pair was derived from)"]]
+    w.train_model.value, w.steps.value, w.finetune.value = "despeckle", 1, False
+    w.body.value = "unet"
+    assert c.settings.body == "unet"
+    unet = c.train(block=True)
+    assert unet.meta["arch"]["name"] == "combalia2019.UDespeckleNet" and unet.meta["config"]["resumed_from"] is None
+    c.set(body="conv")  # from the console: the dock follows
+    assert w.body.value == "conv"
+    paper = c.train(block=True)
+    assert paper.version == unet.version + 1 and paper.meta["arch"]["name"] == "combalia2019.DespeckleNet"
+
+
 def test_a_two_channel_tiff_stains_like_the_two_layers(setup, tmp_path):
     import tifffile
 

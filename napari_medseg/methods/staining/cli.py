@@ -76,14 +76,12 @@ def train(args, registry):
                 dilations = [int(v) for v in args.dilations.split(",")]
             except ValueError:
                 raise InputError(f"--dilations takes integers separated by commas, not {args.dilations!r}.") from None
-        arch = None
-        if args.body == "unet":
-            from .despeckle_unet import ARCH_NAME, FEATURES
+        from .jobs import new_body
 
-            if args.resume or args.distill:
-                raise InputError("--body unet trains a new U-shaped network from scratch; it does not go with "
-                                 "--resume or --distill (a fine-tune keeps the resumed version's body).")
-            arch = {"name": ARCH_NAME, "kwargs": {"features": list(FEATURES)}}
+        if args.body == "unet" and (args.resume or args.distill):
+            raise InputError("--body unet trains a new U-shaped network from scratch; it does not go with "
+                             "--resume or --distill (a fine-tune keeps the resumed version's body).")
+        arch = new_body(args.body)
         if args.resume:
             model, meta = registry.get(MODEL_NAME).load()
             resume = (model.state_dict(), meta)

@@ -42,11 +42,13 @@ def _smallest(images) -> int:
 
 
 def despeckle_job(registry, train, val, *, steps: int, device, finetune: bool = True, data: str = "",
-                  on_preview=None, distill_filters: int = 0):
+                  on_preview=None, distill_filters: int = 0, body: str = "conv"):
     """Train (or fine-tune the current) despeckler with the real-image recipe that
     ``napari-medseg train despeckle`` uses; the preview is noisy | despeckled | clean.
     ``distill_filters`` > 0: distil the current version into that many filters per layer
-    instead (``train despeckle --distill --filters N``; a faster despeckler)."""
+    instead (``train despeckle --distill --filters N``; a faster despeckler). ``body``: a
+    new network's (``finetune`` off, or nothing to fine-tune), "conv" (the paper's) or
+    "unet" (``train despeckle --body unet``); a fine-tune keeps the current version's."""
     from . import models
     from .speckle import PAPER_STD, add_speckle, inverted_luma
 
@@ -74,7 +76,18 @@ def despeckle_job(registry, train, val, *, steps: int, device, finetune: bool = 
                                         batch_size=8, device=device, resume=state, data=data, on_best=on_best,
                                         std=models.BLIND_STD, augment=True, val_stds=models.REAL_VAL_STDS,
                                         val_crop=min(128, _smallest(val)), median="gated", lr=3e-4,
-                                        distill_filters=distill_filters)
+                                        distill_filters=distill_filters, arch=new_body(body))
+
+
+def new_body(body: str):
+    """The architecture of a new despeckler: None for the paper's (the default), or the U-shaped one."""
+    if body not in ("conv", "unet"):
+        raise InputError(f"A new despeckler's body is 'conv' or 'unet', not {body!r}.")
+    if body == "conv":
+        return None
+    from .despeckle_unet import ARCH_NAME, FEATURES
+
+    return {"name": ARCH_NAME, "kwargs": {"features": list(FEATURES)}}
 
 
 def cyclegan_job(registry, train, val, *, steps: int, steps_large: int, device, finetune: bool = True,

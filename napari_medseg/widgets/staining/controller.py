@@ -56,6 +56,7 @@ class StainingSettings:
     confocal_domain: bool = False  # CycleGAN: domain A from the picked FCM/RCM (else derived from H&E)
     distill: bool = False  # despeckle: distil the current version into `filters` per layer (faster)
     filters: int = DISTILL_FILTERS
+    body: str = "conv"  # despeckle, a new network (fine-tune off): "conv" the paper's, "unet" the U-shaped one
 
 
 def _split_pair(layer: Image):
@@ -303,7 +304,8 @@ class StainingController(Controller):
 
         if s.train_model == "despeckle":
             gen = jobs.despeckle_job(self.registry, train, val, steps=s.steps, device=device, finetune=s.finetune,
-                                     data=what, on_preview=on_preview, distill_filters=s.filters if s.distill else 0)
+                                     data=what, on_preview=on_preview, distill_filters=s.filters if s.distill else 0,
+                                     body=s.body)
         else:
             a_images = None
             if s.confocal_domain:

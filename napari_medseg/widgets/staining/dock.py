@@ -24,7 +24,7 @@ from .controller import PREVIEW_LAYER, TRAINING_PREVIEW_LAYER, StainingControlle
 OWN = (PREVIEW_LAYER, TRAINING_PREVIEW_LAYER)
 BOUND = ("fcm", "rcm", "pair", "speckled", "despeckle", "cyclegan", "normalisation", "tile", "preview_size", "device",
          "cpu_bf16",
-         "train_model", "finetune", "steps", "steps_large", "confocal_domain", "distill", "filters")
+         "train_model", "finetune", "steps", "steps_large", "confocal_domain", "distill", "filters", "body")
 
 
 class StainingWidget(MethodDock):
@@ -58,6 +58,8 @@ class StainingWidget(MethodDock):
         self.confocal_domain = CheckBox(text="CycleGAN: my FCM/RCM as the confocal domain")
         self.distill = CheckBox(text="despeckle: distil the current version into fewer filters (faster)")
         self.filters = SpinBox(label="filters", min=1, max=256)
+        self.body = ComboBox(label="new despeckler", choices=[("paper's 7 convolutions", "conv"),
+                                                              ("U-shaped (as shipped v4/v5)", "unet")])
         buttons = {"preview_button": ("Preview field of view", c.preview),
                    "stain_button": ("Stain whole slide", c.stain), "train_button": ("Train", c.train),
                    "despeckle_button": ("Despeckle", c.despeckle)}
@@ -72,8 +74,8 @@ class StainingWidget(MethodDock):
             ("Despeckle one image (any single-channel layer)", [self.speckled, self.despeckle_button]),
             ("Train or fine-tune (empty: the bundled H&&E)", [self.train_model, self.he_layers, self.he_folder,
                                                               self.finetune, self.steps, self.steps_large,
-                                                              self.confocal_domain, self.distill, self.filters,
-                                                              self.train_button]),
+                                                              self.body, self.confocal_domain, self.distill,
+                                                              self.filters, self.train_button]),
             ("Models", [self.models])])
         self._from_settings()
         for name in BOUND + ("he_layers", "he_folder"):
