@@ -53,17 +53,13 @@ class Median3x3(nn.Module):
         return v[4]
 
 
-class DespeckleNet(nn.Module):
-    def __init__(self, layers: int = LAYERS, filters: int = FILTERS, median: bool | str = True, dilations=None):
-        super().__init__()
-        dil = [1] * layers if dilations is None else [int(d) for d in dilations]
-        if len(dil) != layers or min(dil) < 1:
-            raise ValueError(f"dilations needs {layers} values of 1 or more; got {dilations}.")
-        body = [nn.Conv2d(1, filters, 3, padding=dil[0], dilation=dil[0]), nn.PReLU(filters)]
-        for d in dil[1:]:
-            body += [nn.Conv2d(filters, filters, 3, padding=d, dilation=d), nn.BatchNorm2d(filters),
-                     nn.PReLU(filters)]
-        self.body = nn.Sequential(*body)
+class SpeckleHead(nn.Module):
+    """The paper's head on any body's features: one output convolution read as 1 + tanh =
+    1/F, the multiplicative residual connection, and the 3x3 median (fixed, none, or gated).
+    A subclass defines ``body(y)`` (features with ``filters`` channels) and calls
+    :meth:`_init_head`."""
+
+    def _init_head(self, filters: int, median: bool | str) -> None:
         self.last = nn.Conv2d(filters, 1, 3, padding=1)
         nn.init.zeros_(self.last.weight)  # 1 + tanh(0) = 1: training starts from the identity
         nn.init.zeros_(self.last.bias)
@@ -75,12 +71,6 @@ class DespeckleNet(nn.Module):
             self.gate = nn.Conv2d(filters, 1, 3, padding=1)
             nn.init.zeros_(self.gate.weight)
             nn.init.constant_(self.gate.bias, GATE_INIT)
-        self.layers, self.dilations = layers, tuple(dil)
-
-    @property
-    def receptive_radius(self) -> int:
-        """Each body convolution reaches its dilation, the last one 1 px, the median 1 px."""
-        return sum(self.dilations) + 1 + (1 if self.median is not None else 0)
 
     def inverse_speckle(self, y: torch.Tensor) -> torch.Tensor:
         """The estimate of 1/F, in (0, 2)."""
@@ -94,6 +84,27 @@ class DespeckleNet(nn.Module):
             return m * self.median(x) + (1.0 - m) * x
         x = y * self.inverse_speckle(y)  # the multiplicative residual connection
         return self.median(x) if self.median is not None else x
+
+
+class DespeckleNet(SpeckleHead):
+    def __init__(self, layers: int = LAYERS, filters: int = FILTERS, median: bool | str = True, dilations=None):
+        super().__init__()
+        dil = [1] * layers if dilations is None else [int(d) for d in dilations]
+        if len(dil) != layers or min(dil) < 1:
+            raise ValueError(f"dilations needs {layers} values of 1 or more; got {dilations}.")
+        body = [nn.Conv2d(1, filters, 3, padding=dil[0], dilation=dil[0]), nn.PReLU(filters)]
+        for d in dil[1:]:
+            body += [nn.Conv2d(filters, filters, 3, padding=d, dilation=d), nn.BatchNorm2d(filters),
+                     nn.PReLU(filters)]
+        self.body = nn.Sequential(*body)
+        self._init_head(filters, median)
+        self.layers, self.dilations = layers, tuple(dil)
+
+    @property
+    def receptive_radius(self) -> int:
+        """Each body convolution reaches its dilation, the last one 1 px, the median 1 px."""
+        return sum(self.dilations) + 1 + (1 if self.median is not None else 0)
+
 
 
 def narrowed_from(net: DespeckleNet, filters: int) -> DespeckleNet:

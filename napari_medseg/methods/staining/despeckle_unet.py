@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...core import nets
-from .despeckle import GATE_INIT, Median3x3
+from .despeckle import SpeckleHead
 
 ARCH_NAME = "combalia2019.UDespeckleNet"
 FEATURES = (16, 32, 64)
@@ -32,7 +32,7 @@ def _conv(cin: int, cout: int, norm: bool = True) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, 3, padding=1), *([nn.BatchNorm2d(cout)] if norm else []), nn.PReLU(cout)]
 
 
-class UDespeckleNet(nn.Module):
+class UDespeckleNet(SpeckleHead):
     def __init__(self, features=FEATURES, median: bool | str = "gated"):
         super().__init__()
         f0, f1, f2 = (int(f) for f in features)
@@ -43,17 +43,7 @@ class UDespeckleNet(nn.Module):
         self.enc2 = nn.Sequential(*_conv(f1, f2), *_conv(f2, f2))
         self.dec1 = nn.Sequential(*_conv(f2 + f1, f1), *_conv(f1, f1))
         self.dec0 = nn.Sequential(*_conv(f1 + f0, f0), *_conv(f0, f0))
-        self.last = nn.Conv2d(f0, 1, 3, padding=1)
-        nn.init.zeros_(self.last.weight)  # 1 + tanh(0) = 1: training starts from the identity
-        nn.init.zeros_(self.last.bias)
-        if median not in (True, False, "gated"):
-            raise ValueError(f"median is True, False or 'gated', not {median!r}.")
-        self.median = Median3x3() if median else None
-        self.gate = None
-        if median == "gated":
-            self.gate = nn.Conv2d(f0, 1, 3, padding=1)
-            nn.init.zeros_(self.gate.weight)
-            nn.init.constant_(self.gate.bias, GATE_INIT)
+        self._init_head(f0, median)
         self.features = (f0, f1, f2)
         self.stride = STRIDE
 
@@ -76,19 +66,6 @@ class UDespeckleNet(nn.Module):
         d1 = self.dec1(torch.cat([up2, e1], 1))
         up1 = F.interpolate(d1, scale_factor=2, mode="bilinear", align_corners=False)
         return self.dec0(torch.cat([up1, e0], 1))[..., :h, :w]
-
-    def inverse_speckle(self, y: torch.Tensor) -> torch.Tensor:
-        """The estimate of 1/F, in (0, 2)."""
-        return 1.0 + torch.tanh(self.last(self.body(y)))
-
-    def forward(self, y: torch.Tensor) -> torch.Tensor:
-        if self.gate is not None:
-            features = self.body(y)
-            x = y * (1.0 + torch.tanh(self.last(features)))  # the multiplicative residual connection
-            m = torch.sigmoid(self.gate(features))
-            return m * self.median(x) + (1.0 - m) * x
-        x = y * self.inverse_speckle(y)
-        return self.median(x) if self.median is not None else x
 
 
 @nets.register(ARCH_NAME)

@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from ...core.errors import InputError
-from ...core.tileplan import TileConfig, _round_up
-from .pipeline import BLEND, check_channel_dtype, despeckler_stride, slide_range
+from ...core.tileplan import TileConfig
+from .pipeline import check_channel_dtype, despeckle_tile_config, despeckler_stride, slide_range
 
 
 class ScaledDespeckler(nn.Module):
@@ -64,11 +64,7 @@ def image_range(image, name: str = "image") -> tuple[float, float]:
 
 
 def tile_config(model: ScaledDespeckler, tile: int = 1024, batch_size: int = 1, cpu_bf16: bool = False) -> TileConfig:
-    stride = model.stride
-    margin = _round_up(max(1, model.receptive_radius), stride)
-    # a tile must hold the receptive field on both sides and still advance: small tiles grow to 4 margins
-    return TileConfig(tile=max(int(tile), 4 * margin), stride=stride, margin=margin, blend=BLEND,
-                      batch_size=batch_size, output="probabilities", cpu_bf16=cpu_bf16)
+    return despeckle_tile_config(model, tile, batch_size, cpu_bf16=cpu_bf16)
 
 
 def despeckle_array(net: nn.Module, image, *, value_range=None, device="cpu") -> np.ndarray:

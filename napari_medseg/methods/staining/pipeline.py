@@ -68,6 +68,17 @@ def despeckler_stride(despeckler: nn.Module | None) -> int:
     return int(getattr(despeckler, "stride", 1)) if despeckler is not None else 1
 
 
+def despeckle_tile_config(despeckler: nn.Module, tile: int = 1024, batch_size: int = 1, amp: bool = True,
+                          cpu_bf16: bool = False) -> TileConfig:
+    """Tiles for a despeckler alone (one channel in, one out): on its stride, its receptive
+    radius as margin; a tile too small to hold that margin on both sides and still advance
+    grows to four margins."""
+    stride = despeckler_stride(despeckler)
+    margin = _round_up(max(1, int(despeckler.receptive_radius)), stride)
+    return TileConfig(tile=max(int(tile), 4 * margin), stride=stride, margin=margin, blend=BLEND,
+                      batch_size=batch_size, output="probabilities", amp=amp, cpu_bf16=cpu_bf16)
+
+
 def tile_config(net: StainingNet, tile: int = 1024, batch_size: int = 1, amp: bool = True,
                 cpu_bf16: bool = False) -> TileConfig:
     stride, radius = geometry(net)
@@ -185,9 +196,7 @@ def _two_passes(net: StainingNet, fcm, rcm, levels, cfg: TileConfig, pre: "Norma
 
     lo, hi = pre.rcm_range
     first = _ScaledRCMDespeckler(net.despeckler)
-    margin = _round_up(max(1, first.receptive_radius), first.stride)
-    cfg_a = TileConfig(tile=max(cfg.tile, 4 * margin), stride=first.stride, margin=margin, blend=BLEND,
-                       batch_size=cfg.batch_size, output="probabilities", amp=cfg.amp, cpu_bf16=cfg.cpu_bf16)
+    cfg_a = despeckle_tile_config(first, cfg.tile, cfg.batch_size, amp=cfg.amp, cpu_bf16=cfg.cpu_bf16)
     shape = tuple(rcm.shape)
     n_a, n_b = cfg_a.plan(shape).n_tiles, cfg.plan(shape).n_tiles
     despeckled = create_output(scratch, shape, 1, cfg_a)
