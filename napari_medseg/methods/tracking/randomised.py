@@ -59,28 +59,41 @@ def _clutter(rng, shape, amplitude: float) -> np.ndarray:
     return out
 
 
-def generate_randomised(seed: int | None = 0, start_parent: bool = False) -> SyntheticAxonImage:
+#: ``"DRj"``: every branch or crossing along the fibre is this many times wider than the fibre
+#: (cross-section std, capped at 4 px like every vessel) and at least as bright.
+JUNCTION_WIDTH = (1.5, 3.0)
+
+
+def generate_randomised(seed: int | None = 0, start_parent: bool = False,
+                        wider_junctions: bool = False) -> SyntheticAxonImage:
     """One domain-randomised image (normalised as at inference) with its centreline.
     ``start_parent``: the fibre starts where it leaves a wider, at least as bright vessel
-    (setting ``"DRp"``; otherwise the same draws as without)."""
+    (setting ``"DRp"``); ``wider_junctions``: at least one branch or crossing along the
+    fibre, each wider (``JUNCTION_WIDTH``) and at least as bright as the fibre (setting
+    ``"DRj"``: the junctions where real traces turn onto the wider vessel). Otherwise the
+    same appearance draws as without."""
     rng = np.random.default_rng(seed)
     for _ in range(20):  # a draw without contrast left (e.g. clipped, then inverted): draw again
         try:
-            return _one(rng, seed, start_parent)
+            return _one(rng, seed, start_parent, wider_junctions)
         except InputError:
             continue
-    return _one(np.random.default_rng(0), seed, start_parent)  # pragma: no cover
+    return _one(np.random.default_rng(0), seed, start_parent, wider_junctions)  # pragma: no cover
 
 
-def _one(rng: np.random.Generator, seed, start_parent: bool = False) -> SyntheticAxonImage:
+def _one(rng: np.random.Generator, seed, start_parent: bool = False, wider_junctions: bool = False) -> SyntheticAxonImage:
     from .prepare import normalise_like_training
 
     s = randomised_settings(rng)
     if start_parent:
         s = s.replace(start_parent_fraction=1.0)
+    if wider_junctions:
+        s = s.replace(name="DRj", n_distractors=max(1, s.n_distractors), distractor_width=JUNCTION_WIDTH,
+                      distractor_intensity=max(1.0, s.distractor_intensity))
     for attempt in range(8):  # a walk or a shallow crossing that did not fit: draw the geometry again
         try:
-            r = generate(s if attempt < 4 else s.replace(n_distractors=0), seed=int(rng.integers(2**31)))
+            r = generate(s if attempt < 4 else s.replace(n_distractors=min(s.n_distractors, int(wider_junctions))),
+                         seed=int(rng.integers(2**31)))
             break
         except (InputError, ValueError):
             continue

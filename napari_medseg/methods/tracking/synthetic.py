@@ -82,10 +82,12 @@ SETTINGS: dict[str, SyntheticSettings] = {
 
 #: What the shipped agents were trained on: domain-randomised images (:mod:`.randomised`)
 #: and mixes taken in turn (:func:`generate_many`); offered for training beside ``SETTINGS``.
-TRAINING_MIXES = ("DR", "SI+DR", "SI+DR+crossing", "SI+DR+DRp+crossing")
+TRAINING_MIXES = ("DR", "SI+DR", "SI+DR+crossing", "SI+DR+DRp+crossing", "SI+DR+DRp+DRj+crossing")
 #: Drawn by :mod:`.randomised`: "DR" domain-randomised; "DRp" the same with each fibre starting
-#: where it leaves a wider, at least as bright vessel (a branch taken from its parent).
-RANDOMISED = ("DR", "DRp")
+#: where it leaves a wider, at least as bright vessel (a branch taken from its parent); "DRj" the
+#: same draws with every branch or crossing along the fibre wider and at least as bright as it
+#: (a junction the traced, thinner fibre has to pass).
+RANDOMISED = ("DR", "DRp", "DRj")
 TRAINING_CHOICES = (*SETTINGS, *TRAINING_MIXES)
 
 
@@ -235,8 +237,8 @@ def generate(setting: SyntheticSettings | str = "SI", seed: int | None = 0, **ov
 
 def generate_many(setting: SyntheticSettings | str = "SI", n: int = 32, seed: int = 0, **overrides):
     """``n`` images with independent seeds spawned from ``seed``. Settings ``"DR"`` and
-    ``"DRp"``: domain-randomised images (:mod:`.randomised`; ``"DRp"`` with a wider parent
-    vessel at each start); names joined by ``+`` (``"SI+DR"``,
+    ``"DRp"``, ``"DRj"``: domain-randomised images (:mod:`.randomised`; ``"DRp"`` with a wider
+    parent vessel at each start, ``"DRj"`` with wider junctions along the fibre); names joined by ``+`` (``"SI+DR"``,
     ``"SI+DR+crossing"``): the image ``i`` is of the ``i % k``-th of the ``k`` settings."""
     children = np.random.SeedSequence(seed).spawn(n)
     seeds = [int(c.generate_state(1)[0]) for c in children]
@@ -248,7 +250,7 @@ def generate_many(setting: SyntheticSettings | str = "SI", n: int = 32, seed: in
         if part in RANDOMISED:
             from .randomised import generate_randomised
 
-            return generate_randomised(sd, start_parent=part == "DRp")
+            return generate_randomised(sd, start_parent=part == "DRp", wider_junctions=part == "DRj")
         return generate(part, sd, **overrides)
 
     return [one(parts[i % len(parts)], sd) for i, sd in enumerate(seeds)]

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage as ndi
 
 from napari_medseg.core.checkpoints import load_checkpoint, save_checkpoint
 from napari_medseg.core.jobs import Progress, collect
@@ -245,6 +246,27 @@ def test_the_parent_setting_adds_a_wider_vessel_at_each_start_to_the_same_draws(
         assert np.linalg.norm(vessel - b.centreline[0], axis=1).min() < 3.0  # it passes the fibre's start
     mixed = generate_many("SI+DR+DRp+crossing", 8, seed=21)
     assert [m.settings.start_parent_fraction for m in mixed[:4]] == [0.0, 0.0, 1.0, 0.0]
+
+
+def test_the_junction_setting_makes_every_vessel_along_the_fibre_wider_and_as_bright():
+    from napari_medseg.methods.tracking.curves import distance_to_polyline
+    from napari_medseg.methods.tracking.randomised import JUNCTION_WIDTH
+
+    plain, junction = generate_many("DR", 8, seed=31), generate_many("DRj", 8, seed=31)
+    for a, b in zip(plain, junction):
+        # the same appearance draw, with the vessels along the fibre made wider and at least as bright
+        assert b.settings.replace(name="DR", n_distractors=a.settings.n_distractors,
+                                  distractor_width=a.settings.distractor_width,
+                                  distractor_intensity=a.settings.distractor_intensity) == a.settings
+        assert b.settings.distractor_width == JUNCTION_WIDTH and min(JUNCTION_WIDTH) > 1.0
+        assert b.settings.distractor_intensity >= 1.0
+        assert len(b.distractors) >= 1  # at least one junction, also where DR drew none
+        for vessel in b.distractors:  # each one meets the fibre (a branch or a crossing)
+            d, _ = distance_to_polyline(b.centreline, b.image.shape, max_distance=4.0)
+            assert np.isfinite(ndi.map_coordinates(d, vessel.T, order=0, mode="constant", cval=np.inf)).any()
+    assert sum(len(a.distractors) == 0 for a in plain) >= 1  # (so "at least one" above was tested)
+    mixed = generate_many("SI+DR+DRp+DRj+crossing", 5, seed=31)
+    assert [m.settings.name for m in mixed] == ["SI", "DR", "DR", "DRj", "crossing"]
 
 
 def test_a_crossing_image_whose_first_axon_leaves_no_room_draws_another():
