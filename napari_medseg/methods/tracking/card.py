@@ -65,7 +65,9 @@ def _data_text(setting) -> str:
     cross = "SI with two distractor axons crossing the traced one at 35–90°"
     text = {"SI": si, "DR": dr, "crossing": cross,
             "DRp": "the same domain-randomised draws, each fibre starting where it leaves a 1.5–3x wider, at least as "
-                   "bright vessel"}
+                   "bright vessel",
+            "DRj": "the same domain-randomised draws, with at least one branch or crossing along the fibre and each "
+                   "of them 1.5–3x wider and at least as bright as the fibre"}
     parts = str(setting).split("+")
     if len(parts) > 1 and all(p in text for p in parts):
         return "in turn " + "; ".join(f"{p} ({text[p]})" for p in parts)

@@ -25,6 +25,9 @@ from .reward import step_reward
 from .views import egocentric_views, offset_grid, sample_points, window_offsets
 
 RUNNING, END_REACHED, IMAGE_EDGE, MAX_STEPS, OFF_TRACK = 0, 1, 2, 3, 7
+#: The revisit rule's defaults (``TrackConfig.revisit_lag`` / ``revisit_radius`` and the lookahead use
+#: them): path points younger than ``REVISIT_LAG`` steps do not count; within ``REVISIT_RADIUS`` px is back.
+REVISIT_LAG, REVISIT_RADIUS = 4, 1.0
 STOP_REASONS = {RUNNING: "running", END_REACHED: "end reached", IMAGE_EDGE: "image edge", MAX_STEPS: "max steps",
                 OFF_TRACK: "off track"}
 
@@ -264,7 +267,7 @@ class TrackingEnv:
         ok = (pts[:, 0] >= 0) & (pts[:, 0] < h) & (pts[:, 1] >= 0) & (pts[:, 1] < w)
         self.path[index, 0, pts[ok, 0], pts[ok, 1]] = 1.0
 
-    def revisited(self, active: torch.Tensor, lag: int = 4, radius: float = 1.0) -> torch.Tensor:
+    def revisited(self, active: torch.Tensor, lag: int = REVISIT_LAG, radius: float = REVISIT_RADIUS) -> torch.Tensor:
         """(B,) bool: ``active`` episodes now within ``radius`` px of their own path older
         than ``lag`` steps (turning back, looping, standing still)."""
         traj, steps = self.trajectory, self.steps

@@ -40,7 +40,7 @@ import torch
 from napari_medseg.core.errors import InputError
 from napari_medseg.core.jobs import Progress, collect
 
-from .env import END_REACHED, RUNNING, STOP_REASONS, EnvConfig, TrackingEnv
+from .env import END_REACHED, REVISIT_LAG, REVISIT_RADIUS, RUNNING, STOP_REASONS, EnvConfig, TrackingEnv
 from .heading import choose_heading, directions_of, stub_behind
 from .lookahead import Lookahead, Reconsider
 from .policy import BetaPolicy
@@ -58,8 +58,8 @@ class TrackConfig:
     end_radius: float = 3.0
     entropy_threshold: float | None = None  # None: never stop on entropy
     entropy_steps: int = 5  # k consecutive steps above the threshold
-    revisit_radius: float = 1.0
-    revisit_lag: int = 4  # path points younger than this many steps do not count
+    revisit_radius: float = REVISIT_RADIUS
+    revisit_lag: int = REVISIT_LAG  # path points younger than this many steps do not count
     scale: float = 1.0  # window scale (1.5 on the paper's real data)
     check_starts: bool = True  # refuse starts outside the image or on blank background
     stub_length: float = 6.0  # px of "visited" path drawn behind each start, opposite its heading
