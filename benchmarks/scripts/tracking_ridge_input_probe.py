@@ -7,7 +7,7 @@ the mean of the two ("blend"). Start + the true heading, no end, one way. Sets: 
 wider parent vessel at the start (``start_parent_fraction`` 0 / 1). None of these seeds is a
 bench's or a training run's. No real image is read.
 Run from the repository root:
-python benchmarks/scripts/tracking_ridge_input_probe.py [--versions V ...] [--variants raw ...] [--seeds SI DR] [--junction] [--json PATH]
+python benchmarks/scripts/tracking_ridge_input_probe.py [--versions V ...] [--variants raw ...] [--seeds SI DR] [--junction] [--with-end] [--json PATH]
 (default: the current version, all three variants; ``--versions 5 6 --variants raw`` compares two
 versions on the images as they are, as the v6 rule does)."""
 import json
@@ -73,8 +73,21 @@ for version in versions:
             err = float(np.nanmean([x["error_px"] for x in m]))
             lost = int(sum(x["coverage_pct"] < 10 for x in m))
             key = v if len(versions) == 1 else f"{tag} {v}"
-            out["results"].setdefault(name, {})[key] = {"coverage_pct": cov, "error_px": err, "lost_at_start": lost}
-            print(f"{tag} {name:>20} {v:>5}: coverage {cov:5.1f} %  error {err:.3f} px  lost {lost}/{len(imgs)}  "
+            row = {"coverage_pct": cov, "error_px": err, "lost_at_start": lost}
+            extra = ""
+            if "--with-end" in sys.argv:
+                ended = []
+                for i in range(0, len(imgs), 25):
+                    part = slice(i, i + 25)
+                    ended += track(np.stack([p[v] for p in prepared[part]]), np.stack([r.start for r in imgs[part]]),
+                                   np.stack([r.end for r in imgs[part]]), policy=policy,
+                                   config=TrackConfig(check_starts=False, both_ways=False), directions=heads[part])
+                me = [trace_metrics(t.points, r.centreline) for t, r in zip(ended, imgs)]
+                row["with_end_coverage_pct"] = float(np.mean([x["coverage_pct"] for x in me]))
+                row["with_end_error_px"] = float(np.nanmean([x["error_px"] for x in me]))
+                extra = f"  with the end: {row['with_end_coverage_pct']:5.1f} % {row['with_end_error_px']:.3f} px"
+            out["results"].setdefault(name, {})[key] = row
+            print(f"{tag} {name:>20} {v:>5}: coverage {cov:5.1f} %  error {err:.3f} px  lost {lost}/{len(imgs)}{extra}  "
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
 if len(versions) == 1:
     out["model"] = out.pop("models")[0]
