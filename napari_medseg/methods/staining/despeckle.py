@@ -106,7 +106,6 @@ class DespeckleNet(SpeckleHead):
         return sum(self.dilations) + 1 + (1 if self.median is not None else 0)
 
 
-
 def narrowed_from(net: DespeckleNet, filters: int) -> DespeckleNet:
     """A copy of ``net`` with ``filters`` channels per layer, to distil into (a cheaper
     despeckler that starts near the wide one rather than from noise).

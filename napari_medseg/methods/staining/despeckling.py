@@ -18,7 +18,6 @@ import torch
 from torch import nn
 
 from ...core.errors import InputError
-from ...core.tileplan import TileConfig
 from .pipeline import check_channel_dtype, despeckle_tile_config, despeckler_stride, slide_range
 
 
@@ -63,10 +62,6 @@ def image_range(image, name: str = "image") -> tuple[float, float]:
         raise InputError(f"The {name}: {exc}") from None
 
 
-def tile_config(model: ScaledDespeckler, tile: int = 1024, batch_size: int = 1, cpu_bf16: bool = False) -> TileConfig:
-    return despeckle_tile_config(model, tile, batch_size, cpu_bf16=cpu_bf16)
-
-
 def despeckle_array(net: nn.Module, image, *, value_range=None, device="cpu") -> np.ndarray:
     """The despeckled image (float32, the input's units) in one pass: small images and previews."""
     rng = value_range or image_range(image)
@@ -88,7 +83,7 @@ def despeckle_slide(net: nn.Module, image, out_path, *, value_range=None, tile: 
 
     rng = value_range or image_range(image)
     model = ScaledDespeckler(net.eval(), rng)
-    cfg = tile_config(model, tile, batch_size, cpu_bf16)
+    cfg = despeckle_tile_config(model, tile, batch_size, cpu_bf16=cpu_bf16)
     return (yield from into_result(
         out_path,
         lambda path: create_pyramid_output(path, tuple(image.shape), 1, cfg, smallest=pyramid_from and pyramid_from // 4,

@@ -13,8 +13,8 @@ from napari_medseg.core.jobs import collect
 from napari_medseg.methods.staining.cyclegan import ResnetGenerator
 from napari_medseg.methods.staining.despeckle import DespeckleNet
 from napari_medseg.methods.staining.despeckle_unet import UDespeckleNet
-from napari_medseg.methods.staining.despeckling import ScaledDespeckler, despeckle_array, despeckle_slide, tile_config
-from napari_medseg.methods.staining.pipeline import StainingNet, geometry, stain_array, stain_slide
+from napari_medseg.methods.staining.despeckling import ScaledDespeckler, despeckle_array, despeckle_slide
+from napari_medseg.methods.staining.pipeline import StainingNet, despeckle_tile_config, geometry, stain_array, stain_slide
 
 
 def _unet(seed=0, median="gated"):
@@ -73,7 +73,7 @@ def test_standalone_despeckling_tiles_exactly(tmp_path):
     assert np.abs(tiled - whole).max() <= 1e-5 * np.abs(whole).max()
     # a tile too small for the receptive field on both sides grows to four margins, and still tiles exactly
     model = ScaledDespeckler(net, (0.0, 1000.0))
-    assert tile_config(model, tile=48).tile == 4 * net.receptive_radius == 128
+    assert despeckle_tile_config(model, tile=48).tile == 4 * net.receptive_radius == 128
     _, levels = collect(despeckle_slide(net, img, tmp_path / "small.zarr", tile=48))
     assert np.abs(np.asarray(levels[0])[0] - whole).max() <= 1e-5 * np.abs(whole).max()
 
