@@ -342,13 +342,14 @@ def test_train_from_scratch_plots_reward_and_coverage(viewer, messages, monkeypa
     assert c.train(setting="SI+XY", block=True) is None and "Unknown synthetic setting 'SI+XY'" in messages["error"][-1]
     w.setting.value, w.train_updates.value = "SI+DR+crossing", 2  # the shipped agents' training mixes are offered too
     w.train_imitation.value = 1  # the first update imitates the centreline, the second is PPO
-    assert c.settings.train_imitation == 1
+    w.train_recovery.value = 0.5  # half of the imitation episodes start beside their fibre
+    assert c.settings.train_imitation == 1 and c.settings.train_recovery == 0.5
     c.train(block=True, val_episodes=4, imitation_steps=2, **FAST)
     assert [e.version for e in Registry().list("tracking")] == [1]
     entry = Registry().current("tracking")
     assert entry.meta["config"]["setting"] == "SI+DR+crossing" and entry.meta["config"]["updates"] == 2
     assert [h["update"] for h in c.train_history] == [1, 2]
-    assert entry.meta["config"]["imitation_updates"] == 1
+    assert entry.meta["config"]["imitation_updates"] == 1 and entry.meta["config"]["imitation_recovery"] == 0.5
     assert "imitation_nll" in c.train_history[0] and "pg_loss" in c.train_history[1]
     assert len(w.plot.series["mean_reward"]) == 2 and len(w.plot.series["coverage_pct"]) == 2
     assert [v for _, v in w.plot.series["coverage_pct"]] == [h["coverage_pct"] for h in c.train_history]

@@ -84,6 +84,9 @@ def _imitation_text(c: dict, ran=None) -> str:
            f"every visited state is labelled with its action; {c.get('imitation_steps')} actor minibatches of "
            f"{c.get('imitation_batch')} states per update, Beta log-likelihood + {c.get('imitation_mean_weight')} × "
            "squared error of the means; critic untouched")
+    if c.get("imitation_recovery"):
+        how += (f"; {c['imitation_recovery']:.0%} of the episodes started 2-7 px beside their fibre, at a random "
+                "point along it (recovery starts)")
     if ran <= n:
         return (f"every update imitated the centreline ({how}); no PPO update ran. "
                 "The settings a PPO fine-tune would use: ")

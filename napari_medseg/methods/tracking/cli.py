@@ -32,6 +32,7 @@ def train(args, registry):
     config = PPOConfig(seed=args.seed, updates=args.updates, num_minibatches=args.minibatches,
                        eval_every=args.eval_every, val_episodes=args.val_episodes, device=str(device),
                        imitation_updates=args.imitation, imitation_steps=args.imitation_steps,
+                       imitation_recovery=args.recovery,
                        **({"learning_rate": args.lr} if args.lr else {}))
     policy = None
     if args.init == "current":  # fine-tune the current agent (e.g. on the domain-randomised setting)

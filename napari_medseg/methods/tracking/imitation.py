@@ -10,6 +10,11 @@ action, so it also learns to recover from its own mistakes, and the actor is fit
 the aggregated labels by maximum likelihood under its Beta policy (plus a squared error
 on the Beta means, the deterministic policy used at test time). The critic is not
 touched; PPO can take over from the imitated actor (``PPOConfig.imitation_updates``).
+
+Recovery starts (:func:`recovery_starts`, also not in the paper): a share of the episodes
+start beside their fibre, at a random point along it, so that the states of an agent that
+has drifted a few px off a fibre (the coarse view still shows it) get the expert's way back.
+Otherwise such states are labelled only when the agent happens to drift there itself.
 """
 
 from __future__ import annotations
@@ -74,6 +79,40 @@ class CentrelineExpert:
         return np.clip(out, -self.max_displacement, self.max_displacement)
 
 
+#: Recovery starts lie this many px (uniform) beside the fibre: inside ``EnvConfig.off_track``
+#: (8 px), within the coarse view's reach (10 px at scale 1).
+RECOVERY_OFFSET = (2.0, 7.0)
+#: ... at a point this far along the fibre (share of its arc length, uniform).
+RECOVERY_ALONG = (0.0, 0.7)
+
+
+def recovery_starts(centrelines, share: float, rng: np.random.Generator, offset=RECOVERY_OFFSET,
+                    shape: tuple[int, int] | None = None):
+    """``(lines, starts (B, 2))``: each episode with probability ``share`` starts ``offset`` px
+    beside a random point of its fibre (``RECOVERY_ALONG``), on a random side, and its line
+    begins at that point (the expert, the reward and the episode's end follow the rest of the
+    fibre); the others keep their line and start at its first point. ``shape``: starts are
+    kept inside an image of this shape."""
+    lines, starts = [], []
+    for line in centrelines:
+        line = np.asarray(line, np.float64)
+        if share > 0 and len(line) > 8 and rng.random() < share:
+            s = arc_length(line)
+            i = int(np.clip(np.searchsorted(s, rng.uniform(*RECOVERY_ALONG) * s[-1]), 2, len(line) - 6))
+            t = line[i + 2] - line[i - 2]
+            t = t / max(float(np.linalg.norm(t)), 1e-9)
+            side = np.array([-t[1], t[0]]) * rng.choice([-1.0, 1.0])
+            start = line[i] + rng.uniform(*offset) * side
+            if shape is not None:
+                start = np.clip(start, 0.0, np.array(shape, np.float64) - 1.0)
+            lines.append(line[i:])
+            starts.append(start)
+        else:
+            lines.append(line)
+            starts.append(line[0])
+    return lines, np.stack(starts)
+
+
 def displacement_to_sample(d: torch.Tensor, max_displacement: float = 4.0) -> torch.Tensor:
     """Pixel displacements -> the Beta policy's unscaled samples in (0, 1) (inverse of
     :func:`~.env.beta_to_displacement`), kept ``0.01`` inside the ends."""
@@ -114,14 +153,15 @@ class LabelBuffer:
 
 @torch.no_grad()
 def dagger_rollout(policy: BetaPolicy, env: TrackingEnv, images, centrelines, expert_fraction: float,
-                   lookahead: float = 4.0, generator=None, precision=None):
+                   lookahead: float = 4.0, generator=None, precision=None, starts=None):
     """Run a batch of episodes, each step the expert's action with probability
     ``expert_fraction``, else the agent's deterministic one; every state visited gets the
     expert's action as its label. Returns ``(obs (N, C, S, S), labels (N, 2) in (0, 1), traces,
-    returns (B,))``, the last the episodes' summed rewards (of the actions taken)."""
+    returns (B,))``, the last the episodes' summed rewards (of the actions taken). ``starts``
+    (B, 2): where the episodes start (default: each centreline's first point)."""
     precision = precision or contextlib.nullcontext()
     check_agent_input(policy, env)
-    obs = env.reset(images, centrelines)
+    obs = env.reset(images, centrelines, starts=starts)
     expert = CentrelineExpert(centrelines, lookahead, env.config.max_displacement)
     xs, us = [], []
     returns = torch.zeros(env.batch_size, device=env.device)
@@ -151,11 +191,17 @@ def imitation_loss(policy: BetaPolicy, obs: torch.Tensor, labels: torch.Tensor, 
 
 def imitation_update(policy: BetaPolicy, optimizer, env: TrackingEnv, images, centrelines, buffer: LabelBuffer,
                      *, expert_fraction: float, steps: int = 25, batch: int = 256, lookahead: float = 4.0,
-                     mean_weight: float = 50.0, max_grad_norm: float = 0.5, generator=None, precision=None) -> dict:
+                     mean_weight: float = 50.0, max_grad_norm: float = 0.5, generator=None, precision=None,
+                     recovery: float = 0.0, rng: np.random.Generator | None = None) -> dict:
     """One DAgger iteration: a rollout labelled by the expert into ``buffer``, then
-    ``steps`` minibatches of the actor's imitation loss on the aggregate."""
+    ``steps`` minibatches of the actor's imitation loss on the aggregate. ``recovery``: the
+    share of episodes that start beside their fibre (:func:`recovery_starts`, drawn from ``rng``)."""
+    starts = None
+    if recovery > 0:
+        shape = tuple(np.shape(images)[-2:])
+        centrelines, starts = recovery_starts(centrelines, recovery, rng or np.random.default_rng(), shape=shape)
     obs, labels, traces, returns = dagger_rollout(policy, env, images, centrelines, expert_fraction, lookahead,
-                                                  generator, precision)
+                                                  generator, precision, starts)
     buffer.add(obs, labels)
     stats: dict = {}
     for _ in range(steps):

@@ -23,6 +23,8 @@ class TrainOptions:
     imitation: int = option(0, "first imitate the centreline for this many updates (DAgger, not in the paper), "
                                "then PPO")
     imitation_steps: int = option(25, "actor minibatches (256 states) per imitation update")
+    recovery: float = option(0.0, "share of the imitation episodes that start 2-7 px beside their fibre, at a random "
+                                  "point along it, so the agent learns the way back onto it (not in the paper)")
     agent_input: str | None = option(None, "what the agent sees: the image (the paper's), or image+ridge, the mean of "
                                            "the image and its Sato ridge map (default: the initial agent's, "
                                            "or image from scratch)", choices=["image", "image+ridge"])

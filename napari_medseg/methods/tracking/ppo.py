@@ -67,6 +67,9 @@ class PPOConfig:
     imitation_expert_start: float = 0.5
     imitation_expert_decay: float = 0.97
     imitation_mean_weight: float = 50.0
+    # not in the paper: this share of the imitation episodes starts 2-7 px beside its fibre, at a
+    # random point along it (tracking.imitation.recovery_starts), to learn the way back onto it
+    imitation_recovery: float = 0.0
 
     def replace(self, **changes) -> "PPOConfig":
         return dataclasses.replace(self, **changes)
@@ -284,6 +287,7 @@ def train_tracker(config: PPOConfig | None = None, setting="SI", *, env_config: 
     update = 0
     record = {} if record is None else record
     buffer = LabelBuffer(config.imitation_buffer)
+    recovery_rng = np.random.default_rng([config.seed, rank, 1])  # the recovery starts' draws
 
     def result() -> dict:
         record.update(state_dict=copy.deepcopy(policy.state_dict()), best_state_dict=best["state"],
@@ -312,7 +316,7 @@ def train_tracker(config: PPOConfig | None = None, setting="SI", *, env_config: 
                     expert_fraction=config.imitation_expert_start * config.imitation_expert_decay ** (update - 1),
                     batch=config.imitation_batch, lookahead=config.imitation_lookahead,
                     mean_weight=config.imitation_mean_weight, max_grad_norm=config.max_grad_norm,
-                    precision=policy_precision(config))
+                    precision=policy_precision(config), recovery=config.imitation_recovery, rng=recovery_rng)
             else:
                 rollout = collect_rollout(policy, env, images, lines, precision=policy_precision(config))
                 metrics = rollout_metrics(rollout, lines)

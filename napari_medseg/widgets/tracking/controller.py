@@ -64,6 +64,7 @@ class TrackSettings:
     setting: str = _TRAIN["setting"]
     train_updates: int = _TRAIN["updates"]
     train_imitation: int = _TRAIN["imitation"]  # of the updates, the first this many imitate the centreline
+    train_recovery: float = _TRAIN["recovery"]  # share of imitation episodes started beside their fibre
 
 
 class TrackingController(FinetuneRounds, Controller):
@@ -307,6 +308,7 @@ class TrackingController(FinetuneRounds, Controller):
             check_setting(name)  # the same rule generate_many draws by, refused before the job starts
             cfg = PPOConfig(updates=updates or self.settings.train_updates, device=str(self.device()),
                             imitation_updates=self.settings.train_imitation,
+                            imitation_recovery=self.settings.train_recovery,
                             imitation_steps=_TRAIN["imitation_steps"]).replace(**ppo)
             self.train_history = []
             self._emit("train_start")

@@ -25,7 +25,7 @@ from .plot import OVERLAY, TRACES, ColorBar
 
 BOUND = ("image", "starts", "ends", "directions", "model", "project", "invert", "scale", "max_steps", "device",
          "threshold", "stop_uncertain", "entropy_steps", "fit_ridge", "finetune_updates", "setting", "train_updates",
-         "train_imitation")
+         "train_imitation", "train_recovery")
 
 
 class TrackingWidget(QWidget):
@@ -61,6 +61,9 @@ class TrackingWidget(QWidget):
         self.train_imitation = SpinBox(label="of which imitation", min=0, max=1_000_000,
                                        tooltip="the first updates imitate the centreline (DAgger, not in the paper), "
                                                "the rest are PPO")
+        self.train_recovery = FloatSpinBox(label="recovery starts", min=0.0, max=1.0, step=0.05,
+                                           tooltip="share of the imitation episodes that start 2-7 px beside their "
+                                                   "fibre, so the agent learns the way back (not in the paper)")
         buttons = {"track_button": ("Track", c.track), "fit_button": ("Fit colours to traces", c.fit_colours),
                    "finetune_button": ("Fine-tune on corrected traces", c.finetune),
                    "rollback_button": ("Roll back", c.rollback), "train_button": ("Train from scratch", c.train),
@@ -82,7 +85,8 @@ class TrackingWidget(QWidget):
                                             self.trace_info]),
             ("Correct and fine-tune", [self.finetune_updates, self.finetune_button, self.rollback_button,
                                        self.rounds]),
-            ("Train from scratch (synthetic)", [self.setting, self.train_updates, self.train_imitation, self.train_button,
+            ("Train from scratch (synthetic)", [self.setting, self.train_updates, self.train_imitation, self.train_recovery,
+                                                self.train_button,
                                                 self.plot]),
             ("SWC files", [self.import_button, self.export_button])]:
             lay.addWidget(section(title, items))

@@ -15,8 +15,10 @@ from napari_medseg.methods.tracking.imitation import (
     LabelBuffer,
     dagger_rollout,
     displacement_to_sample,
+    RECOVERY_OFFSET,
     imitation_loss,
     imitation_update,
+    recovery_starts,
 )
 from napari_medseg.methods.tracking.policy import BetaPolicy
 from napari_medseg.methods.tracking.ppo import PPOConfig, train_tracker
@@ -122,3 +124,60 @@ def test_model_card_says_when_the_agent_imitated():
     assert "first 30 updates imitated the centreline" in _imitation_text(c) and "then 10 updates of " in _imitation_text(c)
     assert "every update imitated the centreline" in _imitation_text(c, ran=20)  # stopped before PPO
     assert _imitation_text({"imitation_updates": 0}) == ""
+    assert "recovery starts" not in _imitation_text(c)
+    assert "25% of the episodes started 2-7 px beside their fibre" in _imitation_text({**c, "imitation_recovery": 0.25})
+
+
+def test_recovery_starts_lie_beside_a_point_of_the_fibre_and_the_line_goes_on_from_it():
+    from napari_medseg.methods.tracking.curves import distance_to_polyline
+
+    imgs = generate_many("SI", 40, seed=8)
+    lines = [r.centreline for r in imgs]
+    same, starts = recovery_starts(lines, 0.0, np.random.default_rng(0))
+    assert all(a is b or np.array_equal(a, b) for a, b in zip(same, lines))
+    assert np.array_equal(starts, np.stack([ln[0] for ln in lines]))  # share 0: the usual starts
+    moved, starts = recovery_starts(lines, 1.0, np.random.default_rng(1), shape=(128, 128))
+    for line, rest, p in zip(lines, moved, starts):
+        k = len(line) - len(rest)
+        assert 2 <= k <= 0.72 * len(line) and np.array_equal(rest, line[k:])  # the fibre from a point along it on
+        off = np.linalg.norm(p - rest[0])
+        assert RECOVERY_OFFSET[0] - 1e-6 <= off <= RECOVERY_OFFSET[1] + 1e-6
+        t = rest[2] - line[k - 2]
+        assert abs(np.dot(p - rest[0], t)) / (off * np.linalg.norm(t)) < 0.2  # beside the fibre, across it
+        assert 0 <= p.min() and p.max() <= 127
+    def cross(a, b):
+        return a[0] * b[1] - a[1] * b[0]
+
+    sides = [np.sign(cross(rest[2] - rest[0], p - rest[0])) for rest, p in zip(moved, starts)]
+    assert 0 < sides.count(1.0) < len(sides)  # both sides
+    half, _ = recovery_starts(lines, 0.5, np.random.default_rng(2))
+    assert 5 < sum(len(a) < len(b) for a, b in zip(half, lines)) < 35
+
+
+def test_a_recovery_start_is_labelled_back_onto_the_fibre():
+    imgs = generate_many("SI", 6, seed=9)
+    images, lines = np.stack([r.image for r in imgs]), [r.centreline for r in imgs]
+    lines, starts = recovery_starts(lines, 1.0, np.random.default_rng(3), shape=images.shape[1:])
+    env = TrackingEnv(EnvConfig(max_steps=10))
+    _, labels, traces, _ = dagger_rollout(BetaPolicy(), env, images, lines, expert_fraction=1.0, starts=starts)
+    for t, line, p in zip(traces, lines, starts):
+        assert np.allclose(t[0], p, atol=1e-4)  # the episode starts beside the fibre
+        start_off = np.min(np.linalg.norm(line - p, axis=1))
+        end_off = np.min(np.linalg.norm(line - t[-1], axis=1))
+        assert start_off >= 1.5 and end_off < 1.0  # and the expert's steps take it back onto it
+    first = beta_to_displacement(labels[0]).numpy()
+    toward = lines[0][0] - starts[0]
+    assert np.dot(first, toward) > 0  # the first label points back towards the fibre
+
+
+def test_train_tracker_draws_recovery_starts_only_when_asked():
+    cfg = PPOConfig(updates=1, imitation_updates=1, imitation_steps=1, imitation_batch=8, episodes_per_batch=4,
+                    max_steps=5, eval_every=0)
+    runs = {}
+    for share in (0.0, 1.0):
+        torch.manual_seed(0)
+        progress, _ = collect(train_tracker(cfg.replace(imitation_recovery=share), "SI",
+                                            env_config=EnvConfig(max_steps=5)))
+        runs[share] = progress[0].metrics
+    # recovery episodes are shorter fibres started beside them: the rollout covers a different share
+    assert runs[0.0]["coverage_pct"] != runs[1.0]["coverage_pct"]
