@@ -7,7 +7,7 @@ the mean of the two ("blend"). Start + the true heading, no end, one way. Sets: 
 wider parent vessel at the start (``start_parent_fraction`` 0 / 1). None of these seeds is a
 bench's or a training run's. No real image is read.
 Run from the repository root:
-python benchmarks/scripts/tracking_ridge_input_probe.py [--versions V ...] [--variants raw ...] [--seeds SI DR] [--junction] [--with-end] [--json PATH]
+python benchmarks/scripts/tracking_ridge_input_probe.py [--versions V ...] [--variants raw ...] [--seeds SI DR] [--junction] [--beside] [--with-end] [--json PATH]
 (default: the current version, all three variants; ``--versions 5 6 --variants raw`` compares two
 versions on the images as they are, as the v6 rule does)."""
 import json
@@ -52,6 +52,8 @@ sets = {"SI": generate_many("SI", 100, seed=seed_sc), "crossing": generate_many(
         "DR": generate_many("DR", 48, seed=seed_dr), "DR parent at start": generate_many("DRp", 48, seed=seed_dr)}
 if "--junction" in sys.argv:
     sets["DR wider junctions"] = generate_many("DRj", 48, seed=seed_dr)
+if "--beside" in sys.argv:  # 96: a steadier set than 48
+    sets["DR start beside its parent"] = generate_many("DRs", 96, seed=seed_dr)
 out = {"results": {}, "seeds": {"SI, crossing": seed_sc, "DR, DR parent at start": seed_dr}}
 for version in versions:
     policy, meta = load_tracker(version)

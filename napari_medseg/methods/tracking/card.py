@@ -67,7 +67,9 @@ def _data_text(setting) -> str:
             "DRp": "the same domain-randomised draws, each fibre starting where it leaves a 1.5–3x wider, at least as "
                    "bright vessel",
             "DRj": "the same domain-randomised draws, with at least one branch or crossing along the fibre and each "
-                   "of them 1.5–3x wider and at least as bright as the fibre"}
+                   "of them 1.5–3x wider and at least as bright as the fibre",
+            "DRs": "the same domain-randomised draws, each fibre leaving a 1.5–3x wider, at least as bright vessel at "
+                   "15–35° and starting where the two are still 3–7 px apart"}
     parts = str(setting).split("+")
     if len(parts) > 1 and all(p in text for p in parts):
         return "in turn " + "; ".join(f"{p} ({text[p]})" for p in parts)

@@ -62,31 +62,39 @@ def _clutter(rng, shape, amplitude: float) -> np.ndarray:
 #: ``"DRj"``: every branch or crossing along the fibre is this many times wider than the fibre
 #: (cross-section std, capped at 4 px like every vessel) and at least as bright.
 JUNCTION_WIDTH = (1.5, 3.0)
+#: ``"DRs"``: the parent vessel leaves the fibre at this angle (degrees), and the fibre's start lies
+#: where the two centres are this many px apart.
+BESIDE_ANGLE, BESIDE_GAP = (15.0, 35.0), (3.0, 7.0)
 
 
 def generate_randomised(seed: int | None = 0, start_parent: bool = False,
-                        wider_junctions: bool = False) -> SyntheticAxonImage:
+                        wider_junctions: bool = False, start_beside: bool = False) -> SyntheticAxonImage:
     """One domain-randomised image (normalised as at inference) with its centreline.
     ``start_parent``: the fibre starts where it leaves a wider, at least as bright vessel
     (setting ``"DRp"``); ``wider_junctions``: at least one branch or crossing along the
     fibre, each wider (``JUNCTION_WIDTH``) and at least as bright as the fibre (setting
-    ``"DRj"``: the junctions where real traces turn onto the wider vessel). Otherwise the
-    same appearance draws as without."""
+    ``"DRj"``: the junctions where real traces turn onto the wider vessel); ``start_beside``
+    (with ``start_parent``): the parent leaves at a shallow angle (``BESIDE_ANGLE``) and the
+    start lies further along, still beside it (``BESIDE_GAP``; setting ``"DRs"``). Otherwise
+    the same appearance draws as without."""
     rng = np.random.default_rng(seed)
     for _ in range(20):  # a draw without contrast left (e.g. clipped, then inverted): draw again
         try:
-            return _one(rng, seed, start_parent, wider_junctions)
+            return _one(rng, seed, start_parent, wider_junctions, start_beside)
         except InputError:
             continue
-    return _one(np.random.default_rng(0), seed, start_parent, wider_junctions)  # pragma: no cover
+    return _one(np.random.default_rng(0), seed, start_parent, wider_junctions, start_beside)  # pragma: no cover
 
 
-def _one(rng: np.random.Generator, seed, start_parent: bool = False, wider_junctions: bool = False) -> SyntheticAxonImage:
+def _one(rng: np.random.Generator, seed, start_parent: bool = False, wider_junctions: bool = False,
+         start_beside: bool = False) -> SyntheticAxonImage:
     from .prepare import normalise_like_training
 
     s = randomised_settings(rng)
     if start_parent:
         s = s.replace(start_parent_fraction=1.0)
+    if start_beside:
+        s = s.replace(name="DRs", start_parent_angle=BESIDE_ANGLE, start_beside=BESIDE_GAP)
     if wider_junctions:
         s = s.replace(name="DRj", n_distractors=max(1, s.n_distractors), distractor_width=JUNCTION_WIDTH,
                       distractor_intensity=max(1.0, s.distractor_intensity))

@@ -65,6 +65,11 @@ class SyntheticSettings:
     # branch a user clicks where it leaves its parent (drawn after the distractors)
     start_parent_fraction: float = 0.0
     start_parent_width: tuple[float, float] = (1.5, 3.0)  # its cross-section std / axon_sigma
+    # the parent leaves at this angle (degrees; None: crossing_angle) and, when start_beside is
+    # given, the traced fibre starts where its centre is this many px from the parent's (the start
+    # a user clicks on a thin branch just after it has left a wider vessel, still beside it)
+    start_parent_angle: tuple[float, float] | None = None
+    start_beside: tuple[float, float] | None = None
 
     def replace(self, **changes) -> "SyntheticSettings":
         return dataclasses.replace(self, **changes)
@@ -82,12 +87,15 @@ SETTINGS: dict[str, SyntheticSettings] = {
 
 #: What the shipped agents were trained on: domain-randomised images (:mod:`.randomised`)
 #: and mixes taken in turn (:func:`generate_many`); offered for training beside ``SETTINGS``.
-TRAINING_MIXES = ("DR", "SI+DR", "SI+DR+crossing", "SI+DR+DRp+crossing", "SI+DR+DRp+DRj+crossing")
+TRAINING_MIXES = ("DR", "SI+DR", "SI+DR+crossing", "SI+DR+DRp+crossing", "SI+DR+DRp+DRj+crossing",
+                  "SI+DR+DRp+DRj+DRs+crossing")
 #: Drawn by :mod:`.randomised`: "DR" domain-randomised; "DRp" the same with each fibre starting
 #: where it leaves a wider, at least as bright vessel (a branch taken from its parent); "DRj" the
 #: same draws with every branch or crossing along the fibre wider and at least as bright as it
 #: (a junction the traced, thinner fibre has to pass).
-RANDOMISED = ("DR", "DRp", "DRj")
+#: "DRs" the same draws with the fibre leaving a wider vessel at 15-35 degrees and the start placed
+#: further along, where the two centres are still 3-7 px apart (the thin branch clicked beside its parent).
+RANDOMISED = ("DR", "DRp", "DRj", "DRs")
 TRAINING_CHOICES = (*SETTINGS, *TRAINING_MIXES)
 
 
@@ -148,7 +156,8 @@ def _distractor(rng, s: SyntheticSettings, main: np.ndarray, at_start: bool = Fa
             i = int(np.searchsorted(s_main, rng.uniform(0.2, 0.8) * s_main[-1]))
             i = int(np.clip(i, 2, len(main) - 3))
             t = main[i + 2] - main[i - 2]
-        angle = np.arctan2(t[0], t[1]) + rng.choice([-1, 1]) * np.deg2rad(rng.uniform(*s.crossing_angle))
+        span = s.start_parent_angle if at_start and s.start_parent_angle is not None else s.crossing_angle
+        angle = np.arctan2(t[0], t[1]) + rng.choice([-1, 1]) * np.deg2rad(rng.uniform(*span))
         half = rng.uniform(*s.distractor_length) / 2
         walk_args = (s.image_shape, half, s.walk_step, s.turn_sd, s.heading_pull, 0.0, s.min_separation)
         fwd = constrained_random_walk(rng, *walk_args, start=main[i], heading=angle, stop_at_edge=True)
@@ -163,8 +172,8 @@ def _distractor(rng, s: SyntheticSettings, main: np.ndarray, at_start: bool = Fa
         line = fit_polynomial_spline(walk, s.spline_smoothing, s.centreline_spacing)
         d, _ = distance_to_polyline(main, s.image_shape, max_distance=4.0)
         near = ndi.map_coordinates(np.isfinite(d).astype(float), line.T, order=0, mode="constant")
-        if near.sum() * s.centreline_spacing <= 12.0:  # it crosses, it does not run alongside
-            return line
+        if near.sum() * s.centreline_spacing <= 12.0 or (at_start and s.start_beside is not None):
+            return line  # it crosses, it does not run alongside (a parent left at a shallow angle may)
     raise InputError(f"setting {s.name!r}: could not place a crossing distractor")
 
 
@@ -207,6 +216,12 @@ def generate(setting: SyntheticSettings | str = "SI", seed: int | None = 0, **ov
             distractors.append(_distractor(rng, s, main, at_start=True))
         except InputError:
             parent = False
+    centreline = main
+    if parent and s.start_beside is not None:  # start further along, where the fibre is still beside its parent
+        gap = np.linalg.norm(main[:, None, :] - distractors[-1][None, :, :], axis=2).min(1)
+        beside = np.flatnonzero(gap >= rng.uniform(*s.start_beside))
+        if len(beside) and beside[0] <= len(main) // 3:
+            centreline = main[beside[0]:]
     clean = np.zeros(s.image_shape)
     for k, line in enumerate([main] + distractors):
         scale = s.axon_intensity * (1.0 if k == 0 else s.distractor_intensity)
@@ -227,7 +242,7 @@ def generate(setting: SyntheticSettings | str = "SI", seed: int | None = 0, **ov
         raise InputError(f"unknown noise {s.noise!r}; use 'gaussian' or 'poisson'")
     return SyntheticAxonImage(
         image=np.clip(noisy, 0.0, 1.0).astype(np.float32),
-        centreline=main,
+        centreline=centreline,
         clean=clean.astype(np.float32),
         distractors=distractors,
         settings=s,
@@ -250,7 +265,8 @@ def generate_many(setting: SyntheticSettings | str = "SI", n: int = 32, seed: in
         if part in RANDOMISED:
             from .randomised import generate_randomised
 
-            return generate_randomised(sd, start_parent=part == "DRp", wider_junctions=part == "DRj")
+            return generate_randomised(sd, start_parent=part in ("DRp", "DRs"), wider_junctions=part == "DRj",
+                                       start_beside=part == "DRs")
         return generate(part, sd, **overrides)
 
     return [one(parts[i % len(parts)], sd) for i, sd in enumerate(seeds)]

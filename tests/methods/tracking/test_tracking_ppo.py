@@ -276,3 +276,20 @@ def test_a_crossing_image_whose_first_axon_leaves_no_room_draws_another():
     img = generate("crossing", 767480271)
     assert len(img.distractors) == 2 and img.image.shape == (128, 128)
     np.testing.assert_array_equal(img.image, generate("crossing", 767480271).image)  # still one image per seed
+
+
+def test_the_beside_setting_starts_the_fibre_beside_the_wider_vessel_it_has_just_left():
+    from napari_medseg.methods.tracking.randomised import BESIDE_GAP
+
+    parent, beside = generate_many("DRp", 12, seed=41), generate_many("DRs", 12, seed=41)
+    shortened = 0
+    for a, b in zip(parent, beside):
+        assert b.settings.replace(name="DR", start_parent_angle=None, start_beside=None) == a.settings.replace(name="DR")
+        vessel = b.distractors[-1]  # the parent, drawn last, wider and at least as bright
+        gap = np.linalg.norm(vessel - b.centreline[0], axis=1).min()
+        if len(b.centreline) < len(a.centreline) - 2:  # the start moved along the fibre, to where it is beside it
+            shortened += 1
+            assert BESIDE_GAP[0] - 0.6 <= gap <= BESIDE_GAP[1] + 0.6
+    assert shortened >= 8
+    mixed = generate_many("SI+DR+DRp+DRj+DRs+crossing", 6, seed=41)
+    assert [m.settings.name for m in mixed] == ["SI", "DR", "DR", "DRj", "DRs", "crossing"]
