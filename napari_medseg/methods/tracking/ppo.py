@@ -23,7 +23,7 @@ import torch
 
 from napari_medseg.core import distributed
 from napari_medseg.core.device import bf16_supported
-from napari_medseg.core.errors import TrainingError
+from napari_medseg.core.errors import InputError, TrainingError
 from napari_medseg.core.jobs import Progress
 
 from .env import END_REACHED, MAX_STEPS, EnvConfig, TrackingEnv, check_agent_input
@@ -263,6 +263,9 @@ def train_tracker(config: PPOConfig | None = None, setting="SI", *, env_config: 
     """
     torch.set_flush_denormal(True)  # otherwise updates slow down ~6x after a few minutes
     config = config or PPOConfig()
+    if not 0.0 <= config.imitation_recovery <= 1.0:
+        raise InputError(f"The share of recovery starts (--recovery) is a fraction of the imitation episodes, "
+                         f"between 0 and 1; got {config.imitation_recovery}.")
     device = torch.device(config.device)
     torch.manual_seed(config.seed)
     env_config = env_config or EnvConfig(max_steps=config.max_steps)

@@ -181,3 +181,11 @@ def test_train_tracker_draws_recovery_starts_only_when_asked():
         runs[share] = progress[0].metrics
     # recovery episodes are shorter fibres started beside them: the rollout covers a different share
     assert runs[0.0]["coverage_pct"] != runs[1.0]["coverage_pct"]
+
+
+def test_a_share_of_recovery_starts_outside_0_1_is_refused_before_training():
+    from napari_medseg.core.errors import InputError
+
+    for share in (-0.1, 1.5):
+        with pytest.raises(InputError, match="between 0 and 1; got"):
+            next(train_tracker(PPOConfig(updates=1, imitation_updates=1, imitation_recovery=share), "SI"))
