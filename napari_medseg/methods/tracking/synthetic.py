@@ -86,7 +86,8 @@ SETTINGS: dict[str, SyntheticSettings] = {
 
 
 #: What the shipped agents were trained on: domain-randomised images (:mod:`.randomised`)
-#: and mixes taken in turn (:func:`generate_many`); offered for training beside ``SETTINGS``.
+#: and mixes taken in turn (:func:`generate_many`); offered for training beside ``SETTINGS``
+#: (the last mix, with ``DRs``, is one no shipped agent came through: docs/benchmarks.md).
 TRAINING_MIXES = ("DR", "SI+DR", "SI+DR+crossing", "SI+DR+DRp+crossing", "SI+DR+DRp+DRj+crossing",
                   "SI+DR+DRp+DRj+DRs+crossing")
 #: Drawn by :mod:`.randomised`: "DR" domain-randomised; "DRp" the same with each fibre starting
