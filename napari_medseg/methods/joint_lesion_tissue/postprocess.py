@@ -34,6 +34,8 @@ from .labels import LabelSet
 
 PRIOR_POWER = 1.0  # tau: best mean tissue Dice on held-out randomised phantoms at 1.25 mm (0.25-2 tried); never tuned on a real scan
 EM_STEPS = 3
+VARIANCE = "class"  # "class": one variance per class (and modality); "tied": one shared by all classes
+VARIANCES = ("class", "tied")
 MIN_CLASS_VOXELS = 50
 FLAIR_SIGMAS = 2.0  # a lesion's median FLAIR must exceed grey matter's median by this many robust SDs
 
@@ -45,11 +47,19 @@ class Refined:
     rejected_lesions: int  # components removed by the support and size rules
 
 
-def _fit(x: np.ndarray, r: np.ndarray):
-    """Weighted diagonal Gaussians: x (N, M), r (K, N) responsibilities -> means, variances (K, M)."""
+def _fit(x: np.ndarray, r: np.ndarray, variance: str = "class"):
+    """Weighted diagonal Gaussians: x (N, M), r (K, N) responsibilities -> means, variances (K, M).
+
+    ``variance="tied"`` pools the within-class variance over the classes (one per modality),
+    so that, where the prior is undecided, the boundary between two classes lies midway
+    between their means, as it does for voxels that mix them in equal parts."""
     w = r.sum(1, keepdims=True) + 1e-6
     mu = (r @ x) / w
     var = (r @ (x * x)) / w - mu * mu
+    if variance == "tied":
+        var = np.broadcast_to((w * var).sum(0, keepdims=True) / w.sum(), var.shape).copy()
+    elif variance != "class":
+        raise ValueError(f"variance must be one of {VARIANCES}, not {variance!r}")
     spread = x.var(0, keepdims=True) + 1e-6
     return mu, np.maximum(var, 1e-3 * spread)  # a floor: no class collapses to a point
 
@@ -63,12 +73,15 @@ def _log_lik(x: np.ndarray, mu: np.ndarray, var: np.ndarray) -> np.ndarray:
     return out
 
 
-def refine(prior: np.ndarray, features: np.ndarray, power: float = PRIOR_POWER, steps: int = EM_STEPS) -> np.ndarray:
+def refine(prior: np.ndarray, features: np.ndarray, power: float = PRIOR_POWER, steps: int = EM_STEPS,
+           variance: str | None = None) -> np.ndarray:
     """Posterior (K, N) from a prior (K, N) and voxel features (N, M) by EM on diagonal Gaussians.
 
     Classes with fewer than ``MIN_CLASS_VOXELS`` of prior mass keep their prior alone
     (their likelihood is flat), so a class the network barely predicts is not invented.
+    ``variance``: ``"class"`` or ``"tied"`` (see :func:`_fit`); default :data:`VARIANCE`.
     """
+    variance = VARIANCE if variance is None else variance
     prior = np.clip(prior.astype(np.float32), 1e-6, 1.0)
     prior /= prior.sum(0, keepdims=True)
     log_prior = power * np.log(prior)
@@ -76,7 +89,7 @@ def refine(prior: np.ndarray, features: np.ndarray, power: float = PRIOR_POWER, 
     post = prior
     for _ in range(max(1, steps)):
         mass = post.sum(1)
-        mu, var = _fit(x, post)
+        mu, var = _fit(x, post, variance)
         ll = _log_lik(x, mu, var)
         ll[mass < MIN_CLASS_VOXELS] = 0.0
         logp = log_prior + ll
