@@ -29,6 +29,34 @@ def test_refinement_moves_the_boundary_to_the_intensities():
     assert np.allclose(post.sum(0), 1.0, atol=1e-5)
 
 
+def test_a_tied_variance_puts_an_undecided_boundary_midway_between_the_means():
+    """A narrow dark class and a broad bright one, a flat prior: with one variance per class
+    the broad class claims voxels much nearer the dark mean; with a tied variance the
+    boundary sits near the midpoint of the two means (0.5)."""
+    rng = np.random.default_rng(1)
+    a = 0.02 * rng.standard_normal(3000)
+    b = 1.0 + 0.2 * rng.standard_normal(3000)
+    probe = np.linspace(0.0, 1.0, 101)
+    x = np.concatenate([a, b, probe]).astype(np.float32)[:, None]
+    resp = np.concatenate([np.tile([[1.0], [0.0]], 3000), np.tile([[0.0], [1.0]], 3000),
+                           np.full((2, probe.size), 0.5)], 1).astype(np.float32)
+    flat = np.full_like(resp, 0.5)
+
+    def boundary(variance):  # EM starts from the true responsibilities, then the flat prior decides
+        from napari_medseg.methods.joint_lesion_tissue.postprocess import _fit, _log_lik
+        mu, var = _fit(x, resp, variance)
+        post = np.log(flat) + _log_lik(x, mu, var)
+        called_b = np.argmax(post[:, -probe.size:], 0) == 1
+        return probe[np.argmax(called_b)]  # first probe intensity called bright
+
+    assert boundary("class") < 0.35
+    assert 0.4 < boundary("tied") < 0.6
+    post = refine(flat[:, :6000], x[:6000], variance="tied")
+    assert np.allclose(post.sum(0), 1.0, atol=1e-5)
+    with pytest.raises(ValueError, match="variance"):
+        refine(flat, x, variance="pooled")
+
+
 def test_a_class_the_prior_never_predicts_is_not_invented():
     x, prior = _two_class_line()
     third = np.full((1, x.size), 1e-4, np.float32)  # a class with almost no prior mass
