@@ -32,7 +32,7 @@ def train(args, registry):
     config = PPOConfig(seed=args.seed, updates=args.updates, num_minibatches=args.minibatches,
                        eval_every=args.eval_every, val_episodes=args.val_episodes, device=str(device),
                        imitation_updates=args.imitation, imitation_steps=args.imitation_steps,
-                       imitation_recovery=args.recovery,
+                       imitation_recovery=args.recovery, imitation_symmetries=args.symmetry_augment,
                        **({"learning_rate": args.lr} if args.lr else {}))
     policy = None
     if args.init == "current":  # fine-tune the current agent (e.g. on the domain-randomised setting)
@@ -124,7 +124,8 @@ def track_command(args) -> int:
     policy, meta = _policy(args.model)
     config = TrackConfig(max_steps=args.max_steps, scale=args.scale, entropy_threshold=args.threshold,
                          entropy_steps=args.entropy_steps, both_ways=not args.one_way,
-                         fit_ridge=not args.no_fit, lookahead=Lookahead() if args.lookahead else None)
+                         fit_ridge=not args.no_fit, lookahead=Lookahead() if args.lookahead else None,
+                         symmetries=args.symmetries)
     traces = track(image, starts, ends, policy=policy, config=config, directions=directions)
     lines = [f"napari-medseg track {args.image} ({args.model})"]
     for i, t in enumerate(traces):

@@ -26,6 +26,7 @@ import torch
 
 from napari_medseg.core import distributed
 
+from . import symmetry
 from .curves import arc_length
 from .env import TrackingEnv, check_agent_input
 from .metrics import mean_metrics, trace_metrics
@@ -192,10 +193,11 @@ def imitation_loss(policy: BetaPolicy, obs: torch.Tensor, labels: torch.Tensor, 
 def imitation_update(policy: BetaPolicy, optimizer, env: TrackingEnv, images, centrelines, buffer: LabelBuffer,
                      *, expert_fraction: float, steps: int = 25, batch: int = 256, lookahead: float = 4.0,
                      mean_weight: float = 50.0, max_grad_norm: float = 0.5, generator=None, precision=None,
-                     recovery: float = 0.0, rng: np.random.Generator | None = None) -> dict:
+                     recovery: float = 0.0, rng: np.random.Generator | None = None, symmetries: bool = False) -> dict:
     """One DAgger iteration: a rollout labelled by the expert into ``buffer``, then
     ``steps`` minibatches of the actor's imitation loss on the aggregate. ``recovery``: the
-    share of episodes that start beside their fibre (:func:`recovery_starts`, drawn from ``rng``)."""
+    share of episodes that start beside their fibre (:func:`recovery_starts`, drawn from ``rng``).
+    ``symmetries``: each minibatch pair turned or mirrored at random (:func:`.symmetry.augment`)."""
     starts = None
     if recovery > 0:
         shape = tuple(np.shape(images)[-2:])
@@ -206,6 +208,8 @@ def imitation_update(policy: BetaPolicy, optimizer, env: TrackingEnv, images, ce
     stats: dict = {}
     for _ in range(steps):
         x, u = buffer.sample(batch, generator)
+        if symmetries:
+            x, u = symmetry.augment(x, u, generator)
         with precision or contextlib.nullcontext():
             loss, stats = imitation_loss(policy, x, u, mean_weight)
         optimizer.zero_grad(set_to_none=True)

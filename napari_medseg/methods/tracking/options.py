@@ -25,6 +25,9 @@ class TrainOptions:
     imitation_steps: int = option(25, "actor minibatches (256 states) per imitation update")
     recovery: float = option(0.0, "share of the imitation episodes that start 2-7 px beside their fibre, at a random "
                                   "point along it, so the agent learns the way back onto it (not in the paper)")
+    symmetry_augment: bool = option(False, "turn or mirror every imitation minibatch pair at random (a multiple of "
+                                           "90 degrees, or a mirror), so the agent's step turns with the image "
+                                           "(not in the paper)")
     agent_input: str | None = option(None, "what the agent sees: the image (the paper's), or image+ridge, the mean of "
                                            "the image and its Sato ridge map (default: the initial agent's, "
                                            "or image from scratch)", choices=["image", "image+ridge"])
@@ -51,6 +54,8 @@ class TrackOptions:
                                      "its end, and the two traces are joined where they meet")
     one_way: bool = option(False, "with --ends, trace from the starts only (the paper's protocol)")
     no_fit: bool = option(False, "keep the agent's own points (no fitting of the finished traces onto the ridge)")
+    symmetries: int = option(1, "average each step over this many turns and mirrors of the agent's views "
+                                "(1, 2, 4 or 8; slower)", choices=[1, 2, 4, 8])
     lookahead: bool = option(False, "where the agent is unsure (step entropy above -2), try turns of up to 45 "
                                     "degrees for 16 steps each and take the one it is surest of (slower)")
     out: str = option(None, "output .swc (a new file; see --overwrite)", required=True)

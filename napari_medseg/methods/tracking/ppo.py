@@ -70,6 +70,9 @@ class PPOConfig:
     # not in the paper: this share of the imitation episodes starts 2-7 px beside its fibre, at a
     # random point along it (tracking.imitation.recovery_starts), to learn the way back onto it
     imitation_recovery: float = 0.0
+    # not in the paper: every imitation minibatch pair turned by a multiple of 90° or mirrored at
+    # random (tracking.symmetry.augment), so that the agent's step turns with the image
+    imitation_symmetries: bool = False
 
     def replace(self, **changes) -> "PPOConfig":
         return dataclasses.replace(self, **changes)
@@ -319,7 +322,8 @@ def train_tracker(config: PPOConfig | None = None, setting="SI", *, env_config: 
                     expert_fraction=config.imitation_expert_start * config.imitation_expert_decay ** (update - 1),
                     batch=config.imitation_batch, lookahead=config.imitation_lookahead,
                     mean_weight=config.imitation_mean_weight, max_grad_norm=config.max_grad_norm,
-                    precision=policy_precision(config), recovery=config.imitation_recovery, rng=recovery_rng)
+                    precision=policy_precision(config), recovery=config.imitation_recovery, rng=recovery_rng,
+                    symmetries=config.imitation_symmetries)
             else:
                 rollout = collect_rollout(policy, env, images, lines, precision=policy_precision(config))
                 metrics = rollout_metrics(rollout, lines)

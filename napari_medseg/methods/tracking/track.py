@@ -42,6 +42,7 @@ from napari_medseg.core.jobs import Progress, collect
 
 from .env import END_REACHED, REVISIT_LAG, REVISIT_RADIUS, RUNNING, STOP_REASONS, EnvConfig, TrackingEnv
 from .heading import choose_heading, directions_of, stub_behind
+from . import symmetry
 from .lookahead import Lookahead, Reconsider
 from .policy import BetaPolicy
 from .prepare import check_starts
@@ -68,6 +69,7 @@ class TrackConfig:
     meet_cos: float = -0.5  # the two traces meet only where their steps point opposite ways (cos below this)
     fit_ridge: bool = True  # once finished, move each point across the fibre onto its ridge (.fitting)
     lookahead: Lookahead | None = None  # where the agent is unsure, try alternatives first (.lookahead)
+    symmetries: int = 1  # each step averaged over this many symmetries of the views: 1, 2, 4 or 8 (.symmetry)
 
 
 @dataclass
@@ -120,16 +122,16 @@ def _stop_at_end(env: TrackingEnv, last: torch.Tensor, active: torch.Tensor, nea
     nearest.copy_(torch.where(has_end & active, torch.minimum(nearest, closest), nearest))
 
 
-def _act_running(policy: BetaPolicy, actor_obs: torch.Tensor, active: torch.Tensor):
+def _act_running(policy: BetaPolicy, actor_obs: torch.Tensor, active: torch.Tensor, symmetries: int = 1):
     """The deterministic actions (B, 2) and entropies (B,) of the running episodes only
     (the actor is half the time of a step; finished rows get 0 and are not moved)."""
     if bool(active.all()):
-        displacement, entropy = policy.steer(actor_obs)
+        displacement, entropy = symmetry.steer(policy, actor_obs, symmetries)
         return displacement.float(), entropy.float()
     b = actor_obs.shape[0]
     displacement = torch.zeros((b, 2), device=actor_obs.device)
     entropy = torch.zeros(b, device=actor_obs.device)
-    d, e = policy.steer(actor_obs[active])
+    d, e = symmetry.steer(policy, actor_obs[active], symmetries)
     displacement[active] = d.float()
     entropy[active] = e.float()
     return displacement, entropy
@@ -164,6 +166,9 @@ def track_iter(policy: BetaPolicy, image: np.ndarray, starts, ends=None, config:
     starts = np.asarray(starts, np.float64).reshape(-1, 2)
     if len(starts) == 0:
         raise InputError("No start points: add at least one point on a structure to trace.")
+    if config.symmetries not in symmetry.CHOICES:
+        raise InputError(f"symmetries must be one of {symmetry.CHOICES} (turns and mirrors of the views each step "
+                         f"is averaged over); got {config.symmetries!r}.")
     ends = np.full_like(starts, np.nan) if ends is None else np.asarray(ends, np.float64).reshape(-1, 2)
     if len(ends) != len(starts):
         raise InputError(f"{len(starts)} start points but {len(ends)} end points: give one end per start, or none.")
@@ -244,7 +249,7 @@ def track_iter(policy: BetaPolicy, image: np.ndarray, starts, ends=None, config:
         while not bool(env.done.all()):
             with torch.no_grad():  # per step, not across the yield: the caller's grad mode stays its own
                 active = ~env.done
-                displacement, entropy = _act_running(policy, obs.actor, active)
+                displacement, entropy = _act_running(policy, obs.actor, active, config.symmetries)
                 k = env.steps.clamp(max=config.max_steps - 1)
                 entropies[active, k[active]] = entropy[active]
                 if second_thoughts is not None:
