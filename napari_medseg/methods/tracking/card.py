@@ -89,6 +89,9 @@ def _imitation_text(c: dict, ran=None) -> str:
     if c.get("imitation_recovery"):
         how += (f"; {c['imitation_recovery']:.0%} of the episodes started 2-7 px beside their fibre, at a random "
                 "point along it (recovery starts)")
+    if c.get("imitation_symmetries"):
+        how += ("; every minibatch pair turned by a multiple of 90° or mirrored at random, views and step alike "
+                "(symmetry augmentation)")
     if ran <= n:
         return (f"every update imitated the centreline ({how}); no PPO update ran. "
                 "The settings a PPO fine-tune would use: ")

@@ -126,6 +126,8 @@ def test_model_card_says_when_the_agent_imitated():
     assert _imitation_text({"imitation_updates": 0}) == ""
     assert "recovery starts" not in _imitation_text(c)
     assert "25% of the episodes started 2-7 px beside their fibre" in _imitation_text({**c, "imitation_recovery": 0.25})
+    assert "symmetry augmentation" not in _imitation_text(c)
+    assert "symmetry augmentation" in _imitation_text({**c, "imitation_symmetries": True})
 
 
 def test_recovery_starts_lie_beside_a_point_of_the_fibre_and_the_line_goes_on_from_it():
@@ -189,3 +191,21 @@ def test_a_share_of_recovery_starts_outside_0_1_is_refused_before_training():
     for share in (-0.1, 1.5):
         with pytest.raises(InputError, match="between 0 and 1; got"):
             next(train_tracker(PPOConfig(updates=1, imitation_updates=1, imitation_recovery=share), "SI"))
+
+
+def test_symmetry_augmentation_changes_the_actors_training_only_when_asked():
+    from napari_medseg.methods.tracking.imitation import LabelBuffer, imitation_update
+
+    images = np.stack([r.image for r in generate_many("DR", 4, seed=12)])
+    lines = [r.centreline for r in generate_many("DR", 4, seed=12)]
+    weights = {}
+    for on in (False, False, True):
+        torch.manual_seed(0)
+        policy = BetaPolicy()
+        opt = torch.optim.Adam(policy.actor.parameters(), lr=1e-3)
+        imitation_update(policy, opt, TrackingEnv(EnvConfig(max_steps=6)), images, lines, LabelBuffer(1000),
+                         expert_fraction=1.0, steps=2, batch=16, generator=torch.Generator().manual_seed(1),
+                         symmetries=on)
+        weights.setdefault(on, []).append(policy.actor.head.weight.detach().clone())
+    assert torch.equal(weights[False][0], weights[False][1])  # the same run twice: the same weights
+    assert not torch.equal(weights[False][0], weights[True][0])  # the turned/mirrored pairs train differently
