@@ -122,26 +122,8 @@ def test_track_with_the_lookahead_follows_a_fibre_the_agent_would_leave():
     assert cov["on"].mean() > cov["off"].mean()
 
 
-def test_cli_track_lookahead_turns_it_on(tmp_path, monkeypatch):
-    import tifffile
-
-    from napari_medseg.cli import main
-    from napari_medseg.methods.tracking import track as T
-
-    r = generate_many("SI", 1, seed=80)[0]
-    tif = tmp_path / "fibre.tif"
-    tifffile.imwrite(tif, r.image)
-    seen = []
-    real = T.track_iter
-
-    def spy(policy, image, starts, ends=None, config=None, *a, **k):
-        seen.append(config.lookahead)
-        return real(policy, image, starts, ends, config, *a, **k)
-
-    monkeypatch.setattr(T, "track_iter", spy)
-    start = f"{r.start[0]:.1f},{r.start[1]:.1f}"
-    assert main(["track", str(tif), "--starts", start, "--max-steps", "20", "--out", str(tmp_path / "a.swc")]) == 0
-    assert main(["track", str(tif), "--starts", start, "--max-steps", "20", "--lookahead",
-                 "--out", str(tmp_path / "b.swc")]) == 0
-    assert seen == [None, Lookahead()]
-    assert (tmp_path / "a.swc").exists() and (tmp_path / "b.swc").exists()
+def test_cli_track_lookahead_turns_it_on(track_cli):
+    assert track_cli.run("a.swc") == 0
+    assert track_cli.run("b.swc", "--lookahead") == 0
+    assert [c.lookahead for c in track_cli.configs] == [None, Lookahead()]
+    assert (track_cli.dir / "a.swc").exists() and (track_cli.dir / "b.swc").exists()

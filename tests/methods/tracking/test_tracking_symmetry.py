@@ -79,26 +79,9 @@ def test_track_averages_over_symmetries_only_when_asked_and_refuses_other_counts
         track(r.image, r.start[None], None, policy=policy, config=TrackConfig(symmetries=3, check_starts=False))
 
 
-def test_cli_track_symmetries_reach_the_tracker(tmp_path, monkeypatch):
-    import tifffile
-
-    from napari_medseg.cli import main
-    from napari_medseg.methods.tracking import track as T
-
-    r = generate_many("SI", 1, seed=81)[0]
-    tif = tmp_path / "fibre.tif"
-    tifffile.imwrite(tif, r.image)
-    seen, real = [], T.track_iter
-
-    def spy(policy, image, starts, ends=None, config=None, *a, **k):
-        seen.append(config.symmetries)
-        return real(policy, image, starts, ends, config, *a, **k)
-
-    monkeypatch.setattr(T, "track_iter", spy)
-    start = f"{r.start[0]:.1f},{r.start[1]:.1f}"
-    assert main(["track", str(tif), "--starts", start, "--max-steps", "10", "--out", str(tmp_path / "a.swc")]) == 0
-    assert main(["track", str(tif), "--starts", start, "--max-steps", "10", "--symmetries", "4",
-                 "--out", str(tmp_path / "b.swc")]) == 0
-    assert seen == [1, 4] and (tmp_path / "b.swc").exists()
-    with pytest.raises(SystemExit):  # argparse refuses a count that is not a symmetry subgroup's size
-        main(["track", str(tif), "--starts", start, "--symmetries", "3", "--out", str(tmp_path / "c.swc")])
+def test_cli_track_symmetries_reach_the_tracker(track_cli):
+    assert track_cli.run("a.swc") == 0
+    assert track_cli.run("b.swc", "--symmetries", "4") == 0
+    assert [c.symmetries for c in track_cli.configs] == [1, 4] and (track_cli.dir / "b.swc").exists()
+    with pytest.raises(SystemExit):  # argparse refuses a count that is not 1, 2, 4 or 8
+        track_cli.run("c.swc", "--symmetries", "3")
