@@ -343,13 +343,15 @@ def test_train_from_scratch_plots_reward_and_coverage(viewer, messages, monkeypa
     w.setting.value, w.train_updates.value = "SI+DR+crossing", 2  # the shipped agents' training mixes are offered too
     w.train_imitation.value = 1  # the first update imitates the centreline, the second is PPO
     w.train_recovery.value = 0.5  # half of the imitation episodes start beside their fibre
-    assert c.settings.train_imitation == 1 and c.settings.train_recovery == 0.5
+    w.train_symmetry_augment.value = True
+    assert c.settings.train_imitation == 1 and c.settings.train_recovery == 0.5 and c.settings.train_symmetry_augment
     c.train(block=True, val_episodes=4, imitation_steps=2, **FAST)
     assert [e.version for e in Registry().list("tracking")] == [1]
     entry = Registry().current("tracking")
     assert entry.meta["config"]["setting"] == "SI+DR+crossing" and entry.meta["config"]["updates"] == 2
     assert [h["update"] for h in c.train_history] == [1, 2]
     assert entry.meta["config"]["imitation_updates"] == 1 and entry.meta["config"]["imitation_recovery"] == 0.5
+    assert entry.meta["config"]["imitation_symmetries"] is True
     assert "imitation_nll" in c.train_history[0] and "pg_loss" in c.train_history[1]
     assert len(w.plot.series["mean_reward"]) == 2 and len(w.plot.series["coverage_pct"]) == 2
     assert [v for _, v in w.plot.series["coverage_pct"]] == [h["coverage_pct"] for h in c.train_history]
@@ -403,3 +405,24 @@ def test_a_direction_line_gives_the_start_its_heading_and_the_trace_list_says_so
 def heading_of(a, b):
     d = np.asarray(b, float) - np.asarray(a, float)
     return d / np.linalg.norm(d)
+
+
+def test_steps_averaged_over_turned_views_reach_the_tracker(viewer, axon, messages, monkeypatch):
+    from napari_medseg.widgets.tracking import controller as C
+
+    seen, real = [], C.track_iter
+
+    def spy(policy, image, starts, ends, config, *a, **k):
+        seen.append(config.symmetries)
+        return real(policy, image, starts, ends, config, *a, **k)
+
+    monkeypatch.setattr(C, "track_iter", spy)
+    w, c = axon, axon.controller
+    assert w.symmetries.value == 1 == c.settings.symmetries  # the agent alone by default
+    [alone] = c.track(block=True)
+    w.symmetries.value = 8
+    assert c.settings.symmetries == 8
+    [averaged] = c.track(block=True)
+    assert seen == [1, 8] and messages["error"] == []
+    n = min(len(alone.tracked), len(averaged.tracked), 5)
+    assert not np.allclose(alone.tracked[:n], averaged.tracked[:n])  # the steps changed

@@ -58,6 +58,7 @@ class TrackSettings:
     stop_uncertain: bool = False
     entropy_steps: int = _TRACK["entropy_steps"]
     fit_ridge: bool = True  # move finished traces across the fibre onto its ridge (methods/tracking/fitting.py)
+    symmetries: int = _TRACK["symmetries"]  # each step averaged over this many turns/mirrors of the views
     colormap: str = "viridis"
     limits: tuple = (-6.0, 0.0)
     finetune_updates: int = _FINETUNE["updates"]
@@ -65,6 +66,7 @@ class TrackSettings:
     train_updates: int = _TRAIN["updates"]
     train_imitation: int = _TRAIN["imitation"]  # of the updates, the first this many imitate the centreline
     train_recovery: float = _TRAIN["recovery"]  # share of imitation episodes started beside their fibre
+    train_symmetry_augment: bool = _TRAIN["symmetry_augment"]  # imitation pairs turned/mirrored at random
 
 
 class TrackingController(FinetuneRounds, Controller):
@@ -220,7 +222,7 @@ class TrackingController(FinetuneRounds, Controller):
             ids.append(self.layers.new(st[None], parent=None if hit is None else hit[:2]).id)
         config = TrackConfig(max_steps=s.max_steps, entropy_threshold=s.threshold if s.stop_uncertain else None,
                              entropy_steps=s.entropy_steps, scale=s.scale, check_starts=False,
-                             fit_ridge=s.fit_ridge)
+                             fit_ridge=s.fit_ridge, symmetries=s.symmetries)
         gen = self._track_job(track_iter(policy, image, starts, ends, config, branches, self.device(),
                                          directions=directions))
         self.last_batch = ids
@@ -309,6 +311,7 @@ class TrackingController(FinetuneRounds, Controller):
             cfg = PPOConfig(updates=updates or self.settings.train_updates, device=str(self.device()),
                             imitation_updates=self.settings.train_imitation,
                             imitation_recovery=self.settings.train_recovery,
+                            imitation_symmetries=self.settings.train_symmetry_augment,
                             imitation_steps=_TRAIN["imitation_steps"]).replace(**ppo)
             self.train_history = []
             self._emit("train_start")

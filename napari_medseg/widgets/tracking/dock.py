@@ -25,7 +25,7 @@ from .plot import OVERLAY, TRACES, ColorBar
 
 BOUND = ("image", "starts", "ends", "directions", "model", "project", "invert", "scale", "max_steps", "device",
          "threshold", "stop_uncertain", "entropy_steps", "fit_ridge", "finetune_updates", "setting", "train_updates",
-         "train_imitation", "train_recovery")
+         "train_imitation", "train_recovery", "symmetries", "train_symmetry_augment")
 
 
 class TrackingWidget(QWidget):
@@ -55,6 +55,11 @@ class TrackingWidget(QWidget):
         self.stop_uncertain = CheckBox(text="stop a trace when uncertain")
         self.entropy_steps = SpinBox(label="for k steps", min=1, max=1000)
         self.fit_ridge = CheckBox(text="fit finished traces onto the ridge centre")
+        self.symmetries = ComboBox(label="average steps over", choices=[("1 view (the agent alone)", 1),
+                                                                        ("2 views", 2), ("4 views", 4),
+                                                                        ("8 views (slower)", 8)],
+                                   tooltip="each step is the mean of the agent's steps on the image turned by "
+                                           "multiples of 90 degrees and mirrored (not in the paper)")
         self.finetune_updates = SpinBox(label="fine-tune updates", min=1, max=100_000)
         self.setting = ComboBox(label="setting", choices=list(TRAINING_CHOICES))
         self.train_updates = SpinBox(label="updates", min=1, max=1_000_000)
@@ -64,6 +69,9 @@ class TrackingWidget(QWidget):
         self.train_recovery = FloatSpinBox(label="recovery starts", min=0.0, max=1.0, step=0.05,
                                            tooltip="share of the imitation episodes that start 2-7 px beside their "
                                                    "fibre, so the agent learns the way back (not in the paper)")
+        self.train_symmetry_augment = CheckBox(text="symmetry augmentation",
+                                               tooltip="imitation pairs turned by multiples of 90 degrees or "
+                                                       "mirrored at random (not in the paper)")
         buttons = {"track_button": ("Track", c.track), "fit_button": ("Fit colours to traces", c.fit_colours),
                    "finetune_button": ("Fine-tune on corrected traces", c.finetune),
                    "rollback_button": ("Roll back", c.rollback), "train_button": ("Train from scratch", c.train),
@@ -81,12 +89,12 @@ class TrackingWidget(QWidget):
                        self.invert, self.scale, self.max_steps, self.device]),
             ("Track and read the entropy", [self.colorbar, self.lo, self.hi, self.fit_button, self.threshold,
                                             self.stop_uncertain, self.entropy_steps, self.fit_ridge,
-                                            self.track_button,
+                                            self.symmetries, self.track_button,
                                             self.trace_info]),
             ("Correct and fine-tune", [self.finetune_updates, self.finetune_button, self.rollback_button,
                                        self.rounds]),
             ("Train from scratch (synthetic)", [self.setting, self.train_updates, self.train_imitation, self.train_recovery,
-                                                self.train_button,
+                                                self.train_symmetry_augment, self.train_button,
                                                 self.plot]),
             ("SWC files", [self.import_button, self.export_button])]:
             lay.addWidget(section(title, items))
