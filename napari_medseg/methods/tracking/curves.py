@@ -12,6 +12,12 @@ from scipy.interpolate import splev, splprep
 from scipy.spatial import cKDTree
 
 
+
+class WalkDoesNotFit(ValueError):
+    """No random walk of the asked length fitted the image within the tries (a settings
+    problem when it happens every time, an unlucky draw when it happens once)."""
+
+
 def arc_length(points: np.ndarray) -> np.ndarray:
     """Cumulative arc length along a polyline, starting at 0."""
     seg = np.linalg.norm(np.diff(points, axis=0), axis=1)
@@ -88,7 +94,7 @@ def constrained_random_walk(
                 break
         if ok and len(pts) >= 4:
             return np.asarray(pts)
-    raise ValueError(
+    raise WalkDoesNotFit(
         f"could not fit a {length:.0f} px random walk into a {shape} image "
         f"(margin {margin}, min separation {min_separation}); lower the axon length"
     )

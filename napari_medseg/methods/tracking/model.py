@@ -89,6 +89,14 @@ def train_tracking(registry: Registry, config: PPOConfig | None = None, setting:
         if record.get("best_state_dict") is not None:
             save()
         raise
+    except Exception as exc:  # failed mid-run: keep the best so far, as a version that is not current
+        if isinstance(exc, TrainingError) or record.get("best_state_dict") is None:
+            raise
+        kept = _save(registry, record, history, config, setting, name, arch, extra_meta, make_current=False)
+        label = kept["entry"].label if kept["entry"] is not None else "(on rank 0)"
+        raise TrainingError(f"Training failed after update {len(history)}: {exc}. The best agent so far (update "
+                            f"{record.get('best_step')}) was saved as {label}, not made current"
+                            + (f" ({kept['entry'].path})." if kept["entry"] is not None else ".")) from exc
     gen.close()
     return save()
 

@@ -26,6 +26,7 @@ from .curves import (
     fit_polynomial_spline,
     gaussian_tube,
     self_separation_ok,
+    WalkDoesNotFit,
 )
 
 
@@ -97,6 +98,7 @@ TRAINING_MIXES = ("DR", "SI+DR", "SI+DR+crossing", "SI+DR+DRp+crossing", "SI+DR+
 #: "DRs" the same draws with the fibre leaving a wider vessel at 15-35 degrees and the start placed
 #: further along, where the two centres are still 3-7 px apart (the thin branch clicked beside its parent).
 RANDOMISED = ("DR", "DRp", "DRj", "DRs")
+REDRAWS = 10  # generate_many: an image whose walks found no room is drawn again, from a derived seed, this often
 TRAINING_CHOICES = (*SETTINGS, *TRAINING_MIXES)
 
 
@@ -262,12 +264,22 @@ def generate_many(setting: SyntheticSettings | str = "SI", n: int = 32, seed: in
         check_setting(setting)
     parts = setting.split("+") if isinstance(setting, str) else [setting]
 
-    def one(part, sd):
+    def draw(part, sd):
         if part in RANDOMISED:
             from .randomised import generate_randomised
 
             return generate_randomised(sd, start_parent=part in ("DRp", "DRs"), wider_junctions=part == "DRj",
                                        start_beside=part == "DRs")
         return generate(part, sd, **overrides)
+
+    def one(part, sd):
+        """An unlucky draw (a walk that found no room) is drawn again from a seed derived from
+        its own, up to REDRAWS times; settings under which no walk fits still raise."""
+        for k in range(REDRAWS + 1):
+            try:
+                return draw(part, sd if k == 0 else int(np.random.SeedSequence([sd, k]).generate_state(1)[0]))
+            except WalkDoesNotFit:
+                if k == REDRAWS:
+                    raise
 
     return [one(parts[i % len(parts)], sd) for i, sd in enumerate(seeds)]

@@ -293,3 +293,53 @@ def test_the_beside_setting_starts_the_fibre_beside_the_wider_vessel_it_has_just
     assert shortened >= 8
     mixed = generate_many("SI+DR+DRp+DRj+DRs+crossing", 6, seed=41)
     assert [m.settings.name for m in mixed] == ["SI", "DR", "DR", "DRj", "DRs", "crossing"]
+
+
+def test_an_image_whose_walks_find_no_room_is_drawn_again_and_impossible_settings_still_fail(monkeypatch):
+    from napari_medseg.methods.tracking import synthetic as SY
+    from napari_medseg.methods.tracking.curves import WalkDoesNotFit
+
+    before = SY.generate_many("SI", 3, seed=5)
+    real, calls = SY.generate, []
+
+    def unlucky(setting, seed, **kw):  # the second image's first draw finds no room
+        calls.append(seed)
+        if seed == before[1].seed and calls.count(seed) == 1:
+            raise WalkDoesNotFit("no room")
+        return real(setting, seed, **kw)
+
+    monkeypatch.setattr(SY, "generate", unlucky)
+    after = SY.generate_many("SI", 3, seed=5)
+    assert after[1].seed != before[1].seed  # drawn again, from another seed
+    calls.clear()
+    again = SY.generate_many("SI", 3, seed=5)
+    np.testing.assert_array_equal(after[1].image, again[1].image)  # the redraw is seeded too
+    for i in (0, 2):  # the other images are as before
+        np.testing.assert_array_equal(after[i].image, before[i].image)
+    monkeypatch.setattr(SY, "generate", real)
+    with pytest.raises(WalkDoesNotFit, match="lower the axon length"):  # no walk this long fits, ever
+        SY.generate_many("SI", 1, seed=0, axon_length=(5000.0, 5000.0))
+
+
+def test_a_run_that_fails_midway_keeps_its_best_agent_as_a_version_that_is_not_current(tmp_path):
+    from napari_medseg.core.errors import TrainingError
+    from napari_medseg.core.registry import Registry
+    from napari_medseg.methods.tracking.model import train_tracking
+    from napari_medseg.methods.tracking.ppo import synthetic_episodes
+
+    good = synthetic_episodes("SI", 0)
+
+    def episodes(index, n):
+        if index == 2:
+            raise RuntimeError("the image source went away")
+        return good(index, n)
+
+    registry = Registry(shipped_root=tmp_path / "none", user_root=tmp_path / "user")
+    first = registry.save_new_version("tracking", BetaPolicy().state_dict(), method="dai2019-tracking",
+                                      arch=BetaPolicy().arch, make_current=True)
+    cfg = PPOConfig(updates=5, episodes_per_batch=2, max_steps=5, update_epochs=1, eval_every=1, val_episodes=2)
+    with pytest.raises(TrainingError, match=r"failed after update 2: the image source went away.*saved as .*not made current"):
+        collect(train_tracking(registry, cfg, "SI", episodes=episodes))
+    kept = registry.list("tracking")[-1]
+    assert kept.version == 2 and kept.meta["metrics"]["best_update"] in (1, 2)
+    assert registry.current("tracking").version == first.version  # the failed run's agent is not current
