@@ -68,6 +68,10 @@ def _bench(args) -> int:
     extra = {"seeds": [int(v) for v in args.seeds.split(",")]} if getattr(args, "seeds", None) else {}
     if getattr(args, "head", None):
         extra["head"] = args.head
+    if getattr(args, "symmetries", None):
+        if args.name != "tracking_real":
+            raise MedsegError("--symmetries applies to `bench tracking --real` only.")
+        extra["symmetries"] = args.symmetries
     results = getattr(importlib.import_module(module), func)(quick=args.quick, json_path=args.json, **extra)
     width = max(len(k) for k in results)
     for k, v in results.items():
@@ -277,6 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seeds", default=None, help="box_iterative: training seeds, comma-separated (quick 0,1,2; full 0,1)")
     s.add_argument("--head", choices=["binary", "boundary"], default=None,
                    help="box_iterative: the models' output (default binary; boundary: the instance head)")
+    s.add_argument("--symmetries", type=int, choices=[1, 2, 4, 8], default=None,
+                   help="tracking --real: our tracker averages each step over this many turned/mirrored views")
     s.set_defaults(func=_bench)
 
     from . import cli_methods

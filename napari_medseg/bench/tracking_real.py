@@ -294,12 +294,15 @@ def _best_of(fn, repeats: int = TIMING_REPEATS):
     return out, best
 
 
-def run(quick: bool = False, json_path: str | None = None, model_version: int | None = None) -> dict:
+def run(quick: bool = False, json_path: str | None = None, model_version: int | None = None,
+        symmetries: int = 1) -> dict:
     """Score the current ``tracking`` model, the greedy follower and the minimal path on
     the reference fibres (``quick``: every second fibre). Times are per fibre and include
     each tracker's per-image preparation (ridge map, cost map) shared over the image's
     fibres; ``prepare_image`` is common to all and not timed. ``model_version``: another
-    version of the ``tracking`` model than the current one."""
+    version of the ``tracking`` model than the current one. ``symmetries``: our tracker averages each
+    step over that many turned/mirrored views (``TrackConfig.symmetries``; 1, the default, is the
+    agent alone)."""
     import torch
 
     from ..methods.tracking.baseline import minimal_path, ridge_cost
@@ -328,7 +331,8 @@ def run(quick: bool = False, json_path: str | None = None, model_version: int | 
         starts = np.stack([np.asarray(f["start"], np.float64) for f in group])
         ends = np.stack([np.asarray(f["end"], np.float64) for f in group])
         heads = np.stack([_heading_of(st, ref) for st, ref in zip(starts, refs)])
-        cfg = TrackConfig(check_starts=False, max_steps=int(min(400, max(len(r) for r in refs) + 40)))
+        cfg = TrackConfig(check_starts=False, max_steps=int(min(400, max(len(r) for r in refs) + 40)),
+                          symmetries=symmetries)
         free, sec = _best_of(lambda: track(img, starts, None, policy=policy, config=cfg, directions=heads))
         ms_free = 1000 * sec / n
         ended = track(img, starts, ends, policy=policy, config=cfg, directions=heads)
@@ -368,7 +372,7 @@ def run(quick: bool = False, json_path: str | None = None, model_version: int | 
             rows["minpath"].append({**_score(mp, ref), "ms": ms_cost + 1000 * sec,
                                     "reached": True, "overshoot": 0.0})
     out: dict = {"fibres": len(fibres), "images": sorted({f["image"] for f in fibres}),
-                 "model": f"tracking v{meta.get('version')}"}
+                 "model": f"tracking v{meta.get('version')}", "symmetries": symmetries}
     for who, prefix in (("ours", ""), ("greedy", "greedy_"), ("minpath", "minpath_")):
         out.update(_summarise(rows[who], prefix))
     # with the end given: one way only (before the trace from the end), and the joined traces' own quality

@@ -46,3 +46,24 @@ def test_quick_real_bench_reports_every_key_for_ours_and_both_baselines(tmp_path
     assert 0 <= out["real_joined_rate"] <= out["real_reached_end_rate"]
     assert 0 <= out["real_end_coverage_pct"] <= 100
     assert json.loads((tmp_path / "r.json").read_text())["fibres"] == out["fibres"]
+
+
+def test_symmetries_reach_our_tracker_and_other_benches_refuse_them(monkeypatch, capsys):
+    import pytest
+
+    from napari_medseg.bench.tracking_real import run
+    from napari_medseg.cli import main
+    from napari_medseg.methods.tracking import track as T
+
+    class Seen(Exception):
+        pass
+
+    def spy(image, starts, ends=None, *, policy=None, config=None, **kw):
+        raise Seen(config.symmetries)
+
+    monkeypatch.setattr(T, "track", spy)
+    with pytest.raises(Seen) as seen:
+        run(quick=True, symmetries=8)
+    assert seen.value.args == (8,)
+    assert main(["bench", "tracking", "--quick", "--symmetries", "8"]) == 2  # refused before anything runs
+    assert "--symmetries applies to `bench tracking --real` only" in capsys.readouterr().err
