@@ -12,7 +12,6 @@ from scipy.interpolate import splev, splprep
 from scipy.spatial import cKDTree
 
 
-
 class WalkDoesNotFit(ValueError):
     """No random walk of the asked length fitted the image within the tries (a settings
     problem when it happens every time, an unlucky draw when it happens once)."""

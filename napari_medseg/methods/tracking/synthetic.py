@@ -20,13 +20,13 @@ from scipy import ndimage as ndi
 from napari_medseg.core.errors import InputError
 
 from .curves import (
+    WalkDoesNotFit,
     arc_length,
     constrained_random_walk,
     distance_to_polyline,
     fit_polynomial_spline,
     gaussian_tube,
     self_separation_ok,
-    WalkDoesNotFit,
 )
 
 
