@@ -125,6 +125,15 @@ class TrainingRun:
             "extra": extra or {},
         })
 
+    def save_state(self, step: int, state: dict) -> None:
+        """``last.pt`` from a trainer's own state: ``model``, ``optimizer`` and ``rng`` as
+        :meth:`save_last` writes them, every other key under ``extra`` (tensors, numbers or
+        JSON text: it must load with ``weights_only=True``)."""
+        own = ("model", "optimizer", "rng")
+        _save(self.folder / "last.pt", {"step": int(step), **{k: state[k] for k in own},
+                                        "scheduler": {}, "scaler": {},
+                                        "extra": {k: v for k, v in state.items() if k not in own}})
+
     def _load(self, name: str) -> dict | None:
         p = self.folder / name
         if not p.is_file():

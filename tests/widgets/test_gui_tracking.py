@@ -360,6 +360,31 @@ def test_train_from_scratch_plots_reward_and_coverage(viewer, messages, monkeypa
     assert len(rec.tracked) > 1
 
 
+def test_a_killed_training_run_is_shown_and_continued_from_the_dock(viewer, messages):
+    from napari_medseg.core.runstate import TrainingRun
+    from napari_medseg.methods.tracking.model import train_tracking
+    from napari_medseg.methods.tracking.ppo import PPOConfig
+
+    cfg = PPOConfig(updates=4, episodes_per_batch=2, max_steps=6, update_epochs=1, val_episodes=2, eval_every=2)
+    gen = train_tracking(Registry(), cfg, "DR", state_every=2)
+    for p in gen:
+        if p.step == 3:  # killed after update 3: update 2's state is on disk
+            break
+    folder = next((Registry().user_root / "tracking" / "runs").iterdir())
+    TrainingRun(folder)._write_info({**TrainingRun.open(folder).info, "pid": 2**22 + 4321})  # its process died
+    w = dock(viewer)  # the dock opened after the crash says so
+    c = w.controller
+    assert "step 2 of 4" in w.resumable.value and "Continue interrupted run" in w.resumable.value
+    assert w.continue_button.enabled
+    c.continue_training(block=True)
+    entry = Registry().current("tracking")
+    assert entry.meta["resumed_from_update"] == 2 and entry.meta["config"]["setting"] == "DR"
+    assert [h["update"] for h in c.train_history] == [3, 4] and "Trained tracking v1" in w.status.text()
+    assert w.resumable.value == "" and not w.continue_button.enabled and not folder.exists()
+    assert c.continue_training(block=True) is None and "no interrupted tracking training" in messages["error"][-1]
+    gen.close()
+
+
 def test_hidden_overlay_is_redrawn_when_traces_shrink(axon, viewer):
     """Hiding the entropy overlay, then tracking shorter traces, must not break napari."""
     c = axon.controller

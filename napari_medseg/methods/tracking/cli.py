@@ -25,9 +25,22 @@ def train(args, registry):
     """Train from scratch on a synthetic setting; returns the new registry entry."""
     from ...core.device import select_device
     from ...core.jobs import run_in_terminal
-    from .model import MODEL_NAME, train_tracking
+    from ...core.runstate import find_interrupted_runs
+    from .model import MODEL_NAME, resume_tracking, train_tracking
     from .ppo import PPOConfig
 
+    interrupted = [r for r in find_interrupted_runs(MODEL_NAME) if r["settings"].get("resumable")]
+    if args.resume and interrupted:  # continue the killed run with its own settings
+        run = interrupted[0]
+        print(f"resuming run {run['folder'].name} from update {run['step']} of {run['total_steps']}")
+        job = run_in_terminal(resume_tracking(registry, run["folder"]), "train tracking (resumed)")
+        return _result(job, registry)
+    if args.resume:  # nothing to continue: fine-tune the current version, as --resume does for every method
+        print("no interrupted tracking run to continue: fine-tuning the current version", file=sys.stderr)
+        args.init = "current"
+    elif interrupted:
+        print(f"note: an interrupted run ({interrupted[0]['folder'].name}, update {interrupted[0]['step']} of "
+              f"{interrupted[0]['total_steps']}) can be continued with --resume", file=sys.stderr)
     device = select_device(args.device)
     config = PPOConfig(seed=args.seed, updates=args.updates, num_minibatches=args.minibatches,
                        eval_every=args.eval_every, val_episodes=args.val_episodes, device=str(device),
@@ -50,6 +63,12 @@ def train(args, registry):
                          env_config=env_config,
                          extra_meta={"initialised_from": "current tracking version" if policy is not None else None})
     job = run_in_terminal(gen, f"train tracking ({args.setting})")
+    return _result(job, registry)
+
+
+def _result(job, registry):
+    from .model import MODEL_NAME
+
     if job.stopped:
         print("stopped; the best agent so far was saved", file=sys.stderr)
         return registry.get(MODEL_NAME)

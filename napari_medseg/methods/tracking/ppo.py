@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import json
 import math
 import time
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from napari_medseg.core import distributed
 from napari_medseg.core.device import bf16_supported
 from napari_medseg.core.errors import InputError, TrainingError
 from napari_medseg.core.jobs import Progress
+from napari_medseg.core.runstate import rng_state, set_rng_state
 
 from .env import END_REACHED, MAX_STEPS, EnvConfig, TrackingEnv, check_agent_input
 from .imitation import LabelBuffer, imitation_update
@@ -254,7 +256,9 @@ def rollout_metrics(r: Rollout, centrelines) -> dict:
 
 def train_tracker(config: PPOConfig | None = None, setting="SI", *, env_config: EnvConfig | None = None,
                   policy: BetaPolicy | None = None, episodes: Callable[[int, int], tuple] | None = None,
-                  save_best: Callable[[dict, dict, int], None] | None = None, record: dict | None = None):
+                  save_best: Callable[[dict, dict, int], None] | None = None, record: dict | None = None,
+                  keep_state: Callable[[int, dict], None] | None = None, state_every: int = 10,
+                  resume: dict | None = None):
     """Train (or, given ``policy``, fine-tune) the agent; yield :class:`Progress` every update.
 
     ``episodes(index, n)`` gives the images and centrelines of batch ``index`` (default:
@@ -263,6 +267,15 @@ def train_tracker(config: PPOConfig | None = None, setting="SI", *, env_config: 
     coverage improves. Returns ``{"state_dict", "best_state_dict", "best_metrics",
     "best_step", "history"}``; ``record`` (a dict), if given, holds the same keys at all
     times, so a caller that stops the generator still has them.
+
+    Resuming after a kill: ``keep_state(update, state)`` receives, before the first update
+    and after every ``state_every``-th (once its report has been taken), what continuing
+    needs: ``{"model", "optimizer", "rng", "history", "max_coverage"}`` (weights-only
+    loadable). ``resume={"update", **that state, "best": {"state", "metrics", "step"} or
+    None}`` continues from the update after ``update``. Batches are a function of their
+    index, so a resumed PPO phase repeats an uninterrupted run exactly (CPU); the
+    imitation phase's aggregated data set (up to 200k states) is not kept and refills
+    from the resumed updates on.
     """
     torch.set_flush_denormal(True)  # otherwise updates slow down ~6x after a few minutes
     config = config or PPOConfig()
@@ -294,6 +307,15 @@ def train_tracker(config: PPOConfig | None = None, setting="SI", *, env_config: 
     record = {} if record is None else record
     buffer = LabelBuffer(config.imitation_buffer)
     recovery_rng = np.random.default_rng([config.seed, rank, 1])  # the recovery starts' draws
+    first = 1
+    if resume is not None:
+        first = _restore(resume, policy, optimizer, best, history, recovery_rng, restore_rng=rank == 0)
+
+    def snapshot(at: int) -> None:
+        if keep_state is not None:
+            keep_state(at, {"model": {k: v.detach().cpu().clone() for k, v in policy.state_dict().items()},
+                            "optimizer": copy.deepcopy(optimizer.state_dict()), "rng": rng_state(recovery_rng),
+                            "history": json.dumps(history), "max_coverage": float(best["max_coverage"])})
 
     def result() -> dict:
         record.update(state_dict=copy.deepcopy(policy.state_dict()), best_state_dict=best["state"],
@@ -312,8 +334,10 @@ def train_tracker(config: PPOConfig | None = None, setting="SI", *, env_config: 
         return m
 
     t0 = time.perf_counter()
+    if first == 1:
+        snapshot(0)  # a run killed before its first saved update continues from its initial weights
     try:
-        for update in range(1, config.updates + 1):
+        for update in range(first, config.updates + 1):
             # batch b's episodes on one process; under torchrun rank r takes batch b * world + r
             images, lines = episodes((update - 1) * world + rank, config.episodes_per_batch)
             if update <= config.imitation_updates:
@@ -330,12 +354,14 @@ def train_tracker(config: PPOConfig | None = None, setting="SI", *, env_config: 
                 metrics.update(ppo_update(policy, optimizer, rollout_transitions(rollout, config), config))
                 metrics["transitions"] = float(rollout.valid.sum())
             metrics = distributed.mean_metrics(metrics)  # validation below is the same on every rank
-            metrics["updates_per_min"] = 60.0 * update / (time.perf_counter() - t0)
+            metrics["updates_per_min"] = 60.0 * (update - first + 1) / (time.perf_counter() - t0)
             if val_images is not None and (update % config.eval_every == 0 or update == config.updates):
                 metrics.update(validate_and_keep(update))
             history.append({"update": update, **metrics})
             msg = f"update {update}/{config.updates}: coverage {metrics['coverage_pct']:.1f} %"
             yield Progress(update, config.updates, msg, metrics)
+            if update % state_every == 0 and update < config.updates:
+                snapshot(update)
     finally:
         # stopped before the first validation: still keep what was learned
         if best["state"] is None and update > 0 and val_images is not None and history:
@@ -343,3 +369,19 @@ def train_tracker(config: PPOConfig | None = None, setting="SI", *, env_config: 
         policy.eval()
         result()
     return dict(record)
+
+
+def _restore(resume: dict, policy, optimizer, best: dict, history: list, data_rng, restore_rng: bool) -> int:
+    """Load a kept state (see :func:`train_tracker`) into a fresh run; the first update to run."""
+    policy.load_state_dict(resume["model"])
+    optimizer.load_state_dict(resume["optimizer"])
+    history[:] = json.loads(resume["history"])
+    best["max_coverage"] = float(resume["max_coverage"])
+    kept = resume.get("best")
+    if kept is not None:
+        m = dict(kept["metrics"])
+        best.update(coverage=float(m.get("val_coverage_pct", -math.inf)), error=float(m.get("val_error_px", math.inf)),
+                    metrics=m, step=int(kept["step"]), state=kept["state"])
+    if restore_rng:  # under torchrun the other ranks draw from their own seeds
+        set_rng_state(resume["rng"], data_rng)
+    return int(resume["update"]) + 1

@@ -17,9 +17,10 @@ from ...core.errors import InputError, MedsegError, NotACheckpointError
 from ...core.options import defaults
 from ...core.jobs import Progress
 from ...core.registry import Registry
+from ...core.runstate import find_interrupted_runs
 from ...methods.tracking import prepare, swc
 from ...methods.tracking.heading import heading_from_point
-from ...methods.tracking.model import MODEL_NAME, policy_from_entry, train_tracking
+from ...methods.tracking.model import MODEL_NAME, policy_from_entry, resume_tracking, train_tracking
 from ...methods.tracking.options import DEFAULTS as _DEFAULTS, FinetuneOptions, TrackOptions, TrainOptions
 from ...methods.tracking.ppo import PPOConfig
 from ...methods.tracking.synthetic import check_setting
@@ -317,6 +318,24 @@ class TrackingController(FinetuneRounds, Controller):
             self._emit("train_start")
             return self.runner.start(train_tracking(self.registry, cfg, setting=name), on_progress=self._train_progress,
                                      on_done=self._train_done)
+
+        return self._run(start, block)
+
+    def continue_training(self, block: bool = False):
+        """Continue the newest interrupted (killed) training run of ``tracking`` with its own
+        settings (button **Continue interrupted run**; ``napari-medseg train tracking --resume``)."""
+
+        def start():
+            self._check_idle()
+            runs = [r for r in find_interrupted_runs(MODEL_NAME) if r["settings"].get("resumable")]
+            if not runs:
+                raise InputError("There is no interrupted tracking training to continue.")
+            self.train_history = []
+            self._emit("train_start")
+            self._say(f"Continuing run {runs[0]['folder'].name} from update {runs[0]['step']} of "
+                      f"{runs[0]['total_steps']}")
+            return self.runner.start(resume_tracking(self.registry, runs[0]["folder"]),
+                                     on_progress=self._train_progress, on_done=self._train_done)
 
         return self._run(start, block)
 

@@ -15,6 +15,7 @@ from superqt.utils import ensure_main_thread
 
 from ...core import registry as registry_mod
 from ...core.registry import Registry
+from ...core.runstate import interrupted_note
 from ...methods.tracking.model import MODEL_NAME
 from ...methods.tracking.synthetic import TRAINING_CHOICES
 from .._common import CURRENT, device_picker, layer_picker, version_choices
@@ -75,11 +76,12 @@ class TrackingWidget(QWidget):
         buttons = {"track_button": ("Track", c.track), "fit_button": ("Fit colours to traces", c.fit_colours),
                    "finetune_button": ("Fine-tune on corrected traces", c.finetune),
                    "rollback_button": ("Roll back", c.rollback), "train_button": ("Train from scratch", c.train),
+                   "continue_button": ("Continue interrupted run", c.continue_training),
                    "import_button": ("Import SWC…", self._import), "export_button": ("Export SWC…", self._export)}
         for attr, (text, action) in buttons.items():
             setattr(self, attr, PushButton(text=text))
             getattr(self, attr).changed.connect(lambda _=None, a=action: a())
-        self.trace_info, self.rounds = Label(value=""), Label(value="")
+        self.trace_info, self.rounds, self.resumable = Label(value=""), Label(value=""), Label(value="")
         self.colorbar, self.plot, self.status = ColorBar(), LivePlot(x_label="PPO update"), QLabel("")
         self.status.setWordWrap(True)
         inner = QWidget()
@@ -95,7 +97,7 @@ class TrackingWidget(QWidget):
                                        self.rounds]),
             ("Train from scratch (synthetic)", [self.setting, self.train_updates, self.train_imitation, self.train_recovery,
                                                 self.train_symmetry_augment, self.train_button,
-                                                self.plot]),
+                                                self.resumable, self.continue_button, self.plot]),
             ("SWC files", [self.import_button, self.export_button])]:
             lay.addWidget(section(title, items))
         lay.addStretch()
@@ -119,6 +121,7 @@ class TrackingWidget(QWidget):
         c.set(image=self.image.value, model=MODEL_NAME,
               starts=layers["start points"] if "start points" in layers else self.starts.value,
               ends=layers["end points"] if "end points" in layers else None)
+        self._show_resumable()
         token = registry_mod.subscribe(self._on_registry_changed)
         self.destroyed.connect(lambda *_: registry_mod.unsubscribe(token))
 
@@ -154,6 +157,7 @@ class TrackingWidget(QWidget):
         c = self.controller
         if kind == "settings":
             self._sync()
+            self._show_resumable()
         elif kind == "message":
             self.status.setText(payload)
         elif kind == "traces":
@@ -162,8 +166,16 @@ class TrackingWidget(QWidget):
             self.rounds.value = "\n".join(c.round_text(r) for r in c.rounds)
         elif kind == "train_start":
             self.plot.clear()
+            self._show_resumable()
         elif kind == "train":
             self.plot.add(payload["update"], payload)
+
+    def _show_resumable(self):
+        """A killed training run of the tracker, and how to continue it (the button)."""
+        note = interrupted_note(MODEL_NAME)
+        self.resumable.value = note.replace("continue it with `napari-medseg train tracking --resume`",
+                                            "Continue interrupted run continues it")
+        self.continue_button.enabled = bool(note)
 
     def _on_inserted(self, event):
         lay = event.value
