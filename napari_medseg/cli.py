@@ -242,10 +242,31 @@ def _models(args) -> int:
             damaged = f"  [damaged: {e.meta['damaged']}]" if "damaged" in e.meta else ""
             print(f"{e.label}{current}  {e.path}{damaged}")
         return 0
+    if args.action == "recover":
+        return _recover(reg, args.name)
     if not args.name or args.version is None:
         raise MedsegError("restore needs NAME and VERSION, e.g. `napari-medseg models restore tissue 1`.")
     e = reg.restore(args.name, args.version)
     print(f"current {args.name} is now {e.label}")
+    return 0
+
+
+def _recover(reg, name: str | None) -> int:
+    """``models recover NAME``: the best weights of NAME's killed training runs as versions."""
+    from .core.recover import recover_run, recoverable_runs
+    from .core.runstate import find_interrupted_runs
+
+    if not name:
+        raise MedsegError("recover needs NAME, e.g. `napari-medseg models recover joint_lesion_tissue`.")
+    runs = recoverable_runs(name)
+    if not runs:
+        resumable = [r for r in find_interrupted_runs(name) if r["settings"].get("resumable")]
+        hint = f" Its killed run can be continued: `napari-medseg train {name} --resume`." if resumable else ""
+        raise MedsegError(f"No killed training run of {name} holds best weights to save.{hint}")
+    for r in runs:
+        for e in recover_run(reg, r["folder"]):
+            print(f"saved {e.label} from run {r['folder'].name} (best at step {r['best_step']}); not made current: "
+                  f"`napari-medseg models restore {e.name} {e.version}` to use it")
     return 0
 
 
@@ -293,8 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     cli_methods.add_segment_parser(sub)
     tracking_cli.add_parsers(sub)
 
-    s = sub.add_parser("models", help="list models, or restore an earlier version")
-    s.add_argument("action", choices=["list", "restore"])
+    s = sub.add_parser("models", help="list models, restore an earlier version, or recover the best weights of "
+                                      "a killed training run")
+    s.add_argument("action", choices=["list", "restore", "recover"])
     s.add_argument("name", nargs="?")
     s.add_argument("version", nargs="?", type=int)
     s.set_defaults(func=_models)

@@ -19,6 +19,8 @@ with both numbers and the command that switches.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import math
 import os
@@ -33,6 +35,9 @@ import torch
 from . import paths
 from .checkpoints import atomic_write_json, file_sha256, load_checkpoint, load_model, save_checkpoint, sidecar_path
 from .errors import InputError, MedsegError
+
+#: while a trainer's save is described rather than done (:func:`recording_saves`), its calls land here
+_RECORDING: contextvars.ContextVar[list | None] = contextvars.ContextVar("medseg_recording_saves", default=None)
 
 _VERSION = re.compile(r"^v(\d{4,})\.pt$")
 _LOCK = re.compile(r"^v(\d{4,})\.lock$")
@@ -55,6 +60,20 @@ class ModelEntry:
 
     def load(self, device: torch.device | str = "cpu"):
         return load_model(self.path, device)
+
+
+@contextlib.contextmanager
+def recording_saves():
+    """Within it, :meth:`Registry.save_new_version` writes nothing: each call is appended
+    to the yielded list as ``{"name", "state", "kwargs"}`` and answered with a pending
+    entry whose version is ``-(its position)``. A training run uses it to describe, while
+    it trains, the versions its save would write (see ``core.training.recover_run``)."""
+    calls: list = []
+    token = _RECORDING.set(calls)
+    try:
+        yield calls
+    finally:
+        _RECORDING.reset(token)
 
 
 def _entries(root: Path, source: str) -> list[ModelEntry]:
@@ -239,6 +258,10 @@ class Registry:
         """
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
             raise InputError(f"Model names use letters, digits, '_', '-' and '.': {name!r}.")
+        recording = _RECORDING.get()
+        if recording is not None:  # described, not written (see recording_saves)
+            recording.append({"name": name, "state": state_dict, "kwargs": {"monitor": monitor, "mode": mode, **meta}})
+            return ModelEntry(name, -len(recording), Path(), "pending", dict(meta))
         if make_current is None:
             make_current = self.make_current
         folder = self.user_root / name

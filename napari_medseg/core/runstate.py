@@ -103,6 +103,11 @@ class TrainingRun:
     def _write_info(self, info: dict) -> None:
         atomic_write_json(self.folder / "run.json", info)
 
+    def update_settings(self, **settings) -> None:
+        """Add to the settings kept in ``run.json``."""
+        info = self.info
+        self._write_info({**info, "settings": {**info.get("settings", {}), **settings}})
+
     def claim(self) -> None:
         """This process continues the run (after a kill)."""
         self._write_info({**self.info, "status": "running", "pid": os.getpid()})
@@ -188,8 +193,12 @@ def interrupted_note(name: str) -> str:
     if not runs:
         return ""
     r = runs[0]
-    how = (f"continue it with `napari-medseg train {name} --resume`" if r["settings"].get("resumable")
-           else f"its best weights (step {r['best_step']}) are kept in {r['folder']}")
+    if r["settings"].get("resumable"):
+        how = f"continue it with `napari-medseg train {name} --resume`"
+    elif r["settings"].get("versions") and r["best_step"] is not None:
+        how = f"save its best weights (step {r['best_step']}) as a version with `napari-medseg models recover {name}`"
+    else:
+        how = "it was killed before its first validation: there is nothing to keep"
     return f"Resumable run found: {r['folder'].name}, step {r['step']} of {r['total_steps']}; {how}."
 
 

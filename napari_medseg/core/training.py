@@ -175,9 +175,14 @@ def save_best_on_exit(gen, best: dict, save, name: str | None = None):
 
     With ``name``, each new best is also written to disk at once (a
     :class:`~napari_medseg.core.runstate.TrainingRun` folder of that model), so a kill -9
-    keeps the best weights so far; the folder goes when the job ends normally."""
+    keeps the best weights so far; the folder goes when the job ends normally. At the first
+    best, what ``save`` would write is described in the run's settings
+    (:func:`~napari_medseg.core.recover.describe_saves`), so that after a kill -9
+    ``napari-medseg models recover NAME`` can save those weights as the same versions;
+    ``save`` is then called once with the registry recording instead of writing, so it
+    should write only through ``Registry.save_new_version``."""
     result = None
-    run, seen = None, None
+    run, seen, described = None, None, False
     if name is not None and distributed.is_main():  # under torchrun, rank 0 keeps the run
         from .runstate import TrainingRun
 
@@ -192,6 +197,8 @@ def save_best_on_exit(gen, best: dict, save, name: str | None = None):
             if run is not None and best.get("state") is not None and best.get("step") != seen:
                 seen = best.get("step")  # a new best: on disk at once, so a kill -9 keeps it
                 run.save_best(_flat_state(best["state"]), best.get("metrics") or {}, seen or 0)
+                if not described:
+                    described = _describe(run, save, best)
             yield report
     finally:
         gen.close()
@@ -200,6 +207,20 @@ def save_best_on_exit(gen, best: dict, save, name: str | None = None):
         if run is not None:
             run.finish()
     return result
+
+
+def _describe(run, save, best: dict) -> bool:
+    """Write into the run what ``save`` would write (core.recover); a save that cannot be
+    described leaves the run without it (``models recover`` then says so), never stops training."""
+    import warnings
+
+    from .recover import describe_saves
+
+    try:
+        run.update_settings(versions=describe_saves(save, best))
+    except Exception as exc:  # noqa: BLE001 - training goes on; only recovery after a kill is lost
+        warnings.warn(f"the model's save could not be described for recovery after a kill ({exc})", stacklevel=2)
+    return True
 
 
 def _flat_state(state: dict) -> dict:

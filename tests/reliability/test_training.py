@@ -102,4 +102,38 @@ def test_custom_trainers_put_each_new_best_on_disk_at_once():
     next(gen)
     assert torch.load(folder / "best.pt", weights_only=True)["step"] == 2
     gen.close()  # Stop: the best is saved as a version and the run folder goes
-    assert saved == [2] and not folder.exists()
+    assert saved == [1, 2] and not folder.exists()  # 1: the save described at the first best (see core.recover)
+
+
+def test_a_killed_custom_run_is_recovered_as_the_version_its_save_describes():
+    from napari_medseg.core.recover import recover_run, recoverable_runs
+
+    reg = Registry()
+    best: dict = {}
+
+    def trainer():
+        for step in range(1, 5):
+            if step % 2 == 0:  # a new best every second step
+                best.update(state={"w": torch.full((3,), float(step))}, metrics={"dice": step / 10}, step=step)
+            yield step
+
+    def save(b):
+        return reg.save_new_version("custom", b["state"], method="toy", arch={"name": "toy"}, config={"lr": 1e-3},
+                                    metrics={**b["metrics"], "best_step": b["step"]}, extra={"sites": ["a", "b"]})
+
+    gen = save_best_on_exit(trainer(), best, save, name="custom")
+    for step in gen:
+        if step == 4:  # killed after step 4: no save, the run stays
+            break
+    assert reg.list("custom") == []  # describing the save wrote nothing
+    folder = next((reg.user_root / "custom" / "runs").iterdir())
+    versions = TrainingRun.open(folder).info["settings"]["versions"]
+    assert [v["name"] for v in versions] == ["custom"] and versions[0]["kwargs"]["extra"] == {"sites": ["a", "b"]}
+    TrainingRun(folder)._write_info({**TrainingRun.open(folder).info, "pid": 2**22 + 77})
+    assert [r["best_step"] for r in recoverable_runs("custom")] == [4]
+    [entry] = recover_run(reg, folder)
+    assert entry.meta["method"] == "toy" and entry.meta["sites"] == ["a", "b"] and entry.meta["config"] == {"lr": 1e-3}
+    assert entry.meta["metrics"]["best_step"] == 4 and entry.meta["metrics"]["dice"] == 0.4
+    assert torch.equal(torch.load(entry.path, weights_only=True)["state_dict"]["w"], torch.full((3,), 4.0))
+    assert recoverable_runs("custom") == [] and not folder.exists()
+    gen.close()

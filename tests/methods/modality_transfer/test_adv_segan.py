@@ -175,3 +175,39 @@ def test_bad_input_is_one_clear_error_before_training(slices):
     with pytest.raises(TrainingError, match="loss"):
         collect(segan.train_segan(seg, critic, train, val, cfg(), keep=lambda *a: kept.append(a)))
     assert kept == []
+
+
+def test_a_killed_run_is_saved_as_its_two_versions_by_models_recover(slices, capsys):
+    """kill -9 mid-training: ``models recover`` writes the segmentor and its critic from the
+    run's best weights, the segmentor pointing at the critic version actually written."""
+    from napari_medseg.cli import main
+    from napari_medseg.core.runstate import TrainingRun, interrupted_note
+
+    reg = Registry()
+    other = reg.save_new_version("segan_tumour_critic", {"w": torch.zeros(1)}, method="other", arch={"name": "x"})
+    gen = segan.train_segan_model(reg, slices["train"], slices["val"], cfg(steps=6, val_every=1), **FEATS)
+    for p in gen:
+        if p.step == 4:  # killed here: no save, no cleanup
+            break
+    folder = next((reg.user_root / "segan_tumour" / "runs").iterdir())
+    TrainingRun(folder)._write_info({**TrainingRun.open(folder).info, "pid": 2**22 + 999})  # its process died
+    best = TrainingRun.open(folder).best()
+    assert "models recover segan_tumour" in interrupted_note("segan_tumour")
+    assert main(["models", "recover", "segan_tumour"]) == 0
+    out = capsys.readouterr().out
+    seg_entry = reg.list("segan_tumour")[-1]
+    critic_entry = reg.list("segan_tumour_critic")[-1]
+    assert critic_entry.version == other.version + 1  # the version written, not the recording's placeholder
+    assert seg_entry.meta["critic"] == {"name": "segan_tumour_critic", "version": critic_entry.version}
+    assert seg_entry.meta["recovered_from_run"] == folder.name and seg_entry.meta["role"] == "segmentor"
+    assert seg_entry.meta["metrics"]["best_step"] == best["step"] <= 4
+    assert f"saved {seg_entry.label}" in out and "not made current" in out
+    weights, _ = load_checkpoint(seg_entry.path)
+    for k, v in weights.items():
+        assert torch.equal(v, best["state"][f"segmentor.{k}"])
+    loaded = segan.load_segan(reg, version=seg_entry.version)
+    assert loaded["critic"].mode == "concat"  # the pair loads together, as a finished run's would
+    assert not folder.exists()
+    assert main(["models", "recover", "segan_tumour"]) == 2
+    assert "No killed training run of segan_tumour" in capsys.readouterr().err
+    gen.close()
