@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 
 def test_references_follow_ridges_and_stay_in_the_images():
@@ -46,6 +47,21 @@ def test_quick_real_bench_reports_every_key_for_ours_and_both_baselines(tmp_path
     assert 0 <= out["real_joined_rate"] <= out["real_reached_end_rate"]
     assert 0 <= out["real_end_coverage_pct"] <= 100
     assert json.loads((tmp_path / "r.json").read_text())["fibres"] == out["fibres"]
+    from napari_medseg.bench.tracking_real import TIMING_REPEATS
+
+    ratios = out["real_time_ratio_to_minpath_by_round"]
+    assert len(ratios) == TIMING_REPEATS and all(r > 0 for r in ratios)
+    assert out["real_time_ratio_to_minpath_median"] == pytest.approx(float(np.median(ratios)), abs=1e-3)
+
+
+def test_timing_rounds_run_the_trackers_in_turn():
+    from napari_medseg.bench.tracking_real import _interleaved
+
+    calls = []
+    results, seconds = _interleaved({"a": lambda: calls.append("a") or 1, "b": lambda: calls.append("b") or 2},
+                                    repeats=3)
+    assert calls == ["a", "b"] * 3 and results == {"a": 1, "b": 2}
+    assert [len(v) for v in seconds.values()] == [3, 3] and all(t >= 0 for v in seconds.values() for t in v)
 
 
 def test_symmetries_reach_our_tracker_and_other_benches_refuse_them(monkeypatch, capsys):
