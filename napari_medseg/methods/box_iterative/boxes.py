@@ -14,7 +14,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ...core.errors import InputError
-from .labels import BACKGROUND, GLOMERULUS
+from .labels import BACKGROUND, GLOMERULUS, UNKNOWN
 
 _EPS = 1e-6  # float noise allowed before floor/ceil moves a box edge by a pixel
 _MAX_NAMED = 10  # indices named in one message before "and N more"
@@ -253,17 +253,53 @@ def boxes_to_shapes(boxes) -> list[np.ndarray]:
     ]
 
 
-def fill_boxes(shape, boxes) -> np.ndarray:
-    """Stage 1 round-1 labels: GLOMERULUS inside every box (their union), BACKGROUND elsewhere.
+BOX_PRIORS = ("box", "ellipse")
+
+
+def box_prior_mask(h: int, w: int, prior: str = "box") -> np.ndarray:
+    """What an ``h`` × ``w`` box stands for: all of it ("box"), or the ellipse inscribed in
+    it ("ellipse": the pixels whose centres lie inside it)."""
+    if prior not in BOX_PRIORS:
+        raise InputError(f"The box prior must be one of {list(BOX_PRIORS)}, not {prior!r}.")
+    if prior == "box":
+        return np.ones((h, w), bool)
+    yy = (np.arange(h) + 0.5 - h / 2) / (h / 2)
+    xx = (np.arange(w) + 0.5 - w / 2) / (w / 2)
+    return yy[:, None] ** 2 + xx[None, :] ** 2 <= 1.0
+
+
+def paint_prior(window: np.ndarray, prior: str) -> None:
+    """Label one box's window (a view) with its prior: GLOMERULUS where the prior holds, the
+    rest UNKNOWN unless it is GLOMERULUS already (overlapping boxes unite)."""
+    inside = box_prior_mask(*window.shape, prior)
+    window[~inside & (window != GLOMERULUS)] = UNKNOWN
+    window[inside] = GLOMERULUS
+
+
+def fill_boxes(shape, boxes, prior: str = "box") -> np.ndarray:
+    """Stage 1 round-1 labels: GLOMERULUS inside every box (their union), BACKGROUND elsewhere;
+    with ``prior="ellipse"`` GLOMERULUS in the ellipse inscribed in each box and UNKNOWN (not
+    learnt from) in its corners.
 
     Accepts an (N, 4) array or a :class:`BoxSet`; parts of boxes outside ``shape`` are ignored.
     """
     if len(shape) != 2:
         raise InputError(f"The label image must be 2-D (height, width), got shape {tuple(shape)}.")
+    box_prior_mask(1, 1, prior)  # an unknown prior: refused before anything is drawn
     height, width = (int(s) for s in shape)
     out = np.full((height, width), BACKGROUND, np.uint8)
     b = np.asarray(getattr(boxes, "boxes", boxes), dtype=np.int64).reshape(-1, 4)
     for y0, x0, y1, x1 in b.tolist():
+        if prior == "ellipse":  # the prior is drawn on the whole box, then cut to the image
+            full = np.full((y1 - y0, x1 - x0), BACKGROUND, np.uint8)
+            paint_prior(full, prior)
+            cy0, cx0, cy1, cx1 = max(0, y0), max(0, x0), min(height, y1), min(width, x1)
+            if cy1 > cy0 and cx1 > cx0:
+                win = out[cy0:cy1, cx0:cx1]
+                part = full[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
+                win[(part == UNKNOWN) & (win != GLOMERULUS)] = UNKNOWN
+                win[part == GLOMERULUS] = GLOMERULUS
+            continue
         y0, x0 = max(0, y0), max(0, x0)
         y1, x1 = min(height, y1), min(width, x1)
         if y1 > y0 and x1 > x0:

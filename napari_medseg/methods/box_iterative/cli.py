@@ -30,7 +30,8 @@ def train(args, registry):
     device = select_device(args.device)
     config = StageConfig(steps=args.steps or DEFAULTS["steps"], patch=args.patch, batch_size=args.batch_size,
                          seed=args.seed, adversarial=args.adversarial, head=getattr(args, "head", "binary"),
-                         stage2_replay=getattr(args, "stage2", "replay") == "replay", device=str(device))
+                         stage2_replay=getattr(args, "stage2", "replay") == "replay",
+                         box_prior=getattr(args, "box_prior", "box"), device=str(device))
     if args.image or args.boxes:
         job = run_in_terminal(user_data_job(registry, args, config), "train box_iterative")
     else:

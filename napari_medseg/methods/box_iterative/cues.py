@@ -12,6 +12,7 @@ import numpy as np
 from skimage.measure import label, regionprops
 
 from ...core.errors import InputError
+from .boxes import box_prior_mask, paint_prior
 from .labels import BACKGROUND, GLOMERULUS, UNKNOWN
 
 BLOCK = 4096
@@ -107,14 +108,17 @@ class Cues1Report:
         return {**asdict(self), "coverage": [float(c) for c in self.coverage]}
 
 
-def cues_stage1(prediction, boxes, out, *, fixed=None, coverage: float = 0.5, block: int = BLOCK) -> Cues1Report:
+def cues_stage1(prediction, boxes, out, *, fixed=None, coverage: float = 0.5, block: int = BLOCK,
+                prior: str = "box") -> Cues1Report:
     """Write the next Stage-1 training labels into ``out`` from ``prediction`` and the boxes (Cues 1).
 
     Inside a box the label is the predicted foreground (clipped to the box), or the filled box if
-    it has no foreground (missed) or foreground covering less than ``coverage`` of it. Foreground
+    it has no foreground (missed) or foreground covering less than ``coverage`` of it (with
+    ``prior="ellipse"``: the ellipse inscribed in the box, its corners unknown). Foreground
     outside every box becomes background. Overlapping boxes are judged alone, their labels united.
     Where ``fixed = (fixed_mask, fixed_labels)`` has its mask set, ``out`` gets ``fixed_labels``.
     """
+    box_prior_mask(1, 1, prior)  # an unknown prior: refused before anything is written
     shape = _check(prediction, out, fixed, block)
     boxes = check_boxes(boxes, shape)
     if not 0 < coverage <= 1:
@@ -128,7 +132,10 @@ def cues_stage1(prediction, boxes, out, *, fixed=None, coverage: float = 0.5, bl
         missed += bool(cover[i] == 0)
         under += bool(0 < cover[i] < coverage)
         o = np.array(out[y0:y1, x0:x1])
-        o[fg | (cover[i] < coverage)] = GLOMERULUS
+        if cover[i] < coverage:
+            paint_prior(o, prior)
+        else:
+            o[fg] = GLOMERULUS
         out[y0:y1, x0:x1] = o
     fp = n_fixed = 0
     for y0, x0, y1, x1 in blocks(shape, block):

@@ -272,10 +272,11 @@ class IterativeTraining:
             reports = []
             if first and self.model_version is None:
                 for s in self.slides[1]:
-                    s.labels = fill_boxes(s.shape, s.boxes)  # round 1: the filled boxes
+                    s.labels = fill_boxes(s.shape, s.boxes, self.config.box_prior)  # round 1: the boxes
                     if s.fixed is not None:
                         s.labels = np.where(s.fixed[0], s.fixed[1], s.labels).astype(np.uint8)
-                    reports.append({"labels": "filled boxes"})
+                    reports.append({"labels": "filled boxes" if self.config.box_prior == "box" else
+                                    f"boxes as their {self.config.box_prior}s"})
             else:
                 preds = yield from self._predictions(1, total, k * steps)
                 reports = self._apply_cues1(preds)
@@ -287,8 +288,8 @@ class IterativeTraining:
         reports = []
         for i, (s, pred) in enumerate(zip(self.slides[1], preds)):
             s.labels = new_labels(s.shape, self.workdir / "stage1" / "labels" / f"slide{i}.zarr")
-            reports.append(cues_mod.cues_stage1(pred, s.boxes, s.labels, fixed=s.fixed,
-                                                coverage=self.config.coverage).as_dict())
+            reports.append(cues_mod.cues_stage1(pred, s.boxes, s.labels, fixed=s.fixed, coverage=self.config.coverage,
+                                                prior=self.config.box_prior).as_dict())
         return reports
 
     def _end_round(self, stage: int, rnd: int, reports: list, total: int, done: int):

@@ -309,3 +309,33 @@ def test_fixed_from_correction_fixes_touched_objects_in_full():
     assert labels[7, 4] == BACKGROUND and labels[7, 3] == GLOMERULUS and labels.dtype == np.uint8
     with pytest.raises(InputError):
         cues.fixed_from_correction(orig, corr[:, :-1])
+
+
+def test_cues1_with_the_ellipse_prior_resets_boxes_to_their_ellipses_with_unknown_corners():
+    from napari_medseg.methods.box_iterative.boxes import box_prior_mask
+
+    pred, boxes, _ = stage1_slide()
+    out = np.zeros(pred.shape, np.uint8)
+    rep = cues.cues_stage1(pred, boxes, out, prior="ellipse")
+    assert (rep.n_missed, rep.n_under_covered, rep.n_kept) == (1, 1, 1)  # the same judgement as with boxes
+    ell = box_prior_mask(6, 6, "ellipse")
+    assert ell.sum() == 32 and not ell[0, 0] and ell[0, 2] and ell[3, 3]  # the inscribed disc: corners out
+    for y0, x0, y1, x1 in boxes[1:]:  # missed (B) and under-covered (C): the ellipse, its corners unknown
+        np.testing.assert_array_equal(out[y0:y1, x0:x1], np.where(ell, GLOMERULUS, UNKNOWN))
+    np.testing.assert_array_equal(out[2:8, 2:8], (pred[2:8, 2:8] > 0) * GLOMERULUS)  # kept A: the prediction
+    assert not out[:, 8:12].any() and not out[14:17, 20:24].any()  # outside the boxes: background
+    with pytest.raises(InputError, match="box prior"):
+        cues.cues_stage1(pred, boxes, out, prior="circle")
+
+
+def test_the_ellipse_prior_never_unknowns_another_boxs_glomerulus():
+    from napari_medseg.methods.box_iterative.boxes import fill_boxes
+
+    boxes = np.array([[0, 0, 8, 8], [4, 4, 12, 12]])  # overlapping boxes of touching glomeruli
+    lab = fill_boxes((14, 14), boxes, "ellipse")
+    box = fill_boxes((14, 14), boxes)
+    assert set(np.unique(lab)) == {BACKGROUND, GLOMERULUS, UNKNOWN}
+    assert ((lab == GLOMERULUS) <= (box == GLOMERULUS)).all() and (lab[box == BACKGROUND] == BACKGROUND).all()
+    assert lab[0, 7] == UNKNOWN and lab[11, 4] == UNKNOWN  # a corner of one box only: unknown
+    assert lab[4, 4] == GLOMERULUS  # the second box's corner, but the first disc's centre
+    assert lab[7, 7] == GLOMERULUS  # the first box's corner, but inside the second disc

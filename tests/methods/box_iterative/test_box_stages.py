@@ -325,3 +325,19 @@ def test_a_loaded_model_keeps_its_head_when_training_continues(tmp_path, slides)
     assert meta["io"]["classes"][-1] == "boundary" and meta["arch"]["kwargs"]["out_channels"] == 3
     with pytest.raises(InputError):
         IterativeTraining(reg, StageConfig(head="contour"), workdir=tmp_path / "w3")
+
+
+def test_the_ellipse_prior_reaches_round_one_and_a_bad_prior_is_refused(tmp_path, slides):
+    with pytest.raises(InputError, match="box prior"):
+        StageConfig(box_prior="circle")
+    torch.set_num_threads(2)
+    reg = Registry(shipped_root=tmp_path / "none", user_root=tmp_path / "models")
+    s = IterativeTraining(reg, StageConfig(steps=2, patch=128, batch_size=2, tile=512, box_prior="ellipse"),
+                          workdir=tmp_path / "w")
+    a = slides[0]
+    s.set_stage1([a.rgb], [a.boxes])
+    collect(s.stage1(1))
+    labels = np.asarray(s.slides[1][0].labels)
+    np.testing.assert_array_equal(labels, fill_boxes(a.rgb.shape[:2], a.boxes, "ellipse"))
+    assert (labels == UNKNOWN).any() and s.history[0].cues == [{"labels": "boxes as their ellipses"}]
+    assert s.registry.get("glomeruli").meta["config"]["box_prior"] == "ellipse"
