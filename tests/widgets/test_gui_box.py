@@ -91,3 +91,14 @@ def test_predict_adds_labels_layer(setup):
                                      or "objects (touching ones split; object radius" in c.message)
     n = int(lay.data.max())
     assert n == len(np.unique(lay.data)) - (1 if (lay.data == 0).any() else 0)  # ids 1..n, one per object
+
+
+def test_the_box_prior_is_the_commands_default_and_settable_from_the_console(setup):
+    from napari_medseg.core.options import defaults
+    from napari_medseg.methods.box_iterative.options import TrainOptions
+
+    _, w, _ = setup
+    c = w.controller
+    assert c._config().box_prior == defaults(TrainOptions)["box_prior"]
+    c.set(box_prior="ellipse")  # round 1 (and every box Cues 1 resets) then reads the boxes as ellipses
+    assert c._config().box_prior == "ellipse"

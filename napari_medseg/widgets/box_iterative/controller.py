@@ -57,6 +57,7 @@ class BoxSettings:
     device: str = "auto"
     adversarial: float = _TRAIN["adversarial"]  # > 0: adversarial mode (a mask discriminator's term with this weight)
     head: str = _TRAIN["head"]  # a new model's output: "binary", or "boundary" (the instance head)
+    box_prior: str = _TRAIN["box_prior"]  # what a box stands for where no prediction does: "box" or "ellipse"
     predict_image: Image | None = None
     version: int | None = None  # for Predict: None = the current one
 
@@ -80,7 +81,7 @@ class BoxController(Controller):
         s = self.settings
         device = select_device(None if s.device == "auto" else s.device)
         return StageConfig(steps=s.steps, patch=s.patch or None, batch_size=s.batch_size or None, device=str(device),
-                           adversarial=float(s.adversarial), head=s.head)
+                           adversarial=float(s.adversarial), head=s.head, box_prior=s.box_prior)
 
     # ----------------------------------------------------------- layers in
     def stage1_pairs(self) -> list[tuple[Image, Shapes]]:
