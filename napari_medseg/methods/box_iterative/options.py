@@ -18,9 +18,9 @@ class TrainOptions:
     stage2: str = option("replay", "Stage 2's training slides: replay = the unlabelled slides and the Stage-1 slides "
                                    "(labels from the best Stage-1 model), chosen on validation; paper = the unlabelled "
                                    "slides only", choices=["replay", "paper"])
-    box_prior: str = option("box", "what a box stands for in round 1 and where Cues 1 resets one: box = all of it "
-                                   "(the paper's), ellipse = the ellipse inscribed in it, its corners left unknown",
-                            choices=["box", "ellipse"])
+    box_prior: str = option("ellipse", "what a box stands for in round 1 and where Cues 1 resets one: ellipse = the "
+                                       "ellipse inscribed in it, its corners left unknown (chosen on validation); box "
+                                       "= all of it (the paper's)", choices=["ellipse", "box"])
     size: int = option(2048, "side of the synthetic training slides")
     patch: int | None = option(None, "patch side (default: 496 on a GPU, 256 on a CPU)")
     batch_size: int | None = option(None, "default: 5 on a GPU, 4 on a CPU")

@@ -37,9 +37,10 @@ class StageConfig:
     #: Stage 2 also trains on the Stage-1 slides (their labels from the best Stage-1 model); False: the paper's
     #: Stage 2 (unlabelled slides only). True since 2026-12-06: chosen on validation (docs/benchmarks.md)
     stage2_replay: bool = True
-    #: what a box stands for where no prediction does (round 1, and a box Cues 1 resets): "box", the filled
-    #: box (the paper's), or "ellipse", the ellipse inscribed in it, the corners outside it unknown (not in the paper)
-    box_prior: str = "box"
+    #: what a box stands for where no prediction does (round 1, and a box Cues 1 resets): "ellipse", the ellipse
+    #: inscribed in it, the corners outside it unknown (not in the paper; the default since 2026-12-07, chosen on
+    #: validation, docs/benchmarks.md), or "box", the filled box (the paper's)
+    box_prior: str = "ellipse"
 
     def __post_init__(self):
         if self.box_prior not in ("box", "ellipse"):
