@@ -24,6 +24,9 @@ def write_model_card(folder: Path, meta: dict, command: str) -> Path:
               "best Stage-1 model's labels (not in the paper: on the unlabelled slides alone, the glomeruli "
               "Stage 1 missed there are taught as background)" if replay else
               f"Stage 2 on IS-train2 (seeds {_seeds('train2')}, no labels; the paper's Stage 2)")
+    prior = ("each box read as the ellipse inscribed in it, its corners unknown, in round 1 and wherever Cues 1 "
+             "resets an object (not in the paper: glomeruli are round)" if c.get("box_prior") == "ellipse" else
+             "the filled boxes in round 1 and wherever Cues 1 resets an object (the paper's)")
     n_val = m.get("n_true_objects")
     val = (f"{len(SEEDS['val'])} hard synthetic slides, seeds {_seeds('val')}"
            + (f", {int(n_val)} glomeruli" if n_val else ""))
@@ -32,7 +35,7 @@ def write_model_card(folder: Path, meta: dict, command: str) -> Path:
 - **What it does**: labels each pixel of an RGB (PAS-like) kidney slide as background (0) or
   glomerulus (1). Tiled over whole slides; output equals a whole-image pass.
 - **How it was trained**: the weakly supervised Stage 1 (rounds of training on the boxes,
-  refined by Cues 1) then the unsupervised Stage 2 (unlabelled slides, Cues 2) of Gupta et al.
+  refined by Cues 1; {prior}) then the unsupervised Stage 2 (unlabelled slides, Cues 2) of Gupta et al.
   (2019). This version is Stage {meta.get('stage')} round {meta.get('round')}, the round with the best
   validation object F1 of the run (pixel F1 breaks ties). No pixel-level mask was used for training.
 - **Network**: MONAI `UNet`, 2D, channels {k['channels']}, strides {k['strides']},
