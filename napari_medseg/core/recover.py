@@ -26,12 +26,12 @@ def describe_saves(save, best: dict) -> list[dict]:
     with recording_saves() as calls:
         save(best)
     state = best["state"]
+    parts = {id(v): k for k, v in state.items() if isinstance(v, dict)}  # a generator and its critic, say
     out = []
     for call in calls:
-        part = None if call["state"] is state else next(
-            (k for k, v in state.items() if v is call["state"]), None) if isinstance(state, dict) else None
-        if part is None and call["state"] is not state:
+        if call["state"] is not state and id(call["state"]) not in parts:
             raise ValueError(f"the state saved as {call['name']} is not best['state'] or one of its parts")
+        part = None if call["state"] is state else parts[id(call["state"])]
         out.append({"name": call["name"], "part": part, "kwargs": _plain(call["kwargs"])})
     return out
 

@@ -271,7 +271,10 @@ def box_prior_mask(h: int, w: int, prior: str = "box") -> np.ndarray:
 def paint_prior(window: np.ndarray, prior: str) -> None:
     """Label one box's window (a view) with its prior: GLOMERULUS where the prior holds, the
     rest UNKNOWN unless it is GLOMERULUS already (overlapping boxes unite)."""
-    inside = box_prior_mask(*window.shape, prior)
+    _unite(window, box_prior_mask(*window.shape, prior))
+
+
+def _unite(window: np.ndarray, inside: np.ndarray) -> None:
     window[~inside & (window != GLOMERULUS)] = UNKNOWN
     window[inside] = GLOMERULUS
 
@@ -289,19 +292,9 @@ def fill_boxes(shape, boxes, prior: str = "box") -> np.ndarray:
     height, width = (int(s) for s in shape)
     out = np.full((height, width), BACKGROUND, np.uint8)
     b = np.asarray(getattr(boxes, "boxes", boxes), dtype=np.int64).reshape(-1, 4)
-    for y0, x0, y1, x1 in b.tolist():
-        if prior == "ellipse":  # the prior is drawn on the whole box, then cut to the image
-            full = np.full((y1 - y0, x1 - x0), BACKGROUND, np.uint8)
-            paint_prior(full, prior)
-            cy0, cx0, cy1, cx1 = max(0, y0), max(0, x0), min(height, y1), min(width, x1)
-            if cy1 > cy0 and cx1 > cx0:
-                win = out[cy0:cy1, cx0:cx1]
-                part = full[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
-                win[(part == UNKNOWN) & (win != GLOMERULUS)] = UNKNOWN
-                win[part == GLOMERULUS] = GLOMERULUS
-            continue
-        y0, x0 = max(0, y0), max(0, x0)
-        y1, x1 = min(height, y1), min(width, x1)
-        if y1 > y0 and x1 > x0:
-            out[y0:y1, x0:x1] = GLOMERULUS
+    for y0, x0, y1, x1 in b.tolist():  # each box's prior drawn whole, then cut to the image and united
+        cy0, cx0, cy1, cx1 = max(0, y0), max(0, x0), min(height, y1), min(width, x1)
+        if cy1 > cy0 and cx1 > cx0:
+            inside = box_prior_mask(y1 - y0, x1 - x0, prior)[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
+            _unite(out[cy0:cy1, cx0:cx1], inside)
     return out

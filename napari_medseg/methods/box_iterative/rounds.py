@@ -43,8 +43,9 @@ class StageConfig:
     box_prior: str = "ellipse"
 
     def __post_init__(self):
-        if self.box_prior not in ("box", "ellipse"):
-            raise InputError(f"The box prior must be 'box' or 'ellipse', not {self.box_prior!r}.")
+        from .boxes import box_prior_mask
+
+        box_prior_mask(1, 1, self.box_prior)  # an unknown prior: one clear error when the settings are made
 
     def patch_and_batch(self) -> tuple[int, int]:
         gpu = torch.device(self.device).type == "cuda"
