@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from . import paths
 from .checkpoints import _plain
 from .errors import InputError
 from .registry import ModelEntry, Registry, recording_saves
@@ -55,6 +56,40 @@ def recoverable_runs(name: str) -> list[dict]:
             if r["settings"].get("versions") and r["best_step"] is not None]
 
 
+def killed_runs(method: str | None = None) -> list[dict]:
+    """Every model's killed runs whose best weights can be saved, newest first, each with the
+    model's ``name``; ``method``: only runs whose versions would record a method starting so
+    (e.g. "dorent2019" for the joint dock)."""
+    root = paths.user_models_dir()
+    found = []
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        if not (folder / "runs").is_dir():
+            continue
+        for r in recoverable_runs(folder.name):
+            methods = [str(v["kwargs"].get("method", "")) for v in r["settings"]["versions"]]
+            if method is None or any(m.startswith(method) for m in methods):
+                found.append({**r, "name": folder.name})
+    return sorted(found, key=lambda r: r["folder"].name, reverse=True)
+
+
+def killed_runs_note(method: str | None = None) -> str:
+    """One line for a dock: which killed runs hold best weights that are not saved yet."""
+    runs = killed_runs(method)
+    if not runs:
+        return ""
+    listed = "; ".join(f"{r['name']} (run {r['folder'].name}, best at step {r['best_step']})" for r in runs)
+    return (f"Killed training run{'s' if len(runs) > 1 else ''} with unsaved best weights: {listed}. "
+            "Save them as versions (not made current) with the button below.")
+
+
+def recover_killed(registry: Registry, method: str | None = None) -> list[ModelEntry]:
+    """:func:`recover_run` for every run :func:`killed_runs` finds; the versions written."""
+    entries = []
+    for r in killed_runs(method):
+        entries += recover_run(registry, r["folder"])
+    return entries
+
+
 def recover_run(registry: Registry, folder: str | Path) -> list[ModelEntry]:
     """Write the killed run's best weights as the versions its trainer would have saved
     (not made current; ``recovered_from_run`` in their metadata), then remove the run."""
@@ -82,4 +117,4 @@ def recover_run(registry: Registry, folder: str | Path) -> list[ModelEntry]:
     return entries
 
 
-__all__ = ["describe_saves", "recover_run", "recoverable_runs"]
+__all__ = ["describe_saves", "killed_runs", "killed_runs_note", "recover_killed", "recover_run", "recoverable_runs"]

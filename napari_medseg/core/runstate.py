@@ -196,7 +196,8 @@ def interrupted_note(name: str) -> str:
     if r["settings"].get("resumable"):
         how = f"continue it with `napari-medseg train {name} --resume`"
     elif r["settings"].get("versions") and r["best_step"] is not None:
-        how = f"save its best weights (step {r['best_step']}) as a version with `napari-medseg models recover {name}`"
+        how = (f"save its best weights (step {r['best_step']}) as a version with `napari-medseg models recover {name}` "
+               "or the Models dock's button")
     else:
         how = "it was killed before its first validation: there is nothing to keep"
     return f"Resumable run found: {r['folder'].name}, step {r['step']} of {r['total_steps']}; {how}."

@@ -30,6 +30,9 @@ class MethodDock(QWidget):
     MODEL_NAME: str | None = None
     VERSIONS_OF: str | None = None  # a settings field naming the model, where the dock lets one pick it
     CURRENT_CHOICE = True  # the picker starts with "current" (else it is nullable: None = current)
+    #: the start of the method name the dock's trainers record (e.g. "dorent2019"): the dock then
+    #: offers to save the best weights of that method's killed training runs (:meth:`_killed_runs_row`)
+    KILLED_RUNS_OF: str | None = None
 
     def __init__(self, napari_viewer, controller_cls, registry=None):
         super().__init__()
@@ -112,9 +115,43 @@ class MethodDock(QWidget):
         except MedsegError as exc:
             self.controller._say(str(exc), error=True)
 
+    def _killed_runs_row(self) -> list:
+        """A line naming this method's killed training runs whose best weights are not saved,
+        and a button that saves them as versions (both hidden while there are none)."""
+        from magicgui.widgets import Label, PushButton
+
+        self.killed_runs = Label(value="")
+        self.killed_runs.native.setWordWrap(True)
+        self.recover_button = PushButton(text="Save best weights of killed runs")
+        self.recover_button.changed.connect(lambda _=None: self._press(self.recover_killed))
+        self._show_killed_runs()
+        return [self.killed_runs, self.recover_button]
+
+    def _show_killed_runs(self) -> None:
+        if not hasattr(self, "killed_runs"):
+            return
+        from ..core.recover import killed_runs_note
+
+        note = killed_runs_note(self.KILLED_RUNS_OF)
+        self.killed_runs.value = note
+        self.killed_runs.visible = self.recover_button.visible = bool(note)
+
+    def recover_killed(self) -> list:
+        """This method's killed runs' best weights as new versions, not made current (the
+        button; ``napari-medseg models recover NAME``); returns their registry entries."""
+        from ..core.recover import recover_killed
+
+        entries = recover_killed(self.controller.registry, self.KILLED_RUNS_OF)
+        self._show_killed_runs()
+        if entries:
+            self.controller._say("saved " + ", ".join(e.label for e in entries) + " from killed runs (not current; "
+                                 "pick the version to use it, or make it current in the Models dock)")
+        return entries
+
     @ensure_main_thread
     def _registry_event(self, name):
         try:
+            self._show_killed_runs()
             self._on_registry(name)
         except RuntimeError:  # its Qt objects are already deleted: stop listening
             registry_mod.unsubscribe(self._registry_token)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from magicgui.widgets import Container, FileEdit, PushButton, Table, TextEdit
+from magicgui.widgets import Container, FileEdit, Label, PushButton, Table, TextEdit
 from napari.utils.notifications import show_error, show_info
 from superqt.utils import ensure_main_thread
 
@@ -25,8 +25,13 @@ class ModelsWidget(Container):
         self.import_button = PushButton(text="Import package as a new version")
         self.card = TextEdit(value="")
         self.card.native.setReadOnly(True)
-        self.extend([self.table, self.refresh_button, self.restore_button, self.package, self.export_button,
-                     self.import_button, self.card])
+        # training runs killed (kill -9, a crash) before they saved: their best weights, kept on disk
+        self.killed_runs = Label(value="")
+        self.killed_runs.native.setWordWrap(True)
+        self.recover_button = PushButton(text="Save best weights of killed runs")
+        self.extend([self.table, self.refresh_button, self.restore_button, self.killed_runs, self.recover_button,
+                     self.package, self.export_button, self.import_button, self.card])
+        self.recover_button.changed.connect(lambda _=None: self.recover_killed())
         self.export_button.changed.connect(lambda _=None: self.export_selected())
         self.import_button.changed.connect(lambda _=None: self.import_package())
         self.refresh_button.changed.connect(lambda _=None: self.refresh())
@@ -53,6 +58,32 @@ class ModelsWidget(Container):
             "index": [str(i + 1) for i in range(len(rows))],
             "columns": ["model", "version", "source", "current", "metrics", "created"],
         }
+        self._show_killed_runs()
+
+    def _show_killed_runs(self):
+        from ..core.recover import killed_runs_note
+
+        note = killed_runs_note()
+        self.killed_runs.value = note
+        self.killed_runs.visible = self.recover_button.visible = bool(note)
+
+    def recover_killed(self):
+        """Every killed run's best weights as new versions (not current); returns their entries."""
+        from ..core.recover import recover_killed
+
+        try:
+            entries = recover_killed(self.registry)
+        except MedsegError as exc:
+            show_error(str(exc))
+            return []
+        self.refresh()
+        if entries:
+            self.select(entries[-1].name, entries[-1].version)
+            show_info("saved " + ", ".join(e.label for e in entries) + " from killed runs; not current: select one "
+                      "and press 'Make selected version current' to use it")
+        else:
+            show_info("No killed training run holds best weights to save.")
+        return entries
 
     def selected(self):
         rows = sorted({i.row() for i in self.table.native.selectedIndexes()})

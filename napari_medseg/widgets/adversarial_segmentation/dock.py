@@ -42,6 +42,7 @@ def narrow(combo: ComboBox) -> ComboBox:
 
 class AdversarialSegmentationWidget(MethodDock):
     """The dock: controls mirror ``controller.settings``; buttons call the controller."""
+    KILLED_RUNS_OF = "chen2019"  # its trainers' method: the dock offers their killed runs
 
     BOUND, MODEL_NAME = BOUND, MODEL_NAME  # the module's names, for MethodDock's _to_settings and _versions
 
@@ -90,7 +91,7 @@ class AdversarialSegmentationWidget(MethodDock):
             ("Training set", [self.phantoms, self.size]),
             ("Train", [self.method, self.steps, self.pretrain_steps, self.batch_size, self.lr, self.adv_weight,
                        self.device,
-                       self.train_button, self.runner, caption("G: loss_g = λ·L_ID + (1−λ)·L_DT + adversarial"),
+                       self.train_button, *self._killed_runs_row(), self.runner, caption("G: loss_g = λ·L_ID + (1−λ)·L_DT + adversarial"),
                        self.g_plot, caption("D: loss_d, and loss_adv, the adversarial term of G"), self.d_plot,
                        caption("validation Dice on the LGE labels"), self.dice_plot]),
             ("Predict", [self.predict_image, self.version, self.predict_button, self.models])])

@@ -32,6 +32,7 @@ FILES = ("controls", "patients", "validation")
 
 class JointWidget(MethodDock):
     """The dock: controls mirror ``controller.settings``; buttons call the controller."""
+    KILLED_RUNS_OF = "dorent2019"  # its trainers' method: the dock offers their killed runs
 
     BOUND, PATHS, VERSIONS_OF, CURRENT_CHOICE = BOUND, FILES, "model", False  # no pick: the current version
 
@@ -82,7 +83,8 @@ class JointWidget(MethodDock):
             ("Correct and retrain", [self.retrain_steps, self.retrain_button, self.rollback_button, self.versions]),
             ("Train from dataset descriptions", [self.controls, self.patients, self.validation, self.mode,
                                                  self.steps, self.warmup, self.patch, self.finetune,
-                                                 self.train_button, self.loss_plot, self.dice_plot])])
+                                                 self.train_button, *self._killed_runs_row(), self.loss_plot,
+                                                 self.dice_plot])])
         self._show_settings(BOUND)
         for name in BOUND + FILES + ("version",):
             getattr(self, name).changed.connect(lambda _=None: self._to_settings())

@@ -47,6 +47,7 @@ def _views(layer) -> bool:
 
 class ModalityTransferWidget(MethodDock):
     """The dock: controls mirror ``controller.settings``; buttons call the controller."""
+    KILLED_RUNS_OF = "giacomello2020"  # its trainers' method: the dock offers their killed runs
 
     BOUND, VERSION_FIELDS, CURRENT_CHOICE = BOUND, tuple(VERSIONS), False  # no pick: the current version
 
@@ -113,7 +114,8 @@ class ModalityTransferWidget(MethodDock):
         self.table.verticalHeader().setVisible(False)
         self.table.setMinimumHeight(150)
         self._lay_out([
-            ("Training (both parts)", [self.device, self.optimizer, self.lr, self.batch_size, self.runner]),
+            ("Training (both parts)", [self.device, self.optimizer, self.lr, self.batch_size, self.runner,
+                                       *self._killed_runs_row()]),
             ("Source model", [self.source_modality, self.source_images, self.source_labels, self.phantom_subjects,
                               self.critic_input, self.source_steps, self.train_source_button,
                               self.source_loss_plot, self.source_dice_plot,

@@ -110,6 +110,7 @@ class HistogramPlot(QWidget):
 
 class SiteNormalizationWidget(MethodDock):
     """The dock: controls mirror ``controller.settings``; buttons call the controller."""
+    KILLED_RUNS_OF = "delisle2019"  # its trainers' method: the dock offers their killed runs
 
     BOUND, MODEL_NAME = BOUND, MODEL_NAME  # the module's names, for MethodDock's _to_settings and _versions
     LISTS = ("images", "labels", "apply_to")
@@ -158,7 +159,7 @@ class SiteNormalizationWidget(MethodDock):
                                              self.find_button, self.clear_button, self.domain_list]),
             ("Train", [self.mode, self.dims, self.slice_axis, self.rescale, self.steps, self.warmup_steps, self.patch,
                        self.batch_size, self.adv_weight, self.identity_weight, self.lr, self.features, self.device,
-                       self.train_button,
+                       self.train_button, *self._killed_runs_row(),
                        self.runner, caption("losses: segmentation (Dice), identity (warm-up), adversarial, D"),
                        self.loss_plot, caption("validation Dice on the held-out images, per domain"),
                        self.dice_plot]),

@@ -29,6 +29,7 @@ BOUND = ("fcm", "rcm", "pair", "speckled", "despeckle", "cyclegan", "normalisati
 
 class StainingWidget(MethodDock):
     """The dock: controls mirror ``controller.settings``; buttons call the controller."""
+    KILLED_RUNS_OF = "combalia2019"  # its trainers' method: the dock offers their killed runs
 
     BOUND, LISTS, PATHS = BOUND, ("he_layers",), ("he_folder",)
 
@@ -75,7 +76,8 @@ class StainingWidget(MethodDock):
             ("Train or fine-tune (empty: the bundled H&&E)", [self.train_model, self.he_layers, self.he_folder,
                                                               self.finetune, self.steps, self.steps_large,
                                                               self.body, self.confocal_domain, self.distill,
-                                                              self.filters, self.train_button]),
+                                                              self.filters, self.train_button,
+                                                              *self._killed_runs_row()]),
             ("Models", [self.models])])
         self._from_settings()
         for name in BOUND + ("he_layers", "he_folder"):
