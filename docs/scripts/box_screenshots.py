@@ -71,7 +71,8 @@ def predicted(viewer, c) -> None:
 
     lay = layers["kidney A boxes"]  # the object radius, as from the Stage-1 boxes
     radius = expected_radius(boxes_from_shapes(lay.data, lay.shape_type, layers["kidney A"].data.shape[:2]).boxes)
-    shipped = c.registry.get("glomeruli").version  # a throwaway home: the newest shipped version
+    # the newest shipped version, not the rounds this script may have trained before (user versions)
+    shipped = max(e.version for e in c.registry.list("glomeruli") if e.source == "shipped")
     print("glomeruli version:", shipped)
     c.set(predict_image=layers["kidney B (unlabelled)"], version=shipped, object_radius=radius)
     pred = c.predict(block=True)
