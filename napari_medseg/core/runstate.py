@@ -176,15 +176,34 @@ def find_interrupted_runs(name: str) -> list[dict]:
             continue
         if info.get("status") != "running" or _pid_alive(int(info.get("pid", 0))):
             continue
-        run = TrainingRun(folder, int(info.get("every", DEFAULT_EVERY)))
         try:
-            last, best = run.last(), run.best()
+            step, best_step = _steps_of(TrainingRun(folder, int(info.get("every", DEFAULT_EVERY))))
         except InputError:
             continue
-        found.append({"folder": folder, "step": int(last["step"]) if last else 0,
-                      "total_steps": int(info.get("total_steps", 0)), "settings": info.get("settings", {}),
-                      "best_step": int(best["step"]) if best else None})
+        found.append({"folder": folder, "step": step, "total_steps": int(info.get("total_steps", 0)),
+                      "settings": info.get("settings", {}), "best_step": best_step})
     return found
+
+
+#: (folder, size and time of last.pt and best.pt) -> (step, best step): docks ask again at every
+#: registry event, and a killed run's checkpoints (up to some 100 MB) do not change
+_STEPS: dict = {}
+
+
+def _steps_of(run: "TrainingRun") -> tuple[int, int | None]:
+    """The step of a run's ``last.pt`` (0 without one) and of its ``best.pt`` (None without)."""
+    def stamp(name):
+        try:
+            st = (run.folder / name).stat()
+        except OSError:
+            return None
+        return st.st_size, st.st_mtime_ns, st.st_ino  # written atomically: a new file each time
+
+    key = (str(run.folder), stamp("last.pt"), stamp("best.pt"))
+    if key not in _STEPS:
+        last, best = run.last(), run.best()
+        _STEPS[key] = (int(last["step"]) if last else 0, int(best["step"]) if best else None)
+    return _STEPS[key]
 
 
 def interrupted_note(name: str) -> str:

@@ -137,3 +137,20 @@ def test_a_killed_custom_run_is_recovered_as_the_version_its_save_describes():
     assert torch.equal(torch.load(entry.path, weights_only=True)["state_dict"]["w"], torch.full((3,), 4.0))
     assert recoverable_runs("custom") == [] and not folder.exists()
     gen.close()
+
+
+def test_a_killed_runs_checkpoints_are_read_again_only_when_they_change(monkeypatch):
+    """Docks list killed runs at every registry event: the (large) checkpoints are loaded once,
+    and again only after they are rewritten."""
+    run = TrainingRun.start("listed", {"resumable": False}, 10)
+    run.save_best({"w": torch.zeros(2)}, {"dice": 0.1}, 3)
+    run._write_info({**run.info, "pid": 2**22 + 93})  # its process is gone
+    loads = []
+    real_load = TrainingRun._load
+    monkeypatch.setattr(TrainingRun, "_load", lambda self, name: loads.append(name) or real_load(self, name))
+    assert [r["best_step"] for r in find_interrupted_runs("listed")] == [3]
+    assert [r["best_step"] for r in find_interrupted_runs("listed")] == [3]
+    assert sorted(loads) == ["best.pt", "last.pt"]  # the second listing read no checkpoint
+    run.save_best({"w": torch.ones(2)}, {"dice": 0.2}, 7)
+    assert [r["best_step"] for r in find_interrupted_runs("listed")] == [7]
+    assert loads.count("best.pt") == 2
