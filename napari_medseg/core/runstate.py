@@ -53,7 +53,7 @@ def rng_state(data_rng: np.random.Generator | None = None) -> dict:
         "torch": torch.get_rng_state(),
         "numpy": json.dumps(np.random.get_state()[1].tolist()) + "|" + json.dumps(list(np.random.get_state()[2:])),
         "python": json.dumps(random.getstate(), default=list),
-        "data": json.dumps(data_rng.bit_generator.state) if data_rng is not None else "",
+        "data": json.dumps(_data_state(data_rng)) if data_rng is not None else "",
     }
 
 
@@ -65,7 +65,16 @@ def set_rng_state(state: dict, data_rng: np.random.Generator | None = None) -> N
     version, internal, gauss = json.loads(state["python"])
     random.setstate((version, tuple(internal), gauss))
     if data_rng is not None and state.get("data"):
-        data_rng.bit_generator.state = json.loads(state["data"])
+        if hasattr(data_rng, "bit_generator"):
+            data_rng.bit_generator.state = json.loads(state["data"])
+        else:
+            data_rng.set_state(json.loads(state["data"]))
+
+
+def _data_state(data_rng) -> dict:
+    """A numpy Generator's state, or that of an object with its own ``get_state``/``set_state``
+    (JSON-able; e.g. a patch sampler with augmentations)."""
+    return data_rng.bit_generator.state if hasattr(data_rng, "bit_generator") else data_rng.get_state()
 
 
 @dataclass
@@ -76,9 +85,11 @@ class TrainingRun:
     every: int = DEFAULT_EVERY
 
     @classmethod
-    def start(cls, name: str, settings: dict, total_steps: int, every: int = DEFAULT_EVERY) -> "TrainingRun":
+    def start(cls, name: str, settings: dict, total_steps: int, every: int = DEFAULT_EVERY,
+              root: Path | None = None) -> "TrainingRun":
+        """A new run folder under ``root`` (a registry's user models folder; default the user's)."""
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        folder = paths.user_models_dir() / name / "runs" / f"{stamp}-{uuid.uuid4().hex[:6]}"
+        folder = Path(root or paths.user_models_dir()) / name / "runs" / f"{stamp}-{uuid.uuid4().hex[:6]}"
         folder.mkdir(parents=True)
         run = cls(folder, int(every))
         run._write_info({"name": name, "settings": settings, "total_steps": int(total_steps), "every": int(every),
@@ -162,10 +173,10 @@ class TrainingRun:
             shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def find_interrupted_runs(name: str) -> list[dict]:
-    """Runs of ``name`` whose process died while they trained, newest first:
-    ``{"folder", "step", "total_steps", "settings", "best_step"}``."""
-    root = paths.user_models_dir() / name / "runs"
+def find_interrupted_runs(name: str, root: Path | None = None) -> list[dict]:
+    """Runs of ``name`` (under ``root``, default the user's models folder) whose process died
+    while they trained, newest first: ``{"folder", "step", "total_steps", "settings", "best_step"}``."""
+    root = Path(root or paths.user_models_dir()) / name / "runs"
     found = []
     if not root.is_dir():
         return found
@@ -206,13 +217,20 @@ def _steps_of(run: "TrainingRun") -> tuple[int, int | None]:
     return _STEPS[key]
 
 
-def interrupted_note(name: str) -> str:
+def interrupted_note(name: str, root: Path | None = None) -> str:
     """One line for a dock: the newest interrupted run of ``name`` and how to continue it."""
-    runs = find_interrupted_runs(name)
+    runs = find_interrupted_runs(name, root)
     if not runs:
         return ""
     r = runs[0]
-    if r["settings"].get("resumable"):
+    if r["settings"].get("box_round"):
+        k = r["settings"]["box_round"]
+        v = k["start_version"]
+        start = "a new model" if v is None else f"version {v} (in the dock: Roll back to v{v})"
+        how = (f"to continue it, run Stage {k['stage']} again from {start} with the same slides, boxes and settings, "
+               f"or the same `napari-medseg train {name}` command with --resume: the round goes on from its last "
+               "saved step")
+    elif r["settings"].get("resumable"):
         how = f"continue it with `napari-medseg train {name} --resume`"
     elif r["settings"].get("versions") and r["best_step"] is not None:
         how = (f"save its best weights (step {r['best_step']}) as a version with `napari-medseg models recover {name}` "

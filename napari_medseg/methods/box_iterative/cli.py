@@ -32,11 +32,19 @@ def train(args, registry):
                          seed=args.seed, adversarial=args.adversarial, head=getattr(args, "head", "binary"),
                          stage2_replay=getattr(args, "stage2", "replay") == "replay",
                          box_prior=getattr(args, "box_prior", "box"), device=str(device))
+    resume = None
+    if getattr(args, "resume", False):
+        from .resume import resume_point
+
+        resume = resume_point(registry, MODEL_NAME)
+        start = "a new model" if resume["version"] is None else f"v{resume['version']}"
+        print(f"continuing the killed Stage-1 round from {start} at step {resume['step']}" if resume["killed"] else
+              f"no killed round: fine-tuning the current version (v{resume['version']})", file=sys.stderr)
     if args.image or args.boxes:
-        job = run_in_terminal(user_data_job(registry, args, config), "train box_iterative")
+        job = run_in_terminal(user_data_job(registry, args, config, resume), "train box_iterative")
     else:
         recipe = Recipe(size=args.size, rounds1=args.rounds1, rounds2=args.rounds2, config=config)
-        job = run_in_terminal(run_recipe(registry, recipe), "train box_iterative")
+        job = run_in_terminal(run_recipe(registry, recipe, resume=resume), "train box_iterative")
     session = job.result
     from ...core import distributed
 
@@ -59,7 +67,7 @@ def _level0(path: str):
     return levels[0]
 
 
-def user_data_job(registry, args, config):
+def user_data_job(registry, args, config, resume: dict | None = None):
     """Generator: Stage 1 on the user's images and box files, Stage 2 on --unlabelled;
     the best round by validation object F1 (when a validation image is given) is current."""
     from pathlib import Path
@@ -70,6 +78,7 @@ def user_data_job(registry, args, config):
     from .boxfiles import read_boxes
     from ...core import distributed
     from .recipe import best_version
+    from .resume import continue_session
     from .stages import IterativeTraining
 
     if len(args.image) != len(args.boxes):
@@ -89,7 +98,8 @@ def user_data_job(registry, args, config):
         session.set_validation([_level0(args.val_image)], [np.asarray(_level0(args.val_labels))])
     for note in session.notes:
         print(note, file=sys.stderr)
-    yield from session.stage1(args.rounds1)
+    done = continue_session(session, resume["version"]) if resume is not None else 0
+    yield from session.stage1(max(0, args.rounds1 - done))
     if args.unlabelled and args.rounds2 > 0:
         folder = Path(args.unlabelled)
         files = sorted(f for f in folder.iterdir() if f.suffix.lower() in _IMAGE_SUFFIXES) if folder.is_dir() else []

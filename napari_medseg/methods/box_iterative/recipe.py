@@ -16,6 +16,7 @@ from ...core import distributed
 from ...core.jobs import Progress
 from ...core.registry import Registry
 from .metrics import best_round
+from .resume import continue_session
 from .stages import IterativeTraining, StageConfig
 from .synthetic import HARD, synthetic_kidney
 
@@ -39,26 +40,28 @@ class Recipe:
         return [synthetic_kidney((self.size, self.size), seed, **(HARD if self.hard else {})) for seed in seeds]
 
 
-def run_recipe(registry: Registry, recipe: Recipe, workdir=None):
+def run_recipe(registry: Registry, recipe: Recipe, workdir=None, resume: dict | None = None):
     """Generator: Stage 0 (optional), Stage 1, Stage 2; returns the session (history inside).
 
     Every round is a registry version; at the end the best round by validation object F1
     (Stage 1 or Stage 2; Stage 0 never, it saw true masks; pixel F1 breaks ties) is made
-    current.
+    current. ``resume`` (:func:`~.resume.resume_point`): Stage 1 goes on from that version
+    with the rounds left (a killed round from its last saved step); no Stage 0.
     """
     session = IterativeTraining(registry, recipe.config or StageConfig(), workdir=workdir)
     train1, train2 = recipe.slides("train1", recipe.n_train1), recipe.slides("train2", recipe.n_train2)
     val = recipe.slides("val")
     session.set_validation([v.rgb for v in val], [v.instances for v in val], instances=True)
     names1 = [f"IS-train1 {s}" for s in SEEDS["train1"][: len(train1)]]
-    if recipe.stage0:
+    if recipe.stage0 and resume is None:
         session.set_stage0([s.rgb for s in train1], [s.instances for s in train1], names1)
         steps0 = recipe.rounds1 * session.config.steps  # the same budget as all Stage-1 rounds
         for p in session.stage0(steps0):
             yield Progress(p.step, p.total, "stage 0: " + p.message, p.metrics)
         session.model, session.model_version = None, None  # Stage 1 starts from scratch, as in the paper
     session.set_stage1([s.rgb for s in train1], [s.boxes for s in train1], names1)
-    yield from session.stage1(recipe.rounds1)
+    done = continue_session(session, resume["version"]) if resume is not None else 0
+    yield from session.stage1(max(0, recipe.rounds1 - done))
     if recipe.rounds2 > 0 and train2:
         session.set_stage2([s.rgb for s in train2], [f"IS-train2 {s}" for s in SEEDS["train2"][: len(train2)]])
         yield from session.stage2(recipe.rounds2)

@@ -150,6 +150,42 @@ class PatchSampler:
         y = torch.cat([_plain(item["label"]), _plain(item["weight"])]).float()
         return x, y
 
+    def _random_states(self) -> list:
+        """The sampler's random streams: its own generator's, and every ``RandomState`` of the
+        MONAI augmentations (nested transforms included), in a fixed order."""
+        found, seen = [], set()
+
+        def walk(obj, depth=0):
+            if depth > 4 or id(obj) in seen:
+                return
+            seen.add(id(obj))
+            if isinstance(obj, np.random.RandomState):
+                found.append(obj)
+            elif isinstance(obj, (list, tuple)):
+                for v in obj:
+                    walk(v, depth + 1)
+            elif hasattr(obj, "__dict__") and type(obj).__module__.startswith("monai"):
+                for v in vars(obj).values():
+                    walk(v, depth + 1)
+
+        walk(self.transform)
+        return found
+
+    def get_state(self) -> dict:
+        """Every random stream of the sampler, as JSON-able data (for a training run's ``last.pt``)."""
+        return {"rng": self.rng.bit_generator.state,
+                "augment": [[int(st[2]), int(st[3]), float(st[4]), st[1].tolist()]
+                            for st in (r.get_state() for r in self._random_states())]}
+
+    def set_state(self, state: dict) -> None:
+        """The streams :meth:`get_state` gave: the patches and augmentations drawn next are the same."""
+        self.rng.bit_generator.state = state["rng"]
+        streams = self._random_states()
+        if len(streams) != len(state["augment"]):
+            raise ValueError("the saved sampler state is of another augmentation pipeline")
+        for r, (pos, has_gauss, cached, keys) in zip(streams, state["augment"]):
+            r.set_state(("MT19937", np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+
     def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         xs, ys = zip(*(self.sample() for _ in range(n)))
         return torch.stack(xs).contiguous(), torch.stack(ys).contiguous()

@@ -36,6 +36,7 @@ from .boxes import boxes_from_instances, fill_boxes
 from .metrics import best_round, pooled_scores
 from .model import ARCH, IO, METHOD, MODEL_NAME, build_model, check_slide, has_boundary, head_spec, model_from_entry, \
     segmentation_loss
+from .resume import open_round
 from .rounds import RoundRecord, StageConfig, components, level0, new_labels, small_or_lazy
 from .sampling import PatchSampler, TrainingSlide
 
@@ -186,12 +187,18 @@ class IterativeTraining:
                                fixed_weight=self.config.fixed_weight,
                                seed=distributed.rank_seed(self.config.seed + 1000 * stage + done),
                                boundary=has_boundary(self.io))
+        # on disk every 10 steps; the same round, killed before, goes on from its last saved step
+        run, last = open_round(self, stage, slides or self.slides[stage], steps)
+        before, finished = copy.deepcopy(self.model.state_dict()), False
         gen = train_supervised(self.model, lambda _s: sampler.batch(batch), segmentation_loss, steps=steps,
                                device=self.config.device, lr=self.config.lr, validate=validate,
                                val_every=max(1, steps // 6), monitor="rank_score", save_best=keep, cpu_bf16=True,
-                               grad_clip=5.0, cosine=True, adversary=self._adversary())
-        before, finished = copy.deepcopy(self.model.state_dict()), False
+                               grad_clip=5.0, cosine=True, adversary=self._adversary(), run=run, resume_from=last,
+                               data_rng=sampler)
         try:
+            if last is not None:
+                yield Progress(done + int(last["step"]), total,
+                               f"stage {stage}: continuing an interrupted round from step {int(last['step'])}", {})
             for p in gen:
                 yield Progress(done + p.step, total, f"stage {stage}: {p.message}", p.metrics)
             finished = True
@@ -199,6 +206,8 @@ class IterativeTraining:
             gen.close()
             if not finished:  # stopped mid-round: the model goes back to what the last version holds
                 self.model.load_state_dict(before)
+            if run is not None:  # ended, stopped or failed here: nothing left to continue
+                run.finish()
 
     def segment(self, image, out_path, model=None, io: dict | None = None):
         """Generator: tiled segmentation of ``image`` into the zarr at ``out_path``; returns level 0.

@@ -14,6 +14,7 @@ from napari.layers import Image, Labels, Shapes
 from superqt.utils import ensure_main_thread
 
 from ...core.registry import Registry
+from ...core.runstate import interrupted_note
 from ...methods.box_iterative.model import MODEL_NAME
 from .controller import METRICS, BoxController
 from .._common import device_picker, layer_picker
@@ -62,15 +63,19 @@ class BoxIterativeWidget(MethodDock):
             setattr(self, attr, PushButton(text=text))
             getattr(self, attr).changed.connect(lambda _=None, a=action: self._press(a))
         self.rounds = Label(value="")
+        # a round killed (kill -9, a crash) before it ended: how to let it go on from its last saved step
+        self.interrupted = Label(value="")
+        self.interrupted.native.setWordWrap(True)
         self.plot = LivePlot(names=METRICS, y_range=(0.0, 1.0), markers=True, x_label="round")
         self._lay_out([
             ("Stage 1: slides with boxes", [self.image, self.boxes, self.add_button, self.clip_boxes, self.polarity]),
             ("Stage 2 and validation", [self.unlabelled, self.val_image, self.val_labels]),
             ("Train", [self.rounds1, self.rounds2, self.steps, self.patch, self.batch_size, self.device,
-                       self.stage1_button, self.stage2_button, self.runner]),
+                       self.stage1_button, self.stage2_button, self.runner, self.interrupted]),
             ("Rounds (paint a round's labels, then run more rounds)", [self.plot, self.rounds, self.rollback_button]),
             ("Predict", [self.predict_image, self.version, self.instances, self.object_radius, self.predict_button])])
         self._from_settings()
+        self._show_interrupted()
         for name in BOUND:
             getattr(self, name).changed.connect(lambda _=None: self._to_settings())
         self.unlabelled.changed.connect(lambda _=None: self._to_settings())
@@ -83,10 +88,16 @@ class BoxIterativeWidget(MethodDock):
         self._show_settings(("rounds1", "rounds2", "steps", "patch", "batch_size", "clip_boxes", "polarity", "instances",
                              "object_radius"))
 
+    def _show_interrupted(self):
+        note = interrupted_note(MODEL_NAME, self.controller.registry.user_root)
+        self.interrupted.value = note
+        self.interrupted.visible = bool(note)
+
     @ensure_main_thread
     def _on_registry(self, name):
         if name == MODEL_NAME:
             self.version.reset_choices()
+            self._show_interrupted()
 
     def _on_event(self, kind, payload):
         if kind == "round":

@@ -98,7 +98,7 @@ def test_train_stage2_defaults_to_replay_and_takes_the_papers(tmp_path, monkeypa
     monkeypatch.setenv("NAPARI_MEDSEG_HOME", str(tmp_path / "home"))
     seen = []
 
-    def fake_job(registry, args, config):
+    def fake_job(registry, args, config, resume=None):
         seen.append(config.stage2_replay)
         return None
         yield
