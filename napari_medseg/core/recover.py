@@ -50,31 +50,35 @@ def _remap(obj, versions: dict):
     return obj
 
 
-def recoverable_runs(name: str) -> list[dict]:
-    """Killed runs of ``name`` that hold best weights and the description of their versions."""
-    return [r for r in find_interrupted_runs(name)
+def recoverable_runs(name: str, root: Path | None = None) -> list[dict]:
+    """Killed runs of ``name`` (under ``root``, default the user's models folder) that hold best
+    weights and the description of their versions."""
+    return [r for r in find_interrupted_runs(name, root)
             if r["settings"].get("versions") and r["best_step"] is not None]
 
 
-def killed_runs(method: str | None = None) -> list[dict]:
+def killed_runs(method: str | None = None, root: Path | None = None) -> list[dict]:
     """Every model's killed runs whose best weights can be saved, newest first, each with the
     model's ``name``; ``method``: only runs whose versions would record a method starting so
-    (e.g. "dorent2019" for the joint dock)."""
-    root = paths.user_models_dir()
+    (e.g. "dorent2019" for the joint dock); ``root``: a registry's user models folder."""
+    root = Path(root or paths.user_models_dir())
     found = []
     for folder in sorted(root.iterdir()) if root.is_dir() else []:
         if not (folder / "runs").is_dir():
             continue
-        for r in recoverable_runs(folder.name):
+        for r in recoverable_runs(folder.name, root):
             methods = [str(v["kwargs"].get("method", "")) for v in r["settings"]["versions"]]
             if method is None or any(m.startswith(method) for m in methods):
                 found.append({**r, "name": folder.name})
     return sorted(found, key=lambda r: r["folder"].name, reverse=True)
 
 
-def killed_runs_note(method: str | None = None) -> str:
+def killed_runs_note(method: str | None = None, root: Path | None = None) -> str:
     """One line for a dock: which killed runs hold best weights that are not saved yet."""
-    runs = killed_runs(method)
+    try:
+        runs = killed_runs(method, root)
+    except OSError:  # an unreadable models folder: a dock still opens
+        return ""
     if not runs:
         return ""
     listed = "; ".join(f"{r['name']} (run {r['folder'].name}, best at step {r['best_step']})" for r in runs)
@@ -82,12 +86,17 @@ def killed_runs_note(method: str | None = None) -> str:
             "Save them as versions (not made current) with the button below.")
 
 
-def recover_killed(registry: Registry, method: str | None = None) -> list[ModelEntry]:
-    """:func:`recover_run` for every run :func:`killed_runs` finds; the versions written."""
-    entries = []
-    for r in killed_runs(method):
-        entries += recover_run(registry, r["folder"])
-    return entries
+def recover_killed(registry: Registry, method: str | None = None) -> tuple[list[ModelEntry], list[str]]:
+    """:func:`recover_run` for every run :func:`killed_runs` finds in the registry's folder:
+    ``(versions written, one message per run that could not be saved)``; one run that fails
+    does not stop the others."""
+    entries, problems = [], []
+    for r in killed_runs(method, registry.user_root):
+        try:
+            entries += recover_run(registry, r["folder"])
+        except (InputError, OSError) as exc:
+            problems.append(f"{r['name']} run {r['folder'].name}: {exc}")
+    return entries, problems
 
 
 def recover_run(registry: Registry, folder: str | Path) -> list[ModelEntry]:

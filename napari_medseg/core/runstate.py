@@ -123,6 +123,12 @@ class TrainingRun:
         """This process continues the run (after a kill)."""
         self._write_info({**self.info, "status": "running", "pid": os.getpid()})
 
+    def release(self) -> None:
+        """Training stopped on an error: the run is left as a killed one is, to be continued
+        (nothing to do once it is finished and gone)."""
+        if (self.folder / "run.json").is_file():
+            self._write_info({**self.info, "status": "released"})
+
     def save_best(self, state: dict, metrics: dict, step: int) -> None:
         cpu = {k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in state.items()}
         _save(self.folder / "best.pt", {"state": cpu, "metrics": {k: float(v) for k, v in metrics.items()
@@ -175,7 +181,8 @@ class TrainingRun:
 
 def find_interrupted_runs(name: str, root: Path | None = None) -> list[dict]:
     """Runs of ``name`` (under ``root``, default the user's models folder) whose process died
-    while they trained, newest first: ``{"folder", "step", "total_steps", "settings", "best_step"}``."""
+    while they trained, or that an error stopped (:meth:`TrainingRun.release`), newest first:
+    ``{"folder", "step", "total_steps", "settings", "best_step"}``."""
     root = Path(root or paths.user_models_dir()) / name / "runs"
     found = []
     if not root.is_dir():
@@ -185,7 +192,8 @@ def find_interrupted_runs(name: str, root: Path | None = None) -> list[dict]:
             info = json.loads((folder / "run.json").read_text())
         except (OSError, ValueError):
             continue
-        if info.get("status") != "running" or _pid_alive(int(info.get("pid", 0))):
+        status = info.get("status")
+        if status != "released" and (status != "running" or _pid_alive(int(info.get("pid", 0)))):
             continue
         try:
             step, best_step = _steps_of(TrainingRun(folder, int(info.get("every", DEFAULT_EVERY))))
@@ -227,9 +235,9 @@ def interrupted_note(name: str, root: Path | None = None) -> str:
         k = r["settings"]["box_round"]
         v = k["start_version"]
         start = "a new model" if v is None else f"version {v} (in the dock: Roll back to v{v})"
-        how = (f"to continue it, run Stage {k['stage']} again from {start} with the same slides, boxes and settings, "
-               f"or the same `napari-medseg train {name}` command with --resume: the round goes on from its last "
-               "saved step")
+        cli = " (or the same `napari-medseg train box_iterative` command with --resume)" if k["stage"] == 1 else ""
+        how = (f"to continue it, run Stage {k['stage']} again from {start} with the same slides, boxes and "
+               f"settings{cli}: the round goes on from its last saved step")
     elif r["settings"].get("resumable"):
         how = f"continue it with `napari-medseg train {name} --resume`"
     elif r["settings"].get("versions") and r["best_step"] is not None:

@@ -132,7 +132,7 @@ class MethodDock(QWidget):
             return
         from ..core.recover import killed_runs_note
 
-        note = killed_runs_note(self.KILLED_RUNS_OF)
+        note = killed_runs_note(self.KILLED_RUNS_OF, self.controller.registry.user_root)
         self.killed_runs.value = note
         self.killed_runs.visible = self.recover_button.visible = bool(note)
 
@@ -141,11 +141,13 @@ class MethodDock(QWidget):
         button; ``napari-medseg models recover NAME``); returns their registry entries."""
         from ..core.recover import recover_killed
 
-        entries = recover_killed(self.controller.registry, self.KILLED_RUNS_OF)
+        entries, problems = recover_killed(self.controller.registry, self.KILLED_RUNS_OF)
         self._show_killed_runs()
         if entries:
             self.controller._say("saved " + ", ".join(e.label for e in entries) + " from killed runs (not current; "
                                  "pick the version to use it, or make it current in the Models dock)")
+        if problems:
+            self.controller._say("not saved: " + "; ".join(problems), error=True)
         return entries
 
     @ensure_main_thread

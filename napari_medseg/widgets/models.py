@@ -63,7 +63,7 @@ class ModelsWidget(Container):
     def _show_killed_runs(self):
         from ..core.recover import killed_runs_note
 
-        note = killed_runs_note()
+        note = killed_runs_note(root=self.registry.user_root)
         self.killed_runs.value = note
         self.killed_runs.visible = self.recover_button.visible = bool(note)
 
@@ -71,17 +71,15 @@ class ModelsWidget(Container):
         """Every killed run's best weights as new versions (not current); returns their entries."""
         from ..core.recover import recover_killed
 
-        try:
-            entries = recover_killed(self.registry)
-        except MedsegError as exc:
-            show_error(str(exc))
-            return []
+        entries, problems = recover_killed(self.registry)
+        if problems:
+            show_error("not saved: " + "; ".join(problems))
         self.refresh()
         if entries:
             self.select(entries[-1].name, entries[-1].version)
             show_info("saved " + ", ".join(e.label for e in entries) + " from killed runs; not current: select one "
                       "and press 'Make selected version current' to use it")
-        else:
+        elif not problems:
             show_info("No killed training run holds best weights to save.")
         return entries
 

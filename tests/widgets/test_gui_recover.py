@@ -78,3 +78,17 @@ def test_models_dock_lists_and_saves_every_killed_run_without_making_it_current(
     assert not folder.exists() and w.killed_runs.value == "" and w.recover_button.native.isHidden()
     assert w.recover_killed() == []  # nothing left: a message, no error
     gen.close()
+
+
+def test_one_run_that_cannot_be_saved_does_not_stop_the_others(reg):
+    from napari_medseg.core.recover import recover_killed
+
+    gen_a, bad = _killed_run(reg, "model_a", "dorent2019-joint", 1.0)
+    gen_b, good = _killed_run(reg, "model_b", "dorent2019-joint", 2.0)
+    info = TrainingRun.open(bad).info
+    info["settings"]["versions"][0]["part"] = "critic"  # names weights best.pt does not hold
+    TrainingRun(bad)._write_info(info)
+    entries, problems = recover_killed(reg, "dorent2019")
+    assert [e.name for e in entries] == ["model_b"] and not good.exists()
+    assert len(problems) == 1 and "model_a" in problems[0] and "no weights" in problems[0] and bad.exists()
+    gen_a.close(), gen_b.close()

@@ -38,7 +38,8 @@ def train(args, registry):
 
         resume = resume_point(registry, MODEL_NAME)
         start = "a new model" if resume["version"] is None else f"v{resume['version']}"
-        print(f"continuing the killed Stage-1 round from {start} at step {resume['step']}" if resume["killed"] else
+        print(f"resuming: Stage 1 goes on from {start}; its killed round (saved at step {resume['step']}) continues "
+              "there if the images, boxes and settings are the ones it had" if resume["killed"] else
               f"no killed round: fine-tuning the current version (v{resume['version']})", file=sys.stderr)
     if args.image or args.boxes:
         job = run_in_terminal(user_data_job(registry, args, config, resume), "train box_iterative")
@@ -98,7 +99,7 @@ def user_data_job(registry, args, config, resume: dict | None = None):
         session.set_validation([_level0(args.val_image)], [np.asarray(_level0(args.val_labels))])
     for note in session.notes:
         print(note, file=sys.stderr)
-    done = continue_session(session, resume["version"]) if resume is not None else 0
+    done = continue_session(session, resume) if resume is not None else 0
     yield from session.stage1(max(0, args.rounds1 - done))
     if args.unlabelled and args.rounds2 > 0:
         folder = Path(args.unlabelled)

@@ -60,7 +60,7 @@ def run_recipe(registry: Registry, recipe: Recipe, workdir=None, resume: dict | 
             yield Progress(p.step, p.total, "stage 0: " + p.message, p.metrics)
         session.model, session.model_version = None, None  # Stage 1 starts from scratch, as in the paper
     session.set_stage1([s.rgb for s in train1], [s.boxes for s in train1], names1)
-    done = continue_session(session, resume["version"]) if resume is not None else 0
+    done = continue_session(session, resume) if resume is not None else 0
     yield from session.stage1(max(0, recipe.rounds1 - done))
     if recipe.rounds2 > 0 and train2:
         session.set_stage2([s.rgb for s in train2], [f"IS-train2 {s}" for s in SEEDS["train2"][: len(train2)]])

@@ -19,35 +19,60 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 
+import numpy as np
+
 from ...core import distributed
 from ...core.checkpoints import data_fingerprint
+from ...core.errors import InputError
 from ...core.runstate import TrainingRun, find_interrupted_runs
 
 
 def round_key(session, stage: int, slides) -> dict:
-    """What makes two rounds the same round (JSON, as kept in ``run.json``)."""
+    """What makes two rounds the same round (JSON, as kept in ``run.json``): the stage, the
+    start version (its number and file hash), the settings, and what the labels are made of:
+    the slides, the boxes and objects, the corrections (all hashed in full) and the labels."""
     cfg = {k: v for k, v in asdict(session.config).items() if k not in ("device", "tile")}
     cfg["patch"], cfg["batch_size"] = session.config.patch_and_batch()
-    arrays = []
+    start, sha = session.model_version, None
+    if start is not None:
+        try:
+            sha = session.registry.get(session.name, start).meta.get("sha256")
+        except Exception:  # noqa: BLE001 - a rank's in-memory round (torchrun): its number alone
+            sha = None
+    data = []
     for s in slides:
-        arrays += [s.image, s.labels] + (list(s.fixed) if s.fixed is not None else [])
-    key = {"stage": int(stage), "start_version": session.model_version, "head": session.io.get("classes"),
-           "config": cfg, "data": data_fingerprint(*arrays)}
+        data.append(data_fingerprint(s.image, s.labels))  # large slides: sampled blocks (cheap)
+        small = [np.asarray(a) for a in (s.boxes, s.objects) if a is not None]
+        small += [np.asarray(a) for a in s.fixed] if s.fixed is not None else []
+        data.append(data_fingerprint(*small, max_bytes=2**62))  # these decide the labels: in full
+    key = {"stage": int(stage), "start_version": start, "start_sha256": sha, "head": session.io.get("classes"),
+           "config": cfg, "data": data}
     return json.loads(json.dumps(key))
 
 
 def open_round(session, stage: int, slides, steps: int):
     """``(run, last)``: the killed run of this very round and its ``last.pt`` (claimed by this
-    process), or a new run and None; ``(None, None)`` where rounds are not kept."""
+    process), or a new run and None; ``(None, None)`` where rounds are not kept. A killed run
+    of this round that saved no step yet is removed."""
     if session.config.adversarial > 0 or distributed.active():
         return None, None
     key, root = round_key(session, stage, slides), session.registry.user_root
     for r in find_interrupted_runs(session.name, root):
-        if r["settings"].get("box_round") == key and r["total_steps"] == steps and r["step"] > 0:
+        if r["settings"].get("box_round") != key or r["total_steps"] != steps:
+            continue
+        try:
             run = TrainingRun.open(r["folder"])
+            if r["step"] == 0:  # killed before its first saved step: nothing to go on from
+                run.finish()
+                continue
             last = run.last()
+            if last is None:
+                run.finish()
+                continue
             run.claim()
-            return run, last
+        except (InputError, OSError):  # gone or damaged since it was listed: a new run instead
+            continue
+        return run, last
     return TrainingRun.start(session.name, {"resumable": False, "box_round": key}, steps, root=root), None
 
 
@@ -55,8 +80,6 @@ def resume_point(registry, name: str) -> dict:
     """Where ``train box_iterative --resume`` goes on: the newest killed Stage-1 round
     (``{"version": its start version or None, "step", "killed": True}``), else the current
     version (``{"version", "killed": False}``: fine-tuning it)."""
-    from ...core.errors import InputError
-
     killed = [r for r in find_interrupted_runs(name, registry.user_root) if r["settings"].get("box_round")]
     if killed:
         key = killed[0]["settings"]["box_round"]
@@ -68,25 +91,29 @@ def resume_point(registry, name: str) -> dict:
     return {"version": registry.get(name).version, "killed": False}
 
 
-def continue_session(session, version: int | None) -> int:
-    """Start ``session`` from ``version`` with the Stage-1 rounds that led to it back in its
-    history (from their registry metadata, so the best round is still chosen among all);
-    returns how many Stage-1 rounds are done. ``version`` None: a new model, nothing done."""
+def continue_session(session, resume: dict) -> int:
+    """Start ``session`` where ``resume`` (:func:`resume_point`) says; returns how many Stage-1
+    rounds are done. After a killed round, the Stage-1 rounds that led to its start version
+    come back into the history (from their metadata, following each round's
+    ``parent_version``), so the best round is still chosen among all of them; fine-tuning the
+    current version starts a new count."""
     from .rounds import RoundRecord
 
+    version = resume["version"]
     if version is None:
         return 0
     session.use_version(version)
-    meta = session.registry.get(session.name, version).meta
-    done = int(meta.get("round", 0)) if meta.get("stage") == 1 else 0
-    earlier = []
-    for k in range(done, 0, -1):  # the rounds of the same session were saved one after another
+    if not resume.get("killed"):
+        return 0
+    earlier, v = [], version
+    while v is not None:
         try:
-            m = session.registry.get(session.name, version - (done - k)).meta
-        except Exception:  # noqa: BLE001 - a version deleted since: the history starts after it
+            meta = session.registry.get(session.name, v).meta
+        except Exception:  # noqa: BLE001 - deleted since: the history starts after it
             break
-        if m.get("stage") != 1 or m.get("round") != k:
+        if meta.get("stage") != 1 or "parent_version" not in meta:
             break
-        earlier.insert(0, RoundRecord(1, k, version - (done - k), m.get("metrics", {}), m.get("cues", []), []))
+        earlier.insert(0, RoundRecord(1, int(meta["round"]), v, meta.get("metrics", {}), meta.get("cues", []), []))
+        v = meta["parent_version"]
     session.history = earlier + session.history
-    return done
+    return len(earlier)

@@ -161,9 +161,12 @@ class IterativeTraining:
             cfg = asdict(self.config)
             cfg.update(stage=stage, round=rnd, slides=[s.name for s in self.slides[stage]])
             images = [s.image for s in self.slides[stage]]
+            # parent_version: the version the round started from (None: a new model), so that a
+            # session's rounds can be found again after a kill (resume.continue_session)
             version = self.registry.save_new_version(
                 self.name, copy.deepcopy(self.model.state_dict()), method=METHOD, arch=self.arch, config=cfg,
-                metrics=metrics, data_fingerprint=data_fingerprint(*images), extra={"io": self.io, **extra}).version
+                metrics=metrics, data_fingerprint=data_fingerprint(*images),
+                extra={"io": self.io, "parent_version": self.model_version, **extra}).version
         version = distributed.from_main(version)  # every rank numbers the round as rank 0 saved it
         if not distributed.is_main():
             self._kept[version] = (copy.deepcopy(self.model.state_dict()), self.arch, self.io)
@@ -202,12 +205,33 @@ class IterativeTraining:
             for p in gen:
                 yield Progress(done + p.step, total, f"stage {stage}: {p.message}", p.metrics)
             finished = True
+        except GeneratorExit:  # Stop: the round is dropped, and so is its run
+            if run is not None:
+                run.finish()
+            raise
+        except Exception:  # an error: the run stays, to be continued once its cause is fixed
+            if run is not None:
+                run.release()
+            raise
         finally:
             gen.close()
-            if not finished:  # stopped mid-round: the model goes back to what the last version holds
+            if not finished:  # stopped or failed mid-round: the model goes back to what the last version holds
                 self.model.load_state_dict(before)
-            if run is not None:  # ended, stopped or failed here: nothing left to continue
+        return run  # ends (removed) once the round's version is saved; a failed round keeps it for a retry
+
+    def _round(self, stage: int, rnd: int, steps: int, total: int, done: int, reports: list, slides=None):
+        """Generator: train one round, then save and segment it (:meth:`_end_round`); returns its record."""
+        run = yield from self._train(stage, steps, total, done, slides=slides)
+        try:
+            return (yield from self._end_round(stage, rnd, reports, total, done + steps, run))
+        except GeneratorExit:
+            if run is not None:
                 run.finish()
+            raise
+        except Exception:
+            if run is not None:
+                run.release()  # not saved yet: the retry goes on from it (a no-op once it is saved)
+            raise
 
     def segment(self, image, out_path, model=None, io: dict | None = None):
         """Generator: tiled segmentation of ``image`` into the zarr at ``out_path``; returns level 0.
@@ -290,8 +314,7 @@ class IterativeTraining:
                 preds = yield from self._predictions(1, total, k * steps)
                 reports = self._apply_cues1(preds)
             self._ensure_model(1)
-            yield from self._train(1, steps, total, k * steps)
-            yield from self._end_round(1, rnd, reports, total, (k + 1) * steps)
+            yield from self._round(1, rnd, steps, total, k * steps, reports)
 
     def _apply_cues1(self, preds) -> list[dict]:
         reports = []
@@ -301,10 +324,12 @@ class IterativeTraining:
                                                 prior=self.config.box_prior).as_dict())
         return reports
 
-    def _end_round(self, stage: int, rnd: int, reports: list, total: int, done: int):
+    def _end_round(self, stage: int, rnd: int, reports: list, total: int, done: int, run=None):
         metrics = self._validate()
         version = self._save(stage, rnd, metrics, {"stage": stage, "round": rnd, "cues": reports,
                                                     **({"cues2": self._cues2.as_dict()} if stage == 2 and self._cues2 else {})})
+        if run is not None:  # the round is a version now: its run has nothing left to continue
+            run.finish()
         preds = yield from self._segment_stage(stage, f"round{rnd:02d}", total, done)
         record = RoundRecord(stage, rnd, version, metrics, reports, preds)
         self.history.append(record)
@@ -365,8 +390,7 @@ class IterativeTraining:
                 s.objects = rep.kept_boxes  # the kept instances: touching ones keep apart in the target
             # replay: the Stage-1 slides keep their labels from the best Stage-1 model (Cues 1)
             replay = self.slides[1] if self.config.stage2_replay else []
-            yield from self._train(2, steps, total, k * steps, slides=self.slides[2] + replay)
-            yield from self._end_round(2, rnd, reports, total, (k + 1) * steps)
+            yield from self._round(2, rnd, steps, total, k * steps, reports, slides=self.slides[2] + replay)
 
     def stage0(self, steps: int | None = None):
         """Generator: the fully supervised upper baseline, trained from scratch on full masks."""
@@ -381,11 +405,13 @@ class IterativeTraining:
             best.update(state=state, metrics=metrics, step=step)
 
         validate = self._validate if self.validation else None
-        yield from self._train(0, steps, steps, 0, validate=validate, keep=keep)
+        run = yield from self._train(0, steps, steps, 0, validate=validate, keep=keep)
         if best.get("state") is not None:
             self.model.load_state_dict(best["state"])
         metrics = self._validate()
         version = self._save(0, 1, metrics, {"stage": 0, "round": 1, "best_step": best.get("step")})
+        if run is not None:
+            run.finish()
         self.history.append(RoundRecord(0, 1, version, metrics, [], []))
         yield Progress(steps, steps, f"stage 0 done (v{version})", {"stage": 0, "round": 1, "version": version, **metrics})
 

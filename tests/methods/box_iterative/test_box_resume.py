@@ -107,27 +107,62 @@ def test_cli_resume_continues_a_round_killed_by_sigkill(tmp_path, slide, monkeyp
     tifffile.imwrite(tmp_path / "slide.tif", slide.rgb)
     (tmp_path / "boxes.csv").write_text("y0,x0,y1,x1\n" + "\n".join(",".join(map(str, b)) for b in slide.boxes))
     args = ["train", "box_iterative", "--image", str(tmp_path / "slide.tif"), "--boxes", str(tmp_path / "boxes.csv"),
-            "--rounds1", "2", "--rounds2", "0", "--steps", "40", "--patch", "96", "--batch-size", "2", "--device", "cpu"]
+            "--rounds1", "2", "--rounds2", "0", "--steps", "60", "--patch", "96", "--batch-size", "2", "--device", "cpu"]
     child = subprocess.Popen([sys.executable, "-c", "import sys, torch; torch.set_num_threads(1); "
                               "from napari_medseg import cli; sys.exit(cli.main(sys.argv[1:]))", *args],
                              env={**os.environ, "NAPARI_MEDSEG_HOME": str(home)}, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
     runs, t0 = home / "models" / "glomeruli" / "runs", time.time()
-    while time.time() - t0 < 240:  # kill -9 once round 2 has a saved step
-        lasts = [TrainingRun(f).last() for f in runs.iterdir()] if runs.is_dir() else []
-        if (home / "models" / "glomeruli" / "v0005.pt").exists() and any(l and l["step"] >= 10 for l in lasts):
-            break
-        time.sleep(0.5)
+    while time.time() - t0 < 240 and child.poll() is None:  # kill -9 once round 2 has a saved step
+        if runs.is_dir():
+            try:
+                if any(TrainingRun.open(f).info["settings"]["box_round"]["start_version"] == 5
+                       and (TrainingRun(f).last() or {}).get("step", 0) >= 10 for f in runs.iterdir()):
+                    break  # round 2 (started from round 1's v5) has a saved step
+            except Exception:  # noqa: BLE001 - a file being replaced as it is read: look again
+                pass
+        time.sleep(0.2)
     child.send_signal(signal.SIGKILL)
     child.wait()
     [killed] = find_interrupted_runs("glomeruli")
     assert killed["settings"]["box_round"]["start_version"] == 5 and killed["step"] >= 10  # v1-v4 are shipped
     assert cli.main(args + ["--resume"]) == 0
     out, err = capsys.readouterr()
-    assert f"continuing the killed Stage-1 round from v5 at step {killed['step']}" in err
+    assert f"Stage 1 goes on from v5; its killed round (saved at step {killed['step']})" in err
+    assert f"continuing an interrupted round from step {killed['step']}" in err  # the round was claimed
     assert "stage 1 round 1: v5" in out and "stage 1 round 2: v6" in out  # round 1 is in the history again
     reg = Registry()
     v6 = reg.get("glomeruli", 6)
-    assert (v6.meta["stage"], v6.meta["round"]) == (1, 2)  # round 2 of the killed session, not a new round 1
+    assert (v6.meta["stage"], v6.meta["round"], v6.meta["parent_version"]) == (1, 2, 5)
     assert not (home / "models" / "glomeruli" / "v0007.pt").exists()
     assert find_interrupted_runs("glomeruli") == []
+    # nothing killed now: --resume fine-tunes the current version with all the rounds asked for
+    assert cli.main(args + ["--resume", "--steps", "4"]) == 0
+    out, err = capsys.readouterr()
+    assert "no killed round: fine-tuning the current version" in err
+    assert [reg.get("glomeruli", v).meta["round"] for v in (7, 8)] == [1, 2]
+    assert reg.get("glomeruli", 7).meta["parent_version"] in (5, 6) and reg.get("glomeruli", 8).meta["parent_version"] == 7
+
+
+def test_a_round_that_fails_keeps_its_run_and_the_retry_goes_on_from_it(tmp_path, slide, monkeypatch):
+    from napari_medseg.methods.box_iterative import sampling
+
+    s = _session(tmp_path)
+    s.set_stage1([slide.rgb], [slide.boxes])
+    real_batch, calls = sampling.PatchSampler.batch, []
+
+    def failing(self, n):
+        calls.append(1)
+        if len(calls) == 13:
+            raise MemoryError("out of memory at step 13")
+        return real_batch(self, n)
+
+    monkeypatch.setattr(sampling.PatchSampler, "batch", failing)
+    with pytest.raises(MemoryError):
+        collect(s.stage1(1))
+    [run] = find_interrupted_runs("glomeruli", s.registry.user_root)  # released, though this process lives
+    assert run["step"] == 10
+    progress, _ = collect(s.stage1(1))  # the retry, same session
+    assert any("continuing an interrupted round from step 10" in p.message for p in progress)
+    assert find_interrupted_runs("glomeruli", s.registry.user_root) == []
+    assert [r.round for r in s.history] == [1]
