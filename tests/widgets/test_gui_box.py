@@ -134,5 +134,31 @@ def test_the_dock_says_how_to_continue_a_killed_round(make_napari_viewer, tmp_pa
     again.use_version(v)
     collect(again.stage1(1))  # the round goes on and ends: a new version, which the dock hears of
     w._on_registry("glomeruli")
-    assert w.interrupted.value == "" and w.interrupted.native.isHidden()
+    assert w.interrupted.value == "" and w.interrupted.native.isHidden() and w.discard_button.native.isHidden()
+    gen.close()
+
+
+def test_forget_the_killed_round_removes_its_saved_steps_only(make_napari_viewer, tmp_path):
+    from napari_medseg.core.jobs import collect
+    from napari_medseg.core.runstate import TrainingRun
+    from napari_medseg.methods.box_iterative.stages import IterativeTraining, StageConfig
+    from napari_medseg.widgets.box_iterative import BoxIterativeWidget
+
+    torch.set_num_threads(1)
+    a = synthetic_kidney((256, 256), 23, density=3.0)
+    registry = Registry(shipped_root=tmp_path / "none", user_root=tmp_path / "models")
+    s = IterativeTraining(registry, StageConfig(steps=14, patch=96, batch_size=2, tile=256), workdir=tmp_path / "w")
+    s.set_stage1([a.rgb], [a.boxes])
+    collect(s.stage1(1))
+    gen = s.stage1(1)
+    for p in gen:
+        if p.message.startswith("stage 1: step 12"):
+            break
+    [folder] = (registry.user_root / "glomeruli" / "runs").iterdir()
+    TrainingRun(folder)._write_info({**TrainingRun.open(folder).info, "pid": 2**22 + 98})
+    w = BoxIterativeWidget(make_napari_viewer(), registry=registry)
+    assert not w.discard_button.native.isHidden()
+    assert w.discard_interrupted() == 1
+    assert not folder.exists() and w.interrupted.value == "" and w.discard_button.native.isHidden()
+    assert [e.version for e in registry.list("glomeruli")] == [s.history[0].version]  # round 1 stays
     gen.close()

@@ -66,12 +66,15 @@ class BoxIterativeWidget(MethodDock):
         # a round killed (kill -9, a crash) before it ended: how to let it go on from its last saved step
         self.interrupted = Label(value="")
         self.interrupted.native.setWordWrap(True)
+        self.discard_button = PushButton(text="Forget the killed round")
+        self.discard_button.changed.connect(lambda _=None: self._press(self.discard_interrupted))
         self.plot = LivePlot(names=METRICS, y_range=(0.0, 1.0), markers=True, x_label="round")
         self._lay_out([
             ("Stage 1: slides with boxes", [self.image, self.boxes, self.add_button, self.clip_boxes, self.polarity]),
             ("Stage 2 and validation", [self.unlabelled, self.val_image, self.val_labels]),
             ("Train", [self.rounds1, self.rounds2, self.steps, self.patch, self.batch_size, self.device,
-                       self.stage1_button, self.stage2_button, self.runner, self.interrupted]),
+                       self.stage1_button, self.stage2_button, self.runner, self.interrupted,
+                       self.discard_button]),
             ("Rounds (paint a round's labels, then run more rounds)", [self.plot, self.rounds, self.rollback_button]),
             ("Predict", [self.predict_image, self.version, self.instances, self.object_radius, self.predict_button])])
         self._from_settings()
@@ -91,7 +94,20 @@ class BoxIterativeWidget(MethodDock):
     def _show_interrupted(self):
         note = interrupted_note(MODEL_NAME, self.controller.registry.user_root)
         self.interrupted.value = note
-        self.interrupted.visible = bool(note)
+        self.interrupted.visible = self.discard_button.visible = bool(note)
+
+    def discard_interrupted(self) -> int:
+        """Button **Forget the killed round**: remove the saved steps of every killed round (its
+        start version and all finished rounds stay); returns how many were removed."""
+        from ...core.runstate import TrainingRun, find_interrupted_runs
+
+        runs = [r for r in find_interrupted_runs(MODEL_NAME, self.controller.registry.user_root)
+                if r["settings"].get("box_round")]
+        for r in runs:
+            TrainingRun.open(r["folder"]).finish()
+        self._show_interrupted()
+        self.controller._say(f"forgot {len(runs)} killed round(s); every finished round is still a version")
+        return len(runs)
 
     @ensure_main_thread
     def _on_registry(self, name):
