@@ -104,16 +104,16 @@ def test_the_box_prior_is_the_commands_default_and_settable_from_the_console(set
     assert c._config().box_prior == "ellipse"
 
 
-def test_the_dock_says_how_to_continue_a_killed_round(make_napari_viewer, tmp_path):
-    """A round killed in a napari that crashed: the next dock names it and says to roll back to
-    its start version; once that round has run to its end, the line is gone."""
+
+def _killed_round(tmp_path, seed: int):
+    """A registry with Stage-1 round 1 saved and round 2 "killed" at step 12 (last.pt: step 10):
+    ``(registry, slide, session, suspended generator, run folder)``."""
     from napari_medseg.core.jobs import collect
     from napari_medseg.core.runstate import TrainingRun
     from napari_medseg.methods.box_iterative.stages import IterativeTraining, StageConfig
-    from napari_medseg.widgets.box_iterative import BoxIterativeWidget
 
     torch.set_num_threads(1)
-    a = synthetic_kidney((256, 256), 21, density=3.0)
+    a = synthetic_kidney((256, 256), seed, density=3.0)
     registry = Registry(shipped_root=tmp_path / "none", user_root=tmp_path / "models")
     s = IterativeTraining(registry, StageConfig(steps=14, patch=96, batch_size=2, tile=256), workdir=tmp_path / "w")
     s.set_stage1([a.rgb], [a.boxes])
@@ -121,9 +121,20 @@ def test_the_dock_says_how_to_continue_a_killed_round(make_napari_viewer, tmp_pa
     gen = s.stage1(1)
     for p in gen:
         if p.message.startswith("stage 1: step 12"):
-            break  # "killed" at step 12 of round 2: last.pt holds step 10
+            break  # the process "dies" here: the generator is never closed
     [folder] = (registry.user_root / "glomeruli" / "runs").iterdir()
     TrainingRun(folder)._write_info({**TrainingRun.open(folder).info, "pid": 2**22 + 99})
+    return registry, a, s, gen, folder
+
+
+def test_the_dock_says_how_to_continue_a_killed_round(make_napari_viewer, tmp_path):
+    """A round killed in a napari that crashed: the next dock names it and says to roll back to
+    its start version; once that round has run to its end, the line is gone."""
+    from napari_medseg.core.jobs import collect
+    from napari_medseg.methods.box_iterative.stages import IterativeTraining, StageConfig
+    from napari_medseg.widgets.box_iterative import BoxIterativeWidget
+
+    registry, a, s, gen, _folder = _killed_round(tmp_path, 21)
     w = BoxIterativeWidget(make_napari_viewer(), registry=registry)
     v = s.history[-1].version
     assert "step 10 of 14" in w.interrupted.value and f"Roll back to v{v}" in w.interrupted.value
@@ -139,23 +150,9 @@ def test_the_dock_says_how_to_continue_a_killed_round(make_napari_viewer, tmp_pa
 
 
 def test_forget_the_killed_round_removes_its_saved_steps_only(make_napari_viewer, tmp_path):
-    from napari_medseg.core.jobs import collect
-    from napari_medseg.core.runstate import TrainingRun
-    from napari_medseg.methods.box_iterative.stages import IterativeTraining, StageConfig
     from napari_medseg.widgets.box_iterative import BoxIterativeWidget
 
-    torch.set_num_threads(1)
-    a = synthetic_kidney((256, 256), 23, density=3.0)
-    registry = Registry(shipped_root=tmp_path / "none", user_root=tmp_path / "models")
-    s = IterativeTraining(registry, StageConfig(steps=14, patch=96, batch_size=2, tile=256), workdir=tmp_path / "w")
-    s.set_stage1([a.rgb], [a.boxes])
-    collect(s.stage1(1))
-    gen = s.stage1(1)
-    for p in gen:
-        if p.message.startswith("stage 1: step 12"):
-            break
-    [folder] = (registry.user_root / "glomeruli" / "runs").iterdir()
-    TrainingRun(folder)._write_info({**TrainingRun.open(folder).info, "pid": 2**22 + 98})
+    registry, _a, s, gen, folder = _killed_round(tmp_path, 23)
     w = BoxIterativeWidget(make_napari_viewer(), registry=registry)
     assert not w.discard_button.native.isHidden()
     assert w.discard_interrupted() == 1
