@@ -122,20 +122,46 @@ def displacement_to_sample(d: torch.Tensor, max_displacement: float = 4.0) -> to
 
 class LabelBuffer:
     """The aggregated data set of DAgger: actor observations (stored in float16) and
-    expert samples in a ring of ``capacity``, the oldest overwritten first."""
+    expert samples in a ring of ``capacity``, the oldest overwritten first.
 
-    def __init__(self, capacity: int):
+    With ``journal`` on, every :meth:`add` is also kept (on the CPU) until
+    :meth:`take_journal` hands it over, so that a training run can write the data set to
+    disk chunk by chunk; :meth:`replay` rebuilds the very same ring from those chunks."""
+
+    def __init__(self, capacity: int, journal: bool = False):
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         self.capacity = int(capacity)
         self.obs: torch.Tensor | None = None
         self.labels: torch.Tensor | None = None
         self.size = self.next = 0
+        self.total = 0  # states ever added
+        self.journal: list[dict] | None = [] if journal else None
 
     def __len__(self) -> int:
         return self.size
 
+    def take_journal(self) -> list[dict]:
+        """The adds since the last call: ``[{"offset": states added before it, "obs", "labels"}]``."""
+        out, self.journal = self.journal or [], [] if self.journal is not None else None
+        return out
+
+    def replay(self, chunks: list[dict]) -> None:
+        """Rebuild the ring from journal chunks, in order; chunks older than the first given
+        must be ones the given chunks overwrite entirely (so a run may delete those)."""
+        for i, c in enumerate(chunks):
+            if i == 0:
+                self.total = int(c["offset"])
+                self.next, self.size = self.total % self.capacity, min(self.capacity, self.total)
+            elif int(c["offset"]) != self.total:
+                raise ValueError("the imitation data set's chunks are not consecutive")
+            self.add(c["obs"], c["labels"])
+
     def add(self, obs: torch.Tensor, labels: torch.Tensor) -> None:
+        if self.journal is not None:
+            self.journal.append({"offset": self.total, "obs": obs.detach().to("cpu", torch.float16),
+                                 "labels": labels.detach().float().cpu()})
+        self.total += int(obs.shape[0])
         obs, labels = obs.detach()[-self.capacity:], labels.detach()[-self.capacity:]
         if self.obs is None:
             self.obs = torch.zeros((self.capacity, *obs.shape[1:]), dtype=torch.float16, device=obs.device)

@@ -23,6 +23,7 @@ from napari_medseg.core.runstate import TrainingRun
 from .policy import ARCH_NAME, BetaPolicy
 from .env import EnvConfig
 from .ppo import PPOConfig, train_tracker
+from .runfiles import prune_imitation_chunks, read_imitation_chunks, write_imitation_chunks
 
 MODEL_NAME = "tracking"
 METHOD = "dai2019-tracking"
@@ -90,9 +91,13 @@ def train_tracking(registry: Registry, config: PPOConfig | None = None, setting:
 
     def keep_state(at: int, state: dict) -> None:
         if run is not None:
+            chunks = state.pop("buffer_chunks", [])
+            write_imitation_chunks(run, chunks)  # first: the state written next may need them
             run.save_state(at, {**state, "outer_history": json.dumps(history),
                                 "wall_minutes": history[-1]["wall_minutes"] if history else wall0,
                                 "cpu_minutes": history[-1]["cpu_minutes"] if history else cpu0})
+            prune_imitation_chunks(run, int(state.get("buffer_total", 0)), config.imitation_buffer,
+                                   done=at >= config.imitation_updates)
 
     def save_best(state: dict, metrics: dict, at: int) -> None:
         if run is not None:
@@ -156,7 +161,7 @@ def _kept_state(run: TrainingRun) -> dict:
         raise InputError(f"{run.folder} holds no state to continue from; start a new run.")
     state = dict(last["extra"])
     state.update(update=int(last["step"]), model=last["model"], optimizer=last["optimizer"], rng=last["rng"],
-                 best=run.best())
+                 best=run.best(), buffer_chunks=read_imitation_chunks(run, int(state.get("buffer_total", 0))))
     return state
 
 

@@ -273,9 +273,11 @@ def train_tracker(config: PPOConfig | None = None, setting="SI", *, env_config: 
     needs: ``{"model", "optimizer", "rng", "history", "max_coverage"}`` (weights-only
     loadable). ``resume={"update", **that state, "best": {"state", "metrics", "step"} or
     None}`` continues from the update after ``update``. Batches are a function of their
-    index, so a resumed PPO phase repeats an uninterrupted run exactly (CPU); the
-    imitation phase's aggregated data set (up to 200k states) is not kept and refills
-    from the resumed updates on.
+    index, so a resumed run repeats an uninterrupted one exactly (CPU). The imitation
+    phase's aggregated data set comes in each state as ``buffer_chunks``, the states added
+    since the previous one (with ``buffer_total``, the count ever added): the caller keeps
+    them (see ``methods.tracking.model``), and ``resume["buffer_chunks"]``, every chunk not
+    yet overwritten in order, rebuilds the data set as it was.
     """
     torch.set_flush_denormal(True)  # otherwise updates slow down ~6x after a few minutes
     config = config or PPOConfig()
@@ -305,17 +307,22 @@ def train_tracker(config: PPOConfig | None = None, setting="SI", *, env_config: 
     history: list[dict] = []
     update = 0
     record = {} if record is None else record
-    buffer = LabelBuffer(config.imitation_buffer)
+    # the imitation data set is journalled, so that a kept state can rebuild it (rank 0 keeps states)
+    buffer = LabelBuffer(config.imitation_buffer, journal=keep_state is not None and config.imitation_updates > 0)
     recovery_rng = np.random.default_rng([config.seed, rank, 1])  # the recovery starts' draws
     first = 1
     if resume is not None:
         first = _restore(resume, policy, optimizer, best, history, recovery_rng, restore_rng=rank == 0)
+        if rank == 0 and resume.get("buffer_chunks"):
+            buffer.replay(resume["buffer_chunks"])
+            buffer.take_journal()  # on disk already
 
     def snapshot(at: int) -> None:
         if keep_state is not None:
             keep_state(at, {"model": {k: v.detach().cpu().clone() for k, v in policy.state_dict().items()},
                             "optimizer": copy.deepcopy(optimizer.state_dict()), "rng": rng_state(recovery_rng),
-                            "history": json.dumps(history), "max_coverage": float(best["max_coverage"])})
+                            "history": json.dumps(history), "max_coverage": float(best["max_coverage"]),
+                            "buffer_total": buffer.total, "buffer_chunks": buffer.take_journal()})
 
     def result() -> dict:
         record.update(state_dict=copy.deepcopy(policy.state_dict()), best_state_dict=best["state"],

@@ -118,3 +118,31 @@ def test_kill_9_loses_at_most_state_every_updates_and_train_resume_finishes(tmp_
     assert entry.meta["resumed_from_update"] == runs[0]["step"]
     assert entry.meta["config"]["updates"] == 40 and entry.meta["validation_curve"][-1]["update"] == 40
     assert find_interrupted_runs("tracking") == []
+
+
+def test_a_run_killed_in_its_imitation_phase_resumes_with_its_data_set_exactly():
+    """The DAgger data set is kept chunk by chunk; chunks that newer states have overwritten go."""
+    cfg = PPOConfig(updates=7, imitation_updates=6, imitation_buffer=30, imitation_steps=2, imitation_batch=8,
+                    **TINY)
+    straight = train_tracking(Registry(), cfg, "SI", state_every=2)
+    _, plain = collect(straight)
+    gen = train_tracking(Registry(), cfg, "SI", state_every=2)
+    for p in gen:
+        if p.step == 5:  # killed after update 5: the kept state is update 4's
+            break
+    folder = max((Registry().user_root / "tracking" / "runs").iterdir())
+    chunks = sorted((folder / "imitation").glob("*.pt"))
+    total = int(TrainingRun.open(folder).last()["extra"]["buffer_total"])
+    assert total > 30 and chunks and int(chunks[0].stem) > 0  # the oldest chunk, overwritten, is gone
+    TrainingRun(folder)._write_info({**TrainingRun.open(folder).info, "pid": 2**22 + 4321})
+    torch.manual_seed(7)  # a fresh process: another global RNG position
+    reports, resumed = collect(resume_tracking(Registry(), folder))
+    assert [p.step for p in reports] == [5, 6, 7]
+    curve = {c["update"]: c for c in resumed["entry"].meta["validation_curve"]}
+    want = {c["update"]: c for c in plain["entry"].meta["validation_curve"]}
+    assert sorted(curve) == sorted(want) == [2, 4, 6, 7]
+    for u in (6, 7):  # validated on the weights after the resumed imitation updates: the same to the bit
+        same = {k: v for k, v in curve[u].items() if "minutes" not in k}
+        assert same == {k: v for k, v in want[u].items() if "minutes" not in k} and len(same) >= 3
+    assert not folder.exists()
+    gen.close()
