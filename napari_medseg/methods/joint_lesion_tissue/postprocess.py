@@ -99,6 +99,42 @@ def refine(prior: np.ndarray, features: np.ndarray, power: float = PRIOR_POWER, 
     return post
 
 
+POWERS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)  # the values "auto" chooses among
+AUTO_SAMPLE = 200_000  # voxels that "auto" scores each value on
+
+
+def choose_power(prior: np.ndarray, features: np.ndarray, powers=POWERS, sample: int = AUTO_SAMPLE,
+                 steps: int = EM_STEPS, variance: str | None = None, seed: int = 0) -> tuple[float, dict]:
+    """The prior exponent τ under which this scan's own intensities are most likely:
+    for each τ, :func:`refine` on a random sample of the voxels, then the sample's
+    log-likelihood under the fitted mixture ``Σ_k prior_k^τ / Z · N(x; μ_k, σ_k)``. A
+    network prior that is right where the scan is sharpens the class Gaussians and wins
+    at a larger τ; one that is wrong puts voxels in a class whose intensities they do not
+    have, and loses. No label is used. Returns ``(τ, {τ: mean log-likelihood})``."""
+    variance = VARIANCE if variance is None else variance
+    n = prior.shape[1]
+    idx = np.random.default_rng(seed).choice(n, size=min(n, sample), replace=False) if n > sample else slice(None)
+    pr, x = prior[:, idx], features[idx].astype(np.float32)
+    pr = np.clip(pr.astype(np.float32), 1e-6, 1.0)
+    pr /= pr.sum(0, keepdims=True)
+    scores = {}
+    for tau in powers:
+        post = refine(pr, x, power=tau, steps=steps, variance=variance)
+        present = post.sum(1) >= MIN_CLASS_VOXELS  # as in refine: a class barely there is no Gaussian
+        mu, var = _fit(x, post, variance)
+        log_prior = tau * np.log(pr[present])
+        log_prior -= _logsumexp(log_prior)
+        ll = _log_lik(x, mu[present], var[present])
+        scores[float(tau)] = float(_logsumexp(log_prior + ll).mean())
+    return max(scores, key=scores.get), scores
+
+
+def _logsumexp(a: np.ndarray) -> np.ndarray:
+    """log Σ_k exp(a[k]) over axis 0."""
+    top = a.max(0, keepdims=True)
+    return (top + np.log(np.exp(a - top).sum(0, keepdims=True)))[0]
+
+
 def _features(volumes: dict, mods, region: np.ndarray) -> np.ndarray:
     """(N, M) intensities inside ``region``, each modality scaled by its 1-99 percentiles there."""
     cols = []
@@ -165,8 +201,10 @@ def to_scan_grid(probs: np.ndarray, grid_affine, scan_affine, scan_shape) -> np.
 
 def finish(probs: np.ndarray, volumes: dict, used, ls: LabelSet, spacing, *, mode: str = "joint",
            mask: np.ndarray | None = None, refine_native: bool = True, min_lesion_ml: float = 0.01,
-           power: float | None = None) -> Refined:
+           power: float | str | None = None) -> Refined:
     """Labels on the scan grid from probabilities already on it (see :func:`to_scan_grid`).
+
+    ``power``: the refinement's τ (default :data:`PRIOR_POWER`), or "auto" (:func:`choose_power`).
 
     The region labelled is the mask when given, else the network's own foreground;
     inside it, background is never chosen.
@@ -182,7 +220,11 @@ def finish(probs: np.ndarray, volumes: dict, used, ls: LabelSet, spacing, *, mod
     post = probs[keep][:, region]
     posterior = None
     if refine_native and region.sum() > 10 * len(keep):
-        post = refine(post, _features(volumes, used, region), power=PRIOR_POWER if power is None else power)
+        x = _features(volumes, used, region)
+        power = PRIOR_POWER if power is None else power
+        if power == "auto":  # chosen on this scan's own intensities (choose_power)
+            power, _ = choose_power(post, x)
+        post = refine(post, x, power=power)
         posterior = post
     tissue = keep != ls.lesion
     labels[region] = keep[tissue][np.argmax(post[tissue], 0)]  # tissue: the refined arg-max

@@ -161,3 +161,30 @@ def test_joint_lesions_are_the_networks_one_vs_all_call_and_tissue_the_refined_a
         assert (out.labels[big] == REDUCED.lesion).all()
         assert not (out.labels[weak] == REDUCED.lesion).any() and (out.labels[weak] != 0).all()
         assert ((out.labels == REDUCED.lesion) & ~big).sum() == 0
+
+
+def test_auto_power_trusts_a_right_prior_more_than_a_partly_wrong_one():
+    """power="auto" (choose_power) weighs the network's prior by how well the scan's own
+    intensities fit it: a prior right everywhere gets a larger τ than one wrong on a third
+    of the voxels, and there the chosen τ refines better than trusting the prior fully."""
+    from napari_medseg.methods.joint_lesion_tissue.postprocess import POWERS, choose_power
+
+    rng = np.random.default_rng(0)
+    n = 30000
+    z = rng.integers(0, 3, n)
+    x = (np.array([0.2, 0.5, 0.8])[z] + rng.normal(0, 0.08, n)).astype(np.float32)[:, None]
+
+    def prior(wrong: float) -> np.ndarray:
+        w = z.copy()
+        m = rng.random(n) < wrong
+        w[m] = (z[m] + rng.integers(1, 3, m.sum())) % 3
+        p = np.full((3, n), 0.1, np.float32)
+        p[w, np.arange(n)] = 0.8
+        return p
+
+    right, partly = prior(0.0), prior(0.3)
+    tau_right, scores = choose_power(right, x)
+    tau_partly, _ = choose_power(partly, x)
+    assert set(scores) == set(POWERS) and tau_right > tau_partly
+    acc = {t: float((refine(partly, x, power=t).argmax(0) == z).mean()) for t in (tau_partly, max(POWERS))}
+    assert acc[tau_partly] > acc[max(POWERS)] + 0.05
