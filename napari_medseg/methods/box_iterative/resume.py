@@ -57,16 +57,13 @@ def open_round(session, stage: int, slides, steps: int):
     if session.config.adversarial > 0 or distributed.active():
         return None, None
     key, root = round_key(session, stage, slides), session.registry.user_root
-    for r in find_interrupted_runs(session.name, root):
-        if r["settings"].get("box_round") != key or r["total_steps"] != steps:
+    for r in killed_rounds(session.registry, session.name):
+        if r["settings"]["box_round"] != key or r["total_steps"] != steps:
             continue
         try:
             run = TrainingRun.open(r["folder"])
-            if r["step"] == 0:  # killed before its first saved step: nothing to go on from
-                run.finish()
-                continue
             last = run.last()
-            if last is None:
+            if last is None:  # killed before its first saved step: nothing to go on from
                 run.finish()
                 continue
             run.claim()
@@ -76,11 +73,25 @@ def open_round(session, stage: int, slides, steps: int):
     return TrainingRun.start(session.name, {"resumable": False, "box_round": key}, steps, root=root), None
 
 
+def killed_rounds(registry, name: str) -> list[dict]:
+    """The killed (or failed) box-supervised rounds under the registry's folder, newest first
+    (:func:`~napari_medseg.core.runstate.find_interrupted_runs` entries)."""
+    return [r for r in find_interrupted_runs(name, registry.user_root) if r["settings"].get("box_round")]
+
+
+def forget_killed_rounds(registry, name: str) -> int:
+    """Remove the saved steps of every killed round (finished rounds stay versions); how many."""
+    runs = killed_rounds(registry, name)
+    for r in runs:
+        TrainingRun(r["folder"]).finish()
+    return len(runs)
+
+
 def resume_point(registry, name: str) -> dict:
     """Where ``train box_iterative --resume`` goes on: the newest killed Stage-1 round
     (``{"version": its start version or None, "step", "killed": True}``), else the current
     version (``{"version", "killed": False}``: fine-tuning it)."""
-    killed = [r for r in find_interrupted_runs(name, registry.user_root) if r["settings"].get("box_round")]
+    killed = killed_rounds(registry, name)
     if killed:
         key = killed[0]["settings"]["box_round"]
         if key["stage"] != 1:

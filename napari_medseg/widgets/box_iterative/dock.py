@@ -99,15 +99,12 @@ class BoxIterativeWidget(MethodDock):
     def discard_interrupted(self) -> int:
         """Button **Forget the killed round**: remove the saved steps of every killed round (its
         start version and all finished rounds stay); returns how many were removed."""
-        from ...core.runstate import TrainingRun, find_interrupted_runs
+        from ...methods.box_iterative.resume import forget_killed_rounds
 
-        runs = [r for r in find_interrupted_runs(MODEL_NAME, self.controller.registry.user_root)
-                if r["settings"].get("box_round")]
-        for r in runs:
-            TrainingRun.open(r["folder"]).finish()
+        n = forget_killed_rounds(self.controller.registry, MODEL_NAME)
         self._show_interrupted()
-        self.controller._say(f"forgot {len(runs)} killed round(s); every finished round is still a version")
-        return len(runs)
+        self.controller._say(f"forgot {n} killed round(s); every finished round is still a version")
+        return n
 
     @ensure_main_thread
     def _on_registry(self, name):
